@@ -1,0 +1,126 @@
+//! The stored form of a response.
+//!
+//! A [`CachedResponse`] is what a [`Store`](crate::store::Store) keeps: status, the headers
+//! that may be replayed, the whole body as [`Bytes`], and the timing the cache needs to
+//! compute `Age` and freshness on every hit. Stores that keep entries in process (such as
+//! [`MemoryStore`](crate::store::MemoryStore)) hold them behind an [`Arc`](std::sync::Arc) so
+//! that a hit clones a pointer, never the body; stores that serialize them use a
+//! [`Codec`](crate::codec::Codec).
+//!
+//! ```
+//! use std::time::{Duration, SystemTime};
+//! use bytes::Bytes;
+//! use http::{HeaderMap, StatusCode};
+//! use tower_response_cache::CachedResponse;
+//!
+//! let mut entry = CachedResponse::new(StatusCode::OK, HeaderMap::new(), Bytes::from_static(b"hi"));
+//! entry.ttl = Duration::from_secs(60);
+//! let now = entry.stored_at + Duration::from_secs(10);
+//! assert!(entry.is_fresh(now));
+//! assert_eq!(entry.age(now), Duration::from_secs(10));
+//! assert_eq!(entry.remaining_ttl(now), Duration::from_secs(50));
+//! ```
+
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+
+/// A response as the cache stores it.
+///
+/// Fields are public so that custom stores and codecs can read them; the struct is
+/// `#[non_exhaustive]`, so build one with [`CachedResponse::new`] and set fields afterwards.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct CachedResponse {
+    /// The response status.
+    pub status: StatusCode,
+    /// The end-to-end headers replayed on a hit, in their original order (hop-by-hop headers
+    /// are never stored).
+    pub headers: HeaderMap,
+    /// The complete response body.
+    pub body: Bytes,
+    /// When the cache received the response.
+    pub stored_at: SystemTime,
+    /// The response's age when it was stored (the origin's `Age` header, RFC 9111 §4.2.3).
+    pub initial_age: Duration,
+    /// How long after `stored_at` the entry is fresh.
+    pub ttl: Duration,
+    /// How long past freshness the entry may be served while it is refreshed (RFC 5861).
+    pub stale_while_revalidate: Duration,
+    /// How long past freshness the entry may be served when the origin fails (RFC 5861).
+    pub stale_if_error: Duration,
+    /// The request header values this response was selected by (the response's `Vary`
+    /// header names, each with the request's value or `None` when the request lacked it).
+    pub vary: Vec<(HeaderName, Option<HeaderValue>)>,
+    /// Surrogate keys (tags) the entry can be purged by.
+    pub tags: Vec<String>,
+}
+
+impl CachedResponse {
+    /// An entry stored now, with no freshness (`ttl` zero), no stale windows, no variants and
+    /// no tags.
+    pub fn new(status: StatusCode, headers: HeaderMap, body: Bytes) -> Self {
+        Self {
+            status,
+            headers,
+            body,
+            stored_at: SystemTime::now(),
+            initial_age: Duration::ZERO,
+            ttl: Duration::ZERO,
+            stale_while_revalidate: Duration::ZERO,
+            stale_if_error: Duration::ZERO,
+            vary: Vec::new(),
+            tags: Vec::new(),
+        }
+    }
+
+    /// Time the entry has spent in the cache at `now` (zero if the clock went backwards).
+    pub fn resident_time(&self, now: SystemTime) -> Duration {
+        now.duration_since(self.stored_at).unwrap_or_default()
+    }
+
+    /// The response's current age at `now`: its age when stored plus its time in the cache
+    /// (RFC 9111 §4.2.3). This is the value of the `Age` header on a hit.
+    pub fn age(&self, now: SystemTime) -> Duration {
+        self.initial_age.saturating_add(self.resident_time(now))
+    }
+
+    /// Whether the entry is still fresh at `now`.
+    pub fn is_fresh(&self, now: SystemTime) -> bool {
+        self.resident_time(now) < self.ttl
+    }
+
+    /// How much longer the entry stays fresh after `now` (zero once stale).
+    pub fn remaining_ttl(&self, now: SystemTime) -> Duration {
+        self.ttl.saturating_sub(self.resident_time(now))
+    }
+
+    /// How long a store should keep the entry: its freshness plus the longest stale window.
+    pub fn storage_ttl(&self) -> Duration {
+        self.ttl
+            .saturating_add(self.stale_while_revalidate.max(self.stale_if_error))
+    }
+
+    /// An estimate of the bytes the entry occupies in memory: body, header names and values,
+    /// variant values, tags and the fixed size of the struct.
+    pub fn weight(&self) -> usize {
+        let headers: usize = self
+            .headers
+            .iter()
+            .map(|(name, value)| name.as_str().len() + value.len() + HEADER_OVERHEAD)
+            .sum();
+        let vary: usize = self
+            .vary
+            .iter()
+            .map(|(name, value)| {
+                name.as_str().len() + value.as_ref().map_or(0, HeaderValue::len) + HEADER_OVERHEAD
+            })
+            .sum();
+        let tags: usize = self.tags.iter().map(|tag| tag.len() + 24).sum();
+        std::mem::size_of::<Self>() + self.body.len() + headers + vary + tags
+    }
+}
+
+/// Per-header bookkeeping in a `HeaderMap` (bucket, index, value handle), approximately.
+const HEADER_OVERHEAD: usize = 48;

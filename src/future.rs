@@ -1,0 +1,68 @@
+//! [`ResponseFuture`]: the future of a [`CacheService`](crate::CacheService) call.
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+
+use http::Response;
+use pin_project_lite::pin_project;
+
+use crate::body::CacheBody;
+
+pub(crate) type BoxResponseFuture<B, E> =
+    Pin<Box<dyn Future<Output = Result<Response<CacheBody<B>>, E>> + Send>>;
+
+pin_project! {
+    /// The response future of [`CacheService`](crate::CacheService).
+    pub struct ResponseFuture<F, B, E> {
+        #[pin]
+        kind: Kind<F, B, E>,
+    }
+}
+
+pin_project! {
+    #[project = KindProj]
+    enum Kind<F, B, E> {
+        // Requests the cache does not apply to: the inner future, unboxed.
+        Pass { #[pin] future: F },
+        Cached { future: BoxResponseFuture<B, E> },
+    }
+}
+
+impl<F, B, E> ResponseFuture<F, B, E> {
+    pub(crate) fn pass(future: F) -> Self {
+        Self {
+            kind: Kind::Pass { future },
+        }
+    }
+
+    pub(crate) fn cached(future: BoxResponseFuture<B, E>) -> Self {
+        Self {
+            kind: Kind::Cached { future },
+        }
+    }
+}
+
+impl<F, B, E> Future for ResponseFuture<F, B, E>
+where
+    F: Future<Output = Result<Response<B>, E>>,
+{
+    type Output = Result<Response<CacheBody<B>>, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project().kind.project() {
+            KindProj::Pass { future } => {
+                let response = ready!(future.poll(cx))?;
+                Poll::Ready(Ok(response.map(CacheBody::passthrough)))
+            }
+            KindProj::Cached { future } => future.as_mut().poll(cx),
+        }
+    }
+}
+
+impl<F, B, E> fmt::Debug for ResponseFuture<F, B, E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ResponseFuture").finish_non_exhaustive()
+    }
+}

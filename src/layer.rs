@@ -1,0 +1,367 @@
+//! [`CacheLayer`]: the configuration, and the [`Layer`] that wraps services.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::HeaderName;
+use http::response::Parts;
+use tower_layer::Layer;
+
+use crate::key::{DefaultKeyBuilder, KeyBuilder};
+use crate::policy::response::StorageRules;
+use crate::policy::route::RouteTable;
+use crate::policy::{ClientControl, RoutePolicy, SetCookiePolicy, StatusSet};
+use crate::service::CacheService;
+use crate::stats::CacheStats;
+use crate::store::Store;
+
+/// The default name of the header that forces a refresh.
+pub const DEFAULT_BYPASS_HEADER: HeaderName = HeaderName::from_static("x-cache-bypass");
+
+/// The default name of the header that reports what the cache did.
+pub const DEFAULT_STATUS_HEADER: HeaderName = HeaderName::from_static("x-cache");
+
+/// When a response is written to the store.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum WriteMode {
+    /// In a background task once the body is complete: the client never waits for the
+    /// store. The default. (Without a Tokio runtime the write happens inline.)
+    #[default]
+    Background,
+    /// Before the body reports its end: once a client has read the whole body, the entry is
+    /// in the store. Useful in tests, and to bound the number of writes in flight.
+    Inline,
+}
+
+type TtlFn = Arc<dyn Fn(&Parts) -> Option<Duration> + Send + Sync>;
+
+/// Everything a [`CacheService`] needs, shared by all its clones.
+pub(crate) struct Shared<K> {
+    pub(crate) store: Arc<dyn Store>,
+    pub(crate) key_builder: Arc<K>,
+    pub(crate) stats: CacheStats,
+    pub(crate) namespace: Arc<str>,
+    pub(crate) max_key_len: usize,
+    pub(crate) default_ttl: Option<Duration>,
+    pub(crate) ttl_fn: Option<TtlFn>,
+    pub(crate) honor_origin: bool,
+    pub(crate) client_control: ClientControl,
+    pub(crate) bypass_header: HeaderName,
+    pub(crate) status_header: Option<HeaderName>,
+    pub(crate) cache_status: Option<Arc<str>>,
+    pub(crate) rules: StorageRules,
+    pub(crate) write_mode: WriteMode,
+    pub(crate) routes: RouteTable,
+}
+
+// Not derived: `K` itself need not be `Clone`, it is behind an `Arc`.
+impl<K> Clone for Shared<K> {
+    fn clone(&self) -> Self {
+        Self {
+            store: Arc::clone(&self.store),
+            key_builder: Arc::clone(&self.key_builder),
+            stats: self.stats.clone(),
+            namespace: Arc::clone(&self.namespace),
+            max_key_len: self.max_key_len,
+            default_ttl: self.default_ttl,
+            ttl_fn: self.ttl_fn.clone(),
+            honor_origin: self.honor_origin,
+            client_control: self.client_control.clone(),
+            bypass_header: self.bypass_header.clone(),
+            status_header: self.status_header.clone(),
+            cache_status: self.cache_status.clone(),
+            rules: self.rules.clone(),
+            write_mode: self.write_mode,
+            routes: self.routes.clone(),
+        }
+    }
+}
+
+impl<K: fmt::Debug> fmt::Debug for Shared<K> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CacheLayer")
+            .field("store", &self.store)
+            .field("key_builder", &self.key_builder)
+            .field("namespace", &self.namespace)
+            .field("max_key_len", &self.max_key_len)
+            .field("default_ttl", &self.default_ttl)
+            .field("ttl_fn", &self.ttl_fn.as_ref().map(|_| "<fn>"))
+            .field("honor_origin_ttl", &self.honor_origin)
+            .field("client_control", &self.client_control)
+            .field("bypass_header", &self.bypass_header)
+            .field("status_header", &self.status_header)
+            .field("cache_status", &self.cache_status)
+            .field("rules", &self.rules)
+            .field("write_mode", &self.write_mode)
+            .field("routes", &self.routes)
+            .finish()
+    }
+}
+
+/// A [`Layer`] that caches responses; also the builder of its configuration.
+///
+/// ```
+/// use std::time::Duration;
+/// use axum::{routing::get, Router};
+/// use tower_response_cache::{CacheLayer, MemoryStore, RoutePolicy};
+///
+/// let cache = CacheLayer::new(MemoryStore::new(64 * 1024 * 1024))
+///     .namespace("app")
+///     .default_ttl(Duration::from_secs(30))
+///     .route("/users/{id}", RoutePolicy::new().ttl(Duration::from_secs(300)));
+/// let stats = cache.stats();
+///
+/// let app: Router = Router::new()
+///     .route("/users/{id}", get(|| async { "user" }))
+///     .layer(cache);
+/// ```
+///
+/// Defaults: namespace `cache`, default TTL 60 s, the origin's freshness honoured, clients
+/// allowed to bypass ([`ClientControl::Allow`]) with `Cache-Control` or `x-cache-bypass`,
+/// `x-cache` and `Cache-Status` response headers, bodies up to 1 MiB, the statuses of
+/// [`StatusSet::default`], no `Set-Cookie` responses and no responses to authorized requests
+/// (RFC 9111 §3.5 aside), writes in the background.
+#[must_use]
+pub struct CacheLayer<K = DefaultKeyBuilder> {
+    shared: Arc<Shared<K>>,
+}
+
+impl<K> Clone for CacheLayer<K> {
+    fn clone(&self) -> Self {
+        Self {
+            shared: Arc::clone(&self.shared),
+        }
+    }
+}
+
+impl<K: fmt::Debug> fmt::Debug for CacheLayer<K> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.shared.fmt(f)
+    }
+}
+
+impl CacheLayer<DefaultKeyBuilder> {
+    /// A layer that keeps responses in `store`, with [`DefaultKeyBuilder`] and the defaults
+    /// listed above.
+    pub fn new(store: impl Store) -> Self {
+        Self {
+            shared: Arc::new(Shared {
+                store: Arc::new(store),
+                key_builder: Arc::new(DefaultKeyBuilder::new()),
+                stats: CacheStats::new(),
+                namespace: Arc::from("cache"),
+                max_key_len: 250,
+                default_ttl: Some(Duration::from_secs(60)),
+                ttl_fn: None,
+                honor_origin: true,
+                client_control: ClientControl::Allow,
+                bypass_header: DEFAULT_BYPASS_HEADER,
+                status_header: Some(DEFAULT_STATUS_HEADER),
+                cache_status: Some(Arc::from("tower-response-cache")),
+                rules: StorageRules {
+                    statuses: StatusSet::default(),
+                    set_cookie: SetCookiePolicy::Skip,
+                    allow_authorized: false,
+                    max_body_size: 1024 * 1024,
+                },
+                write_mode: WriteMode::Background,
+                routes: RouteTable::default(),
+            }),
+        }
+    }
+}
+
+impl<K> CacheLayer<K> {
+    fn config(&mut self) -> &mut Shared<K> {
+        Arc::make_mut(&mut self.shared)
+    }
+
+    /// Derives keys with `key_builder` instead of the [`DefaultKeyBuilder`].
+    pub fn key_builder<K2: KeyBuilder>(self, key_builder: K2) -> CacheLayer<K2> {
+        let shared = Arc::unwrap_or_clone(self.shared);
+        CacheLayer {
+            shared: Arc::new(Shared {
+                store: shared.store,
+                key_builder: Arc::new(key_builder),
+                stats: shared.stats,
+                namespace: shared.namespace,
+                max_key_len: shared.max_key_len,
+                default_ttl: shared.default_ttl,
+                ttl_fn: shared.ttl_fn,
+                honor_origin: shared.honor_origin,
+                client_control: shared.client_control,
+                bypass_header: shared.bypass_header,
+                status_header: shared.status_header,
+                cache_status: shared.cache_status,
+                rules: shared.rules,
+                write_mode: shared.write_mode,
+                routes: shared.routes,
+            }),
+        }
+    }
+
+    /// The prefix of every key (`namespace:…`). Default: `cache`.
+    pub fn namespace(mut self, namespace: impl AsRef<str>) -> Self {
+        self.config().namespace = Arc::from(namespace.as_ref());
+        self
+    }
+
+    /// Keys longer than this many bytes (namespace included) are replaced by a readable
+    /// prefix and a stable hash. Default: 250.
+    pub fn max_key_len(mut self, max_key_len: usize) -> Self {
+        // A hashed key is about 100 bytes long; a smaller limit would not be honoured.
+        self.config().max_key_len = max_key_len.max(128);
+        self
+    }
+
+    /// The TTL of responses that no other source gives one (the last in the order of
+    /// precedence). Default: 60 s.
+    pub fn default_ttl(mut self, ttl: Duration) -> Self {
+        self.config().default_ttl = Some(ttl);
+        self
+    }
+
+    /// Stores only responses that some source gives a TTL: the handler, `ttl_fn`, the
+    /// origin's headers or the route's rule. For a cache in front of an origin that states
+    /// its own freshness.
+    pub fn no_default_ttl(mut self) -> Self {
+        self.config().default_ttl = None;
+        self
+    }
+
+    /// Computes a TTL from each response's head (status, headers, extensions). `Some` wins
+    /// over every source but a [`CacheTtl`](crate::CacheTtl) the handler set; `None` falls
+    /// through to the origin's headers, the route and the default. `Some(Duration::ZERO)`
+    /// keeps the response out of the cache.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tower_response_cache::{CacheLayer, MemoryStore};
+    ///
+    /// // Premium payloads for longer; large ones for less.
+    /// let layer = CacheLayer::new(MemoryStore::new(64 << 20)).ttl_fn(|parts| {
+    ///     if parts.headers.get("x-tier").is_some_and(|tier| tier == "premium") {
+    ///         return Some(Duration::from_secs(600));
+    ///     }
+    ///     let len: u64 = parts.headers.get("content-length")?.to_str().ok()?.parse().ok()?;
+    ///     (len > 100_000).then(|| Duration::from_secs(10))
+    /// });
+    /// ```
+    pub fn ttl_fn<F>(mut self, ttl_fn: F) -> Self
+    where
+        F: Fn(&Parts) -> Option<Duration> + Send + Sync + 'static,
+    {
+        self.config().ttl_fn = Some(Arc::new(ttl_fn));
+        self
+    }
+
+    /// Whether the origin's `s-maxage` / `max-age` / `Expires` set the TTL (before the route
+    /// and default TTLs). Routes can override it. Default: `true`.
+    pub fn honor_origin_ttl(mut self, honor: bool) -> Self {
+        self.config().honor_origin = honor;
+        self
+    }
+
+    /// Whether clients may bypass or refresh the cache. Routes can override it. Default:
+    /// [`ClientControl::Allow`].
+    pub fn client_control(mut self, control: ClientControl) -> Self {
+        self.config().client_control = control;
+        self
+    }
+
+    /// The request header that forces a refresh. Default: `x-cache-bypass`.
+    pub fn bypass_header(mut self, name: HeaderName) -> Self {
+        self.config().bypass_header = name;
+        self
+    }
+
+    /// The response header that says `HIT`, `MISS`, `BYPASS`, `REFRESH` or `UNCACHEABLE`;
+    /// `None` to leave it out. Default: `x-cache`.
+    pub fn status_header(mut self, name: impl Into<Option<HeaderName>>) -> Self {
+        self.config().status_header = name.into();
+        self
+    }
+
+    /// The cache's name in the RFC 9211 `Cache-Status` header; `None` to leave the header
+    /// out. A name that is not a structured-field token is written as a quoted string.
+    /// Default: `tower-response-cache`.
+    pub fn cache_status_name(mut self, name: Option<&str>) -> Self {
+        self.config().cache_status = name.map(crate::outcome::cache_status_identifier);
+        self
+    }
+
+    /// The statuses that may be stored. Default: [`StatusSet::default`].
+    pub fn cacheable_statuses(mut self, statuses: StatusSet) -> Self {
+        self.config().rules.statuses = statuses;
+        self
+    }
+
+    /// What to do with responses that set cookies. Default: [`SetCookiePolicy::Skip`].
+    pub fn set_cookie(mut self, policy: SetCookiePolicy) -> Self {
+        self.config().rules.set_cookie = policy;
+        self
+    }
+
+    /// Stores responses to requests with `Authorization` even when the response does not
+    /// say `public`, `s-maxage` or `must-revalidate`. Only for responses that are the same
+    /// for every user (the key does not include the credentials). Default: `false`.
+    pub fn allow_authorized(mut self, allow: bool) -> Self {
+        self.config().rules.allow_authorized = allow;
+        self
+    }
+
+    /// The largest body stored, in bytes; larger bodies stream to the client and are not
+    /// stored. Default: 1 MiB.
+    pub fn max_body_size(mut self, bytes: usize) -> Self {
+        self.config().rules.max_body_size = bytes;
+        self
+    }
+
+    /// When entries are written. Default: [`WriteMode::Background`].
+    pub fn write_mode(mut self, mode: WriteMode) -> Self {
+        self.config().write_mode = mode;
+        self
+    }
+
+    /// A rule for the route `pattern`: axum's route pattern (`/users/{id}`, matched against
+    /// `MatchedPath`), or a literal path. A later rule for the same pattern replaces the
+    /// earlier one.
+    pub fn route(mut self, pattern: impl AsRef<str>, policy: RoutePolicy) -> Self {
+        let config = self.config();
+        config
+            .routes
+            .insert_exact(pattern.as_ref(), policy, &config.stats);
+        self
+    }
+
+    /// A rule for every path that starts with `prefix` and matches no pattern rule; the
+    /// longest prefix wins.
+    pub fn route_prefix(mut self, prefix: impl AsRef<str>, policy: RoutePolicy) -> Self {
+        let config = self.config();
+        config
+            .routes
+            .insert_prefix(prefix.as_ref(), policy, &config.stats);
+        self
+    }
+
+    /// The layer's counters. Every service made by this layer (and its clones) counts into
+    /// them.
+    pub fn stats(&self) -> CacheStats {
+        self.shared.stats.clone()
+    }
+
+    /// The layer's store, for invalidation and inspection.
+    pub fn store(&self) -> Arc<dyn Store> {
+        Arc::clone(&self.shared.store)
+    }
+}
+
+impl<S, K> Layer<S> for CacheLayer<K> {
+    type Service = CacheService<S, K>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        CacheService::new(inner, Arc::clone(&self.shared))
+    }
+}

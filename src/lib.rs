@@ -1,0 +1,70 @@
+//! An HTTP response cache as one [tower] layer.
+//!
+//! [`CacheLayer`] wraps any `Service<http::Request<B>>` that returns `http::Response`s —
+//! an axum `Router`, a hyper service, a reverse proxy — and answers repeated requests from a
+//! [`Store`](store::Store) without running the service. It keeps the inner service's error
+//! type, streams bodies, and is `Clone + Send + Sync`.
+//!
+//! ```
+//! use std::time::Duration;
+//! use axum::{routing::get, Router};
+//! use tower_response_cache::{CacheLayer, MemoryStore, RoutePolicy};
+//!
+//! let cache = CacheLayer::new(MemoryStore::new(64 * 1024 * 1024))
+//!     .namespace("app")
+//!     .default_ttl(Duration::from_secs(60))
+//!     .route("/users/{id}", RoutePolicy::new().ttl(Duration::from_secs(5)));
+//! let stats = cache.stats();
+//!
+//! let app: Router = Router::new()
+//!     .route("/users/{id}", get(|| async { "a user" }))
+//!     .layer(cache);
+//! # let _ = (app, stats);
+//! ```
+//!
+//! What it does, in order ([`service`] has the details):
+//!
+//! - **Keys** from method class (HEAD shares GET), path and normalized query through a
+//!   [`KeyBuilder`](key::KeyBuilder), under a namespace.
+//! - **Client control**: `Cache-Control: no-store` bypasses, `no-cache` / `max-age=0` /
+//!   `Pragma: no-cache` / `x-cache-bypass` refresh, `only-if-cached` answers 504 on a miss —
+//!   unless a [`ClientControl`] policy says otherwise.
+//! - **Safe storing** by default ([`policy::response`]): GET only, cacheable statuses, no
+//!   `no-store` / `private` / `no-cache`, no `Vary: *`, no `Set-Cookie`, no `Authorization`
+//!   (RFC 9111 §3.5 aside), bodies up to 1 MiB.
+//! - **TTL** from the handler ([`CacheTtl`]), a `ttl_fn`, the origin's `Cache-Control` /
+//!   `Expires`, the route ([`RoutePolicy`]) or the layer default; sliding per route.
+//! - **Streaming**: a miss streams to the client while a capped copy is kept and stored when
+//!   the body completes (in the background by default).
+//! - **Hits** carry `Age`, `x-cache: HIT` and an RFC 9211 `Cache-Status`; a memory hit
+//!   shares the stored bytes, it does not copy them.
+//! - **Stats** per layer and per route ([`CacheStats`]).
+//!
+//! A store failure never fails a request: it is counted and the service answers.
+//!
+//! [tower]: https://docs.rs/tower
+
+pub mod body;
+pub mod codec;
+pub mod entry;
+pub mod future;
+pub mod key;
+pub mod layer;
+mod outcome;
+pub mod policy;
+pub mod service;
+pub mod stats;
+pub mod store;
+
+#[cfg(feature = "axum")]
+pub mod axum;
+
+pub use body::CacheBody;
+pub use entry::CachedResponse;
+pub use future::ResponseFuture;
+pub use key::{CacheKey, DefaultKeyBuilder, KeyBuilder};
+pub use layer::{CacheLayer, WriteMode};
+pub use policy::{CacheTtl, ClientControl, RoutePolicy};
+pub use service::CacheService;
+pub use stats::{CacheStats, StatsSnapshot};
+pub use store::{MemoryStore, Store, StoreError};

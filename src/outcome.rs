@@ -1,0 +1,133 @@
+//! What the cache did with a request, and the response headers that say so.
+//!
+//! | outcome | `x-cache` | `Cache-Status` (RFC 9211) |
+//! |---|---|---|
+//! | served from the cache | `HIT` | `name; hit; ttl=42` |
+//! | miss, response stored | `MISS` | `name; fwd=miss; stored` |
+//! | miss, response not storable | `UNCACHEABLE` | `name; fwd=miss; detail=private` |
+//! | request refreshed the entry | `REFRESH` | `name; fwd=request; stored` |
+//! | request bypassed the cache | `BYPASS` | `name; fwd=bypass; detail=no-store` |
+//!
+//! "stored" is said when the response head allows storing; a body that then grows past the
+//! size limit, fails, or is abandoned is still not stored (and counted so).
+
+use std::time::Duration;
+
+use http::{HeaderMap, HeaderValue};
+
+use crate::policy::{BypassReason, NotStoredReason, RefreshReason};
+
+/// What the cache did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Outcome {
+    Hit { ttl: Duration },
+    Miss { stored: Result<(), NotStoredReason> },
+    /// A miss that the request would not let go to the origin (`only-if-cached`).
+    MissOnlyIfCached,
+    Refresh { reason: RefreshReason, stored: Result<(), NotStoredReason> },
+    Bypass { reason: BypassReason },
+}
+
+impl Outcome {
+    fn x_cache(self) -> HeaderValue {
+        HeaderValue::from_static(match self {
+            Self::Hit { .. } => "HIT",
+            Self::Miss { stored: Ok(()) } | Self::MissOnlyIfCached => "MISS",
+            Self::Miss { stored: Err(_) } => "UNCACHEABLE",
+            Self::Refresh { .. } => "REFRESH",
+            Self::Bypass { .. } => "BYPASS",
+        })
+    }
+
+    fn cache_status(self, name: &str) -> Option<HeaderValue> {
+        let stored = |stored: Result<(), NotStoredReason>| match stored {
+            Ok(()) => "stored".to_owned(),
+            Err(reason) => format!("detail={}", reason.as_str()),
+        };
+        let params = match self {
+            Self::Hit { ttl } => format!("hit; ttl={}", ttl.as_secs()),
+            Self::Miss { stored: result } => format!("fwd=miss; {}", stored(result)),
+            Self::MissOnlyIfCached => "fwd=miss; detail=only-if-cached".to_owned(),
+            Self::Refresh { stored: result, .. } => format!("fwd=request; {}", stored(result)),
+            Self::Bypass { reason } => format!("fwd=bypass; detail={}", reason.as_str()),
+        };
+        HeaderValue::try_from(format!("{name}; {params}")).ok()
+    }
+
+    /// Adds the status header and appends to `Cache-Status` (RFC 9211 §2: caches closer to
+    /// the client add their member after those of caches closer to the origin).
+    pub(crate) fn write_headers(
+        self,
+        headers: &mut HeaderMap,
+        status_header: Option<&http::HeaderName>,
+        cache_status: Option<&str>,
+    ) {
+        if let Some(name) = status_header {
+            headers.insert(name.clone(), self.x_cache());
+        }
+        if let Some(value) = cache_status.and_then(|name| self.cache_status(name)) {
+            headers.append(http::HeaderName::from_static("cache-status"), value);
+        }
+    }
+}
+
+/// The cache's identifier as RFC 9211 wants it: an sf-token when the name is one, else an
+/// sf-string (printable ASCII, with `"` and `\` escaped; other characters dropped).
+pub(crate) fn cache_status_identifier(name: &str) -> std::sync::Arc<str> {
+    let bytes = name.as_bytes();
+    let is_token = bytes
+        .first()
+        .is_some_and(|b| b.is_ascii_alphabetic() || *b == b'*')
+        && bytes.iter().all(|b| {
+            b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~:/".contains(b)
+        });
+    if is_token {
+        return name.into();
+    }
+    let mut quoted = String::with_capacity(name.len() + 2);
+    quoted.push('"');
+    for c in name.chars().filter(|c| (' '..='~').contains(c)) {
+        if c == '"' || c == '\\' {
+            quoted.push('\\');
+        }
+        quoted.push(c);
+    }
+    quoted.push('"');
+    quoted.into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(outcome: Outcome) -> (String, String) {
+        let mut map = HeaderMap::new();
+        map.append("cache-status", HeaderValue::from_static("upstream; hit"));
+        outcome.write_headers(&mut map, Some(&http::HeaderName::from_static("x-cache")), Some("c"));
+        let statuses: Vec<_> = map.get_all("cache-status").iter().map(|v| v.to_str().unwrap().to_owned()).collect();
+        assert_eq!(statuses[0], "upstream; hit", "existing members are kept first");
+        (map["x-cache"].to_str().unwrap().to_owned(), statuses[1].clone())
+    }
+
+    #[test]
+    fn every_outcome_has_its_headers() {
+        let cases = [
+            (Outcome::Hit { ttl: Duration::from_millis(42_900) }, "HIT", "c; hit; ttl=42"),
+            (Outcome::Miss { stored: Ok(()) }, "MISS", "c; fwd=miss; stored"),
+            (Outcome::Miss { stored: Err(NotStoredReason::Private) }, "UNCACHEABLE", "c; fwd=miss; detail=private"),
+            (Outcome::MissOnlyIfCached, "MISS", "c; fwd=miss; detail=only-if-cached"),
+            (Outcome::Refresh { reason: RefreshReason::NoCache, stored: Ok(()) }, "REFRESH", "c; fwd=request; stored"),
+            (Outcome::Bypass { reason: BypassReason::NoStore }, "BYPASS", "c; fwd=bypass; detail=no-store"),
+        ];
+        for (outcome, x_cache, cache_status) in cases {
+            assert_eq!(headers(outcome), (x_cache.to_owned(), cache_status.to_owned()));
+        }
+    }
+
+    #[test]
+    fn identifiers_are_tokens_or_quoted_strings() {
+        assert_eq!(&*cache_status_identifier("edge-1"), "edge-1");
+        assert_eq!(&*cache_status_identifier("my cache"), "\"my cache\"");
+        assert_eq!(&*cache_status_identifier("a\"b\u{7}"), "\"a\\\"b\"");
+    }
+}

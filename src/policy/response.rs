@@ -1,0 +1,482 @@
+//! Response storability and TTL.
+//!
+//! By default the cache stores a response only when all of these hold (the first that fails
+//! is the [`NotStoredReason`]):
+//!
+//! - the request was a GET (a HEAD response has no body to give a later GET);
+//! - the status is in the [`StatusSet`] (200, 203, 204, 300, 301, 308, 404, 405, 410, 414,
+//!   501: the statuses RFC 9110 §15.1 calls heuristically cacheable);
+//! - no `no-store`, `private` or `no-cache` in the response's `Cache-Control`;
+//! - no `Vary: *`;
+//! - the request had no `Authorization`, unless the response says `public`, `s-maxage` or
+//!   `must-revalidate` (RFC 9111 §3.5) or you allowed it;
+//! - no `Set-Cookie`, unless a [`SetCookiePolicy`] says otherwise;
+//! - no trailers, and a body within the layer's `max_body_size`;
+//! - a TTL above zero, from the first of: [`CacheTtl`] set by the handler, the layer's
+//!   `ttl_fn`, the origin's `s-maxage` / `max-age` / `Expires` (less the response's age),
+//!   the route's TTL, the layer's default TTL.
+
+use std::time::{Duration, SystemTime};
+
+use http::{HeaderMap, StatusCode, header};
+
+use super::cache_control::{CacheControl, MAX_DELTA_SECONDS};
+
+/// A TTL chosen by the handler, set as a response extension; it takes precedence over every
+/// other TTL source. `CacheTtl(Duration::ZERO)` keeps the response out of the cache.
+///
+/// ```
+/// use std::time::Duration;
+/// use axum::{Extension, routing::get, Router};
+/// use tower_response_cache::CacheTtl;
+///
+/// let app: Router = Router::new().route(
+///     "/prices",
+///     get(|| async { (Extension(CacheTtl(Duration::from_secs(5))), "42.00") }),
+/// );
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CacheTtl(pub Duration);
+
+/// Why a response was not stored.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[non_exhaustive]
+pub enum NotStoredReason {
+    /// The request was a HEAD: its response has no body to serve a later GET.
+    Head,
+    /// The status is not in the cacheable set.
+    Status,
+    /// The response said `Cache-Control: no-store`.
+    NoStore,
+    /// The response said `Cache-Control: private`.
+    Private,
+    /// The response said `Cache-Control: no-cache` (it may not be reused without
+    /// revalidation).
+    NoCache,
+    /// The response said `Vary: *`.
+    VaryStar,
+    /// The request carried `Authorization` and the response did not allow sharing it.
+    Authorization,
+    /// The response set a cookie.
+    SetCookie,
+    /// The body was larger than `max_body_size`.
+    TooLarge,
+    /// No TTL source gave the response a freshness above zero.
+    NoFreshness,
+    /// The body had trailers, which the cache does not replay.
+    Trailers,
+    /// The body failed, or the client went away, before it was complete.
+    Incomplete,
+}
+
+impl NotStoredReason {
+    /// Every reason, in a stable order.
+    pub const ALL: [Self; 12] = [
+        Self::Head,
+        Self::Status,
+        Self::NoStore,
+        Self::Private,
+        Self::NoCache,
+        Self::VaryStar,
+        Self::Authorization,
+        Self::SetCookie,
+        Self::TooLarge,
+        Self::NoFreshness,
+        Self::Trailers,
+        Self::Incomplete,
+    ];
+
+    /// A short, stable label (used in `Cache-Status` and stats).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Head => "head",
+            Self::Status => "status",
+            Self::NoStore => "no-store",
+            Self::Private => "private",
+            Self::NoCache => "no-cache",
+            Self::VaryStar => "vary-star",
+            Self::Authorization => "authorization",
+            Self::SetCookie => "set-cookie",
+            Self::TooLarge => "too-large",
+            Self::NoFreshness => "no-freshness",
+            Self::Trailers => "trailers",
+            Self::Incomplete => "incomplete",
+        }
+    }
+
+    pub(crate) fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// What to do with responses that set cookies.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SetCookiePolicy {
+    /// Don't store them: one user's cookie is never served to another. The default.
+    #[default]
+    Skip,
+    /// Store them without their `Set-Cookie` headers (the client that caused the miss still
+    /// receives its cookies).
+    Strip,
+    /// Store them as they are. Only for cookies that are the same for every user.
+    Store,
+}
+
+/// The set of statuses that may be stored.
+///
+/// ```
+/// use http::StatusCode;
+/// use tower_response_cache::policy::StatusSet;
+///
+/// let set = StatusSet::default().with(StatusCode::FOUND).without(StatusCode::NOT_FOUND);
+/// assert!(set.contains(StatusCode::FOUND));
+/// assert!(!set.contains(StatusCode::NOT_FOUND));
+/// assert!(set.contains(StatusCode::OK));
+/// ```
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct StatusSet {
+    // One bit per status code 0..1024.
+    bits: [u64; 16],
+}
+
+impl StatusSet {
+    /// No status at all.
+    pub const fn empty() -> Self {
+        Self { bits: [0; 16] }
+    }
+
+    /// The set plus `status`.
+    #[must_use]
+    pub fn with(mut self, status: StatusCode) -> Self {
+        let code = usize::from(status.as_u16());
+        self.bits[code / 64] |= 1 << (code % 64);
+        self
+    }
+
+    /// The set without `status`.
+    #[must_use]
+    pub fn without(mut self, status: StatusCode) -> Self {
+        let code = usize::from(status.as_u16());
+        self.bits[code / 64] &= !(1 << (code % 64));
+        self
+    }
+
+    /// Whether `status` is in the set.
+    pub fn contains(&self, status: StatusCode) -> bool {
+        let code = usize::from(status.as_u16());
+        self.bits[code / 64] & (1 << (code % 64)) != 0
+    }
+}
+
+impl Default for StatusSet {
+    /// 200, 203, 204, 300, 301, 308, 404, 405, 410, 414, 501.
+    fn default() -> Self {
+        [200, 203, 204, 300, 301, 308, 404, 405, 410, 414, 501]
+            .into_iter()
+            .filter_map(|code| StatusCode::from_u16(code).ok())
+            .collect()
+    }
+}
+
+impl FromIterator<StatusCode> for StatusSet {
+    fn from_iter<I: IntoIterator<Item = StatusCode>>(iter: I) -> Self {
+        iter.into_iter().fold(Self::empty(), Self::with)
+    }
+}
+
+impl std::fmt::Debug for StatusSet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_set()
+            .entries((0..1024u16).filter(|code| {
+                StatusCode::from_u16(*code).is_ok_and(|status| self.contains(status))
+            }))
+            .finish()
+    }
+}
+
+/// The layer's storage rules, as the response check needs them.
+#[derive(Clone, Debug)]
+pub(crate) struct StorageRules {
+    pub(crate) statuses: StatusSet,
+    pub(crate) set_cookie: SetCookiePolicy,
+    pub(crate) allow_authorized: bool,
+    pub(crate) max_body_size: usize,
+}
+
+/// What the response check needs to know of the request.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct RequestFacts {
+    pub(crate) head: bool,
+    pub(crate) authorization: bool,
+}
+
+/// Whether a response may be stored, judged on its head alone (the body is checked as it
+/// streams).
+pub(crate) fn check_storable(
+    status: StatusCode,
+    headers: &HeaderMap,
+    cc: &CacheControl,
+    request: RequestFacts,
+    rules: &StorageRules,
+) -> Result<(), NotStoredReason> {
+    if request.head {
+        return Err(NotStoredReason::Head);
+    }
+    if !rules.statuses.contains(status) {
+        return Err(NotStoredReason::Status);
+    }
+    if cc.no_store {
+        return Err(NotStoredReason::NoStore);
+    }
+    if cc.private {
+        return Err(NotStoredReason::Private);
+    }
+    if cc.no_cache {
+        return Err(NotStoredReason::NoCache);
+    }
+    if vary_star(headers) {
+        return Err(NotStoredReason::VaryStar);
+    }
+    // RFC 9111 §3.5: a shared cache stores a response to an authorized request only when the
+    // response explicitly allows it.
+    if request.authorization
+        && !rules.allow_authorized
+        && !(cc.public || cc.s_maxage.is_some() || cc.must_revalidate)
+    {
+        return Err(NotStoredReason::Authorization);
+    }
+    if rules.set_cookie == SetCookiePolicy::Skip && headers.contains_key(header::SET_COOKIE) {
+        return Err(NotStoredReason::SetCookie);
+    }
+    if content_length(headers).is_some_and(|len| len > rules.max_body_size as u64) {
+        return Err(NotStoredReason::TooLarge);
+    }
+    Ok(())
+}
+
+fn vary_star(headers: &HeaderMap) -> bool {
+    headers.get_all(header::VARY).iter().any(|value| {
+        value
+            .as_bytes()
+            .split(|&b| b == b',')
+            .any(|name| name.trim_ascii() == b"*")
+    })
+}
+
+/// The `Content-Length` of a response, when it has exactly one valid value.
+pub(crate) fn content_length(headers: &HeaderMap) -> Option<u64> {
+    let mut values = headers.get_all(header::CONTENT_LENGTH).iter();
+    let value = values.next()?;
+    if values.next().is_some() {
+        return None;
+    }
+    value.to_str().ok()?.trim().parse().ok()
+}
+
+/// The response's age on arrival: the larger of its `Age` header and the time since its
+/// `Date` (RFC 9111 §4.2.3, without the request delay the cache cannot see).
+pub(crate) fn initial_age(headers: &HeaderMap, now: SystemTime) -> Duration {
+    let age_value = headers
+        .get(header::AGE)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.trim().parse::<u64>().ok())
+        .map_or(Duration::ZERO, |secs| {
+            Duration::from_secs(secs.min(MAX_DELTA_SECONDS))
+        });
+    let apparent_age = http_date(headers, header::DATE)
+        .and_then(|date| now.duration_since(date).ok())
+        .unwrap_or_default();
+    age_value.max(apparent_age)
+}
+
+fn http_date(headers: &HeaderMap, name: header::HeaderName) -> Option<SystemTime> {
+    let value = headers.get(name)?.to_str().ok()?;
+    httpdate::parse_http_date(value.trim()).ok()
+}
+
+/// The origin's freshness lifetime (RFC 9111 §4.2.1): `s-maxage`, else `max-age`, else
+/// `Expires` minus `Date` (an invalid `Expires` means already expired). `None` when the
+/// origin said nothing.
+pub(crate) fn origin_lifetime(
+    headers: &HeaderMap,
+    cc: &CacheControl,
+    now: SystemTime,
+) -> Option<Duration> {
+    if let Some(secs) = cc.s_maxage.or(cc.max_age) {
+        return Some(Duration::from_secs(secs));
+    }
+    if !headers.contains_key(header::EXPIRES) {
+        return None;
+    }
+    let Some(expires) = http_date(headers, header::EXPIRES) else {
+        return Some(Duration::ZERO);
+    };
+    let date = http_date(headers, header::DATE).unwrap_or(now);
+    Some(expires.duration_since(date).unwrap_or_default())
+}
+
+/// The TTL sources, most specific first; `ttl_from_sources` takes the first that is set.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct TtlSources {
+    /// [`CacheTtl`] from the handler, or the layer's `ttl_fn`.
+    pub(crate) explicit: Option<Duration>,
+    /// The origin's freshness lifetime, when the route honours it.
+    pub(crate) origin: Option<Duration>,
+    /// The route's TTL, else the layer's default.
+    pub(crate) configured: Option<Duration>,
+}
+
+/// The entry's TTL counted from now, or why there is none. An origin lifetime counts from
+/// when the origin produced the response, so its `initial_age` is taken off.
+pub(crate) fn ttl_from_sources(
+    sources: TtlSources,
+    initial_age: Duration,
+) -> Result<Duration, NotStoredReason> {
+    let ttl = match (sources.explicit, sources.origin, sources.configured) {
+        (Some(explicit), _, _) => explicit,
+        (None, Some(origin), _) => origin.saturating_sub(initial_age),
+        (None, None, Some(configured)) => configured,
+        (None, None, None) => Duration::ZERO,
+    };
+    if ttl.is_zero() {
+        Err(NotStoredReason::NoFreshness)
+    } else {
+        Ok(ttl)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderValue;
+
+    fn rules() -> StorageRules {
+        StorageRules {
+            statuses: StatusSet::default(),
+            set_cookie: SetCookiePolicy::Skip,
+            allow_authorized: false,
+            max_body_size: 1024,
+        }
+    }
+
+    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (name, value) in pairs {
+            map.append(
+                header::HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                HeaderValue::from_str(value).unwrap(),
+            );
+        }
+        map
+    }
+
+    fn check(status: u16, pairs: &[(&str, &str)], request: RequestFacts) -> Result<(), NotStoredReason> {
+        let map = headers(pairs);
+        let cc = CacheControl::from_headers(&map);
+        check_storable(StatusCode::from_u16(status).unwrap(), &map, &cc, request, &rules())
+    }
+
+    const GET: RequestFacts = RequestFacts { head: false, authorization: false };
+    const AUTHORIZED: RequestFacts = RequestFacts { head: false, authorization: true };
+
+    #[test]
+    fn default_statuses_are_the_heuristically_cacheable_ones() {
+        for code in [200, 203, 204, 300, 301, 308, 404, 405, 410, 414, 501] {
+            assert_eq!(check(code, &[], GET), Ok(()), "{code}");
+        }
+        for code in [201, 206, 302, 304, 307, 400, 401, 403, 500, 502, 503] {
+            assert_eq!(check(code, &[], GET), Err(NotStoredReason::Status), "{code}");
+        }
+    }
+
+    #[test]
+    fn response_directives_prevent_storing() {
+        assert_eq!(check(200, &[("cache-control", "no-store")], GET), Err(NotStoredReason::NoStore));
+        assert_eq!(check(200, &[("cache-control", "Private")], GET), Err(NotStoredReason::Private));
+        assert_eq!(check(200, &[("cache-control", "no-cache")], GET), Err(NotStoredReason::NoCache));
+        assert_eq!(check(200, &[("vary", "accept, *")], GET), Err(NotStoredReason::VaryStar));
+        assert_eq!(check(200, &[("vary", "accept")], GET), Ok(()));
+    }
+
+    #[test]
+    fn head_requests_are_never_stored() {
+        let head = RequestFacts { head: true, authorization: false };
+        assert_eq!(check(200, &[], head), Err(NotStoredReason::Head));
+    }
+
+    #[test]
+    fn authorization_needs_an_explicit_permission() {
+        assert_eq!(check(200, &[], AUTHORIZED), Err(NotStoredReason::Authorization));
+        // RFC 9111 §3.5.
+        for cc in ["public", "s-maxage=10", "must-revalidate"] {
+            assert_eq!(check(200, &[("cache-control", cc)], AUTHORIZED), Ok(()), "{cc}");
+        }
+        let map = HeaderMap::new();
+        let allowed = StorageRules { allow_authorized: true, ..rules() };
+        let cc = CacheControl::default();
+        assert_eq!(check_storable(StatusCode::OK, &map, &cc, AUTHORIZED, &allowed), Ok(()));
+    }
+
+    #[test]
+    fn set_cookie_depends_on_the_policy() {
+        let map = headers(&[("set-cookie", "a=b")]);
+        let cc = CacheControl::default();
+        assert_eq!(
+            check_storable(StatusCode::OK, &map, &cc, GET, &rules()),
+            Err(NotStoredReason::SetCookie)
+        );
+        for policy in [SetCookiePolicy::Strip, SetCookiePolicy::Store] {
+            let rules = StorageRules { set_cookie: policy, ..rules() };
+            assert_eq!(check_storable(StatusCode::OK, &map, &cc, GET, &rules), Ok(()));
+        }
+    }
+
+    #[test]
+    fn declared_length_over_the_cap_is_too_large() {
+        assert_eq!(check(200, &[("content-length", "1025")], GET), Err(NotStoredReason::TooLarge));
+        assert_eq!(check(200, &[("content-length", "1024")], GET), Ok(()));
+    }
+
+    #[test]
+    fn origin_lifetime_prefers_s_maxage_then_max_age_then_expires() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000_000);
+        let lifetime = |pairs: &[(&str, &str)]| {
+            let map = headers(pairs);
+            origin_lifetime(&map, &CacheControl::from_headers(&map), now)
+        };
+        assert_eq!(lifetime(&[]), None);
+        assert_eq!(lifetime(&[("cache-control", "max-age=10, s-maxage=20")]), Some(Duration::from_secs(20)));
+        assert_eq!(
+            lifetime(&[("cache-control", "max-age=10"), ("expires", "Thu, 01 Jan 2099 00:00:00 GMT")]),
+            Some(Duration::from_secs(10))
+        );
+        let date = httpdate::fmt_http_date(now);
+        let expires = httpdate::fmt_http_date(now + Duration::from_secs(300));
+        assert_eq!(lifetime(&[("date", &date), ("expires", &expires)]), Some(Duration::from_secs(300)));
+        assert_eq!(lifetime(&[("expires", "0")]), Some(Duration::ZERO));
+    }
+
+    #[test]
+    fn initial_age_takes_the_larger_of_age_and_date() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000_000);
+        let date = httpdate::fmt_http_date(now - Duration::from_secs(7));
+        assert_eq!(initial_age(&headers(&[("age", "3")]), now), Duration::from_secs(3));
+        assert_eq!(initial_age(&headers(&[("age", "3"), ("date", &date)]), now), Duration::from_secs(7));
+        assert_eq!(initial_age(&headers(&[("age", "x")]), now), Duration::ZERO);
+    }
+
+    #[test]
+    fn ttl_sources_in_order_of_precedence() {
+        let s = Duration::from_secs;
+        let all = TtlSources { explicit: Some(s(1)), origin: Some(s(20)), configured: Some(s(300)) };
+        assert_eq!(ttl_from_sources(all, s(5)), Ok(s(1)));
+        let origin = TtlSources { explicit: None, ..all };
+        assert_eq!(ttl_from_sources(origin, s(5)), Ok(s(15)));
+        let configured = TtlSources { origin: None, ..origin };
+        assert_eq!(ttl_from_sources(configured, s(5)), Ok(s(300)));
+        assert_eq!(ttl_from_sources(TtlSources::default(), s(0)), Err(NotStoredReason::NoFreshness));
+        let too_old = TtlSources { origin: Some(s(5)), ..configured };
+        assert_eq!(ttl_from_sources(too_old, s(5)), Err(NotStoredReason::NoFreshness));
+    }
+}

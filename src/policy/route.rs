@@ -1,0 +1,215 @@
+//! Per-route rules.
+//!
+//! A [`RoutePolicy`] overrides the layer's settings for the requests of one route. Rules are
+//! registered on the layer by route pattern ([`CacheLayer::route`](crate::CacheLayer::route),
+//! matched against axum's `MatchedPath`, e.g. `/users/{id}`, or against the literal path
+//! outside axum) or by path prefix ([`CacheLayer::route_prefix`](crate::CacheLayer::route_prefix),
+//! the longest prefix wins). A pattern rule wins over a prefix rule.
+//!
+//! ```
+//! use std::time::Duration;
+//! use tower_response_cache::{CacheLayer, ClientControl, MemoryStore, RoutePolicy};
+//!
+//! let layer = CacheLayer::new(MemoryStore::new(64 << 20))
+//!     .route("/users/{id}", RoutePolicy::new().ttl(Duration::from_secs(30)).sliding(true))
+//!     .route("/health", RoutePolicy::disabled())
+//!     .route_prefix("/static/", RoutePolicy::new()
+//!         .ttl(Duration::from_secs(3600))
+//!         .client_control(ClientControl::Deny)
+//!         .namespace("assets"));
+//! ```
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::request::ClientControl;
+use crate::stats::{CacheStats, Counters, OTHER_ROUTE};
+
+/// Settings for one route; every setting left unset falls back to the layer's.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RoutePolicy {
+    pub(crate) enabled: bool,
+    pub(crate) ttl: Option<Duration>,
+    pub(crate) sliding: bool,
+    pub(crate) client_control: Option<ClientControl>,
+    pub(crate) namespace: Option<Arc<str>>,
+    pub(crate) honor_origin: Option<bool>,
+}
+
+impl Default for RoutePolicy {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            ttl: None,
+            sliding: false,
+            client_control: None,
+            namespace: None,
+            honor_origin: None,
+        }
+    }
+}
+
+impl RoutePolicy {
+    /// A rule that caches with the layer's settings until you change some.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// A rule that keeps the route out of the cache: its requests pass through untouched.
+    pub fn disabled() -> Self {
+        Self::new().enabled(false)
+    }
+
+    /// Whether the route is cached. Default: `true`.
+    #[must_use]
+    pub fn enabled(mut self, enabled: bool) -> Self {
+        self.enabled = enabled;
+        self
+    }
+
+    /// The route's TTL, used when neither the handler, the layer's `ttl_fn` nor the origin's
+    /// headers give one. Default: the layer's default TTL.
+    #[must_use]
+    pub fn ttl(mut self, ttl: Duration) -> Self {
+        self.ttl = Some(ttl);
+        self
+    }
+
+    /// Sliding expiry: every hit keeps the entry for another full TTL. Default: `false`.
+    ///
+    /// The entry's `Age` still grows from when it was stored; only its expiry moves.
+    #[must_use]
+    pub fn sliding(mut self, sliding: bool) -> Self {
+        self.sliding = sliding;
+        self
+    }
+
+    /// Whether clients of this route may bypass or refresh the cache. Default: the layer's.
+    #[must_use]
+    pub fn client_control(mut self, control: ClientControl) -> Self {
+        self.client_control = Some(control);
+        self
+    }
+
+    /// The route's own key namespace. Routes with the same namespace share entries for the
+    /// same keys; a route with its own namespace shares with none. Default: the layer's.
+    #[must_use]
+    pub fn namespace(mut self, namespace: impl AsRef<str>) -> Self {
+        self.namespace = Some(Arc::from(namespace.as_ref()));
+        self
+    }
+
+    /// Whether the origin's `s-maxage` / `max-age` / `Expires` set the TTL on this route.
+    /// With `false` the route's TTL applies whatever the origin says (the origin's
+    /// `no-store`, `private` and the other storability rules still apply). Default: the
+    /// layer's (`true`).
+    #[must_use]
+    pub fn honor_origin_ttl(mut self, honor: bool) -> Self {
+        self.honor_origin = Some(honor);
+        self
+    }
+}
+
+#[derive(Clone, Debug)]
+struct Rule {
+    policy: Arc<RoutePolicy>,
+    counters: Arc<Counters>,
+}
+
+/// A request's route: its rule, if any, and its counters.
+#[derive(Clone, Debug)]
+pub(crate) struct Route {
+    pub(crate) policy: Option<Arc<RoutePolicy>>,
+    pub(crate) counters: Arc<Counters>,
+}
+
+/// The layer's rules, resolved per request.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct RouteTable {
+    exact: HashMap<Box<str>, Rule>,
+    /// Longest prefix first.
+    prefixes: Vec<(Box<str>, Rule)>,
+}
+
+impl RouteTable {
+    pub(crate) fn insert_exact(&mut self, pattern: &str, policy: RoutePolicy, stats: &CacheStats) {
+        let rule = Rule {
+            policy: Arc::new(policy),
+            counters: stats.route(pattern),
+        };
+        self.exact.insert(pattern.into(), rule);
+    }
+
+    pub(crate) fn insert_prefix(&mut self, prefix: &str, policy: RoutePolicy, stats: &CacheStats) {
+        let rule = Rule {
+            policy: Arc::new(policy),
+            counters: stats.route(&format!("{prefix}*")),
+        };
+        self.prefixes.retain(|(existing, _)| existing.as_ref() != prefix);
+        self.prefixes.push((prefix.into(), rule));
+        self.prefixes
+            .sort_by(|(a, _), (b, _)| b.len().cmp(&a.len()).then_with(|| a.cmp(b)));
+    }
+
+    /// The route of a request, given axum's matched pattern (if any) and the path.
+    pub(crate) fn resolve(&self, matched: Option<&str>, path: &str, stats: &CacheStats) -> Route {
+        let rule = self
+            .exact
+            .get(matched.unwrap_or(path))
+            .or_else(|| {
+                self.prefixes
+                    .iter()
+                    .find(|(prefix, _)| path.starts_with(prefix.as_ref()))
+                    .map(|(_, rule)| rule)
+            });
+        match rule {
+            Some(rule) => Route {
+                policy: Some(Arc::clone(&rule.policy)),
+                counters: Arc::clone(&rule.counters),
+            },
+            None => Route {
+                policy: None,
+                counters: stats.route(matched.unwrap_or(OTHER_ROUTE)),
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exact_beats_prefix_and_longest_prefix_wins() {
+        let stats = CacheStats::new();
+        let mut table = RouteTable::default();
+        table.insert_prefix("/a/", RoutePolicy::new().ttl(Duration::from_secs(1)), &stats);
+        table.insert_prefix("/a/b/", RoutePolicy::new().ttl(Duration::from_secs(2)), &stats);
+        table.insert_exact("/a/{id}", RoutePolicy::new().ttl(Duration::from_secs(3)), &stats);
+        let ttl = |matched: Option<&str>, path: &str| {
+            table
+                .resolve(matched, path, &stats)
+                .policy
+                .and_then(|policy| policy.ttl)
+                .map(|ttl| ttl.as_secs())
+        };
+        assert_eq!(ttl(None, "/a/x"), Some(1));
+        assert_eq!(ttl(None, "/a/b/c"), Some(2));
+        assert_eq!(ttl(Some("/a/{id}"), "/a/x"), Some(3));
+        assert_eq!(ttl(None, "/elsewhere"), None);
+    }
+
+    #[test]
+    fn unmatched_routes_count_under_their_pattern_or_other() {
+        let stats = CacheStats::new();
+        let table = RouteTable::default();
+        let route = table.resolve(Some("/users/{id}"), "/users/1", &stats);
+        stats.record(&route.counters, crate::stats::Event::Hit);
+        let route = table.resolve(None, "/x", &stats);
+        stats.record(&route.counters, crate::stats::Event::Hit);
+        let snapshot = stats.snapshot();
+        assert_eq!(snapshot.routes["/users/{id}"].hits, 1);
+        assert_eq!(snapshot.routes[OTHER_ROUTE].hits, 1);
+    }
+}

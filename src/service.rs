@@ -1,0 +1,521 @@
+//! [`CacheService`]: the request flow.
+//!
+//! 1. Route rule (axum's `MatchedPath`, or the path); a disabled route, or a method other
+//!    than GET and HEAD, passes through untouched.
+//! 2. Request directives under the route's [`ClientControl`](crate::ClientControl).
+//! 3. Key (`namespace:` + the [`KeyBuilder`]'s key).
+//! 4. Lookup: a fresh entry whose variant matches is a hit.
+//! 5. Miss or refresh: the inner service runs; a storable response streams to the client
+//!    through a [`CacheBody`] that copies it and stores it when complete.
+
+use std::fmt;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, SystemTime};
+
+use bytes::{Buf, Bytes};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::request::Parts;
+use http::{Method, Request, Response, StatusCode};
+use http_body::Body;
+use tower_service::Service;
+
+use crate::body::{CacheBody, Capture};
+use crate::entry::CachedResponse;
+use crate::future::ResponseFuture;
+use crate::key::{CacheKey, KeyBuilder};
+use crate::layer::{Shared, WriteMode};
+use crate::outcome::Outcome;
+use crate::policy::cache_control::CacheControl;
+use crate::policy::request::{RequestMode, request_mode};
+use crate::policy::response::{
+    RequestFacts, TtlSources, check_storable, initial_age, origin_lifetime, ttl_from_sources,
+};
+use crate::policy::route::Route;
+use crate::policy::{BypassReason, CacheTtl, NotStoredReason, RefreshReason, SetCookiePolicy};
+use crate::stats::Event;
+
+/// A [`Service`] that answers from the cache when it can and stores what it may; made by
+/// [`CacheLayer`](crate::CacheLayer).
+pub struct CacheService<S, K> {
+    inner: S,
+    shared: Arc<Shared<K>>,
+}
+
+impl<S, K> CacheService<S, K> {
+    pub(crate) fn new(inner: S, shared: Arc<Shared<K>>) -> Self {
+        Self { inner, shared }
+    }
+
+    /// The wrapped service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The wrapped service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// The wrapped service, consuming `self`.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+impl<S: Clone, K> Clone for CacheService<S, K> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: self.inner.clone(),
+            shared: Arc::clone(&self.shared),
+        }
+    }
+}
+
+impl<S: fmt::Debug, K: fmt::Debug> fmt::Debug for CacheService<S, K> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CacheService")
+            .field("inner", &self.inner)
+            .field("config", &self.shared)
+            .finish()
+    }
+}
+
+impl<S, K, ReqB, ResB> Service<Request<ReqB>> for CacheService<S, K>
+where
+    S: Service<Request<ReqB>, Response = Response<ResB>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+    K: KeyBuilder,
+    ReqB: Send + 'static,
+    ResB: Body + Send + 'static,
+    ResB::Data: Buf + Send,
+{
+    type Response = Response<CacheBody<ResB>>;
+    type Error = S::Error;
+    type Future = ResponseFuture<S::Future, ResB, S::Error>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request<ReqB>) -> Self::Future {
+        let shared = &self.shared;
+        let route = shared
+            .routes
+            .resolve(matched_path(&request), request.uri().path(), &shared.stats);
+        let policy = route.policy.as_deref();
+        let cacheable_method = request.method() == Method::GET || request.method() == Method::HEAD;
+        if !cacheable_method || policy.is_some_and(|policy| !policy.enabled) {
+            shared.stats.record(&route.counters, Event::Pass);
+            return ResponseFuture::pass(self.inner.call(request));
+        }
+        let control = policy
+            .and_then(|policy| policy.client_control.as_ref())
+            .unwrap_or(&shared.client_control);
+        let mode = request_mode(request.headers(), control, &shared.bypass_header);
+        let (parts, body) = request.into_parts();
+        let key = match mode {
+            RequestMode::Bypass(_) => None,
+            _ => shared.key_builder.build_key(&parts).map(|key| {
+                let namespace = policy
+                    .and_then(|policy| policy.namespace.as_deref())
+                    .unwrap_or(&shared.namespace);
+                key.namespaced(namespace, shared.max_key_len)
+            }),
+        };
+        let mode = match (mode, &key) {
+            (RequestMode::Bypass(_), _) => mode,
+            (_, None) => RequestMode::Bypass(BypassReason::NoKey),
+            _ => mode,
+        };
+        // The inner service was driven to readiness; the clone left behind is not (tower's
+        // usual swap, so that the ready one is the one called).
+        let clone = self.inner.clone();
+        let inner = std::mem::replace(&mut self.inner, clone);
+        let call = Call {
+            inner,
+            ctx: Ctx {
+                shared: Arc::clone(shared),
+                route,
+            },
+        };
+        ResponseFuture::cached(Box::pin(call.run(parts, body, key, mode)))
+    }
+}
+
+#[cfg(feature = "axum")]
+fn matched_path<B>(request: &Request<B>) -> Option<&str> {
+    request
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map(axum::extract::MatchedPath::as_str)
+}
+
+#[cfg(not(feature = "axum"))]
+fn matched_path<B>(_: &Request<B>) -> Option<&str> {
+    None
+}
+
+/// One request through the cache: the inner service, and what the cache knows of the
+/// request. They are apart so that borrowing the context across an await does not need the
+/// inner service to be `Sync`.
+struct Call<S, K> {
+    inner: S,
+    ctx: Ctx<K>,
+}
+
+struct Ctx<K> {
+    shared: Arc<Shared<K>>,
+    route: Route,
+}
+
+impl<K> Ctx<K> {
+    fn record(&self, event: Event) {
+        self.shared.stats.record(&self.route.counters, event);
+    }
+
+    fn finish<B>(&self, mut response: Response<B>, outcome: Outcome) -> Response<B> {
+        outcome.write_headers(
+            response.headers_mut(),
+            self.shared.status_header.as_ref(),
+            self.shared.cache_status.as_deref(),
+        );
+        response
+    }
+
+    fn sliding_ttl(&self) -> Option<Duration> {
+        let policy = self.route.policy.as_deref()?;
+        if !policy.sliding {
+            return None;
+        }
+        policy.ttl.or(self.shared.default_ttl)
+    }
+
+    /// A usable entry for the request: present, fresh (or on a sliding route, not expired),
+    /// and of the variant the request selects.
+    async fn lookup(
+        &self,
+        key: &CacheKey,
+        request_headers: &HeaderMap,
+        now: SystemTime,
+    ) -> Option<Arc<CachedResponse>> {
+        let entry = match self.shared.store.get(key.as_str()).await {
+            Ok(entry) => entry?,
+            Err(error) => {
+                self.record(Event::StoreError);
+                tracing::warn!(%error, key = key.as_str(), "cache store read failed; serving from the service");
+                return None;
+            }
+        };
+        let fresh = self.sliding_ttl().is_some() || entry.is_fresh(now);
+        (fresh && variant_matches(&entry, request_headers)).then_some(entry)
+    }
+
+    async fn hit<B>(
+        &self,
+        entry: &CachedResponse,
+        key: CacheKey,
+        head: bool,
+        now: SystemTime,
+    ) -> Response<CacheBody<B>> {
+        let body = if head { Bytes::new() } else { entry.body.clone() };
+        let mut response = Response::new(CacheBody::stored(body));
+        *response.status_mut() = entry.status;
+        *response.headers_mut() = entry.headers.clone();
+        response
+            .headers_mut()
+            .insert(header::AGE, HeaderValue::from(entry.age(now).as_secs()));
+        let ttl = match self.sliding_ttl() {
+            Some(ttl) => {
+                self.touch(key, ttl).await;
+                ttl
+            }
+            None => entry.remaining_ttl(now),
+        };
+        self.finish(response, Outcome::Hit { ttl })
+    }
+
+    /// Moves the entry's expiry a full TTL ahead (sliding routes).
+    async fn touch(&self, key: CacheKey, ttl: Duration) {
+        let store = Arc::clone(&self.shared.store);
+        let stats = self.shared.stats.clone();
+        let counters = Arc::clone(&self.route.counters);
+        let touch = async move {
+            if let Err(error) = store.touch(key.as_str(), ttl).await {
+                stats.record(&counters, Event::StoreError);
+                tracing::warn!(%error, key = key.as_str(), "cache store touch failed");
+            }
+        };
+        match (self.shared.write_mode, tokio::runtime::Handle::try_current()) {
+            (WriteMode::Background, Ok(runtime)) => drop(runtime.spawn(touch)),
+            _ => touch.await,
+        }
+    }
+
+    /// The entry to store for a response (without its body), or why there is none.
+    fn storable_entry(
+        &self,
+        head: &http::response::Parts,
+        request: RequestFacts,
+        request_headers: &HeaderMap,
+        now: SystemTime,
+    ) -> Result<CachedResponse, NotStoredReason> {
+        let cc = CacheControl::from_headers(&head.headers);
+        check_storable(head.status, &head.headers, &cc, request, &self.shared.rules)?;
+        let policy = self.route.policy.as_deref();
+        let honor_origin = policy
+            .and_then(|policy| policy.honor_origin)
+            .unwrap_or(self.shared.honor_origin);
+        let explicit = head
+            .extensions
+            .get::<CacheTtl>()
+            .map(|ttl| ttl.0)
+            .or_else(|| self.shared.ttl_fn.as_ref().and_then(|ttl_fn| ttl_fn(head)));
+        let sources = TtlSources {
+            explicit,
+            origin: honor_origin
+                .then(|| origin_lifetime(&head.headers, &cc, now))
+                .flatten(),
+            configured: policy
+                .and_then(|policy| policy.ttl)
+                .or(self.shared.default_ttl),
+        };
+        let initial_age = initial_age(&head.headers, now);
+        let ttl = ttl_from_sources(sources, initial_age)?;
+        let mut entry = CachedResponse::new(
+            head.status,
+            stored_headers(&head.headers, self.shared.rules.set_cookie),
+            Bytes::new(),
+        );
+        entry.stored_at = now;
+        entry.initial_age = initial_age;
+        entry.ttl = ttl;
+        entry.vary = vary_values(&head.headers, request_headers);
+        Ok(entry)
+    }
+}
+
+impl<S, K: KeyBuilder> Call<S, K> {
+    async fn run<ReqB, ResB>(
+        self,
+        parts: Parts,
+        body: ReqB,
+        key: Option<CacheKey>,
+        mode: RequestMode,
+    ) -> Result<Response<CacheBody<ResB>>, S::Error>
+    where
+        S: Service<Request<ReqB>, Response = Response<ResB>>,
+        K: KeyBuilder,
+        ResB: Body,
+    {
+        let key = match (mode, key) {
+            (RequestMode::Bypass(reason), _) => return self.bypass(parts, body, reason).await,
+            (_, None) => return self.bypass(parts, body, BypassReason::NoKey).await,
+            (_, Some(key)) => key,
+        };
+        let mut refresh = match mode {
+            RequestMode::Refresh(reason) => Some(reason),
+            _ => None,
+        };
+
+        if let RequestMode::Lookup {
+            max_age,
+            only_if_cached,
+        } = mode
+        {
+            let now = SystemTime::now();
+            match self.ctx.lookup(&key, &parts.headers, now).await {
+                Some(entry) if max_age.is_some_and(|max| entry.age(now).as_secs() > max) => {
+                    refresh = Some(RefreshReason::MaxAge);
+                }
+                Some(entry) => {
+                    self.ctx.record(Event::Hit);
+                    return Ok(self.ctx.hit(&entry, key, parts.method == Method::HEAD, now).await);
+                }
+                None if only_if_cached => {
+                    self.ctx.record(Event::Miss);
+                    // RFC 9111 §5.2.1.7.
+                    let mut response = Response::new(CacheBody::stored(Bytes::new()));
+                    *response.status_mut() = StatusCode::GATEWAY_TIMEOUT;
+                    return Ok(self.ctx.finish(response, Outcome::MissOnlyIfCached));
+                }
+                None => {}
+            }
+        }
+        self.ctx.record(match refresh {
+            Some(_) => Event::Refresh,
+            None => Event::Miss,
+        });
+        self.fetch(parts, body, key, refresh).await
+    }
+
+    async fn bypass<ReqB, ResB>(
+        mut self,
+        parts: Parts,
+        body: ReqB,
+        reason: BypassReason,
+    ) -> Result<Response<CacheBody<ResB>>, S::Error>
+    where
+        S: Service<Request<ReqB>, Response = Response<ResB>>,
+    {
+        self.ctx.record(Event::Bypass);
+        let response = self.inner.call(Request::from_parts(parts, body)).await?;
+        Ok(self.ctx.finish(
+            response.map(CacheBody::passthrough),
+            Outcome::Bypass { reason },
+        ))
+    }
+
+    async fn fetch<ReqB, ResB>(
+        mut self,
+        parts: Parts,
+        body: ReqB,
+        key: CacheKey,
+        refresh: Option<RefreshReason>,
+    ) -> Result<Response<CacheBody<ResB>>, S::Error>
+    where
+        S: Service<Request<ReqB>, Response = Response<ResB>>,
+        ResB: Body,
+    {
+        let facts = RequestFacts {
+            head: parts.method == Method::HEAD,
+            authorization: parts.headers.contains_key(header::AUTHORIZATION),
+        };
+        // The response's `Vary` names the request headers it depends on; they are only known
+        // once it arrives, so the request's headers are kept until then.
+        let request_headers = parts.headers.clone();
+        let response = self.inner.call(Request::from_parts(parts, body)).await?;
+        let (mut head, body) = response.into_parts();
+        let now = SystemTime::now();
+        let decision = self.ctx.storable_entry(&head, facts, &request_headers, now);
+        let stored = decision.as_ref().map(|_| ()).map_err(|reason| *reason);
+        let body = match decision {
+            Ok(entry) => CacheBody::capturing(
+                body,
+                Capture::new(
+                    key.into_string(),
+                    entry,
+                    self.ctx.shared.rules.max_body_size,
+                    Arc::clone(&self.ctx.shared.store),
+                    self.ctx.shared.stats.clone(),
+                    Arc::clone(&self.ctx.route.counters),
+                    self.ctx.shared.write_mode == WriteMode::Inline,
+                ),
+            ),
+            Err(reason) => {
+                self.ctx.record(Event::NotStored(reason));
+                CacheBody::passthrough(body)
+            }
+        };
+        let outcome = match refresh {
+            Some(reason) => Outcome::Refresh { reason, stored },
+            None => Outcome::Miss { stored },
+        };
+        outcome.write_headers(
+            &mut head.headers,
+            self.ctx.shared.status_header.as_ref(),
+            self.ctx.shared.cache_status.as_deref(),
+        );
+        Ok(Response::from_parts(head, body))
+    }
+}
+
+/// The response headers worth replaying: all but hop-by-hop ones (RFC 9110 §7.6.1), those
+/// named by `Connection`, `Age` (recomputed on every hit) and, under
+/// [`SetCookiePolicy::Strip`], `Set-Cookie`.
+fn stored_headers(headers: &HeaderMap, set_cookie: SetCookiePolicy) -> HeaderMap {
+    const HOP_BY_HOP: [HeaderName; 8] = [
+        header::CONNECTION,
+        HeaderName::from_static("keep-alive"),
+        HeaderName::from_static("proxy-connection"),
+        header::PROXY_AUTHENTICATE,
+        header::TE,
+        header::TRAILER,
+        header::TRANSFER_ENCODING,
+        header::UPGRADE,
+    ];
+    let connection_names: Vec<&[u8]> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .flat_map(|value| value.as_bytes().split(|&b| b == b','))
+        .map(<[u8]>::trim_ascii)
+        .collect();
+    let mut stored = HeaderMap::with_capacity(headers.keys_len());
+    for (name, value) in headers {
+        let skip = HOP_BY_HOP.contains(name)
+            || *name == header::AGE
+            || (*name == header::SET_COOKIE && set_cookie == SetCookiePolicy::Strip)
+            || connection_names
+                .iter()
+                .any(|listed| listed.eq_ignore_ascii_case(name.as_str().as_bytes()));
+        if !skip {
+            stored.append(name.clone(), value.clone());
+        }
+    }
+    stored
+}
+
+/// The request's values of the headers the response varies on (RFC 9111 §4.1).
+fn vary_values(
+    response_headers: &HeaderMap,
+    request_headers: &HeaderMap,
+) -> Vec<(HeaderName, Option<HeaderValue>)> {
+    vary_names(response_headers)
+        .map(|name| {
+            let value = combined_value(request_headers, &name);
+            (name, value)
+        })
+        .collect()
+}
+
+fn vary_names(headers: &HeaderMap) -> impl Iterator<Item = HeaderName> + '_ {
+    headers
+        .get_all(header::VARY)
+        .iter()
+        .flat_map(|value| value.as_bytes().split(|&b| b == b','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim_ascii()).ok())
+}
+
+/// All field lines of `name`, joined as one list value (RFC 9110 §5.3).
+fn combined_value(headers: &HeaderMap, name: &HeaderName) -> Option<HeaderValue> {
+    let mut values = headers.get_all(name).iter();
+    let first = values.next()?;
+    let rest: Vec<&HeaderValue> = values.collect();
+    if rest.is_empty() {
+        return Some(first.clone());
+    }
+    let mut joined = first.as_bytes().to_vec();
+    for value in rest {
+        joined.extend_from_slice(b", ");
+        joined.extend_from_slice(value.as_bytes());
+    }
+    HeaderValue::from_bytes(&joined).ok()
+}
+
+/// Whether the request selects the stored variant: each varied header has the same value,
+/// after trimming and, for list separators, ignoring whitespace.
+fn variant_matches(entry: &CachedResponse, request_headers: &HeaderMap) -> bool {
+    entry.vary.iter().all(|(name, stored)| {
+        let current = combined_value(request_headers, name);
+        match (stored, current) {
+            (None, None) => true,
+            (Some(stored), Some(current)) => normalized_eq(stored.as_bytes(), current.as_bytes()),
+            _ => false,
+        }
+    })
+}
+
+/// Compares two field values ignoring whitespace around list commas (RFC 9111 §4.1 allows
+/// normalizing by the header's syntax; whitespace is the safe part of that for any header).
+fn normalized_eq(a: &[u8], b: &[u8]) -> bool {
+    let mut left = a.split(|&b| b == b',').map(<[u8]>::trim_ascii);
+    let mut right = b.split(|&b| b == b',').map(<[u8]>::trim_ascii);
+    loop {
+        match (left.next(), right.next()) {
+            (None, None) => return true,
+            (Some(x), Some(y)) if x == y => {}
+            _ => return false,
+        }
+    }
+}

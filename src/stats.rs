@@ -1,0 +1,264 @@
+//! Hit, miss and storage counters, globally and per route.
+//!
+//! [`CacheLayer::stats`](crate::CacheLayer::stats) returns a [`CacheStats`] handle: cheap to
+//! clone, counting with relaxed atomics, and read with [`CacheStats::snapshot`]. Every
+//! request that reaches the layer increments exactly one outcome counter (hit, miss, bypass,
+//! refresh or pass); every miss or refresh later counts as stored or not stored (by reason).
+//!
+//! ```
+//! use tower_response_cache::{CacheLayer, MemoryStore};
+//!
+//! let layer = CacheLayer::new(MemoryStore::new(64 << 20));
+//! let stats = layer.stats();
+//! let snapshot = stats.snapshot();
+//! assert_eq!(snapshot.total.hits, 0);
+//! assert_eq!(snapshot.hit_ratio(), 0.0);
+//! println!("{}", serde_json::to_string(&snapshot).unwrap());
+//! ```
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+
+use serde::{Deserialize, Serialize};
+
+use crate::policy::NotStoredReason;
+
+/// Routes tracked separately at most; further routes share the `(other)` counters so that
+/// the map stays bounded whatever the traffic.
+const MAX_ROUTES: usize = 256;
+
+/// The label of requests that match no route.
+pub(crate) const OTHER_ROUTE: &str = "(other)";
+
+/// One set of counters (the total, or one route's).
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    hits: AtomicU64,
+    misses: AtomicU64,
+    bypasses: AtomicU64,
+    refreshes: AtomicU64,
+    passes: AtomicU64,
+    stores: AtomicU64,
+    not_stored: [AtomicU64; NotStoredReason::ALL.len()],
+    store_errors: AtomicU64,
+}
+
+/// What happened, for the counters.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Event {
+    Hit,
+    Miss,
+    Bypass,
+    Refresh,
+    Pass,
+    Stored,
+    NotStored(NotStoredReason),
+    StoreError,
+}
+
+impl Counters {
+    fn counter(&self, event: Event) -> &AtomicU64 {
+        match event {
+            Event::Hit => &self.hits,
+            Event::Miss => &self.misses,
+            Event::Bypass => &self.bypasses,
+            Event::Refresh => &self.refreshes,
+            Event::Pass => &self.passes,
+            Event::Stored => &self.stores,
+            Event::NotStored(reason) => &self.not_stored[reason.index()],
+            Event::StoreError => &self.store_errors,
+        }
+    }
+
+    fn snapshot(&self) -> Counts {
+        let load = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+        let hits = load(&self.hits);
+        let misses = load(&self.misses);
+        Counts {
+            hits,
+            misses,
+            bypasses: load(&self.bypasses),
+            refreshes: load(&self.refreshes),
+            passes: load(&self.passes),
+            stores: load(&self.stores),
+            not_stored: NotStoredReason::ALL
+                .iter()
+                .map(|reason| (reason.as_str().to_owned(), load(&self.not_stored[reason.index()])))
+                .filter(|(_, count)| *count > 0)
+                .collect(),
+            store_errors: load(&self.store_errors),
+            hit_ratio: ratio(hits, misses),
+        }
+    }
+}
+
+fn ratio(hits: u64, misses: u64) -> f64 {
+    let lookups = hits.saturating_add(misses);
+    if lookups == 0 {
+        0.0
+    } else {
+        hits as f64 / lookups as f64
+    }
+}
+
+/// A cheap-to-clone handle on a layer's counters.
+#[derive(Clone, Debug, Default)]
+pub struct CacheStats {
+    inner: Arc<StatsInner>,
+}
+
+#[derive(Debug, Default)]
+struct StatsInner {
+    total: Counters,
+    routes: RwLock<HashMap<Arc<str>, Arc<Counters>>>,
+}
+
+impl CacheStats {
+    /// Fresh counters, all zero.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The counters as they are now.
+    pub fn snapshot(&self) -> StatsSnapshot {
+        let routes = match self.inner.routes.read() {
+            Ok(routes) => routes,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        StatsSnapshot {
+            total: self.inner.total.snapshot(),
+            routes: routes
+                .iter()
+                .map(|(label, counters)| (label.to_string(), counters.snapshot()))
+                .collect(),
+        }
+    }
+
+    /// Counts `event` for the total and for `route`.
+    pub(crate) fn record(&self, route: &Counters, event: Event) {
+        self.inner.total.counter(event).fetch_add(1, Ordering::Relaxed);
+        route.counter(event).fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The counters of the route labelled `label`, created on first use; past
+    /// [`MAX_ROUTES`] routes, the shared `(other)` counters.
+    pub(crate) fn route(&self, label: &str) -> Arc<Counters> {
+        if let Ok(routes) = self.inner.routes.read() {
+            if let Some(counters) = routes.get(label) {
+                return Arc::clone(counters);
+            }
+        }
+        let mut routes = match self.inner.routes.write() {
+            Ok(routes) => routes,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        let label = if routes.len() >= MAX_ROUTES && !routes.contains_key(label) {
+            OTHER_ROUTE
+        } else {
+            label
+        };
+        Arc::clone(routes.entry(Arc::from(label)).or_default())
+    }
+}
+
+/// Counter values at one moment.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct Counts {
+    /// Requests answered from the cache.
+    pub hits: u64,
+    /// Lookups that found no usable entry and went to the service.
+    pub misses: u64,
+    /// Requests that neither read nor wrote the cache (`Cache-Control: no-store`, no key).
+    pub bypasses: u64,
+    /// Requests that skipped the stored entry and refreshed it (`no-cache`, bypass header).
+    pub refreshes: u64,
+    /// Requests the cache does not apply to (other methods, disabled routes).
+    pub passes: u64,
+    /// Responses stored.
+    pub stores: u64,
+    /// Responses not stored, by [`NotStoredReason::as_str`] (reasons with a zero count are
+    /// left out).
+    pub not_stored: BTreeMap<String, u64>,
+    /// Store operations that failed (the request was served by the service instead).
+    pub store_errors: u64,
+    /// `hits / (hits + misses)`, zero before the first lookup.
+    pub hit_ratio: f64,
+}
+
+impl Counts {
+    /// Responses not stored, all reasons together.
+    pub fn not_stored_total(&self) -> u64 {
+        self.not_stored.values().sum()
+    }
+}
+
+/// The counters of a layer at one moment: the total, and each route's.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct StatsSnapshot {
+    /// All requests together.
+    #[serde(flatten)]
+    pub total: Counts,
+    /// Per route, by route pattern (`/users/{id}`), rule (`/static/*` for a prefix rule) or
+    /// `(other)`.
+    pub routes: BTreeMap<String, Counts>,
+}
+
+impl StatsSnapshot {
+    /// `hits / (hits + misses)` over all requests.
+    pub fn hit_ratio(&self) -> f64 {
+        self.total.hit_ratio
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_count_for_total_and_route() {
+        let stats = CacheStats::new();
+        let users = stats.route("/users/{id}");
+        stats.record(&users, Event::Hit);
+        stats.record(&users, Event::Hit);
+        stats.record(&users, Event::Miss);
+        stats.record(&users, Event::NotStored(NotStoredReason::Private));
+        let other = stats.route(OTHER_ROUTE);
+        stats.record(&other, Event::Miss);
+        let snapshot = stats.snapshot();
+        assert_eq!(snapshot.total.hits, 2);
+        assert_eq!(snapshot.total.misses, 2);
+        assert_eq!(snapshot.hit_ratio(), 0.5);
+        let route = &snapshot.routes["/users/{id}"];
+        assert_eq!((route.hits, route.misses), (2, 1));
+        assert_eq!(route.not_stored["private"], 1);
+        assert_eq!(route.not_stored_total(), 1);
+    }
+
+    #[test]
+    fn route_map_is_bounded() {
+        let stats = CacheStats::new();
+        for i in 0..MAX_ROUTES + 50 {
+            let counters = stats.route(&format!("/r{i}"));
+            stats.record(&counters, Event::Pass);
+        }
+        let snapshot = stats.snapshot();
+        assert!(snapshot.routes.len() <= MAX_ROUTES + 1);
+        assert_eq!(snapshot.total.passes, (MAX_ROUTES + 50) as u64);
+        assert!(snapshot.routes[OTHER_ROUTE].passes >= 50);
+    }
+
+    #[test]
+    fn snapshot_round_trips_through_json() {
+        let stats = CacheStats::new();
+        let route = stats.route("/a");
+        stats.record(&route, Event::Stored);
+        let snapshot = stats.snapshot();
+        let json = serde_json::to_string(&snapshot).unwrap();
+        assert!(json.contains("\"stores\":1"), "{json}");
+        let back: StatsSnapshot = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, snapshot);
+    }
+}

@@ -1,0 +1,218 @@
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use moka::Expiry;
+use moka::future::Cache;
+use moka::ops::compute::Op;
+
+use super::{Store, StoreFuture};
+use crate::entry::CachedResponse;
+
+/// An in-process store on [moka](https://docs.rs/moka): bounded in bytes, with a TTL per
+/// entry and TinyLFU admission and eviction.
+///
+/// Entries are kept decoded behind an `Arc`, so a hit clones a pointer: no decoding, no copy
+/// of the body. Capacity counts each entry's key, headers, body and fixed overhead
+/// ([`CachedResponse::weight`]); an entry larger than the whole capacity is not kept.
+/// Cloning a `MemoryStore` shares its entries.
+///
+/// ```
+/// use tower_response_cache::{CacheLayer, MemoryStore};
+///
+/// let store = MemoryStore::new(256 * 1024 * 1024); // 256 MiB
+/// let layer = CacheLayer::new(store.clone());
+/// ```
+#[derive(Clone, Debug)]
+pub struct MemoryStore {
+    cache: Cache<String, Slot>,
+}
+
+#[derive(Clone, Debug)]
+struct Slot {
+    entry: Arc<CachedResponse>,
+    ttl: Duration,
+}
+
+/// Expiry read from each slot, so that every entry lives for its own TTL.
+struct SlotExpiry;
+
+impl Expiry<String, Slot> for SlotExpiry {
+    fn expire_after_create(&self, _: &String, slot: &Slot, _: Instant) -> Option<Duration> {
+        Some(slot.ttl)
+    }
+
+    fn expire_after_update(
+        &self,
+        _: &String,
+        slot: &Slot,
+        _: Instant,
+        _: Option<Duration>,
+    ) -> Option<Duration> {
+        Some(slot.ttl)
+    }
+}
+
+impl MemoryStore {
+    /// A store that holds at most `max_bytes` bytes of entries.
+    pub fn new(max_bytes: u64) -> Self {
+        let cache = Cache::builder()
+            .max_capacity(max_bytes)
+            .weigher(|key: &String, slot: &Slot| {
+                u32::try_from(key.len() + slot.entry.weight()).unwrap_or(u32::MAX)
+            })
+            .expire_after(SlotExpiry)
+            .build();
+        Self { cache }
+    }
+
+    /// The number of entries (approximate until [`run_pending_tasks`](Self::run_pending_tasks)).
+    pub fn entry_count(&self) -> u64 {
+        self.cache.entry_count()
+    }
+
+    /// The bytes the entries weigh (approximate until
+    /// [`run_pending_tasks`](Self::run_pending_tasks)).
+    pub fn weighted_size(&self) -> u64 {
+        self.cache.weighted_size()
+    }
+
+    /// Applies pending evictions and expirations now, so that the counts are exact.
+    pub async fn run_pending_tasks(&self) {
+        self.cache.run_pending_tasks().await;
+    }
+}
+
+impl Store for MemoryStore {
+    fn get<'a>(&'a self, key: &'a str) -> StoreFuture<'a, Option<Arc<CachedResponse>>> {
+        Box::pin(async move { Ok(self.cache.get(key).await.map(|slot| slot.entry)) })
+    }
+
+    fn put<'a>(
+        &'a self,
+        key: &'a str,
+        entry: Arc<CachedResponse>,
+        ttl: Duration,
+    ) -> StoreFuture<'a, ()> {
+        Box::pin(async move {
+            self.cache.insert(key.to_owned(), Slot { entry, ttl }).await;
+            Ok(())
+        })
+    }
+
+    fn remove<'a>(&'a self, key: &'a str) -> StoreFuture<'a, bool> {
+        Box::pin(async move { Ok(self.cache.remove(key).await.is_some()) })
+    }
+
+    fn clear(&self) -> StoreFuture<'_, ()> {
+        Box::pin(async move {
+            self.cache.invalidate_all();
+            Ok(())
+        })
+    }
+
+    fn touch<'a>(&'a self, key: &'a str, ttl: Duration) -> StoreFuture<'a, bool> {
+        Box::pin(async move {
+            // Atomic with respect to other writers of the key: a removed entry is not revived.
+            let result = self
+                .cache
+                .entry_by_ref(key)
+                .and_compute_with(|existing| async move {
+                    match existing {
+                        Some(existing) => Op::Put(Slot {
+                            entry: Arc::clone(&existing.into_value().entry),
+                            ttl,
+                        }),
+                        None => Op::Nop,
+                    }
+                })
+                .await;
+            Ok(matches!(result, moka::ops::compute::CompResult::ReplacedWith(_)))
+        })
+    }
+
+    fn remove_prefix<'a>(&'a self, prefix: &'a str) -> StoreFuture<'a, u64> {
+        Box::pin(async move {
+            let keys: Vec<Arc<String>> = self
+                .cache
+                .iter()
+                .filter(|(key, _)| key.starts_with(prefix))
+                .map(|(key, _)| key)
+                .collect();
+            let mut removed = 0;
+            for key in keys {
+                if self.cache.remove(key.as_str()).await.is_some() {
+                    removed += 1;
+                }
+            }
+            Ok(removed)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+    use http::{HeaderMap, StatusCode};
+
+    fn entry(body: &'static [u8]) -> Arc<CachedResponse> {
+        Arc::new(CachedResponse::new(StatusCode::OK, HeaderMap::new(), Bytes::from_static(body)))
+    }
+
+    #[tokio::test]
+    async fn get_returns_the_same_allocation() {
+        let store = MemoryStore::new(1 << 20);
+        let stored = entry(b"hello");
+        store.put("k", Arc::clone(&stored), Duration::from_secs(60)).await.unwrap();
+        let got = store.get("k").await.unwrap().unwrap();
+        assert!(Arc::ptr_eq(&got, &stored));
+        assert_eq!(got.body.as_ptr(), stored.body.as_ptr());
+    }
+
+    #[tokio::test]
+    async fn entries_expire_after_their_own_ttl() {
+        let store = MemoryStore::new(1 << 20);
+        store.put("short", entry(b"a"), Duration::from_millis(50)).await.unwrap();
+        store.put("long", entry(b"b"), Duration::from_secs(60)).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(120)).await;
+        assert!(store.get("short").await.unwrap().is_none());
+        assert!(store.get("long").await.unwrap().is_some());
+    }
+
+    #[tokio::test]
+    async fn touch_extends_and_does_not_revive() {
+        let store = MemoryStore::new(1 << 20);
+        store.put("k", entry(b"a"), Duration::from_millis(80)).await.unwrap();
+        assert!(store.touch("k", Duration::from_secs(60)).await.unwrap());
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        assert!(store.get("k").await.unwrap().is_some());
+        assert!(!store.touch("missing", Duration::from_secs(60)).await.unwrap());
+        assert!(store.get("missing").await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn remove_prefix_and_clear() {
+        let store = MemoryStore::new(1 << 20);
+        for key in ["a:1", "a:2", "b:1"] {
+            store.put(key, entry(b"x"), Duration::from_secs(60)).await.unwrap();
+        }
+        assert_eq!(store.remove_prefix("a:").await.unwrap(), 2);
+        assert!(store.get("b:1").await.unwrap().is_some());
+        assert!(store.remove("b:1").await.unwrap());
+        store.put("c", entry(b"x"), Duration::from_secs(60)).await.unwrap();
+        store.clear().await.unwrap();
+        assert!(store.get("c").await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn capacity_is_counted_in_bytes() {
+        let store = MemoryStore::new(64 * 1024);
+        let body: &'static [u8] = Box::leak(vec![0u8; 4096].into_boxed_slice());
+        for i in 0..64 {
+            store.put(&format!("k{i}"), entry(body), Duration::from_secs(60)).await.unwrap();
+        }
+        store.run_pending_tasks().await;
+        assert!(store.weighted_size() <= 64 * 1024, "{}", store.weighted_size());
+        assert!(store.entry_count() < 16, "{}", store.entry_count());
+    }
+}

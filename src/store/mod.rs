@@ -1,0 +1,186 @@
+//! Where entries live.
+//!
+//! [`Store`] is dyn-compatible (its futures are boxed), so a layer holds any store behind an
+//! `Arc<dyn Store>` and several layers can share one. [`MemoryStore`] keeps entries in
+//! process; stores that keep bytes elsewhere serialize entries with a
+//! [`Codec`](crate::codec::Codec).
+//!
+//! A store must bound its own latency (a slow store slows every lookup) and report failures
+//! as [`StoreError`]s: the layer counts them and serves the request from the inner service,
+//! so a store failure never fails a request.
+
+mod memory;
+
+use std::borrow::Cow;
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use memory::MemoryStore;
+
+use crate::entry::CachedResponse;
+
+/// The future a [`Store`] method returns.
+pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'a>>;
+
+/// A place to keep cached responses.
+///
+/// Keys are complete (namespace included). `put` replaces any entry under the key; the
+/// store drops the entry after `ttl`, which covers the entry's freshness and any stale
+/// window ([`CachedResponse::storage_ttl`]).
+pub trait Store: Send + Sync + fmt::Debug + 'static {
+    /// The entry under `key`, if there is one that has not expired.
+    fn get<'a>(&'a self, key: &'a str) -> StoreFuture<'a, Option<Arc<CachedResponse>>>;
+
+    /// Stores `entry` under `key` for `ttl`.
+    fn put<'a>(
+        &'a self,
+        key: &'a str,
+        entry: Arc<CachedResponse>,
+        ttl: Duration,
+    ) -> StoreFuture<'a, ()>;
+
+    /// Removes the entry under `key`; `true` if there was one.
+    fn remove<'a>(&'a self, key: &'a str) -> StoreFuture<'a, bool>;
+
+    /// Removes every entry of this store (for a shared store, every entry under its own
+    /// namespace and nothing else).
+    fn clear(&self) -> StoreFuture<'_, ()>;
+
+    /// Keeps the entry under `key` for `ttl` from now (sliding expiry); `true` if there was
+    /// one. The default reports [`StoreErrorKind::Unsupported`].
+    fn touch<'a>(&'a self, key: &'a str, ttl: Duration) -> StoreFuture<'a, bool> {
+        let _ = (key, ttl);
+        Box::pin(async { Err(StoreError::unsupported("touch")) })
+    }
+
+    /// Removes every entry whose key starts with `prefix`; returns how many. The default
+    /// reports [`StoreErrorKind::Unsupported`].
+    fn remove_prefix<'a>(&'a self, prefix: &'a str) -> StoreFuture<'a, u64> {
+        let _ = prefix;
+        Box::pin(async { Err(StoreError::unsupported("remove_prefix")) })
+    }
+}
+
+impl<S: Store + ?Sized> Store for Arc<S> {
+    fn get<'a>(&'a self, key: &'a str) -> StoreFuture<'a, Option<Arc<CachedResponse>>> {
+        (**self).get(key)
+    }
+
+    fn put<'a>(
+        &'a self,
+        key: &'a str,
+        entry: Arc<CachedResponse>,
+        ttl: Duration,
+    ) -> StoreFuture<'a, ()> {
+        (**self).put(key, entry, ttl)
+    }
+
+    fn remove<'a>(&'a self, key: &'a str) -> StoreFuture<'a, bool> {
+        (**self).remove(key)
+    }
+
+    fn clear(&self) -> StoreFuture<'_, ()> {
+        (**self).clear()
+    }
+
+    fn touch<'a>(&'a self, key: &'a str, ttl: Duration) -> StoreFuture<'a, bool> {
+        (**self).touch(key, ttl)
+    }
+
+    fn remove_prefix<'a>(&'a self, prefix: &'a str) -> StoreFuture<'a, u64> {
+        (**self).remove_prefix(prefix)
+    }
+}
+
+/// What kind of failure a [`StoreError`] is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum StoreErrorKind {
+    /// The store could not be reached.
+    Unavailable,
+    /// The store did not answer in time.
+    Timeout,
+    /// A stored value could not be decoded (garbage, or an unknown format version).
+    Decode,
+    /// The store does not support the operation.
+    Unsupported,
+    /// Anything else.
+    Other,
+}
+
+impl StoreErrorKind {
+    /// A short, stable label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Unavailable => "unavailable",
+            Self::Timeout => "timeout",
+            Self::Decode => "decode",
+            Self::Unsupported => "unsupported",
+            Self::Other => "other",
+        }
+    }
+}
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// A failed store operation.
+#[derive(Debug)]
+pub struct StoreError {
+    kind: StoreErrorKind,
+    message: Cow<'static, str>,
+    source: Option<BoxError>,
+}
+
+impl StoreError {
+    /// An error of `kind` with a message.
+    pub fn new(kind: StoreErrorKind, message: impl Into<Cow<'static, str>>) -> Self {
+        Self {
+            kind,
+            message: message.into(),
+            source: None,
+        }
+    }
+
+    /// An error of `kind` caused by `source`.
+    pub fn with_source(
+        kind: StoreErrorKind,
+        message: impl Into<Cow<'static, str>>,
+        source: impl Into<BoxError>,
+    ) -> Self {
+        Self {
+            kind,
+            message: message.into(),
+            source: Some(source.into()),
+        }
+    }
+
+    /// The store does not support `operation`.
+    pub fn unsupported(operation: &'static str) -> Self {
+        Self::new(
+            StoreErrorKind::Unsupported,
+            format!("the store does not support {operation}"),
+        )
+    }
+
+    /// What kind of failure this is.
+    pub fn kind(&self) -> StoreErrorKind {
+        self.kind
+    }
+}
+
+impl fmt::Display for StoreError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "cache store error ({}): {}", self.kind.as_str(), self.message)
+    }
+}
+
+impl std::error::Error for StoreError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.source
+            .as_deref()
+            .map(|source| source as &(dyn std::error::Error + 'static))
+    }
+}
