@@ -34,10 +34,6 @@ where
 
 impl IntoResponse for StatsSnapshot {
     fn into_response(self) -> Response {
-        (
-            [(http::header::CACHE_CONTROL, "no-store")],
-            Json(self),
-        )
-            .into_response()
+        ([(http::header::CACHE_CONTROL, "no-store")], Json(self)).into_response()
     }
 }

@@ -290,8 +290,10 @@ impl Drop for Capture {
     fn drop(&mut self) {
         // Dropped before the end: the client went away, or the response was discarded.
         if !self.done {
-            self.stats
-                .record(&self.counters, Event::NotStored(NotStoredReason::Incomplete));
+            self.stats.record(
+                &self.counters,
+                Event::NotStored(NotStoredReason::Incomplete),
+            );
         }
     }
 }

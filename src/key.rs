@@ -364,7 +364,9 @@ fn is_normal(component: &str) -> bool {
     let bytes = component.as_bytes();
     bytes.iter().enumerate().all(|(i, &byte)| match byte {
         b'%' => escape_at(bytes, i).is_some_and(|decoded| {
-            !is_unreserved(decoded) && !bytes[i + 1].is_ascii_lowercase() && !bytes[i + 2].is_ascii_lowercase()
+            !is_unreserved(decoded)
+                && !bytes[i + 1].is_ascii_lowercase()
+                && !bytes[i + 2].is_ascii_lowercase()
         }),
         _ => is_literal(byte),
     })
@@ -447,7 +449,10 @@ mod tests {
     #[test]
     fn percent_encoding_is_normalized() {
         let builder = DefaultKeyBuilder::new();
-        assert_eq!(key(&builder, "/%7euser/%2f?q=%41%2c"), "GET:/~user/%2F?q=A%2C");
+        assert_eq!(
+            key(&builder, "/%7euser/%2f?q=%41%2c"),
+            "GET:/~user/%2F?q=A%2C"
+        );
         assert_eq!(key(&builder, "/a?q=%zz"), "GET:/a?q=%25zz");
         assert_ne!(key(&builder, "/a?x=%26"), key(&builder, "/a?x=&"));
     }

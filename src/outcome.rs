@@ -20,12 +20,21 @@ use crate::policy::{BypassReason, NotStoredReason, RefreshReason};
 /// What the cache did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Outcome {
-    Hit { ttl: Duration },
-    Miss { stored: Result<(), NotStoredReason> },
+    Hit {
+        ttl: Duration,
+    },
+    Miss {
+        stored: Result<(), NotStoredReason>,
+    },
     /// A miss that the request would not let go to the origin (`only-if-cached`).
     MissOnlyIfCached,
-    Refresh { reason: RefreshReason, stored: Result<(), NotStoredReason> },
-    Bypass { reason: BypassReason },
+    Refresh {
+        reason: RefreshReason,
+        stored: Result<(), NotStoredReason>,
+    },
+    Bypass {
+        reason: BypassReason,
+    },
 }
 
 impl Outcome {
@@ -78,9 +87,9 @@ pub(crate) fn cache_status_identifier(name: &str) -> std::sync::Arc<str> {
     let is_token = bytes
         .first()
         .is_some_and(|b| b.is_ascii_alphabetic() || *b == b'*')
-        && bytes.iter().all(|b| {
-            b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~:/".contains(b)
-        });
+        && bytes
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~:/".contains(b));
     if is_token {
         return name.into();
     }
@@ -103,24 +112,74 @@ mod tests {
     fn headers(outcome: Outcome) -> (String, String) {
         let mut map = HeaderMap::new();
         map.append("cache-status", HeaderValue::from_static("upstream; hit"));
-        outcome.write_headers(&mut map, Some(&http::HeaderName::from_static("x-cache")), Some("c"));
-        let statuses: Vec<_> = map.get_all("cache-status").iter().map(|v| v.to_str().unwrap().to_owned()).collect();
-        assert_eq!(statuses[0], "upstream; hit", "existing members are kept first");
-        (map["x-cache"].to_str().unwrap().to_owned(), statuses[1].clone())
+        outcome.write_headers(
+            &mut map,
+            Some(&http::HeaderName::from_static("x-cache")),
+            Some("c"),
+        );
+        let statuses: Vec<_> = map
+            .get_all("cache-status")
+            .iter()
+            .map(|v| v.to_str().unwrap().to_owned())
+            .collect();
+        assert_eq!(
+            statuses[0], "upstream; hit",
+            "existing members are kept first"
+        );
+        (
+            map["x-cache"].to_str().unwrap().to_owned(),
+            statuses[1].clone(),
+        )
     }
 
     #[test]
     fn every_outcome_has_its_headers() {
         let cases = [
-            (Outcome::Hit { ttl: Duration::from_millis(42_900) }, "HIT", "c; hit; ttl=42"),
-            (Outcome::Miss { stored: Ok(()) }, "MISS", "c; fwd=miss; stored"),
-            (Outcome::Miss { stored: Err(NotStoredReason::Private) }, "UNCACHEABLE", "c; fwd=miss; detail=private"),
-            (Outcome::MissOnlyIfCached, "MISS", "c; fwd=miss; detail=only-if-cached"),
-            (Outcome::Refresh { reason: RefreshReason::NoCache, stored: Ok(()) }, "REFRESH", "c; fwd=request; stored"),
-            (Outcome::Bypass { reason: BypassReason::NoStore }, "BYPASS", "c; fwd=bypass; detail=no-store"),
+            (
+                Outcome::Hit {
+                    ttl: Duration::from_millis(42_900),
+                },
+                "HIT",
+                "c; hit; ttl=42",
+            ),
+            (
+                Outcome::Miss { stored: Ok(()) },
+                "MISS",
+                "c; fwd=miss; stored",
+            ),
+            (
+                Outcome::Miss {
+                    stored: Err(NotStoredReason::Private),
+                },
+                "UNCACHEABLE",
+                "c; fwd=miss; detail=private",
+            ),
+            (
+                Outcome::MissOnlyIfCached,
+                "MISS",
+                "c; fwd=miss; detail=only-if-cached",
+            ),
+            (
+                Outcome::Refresh {
+                    reason: RefreshReason::NoCache,
+                    stored: Ok(()),
+                },
+                "REFRESH",
+                "c; fwd=request; stored",
+            ),
+            (
+                Outcome::Bypass {
+                    reason: BypassReason::NoStore,
+                },
+                "BYPASS",
+                "c; fwd=bypass; detail=no-store",
+            ),
         ];
         for (outcome, x_cache, cache_status) in cases {
-            assert_eq!(headers(outcome), (x_cache.to_owned(), cache_status.to_owned()));
+            assert_eq!(
+                headers(outcome),
+                (x_cache.to_owned(), cache_status.to_owned())
+            );
         }
     }
 

@@ -101,9 +101,10 @@ where
 
     fn call(&mut self, request: Request<ReqB>) -> Self::Future {
         let shared = &self.shared;
-        let route = shared
-            .routes
-            .resolve(matched_path(&request), request.uri().path(), &shared.stats);
+        let route =
+            shared
+                .routes
+                .resolve(matched_path(&request), request.uri().path(), &shared.stats);
         let policy = route.policy.as_deref();
         let cacheable_method = request.method() == Method::GET || request.method() == Method::HEAD;
         if !cacheable_method || policy.is_some_and(|policy| !policy.enabled) {
@@ -219,7 +220,11 @@ impl<K> Ctx<K> {
         head: bool,
         now: SystemTime,
     ) -> Response<CacheBody<B>> {
-        let body = if head { Bytes::new() } else { entry.body.clone() };
+        let body = if head {
+            Bytes::new()
+        } else {
+            entry.body.clone()
+        };
         let mut response = Response::new(CacheBody::stored(body));
         *response.status_mut() = entry.status;
         *response.headers_mut() = entry.headers.clone();
@@ -247,7 +252,10 @@ impl<K> Ctx<K> {
                 tracing::warn!(%error, key = key.as_str(), "cache store touch failed");
             }
         };
-        match (self.shared.write_mode, tokio::runtime::Handle::try_current()) {
+        match (
+            self.shared.write_mode,
+            tokio::runtime::Handle::try_current(),
+        ) {
             (WriteMode::Background, Ok(runtime)) => drop(runtime.spawn(touch)),
             _ => touch.await,
         }
@@ -331,7 +339,10 @@ impl<S, K: KeyBuilder> Call<S, K> {
                 }
                 Some(entry) => {
                     self.ctx.record(Event::Hit);
-                    return Ok(self.ctx.hit(&entry, key, parts.method == Method::HEAD, now).await);
+                    return Ok(self
+                        .ctx
+                        .hit(&entry, key, parts.method == Method::HEAD, now)
+                        .await);
                 }
                 None if only_if_cached => {
                     self.ctx.record(Event::Miss);

@@ -84,7 +84,12 @@ impl Counters {
             stores: load(&self.stores),
             not_stored: NotStoredReason::ALL
                 .iter()
-                .map(|reason| (reason.as_str().to_owned(), load(&self.not_stored[reason.index()])))
+                .map(|reason| {
+                    (
+                        reason.as_str().to_owned(),
+                        load(&self.not_stored[reason.index()]),
+                    )
+                })
                 .filter(|(_, count)| *count > 0)
                 .collect(),
             store_errors: load(&self.store_errors),
@@ -137,7 +142,10 @@ impl CacheStats {
 
     /// Counts `event` for the total and for `route`.
     pub(crate) fn record(&self, route: &Counters, event: Event) {
-        self.inner.total.counter(event).fetch_add(1, Ordering::Relaxed);
+        self.inner
+            .total
+            .counter(event)
+            .fetch_add(1, Ordering::Relaxed);
         route.counter(event).fetch_add(1, Ordering::Relaxed);
     }
 

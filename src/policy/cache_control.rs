@@ -194,6 +194,12 @@ mod tests {
     fn empty_members_and_unknown_directives_are_skipped() {
         let cc = parse(&[",, ,immutable, foo=bar,only-if-cached,"]);
         assert!(cc.only_if_cached);
-        assert_eq!(cc, CacheControl { only_if_cached: true, ..Default::default() });
+        assert_eq!(
+            cc,
+            CacheControl {
+                only_if_cached: true,
+                ..Default::default()
+            }
+        );
     }
 }

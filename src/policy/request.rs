@@ -187,7 +187,10 @@ mod tests {
     #[test]
     fn no_store_bypasses_and_wins_over_refresh() {
         assert_eq!(
-            allow(&[("cache-control", "no-cache, no-store"), ("x-cache-bypass", "1")]),
+            allow(&[
+                ("cache-control", "no-cache, no-store"),
+                ("x-cache-bypass", "1")
+            ]),
             RequestMode::Bypass(BypassReason::NoStore)
         );
     }
@@ -217,7 +220,10 @@ mod tests {
         // RFC 9111 §5.4.
         assert_eq!(
             allow(&[("pragma", "no-cache"), ("cache-control", "max-age=30")]),
-            RequestMode::Lookup { max_age: Some(30), only_if_cached: false }
+            RequestMode::Lookup {
+                max_age: Some(30),
+                only_if_cached: false
+            }
         );
     }
 
@@ -225,7 +231,10 @@ mod tests {
     fn only_if_cached_and_max_age_are_kept_for_the_lookup() {
         assert_eq!(
             allow(&[("cache-control", "only-if-cached, max-age=5")]),
-            RequestMode::Lookup { max_age: Some(5), only_if_cached: true }
+            RequestMode::Lookup {
+                max_age: Some(5),
+                only_if_cached: true
+            }
         );
     }
 
@@ -246,14 +255,23 @@ mod tests {
     #[test]
     fn secret_requires_the_exact_value() {
         let secret = ClientControl::Secret(HeaderValue::from_static("s3cret"));
-        assert_eq!(mode(&[("x-cache-bypass", "nope")], &secret), RequestMode::LOOKUP);
-        assert_eq!(mode(&[("cache-control", "no-cache")], &secret), RequestMode::LOOKUP);
+        assert_eq!(
+            mode(&[("x-cache-bypass", "nope")], &secret),
+            RequestMode::LOOKUP
+        );
+        assert_eq!(
+            mode(&[("cache-control", "no-cache")], &secret),
+            RequestMode::LOOKUP
+        );
         assert_eq!(
             mode(&[("x-cache-bypass", "s3cret")], &secret),
             RequestMode::Refresh(RefreshReason::BypassHeader)
         );
         assert_eq!(
-            mode(&[("x-cache-bypass", "s3cret"), ("cache-control", "no-store")], &secret),
+            mode(
+                &[("x-cache-bypass", "s3cret"), ("cache-control", "no-store")],
+                &secret
+            ),
             RequestMode::Bypass(BypassReason::NoStore)
         );
     }

@@ -371,14 +371,30 @@ mod tests {
         map
     }
 
-    fn check(status: u16, pairs: &[(&str, &str)], request: RequestFacts) -> Result<(), NotStoredReason> {
+    fn check(
+        status: u16,
+        pairs: &[(&str, &str)],
+        request: RequestFacts,
+    ) -> Result<(), NotStoredReason> {
         let map = headers(pairs);
         let cc = CacheControl::from_headers(&map);
-        check_storable(StatusCode::from_u16(status).unwrap(), &map, &cc, request, &rules())
+        check_storable(
+            StatusCode::from_u16(status).unwrap(),
+            &map,
+            &cc,
+            request,
+            &rules(),
+        )
     }
 
-    const GET: RequestFacts = RequestFacts { head: false, authorization: false };
-    const AUTHORIZED: RequestFacts = RequestFacts { head: false, authorization: true };
+    const GET: RequestFacts = RequestFacts {
+        head: false,
+        authorization: false,
+    };
+    const AUTHORIZED: RequestFacts = RequestFacts {
+        head: false,
+        authorization: true,
+    };
 
     #[test]
     fn default_statuses_are_the_heuristically_cacheable_ones() {
@@ -386,36 +402,68 @@ mod tests {
             assert_eq!(check(code, &[], GET), Ok(()), "{code}");
         }
         for code in [201, 206, 302, 304, 307, 400, 401, 403, 500, 502, 503] {
-            assert_eq!(check(code, &[], GET), Err(NotStoredReason::Status), "{code}");
+            assert_eq!(
+                check(code, &[], GET),
+                Err(NotStoredReason::Status),
+                "{code}"
+            );
         }
     }
 
     #[test]
     fn response_directives_prevent_storing() {
-        assert_eq!(check(200, &[("cache-control", "no-store")], GET), Err(NotStoredReason::NoStore));
-        assert_eq!(check(200, &[("cache-control", "Private")], GET), Err(NotStoredReason::Private));
-        assert_eq!(check(200, &[("cache-control", "no-cache")], GET), Err(NotStoredReason::NoCache));
-        assert_eq!(check(200, &[("vary", "accept, *")], GET), Err(NotStoredReason::VaryStar));
+        assert_eq!(
+            check(200, &[("cache-control", "no-store")], GET),
+            Err(NotStoredReason::NoStore)
+        );
+        assert_eq!(
+            check(200, &[("cache-control", "Private")], GET),
+            Err(NotStoredReason::Private)
+        );
+        assert_eq!(
+            check(200, &[("cache-control", "no-cache")], GET),
+            Err(NotStoredReason::NoCache)
+        );
+        assert_eq!(
+            check(200, &[("vary", "accept, *")], GET),
+            Err(NotStoredReason::VaryStar)
+        );
         assert_eq!(check(200, &[("vary", "accept")], GET), Ok(()));
     }
 
     #[test]
     fn head_requests_are_never_stored() {
-        let head = RequestFacts { head: true, authorization: false };
+        let head = RequestFacts {
+            head: true,
+            authorization: false,
+        };
         assert_eq!(check(200, &[], head), Err(NotStoredReason::Head));
     }
 
     #[test]
     fn authorization_needs_an_explicit_permission() {
-        assert_eq!(check(200, &[], AUTHORIZED), Err(NotStoredReason::Authorization));
+        assert_eq!(
+            check(200, &[], AUTHORIZED),
+            Err(NotStoredReason::Authorization)
+        );
         // RFC 9111 §3.5.
         for cc in ["public", "s-maxage=10", "must-revalidate"] {
-            assert_eq!(check(200, &[("cache-control", cc)], AUTHORIZED), Ok(()), "{cc}");
+            assert_eq!(
+                check(200, &[("cache-control", cc)], AUTHORIZED),
+                Ok(()),
+                "{cc}"
+            );
         }
         let map = HeaderMap::new();
-        let allowed = StorageRules { allow_authorized: true, ..rules() };
+        let allowed = StorageRules {
+            allow_authorized: true,
+            ..rules()
+        };
         let cc = CacheControl::default();
-        assert_eq!(check_storable(StatusCode::OK, &map, &cc, AUTHORIZED, &allowed), Ok(()));
+        assert_eq!(
+            check_storable(StatusCode::OK, &map, &cc, AUTHORIZED, &allowed),
+            Ok(())
+        );
     }
 
     #[test]
@@ -427,14 +475,23 @@ mod tests {
             Err(NotStoredReason::SetCookie)
         );
         for policy in [SetCookiePolicy::Strip, SetCookiePolicy::Store] {
-            let rules = StorageRules { set_cookie: policy, ..rules() };
-            assert_eq!(check_storable(StatusCode::OK, &map, &cc, GET, &rules), Ok(()));
+            let rules = StorageRules {
+                set_cookie: policy,
+                ..rules()
+            };
+            assert_eq!(
+                check_storable(StatusCode::OK, &map, &cc, GET, &rules),
+                Ok(())
+            );
         }
     }
 
     #[test]
     fn declared_length_over_the_cap_is_too_large() {
-        assert_eq!(check(200, &[("content-length", "1025")], GET), Err(NotStoredReason::TooLarge));
+        assert_eq!(
+            check(200, &[("content-length", "1025")], GET),
+            Err(NotStoredReason::TooLarge)
+        );
         assert_eq!(check(200, &[("content-length", "1024")], GET), Ok(()));
     }
 
@@ -446,14 +503,23 @@ mod tests {
             origin_lifetime(&map, &CacheControl::from_headers(&map), now)
         };
         assert_eq!(lifetime(&[]), None);
-        assert_eq!(lifetime(&[("cache-control", "max-age=10, s-maxage=20")]), Some(Duration::from_secs(20)));
         assert_eq!(
-            lifetime(&[("cache-control", "max-age=10"), ("expires", "Thu, 01 Jan 2099 00:00:00 GMT")]),
+            lifetime(&[("cache-control", "max-age=10, s-maxage=20")]),
+            Some(Duration::from_secs(20))
+        );
+        assert_eq!(
+            lifetime(&[
+                ("cache-control", "max-age=10"),
+                ("expires", "Thu, 01 Jan 2099 00:00:00 GMT")
+            ]),
             Some(Duration::from_secs(10))
         );
         let date = httpdate::fmt_http_date(now);
         let expires = httpdate::fmt_http_date(now + Duration::from_secs(300));
-        assert_eq!(lifetime(&[("date", &date), ("expires", &expires)]), Some(Duration::from_secs(300)));
+        assert_eq!(
+            lifetime(&[("date", &date), ("expires", &expires)]),
+            Some(Duration::from_secs(300))
+        );
         assert_eq!(lifetime(&[("expires", "0")]), Some(Duration::ZERO));
     }
 
@@ -461,22 +527,47 @@ mod tests {
     fn initial_age_takes_the_larger_of_age_and_date() {
         let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000_000);
         let date = httpdate::fmt_http_date(now - Duration::from_secs(7));
-        assert_eq!(initial_age(&headers(&[("age", "3")]), now), Duration::from_secs(3));
-        assert_eq!(initial_age(&headers(&[("age", "3"), ("date", &date)]), now), Duration::from_secs(7));
+        assert_eq!(
+            initial_age(&headers(&[("age", "3")]), now),
+            Duration::from_secs(3)
+        );
+        assert_eq!(
+            initial_age(&headers(&[("age", "3"), ("date", &date)]), now),
+            Duration::from_secs(7)
+        );
         assert_eq!(initial_age(&headers(&[("age", "x")]), now), Duration::ZERO);
     }
 
     #[test]
     fn ttl_sources_in_order_of_precedence() {
         let s = Duration::from_secs;
-        let all = TtlSources { explicit: Some(s(1)), origin: Some(s(20)), configured: Some(s(300)) };
+        let all = TtlSources {
+            explicit: Some(s(1)),
+            origin: Some(s(20)),
+            configured: Some(s(300)),
+        };
         assert_eq!(ttl_from_sources(all, s(5)), Ok(s(1)));
-        let origin = TtlSources { explicit: None, ..all };
+        let origin = TtlSources {
+            explicit: None,
+            ..all
+        };
         assert_eq!(ttl_from_sources(origin, s(5)), Ok(s(15)));
-        let configured = TtlSources { origin: None, ..origin };
+        let configured = TtlSources {
+            origin: None,
+            ..origin
+        };
         assert_eq!(ttl_from_sources(configured, s(5)), Ok(s(300)));
-        assert_eq!(ttl_from_sources(TtlSources::default(), s(0)), Err(NotStoredReason::NoFreshness));
-        let too_old = TtlSources { origin: Some(s(5)), ..configured };
-        assert_eq!(ttl_from_sources(too_old, s(5)), Err(NotStoredReason::NoFreshness));
+        assert_eq!(
+            ttl_from_sources(TtlSources::default(), s(0)),
+            Err(NotStoredReason::NoFreshness)
+        );
+        let too_old = TtlSources {
+            origin: Some(s(5)),
+            ..configured
+        };
+        assert_eq!(
+            ttl_from_sources(too_old, s(5)),
+            Err(NotStoredReason::NoFreshness)
+        );
     }
 }

@@ -146,7 +146,8 @@ impl RouteTable {
             policy: Arc::new(policy),
             counters: stats.route(&format!("{prefix}*")),
         };
-        self.prefixes.retain(|(existing, _)| existing.as_ref() != prefix);
+        self.prefixes
+            .retain(|(existing, _)| existing.as_ref() != prefix);
         self.prefixes.push((prefix.into(), rule));
         self.prefixes
             .sort_by(|(a, _), (b, _)| b.len().cmp(&a.len()).then_with(|| a.cmp(b)));
@@ -154,15 +155,12 @@ impl RouteTable {
 
     /// The route of a request, given axum's matched pattern (if any) and the path.
     pub(crate) fn resolve(&self, matched: Option<&str>, path: &str, stats: &CacheStats) -> Route {
-        let rule = self
-            .exact
-            .get(matched.unwrap_or(path))
-            .or_else(|| {
-                self.prefixes
-                    .iter()
-                    .find(|(prefix, _)| path.starts_with(prefix.as_ref()))
-                    .map(|(_, rule)| rule)
-            });
+        let rule = self.exact.get(matched.unwrap_or(path)).or_else(|| {
+            self.prefixes
+                .iter()
+                .find(|(prefix, _)| path.starts_with(prefix.as_ref()))
+                .map(|(_, rule)| rule)
+        });
         match rule {
             Some(rule) => Route {
                 policy: Some(Arc::clone(&rule.policy)),
@@ -184,9 +182,21 @@ mod tests {
     fn exact_beats_prefix_and_longest_prefix_wins() {
         let stats = CacheStats::new();
         let mut table = RouteTable::default();
-        table.insert_prefix("/a/", RoutePolicy::new().ttl(Duration::from_secs(1)), &stats);
-        table.insert_prefix("/a/b/", RoutePolicy::new().ttl(Duration::from_secs(2)), &stats);
-        table.insert_exact("/a/{id}", RoutePolicy::new().ttl(Duration::from_secs(3)), &stats);
+        table.insert_prefix(
+            "/a/",
+            RoutePolicy::new().ttl(Duration::from_secs(1)),
+            &stats,
+        );
+        table.insert_prefix(
+            "/a/b/",
+            RoutePolicy::new().ttl(Duration::from_secs(2)),
+            &stats,
+        );
+        table.insert_exact(
+            "/a/{id}",
+            RoutePolicy::new().ttl(Duration::from_secs(3)),
+            &stats,
+        );
         let ttl = |matched: Option<&str>, path: &str| {
             table
                 .resolve(matched, path, &stats)

@@ -126,7 +126,10 @@ impl Store for MemoryStore {
                     }
                 })
                 .await;
-            Ok(matches!(result, moka::ops::compute::CompResult::ReplacedWith(_)))
+            Ok(matches!(
+                result,
+                moka::ops::compute::CompResult::ReplacedWith(_)
+            ))
         })
     }
 
@@ -156,14 +159,21 @@ mod tests {
     use http::{HeaderMap, StatusCode};
 
     fn entry(body: &'static [u8]) -> Arc<CachedResponse> {
-        Arc::new(CachedResponse::new(StatusCode::OK, HeaderMap::new(), Bytes::from_static(body)))
+        Arc::new(CachedResponse::new(
+            StatusCode::OK,
+            HeaderMap::new(),
+            Bytes::from_static(body),
+        ))
     }
 
     #[tokio::test]
     async fn get_returns_the_same_allocation() {
         let store = MemoryStore::new(1 << 20);
         let stored = entry(b"hello");
-        store.put("k", Arc::clone(&stored), Duration::from_secs(60)).await.unwrap();
+        store
+            .put("k", Arc::clone(&stored), Duration::from_secs(60))
+            .await
+            .unwrap();
         let got = store.get("k").await.unwrap().unwrap();
         assert!(Arc::ptr_eq(&got, &stored));
         assert_eq!(got.body.as_ptr(), stored.body.as_ptr());
@@ -172,8 +182,14 @@ mod tests {
     #[tokio::test]
     async fn entries_expire_after_their_own_ttl() {
         let store = MemoryStore::new(1 << 20);
-        store.put("short", entry(b"a"), Duration::from_millis(50)).await.unwrap();
-        store.put("long", entry(b"b"), Duration::from_secs(60)).await.unwrap();
+        store
+            .put("short", entry(b"a"), Duration::from_millis(50))
+            .await
+            .unwrap();
+        store
+            .put("long", entry(b"b"), Duration::from_secs(60))
+            .await
+            .unwrap();
         tokio::time::sleep(Duration::from_millis(120)).await;
         assert!(store.get("short").await.unwrap().is_none());
         assert!(store.get("long").await.unwrap().is_some());
@@ -182,11 +198,19 @@ mod tests {
     #[tokio::test]
     async fn touch_extends_and_does_not_revive() {
         let store = MemoryStore::new(1 << 20);
-        store.put("k", entry(b"a"), Duration::from_millis(80)).await.unwrap();
+        store
+            .put("k", entry(b"a"), Duration::from_millis(80))
+            .await
+            .unwrap();
         assert!(store.touch("k", Duration::from_secs(60)).await.unwrap());
         tokio::time::sleep(Duration::from_millis(150)).await;
         assert!(store.get("k").await.unwrap().is_some());
-        assert!(!store.touch("missing", Duration::from_secs(60)).await.unwrap());
+        assert!(
+            !store
+                .touch("missing", Duration::from_secs(60))
+                .await
+                .unwrap()
+        );
         assert!(store.get("missing").await.unwrap().is_none());
     }
 
@@ -194,12 +218,18 @@ mod tests {
     async fn remove_prefix_and_clear() {
         let store = MemoryStore::new(1 << 20);
         for key in ["a:1", "a:2", "b:1"] {
-            store.put(key, entry(b"x"), Duration::from_secs(60)).await.unwrap();
+            store
+                .put(key, entry(b"x"), Duration::from_secs(60))
+                .await
+                .unwrap();
         }
         assert_eq!(store.remove_prefix("a:").await.unwrap(), 2);
         assert!(store.get("b:1").await.unwrap().is_some());
         assert!(store.remove("b:1").await.unwrap());
-        store.put("c", entry(b"x"), Duration::from_secs(60)).await.unwrap();
+        store
+            .put("c", entry(b"x"), Duration::from_secs(60))
+            .await
+            .unwrap();
         store.clear().await.unwrap();
         assert!(store.get("c").await.unwrap().is_none());
     }
@@ -209,10 +239,17 @@ mod tests {
         let store = MemoryStore::new(64 * 1024);
         let body: &'static [u8] = Box::leak(vec![0u8; 4096].into_boxed_slice());
         for i in 0..64 {
-            store.put(&format!("k{i}"), entry(body), Duration::from_secs(60)).await.unwrap();
+            store
+                .put(&format!("k{i}"), entry(body), Duration::from_secs(60))
+                .await
+                .unwrap();
         }
         store.run_pending_tasks().await;
-        assert!(store.weighted_size() <= 64 * 1024, "{}", store.weighted_size());
+        assert!(
+            store.weighted_size() <= 64 * 1024,
+            "{}",
+            store.weighted_size()
+        );
         assert!(store.entry_count() < 16, "{}", store.entry_count());
     }
 }

@@ -173,7 +173,12 @@ impl StoreError {
 
 impl fmt::Display for StoreError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "cache store error ({}): {}", self.kind.as_str(), self.message)
+        write!(
+            f,
+            "cache store error ({}): {}",
+            self.kind.as_str(),
+            self.message
+        )
     }
 }
 

@@ -1,0 +1,11 @@
+//! Integration tests: an axum `Router` (or a plain tower service) behind a `CacheLayer` on
+//! the memory store, driven with `oneshot`; every test counts how often the inner service
+//! ran and checks what came back and what the store holds.
+
+mod bypass;
+mod harness;
+mod keys_and_routes;
+mod lookup;
+mod services;
+mod storing;
+mod streaming;

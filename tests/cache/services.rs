@@ -1,0 +1,169 @@
+//! The layer over plain tower services: any body type, the inner error type, and a store
+//! that fails.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use tower::{Service, ServiceBuilder, ServiceExt};
+use tower_response_cache::store::{StoreErrorKind, StoreFuture};
+use tower_response_cache::{
+    CacheLayer, CacheService, CachedResponse, MemoryStore, Store, StoreError, WriteMode,
+};
+
+use crate::harness::Calls;
+
+fn assert_send_sync_clone<T: Send + Sync + Clone>() {}
+
+#[test]
+fn layer_and_service_are_send_sync_and_clone() {
+    assert_send_sync_clone::<CacheLayer>();
+    assert_send_sync_clone::<CacheService<axum::Router, tower_response_cache::DefaultKeyBuilder>>();
+}
+
+#[derive(Debug, PartialEq)]
+struct OriginError(&'static str);
+
+#[tokio::test]
+async fn works_over_any_service_and_keeps_its_error_type() {
+    let calls = Calls::default();
+    let counter = calls.clone();
+    let mut service = ServiceBuilder::new()
+        .layer(CacheLayer::new(MemoryStore::new(1 << 20)).write_mode(WriteMode::Inline))
+        .service_fn(move |request: Request<Full<Bytes>>| {
+            let n = counter.hit();
+            async move {
+                if request.uri().path() == "/fail" {
+                    return Err(OriginError("down"));
+                }
+                Ok(Response::new(Full::new(Bytes::from(format!("full{n}")))))
+            }
+        });
+    let mut send = async |path: &str| {
+        let request = Request::get(path).body(Full::new(Bytes::new())).unwrap();
+        service.ready().await?.call(request).await
+    };
+    let first = send("/ok").await.unwrap();
+    assert_eq!(
+        first.into_body().collect().await.unwrap().to_bytes(),
+        "full1"
+    );
+    let hit = send("/ok").await.unwrap();
+    assert_eq!(hit.headers()["x-cache"], "HIT");
+    assert_eq!(hit.into_body().collect().await.unwrap().to_bytes(), "full1");
+    assert_eq!(send("/fail").await.err(), Some(OriginError("down")));
+    assert_eq!(calls.get(), 2);
+}
+
+/// A store that fails every operation, as a dead backend would.
+#[derive(Debug)]
+struct BrokenStore;
+
+impl Store for BrokenStore {
+    fn get<'a>(&'a self, _: &'a str) -> StoreFuture<'a, Option<Arc<CachedResponse>>> {
+        Box::pin(async {
+            Err(StoreError::new(
+                StoreErrorKind::Unavailable,
+                "connection refused",
+            ))
+        })
+    }
+
+    fn put<'a>(&'a self, _: &'a str, _: Arc<CachedResponse>, _: Duration) -> StoreFuture<'a, ()> {
+        Box::pin(async { Err(StoreError::new(StoreErrorKind::Timeout, "timed out")) })
+    }
+
+    fn remove<'a>(&'a self, _: &'a str) -> StoreFuture<'a, bool> {
+        Box::pin(async {
+            Err(StoreError::new(
+                StoreErrorKind::Unavailable,
+                "connection refused",
+            ))
+        })
+    }
+
+    fn clear(&self) -> StoreFuture<'_, ()> {
+        Box::pin(async {
+            Err(StoreError::new(
+                StoreErrorKind::Unavailable,
+                "connection refused",
+            ))
+        })
+    }
+}
+
+#[tokio::test]
+async fn a_failing_store_never_fails_a_request() {
+    let calls = Calls::default();
+    let counter = calls.clone();
+    let cache = CacheLayer::new(BrokenStore)
+        .write_mode(WriteMode::Inline)
+        .route(
+            "/sliding",
+            tower_response_cache::RoutePolicy::new().sliding(true),
+        );
+    let stats = cache.stats();
+    let service = ServiceBuilder::new()
+        .layer(cache)
+        .service_fn(move |_: Request<()>| {
+            let n = counter.hit();
+            async move {
+                Ok::<_, std::convert::Infallible>(Response::new(Full::new(Bytes::from(format!(
+                    "origin{n}"
+                )))))
+            }
+        });
+    for n in 1..=3 {
+        let response = service
+            .clone()
+            .oneshot(Request::get("/x").body(()).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(
+            response.into_body().collect().await.unwrap().to_bytes(),
+            format!("origin{n}")
+        );
+    }
+    let snapshot = stats.snapshot();
+    assert_eq!(snapshot.total.misses, 3);
+    assert_eq!(
+        snapshot.total.store_errors, 6,
+        "three failed reads, three failed writes"
+    );
+    assert_eq!(snapshot.total.stores, 0);
+}
+
+#[tokio::test]
+async fn the_inner_service_is_driven_to_readiness() {
+    // A concurrency limit is not ready while a call is in flight; the cache forwards
+    // readiness, so the limit holds.
+    let calls = Calls::default();
+    let counter = calls.clone();
+    let service = ServiceBuilder::new()
+        .layer(CacheLayer::new(MemoryStore::new(1 << 20)).write_mode(WriteMode::Inline))
+        .concurrency_limit(1)
+        .service_fn(move |_: Request<()>| {
+            let n = counter.hit();
+            async move {
+                Ok::<_, std::convert::Infallible>(Response::new(Full::new(Bytes::from(format!(
+                    "r{n}"
+                )))))
+            }
+        });
+    let mut handles = Vec::new();
+    for i in 0..8 {
+        let service = service.clone();
+        handles.push(tokio::spawn(async move {
+            let request = Request::get(format!("/k{i}")).body(()).unwrap();
+            let response = service.oneshot(request).await.unwrap();
+            response.into_body().collect().await.unwrap().to_bytes()
+        }));
+    }
+    for handle in handles {
+        assert!(handle.await.unwrap().starts_with(b"r"));
+    }
+    assert_eq!(calls.get(), 8);
+}

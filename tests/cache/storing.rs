@@ -1,0 +1,287 @@
+//! Safe storing: every reason a response is not stored, and the opt-ins.
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::State;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use http::{Request, StatusCode};
+use tower_response_cache::CacheLayer;
+use tower_response_cache::policy::{SetCookiePolicy, StatusSet};
+
+use crate::harness::{Calls, entry_count, fetch, get_with, layer, send, snapshot, stored};
+
+/// A route whose response has `status` and `headers`, counting its calls.
+fn app(
+    calls: &Calls,
+    cache: CacheLayer,
+    status: StatusCode,
+    headers: &'static [(&'static str, &'static str)],
+) -> Router {
+    Router::new()
+        .route(
+            "/r",
+            get(move |State(calls): State<Calls>| async move {
+                let mut response = format!("r{}", calls.hit()).into_response();
+                *response.status_mut() = status;
+                for (name, value) in headers {
+                    response.headers_mut().append(*name, value.parse().unwrap());
+                }
+                response
+            }),
+        )
+        .with_state(calls.clone())
+        .layer(cache)
+}
+
+/// Sends the same request twice and checks that the service ran both times, nothing was
+/// stored, and `reason` was counted and reported.
+async fn assert_not_stored(
+    status: StatusCode,
+    headers: &'static [(&'static str, &'static str)],
+    request_headers: &[(&str, &str)],
+    reason: &str,
+) {
+    let calls = Calls::default();
+    let (cache, store) = layer();
+    let app = app(&calls, cache.clone(), status, headers);
+    let first = get_with(&app, "/r", request_headers).await;
+    assert_eq!(first.x_cache(), "UNCACHEABLE", "{reason}");
+    assert_eq!(
+        first.header("cache-status"),
+        Some(format!("tower-response-cache; fwd=miss; detail={reason}").as_str())
+    );
+    let second = get_with(&app, "/r", request_headers).await;
+    assert_eq!(
+        second.text(),
+        "r2",
+        "{reason}: the second request reached the service"
+    );
+    assert_eq!(entry_count(&store).await, 0, "{reason}");
+    assert_eq!(snapshot(&cache).total.not_stored[reason], 2, "{reason}");
+}
+
+#[tokio::test]
+async fn uncacheable_statuses_are_not_stored() {
+    for status in [
+        StatusCode::CREATED,
+        StatusCode::FOUND,
+        StatusCode::INTERNAL_SERVER_ERROR,
+    ] {
+        assert_not_stored(status, &[], &[], "status").await;
+    }
+}
+
+#[tokio::test]
+async fn response_directives_are_obeyed() {
+    assert_not_stored(
+        StatusCode::OK,
+        &[("cache-control", "no-store")],
+        &[],
+        "no-store",
+    )
+    .await;
+    assert_not_stored(
+        StatusCode::OK,
+        &[("cache-control", "private, max-age=60")],
+        &[],
+        "private",
+    )
+    .await;
+    assert_not_stored(
+        StatusCode::OK,
+        &[("cache-control", "no-cache")],
+        &[],
+        "no-cache",
+    )
+    .await;
+    assert_not_stored(StatusCode::OK, &[("vary", "*")], &[], "vary-star").await;
+    assert_not_stored(
+        StatusCode::OK,
+        &[("cache-control", "max-age=0")],
+        &[],
+        "no-freshness",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn set_cookie_responses_are_skipped_by_default() {
+    assert_not_stored(
+        StatusCode::OK,
+        &[("set-cookie", "session=abc")],
+        &[],
+        "set-cookie",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn set_cookie_can_be_stripped_or_stored() {
+    let calls = Calls::default();
+    let (cache, _store) = layer();
+    let app_strip = app(
+        &calls,
+        cache.set_cookie(SetCookiePolicy::Strip),
+        StatusCode::OK,
+        &[("set-cookie", "session=abc"), ("x-other", "kept")],
+    );
+    let miss = fetch(&app_strip, "/r").await;
+    assert_eq!(
+        miss.header("set-cookie"),
+        Some("session=abc"),
+        "the client that caused the miss gets its cookie"
+    );
+    let hit = fetch(&app_strip, "/r").await;
+    assert_eq!(hit.x_cache(), "HIT");
+    assert_eq!(hit.header("set-cookie"), None, "no other client gets it");
+    assert_eq!(hit.header("x-other"), Some("kept"));
+
+    let (cache, _store) = layer();
+    let app_store = app(
+        &calls,
+        cache.set_cookie(SetCookiePolicy::Store),
+        StatusCode::OK,
+        &[("set-cookie", "theme=dark")],
+    );
+    fetch(&app_store, "/r").await;
+    assert_eq!(
+        fetch(&app_store, "/r").await.header("set-cookie"),
+        Some("theme=dark")
+    );
+}
+
+#[tokio::test]
+async fn authorized_requests_are_not_stored_unless_the_response_allows_it() {
+    let auth = [("authorization", "Bearer x")];
+    assert_not_stored(StatusCode::OK, &[], &auth, "authorization").await;
+    // RFC 9111 §3.5: `public`, `s-maxage` or `must-revalidate` allow it.
+    for headers in [
+        &[("cache-control", "public")][..],
+        &[("cache-control", "s-maxage=60")],
+        &[("cache-control", "must-revalidate, max-age=60")],
+    ] {
+        let calls = Calls::default();
+        let (cache, store) = layer();
+        let headers: &'static [(&'static str, &'static str)] =
+            Box::leak(headers.to_vec().into_boxed_slice());
+        let app = app(&calls, cache, StatusCode::OK, headers);
+        get_with(&app, "/r", &auth).await;
+        assert!(stored(&store, "t:GET:/r").await, "{headers:?}");
+    }
+    let calls = Calls::default();
+    let (cache, store) = layer();
+    let app = app(&calls, cache.allow_authorized(true), StatusCode::OK, &[]);
+    get_with(&app, "/r", &auth).await;
+    assert!(stored(&store, "t:GET:/r").await, "opted in");
+}
+
+#[tokio::test]
+async fn the_status_set_is_configurable() {
+    let calls = Calls::default();
+    let (cache, store) = layer();
+    let statuses = StatusSet::default()
+        .with(StatusCode::FOUND)
+        .without(StatusCode::NOT_FOUND);
+    let found = app(
+        &calls,
+        cache.clone().cacheable_statuses(statuses),
+        StatusCode::FOUND,
+        &[("location", "/x")],
+    );
+    fetch(&found, "/r").await;
+    let hit = fetch(&found, "/r").await;
+    assert_eq!(
+        (hit.status, hit.x_cache(), hit.header("location")),
+        (StatusCode::FOUND, "HIT", Some("/x"))
+    );
+    assert!(stored(&store, "t:GET:/r").await);
+
+    let (cache, _store) = layer();
+    let not_found = app(
+        &calls,
+        cache.cacheable_statuses(statuses),
+        StatusCode::NOT_FOUND,
+        &[],
+    );
+    assert_eq!(fetch(&not_found, "/r").await.x_cache(), "UNCACHEABLE");
+}
+
+#[tokio::test]
+async fn a_cached_404_is_served_as_a_404() {
+    let calls = Calls::default();
+    let (cache, _store) = layer();
+    let app = app(&calls, cache, StatusCode::NOT_FOUND, &[]);
+    fetch(&app, "/r").await;
+    let hit = fetch(&app, "/r").await;
+    assert_eq!(
+        (hit.status, hit.x_cache(), hit.text().as_str()),
+        (StatusCode::NOT_FOUND, "HIT", "r1")
+    );
+}
+
+#[tokio::test]
+async fn hop_by_hop_headers_are_not_replayed_and_others_keep_their_order() {
+    let calls = Calls::default();
+    let (cache, _store) = layer();
+    let app = app(
+        &calls,
+        cache,
+        StatusCode::OK,
+        &[
+            ("connection", "x-hop"),
+            ("x-hop", "1"),
+            ("keep-alive", "timeout=5"),
+            ("link", "</a>; rel=preload"),
+            ("x-multi", "one"),
+            ("link", "</b>; rel=preload"),
+            ("x-multi", "two"),
+        ],
+    );
+    fetch(&app, "/r").await;
+    let hit = fetch(&app, "/r").await;
+    assert_eq!(hit.x_cache(), "HIT");
+    for hop in ["connection", "x-hop", "keep-alive"] {
+        assert_eq!(hit.header(hop), None, "{hop}");
+    }
+    let links: Vec<_> = hit
+        .headers
+        .get_all("link")
+        .iter()
+        .map(|v| v.to_str().unwrap())
+        .collect();
+    assert_eq!(links, ["</a>; rel=preload", "</b>; rel=preload"]);
+    let multi: Vec<_> = hit
+        .headers
+        .get_all("x-multi")
+        .iter()
+        .map(|v| v.to_str().unwrap())
+        .collect();
+    assert_eq!(multi, ["one", "two"]);
+}
+
+#[tokio::test]
+async fn post_passes_through_and_is_never_stored() {
+    let calls = Calls::default();
+    let (cache, store) = layer();
+    let app = Router::new()
+        .route(
+            "/r",
+            axum::routing::post(
+                |State(calls): State<Calls>| async move { format!("p{}", calls.hit()) },
+            ),
+        )
+        .with_state(calls.clone())
+        .layer(cache.clone());
+    for expected in ["p1", "p2"] {
+        let reply = send(&app, Request::post("/r").body(Body::empty()).unwrap()).await;
+        assert_eq!(reply.text(), expected);
+        assert_eq!(
+            reply.header("x-cache"),
+            None,
+            "the cache stays out of other methods"
+        );
+    }
+    assert_eq!(entry_count(&store).await, 0);
+    assert_eq!(snapshot(&cache).total.passes, 2);
+}
