@@ -1,1 +1,143 @@
-fn main() {}
+//! The hit path in process: a memory hit through the service (1 KiB and 64 KiB bodies)
+//! next to the same service without the cache, and key building.
+//!
+//! `cargo bench --bench hit` prints criterion's timings and, first, the heap allocations
+//! one hit makes (counted by a wrapping global allocator).
+
+// criterion's macros generate undocumented items.
+#![allow(missing_docs)]
+// A benchmark's setup may panic: it is not a request path.
+#![allow(clippy::unwrap_used)]
+
+use std::convert::Infallible;
+use std::hint::black_box;
+
+use bytes::Bytes;
+use criterion::{Criterion, criterion_group, criterion_main};
+use http::{Request, Response};
+use http_body_util::{BodyExt, Full};
+use stats_alloc::{INSTRUMENTED_SYSTEM, Region, StatsAlloc};
+use tower::{Service, ServiceBuilder, ServiceExt, service_fn};
+use tower_response_cache::key::{DefaultKeyBuilder, KeyBuilder};
+use tower_response_cache::{CacheLayer, MemoryStore, WriteMode};
+
+#[global_allocator]
+static GLOBAL: &StatsAlloc<std::alloc::System> = &INSTRUMENTED_SYSTEM;
+
+fn origin(
+    size: usize,
+) -> impl Service<Request<()>, Response = Response<Full<Bytes>>, Error = Infallible, Future: Send>
++ Clone
++ Send
++ 'static {
+    let body = Bytes::from(vec![b'x'; size]);
+    service_fn(move |_: Request<()>| {
+        let body = body.clone();
+        async move {
+            let mut response = Response::new(Full::new(body));
+            response
+                .headers_mut()
+                .insert("cache-control", "public, max-age=60".parse().unwrap());
+            response
+                .headers_mut()
+                .insert("content-type", "application/octet-stream".parse().unwrap());
+            Ok::<_, Infallible>(response)
+        }
+    })
+}
+
+fn request() -> Request<()> {
+    Request::get("/hello?b=2&a=1").body(()).unwrap()
+}
+
+async fn round_trip<S, B>(service: &S) -> usize
+where
+    S: Service<Request<()>, Response = Response<B>, Error = Infallible> + Clone,
+    B: http_body::Body,
+    B::Error: std::fmt::Debug,
+{
+    let response = service.clone().oneshot(request()).await.unwrap();
+    response
+        .into_body()
+        .collect()
+        .await
+        .unwrap()
+        .to_bytes()
+        .len()
+}
+
+fn hits(c: &mut Criterion) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    for size in [1024, 64 * 1024] {
+        let floor = origin(size);
+        let cached = ServiceBuilder::new()
+            .layer(CacheLayer::new(MemoryStore::new(64 << 20)).write_mode(WriteMode::Inline))
+            .service(origin(size));
+        // Warm: the first request stores the entry.
+        runtime.block_on(round_trip(&cached));
+
+        let region = Region::new(GLOBAL);
+        const N: usize = 10_000;
+        runtime.block_on(async {
+            for _ in 0..N {
+                black_box(round_trip(&cached).await);
+            }
+        });
+        let stats = region.change();
+        println!(
+            "memory hit, {size} B body: {:.1} allocations and {:.0} bytes allocated per hit",
+            stats.allocations as f64 / N as f64,
+            stats.bytes_allocated as f64 / N as f64,
+        );
+        let region = Region::new(GLOBAL);
+        runtime.block_on(async {
+            for _ in 0..N {
+                black_box(round_trip(&floor).await);
+            }
+        });
+        let stats = region.change();
+        println!(
+            "no cache, {size} B body: {:.1} allocations per request",
+            stats.allocations as f64 / N as f64,
+        );
+
+        let mut group = c.benchmark_group(format!("service_{}k", size / 1024));
+        group.bench_function("no_cache", |b| {
+            b.to_async(&runtime).iter(|| round_trip(&floor))
+        });
+        group.bench_function("memory_hit", |b| {
+            b.to_async(&runtime).iter(|| round_trip(&cached))
+        });
+        group.finish();
+    }
+}
+
+fn keys(c: &mut Criterion) {
+    let builder = DefaultKeyBuilder::new().drop_query_param("utm_*");
+    let (plain, ()) = Request::get("/users/42").body(()).unwrap().into_parts();
+    let (query, ()) = Request::get("/search?q=tower&page=2&utm_source=x&lang=en")
+        .body(())
+        .unwrap()
+        .into_parts();
+    let (escaped, ()) = Request::get("/files/%7euser/a%2fb?name=%41%42c&x=%zz")
+        .body(())
+        .unwrap()
+        .into_parts();
+    let mut group = c.benchmark_group("key");
+    group.bench_function("path_only", |b| {
+        b.iter(|| builder.build_key(black_box(&plain)))
+    });
+    group.bench_function("sorted_query", |b| {
+        b.iter(|| builder.build_key(black_box(&query)))
+    });
+    group.bench_function("normalized_escapes", |b| {
+        b.iter(|| builder.build_key(black_box(&escaped)))
+    });
+    group.finish();
+}
+
+criterion_group!(benches, hits, keys);
+criterion_main!(benches);

@@ -2,7 +2,7 @@
 //!
 //! [`CacheLayer`] wraps any `Service<http::Request<B>>` that returns `http::Response`s —
 //! an axum `Router`, a hyper service, a reverse proxy — and answers repeated requests from a
-//! [`Store`](store::Store) without running the service. It keeps the inner service's error
+//! [`Store`] without running the service. It keeps the inner service's error
 //! type, streams bodies, and is `Clone + Send + Sync`.
 //!
 //! ```
@@ -25,7 +25,7 @@
 //! What it does, in order ([`service`] has the details):
 //!
 //! - **Keys** from method class (HEAD shares GET), path and normalized query through a
-//!   [`KeyBuilder`](key::KeyBuilder), under a namespace.
+//!   [`KeyBuilder`], under a namespace.
 //! - **Client control**: `Cache-Control: no-store` bypasses, `no-cache` / `max-age=0` /
 //!   `Pragma: no-cache` / `x-cache-bypass` refresh, `only-if-cached` answers 504 on a miss —
 //!   unless a [`ClientControl`] policy says otherwise.
@@ -68,3 +68,8 @@ pub use policy::{CacheTtl, ClientControl, RoutePolicy};
 pub use service::CacheService;
 pub use stats::{CacheStats, StatsSnapshot};
 pub use store::{MemoryStore, Store, StoreError};
+
+/// The README's examples, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

@@ -2,6 +2,7 @@
 //! the memory store, driven with `oneshot`; every test counts how often the inner service
 //! ran and checks what came back and what the store holds.
 
+#![allow(clippy::unwrap_used)]
 mod bypass;
 mod harness;
 mod keys_and_routes;
