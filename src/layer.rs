@@ -35,12 +35,28 @@ pub enum WriteMode {
     Inline,
 }
 
-type TtlFn = Arc<dyn Fn(&Parts) -> Option<Duration> + Send + Sync>;
+/// A `ttl_fn`, printed as `<fn>`.
+#[derive(Clone)]
+pub(crate) struct TtlFn(Arc<DynTtlFn>);
 
-/// Everything a [`CacheService`] needs, shared by all its clones.
-pub(crate) struct Shared<K> {
+type DynTtlFn = dyn Fn(&Parts) -> Option<Duration> + Send + Sync;
+
+impl TtlFn {
+    pub(crate) fn call(&self, parts: &Parts) -> Option<Duration> {
+        (self.0)(parts)
+    }
+}
+
+impl fmt::Debug for TtlFn {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<fn>")
+    }
+}
+
+/// Everything but the key builder that a [`CacheService`] needs, shared by all its clones.
+#[derive(Clone, Debug)]
+pub(crate) struct Config {
     pub(crate) store: Arc<dyn Store>,
-    pub(crate) key_builder: Arc<K>,
     pub(crate) stats: CacheStats,
     pub(crate) namespace: Arc<str>,
     pub(crate) max_key_len: usize,
@@ -54,50 +70,6 @@ pub(crate) struct Shared<K> {
     pub(crate) rules: StorageRules,
     pub(crate) write_mode: WriteMode,
     pub(crate) routes: RouteTable,
-}
-
-// Not derived: `K` itself need not be `Clone`, it is behind an `Arc`.
-impl<K> Clone for Shared<K> {
-    fn clone(&self) -> Self {
-        Self {
-            store: Arc::clone(&self.store),
-            key_builder: Arc::clone(&self.key_builder),
-            stats: self.stats.clone(),
-            namespace: Arc::clone(&self.namespace),
-            max_key_len: self.max_key_len,
-            default_ttl: self.default_ttl,
-            ttl_fn: self.ttl_fn.clone(),
-            honor_origin: self.honor_origin,
-            client_control: self.client_control.clone(),
-            bypass_header: self.bypass_header.clone(),
-            status_header: self.status_header.clone(),
-            cache_status: self.cache_status.clone(),
-            rules: self.rules.clone(),
-            write_mode: self.write_mode,
-            routes: self.routes.clone(),
-        }
-    }
-}
-
-impl<K: fmt::Debug> fmt::Debug for Shared<K> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("CacheLayer")
-            .field("store", &self.store)
-            .field("key_builder", &self.key_builder)
-            .field("namespace", &self.namespace)
-            .field("max_key_len", &self.max_key_len)
-            .field("default_ttl", &self.default_ttl)
-            .field("ttl_fn", &self.ttl_fn.as_ref().map(|_| "<fn>"))
-            .field("honor_origin_ttl", &self.honor_origin)
-            .field("client_control", &self.client_control)
-            .field("bypass_header", &self.bypass_header)
-            .field("status_header", &self.status_header)
-            .field("cache_status", &self.cache_status)
-            .field("rules", &self.rules)
-            .field("write_mode", &self.write_mode)
-            .field("routes", &self.routes)
-            .finish()
-    }
 }
 
 /// A [`Layer`] that caches responses; also the builder of its configuration.
@@ -125,20 +97,26 @@ impl<K: fmt::Debug> fmt::Debug for Shared<K> {
 /// (RFC 9111 §3.5 aside), writes in the background.
 #[must_use]
 pub struct CacheLayer<K = DefaultKeyBuilder> {
-    shared: Arc<Shared<K>>,
+    config: Arc<Config>,
+    key_builder: Arc<K>,
 }
 
+// Not derived: `K` need not be `Clone`, it is behind an `Arc`.
 impl<K> Clone for CacheLayer<K> {
     fn clone(&self) -> Self {
         Self {
-            shared: Arc::clone(&self.shared),
+            config: Arc::clone(&self.config),
+            key_builder: Arc::clone(&self.key_builder),
         }
     }
 }
 
 impl<K: fmt::Debug> fmt::Debug for CacheLayer<K> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.shared.fmt(f)
+        f.debug_struct("CacheLayer")
+            .field("config", &self.config)
+            .field("key_builder", &self.key_builder)
+            .finish()
     }
 }
 
@@ -147,9 +125,9 @@ impl CacheLayer<DefaultKeyBuilder> {
     /// listed above.
     pub fn new(store: impl Store) -> Self {
         Self {
-            shared: Arc::new(Shared {
+            key_builder: Arc::new(DefaultKeyBuilder::new()),
+            config: Arc::new(Config {
                 store: Arc::new(store),
-                key_builder: Arc::new(DefaultKeyBuilder::new()),
                 stats: CacheStats::new(),
                 namespace: Arc::from("cache"),
                 max_key_len: 250,
@@ -174,31 +152,15 @@ impl CacheLayer<DefaultKeyBuilder> {
 }
 
 impl<K> CacheLayer<K> {
-    fn config(&mut self) -> &mut Shared<K> {
-        Arc::make_mut(&mut self.shared)
+    fn config(&mut self) -> &mut Config {
+        Arc::make_mut(&mut self.config)
     }
 
     /// Derives keys with `key_builder` instead of the [`DefaultKeyBuilder`].
     pub fn key_builder<K2: KeyBuilder>(self, key_builder: K2) -> CacheLayer<K2> {
-        let shared = Arc::unwrap_or_clone(self.shared);
         CacheLayer {
-            shared: Arc::new(Shared {
-                store: shared.store,
-                key_builder: Arc::new(key_builder),
-                stats: shared.stats,
-                namespace: shared.namespace,
-                max_key_len: shared.max_key_len,
-                default_ttl: shared.default_ttl,
-                ttl_fn: shared.ttl_fn,
-                honor_origin: shared.honor_origin,
-                client_control: shared.client_control,
-                bypass_header: shared.bypass_header,
-                status_header: shared.status_header,
-                cache_status: shared.cache_status,
-                rules: shared.rules,
-                write_mode: shared.write_mode,
-                routes: shared.routes,
-            }),
+            config: self.config,
+            key_builder: Arc::new(key_builder),
         }
     }
 
@@ -253,7 +215,7 @@ impl<K> CacheLayer<K> {
     where
         F: Fn(&Parts) -> Option<Duration> + Send + Sync + 'static,
     {
-        self.config().ttl_fn = Some(Arc::new(ttl_fn));
+        self.config().ttl_fn = Some(TtlFn(Arc::new(ttl_fn)));
         self
     }
 
@@ -349,12 +311,12 @@ impl<K> CacheLayer<K> {
     /// The layer's counters. Every service made by this layer (and its clones) counts into
     /// them.
     pub fn stats(&self) -> CacheStats {
-        self.shared.stats.clone()
+        self.config.stats.clone()
     }
 
     /// The layer's store, for invalidation and inspection.
     pub fn store(&self) -> Arc<dyn Store> {
-        Arc::clone(&self.shared.store)
+        Arc::clone(&self.config.store)
     }
 }
 
@@ -362,6 +324,10 @@ impl<S, K> Layer<S> for CacheLayer<K> {
     type Service = CacheService<S, K>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        CacheService::new(inner, Arc::clone(&self.shared))
+        CacheService::new(
+            inner,
+            Arc::clone(&self.config),
+            Arc::clone(&self.key_builder),
+        )
     }
 }

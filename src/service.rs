@@ -23,8 +23,8 @@ use tower_service::Service;
 use crate::body::{CacheBody, Capture};
 use crate::entry::CachedResponse;
 use crate::future::ResponseFuture;
-use crate::key::{CacheKey, KeyBuilder};
-use crate::layer::{Shared, WriteMode};
+use crate::key::{CacheKey, DefaultKeyBuilder, KeyBuilder};
+use crate::layer::{Config, WriteMode};
 use crate::outcome::Outcome;
 use crate::policy::cache_control::CacheControl;
 use crate::policy::request::{RequestMode, request_mode};
@@ -37,14 +37,19 @@ use crate::stats::Event;
 
 /// A [`Service`] that answers from the cache when it can and stores what it may; made by
 /// [`CacheLayer`](crate::CacheLayer).
-pub struct CacheService<S, K> {
+pub struct CacheService<S, K = DefaultKeyBuilder> {
     inner: S,
-    shared: Arc<Shared<K>>,
+    config: Arc<Config>,
+    key_builder: Arc<K>,
 }
 
 impl<S, K> CacheService<S, K> {
-    pub(crate) fn new(inner: S, shared: Arc<Shared<K>>) -> Self {
-        Self { inner, shared }
+    pub(crate) fn new(inner: S, config: Arc<Config>, key_builder: Arc<K>) -> Self {
+        Self {
+            inner,
+            config,
+            key_builder,
+        }
     }
 
     /// The wrapped service.
@@ -67,7 +72,8 @@ impl<S: Clone, K> Clone for CacheService<S, K> {
     fn clone(&self) -> Self {
         Self {
             inner: self.inner.clone(),
-            shared: Arc::clone(&self.shared),
+            config: Arc::clone(&self.config),
+            key_builder: Arc::clone(&self.key_builder),
         }
     }
 }
@@ -76,7 +82,8 @@ impl<S: fmt::Debug, K: fmt::Debug> fmt::Debug for CacheService<S, K> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("CacheService")
             .field("inner", &self.inner)
-            .field("config", &self.shared)
+            .field("config", &self.config)
+            .field("key_builder", &self.key_builder)
             .finish()
     }
 }
@@ -100,29 +107,29 @@ where
     }
 
     fn call(&mut self, request: Request<ReqB>) -> Self::Future {
-        let shared = &self.shared;
+        let config = &self.config;
         let route =
-            shared
+            config
                 .routes
-                .resolve(matched_path(&request), request.uri().path(), &shared.stats);
+                .resolve(matched_path(&request), request.uri().path(), &config.stats);
         let policy = route.policy.as_deref();
         let cacheable_method = request.method() == Method::GET || request.method() == Method::HEAD;
         if !cacheable_method || policy.is_some_and(|policy| !policy.enabled) {
-            shared.stats.record(&route.counters, Event::Pass);
+            config.stats.record(&route.counters, Event::Pass);
             return ResponseFuture::pass(self.inner.call(request));
         }
         let control = policy
             .and_then(|policy| policy.client_control.as_ref())
-            .unwrap_or(&shared.client_control);
-        let mode = request_mode(request.headers(), control, &shared.bypass_header);
+            .unwrap_or(&config.client_control);
+        let mode = request_mode(request.headers(), control, &config.bypass_header);
         let (parts, body) = request.into_parts();
         let key = match mode {
             RequestMode::Bypass(_) => None,
-            _ => shared.key_builder.build_key(&parts).map(|key| {
+            _ => self.key_builder.build_key(&parts).map(|key| {
                 let namespace = policy
                     .and_then(|policy| policy.namespace.as_deref())
-                    .unwrap_or(&shared.namespace);
-                key.namespaced(namespace, shared.max_key_len)
+                    .unwrap_or(&config.namespace);
+                key.namespaced(namespace, config.max_key_len)
             }),
         };
         let mode = match (mode, &key) {
@@ -137,7 +144,7 @@ where
         let call = Call {
             inner,
             ctx: Ctx {
-                shared: Arc::clone(shared),
+                config: Arc::clone(config),
                 route,
             },
         };
@@ -161,26 +168,26 @@ fn matched_path<B>(_: &Request<B>) -> Option<&str> {
 /// One request through the cache: the inner service, and what the cache knows of the
 /// request. They are apart so that borrowing the context across an await does not need the
 /// inner service to be `Sync`.
-struct Call<S, K> {
+struct Call<S> {
     inner: S,
-    ctx: Ctx<K>,
+    ctx: Ctx,
 }
 
-struct Ctx<K> {
-    shared: Arc<Shared<K>>,
+struct Ctx {
+    config: Arc<Config>,
     route: Route,
 }
 
-impl<K> Ctx<K> {
+impl Ctx {
     fn record(&self, event: Event) {
-        self.shared.stats.record(&self.route.counters, event);
+        self.config.stats.record(&self.route.counters, event);
     }
 
     fn finish<B>(&self, mut response: Response<B>, outcome: Outcome) -> Response<B> {
         outcome.write_headers(
             response.headers_mut(),
-            self.shared.status_header.as_ref(),
-            self.shared.cache_status.as_deref(),
+            self.config.status_header.as_ref(),
+            self.config.cache_status.as_deref(),
         );
         response
     }
@@ -190,7 +197,7 @@ impl<K> Ctx<K> {
         if !policy.sliding {
             return None;
         }
-        policy.ttl.or(self.shared.default_ttl)
+        policy.ttl.or(self.config.default_ttl)
     }
 
     /// A usable entry for the request: present, fresh (or on a sliding route, not expired),
@@ -201,7 +208,7 @@ impl<K> Ctx<K> {
         request_headers: &HeaderMap,
         now: SystemTime,
     ) -> Option<Arc<CachedResponse>> {
-        let entry = match self.shared.store.get(key.as_str()).await {
+        let entry = match self.config.store.get(key.as_str()).await {
             Ok(entry) => entry?,
             Err(error) => {
                 self.record(Event::StoreError);
@@ -243,8 +250,8 @@ impl<K> Ctx<K> {
 
     /// Moves the entry's expiry a full TTL ahead (sliding routes).
     async fn touch(&self, key: CacheKey, ttl: Duration) {
-        let store = Arc::clone(&self.shared.store);
-        let stats = self.shared.stats.clone();
+        let store = Arc::clone(&self.config.store);
+        let stats = self.config.stats.clone();
         let counters = Arc::clone(&self.route.counters);
         let touch = async move {
             if let Err(error) = store.touch(key.as_str(), ttl).await {
@@ -253,7 +260,7 @@ impl<K> Ctx<K> {
             }
         };
         match (
-            self.shared.write_mode,
+            self.config.write_mode,
             tokio::runtime::Handle::try_current(),
         ) {
             (WriteMode::Background, Ok(runtime)) => drop(runtime.spawn(touch)),
@@ -270,16 +277,21 @@ impl<K> Ctx<K> {
         now: SystemTime,
     ) -> Result<CachedResponse, NotStoredReason> {
         let cc = CacheControl::from_headers(&head.headers);
-        check_storable(head.status, &head.headers, &cc, request, &self.shared.rules)?;
+        check_storable(head.status, &head.headers, &cc, request, &self.config.rules)?;
         let policy = self.route.policy.as_deref();
         let honor_origin = policy
             .and_then(|policy| policy.honor_origin)
-            .unwrap_or(self.shared.honor_origin);
+            .unwrap_or(self.config.honor_origin);
         let explicit = head
             .extensions
             .get::<CacheTtl>()
             .map(|ttl| ttl.0)
-            .or_else(|| self.shared.ttl_fn.as_ref().and_then(|ttl_fn| ttl_fn(head)));
+            .or_else(|| {
+                self.config
+                    .ttl_fn
+                    .as_ref()
+                    .and_then(|ttl_fn| ttl_fn.call(head))
+            });
         let sources = TtlSources {
             explicit,
             origin: honor_origin
@@ -287,13 +299,13 @@ impl<K> Ctx<K> {
                 .flatten(),
             configured: policy
                 .and_then(|policy| policy.ttl)
-                .or(self.shared.default_ttl),
+                .or(self.config.default_ttl),
         };
         let initial_age = initial_age(&head.headers, now);
         let ttl = ttl_from_sources(sources, initial_age)?;
         let mut entry = CachedResponse::new(
             head.status,
-            stored_headers(&head.headers, self.shared.rules.set_cookie),
+            stored_headers(&head.headers, self.config.rules.set_cookie),
             Bytes::new(),
         );
         entry.stored_at = now;
@@ -304,7 +316,7 @@ impl<K> Ctx<K> {
     }
 }
 
-impl<S, K: KeyBuilder> Call<S, K> {
+impl<S> Call<S> {
     async fn run<ReqB, ResB>(
         self,
         parts: Parts,
@@ -314,7 +326,6 @@ impl<S, K: KeyBuilder> Call<S, K> {
     ) -> Result<Response<CacheBody<ResB>>, S::Error>
     where
         S: Service<Request<ReqB>, Response = Response<ResB>>,
-        K: KeyBuilder,
         ResB: Body,
     {
         let key = match (mode, key) {
@@ -407,11 +418,11 @@ impl<S, K: KeyBuilder> Call<S, K> {
                 Capture::new(
                     key.into_string(),
                     entry,
-                    self.ctx.shared.rules.max_body_size,
-                    Arc::clone(&self.ctx.shared.store),
-                    self.ctx.shared.stats.clone(),
+                    self.ctx.config.rules.max_body_size,
+                    Arc::clone(&self.ctx.config.store),
+                    self.ctx.config.stats.clone(),
                     Arc::clone(&self.ctx.route.counters),
-                    self.ctx.shared.write_mode == WriteMode::Inline,
+                    self.ctx.config.write_mode == WriteMode::Inline,
                 ),
             ),
             Err(reason) => {
@@ -425,8 +436,8 @@ impl<S, K: KeyBuilder> Call<S, K> {
         };
         outcome.write_headers(
             &mut head.headers,
-            self.ctx.shared.status_header.as_ref(),
-            self.ctx.shared.cache_status.as_deref(),
+            self.ctx.config.status_header.as_ref(),
+            self.ctx.config.cache_status.as_deref(),
         );
         Ok(Response::from_parts(head, body))
     }
