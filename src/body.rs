@@ -13,6 +13,7 @@ use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 
 use crate::entry::CachedResponse;
+use crate::observe::StoreOp;
 use crate::policy::NotStoredReason;
 use crate::stats::{CacheStats, Counters, Event};
 use crate::store::Store;
@@ -309,8 +310,8 @@ async fn write_entry(
     match store.put(&key, entry, ttl).await {
         Ok(()) => stats.record(&counters, Event::Stored),
         Err(error) => {
-            stats.record(&counters, Event::StoreError);
-            tracing::warn!(%error, key, "cache store write failed; the response was served but not stored");
+            stats.record(&counters, Event::StoreError(error.kind()));
+            crate::observe::store_error(StoreOp::Write, &key, &error);
         }
     }
 }

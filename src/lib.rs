@@ -50,6 +50,7 @@ pub mod entry;
 pub mod future;
 pub mod key;
 pub mod layer;
+mod observe;
 mod outcome;
 pub mod policy;
 pub mod service;
@@ -68,6 +69,8 @@ pub use policy::{CacheTtl, ClientControl, RoutePolicy};
 pub use service::CacheService;
 pub use stats::{CacheStats, StatsSnapshot};
 pub use store::{MemoryStore, Store, StoreError};
+#[cfg(feature = "redis")]
+pub use store::{RedisConfig, RedisStore};
 
 /// The README's examples, compiled and run as doctests.
 #[cfg(doctest)]

@@ -25,6 +25,7 @@ use crate::entry::CachedResponse;
 use crate::future::ResponseFuture;
 use crate::key::{CacheKey, DefaultKeyBuilder, KeyBuilder};
 use crate::layer::{Config, WriteMode};
+use crate::observe::{self, StoreOp};
 use crate::outcome::Outcome;
 use crate::policy::cache_control::CacheControl;
 use crate::policy::request::{RequestMode, request_mode};
@@ -211,8 +212,8 @@ impl Ctx {
         let entry = match self.config.store.get(key.as_str()).await {
             Ok(entry) => entry?,
             Err(error) => {
-                self.record(Event::StoreError);
-                tracing::warn!(%error, key = key.as_str(), "cache store read failed; serving from the service");
+                self.record(Event::StoreError(error.kind()));
+                observe::store_error(StoreOp::Read, key.as_str(), &error);
                 return None;
             }
         };
@@ -255,8 +256,8 @@ impl Ctx {
         let counters = Arc::clone(&self.route.counters);
         let touch = async move {
             if let Err(error) = store.touch(key.as_str(), ttl).await {
-                stats.record(&counters, Event::StoreError);
-                tracing::warn!(%error, key = key.as_str(), "cache store touch failed");
+                stats.record(&counters, Event::StoreError(error.kind()));
+                observe::store_error(StoreOp::Touch, key.as_str(), &error);
             }
         };
         match (

@@ -23,6 +23,7 @@ use std::sync::{Arc, RwLock};
 use serde::{Deserialize, Serialize};
 
 use crate::policy::NotStoredReason;
+use crate::store::StoreErrorKind;
 
 /// Routes tracked separately at most; further routes share the `(other)` counters so that
 /// the map stays bounded whatever the traffic.
@@ -41,7 +42,7 @@ pub(crate) struct Counters {
     passes: AtomicU64,
     stores: AtomicU64,
     not_stored: [AtomicU64; NotStoredReason::ALL.len()],
-    store_errors: AtomicU64,
+    store_errors: [AtomicU64; StoreErrorKind::ALL.len()],
 }
 
 /// What happened, for the counters.
@@ -54,7 +55,7 @@ pub(crate) enum Event {
     Pass,
     Stored,
     NotStored(NotStoredReason),
-    StoreError,
+    StoreError(StoreErrorKind),
 }
 
 impl Counters {
@@ -67,7 +68,7 @@ impl Counters {
             Event::Pass => &self.passes,
             Event::Stored => &self.stores,
             Event::NotStored(reason) => &self.not_stored[reason.index()],
-            Event::StoreError => &self.store_errors,
+            Event::StoreError(kind) => &self.store_errors[kind.index()],
         }
     }
 
@@ -92,7 +93,17 @@ impl Counters {
                 })
                 .filter(|(_, count)| *count > 0)
                 .collect(),
-            store_errors: load(&self.store_errors),
+            store_errors: self.store_errors.iter().map(load).sum(),
+            store_errors_by_kind: StoreErrorKind::ALL
+                .iter()
+                .map(|kind| {
+                    (
+                        kind.as_str().to_owned(),
+                        load(&self.store_errors[kind.index()]),
+                    )
+                })
+                .filter(|(_, count)| *count > 0)
+                .collect(),
             hit_ratio: ratio(hits, misses),
         }
     }
@@ -191,6 +202,9 @@ pub struct Counts {
     pub not_stored: BTreeMap<String, u64>,
     /// Store operations that failed (the request was served by the service instead).
     pub store_errors: u64,
+    /// Failed store operations by [`StoreErrorKind::as_str`] (`timeout`, `unavailable`,
+    /// `decode`, …; kinds with a zero count are left out).
+    pub store_errors_by_kind: BTreeMap<String, u64>,
     /// `hits / (hits + misses)`, zero before the first lookup.
     pub hit_ratio: f64,
 }

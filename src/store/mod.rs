@@ -9,7 +9,11 @@
 //! as [`StoreError`]s: the layer counts them and serves the request from the inner service,
 //! so a store failure never fails a request.
 
+#[cfg(feature = "redis")]
+mod breaker;
 mod memory;
+#[cfg(feature = "redis")]
+mod redis;
 
 use std::borrow::Cow;
 use std::fmt;
@@ -19,6 +23,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use memory::MemoryStore;
+#[cfg(feature = "redis")]
+pub use redis::{RedisConfig, RedisStore};
 
 use crate::entry::CachedResponse;
 
@@ -112,6 +118,19 @@ pub enum StoreErrorKind {
 }
 
 impl StoreErrorKind {
+    /// Every kind, in a stable order.
+    pub const ALL: [Self; 5] = [
+        Self::Unavailable,
+        Self::Timeout,
+        Self::Decode,
+        Self::Unsupported,
+        Self::Other,
+    ];
+
+    pub(crate) fn index(self) -> usize {
+        self as usize
+    }
+
     /// A short, stable label.
     pub fn as_str(self) -> &'static str {
         match self {

@@ -133,6 +133,8 @@ async fn a_failing_store_never_fails_a_request() {
         snapshot.total.store_errors, 6,
         "three failed reads, three failed writes"
     );
+    assert_eq!(snapshot.total.store_errors_by_kind["unavailable"], 3);
+    assert_eq!(snapshot.total.store_errors_by_kind["timeout"], 3);
     assert_eq!(snapshot.total.stores, 0);
 }
 

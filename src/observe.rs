@@ -1,0 +1,98 @@
+//! Logging that does not flood: a store that is down fails every request, and one warning
+//! per failure would bury everything else in the logs.
+
+use std::sync::LazyLock;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use crate::store::StoreError;
+
+/// At most one message per interval; the ones in between are counted and reported with the
+/// next.
+#[derive(Debug)]
+pub(crate) struct Throttle {
+    start: Instant,
+    interval: Duration,
+    /// Milliseconds after `start` when the next message may be logged.
+    next_ms: AtomicU64,
+    suppressed: AtomicU64,
+}
+
+impl Throttle {
+    pub(crate) fn new(interval: Duration) -> Self {
+        Self {
+            start: Instant::now(),
+            interval,
+            next_ms: AtomicU64::new(0),
+            suppressed: AtomicU64::new(0),
+        }
+    }
+
+    /// `Some(suppressed)` when a message may be logged now (with how many were held back
+    /// since the last one); `None` when it is to be held back.
+    pub(crate) fn allow(&self) -> Option<u64> {
+        let now = u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX);
+        let next = self.next_ms.load(Ordering::Relaxed);
+        let interval = u64::try_from(self.interval.as_millis()).unwrap_or(u64::MAX);
+        if now >= next
+            && self
+                .next_ms
+                .compare_exchange(
+                    next,
+                    now.saturating_add(interval),
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                )
+                .is_ok()
+        {
+            return Some(self.suppressed.swap(0, Ordering::Relaxed));
+        }
+        self.suppressed.fetch_add(1, Ordering::Relaxed);
+        None
+    }
+}
+
+/// The store operations the layer logs failures of.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum StoreOp {
+    Read,
+    Write,
+    Touch,
+}
+
+static THROTTLES: LazyLock<[Throttle; 3]> =
+    LazyLock::new(|| std::array::from_fn(|_| Throttle::new(Duration::from_secs(10))));
+
+/// Warns of a failed store operation, at most once per 10 s per operation.
+pub(crate) fn store_error(op: StoreOp, key: &str, error: &StoreError) {
+    let Some(suppressed) = THROTTLES[op as usize].allow() else {
+        return;
+    };
+    let operation = match op {
+        StoreOp::Read => "read",
+        StoreOp::Write => "write",
+        StoreOp::Touch => "touch",
+    };
+    tracing::warn!(
+        %error,
+        key,
+        operation,
+        suppressed,
+        "cache store {operation} failed; the request is served without the cache ({suppressed} similar failures not logged)"
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn throttle_lets_one_through_per_interval_and_counts_the_rest() {
+        let throttle = Throttle::new(Duration::from_millis(50));
+        assert_eq!(throttle.allow(), Some(0));
+        assert_eq!(throttle.allow(), None);
+        assert_eq!(throttle.allow(), None);
+        std::thread::sleep(Duration::from_millis(60));
+        assert_eq!(throttle.allow(), Some(2));
+    }
+}

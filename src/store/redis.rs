@@ -1,0 +1,528 @@
+//! [`RedisStore`]: entries shared by every instance of a service, on Redis (standalone,
+//! Sentinel or Cluster) through [fred](https://docs.rs/fred).
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use fred::clients::Pool;
+use fred::error::{Error as FredError, ErrorKind as FredErrorKind};
+use fred::interfaces::{ClientLike, KeysInterface};
+use fred::types::config::{Config as FredConfig, Options, ReconnectPolicy, ServerConfig};
+use fred::types::scan::Scanner;
+use fred::types::{Expiration, Key};
+use futures_util::StreamExt;
+
+use super::breaker::Breaker;
+use super::{Store, StoreError, StoreErrorKind, StoreFuture};
+use crate::codec::{BinaryCodec, Codec};
+use crate::entry::CachedResponse;
+
+/// How to reach Redis and how to use it. Plain fields with documented defaults; start from
+/// [`RedisConfig::default`] or [`RedisConfig::from_url`].
+///
+/// ```
+/// use std::time::Duration;
+/// use tower_response_cache::codec::JsonCodec;
+/// use tower_response_cache::store::RedisConfig;
+///
+/// let config = RedisConfig {
+///     namespace: "shop".into(),
+///     command_timeout: Duration::from_millis(50),
+///     ..RedisConfig::from_url("redis://:secret@127.0.0.1:6379/2").unwrap()
+/// }
+/// .codec(JsonCodec);
+/// ```
+#[derive(Clone)]
+pub struct RedisConfig {
+    /// Where the server is: `redis://[user:password@]host:port[/db]`, `rediss://…` (TLS,
+    /// needs the `redis-tls` feature), `redis-cluster://host:port?node=host:port…`,
+    /// `redis-sentinel://host:port/db?sentinelServiceName=name…`. When set it wins over
+    /// `endpoint` and `port`. Default: `None`.
+    pub url: Option<String>,
+    /// The server's host, when there is no `url`. Default: `"127.0.0.1"`.
+    pub endpoint: String,
+    /// The server's port, when there is no `url`. Default: `6379`.
+    pub port: u16,
+    /// The ACL user; overrides the URL's. Default: `None`.
+    pub username: Option<String>,
+    /// The password; overrides the URL's. Default: `None`.
+    pub password: Option<String>,
+    /// The database number (not available on a cluster); overrides the URL's. Default:
+    /// `None` (the URL's, else 0).
+    pub db: Option<u8>,
+    /// How many connections to keep. Default: `4`.
+    pub pool_size: usize,
+    /// Every key the store writes starts with `namespace:`; [`Store::clear`] removes exactly
+    /// those keys. An empty namespace writes keys as they are, and `clear` then refuses to
+    /// run (it would have to empty the whole database). Default: `"trc"`.
+    pub namespace: String,
+    /// How entries are serialized. Default: [`BinaryCodec`].
+    pub codec: Arc<dyn Codec>,
+    /// How long one command may take before the store gives up (the request then goes to
+    /// the service). Default: 100 ms.
+    pub command_timeout: Duration,
+    /// How long [`RedisStore::connect`] waits for the first connection before returning
+    /// anyway (the store then reconnects in the background). Default: 1 s.
+    pub connect_timeout: Duration,
+    /// How to reconnect after the connection drops. Default: exponential back-off from
+    /// 50 ms to 2 s, forever.
+    pub reconnect: ReconnectPolicy,
+    /// Consecutive failures after which Redis is skipped for `breaker_cooldown` (0: never).
+    /// Default: `5`.
+    pub breaker_threshold: u32,
+    /// How long Redis is skipped once the breaker opens; then one request probes it.
+    /// Default: 1 s.
+    pub breaker_cooldown: Duration,
+    /// Keys asked for per `SCAN` call when clearing or removing by prefix. Default: `500`.
+    pub scan_count: u32,
+}
+
+impl Default for RedisConfig {
+    fn default() -> Self {
+        Self {
+            url: None,
+            endpoint: "127.0.0.1".to_owned(),
+            port: 6379,
+            username: None,
+            password: None,
+            db: None,
+            pool_size: 4,
+            namespace: "trc".to_owned(),
+            codec: Arc::new(BinaryCodec),
+            command_timeout: Duration::from_millis(100),
+            connect_timeout: Duration::from_secs(1),
+            reconnect: ReconnectPolicy::new_exponential(0, 50, 2_000, 2),
+            breaker_threshold: 5,
+            breaker_cooldown: Duration::from_secs(1),
+            scan_count: 500,
+        }
+    }
+}
+
+impl RedisConfig {
+    /// The defaults with `url`, checked now: an unknown scheme or a malformed URL is an
+    /// error here rather than at the first request.
+    pub fn from_url(url: &str) -> Result<Self, StoreError> {
+        FredConfig::from_url(url).map_err(|error| config_error("invalid Redis URL", error))?;
+        Ok(Self {
+            url: Some(url.to_owned()),
+            ..Self::default()
+        })
+    }
+
+    /// The same configuration with another codec.
+    #[must_use]
+    pub fn codec(mut self, codec: impl Codec) -> Self {
+        self.codec = Arc::new(codec);
+        self
+    }
+
+    fn fred_config(&self) -> Result<FredConfig, StoreError> {
+        let mut config = match &self.url {
+            Some(url) => FredConfig::from_url(url)
+                .map_err(|error| config_error("invalid Redis URL", error))?,
+            None => FredConfig {
+                server: ServerConfig::new_centralized(self.endpoint.clone(), self.port),
+                ..FredConfig::default()
+            },
+        };
+        if self.username.is_some() {
+            config.username.clone_from(&self.username);
+        }
+        if self.password.is_some() {
+            config.password.clone_from(&self.password);
+        }
+        if self.db.is_some() {
+            config.database = self.db;
+        }
+        // Start even when Redis is down: the first connection is retried like any other.
+        config.fail_fast = false;
+        Ok(config)
+    }
+}
+
+impl fmt::Debug for RedisConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The password stays out of logs, and so does the URL, which may carry it.
+        f.debug_struct("RedisConfig")
+            .field("url", &self.url.as_ref().map(|_| "<set>"))
+            .field("endpoint", &self.endpoint)
+            .field("port", &self.port)
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "<set>"))
+            .field("db", &self.db)
+            .field("pool_size", &self.pool_size)
+            .field("namespace", &self.namespace)
+            .field("codec", &self.codec.name())
+            .field("command_timeout", &self.command_timeout)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("breaker_threshold", &self.breaker_threshold)
+            .field("breaker_cooldown", &self.breaker_cooldown)
+            .field("scan_count", &self.scan_count)
+            .finish_non_exhaustive()
+    }
+}
+
+fn config_error(message: &'static str, error: FredError) -> StoreError {
+    StoreError::with_source(StoreErrorKind::Other, message, error)
+}
+
+/// A [`Store`] on Redis, shared by every instance that points at the same server.
+///
+/// - One round trip per operation: `GET`, `SET key value PX ttl`, `UNLINK`, `PEXPIRE`.
+///   `KEYS` is never used: [`clear`](Store::clear) and
+///   [`remove_prefix`](Store::remove_prefix) `SCAN` (on every primary of a cluster) and
+///   `UNLINK` in batches of keys that share a hash slot.
+/// - It fails open: a command that errors or takes longer than
+///   [`command_timeout`](RedisConfig::command_timeout) is an error the layer counts before
+///   it serves the request from the service; after
+///   [`breaker_threshold`](RedisConfig::breaker_threshold) consecutive failures Redis is
+///   skipped entirely for a cool-down, so a dead server adds no latency, and one request
+///   then probes it. Garbage or an unknown format version at a key is a
+///   [`StoreErrorKind::Decode`] error (a miss, and the next store overwrites it).
+///
+/// ```no_run
+/// use tower_response_cache::{CacheLayer, store::RedisStore};
+///
+/// # async fn run() -> Result<(), tower_response_cache::StoreError> {
+/// let store = RedisStore::connect_url("redis://127.0.0.1:6379").await?;
+/// let layer = CacheLayer::new(store);
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct RedisStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    pool: Pool,
+    /// `namespace:`, or empty.
+    prefix: String,
+    codec: Arc<dyn Codec>,
+    options: Options,
+    breaker: Breaker,
+    scan_count: u32,
+}
+
+impl fmt::Debug for RedisStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisStore")
+            .field("prefix", &self.inner.prefix)
+            .field("codec", &self.inner.codec.name())
+            .field("command_timeout", &self.inner.options.timeout)
+            .field("circuit_open", &self.inner.breaker.is_open())
+            .finish_non_exhaustive()
+    }
+}
+
+impl RedisStore {
+    /// Connects with `config`. Returns once connected, or after
+    /// [`connect_timeout`](RedisConfig::connect_timeout) with the store reconnecting in the
+    /// background (requests are served by the service meanwhile). Only a configuration error
+    /// is an error.
+    pub async fn connect(config: RedisConfig) -> Result<Self, StoreError> {
+        let pool = fred::types::Builder::from_config(config.fred_config()?)
+            .with_connection_config(|connection| {
+                connection.connection_timeout = config.connect_timeout;
+                connection.internal_command_timeout = config.connect_timeout;
+                connection.max_command_attempts = 1;
+            })
+            .with_performance_config(|performance| {
+                performance.default_command_timeout = config.command_timeout;
+            })
+            .set_policy(config.reconnect.clone())
+            .build_pool(config.pool_size.max(1))
+            .map_err(|error| config_error("invalid Redis configuration", error))?;
+        pool.connect();
+        match tokio::time::timeout(config.connect_timeout, pool.wait_for_connect()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => {
+                tracing::warn!(%error, "Redis not reachable yet; the cache is skipped until it is")
+            }
+            Err(_) => tracing::warn!(
+                timeout_ms = config.connect_timeout.as_millis() as u64,
+                "Redis not connected in time; the cache is skipped until it is"
+            ),
+        }
+        Ok(Self::from_pool(pool, &config))
+    }
+
+    /// Connects to `url` with the other settings at their defaults.
+    pub async fn connect_url(url: &str) -> Result<Self, StoreError> {
+        Self::connect(RedisConfig::from_url(url)?).await
+    }
+
+    /// A store on a pool you already run (connected or connecting). From `config`, only the
+    /// namespace, codec, command timeout, breaker and scan settings are used.
+    pub fn from_pool(pool: Pool, config: &RedisConfig) -> Self {
+        let prefix = if config.namespace.is_empty() {
+            String::new()
+        } else {
+            format!("{}:", config.namespace)
+        };
+        Self {
+            inner: Arc::new(Inner {
+                pool,
+                prefix,
+                codec: Arc::clone(&config.codec),
+                options: Options {
+                    timeout: Some(config.command_timeout),
+                    // A cache must not wait for a reconnection: skip it instead.
+                    fail_fast: true,
+                    max_attempts: Some(1),
+                    ..Options::default()
+                },
+                breaker: Breaker::new(config.breaker_threshold, config.breaker_cooldown),
+                scan_count: config.scan_count.max(1),
+            }),
+        }
+    }
+
+    /// The fred pool underneath, for commands of your own.
+    pub fn pool(&self) -> &Pool {
+        &self.inner.pool
+    }
+
+    /// Whether the circuit breaker is skipping Redis now.
+    pub fn circuit_open(&self) -> bool {
+        self.inner.breaker.is_open()
+    }
+
+    /// The key as stored in Redis.
+    pub fn redis_key(&self, key: &str) -> String {
+        let mut full = String::with_capacity(self.inner.prefix.len() + key.len());
+        full.push_str(&self.inner.prefix);
+        full.push_str(key);
+        full
+    }
+
+    /// Runs one command through the breaker, mapping fred's errors.
+    async fn command<T, F>(&self, command: F) -> Result<T, StoreError>
+    where
+        F: Future<Output = Result<T, FredError>>,
+    {
+        let inner = &self.inner;
+        if !inner.breaker.allow() {
+            return Err(StoreError::new(
+                StoreErrorKind::Unavailable,
+                "Redis skipped: circuit open after consecutive failures",
+            ));
+        }
+        match command.await {
+            Ok(value) => {
+                inner.breaker.on_success();
+                Ok(value)
+            }
+            Err(error) => {
+                inner.breaker.on_failure();
+                Err(store_error(error))
+            }
+        }
+    }
+
+    /// Removes every key that starts with `prefix` (already namespaced), with `SCAN` on
+    /// each primary and `UNLINK` in batches of keys that share a hash slot.
+    async fn unlink_matching(&self, prefix: &str) -> Result<u64, StoreError> {
+        let inner = &self.inner;
+        let pattern = format!("{}*", escape_glob(prefix));
+        let client = inner.pool.next();
+        let mut pages = if client.is_clustered() {
+            client
+                .scan_cluster(pattern, Some(inner.scan_count), None)
+                .boxed()
+        } else {
+            client.scan(pattern, Some(inner.scan_count), None).boxed()
+        };
+        let mut removed = 0u64;
+        while let Some(page) = pages.next().await {
+            let mut page = page.map_err(store_error)?;
+            let keys = page.take_results().unwrap_or_default();
+            for batch in by_slot(keys) {
+                let count: i64 = self
+                    .command(client.with_options(&inner.options).unlink(batch))
+                    .await?;
+                removed += u64::try_from(count).unwrap_or_default();
+            }
+            page.next();
+        }
+        Ok(removed)
+    }
+}
+
+/// Groups keys by cluster hash slot, so that one `UNLINK` never spans slots.
+fn by_slot(mut keys: Vec<Key>) -> Vec<Vec<Key>> {
+    keys.sort_by_key(|key| fred::util::redis_keyslot(key.as_bytes()));
+    let mut batches: Vec<Vec<Key>> = Vec::new();
+    let mut last_slot = None;
+    for key in keys {
+        let slot = fred::util::redis_keyslot(key.as_bytes());
+        match batches.last_mut() {
+            Some(batch) if last_slot == Some(slot) => batch.push(key),
+            _ => batches.push(vec![key]),
+        }
+        last_slot = Some(slot);
+    }
+    batches
+}
+
+/// Escapes the glob characters of `SCAN MATCH` so that a prefix matches only itself.
+fn escape_glob(prefix: &str) -> String {
+    let mut escaped = String::with_capacity(prefix.len() + 8);
+    for c in prefix.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\' | '^' | '-') {
+            escaped.push('\\');
+        }
+        escaped.push(c);
+    }
+    escaped
+}
+
+fn store_error(error: FredError) -> StoreError {
+    let kind = match error.kind() {
+        FredErrorKind::Timeout => StoreErrorKind::Timeout,
+        FredErrorKind::IO
+        | FredErrorKind::Canceled
+        | FredErrorKind::Routing
+        | FredErrorKind::Cluster
+        | FredErrorKind::Auth => StoreErrorKind::Unavailable,
+        _ => StoreErrorKind::Other,
+    };
+    StoreError::with_source(kind, "Redis command failed", error)
+}
+
+fn millis(ttl: Duration) -> i64 {
+    i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX).max(1)
+}
+
+impl Store for RedisStore {
+    fn get<'a>(&'a self, key: &'a str) -> StoreFuture<'a, Option<Arc<CachedResponse>>> {
+        Box::pin(async move {
+            let inner = &self.inner;
+            let client = inner.pool.next().with_options(&inner.options);
+            let bytes: Option<Bytes> = self.command(client.get(self.redis_key(key))).await?;
+            let Some(bytes) = bytes else {
+                return Ok(None);
+            };
+            inner
+                .codec
+                .decode(&bytes)
+                .map(|entry| Some(Arc::new(entry)))
+                .map_err(|error| {
+                    StoreError::with_source(
+                        StoreErrorKind::Decode,
+                        "the value in Redis is not an entry this codec reads",
+                        error,
+                    )
+                })
+        })
+    }
+
+    fn put<'a>(
+        &'a self,
+        key: &'a str,
+        entry: Arc<CachedResponse>,
+        ttl: Duration,
+    ) -> StoreFuture<'a, ()> {
+        Box::pin(async move {
+            let inner = &self.inner;
+            let value = inner.codec.encode(&entry);
+            let client = inner.pool.next().with_options(&inner.options);
+            let set = client.set::<(), _, _>(
+                self.redis_key(key),
+                value,
+                Some(Expiration::PX(millis(ttl))),
+                None,
+                false,
+            );
+            self.command(set).await
+        })
+    }
+
+    fn remove<'a>(&'a self, key: &'a str) -> StoreFuture<'a, bool> {
+        Box::pin(async move {
+            let inner = &self.inner;
+            let client = inner.pool.next().with_options(&inner.options);
+            let removed: i64 = self.command(client.unlink(self.redis_key(key))).await?;
+            Ok(removed > 0)
+        })
+    }
+
+    fn clear(&self) -> StoreFuture<'_, ()> {
+        Box::pin(async move {
+            if self.inner.prefix.is_empty() {
+                return Err(StoreError::new(
+                    StoreErrorKind::Unsupported,
+                    "refusing to clear a RedisStore without a namespace: it would remove every key",
+                ));
+            }
+            self.unlink_matching(&self.inner.prefix).await.map(|_| ())
+        })
+    }
+
+    fn touch<'a>(&'a self, key: &'a str, ttl: Duration) -> StoreFuture<'a, bool> {
+        Box::pin(async move {
+            let inner = &self.inner;
+            let client = inner.pool.next().with_options(&inner.options);
+            let touched: bool = self
+                .command(client.pexpire(self.redis_key(key), millis(ttl), None))
+                .await?;
+            Ok(touched)
+        })
+    }
+
+    fn remove_prefix<'a>(&'a self, prefix: &'a str) -> StoreFuture<'a, u64> {
+        Box::pin(async move { self.unlink_matching(&self.redis_key(prefix)).await })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn glob_characters_are_escaped() {
+        assert_eq!(escape_glob("a*b?[c]\\d"), "a\\*b\\?\\[c\\]\\\\d");
+        assert_eq!(escape_glob("trc:GET:/x"), "trc:GET:/x");
+    }
+
+    #[test]
+    fn batches_never_span_slots() {
+        let keys: Vec<Key> = ["{a}1", "{b}1", "{a}2", "c", "{b}2"]
+            .into_iter()
+            .map(Key::from)
+            .collect();
+        let batches = by_slot(keys);
+        for batch in &batches {
+            let slot = fred::util::redis_keyslot(batch[0].as_bytes());
+            assert!(
+                batch
+                    .iter()
+                    .all(|key| fred::util::redis_keyslot(key.as_bytes()) == slot)
+            );
+        }
+        assert_eq!(batches.iter().map(Vec::len).sum::<usize>(), 5);
+        assert!(batches.len() <= 3, "keys sharing a slot are batched");
+    }
+
+    #[test]
+    fn urls_are_checked_up_front() {
+        assert!(RedisConfig::from_url("redis://:pw@127.0.0.1:6380/3").is_ok());
+        assert!(
+            RedisConfig::from_url("redis-cluster://127.0.0.1:7000?node=127.0.0.1:7001").is_ok()
+        );
+        assert!(RedisConfig::from_url("http://127.0.0.1").is_err());
+        assert!(RedisConfig::from_url("not a url").is_err());
+    }
+
+    #[test]
+    fn debug_hides_secrets() {
+        let config = RedisConfig {
+            password: Some("hunter2".into()),
+            ..RedisConfig::from_url("redis://:hunter2@127.0.0.1:6379").unwrap()
+        };
+        let printed = format!("{config:?}");
+        assert!(!printed.contains("hunter2"), "{printed}");
+    }
+}

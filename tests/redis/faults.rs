@@ -1,0 +1,115 @@
+//! Faults: Redis killed mid-burst and restarted, a server that never answers. The layer
+//! must never fail a request because of its store.
+
+use std::net::TcpListener;
+use std::time::{Duration, Instant};
+
+use futures_util::future::join_all;
+use tower_response_cache::RedisStore;
+use tower_response_cache::store::RedisConfig;
+
+use crate::servers::{self, RedisServer};
+use crate::{Calls, app, fetch};
+
+fn config(url: &str) -> RedisConfig {
+    RedisConfig {
+        namespace: "faults".into(),
+        breaker_cooldown: Duration::from_millis(200),
+        ..RedisConfig::from_url(url).unwrap()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_redis_mid_burst_fails_no_request_and_hits_resume_after_restart() {
+    if !servers::available() {
+        return;
+    }
+    let mut server = RedisServer::start(&[]);
+    let store = RedisStore::connect(config(&server.url())).await.unwrap();
+    let calls = Calls::default();
+    let (app, layer) = app(store, &calls);
+
+    // 600 requests over 20 keys in waves of 50; Redis dies after the fourth wave.
+    let mut failures = 0;
+    for wave in 0..12 {
+        if wave == 4 {
+            server.kill();
+        }
+        let replies = join_all((0..50).map(|i| {
+            let app = app.clone();
+            async move { fetch(&app, &format!("/k{}", (wave * 50 + i) % 20)).await }
+        }))
+        .await;
+        for reply in replies {
+            if reply.status != http::StatusCode::OK || !reply.text().starts_with("/k") {
+                failures += 1;
+            }
+        }
+    }
+    assert_eq!(failures, 0, "no request failed while Redis was down");
+    let stats = layer.stats().snapshot();
+    assert!(stats.total.hits > 0, "hits before the kill");
+    assert!(stats.total.store_errors > 0, "errors counted after it");
+
+    server.restart();
+    // The pool reconnects in the background; within a bounded time a key is stored and
+    // then served from Redis again.
+    let start = Instant::now();
+    loop {
+        let reply = fetch(&app, "/after-restart").await;
+        assert_eq!(reply.status, http::StatusCode::OK);
+        if reply.x_cache() == "HIT" {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(15),
+            "hits resumed after the restart"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_that_never_answers_costs_at_most_the_timeout_then_nothing() {
+    // Accepts connections and never writes a byte.
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let held = std::thread::spawn(move || {
+        let mut sockets = Vec::new();
+        for socket in listener.incoming().take(64).flatten() {
+            sockets.push(socket);
+        }
+        sockets
+    });
+    let config = RedisConfig {
+        command_timeout: Duration::from_millis(100),
+        connect_timeout: Duration::from_millis(300),
+        breaker_threshold: 3,
+        breaker_cooldown: Duration::from_secs(30),
+        ..config(&format!("redis://127.0.0.1:{port}"))
+    };
+    let store = RedisStore::connect(config).await.unwrap();
+    let calls = Calls::default();
+    let (app, layer) = app(store.clone(), &calls);
+
+    for n in 1..=10 {
+        let start = Instant::now();
+        let reply = fetch(&app, "/slow-store").await;
+        let elapsed = start.elapsed();
+        assert_eq!(reply.text(), format!("/slow-store #{n}"));
+        // One read and one inline write, each bounded by the command timeout; a generous
+        // margin for a loaded machine.
+        assert!(
+            elapsed < Duration::from_millis(1500),
+            "request {n} took {elapsed:?}"
+        );
+    }
+    assert!(
+        store.circuit_open(),
+        "consecutive timeouts opened the circuit"
+    );
+    let stats = layer.stats().snapshot();
+    assert_eq!(stats.total.misses, 10);
+    assert!(stats.total.store_errors >= 3);
+    drop(held);
+}

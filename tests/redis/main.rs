@@ -1,0 +1,139 @@
+//! `RedisStore` against real `redis-server` processes: a standalone server and a local
+//! 3-primary Redis Cluster, both started by the tests on free loopback ports.
+
+#![allow(clippy::unwrap_used)]
+
+mod config;
+mod faults;
+mod servers;
+mod shared;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::State;
+use axum::routing::get;
+use bytes::Bytes;
+use http::{HeaderMap, Request, StatusCode};
+use http_body_util::BodyExt;
+use servers::{Cluster, RedisServer};
+use tower::ServiceExt;
+use tower_response_cache::store::{RedisConfig, RedisStore};
+use tower_response_cache::{CacheLayer, WriteMode};
+
+/// Where the tests' Redis runs.
+pub(crate) enum Topology {
+    Standalone(RedisServer),
+    Cluster(Cluster),
+}
+
+impl Topology {
+    pub(crate) fn url(&self) -> String {
+        match self {
+            Self::Standalone(server) => server.url(),
+            Self::Cluster(cluster) => cluster.url(),
+        }
+    }
+}
+
+/// Writes each test once and runs it against a standalone server and a cluster.
+macro_rules! on_both_topologies {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[tokio::test]
+            async fn standalone() {
+                if !crate::servers::available() {
+                    return;
+                }
+                let topology = crate::Topology::Standalone(crate::servers::RedisServer::start(&[]));
+                super::$name(&topology).await;
+            }
+
+            #[tokio::test]
+            async fn cluster() {
+                if !crate::servers::available() {
+                    return;
+                }
+                let topology = crate::Topology::Cluster(crate::servers::Cluster::start());
+                super::$name(&topology).await;
+            }
+        }
+    )*};
+}
+pub(crate) use on_both_topologies;
+
+/// A store on `url` in `namespace`, with the other settings at their defaults.
+pub(crate) async fn store(url: &str, namespace: &str) -> RedisStore {
+    let config = RedisConfig {
+        namespace: namespace.to_owned(),
+        ..RedisConfig::from_url(url).unwrap()
+    };
+    RedisStore::connect(config).await.unwrap()
+}
+
+/// Counts handler runs.
+#[derive(Clone, Default)]
+pub(crate) struct Calls(Arc<AtomicUsize>);
+
+impl Calls {
+    pub(crate) fn hit(&self) -> usize {
+        self.0.fetch_add(1, Ordering::SeqCst) + 1
+    }
+
+    pub(crate) fn get(&self) -> usize {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+/// An app whose every path answers `<path> #<call>`, cached on `store` with inline writes.
+pub(crate) fn app(store: RedisStore, calls: &Calls) -> (Router, CacheLayer) {
+    let layer = CacheLayer::new(store)
+        .namespace("app")
+        .write_mode(WriteMode::Inline);
+    let router = Router::new()
+        .route(
+            "/{*path}",
+            get(|State(calls): State<Calls>, uri: http::Uri| async move {
+                format!("{} #{}", uri.path(), calls.hit())
+            }),
+        )
+        .with_state(calls.clone())
+        .layer(layer.clone());
+    (router, layer)
+}
+
+#[derive(Debug)]
+pub(crate) struct Reply {
+    pub(crate) status: StatusCode,
+    pub(crate) headers: HeaderMap,
+    pub(crate) body: Bytes,
+}
+
+impl Reply {
+    pub(crate) fn x_cache(&self) -> &str {
+        self.headers
+            .get("x-cache")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("<none>")
+    }
+
+    pub(crate) fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+pub(crate) async fn fetch(app: &Router, uri: &str) -> Reply {
+    let response = app
+        .clone()
+        .oneshot(Request::get(uri).body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    let (parts, body) = response.into_parts();
+    Reply {
+        status: parts.status,
+        headers: parts.headers,
+        body: body.collect().await.unwrap().to_bytes(),
+    }
+}

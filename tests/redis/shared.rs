@@ -1,0 +1,219 @@
+//! Behaviour that must hold on a standalone server and on a cluster alike.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use fred::interfaces::KeysInterface;
+use http::{HeaderMap, HeaderValue, StatusCode};
+use tower_response_cache::codec::{BinaryCodec, Codec, JsonCodec};
+use tower_response_cache::store::RedisConfig;
+use tower_response_cache::{CachedResponse, RedisStore, Store};
+
+use crate::{Calls, Topology, app, fetch, on_both_topologies, store};
+
+on_both_topologies!(
+    entries_round_trip_with_their_ttl,
+    two_instances_share_entries,
+    clear_and_prefix_removal_stay_in_their_namespace,
+    garbage_at_a_key_is_a_miss_then_overwritten,
+    an_unknown_format_version_is_a_miss,
+    json_entries_are_readable_in_redis,
+);
+
+fn entry(body: &'static str) -> Arc<CachedResponse> {
+    let mut headers = HeaderMap::new();
+    headers.insert("content-type", HeaderValue::from_static("text/plain"));
+    headers.append("link", HeaderValue::from_static("</a>"));
+    headers.append("link", HeaderValue::from_static("</b>"));
+    let mut entry =
+        CachedResponse::new(StatusCode::OK, headers, Bytes::from_static(body.as_bytes()));
+    entry.ttl = Duration::from_secs(60);
+    Arc::new(entry)
+}
+
+async fn pttl(store: &RedisStore, key: &str) -> i64 {
+    store.pool().pttl(store.redis_key(key)).await.unwrap()
+}
+
+async fn entries_round_trip_with_their_ttl(topology: &Topology) {
+    let store = store(&topology.url(), "rt").await;
+    let stored = entry("hello");
+    store
+        .put("k", Arc::clone(&stored), Duration::from_secs(60))
+        .await
+        .unwrap();
+    let got = store.get("k").await.unwrap().expect("the entry");
+    assert_eq!(*got, *stored, "every field survives the trip");
+    let ttl = pttl(&store, "k").await;
+    assert!(
+        (59_000..=60_000).contains(&ttl),
+        "SET … PX 60000, got {ttl}"
+    );
+
+    assert!(store.touch("k", Duration::from_secs(120)).await.unwrap());
+    assert!(pttl(&store, "k").await > 60_000);
+    assert!(
+        !store
+            .touch("missing", Duration::from_secs(1))
+            .await
+            .unwrap()
+    );
+
+    assert!(store.remove("k").await.unwrap());
+    assert!(store.get("k").await.unwrap().is_none());
+    assert!(!store.remove("k").await.unwrap());
+
+    store
+        .put("short", entry("x"), Duration::from_millis(150))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        store.get("short").await.unwrap().is_none(),
+        "Redis expired it"
+    );
+}
+
+async fn two_instances_share_entries(topology: &Topology) {
+    let url = topology.url();
+    let (calls_a, calls_b) = (Calls::default(), Calls::default());
+    // Two instances: separate connection pools, separate layers, one Redis.
+    let (app_a, _) = app(store(&url, "shared").await, &calls_a);
+    let (app_b, layer_b) = app(store(&url, "shared").await, &calls_b);
+
+    let miss = fetch(&app_a, "/users/7").await;
+    assert_eq!(miss.x_cache(), "MISS");
+    let hit = fetch(&app_b, "/users/7").await;
+    assert_eq!(hit.x_cache(), "HIT");
+    assert_eq!(hit.text(), miss.text());
+    assert_eq!(
+        (calls_a.get(), calls_b.get()),
+        (1, 0),
+        "instance B never ran its handler"
+    );
+    assert_eq!(layer_b.stats().snapshot().total.hits, 1);
+}
+
+async fn clear_and_prefix_removal_stay_in_their_namespace(topology: &Topology) {
+    let url = topology.url();
+    let ours = store(&url, "ours").await;
+    let theirs = store(&url, "theirs").await;
+    // Enough keys to land on every primary of a cluster.
+    let keys: Vec<String> = (0..120).map(|i| format!("GET:/p{}/{i}", i % 3)).collect();
+    for key in &keys {
+        ours.put(key, entry("o"), Duration::from_secs(60))
+            .await
+            .unwrap();
+        theirs
+            .put(key, entry("t"), Duration::from_secs(60))
+            .await
+            .unwrap();
+    }
+    let () = ours
+        .pool()
+        .set("ours-not-namespaced", "keep", None, None, false)
+        .await
+        .unwrap();
+    if let Topology::Cluster(cluster) = topology {
+        assert!(
+            cluster.keys_per_node().iter().all(|&n| n > 0),
+            "keys on every primary"
+        );
+    }
+
+    let removed = ours.remove_prefix("GET:/p1/").await.unwrap();
+    assert_eq!(removed, 40);
+    for key in &keys {
+        let expected = !key.starts_with("GET:/p1/");
+        assert_eq!(ours.get(key).await.unwrap().is_some(), expected, "{key}");
+    }
+
+    ours.clear().await.unwrap();
+    for key in &keys {
+        assert!(ours.get(key).await.unwrap().is_none(), "{key} cleared");
+        assert!(
+            theirs.get(key).await.unwrap().is_some(),
+            "{key} of another namespace kept"
+        );
+    }
+    let kept: Option<String> = ours.pool().get("ours-not-namespaced").await.unwrap();
+    assert_eq!(
+        kept.as_deref(),
+        Some("keep"),
+        "a key that merely shares the prefix text is kept"
+    );
+}
+
+async fn garbage_at_a_key_is_a_miss_then_overwritten(topology: &Topology) {
+    let store = store(&topology.url(), "garbage").await;
+    let calls = Calls::default();
+    let (app, layer) = app(store.clone(), &calls);
+    let key = store.redis_key("app:GET:/g");
+    let () = store
+        .pool()
+        .set(&key, "\u{1}not an entry", None, None, false)
+        .await
+        .unwrap();
+
+    let first = fetch(&app, "/g").await;
+    assert_eq!((first.status, first.x_cache()), (StatusCode::OK, "MISS"));
+    let stats = layer.stats().snapshot();
+    assert_eq!(stats.total.store_errors_by_kind["decode"], 1);
+
+    let value: Bytes = store.pool().get(&key).await.unwrap();
+    assert!(
+        BinaryCodec.decode(&value).is_ok(),
+        "the miss overwrote the garbage"
+    );
+    let second = fetch(&app, "/g").await;
+    assert_eq!((second.x_cache(), second.text()), ("HIT", first.text()));
+    assert_eq!(calls.get(), 1);
+}
+
+async fn an_unknown_format_version_is_a_miss(topology: &Topology) {
+    let store = store(&topology.url(), "version").await;
+    let calls = Calls::default();
+    let (app, layer) = app(store.clone(), &calls);
+    let mut future = BinaryCodec.encode(&entry("from the future")).to_vec();
+    future[3] = 99; // the version byte after the magic
+    let key = store.redis_key("app:GET:/v");
+    let () = store
+        .pool()
+        .set(&key, future, None, None, false)
+        .await
+        .unwrap();
+
+    let reply = fetch(&app, "/v").await;
+    assert_eq!(reply.x_cache(), "MISS");
+    assert_eq!(
+        reply.text(),
+        "/v #1",
+        "served by the service, not the unreadable entry"
+    );
+    assert_eq!(
+        layer.stats().snapshot().total.store_errors_by_kind["decode"],
+        1
+    );
+}
+
+async fn json_entries_are_readable_in_redis(topology: &Topology) {
+    let config = RedisConfig {
+        namespace: "json".to_owned(),
+        ..RedisConfig::from_url(&topology.url()).unwrap()
+    }
+    .codec(JsonCodec);
+    let store = RedisStore::connect(config).await.unwrap();
+    let calls = Calls::default();
+    let (app, _) = app(store.clone(), &calls);
+    fetch(&app, "/readable").await;
+    let raw: String = store
+        .pool()
+        .get(store.redis_key("app:GET:/readable"))
+        .await
+        .unwrap();
+    let json: serde_json::Value = serde_json::from_str(&raw).unwrap();
+    assert_eq!(json["status"], 200);
+    assert_eq!(json["body"], "/readable #1");
+    assert_eq!(fetch(&app, "/readable").await.x_cache(), "HIT");
+}
