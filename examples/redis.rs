@@ -31,17 +31,25 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let cache = CacheLayer::new(store)
         .namespace("app")
         .default_ttl(Duration::from_secs(60))
-        .route("/users/{id}", RoutePolicy::new().ttl(Duration::from_secs(30)));
+        .route(
+            "/users/{id}",
+            RoutePolicy::new().ttl(Duration::from_secs(30)),
+        );
     let stats = cache.stats();
 
     let calls = Arc::new(AtomicU64::new(0));
     let app = Router::new()
         .route(
             "/users/{id}",
-            get(|State(calls): State<Arc<AtomicU64>>, Path(id): Path<u64>| async move {
-                let n = calls.fetch_add(1, Ordering::Relaxed) + 1;
-                format!("user {id} (handler call #{n} on pid {})\n", std::process::id())
-            }),
+            get(
+                |State(calls): State<Arc<AtomicU64>>, Path(id): Path<u64>| async move {
+                    let n = calls.fetch_add(1, Ordering::Relaxed) + 1;
+                    format!(
+                        "user {id} (handler call #{n} on pid {})\n",
+                        std::process::id()
+                    )
+                },
+            ),
         )
         .with_state(calls)
         .layer(cache)
@@ -49,7 +57,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let addr = std::env::var("LISTEN").unwrap_or_else(|_| "127.0.0.1:3000".to_owned());
     let listener = tokio::net::TcpListener::bind(&addr).await?;
-    println!("redis example on http://{} (cache at {url})", listener.local_addr()?);
+    println!(
+        "redis example on http://{} (cache at {url})",
+        listener.local_addr()?
+    );
     axum::serve(listener, app)
         .with_graceful_shutdown(async {
             let _ = tokio::signal::ctrl_c().await;

@@ -37,12 +37,14 @@ pin_project! {
             #[pin]
             body: B,
             capture: Option<Box<Capture>>,
-            write: Option<WriteFuture>,
+            // An inline write in progress, and the frame that completed the body, held back
+            // until the write is done: a client (hyper) that knows the length stops polling
+            // after the last byte, so the write must finish before that byte goes out.
+            write: Option<PendingWrite>,
+            held: Option<Frame<Bytes>>,
         },
     }
 }
-
-type WriteFuture = Pin<Box<dyn Future<Output = ()> + Send>>;
 
 impl<B> CacheBody<B> {
     /// A body of stored bytes (empty for HEAD).
@@ -61,6 +63,7 @@ impl<B> CacheBody<B> {
                 body,
                 capture: None,
                 write: None,
+                held: None,
             },
         }
     }
@@ -72,6 +75,7 @@ impl<B> CacheBody<B> {
                 body,
                 capture: Some(Box::new(capture)),
                 write: None,
+                held: None,
             },
         }
     }
@@ -81,7 +85,11 @@ impl<B> fmt::Debug for CacheBody<B> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let kind = match &self.kind {
             Kind::Stored { .. } => "stored",
-            Kind::Inner { capture: None, .. } => "passthrough",
+            Kind::Inner {
+                capture: None,
+                write: None,
+                ..
+            } => "passthrough",
             Kind::Inner { .. } => "capturing",
         };
         f.debug_struct("CacheBody").field("kind", &kind).finish()
@@ -100,57 +108,50 @@ where
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
-        match self.project().kind.project() {
-            KindProj::Stored { data } => Poll::Ready(data.take().map(|data| Ok(Frame::data(data)))),
+        let (mut body, capture, write, held) = match self.project().kind.project() {
+            KindProj::Stored { data } => {
+                return Poll::Ready(data.take().map(|data| Ok(Frame::data(data))));
+            }
             KindProj::Inner {
-                mut body,
+                body,
                 capture,
                 write,
-            } => {
-                if let Some(pending) = write {
-                    ready!(pending.as_mut().poll(cx));
-                    *write = None;
-                    return Poll::Ready(None);
+                held,
+            } => (body, capture, write, held),
+        };
+        if let Some(pending) = write {
+            ready!(Pin::new(pending).poll(cx));
+            *write = None;
+            return Poll::Ready(held.take().map(Ok));
+        }
+        // A body may be complete before its first poll: finish without polling it again.
+        if capture.is_some() && body.is_end_stream() {
+            return finish(capture, write, held, None, cx);
+        }
+        let frame = match ready!(body.as_mut().poll_frame(cx)) {
+            None => return finish(capture, write, held, None, cx),
+            Some(Err(error)) => {
+                if let Some(capture) = capture.take() {
+                    capture.abandon(NotStoredReason::Incomplete);
                 }
-                // A body may be complete before its first poll (an empty body): then the
-                // capture is finished without polling the inner body again.
-                if capture.is_some() && body.is_end_stream() {
-                    return finish_and_end(capture, write, cx);
-                }
-                let frame = match ready!(body.as_mut().poll_frame(cx)) {
-                    None => return finish_and_end(capture, write, cx),
-                    Some(Err(error)) => {
-                        if let Some(capture) = capture.take() {
-                            capture.abandon(NotStoredReason::Incomplete);
-                        }
-                        return Poll::Ready(Some(Err(error)));
-                    }
-                    Some(Ok(frame)) => frame,
-                };
-                let frame = frame.map_data(|mut data| data.copy_to_bytes(data.remaining()));
-                if let Some(active) = capture.as_mut() {
-                    let overflow = match frame.data_ref() {
-                        Some(data) => !active.push(data),
-                        None => {
-                            // Trailers are not replayed, so the response cannot be stored.
-                            if let Some(capture) = capture.take() {
-                                capture.abandon(NotStoredReason::Trailers);
-                            }
-                            false
-                        }
-                    };
-                    if overflow {
-                        if let Some(capture) = capture.take() {
-                            capture.abandon(NotStoredReason::TooLarge);
-                        }
-                    } else if body.is_end_stream() {
-                        // The stream is complete after this frame; a client may not poll
-                        // again, so the entry is handed over now (inline writes finish on
-                        // the next poll, which `is_end_stream` asks for).
-                        if let Some(capture) = capture.take() {
-                            *write = capture.finish();
-                        }
-                    }
+                return Poll::Ready(Some(Err(error)));
+            }
+            Some(Ok(frame)) => frame.map_data(|mut data| data.copy_to_bytes(data.remaining())),
+        };
+        let Some(active) = capture.as_mut() else {
+            return Poll::Ready(Some(Ok(frame)));
+        };
+        let progress = match frame.data_ref() {
+            Some(data) => active.push(data),
+            // Trailers are not replayed, so the response cannot be stored.
+            None => Progress::Abandon(NotStoredReason::Trailers),
+        };
+        match progress {
+            Progress::More if !body.is_end_stream() => Poll::Ready(Some(Ok(frame))),
+            Progress::More | Progress::Complete => finish(capture, write, held, Some(frame), cx),
+            Progress::Abandon(reason) => {
+                if let Some(capture) = capture.take() {
+                    capture.abandon(reason);
                 }
                 Poll::Ready(Some(Ok(frame)))
             }
@@ -164,7 +165,8 @@ where
                 body,
                 capture,
                 write,
-            } => capture.is_none() && write.is_none() && body.is_end_stream(),
+                held,
+            } => capture.is_none() && write.is_none() && held.is_none() && body.is_end_stream(),
         }
     }
 
@@ -178,32 +180,94 @@ where
     }
 }
 
-/// Completes the capture at the end of the inner body, then ends, after an inline write.
-fn finish_and_end<E>(
+/// The body is complete (with `last`, its final frame, if it had one): hands the entry to
+/// the store, and returns `last` — after the write, when the write is inline.
+fn finish<E>(
     capture: &mut Option<Box<Capture>>,
-    write: &mut Option<WriteFuture>,
+    write: &mut Option<PendingWrite>,
+    held: &mut Option<Frame<Bytes>>,
+    last: Option<Frame<Bytes>>,
     cx: &mut Context<'_>,
 ) -> Poll<Option<Result<Frame<Bytes>, E>>> {
-    if let Some(capture) = capture.take() {
-        *write = capture.finish();
+    let Some(pending) = capture.take().and_then(|capture| capture.finish()) else {
+        return Poll::Ready(last.map(Ok));
+    };
+    let mut pending = PendingWrite(Some(pending));
+    if Pin::new(&mut pending).poll(cx).is_ready() {
+        return Poll::Ready(last.map(Ok));
     }
-    if let Some(pending) = write {
-        ready!(pending.as_mut().poll(cx));
-        *write = None;
+    *write = Some(pending);
+    *held = last;
+    Poll::Pending
+}
+
+pub(crate) type WriteFuture = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// A write to the store that is not abandoned: dropped before it completes (the client went
+/// away during an inline write of a complete body), it finishes on a spawned task.
+pub(crate) struct PendingWrite(Option<WriteFuture>);
+
+impl PendingWrite {
+    pub(crate) fn new(write: WriteFuture) -> Self {
+        Self(Some(write))
     }
-    Poll::Ready(None)
+
+    /// Runs the write to completion: awaited here, or spawned if this is dropped first.
+    pub(crate) async fn run(mut self) {
+        std::future::poll_fn(|cx| Pin::new(&mut self).poll(cx)).await;
+    }
+}
+
+impl Future for PendingWrite {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        if let Some(write) = self.0.as_mut() {
+            ready!(write.as_mut().poll(cx));
+            self.0 = None;
+        }
+        Poll::Ready(())
+    }
+}
+
+impl Drop for PendingWrite {
+    fn drop(&mut self) {
+        if let Some(write) = self.0.take() {
+            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                runtime.spawn(write);
+            }
+        }
+    }
+}
+
+/// What a data frame did to the capture.
+enum Progress {
+    /// More of the body is to come.
+    More,
+    /// The body reached its declared length.
+    Complete,
+    /// The response cannot be stored after all.
+    Abandon(NotStoredReason),
+}
+
+/// Where a captured entry goes, and the limits and counters that apply.
+pub(crate) struct Sink {
+    pub(crate) store: Arc<dyn Store>,
+    pub(crate) stats: CacheStats,
+    pub(crate) counters: Arc<Counters>,
+    pub(crate) max_body_size: usize,
+    /// Write before the body ends, rather than on a spawned task.
+    pub(crate) inline: bool,
 }
 
 /// A storable response on its way to the client: the entry without its body, and the body
 /// received so far.
 pub(crate) struct Capture {
-    pub(crate) key: String,
-    pub(crate) entry: CachedResponse,
-    pub(crate) max_body_size: usize,
-    pub(crate) store: Arc<dyn Store>,
-    pub(crate) stats: CacheStats,
-    pub(crate) counters: Arc<Counters>,
-    pub(crate) inline: bool,
+    key: String,
+    entry: CachedResponse,
+    /// The declared length (`Content-Length`, or an exact size hint), if any.
+    expected: Option<u64>,
+    sink: Sink,
     chunks: Vec<Bytes>,
     len: usize,
     done: bool,
@@ -213,71 +277,84 @@ impl Capture {
     pub(crate) fn new(
         key: String,
         entry: CachedResponse,
-        max_body_size: usize,
-        store: Arc<dyn Store>,
-        stats: CacheStats,
-        counters: Arc<Counters>,
-        inline: bool,
+        expected: Option<u64>,
+        sink: Sink,
     ) -> Self {
         Self {
             key,
             entry,
-            max_body_size,
-            store,
-            stats,
-            counters,
-            inline,
+            expected,
+            sink,
             chunks: Vec::new(),
             len: 0,
             done: false,
         }
     }
 
-    /// Keeps a reference to `data`; `false` once the body is over the limit.
-    fn push(&mut self, data: &Bytes) -> bool {
+    /// Whether the body is complete already: declared empty.
+    pub(crate) fn is_complete(&self) -> bool {
+        self.expected == Some(0)
+    }
+
+    /// Keeps a reference to `data` until the body is complete.
+    fn push(&mut self, data: &Bytes) -> Progress {
         self.len = self.len.saturating_add(data.len());
-        if self.len > self.max_body_size {
-            return false;
+        if self.len > self.sink.max_body_size {
+            return Progress::Abandon(NotStoredReason::TooLarge);
         }
         if !data.is_empty() {
             self.chunks.push(data.clone());
         }
-        true
+        match self.expected {
+            Some(expected) if self.len as u64 == expected => Progress::Complete,
+            // More bytes than declared: a broken response, not one to replay.
+            Some(expected) if self.len as u64 > expected => {
+                Progress::Abandon(NotStoredReason::Incomplete)
+            }
+            _ => Progress::More,
+        }
     }
 
-    fn abandon(mut self: Box<Self>, reason: NotStoredReason) {
+    pub(crate) fn abandon(mut self: Box<Self>, reason: NotStoredReason) {
         self.done = true;
-        self.stats.record(&self.counters, Event::NotStored(reason));
+        self.sink
+            .stats
+            .record(&self.sink.counters, Event::NotStored(reason));
     }
 
     /// Hands the complete entry to the store: spawned in the background, or returned to be
-    /// awaited before the body ends (inline writes, or no runtime to spawn on).
-    fn finish(mut self: Box<Self>) -> Option<WriteFuture> {
+    /// awaited before the body ends (inline writes, or no runtime to spawn on). A body
+    /// shorter than declared is not stored.
+    pub(crate) fn finish(mut self: Box<Self>) -> Option<WriteFuture> {
+        if self
+            .expected
+            .is_some_and(|expected| expected != self.len as u64)
+        {
+            self.abandon(NotStoredReason::Incomplete);
+            return None;
+        }
         self.done = true;
-        let body = match self.chunks.len() {
-            0 => Bytes::new(),
-            1 => self.chunks.pop().unwrap_or_default(),
-            _ => {
-                let mut body = BytesMut::with_capacity(self.len);
-                for chunk in self.chunks.drain(..) {
-                    body.extend_from_slice(&chunk);
-                }
-                body.freeze()
-            }
-        };
+        // One copy into an allocation of exactly the body's size: a chunk may be a slice of
+        // a larger buffer (a connection's read buffer), which the store's byte accounting
+        // would not see.
+        let mut body = BytesMut::with_capacity(self.len);
+        for chunk in self.chunks.drain(..) {
+            body.extend_from_slice(&chunk);
+        }
         let mut entry = std::mem::replace(
             &mut self.entry,
             CachedResponse::new(http::StatusCode::OK, http::HeaderMap::new(), Bytes::new()),
         );
-        entry.body = body;
+        entry.body = body.freeze();
+        set_content_length(&mut entry);
         let write = write_entry(
-            Arc::clone(&self.store),
+            Arc::clone(&self.sink.store),
             std::mem::take(&mut self.key),
             Arc::new(entry),
-            self.stats.clone(),
-            Arc::clone(&self.counters),
+            self.sink.stats.clone(),
+            Arc::clone(&self.sink.counters),
         );
-        if !self.inline {
+        if !self.sink.inline {
             if let Ok(runtime) = tokio::runtime::Handle::try_current() {
                 runtime.spawn(write);
                 return None;
@@ -287,12 +364,27 @@ impl Capture {
     }
 }
 
+/// Gives a stored response its `Content-Length` when it had none (a streamed body), so that
+/// a HEAD hit announces the length a GET would get (RFC 9110 §8.6).
+fn set_content_length(entry: &mut CachedResponse) {
+    let status = entry.status;
+    let bodiless = status.is_informational()
+        || status == http::StatusCode::NO_CONTENT
+        || status == http::StatusCode::NOT_MODIFIED;
+    if !bodiless && !entry.headers.contains_key(http::header::CONTENT_LENGTH) {
+        entry.headers.insert(
+            http::header::CONTENT_LENGTH,
+            http::HeaderValue::from(entry.body.len() as u64),
+        );
+    }
+}
+
 impl Drop for Capture {
     fn drop(&mut self) {
         // Dropped before the end: the client went away, or the response was discarded.
         if !self.done {
-            self.stats.record(
-                &self.counters,
+            self.sink.stats.record(
+                &self.sink.counters,
                 Event::NotStored(NotStoredReason::Incomplete),
             );
         }

@@ -5,6 +5,7 @@
 //! | served from the cache | `HIT` | `name; hit; ttl=42` |
 //! | miss, response stored | `MISS` | `name; fwd=miss; stored` |
 //! | miss, response not storable | `UNCACHEABLE` | `name; fwd=miss; detail=private` |
+//! | miss under `only-if-cached` (a 504) | `MISS` | `name; detail=only-if-cached` |
 //! | request refreshed the entry | `REFRESH` | `name; fwd=request; stored` |
 //! | request bypassed the cache | `BYPASS` | `name; fwd=bypass; detail=no-store` |
 //!
@@ -49,18 +50,37 @@ impl Outcome {
     }
 
     fn cache_status(self, name: &str) -> Option<HeaderValue> {
-        let stored = |stored: Result<(), NotStoredReason>| match stored {
-            Ok(()) => "stored".to_owned(),
-            Err(reason) => format!("detail={}", reason.as_str()),
+        use std::fmt::Write;
+        // One allocation, which the header value then owns.
+        let mut value = String::with_capacity(name.len() + 40);
+        value.push_str(name);
+        let stored = |value: &mut String, stored: Result<(), NotStoredReason>| match stored {
+            Ok(()) => value.push_str("; stored"),
+            Err(reason) => {
+                value.push_str("; detail=");
+                value.push_str(reason.as_str());
+            }
         };
-        let params = match self {
-            Self::Hit { ttl } => format!("hit; ttl={}", ttl.as_secs()),
-            Self::Miss { stored: result } => format!("fwd=miss; {}", stored(result)),
-            Self::MissOnlyIfCached => "fwd=miss; detail=only-if-cached".to_owned(),
-            Self::Refresh { stored: result, .. } => format!("fwd=request; {}", stored(result)),
-            Self::Bypass { reason } => format!("fwd=bypass; detail={}", reason.as_str()),
-        };
-        HeaderValue::try_from(format!("{name}; {params}")).ok()
+        match self {
+            Self::Hit { ttl } => {
+                let _ = write!(value, "; hit; ttl={}", ttl.as_secs());
+            }
+            Self::Miss { stored: result } => {
+                value.push_str("; fwd=miss");
+                stored(&mut value, result);
+            }
+            // Not forwarded, so no `fwd` (RFC 9211 §2.2).
+            Self::MissOnlyIfCached => value.push_str("; detail=only-if-cached"),
+            Self::Refresh { stored: result, .. } => {
+                value.push_str("; fwd=request");
+                stored(&mut value, result);
+            }
+            Self::Bypass { reason } => {
+                value.push_str("; fwd=bypass; detail=");
+                value.push_str(reason.as_str());
+            }
+        }
+        HeaderValue::try_from(value).ok()
     }
 
     /// Adds the status header and appends to `Cache-Status` (RFC 9211 §2: caches closer to
@@ -157,7 +177,7 @@ mod tests {
             (
                 Outcome::MissOnlyIfCached,
                 "MISS",
-                "c; fwd=miss; detail=only-if-cached",
+                "c; detail=only-if-cached",
             ),
             (
                 Outcome::Refresh {

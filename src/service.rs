@@ -20,7 +20,7 @@ use http::{Method, Request, Response, StatusCode};
 use http_body::Body;
 use tower_service::Service;
 
-use crate::body::{CacheBody, Capture};
+use crate::body::{CacheBody, Capture, PendingWrite, Sink};
 use crate::entry::CachedResponse;
 use crate::future::ResponseFuture;
 use crate::key::{CacheKey, DefaultKeyBuilder, KeyBuilder};
@@ -30,7 +30,8 @@ use crate::outcome::Outcome;
 use crate::policy::cache_control::CacheControl;
 use crate::policy::request::{RequestMode, request_mode};
 use crate::policy::response::{
-    RequestFacts, TtlSources, check_storable, initial_age, origin_lifetime, ttl_from_sources,
+    RequestFacts, TtlSources, check_storable, content_length, initial_age, origin_lifetime,
+    ttl_from_sources,
 };
 use crate::policy::route::Route;
 use crate::policy::{BypassReason, CacheTtl, NotStoredReason, RefreshReason, SetCookiePolicy};
@@ -133,11 +134,6 @@ where
                 key.namespaced(namespace, config.max_key_len)
             }),
         };
-        let mode = match (mode, &key) {
-            (RequestMode::Bypass(_), _) => mode,
-            (_, None) => RequestMode::Bypass(BypassReason::NoKey),
-            _ => mode,
-        };
         // The inner service was driven to readiness; the clone left behind is not (tower's
         // usual swap, so that the ready one is the one called).
         let clone = self.inner.clone();
@@ -193,12 +189,11 @@ impl Ctx {
         response
     }
 
-    fn sliding_ttl(&self) -> Option<Duration> {
-        let policy = self.route.policy.as_deref()?;
-        if !policy.sliding {
-            return None;
-        }
-        policy.ttl.or(self.config.default_ttl)
+    fn sliding(&self) -> bool {
+        self.route
+            .policy
+            .as_deref()
+            .is_some_and(|policy| policy.sliding)
     }
 
     /// A usable entry for the request: present, fresh (or on a sliding route, not expired),
@@ -217,7 +212,8 @@ impl Ctx {
                 return None;
             }
         };
-        let fresh = self.sliding_ttl().is_some() || entry.is_fresh(now);
+        // On a sliding route the store's expiry, moved on every hit, is the only clock.
+        let fresh = self.sliding() || entry.is_fresh(now);
         (fresh && variant_matches(&entry, request_headers)).then_some(entry)
     }
 
@@ -236,15 +232,20 @@ impl Ctx {
         let mut response = Response::new(CacheBody::stored(body));
         *response.status_mut() = entry.status;
         *response.headers_mut() = entry.headers.clone();
-        response
-            .headers_mut()
-            .insert(header::AGE, HeaderValue::from(entry.age(now).as_secs()));
-        let ttl = match self.sliding_ttl() {
-            Some(ttl) => {
-                self.touch(key, ttl).await;
-                ttl
-            }
-            None => entry.remaining_ttl(now),
+        let age = entry.age(now).as_secs();
+        let age = if age == 0 {
+            HeaderValue::from_static("0")
+        } else {
+            HeaderValue::from(age)
+        };
+        response.headers_mut().insert(header::AGE, age);
+        let ttl = if self.sliding() {
+            // Another full lifetime, the entry's own (whatever set it: handler, origin,
+            // route or default).
+            self.touch(key, entry.storage_ttl()).await;
+            entry.ttl
+        } else {
+            entry.remaining_ttl(now)
         };
         self.finish(response, Outcome::Hit { ttl })
     }
@@ -345,24 +346,25 @@ impl<S> Call<S> {
         } = mode
         {
             let now = SystemTime::now();
-            match self.ctx.lookup(&key, &parts.headers, now).await {
-                Some(entry) if max_age.is_some_and(|max| entry.age(now).as_secs() > max) => {
-                    refresh = Some(RefreshReason::MaxAge);
-                }
-                Some(entry) => {
+            let found = self.ctx.lookup(&key, &parts.headers, now).await;
+            let too_old =
+                |entry: &CachedResponse| max_age.is_some_and(|max| entry.age(now).as_secs() > max);
+            match found {
+                Some(entry) if !too_old(&entry) => {
                     self.ctx.record(Event::Hit);
                     return Ok(self
                         .ctx
                         .hit(&entry, key, parts.method == Method::HEAD, now)
                         .await);
                 }
-                None if only_if_cached => {
+                _ if only_if_cached => {
                     self.ctx.record(Event::Miss);
                     // RFC 9111 §5.2.1.7.
                     let mut response = Response::new(CacheBody::stored(Bytes::new()));
                     *response.status_mut() = StatusCode::GATEWAY_TIMEOUT;
                     return Ok(self.ctx.finish(response, Outcome::MissOnlyIfCached));
                 }
+                Some(_) => refresh = Some(RefreshReason::MaxAge),
                 None => {}
             }
         }
@@ -414,18 +416,35 @@ impl<S> Call<S> {
         let decision = self.ctx.storable_entry(&head, facts, &request_headers, now);
         let stored = decision.as_ref().map(|_| ()).map_err(|reason| *reason);
         let body = match decision {
-            Ok(entry) => CacheBody::capturing(
-                body,
-                Capture::new(
+            Ok(entry) => {
+                let expected = if head.status == StatusCode::NO_CONTENT {
+                    Some(0)
+                } else {
+                    content_length(&head.headers).or(body.size_hint().exact())
+                };
+                let capture = Capture::new(
                     key.into_string(),
                     entry,
-                    self.ctx.config.rules.max_body_size,
-                    Arc::clone(&self.ctx.config.store),
-                    self.ctx.config.stats.clone(),
-                    Arc::clone(&self.ctx.route.counters),
-                    self.ctx.config.write_mode == WriteMode::Inline,
-                ),
-            ),
+                    expected,
+                    Sink {
+                        store: Arc::clone(&self.ctx.config.store),
+                        stats: self.ctx.config.stats.clone(),
+                        counters: Arc::clone(&self.ctx.route.counters),
+                        max_body_size: self.ctx.config.rules.max_body_size,
+                        inline: self.ctx.config.write_mode == WriteMode::Inline,
+                    },
+                );
+                if capture.is_complete() || body.is_end_stream() {
+                    // Nothing will be polled (a server stops at a declared length of 0):
+                    // store now.
+                    if let Some(write) = Box::new(capture).finish() {
+                        PendingWrite::new(write).run().await;
+                    }
+                    CacheBody::passthrough(body)
+                } else {
+                    CacheBody::capturing(body, capture)
+                }
+            }
             Err(reason) => {
                 self.ctx.record(Event::NotStored(reason));
                 CacheBody::passthrough(body)

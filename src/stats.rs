@@ -3,7 +3,8 @@
 //! [`CacheLayer::stats`](crate::CacheLayer::stats) returns a [`CacheStats`] handle: cheap to
 //! clone, counting with relaxed atomics, and read with [`CacheStats::snapshot`]. Every
 //! request that reaches the layer increments exactly one outcome counter (hit, miss, bypass,
-//! refresh or pass); every miss or refresh later counts as stored or not stored (by reason).
+//! refresh or pass); every miss or refresh later counts as stored, not stored (by reason), or
+//! as a store error when the write fails.
 //!
 //! ```
 //! use tower_response_cache::{CacheLayer, MemoryStore};
@@ -25,8 +26,8 @@ use serde::{Deserialize, Serialize};
 use crate::policy::NotStoredReason;
 use crate::store::StoreErrorKind;
 
-/// Routes tracked separately at most; further routes share the `(other)` counters so that
-/// the map stays bounded whatever the traffic.
+/// Routes tracked separately at most (besides `(other)`); further routes share the
+/// `(other)` counters so that the map stays bounded whatever the traffic.
 const MAX_ROUTES: usize = 256;
 
 /// The label of requests that match no route.
@@ -124,10 +125,23 @@ pub struct CacheStats {
     inner: Arc<StatsInner>,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct StatsInner {
     total: Counters,
     routes: RwLock<HashMap<Arc<str>, Arc<Counters>>>,
+    other: Arc<Counters>,
+}
+
+impl Default for StatsInner {
+    fn default() -> Self {
+        let other = Arc::new(Counters::default());
+        let routes = HashMap::from([(Arc::from(OTHER_ROUTE), Arc::clone(&other))]);
+        Self {
+            total: Counters::default(),
+            routes: RwLock::new(routes),
+            other,
+        }
+    }
 }
 
 impl CacheStats {
@@ -167,16 +181,17 @@ impl CacheStats {
             if let Some(counters) = routes.get(label) {
                 return Arc::clone(counters);
             }
+            if routes.len() > MAX_ROUTES {
+                return Arc::clone(&self.inner.other);
+            }
         }
         let mut routes = match self.inner.routes.write() {
             Ok(routes) => routes,
             Err(poisoned) => poisoned.into_inner(),
         };
-        let label = if routes.len() >= MAX_ROUTES && !routes.contains_key(label) {
-            OTHER_ROUTE
-        } else {
-            label
-        };
+        if routes.len() > MAX_ROUTES && !routes.contains_key(label) {
+            return Arc::clone(&self.inner.other);
+        }
         Arc::clone(routes.entry(Arc::from(label)).or_default())
     }
 }
@@ -187,7 +202,8 @@ impl CacheStats {
 pub struct Counts {
     /// Requests answered from the cache.
     pub hits: u64,
-    /// Lookups that found no usable entry and went to the service.
+    /// Lookups that found no usable entry (and went to the service, or answered 504 to an
+    /// `only-if-cached` request).
     pub misses: u64,
     /// Requests that neither read nor wrote the cache (`Cache-Control: no-store`, no key).
     pub bypasses: u64,

@@ -5,7 +5,7 @@
 //! | `Cache-Control: no-store` | bypass: don't read, don't write |
 //! | `Cache-Control: no-cache`, `max-age=0`, `Pragma: no-cache`, the bypass header | refresh: don't read, fetch, store |
 //! | `Cache-Control: max-age=N` | an entry older than `N` seconds is refreshed |
-//! | `Cache-Control: only-if-cached` | `504 Gateway Timeout` on a miss |
+//! | `Cache-Control: only-if-cached` | `504 Gateway Timeout` on a miss; never the origin, whatever else the request says |
 //!
 //! `Pragma` counts only when the request has no `Cache-Control` (RFC 9111 §5.4). Whether
 //! clients may do any of this is a [`ClientControl`] policy.
@@ -118,24 +118,38 @@ pub(crate) fn request_mode(
         return RequestMode::LOOKUP;
     }
     let cc = CacheControl::from_headers(headers);
+    let refresh = if cc.no_cache {
+        Some(RefreshReason::NoCache)
+    } else if cc.max_age == Some(0) {
+        Some(RefreshReason::MaxAge)
+    } else if !has_cache_control && pragma_no_cache(headers) {
+        Some(RefreshReason::Pragma)
+    } else if forced {
+        Some(RefreshReason::BypassHeader)
+    } else {
+        None
+    };
+    if cc.only_if_cached {
+        // RFC 9111 §5.2.1.7: never contact the origin. A demand to refresh can then only be
+        // met by an entry that is as good as new.
+        return RequestMode::Lookup {
+            max_age: if refresh.is_some() {
+                Some(0)
+            } else {
+                cc.max_age
+            },
+            only_if_cached: true,
+        };
+    }
     if cc.no_store {
         return RequestMode::Bypass(BypassReason::NoStore);
     }
-    if cc.no_cache {
-        return RequestMode::Refresh(RefreshReason::NoCache);
-    }
-    if cc.max_age == Some(0) {
-        return RequestMode::Refresh(RefreshReason::MaxAge);
-    }
-    if !has_cache_control && pragma_no_cache(headers) {
-        return RequestMode::Refresh(RefreshReason::Pragma);
-    }
-    if forced {
-        return RequestMode::Refresh(RefreshReason::BypassHeader);
+    if let Some(reason) = refresh {
+        return RequestMode::Refresh(reason);
     }
     RequestMode::Lookup {
         max_age: cc.max_age,
-        only_if_cached: cc.only_if_cached,
+        only_if_cached: false,
     }
 }
 
@@ -233,6 +247,27 @@ mod tests {
             allow(&[("cache-control", "only-if-cached, max-age=5")]),
             RequestMode::Lookup {
                 max_age: Some(5),
+                only_if_cached: true
+            }
+        );
+    }
+
+    #[test]
+    fn only_if_cached_never_becomes_a_fetch() {
+        for refresh in ["no-cache", "max-age=0"] {
+            assert_eq!(
+                allow(&[("cache-control", &format!("only-if-cached, {refresh}"))]),
+                RequestMode::Lookup {
+                    max_age: Some(0),
+                    only_if_cached: true
+                },
+                "{refresh}"
+            );
+        }
+        assert_eq!(
+            allow(&[("cache-control", "only-if-cached, no-store")]),
+            RequestMode::Lookup {
+                max_age: None,
                 only_if_cached: true
             }
         );

@@ -105,6 +105,26 @@ impl RedisConfig {
     /// The defaults with `url`, checked now: an unknown scheme or a malformed URL is an
     /// error here rather than at the first request.
     pub fn from_url(url: &str) -> Result<Self, StoreError> {
+        const SCHEMES: [&str; 8] = [
+            "redis",
+            "rediss",
+            "redis-cluster",
+            "rediss-cluster",
+            "redis-sentinel",
+            "rediss-sentinel",
+            "valkey",
+            "valkeys",
+        ];
+        let scheme = url.split_once("://").map(|(scheme, _)| scheme);
+        if !scheme.is_some_and(|scheme| SCHEMES.contains(&scheme)) {
+            return Err(StoreError::new(
+                StoreErrorKind::Other,
+                format!(
+                    "invalid Redis URL: expected one of the schemes {}",
+                    SCHEMES.join("://, ") + "://"
+                ),
+            ));
+        }
         FredConfig::from_url(url).map_err(|error| config_error("invalid Redis URL", error))?;
         Ok(Self {
             url: Some(url.to_owned()),

@@ -87,15 +87,12 @@ async fn request_max_age_refreshes_older_entries() {
         "HIT"
     );
     tokio::time::sleep(Duration::from_millis(1100)).await;
-    let refreshed = get_with(
-        &app,
-        "/a",
-        &[("cache-control", "max-age=0, only-if-cached")],
-    )
-    .await;
-    assert_eq!(refreshed.x_cache(), "REFRESH");
-    // Seconds granularity: an entry older than one second fails `max-age=0`… and `max-age=1`
-    // only once it is two seconds old; it is 0 s old now.
+    let refreshed = get_with(&app, "/a", &[("cache-control", "max-age=0")]).await;
+    assert_eq!(
+        (refreshed.x_cache(), refreshed.text().as_str()),
+        ("REFRESH", "a2")
+    );
+    // Seconds granularity: the refreshed entry is 0 s old, young enough for `max-age=1`.
     assert_eq!(
         get_with(&app, "/a", &[("cache-control", "max-age=1")])
             .await
@@ -103,6 +100,40 @@ async fn request_max_age_refreshes_older_entries() {
         "HIT"
     );
     assert_eq!(calls.get(), 2);
+}
+
+#[tokio::test]
+async fn only_if_cached_never_reaches_the_service() {
+    let calls = Calls::default();
+    let (cache, _store) = layer();
+    let app = app(&calls, cache);
+    fetch(&app, "/a").await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    // RFC 9111 §5.2.1.7: whatever else the request asks for, the origin is not contacted.
+    for directives in [
+        "only-if-cached, max-age=0",
+        "only-if-cached, no-cache",
+        "only-if-cached, no-store",
+    ] {
+        let reply = get_with(&app, "/a", &[("cache-control", directives)]).await;
+        let expected = if directives.ends_with("no-store") {
+            StatusCode::OK
+        } else {
+            StatusCode::GATEWAY_TIMEOUT
+        };
+        assert_eq!(reply.status, expected, "{directives}");
+    }
+    assert_eq!(
+        get_with(
+            &app,
+            "/a",
+            &[("cache-control", "only-if-cached"), ("x-cache-bypass", "1")]
+        )
+        .await
+        .status,
+        StatusCode::GATEWAY_TIMEOUT
+    );
+    assert_eq!(calls.get(), 1);
 }
 
 #[tokio::test]
@@ -114,7 +145,7 @@ async fn only_if_cached_is_a_504_on_a_miss_and_a_hit_otherwise() {
     assert_eq!(miss.status, StatusCode::GATEWAY_TIMEOUT);
     assert_eq!(
         miss.header("cache-status"),
-        Some("tower-response-cache; fwd=miss; detail=only-if-cached")
+        Some("tower-response-cache; detail=only-if-cached")
     );
     assert_eq!(calls.get(), 0, "the service was not called");
     fetch(&app, "/a").await;

@@ -198,3 +198,56 @@ async fn long_keys_are_hashed() {
         "same prefix, another hash"
     );
 }
+
+#[tokio::test]
+async fn status_headers_can_be_turned_off() {
+    let calls = Calls::default();
+    let (cache, _store) = layer();
+    let app = routes(&calls).layer(cache.status_header(None).cache_status_name(None));
+    fetch(&app, "/search").await;
+    let hit = fetch(&app, "/search").await;
+    assert_eq!(hit.text(), "search1", "still a hit");
+    assert_eq!(
+        (hit.header("x-cache"), hit.header("cache-status")),
+        (None, None)
+    );
+    assert_eq!(hit.header("age"), Some("0"));
+}
+
+#[tokio::test]
+async fn status_header_and_cache_name_are_configurable() {
+    let calls = Calls::default();
+    let (cache, _store) = layer();
+    let cache = cache
+        .status_header(http::HeaderName::from_static("x-edge"))
+        .cache_status_name(Some("edge 1"));
+    let app = routes(&calls).layer(cache);
+    let miss = fetch(&app, "/search").await;
+    assert_eq!(miss.header("x-edge"), Some("MISS"));
+    assert_eq!(
+        miss.header("cache-status"),
+        Some("\"edge 1\"; fwd=miss; stored")
+    );
+}
+
+#[tokio::test]
+async fn the_stats_route_serves_json() {
+    let calls = Calls::default();
+    let (cache, _store) = layer();
+    let app = routes(&calls).layer(cache.clone()).route(
+        "/stats",
+        tower_response_cache::axum::stats_route(cache.stats()),
+    );
+    fetch(&app, "/users/1").await;
+    fetch(&app, "/users/1").await;
+    let stats = fetch(&app, "/stats").await;
+    assert_eq!(stats.header("content-type"), Some("application/json"));
+    assert_eq!(stats.header("cache-control"), Some("no-store"));
+    let json: serde_json::Value = serde_json::from_slice(&stats.body).unwrap();
+    assert_eq!(
+        (json["hits"].as_u64(), json["misses"].as_u64()),
+        (Some(1), Some(1))
+    );
+    assert_eq!(json["hit_ratio"].as_f64(), Some(0.5));
+    assert_eq!(json["routes"]["/users/{id}"]["hits"].as_u64(), Some(1));
+}

@@ -76,10 +76,10 @@ async fn distinct_paths_and_queries_do_not_share_entries() {
 async fn entries_expire_after_the_ttl() {
     let calls = Calls::default();
     let (cache, _store) = layer();
-    let app = counting(&calls).layer(cache.default_ttl(Duration::from_millis(150)));
+    let app = counting(&calls).layer(cache.default_ttl(Duration::from_millis(400)));
     assert_eq!(fetch(&app, "/a").await.x_cache(), "MISS");
     assert_eq!(fetch(&app, "/a").await.x_cache(), "HIT");
-    tokio::time::sleep(Duration::from_millis(250)).await;
+    tokio::time::sleep(Duration::from_millis(600)).await;
     let after = fetch(&app, "/a").await;
     assert_eq!(after.x_cache(), "MISS");
     assert_eq!(after.text(), "a2");
@@ -89,11 +89,11 @@ async fn entries_expire_after_the_ttl() {
 async fn route_ttl_overrides_the_default() {
     let calls = Calls::default();
     let (cache, _store) = layer();
-    let cache = cache.route("/a", RoutePolicy::new().ttl(Duration::from_millis(150)));
+    let cache = cache.route("/a", RoutePolicy::new().ttl(Duration::from_millis(400)));
     let app = counting(&calls).layer(cache);
     fetch(&app, "/a").await;
     fetch(&app, "/b").await;
-    tokio::time::sleep(Duration::from_millis(250)).await;
+    tokio::time::sleep(Duration::from_millis(600)).await;
     assert_eq!(
         fetch(&app, "/a").await.x_cache(),
         "MISS",
@@ -116,7 +116,7 @@ async fn handler_ttl_wins_over_every_other_source() {
             "/quote",
             get(|State(calls): State<Calls>| async move {
                 (
-                    Extension(CacheTtl(Duration::from_millis(150))),
+                    Extension(CacheTtl(Duration::from_millis(400))),
                     [("cache-control", "max-age=600")],
                     format!("q{}", calls.hit()),
                 )
@@ -135,7 +135,7 @@ async fn handler_ttl_wins_over_every_other_source() {
         .layer(cache.clone().ttl_fn(|_| Some(Duration::from_secs(600))));
     assert_eq!(fetch(&app, "/quote").await.x_cache(), "MISS");
     assert_eq!(fetch(&app, "/quote").await.x_cache(), "HIT");
-    tokio::time::sleep(Duration::from_millis(250)).await;
+    tokio::time::sleep(Duration::from_millis(600)).await;
     assert_eq!(fetch(&app, "/quote").await.x_cache(), "MISS");
 
     let never = fetch(&app, "/never").await;
@@ -153,7 +153,7 @@ async fn ttl_fn_computes_the_ttl_from_the_response() {
     let (cache, _store) = layer();
     let cache = cache.ttl_fn(|parts| match parts.headers.get("x-tier") {
         Some(tier) if tier == "premium" => Some(Duration::from_secs(600)),
-        Some(_) => Some(Duration::from_millis(150)),
+        Some(_) => Some(Duration::from_millis(400)),
         None => None,
     });
     let app = Router::new()
@@ -179,7 +179,7 @@ async fn ttl_fn_computes_the_ttl_from_the_response() {
         Some("tower-response-cache; hit; ttl=599")
     );
     assert_eq!(hit.body, premium.body);
-    tokio::time::sleep(Duration::from_millis(250)).await;
+    tokio::time::sleep(Duration::from_millis(600)).await;
     assert_eq!(fetch(&app, "/basic").await.x_cache(), "MISS");
     assert_eq!(fetch(&app, "/premium").await.x_cache(), "HIT");
     assert_eq!(calls.get(), 3);
@@ -253,26 +253,64 @@ async fn sliding_ttl_keeps_read_entries_alive() {
         .route(
             "/a",
             RoutePolicy::new()
-                .ttl(Duration::from_millis(300))
+                .ttl(Duration::from_millis(600))
                 .sliding(true),
         )
-        .route("/b", RoutePolicy::new().ttl(Duration::from_millis(300)));
+        .route("/b", RoutePolicy::new().ttl(Duration::from_millis(600)));
     let app = counting(&calls).layer(cache);
     fetch(&app, "/a").await;
     fetch(&app, "/b").await;
     for _ in 0..4 {
-        tokio::time::sleep(Duration::from_millis(150)).await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
         assert_eq!(fetch(&app, "/a").await.x_cache(), "HIT");
     }
-    // 600 ms after it was stored: the sliding entry lives on, the fixed one has expired.
+    // 800 ms after it was stored: the sliding entry lives on, the fixed one has expired.
     assert_eq!(fetch(&app, "/b").await.x_cache(), "MISS");
     assert_eq!(calls.get(), 3);
-    tokio::time::sleep(Duration::from_millis(450)).await;
+    tokio::time::sleep(Duration::from_millis(900)).await;
     assert_eq!(
         fetch(&app, "/a").await.x_cache(),
         "MISS",
         "unread, it expires"
     );
+}
+
+#[tokio::test]
+async fn sliding_keeps_the_entry_s_own_ttl() {
+    let calls = Calls::default();
+    let (cache, _store) = layer();
+    // The route says 600 s, the handler says 500 ms: each hit slides by the handler's TTL.
+    let cache = cache.route(
+        "/short",
+        RoutePolicy::new()
+            .ttl(Duration::from_secs(600))
+            .sliding(true),
+    );
+    let app = Router::new()
+        .route(
+            "/short",
+            get(|State(calls): State<Calls>| async move {
+                (
+                    Extension(CacheTtl(Duration::from_millis(500))),
+                    format!("s{}", calls.hit()),
+                )
+            }),
+        )
+        .with_state(calls.clone())
+        .layer(cache);
+    fetch(&app, "/short").await;
+    let hit = fetch(&app, "/short").await;
+    assert_eq!(
+        hit.header("cache-status"),
+        Some("tower-response-cache; hit; ttl=0")
+    );
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(
+        fetch(&app, "/short").await.x_cache(),
+        "MISS",
+        "not kept for the route's 600 s"
+    );
+    assert_eq!(calls.get(), 2);
 }
 
 #[tokio::test]

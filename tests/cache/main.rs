@@ -7,6 +7,7 @@ mod bypass;
 mod harness;
 mod keys_and_routes;
 mod lookup;
+mod over_http1;
 mod services;
 mod storing;
 mod streaming;

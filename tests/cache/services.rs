@@ -169,3 +169,62 @@ async fn the_inner_service_is_driven_to_readiness() {
     }
     assert_eq!(calls.get(), 8);
 }
+
+/// A store of its own that supports only the required operations (no `touch`).
+#[derive(Debug, Clone)]
+struct BasicStore(MemoryStore);
+
+impl Store for BasicStore {
+    fn get<'a>(&'a self, key: &'a str) -> StoreFuture<'a, Option<Arc<CachedResponse>>> {
+        self.0.get(key)
+    }
+
+    fn put<'a>(
+        &'a self,
+        key: &'a str,
+        entry: Arc<CachedResponse>,
+        ttl: Duration,
+    ) -> StoreFuture<'a, ()> {
+        self.0.put(key, entry, ttl)
+    }
+
+    fn remove<'a>(&'a self, key: &'a str) -> StoreFuture<'a, bool> {
+        self.0.remove(key)
+    }
+
+    fn clear(&self) -> StoreFuture<'_, ()> {
+        self.0.clear()
+    }
+}
+
+#[tokio::test]
+async fn a_sliding_route_on_a_store_without_touch_still_hits() {
+    let cache = CacheLayer::new(BasicStore(MemoryStore::new(1 << 20)))
+        .write_mode(WriteMode::Inline)
+        .route("/s", tower_response_cache::RoutePolicy::new().sliding(true));
+    let stats = cache.stats();
+    let service = ServiceBuilder::new()
+        .layer(cache)
+        .service_fn(|_: Request<()>| async {
+            Ok::<_, std::convert::Infallible>(Response::new(Full::new(Bytes::from_static(
+                b"slide",
+            ))))
+        });
+    for expected in ["MISS", "HIT", "HIT"] {
+        let response = service
+            .clone()
+            .oneshot(Request::get("/s").body(()).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(response.headers()["x-cache"], expected);
+        assert_eq!(
+            response.into_body().collect().await.unwrap().to_bytes(),
+            "slide"
+        );
+    }
+    let snapshot = stats.snapshot();
+    assert_eq!(
+        snapshot.total.store_errors_by_kind["unsupported"], 2,
+        "each failed touch is counted"
+    );
+}
