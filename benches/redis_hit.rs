@@ -35,21 +35,45 @@ impl Drop for Server {
 
 fn start_redis() -> (Option<Server>, String, u16) {
     if let Ok(url) = std::env::var("REDIS_URL") {
-        let port = url.rsplit(':').next().and_then(|p| p.parse().ok()).unwrap_or(6379);
+        let port = url
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .unwrap_or(6379);
         return (None, url, port);
     }
-    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let child = Command::new("redis-server")
-        .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+        .args([
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ])
         .stdout(Stdio::null())
         .spawn()
         .expect("redis-server (apt-get install redis-server)");
     let start = Instant::now();
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(start.elapsed() < Duration::from_secs(10), "redis-server did not start");
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "redis-server did not start"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
-    (Some(Server(child)), format!("redis://127.0.0.1:{port}"), port)
+    (
+        Some(Server(child)),
+        format!("redis://127.0.0.1:{port}"),
+        port,
+    )
 }
 
 /// One request; its latency and whether it was a hit.
@@ -60,7 +84,11 @@ where
     B::Error: std::fmt::Debug,
 {
     let start = Instant::now();
-    let response = service.clone().oneshot(Request::get("/hello").body(()).unwrap()).await.unwrap();
+    let response = service
+        .clone()
+        .oneshot(Request::get("/hello").body(()).unwrap())
+        .await
+        .unwrap();
     let cached = response.headers()["x-cache"] == "HIT";
     let body = response.into_body().collect().await.unwrap().to_bytes();
     assert_eq!(body.len(), 1024);
@@ -80,7 +108,10 @@ fn main() {
         .build()
         .unwrap();
     let calls = Arc::new(AtomicUsize::new(0));
-    println!("{:<44} {:>12} {:>10} {:>10}", "", "requests/s", "p50", "p99");
+    println!(
+        "{:<44} {:>12} {:>10} {:>10}",
+        "", "requests/s", "p50", "p99"
+    );
     runtime.block_on(async {
         let config = RedisConfig {
             pool_size: 8,
@@ -93,7 +124,9 @@ fn main() {
             .layer(CacheLayer::new(store).write_mode(WriteMode::Inline))
             .service(service_fn(move |_: Request<()>| {
                 counter.fetch_add(1, Ordering::Relaxed);
-                async { Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(vec![b'x'; 1024])))) }
+                async {
+                    Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(vec![b'x'; 1024]))))
+                }
             }));
         hit(&service).await; // stores the entry
         for concurrency in [1usize, 64] {
@@ -128,18 +161,42 @@ fn main() {
             );
         }
     });
-    assert_eq!(calls.load(Ordering::Relaxed), 1, "the origin ran once: all else were hits");
+    assert_eq!(
+        calls.load(Ordering::Relaxed),
+        1,
+        "the origin ran once: all else were hits"
+    );
 
     for concurrency in [1, 64] {
         let output = Command::new("redis-benchmark")
-            .args(["-p", &port.to_string(), "-t", "get", "-d", "1024", "-q", "--precision", "3"])
-            .args(["-n", &HITS_PER_RUN.to_string(), "-c", &concurrency.to_string()])
+            .args([
+                "-p",
+                &port.to_string(),
+                "-t",
+                "get",
+                "-d",
+                "1024",
+                "-q",
+                "--precision",
+                "3",
+            ])
+            .args([
+                "-n",
+                &HITS_PER_RUN.to_string(),
+                "-c",
+                &concurrency.to_string(),
+            ])
             .output();
         match output {
             Ok(output) => println!(
                 "{:<44} {}",
                 format!("redis-benchmark -t get -d 1024 -c {concurrency}"),
-                String::from_utf8_lossy(&output.stdout).trim().replace('\r', " ").split("GET: ").last().unwrap_or_default()
+                String::from_utf8_lossy(&output.stdout)
+                    .trim()
+                    .replace('\r', " ")
+                    .split("GET: ")
+                    .last()
+                    .unwrap_or_default()
             ),
             Err(error) => println!("redis-benchmark not run: {error}"),
         }

@@ -37,7 +37,7 @@ use crate::entry::CachedResponse;
 #[derive(Clone)]
 pub struct RedisConfig {
     /// Where the server is: `redis://[user:password@]host:port[/db]`, `rediss://…` (TLS,
-    /// needs the `redis-tls` feature), `redis-cluster://host:port?node=host:port…`,
+    /// needs the `redis-tls` feature; also `rediss-cluster://`, `rediss-sentinel://`), `redis-cluster://host:port?node=host:port…`,
     /// `redis-sentinel://host:port/db?sentinelServiceName=name…`. When set it wins over
     /// `endpoint` and `port`. Default: `None`.
     pub url: Option<String>,
@@ -77,6 +77,12 @@ pub struct RedisConfig {
     pub breaker_cooldown: Duration,
     /// Keys asked for per `SCAN` call when clearing or removing by prefix. Default: `500`.
     pub scan_count: u32,
+    /// The TLS connector, e.g. one that trusts a private CA (`fred::types::config::TlsConnector`
+    /// converts from a `rustls::ClientConfig`; fred re-exports `rustls`). When set,
+    /// connections use TLS whatever the URL's scheme. Default: `None` (a `rediss://` URL
+    /// trusts the system's roots).
+    #[cfg(feature = "redis-tls")]
+    pub tls: Option<fred::types::config::TlsConnector>,
 }
 
 impl Default for RedisConfig {
@@ -97,6 +103,8 @@ impl Default for RedisConfig {
             breaker_threshold: 5,
             breaker_cooldown: Duration::from_secs(1),
             scan_count: 500,
+            #[cfg(feature = "redis-tls")]
+            tls: None,
         }
     }
 }
@@ -156,6 +164,10 @@ impl RedisConfig {
         }
         if self.db.is_some() {
             config.database = self.db;
+        }
+        #[cfg(feature = "redis-tls")]
+        if let Some(connector) = &self.tls {
+            config.tls = Some(connector.clone().into());
         }
         // Start even when Redis is down: the first connection is retried like any other.
         config.fail_fast = false;

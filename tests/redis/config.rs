@@ -88,3 +88,70 @@ async fn a_wrong_password_fails_open() {
     assert!(layer.stats().snapshot().total.store_errors >= 3);
     assert!(store.get("anything").await.is_err());
 }
+
+#[tokio::test]
+async fn sentinel_urls_reach_the_primary() {
+    if !servers::available() {
+        return;
+    }
+    let sentinel = servers::Sentinel::start();
+    let store = RedisStore::connect(RedisConfig::from_url(&sentinel.url()).unwrap())
+        .await
+        .unwrap();
+    let calls = Calls::default();
+    let (app, _) = app(store, &calls);
+    fetch(&app, "/via-sentinel").await;
+    assert_eq!(fetch(&app, "/via-sentinel").await.x_cache(), "HIT");
+    assert_eq!(
+        sentinel.primary.cli(&["dbsize"]).trim(),
+        "1",
+        "the entry is on the primary"
+    );
+}
+
+#[cfg(feature = "redis-tls")]
+#[tokio::test]
+async fn rediss_with_a_private_ca() {
+    use std::sync::Arc;
+
+    use fred::rustls;
+    use fred::rustls::pki_types::CertificateDer;
+    use fred::rustls::pki_types::pem::PemObject;
+    use fred::types::config::TlsConnector;
+
+    if !servers::available() {
+        return;
+    }
+    let server = RedisServer::start_tls();
+    let ca = CertificateDer::from_pem_file(server.tls_ca().unwrap()).unwrap();
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(ca).unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let client = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let config = RedisConfig {
+        tls: Some(TlsConnector::from(client)),
+        ..RedisConfig::from_url(&format!("rediss://127.0.0.1:{}", server.port)).unwrap()
+    };
+    let store = RedisStore::connect(config).await.unwrap();
+    let calls = Calls::default();
+    let (trusted, layer) = app(store, &calls);
+    fetch(&trusted, "/over-tls").await;
+    assert_eq!(fetch(&trusted, "/over-tls").await.x_cache(), "HIT");
+    assert_eq!(layer.stats().snapshot().total.store_errors, 0);
+
+    // Without the CA the server's certificate is not trusted: the store fails open.
+    let untrusted = RedisConfig {
+        connect_timeout: Duration::from_millis(300),
+        ..RedisConfig::from_url(&format!("rediss://127.0.0.1:{}", server.port)).unwrap()
+    };
+    let store = RedisStore::connect(untrusted).await.unwrap();
+    let (untrusted, layer) = app(store, &calls);
+    let reply = fetch(&untrusted, "/over-tls").await;
+    assert_eq!(reply.status, http::StatusCode::OK);
+    assert_eq!(reply.text(), "/over-tls #2", "served by the service");
+    assert!(layer.stats().snapshot().total.store_errors > 0);
+}

@@ -39,39 +39,154 @@ pub(crate) struct RedisServer {
     args: Vec<String>,
     dir: PathBuf,
     child: Option<Child>,
+    /// The CA that signed the server's certificate, when it speaks TLS only.
+    tls_ca: Option<PathBuf>,
 }
 
 impl RedisServer {
     /// A standalone server with extra arguments (e.g. `--requirepass x`).
     pub(crate) fn start(extra: &[&str]) -> Self {
         let port = free_port();
+        let dir = Self::dir(port);
+        Self::start_in(port, dir, &["--port", &port.to_string()], extra, None)
+    }
+
+    /// A server that speaks TLS only, with a certificate for 127.0.0.1 signed by a CA made
+    /// for it; the CA's file is [`tls_ca`](Self::tls_ca).
+    pub(crate) fn start_tls() -> Self {
+        let port = free_port();
+        let dir = Self::dir(port);
+        let file = |name: &str| {
+            dir.join(name)
+                .to_str()
+                .expect("a UTF-8 temp dir")
+                .to_owned()
+        };
+        let openssl = |args: &[&str]| {
+            let status = Command::new("openssl")
+                .args(args)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .expect("openssl runs");
+            assert!(status.success(), "openssl {args:?}");
+        };
+        let (ca_key, ca, key, csr, cert, ext) = (
+            file("ca.key"),
+            file("ca.crt"),
+            file("server.key"),
+            file("server.csr"),
+            file("server.crt"),
+            file("san.ext"),
+        );
+        std::fs::write(&ext, "subjectAltName=IP:127.0.0.1,DNS:localhost\n")
+            .expect("san.ext written");
+        openssl(&[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=trc test CA",
+            "-keyout",
+            &ca_key,
+            "-out",
+            &ca,
+        ]);
+        openssl(&[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            "/CN=localhost",
+            "-keyout",
+            &key,
+            "-out",
+            &csr,
+        ]);
+        openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            &csr,
+            "-CA",
+            &ca,
+            "-CAkey",
+            &ca_key,
+            "-CAcreateserial",
+            "-days",
+            "1",
+            "-out",
+            &cert,
+            "-extfile",
+            &ext,
+        ]);
+        let args = [
+            "--port",
+            "0",
+            "--tls-port",
+            &port.to_string(),
+            "--tls-cert-file",
+            &cert,
+            "--tls-key-file",
+            &key,
+            "--tls-ca-cert-file",
+            &ca,
+            "--tls-auth-clients",
+            "no",
+        ];
+        let ca_path = PathBuf::from(&ca);
+        Self::start_in(port, dir.clone(), &args, &[], Some(ca_path))
+    }
+
+    /// The CA certificate of a TLS server.
+    pub(crate) fn tls_ca(&self) -> Option<&PathBuf> {
+        self.tls_ca.as_ref()
+    }
+
+    fn dir(port: u16) -> PathBuf {
         let dir = std::env::temp_dir().join(format!("trc-redis-{}-{port}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("a directory for redis-server");
-        let mut args: Vec<String> = [
-            "--port",
-            &port.to_string(),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--protected-mode",
-            "no",
-            "--daemonize",
-            "no",
-            "--dir",
-            dir.to_str().expect("a UTF-8 temp dir"),
-        ]
-        .iter()
-        .map(|arg| (*arg).to_owned())
-        .collect();
+        dir
+    }
+
+    fn start_in(
+        port: u16,
+        dir: PathBuf,
+        listen: &[&str],
+        extra: &[&str],
+        tls_ca: Option<PathBuf>,
+    ) -> Self {
+        let mut args: Vec<String> = listen.iter().map(|arg| (*arg).to_owned()).collect();
+        args.extend(
+            [
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--protected-mode",
+                "no",
+                "--daemonize",
+                "no",
+                "--dir",
+                dir.to_str().expect("a UTF-8 temp dir"),
+            ]
+            .iter()
+            .map(|arg| (*arg).to_owned()),
+        );
         args.extend(extra.iter().map(|arg| (*arg).to_owned()));
         let mut server = Self {
             port,
             args,
             dir,
             child: None,
+            tls_ca,
         };
         server.spawn();
         server
@@ -85,11 +200,22 @@ impl RedisServer {
             .spawn()
             .expect("redis-server starts");
         self.child = Some(child);
-        wait_until(
-            Duration::from_secs(10),
-            || ping(self.port),
-            "redis-server answers PING",
-        );
+        let port = self.port;
+        match &self.tls_ca {
+            None => wait_until(
+                Duration::from_secs(10),
+                || ping(port),
+                "redis-server answers PING",
+            ),
+            Some(ca) => {
+                let ca = ca.to_str().expect("a UTF-8 temp dir").to_owned();
+                wait_until(
+                    Duration::from_secs(10),
+                    || cli(port, &["--tls", "--cacert", &ca, "ping"]).contains("PONG"),
+                    "redis-server answers PING over TLS",
+                );
+            }
+        }
     }
 
     pub(crate) fn url(&self) -> String {
@@ -221,5 +347,70 @@ impl Cluster {
             .iter()
             .map(|node| node.cli(&["dbsize"]).trim().parse().unwrap_or_default())
             .collect()
+    }
+}
+
+/// A primary watched by one Sentinel, as `redis-sentinel://` URLs expect.
+pub(crate) struct Sentinel {
+    pub(crate) primary: RedisServer,
+    sentinel: Option<Child>,
+    port: u16,
+    dir: PathBuf,
+}
+
+impl Sentinel {
+    pub(crate) fn start() -> Self {
+        let primary = RedisServer::start(&[]);
+        let port = free_port();
+        let dir = std::env::temp_dir().join(format!("trc-sentinel-{}-{port}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("a directory for the sentinel");
+        let conf = dir.join("sentinel.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "port {port}\nbind 127.0.0.1\ndir {}\nsentinel monitor primary 127.0.0.1 {} 1\nsentinel down-after-milliseconds primary 2000\n",
+                dir.display(),
+                primary.port
+            ),
+        )
+        .expect("sentinel.conf written");
+        let child = Command::new("redis-server")
+            .arg(&conf)
+            .arg("--sentinel")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server --sentinel starts");
+        wait_until(
+            Duration::from_secs(10),
+            || {
+                cli(port, &["sentinel", "get-master-addr-by-name", "primary"])
+                    .contains(&primary.port.to_string())
+            },
+            "the sentinel knows the primary",
+        );
+        Self {
+            primary,
+            sentinel: Some(child),
+            port,
+            dir,
+        }
+    }
+
+    pub(crate) fn url(&self) -> String {
+        format!(
+            "redis-sentinel://127.0.0.1:{}/0?sentinelServiceName=primary",
+            self.port
+        )
+    }
+}
+
+impl Drop for Sentinel {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.sentinel.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
