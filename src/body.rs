@@ -12,6 +12,7 @@ use bytes::{Buf, Bytes, BytesMut};
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 
+use crate::coalesce::FlightGuard;
 use crate::entry::CachedResponse;
 use crate::observe::StoreOp;
 use crate::policy::NotStoredReason;
@@ -267,6 +268,8 @@ pub(crate) struct Capture {
     entry: CachedResponse,
     /// The declared length (`Content-Length`, or an exact size hint), if any.
     expected: Option<u64>,
+    /// The flight this fetch leads, if any: its waiters get the entry.
+    flight: Option<FlightGuard>,
     sink: Sink,
     chunks: Vec<Bytes>,
     len: usize,
@@ -278,12 +281,14 @@ impl Capture {
         key: String,
         entry: CachedResponse,
         expected: Option<u64>,
+        flight: Option<FlightGuard>,
         sink: Sink,
     ) -> Self {
         Self {
             key,
             entry,
             expected,
+            flight,
             sink,
             chunks: Vec::new(),
             len: 0,
@@ -317,6 +322,14 @@ impl Capture {
 
     pub(crate) fn abandon(mut self: Box<Self>, reason: NotStoredReason) {
         self.done = true;
+        if let Some(flight) = self.flight.take() {
+            // A body too large or with trailers will be so next time too: hit-for-miss.
+            let not_cacheable = matches!(
+                reason,
+                NotStoredReason::TooLarge | NotStoredReason::Trailers
+            );
+            flight.fallback(not_cacheable);
+        }
         self.sink
             .stats
             .record(&self.sink.counters, Event::NotStored(reason));
@@ -347,10 +360,14 @@ impl Capture {
         );
         entry.body = body.freeze();
         set_content_length(&mut entry);
+        let entry = Arc::new(entry);
+        if let Some(flight) = self.flight.take() {
+            flight.ready(Arc::clone(&entry));
+        }
         let write = write_entry(
             Arc::clone(&self.sink.store),
             std::mem::take(&mut self.key),
-            Arc::new(entry),
+            entry,
             self.sink.stats.clone(),
             Arc::clone(&self.sink.counters),
         );

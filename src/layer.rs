@@ -8,6 +8,7 @@ use http::HeaderName;
 use http::response::Parts;
 use tower_layer::Layer;
 
+use crate::coalesce::Coalescer;
 use crate::key::{DefaultKeyBuilder, KeyBuilder};
 use crate::policy::response::StorageRules;
 use crate::policy::route::RouteTable;
@@ -15,6 +16,12 @@ use crate::policy::{ClientControl, RoutePolicy, SetCookiePolicy, StatusSet};
 use crate::service::CacheService;
 use crate::stats::CacheStats;
 use crate::store::Store;
+
+/// Keys fetched at once that other requests can wait for; past it requests fetch alone.
+const MAX_FLIGHTS: usize = 10_000;
+
+/// How long an uncacheable key's requests are not serialized.
+const DEFAULT_HIT_FOR_MISS: Duration = Duration::from_secs(10);
 
 /// The default name of the header that forces a refresh.
 pub const DEFAULT_BYPASS_HEADER: HeaderName = HeaderName::from_static("x-cache-bypass");
@@ -70,6 +77,10 @@ pub(crate) struct Config {
     pub(crate) rules: StorageRules,
     pub(crate) write_mode: WriteMode,
     pub(crate) routes: RouteTable,
+    /// `None` when coalescing is off.
+    pub(crate) coalescer: Option<Arc<Coalescer>>,
+    pub(crate) coalesce_timeout: Duration,
+    pub(crate) hit_for_miss: Duration,
 }
 
 /// A [`Layer`] that caches responses; also the builder of its configuration.
@@ -94,7 +105,8 @@ pub(crate) struct Config {
 /// allowed to bypass ([`ClientControl::Allow`]) with `Cache-Control` or `x-cache-bypass`,
 /// `x-cache` and `Cache-Status` response headers, bodies up to 1 MiB, the statuses of
 /// [`StatusSet::default`], no `Set-Cookie` responses and no responses to authorized requests
-/// (RFC 9111 §3.5 aside), writes in the background.
+/// (RFC 9111 §3.5 aside), writes in the background, concurrent misses of a key coalesced
+/// (waits up to 5 s).
 #[must_use]
 pub struct CacheLayer<K = DefaultKeyBuilder> {
     config: Arc<Config>,
@@ -146,6 +158,9 @@ impl CacheLayer<DefaultKeyBuilder> {
                 },
                 write_mode: WriteMode::Background,
                 routes: RouteTable::default(),
+                coalescer: Some(Arc::new(Coalescer::new(MAX_FLIGHTS, DEFAULT_HIT_FOR_MISS))),
+                coalesce_timeout: Duration::from_secs(5),
+                hit_for_miss: DEFAULT_HIT_FOR_MISS,
             }),
         }
     }
@@ -306,6 +321,44 @@ impl<K> CacheLayer<K> {
             .routes
             .insert_prefix(prefix.as_ref(), policy, &config.stats);
         self
+    }
+
+    /// Whether concurrent misses (and refreshes) of one key share one call to the service:
+    /// the first request fetches, the others wait for its complete response. Default: on.
+    ///
+    /// Waiting uses Tokio's timer (a runtime with `enable_time`, as `#[tokio::main]` has).
+    pub fn coalesce(mut self, on: bool) -> Self {
+        let config = self.config();
+        config.coalescer = on.then(|| Arc::new(Coalescer::new(MAX_FLIGHTS, config.hit_for_miss)));
+        self
+    }
+
+    /// How long a request waits for another's fetch before calling the service itself.
+    /// Default: 5 s (as nginx's `proxy_cache_lock_timeout`).
+    pub fn coalesce_timeout(mut self, timeout: Duration) -> Self {
+        self.config().coalesce_timeout = timeout;
+        self
+    }
+
+    /// How long after a fetch whose response could not be stored the requests for its key
+    /// are not serialized behind each other (Varnish's hit-for-miss); zero to always
+    /// serialize. Default: 10 s.
+    pub fn hit_for_miss(mut self, duration: Duration) -> Self {
+        let config = self.config();
+        config.hit_for_miss = duration;
+        if config.coalescer.is_some() {
+            config.coalescer = Some(Arc::new(Coalescer::new(MAX_FLIGHTS, duration)));
+        }
+        self
+    }
+
+    /// How many keys are being fetched right now by requests that others wait for (zero
+    /// when idle: flights are removed when they end, however they end).
+    pub fn in_flight(&self) -> usize {
+        self.config
+            .coalescer
+            .as_ref()
+            .map_or(0, |coalescer| coalescer.in_flight())
     }
 
     /// The layer's counters. Every service made by this layer (and its clones) counts into

@@ -45,6 +45,7 @@
 //! [tower]: https://docs.rs/tower
 
 pub mod body;
+mod coalesce;
 pub mod codec;
 pub mod entry;
 pub mod future;

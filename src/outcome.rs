@@ -8,6 +8,7 @@
 //! | miss under `only-if-cached` (a 504) | `MISS` | `name; detail=only-if-cached` |
 //! | request refreshed the entry | `REFRESH` | `name; fwd=request; stored` |
 //! | request bypassed the cache | `BYPASS` | `name; fwd=bypass; detail=no-store` |
+//! | answered by another request's fetch (coalesced) | `HIT` | `name; fwd=miss; collapsed` |
 //!
 //! "stored" is said when the response head allows storing; a body that then grows past the
 //! size limit, fails, or is abandoned is still not stored (and counted so).
@@ -29,6 +30,8 @@ pub(crate) enum Outcome {
     },
     /// A miss that the request would not let go to the origin (`only-if-cached`).
     MissOnlyIfCached,
+    /// Answered with the response another request for the same key fetched.
+    Coalesced,
     Refresh {
         reason: RefreshReason,
         stored: Result<(), NotStoredReason>,
@@ -41,7 +44,7 @@ pub(crate) enum Outcome {
 impl Outcome {
     fn x_cache(self) -> HeaderValue {
         HeaderValue::from_static(match self {
-            Self::Hit { .. } => "HIT",
+            Self::Hit { .. } | Self::Coalesced => "HIT",
             Self::Miss { stored: Ok(()) } | Self::MissOnlyIfCached => "MISS",
             Self::Miss { stored: Err(_) } => "UNCACHEABLE",
             Self::Refresh { .. } => "REFRESH",
@@ -69,6 +72,7 @@ impl Outcome {
                 value.push_str("; fwd=miss");
                 stored(&mut value, result);
             }
+            Self::Coalesced => value.push_str("; fwd=miss; collapsed"),
             // Not forwarded, so no `fwd` (RFC 9211 §2.2).
             Self::MissOnlyIfCached => value.push_str("; detail=only-if-cached"),
             Self::Refresh { stored: result, .. } => {

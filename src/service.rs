@@ -21,6 +21,7 @@ use http_body::Body;
 use tower_service::Service;
 
 use crate::body::{CacheBody, Capture, PendingWrite, Sink};
+use crate::coalesce::{self, Coalescer, FlightGuard, Join, Landing};
 use crate::entry::CachedResponse;
 use crate::future::ResponseFuture;
 use crate::key::{CacheKey, DefaultKeyBuilder, KeyBuilder};
@@ -162,6 +163,13 @@ fn matched_path<B>(_: &Request<B>) -> Option<&str> {
     None
 }
 
+/// What coalescing decided for a request.
+enum Coalesced {
+    Served(Arc<CachedResponse>),
+    Lead(FlightGuard),
+    Alone,
+}
+
 /// One request through the cache: the inner service, and what the cache knows of the
 /// request. They are apart so that borrowing the context across an await does not need the
 /// inner service to be `Sync`.
@@ -217,10 +225,10 @@ impl Ctx {
         (fresh && variant_matches(&entry, request_headers)).then_some(entry)
     }
 
-    async fn hit<B>(
+    /// A response from a stored entry: its status and headers, `Age`, the body unless HEAD.
+    fn from_entry<B>(
         &self,
         entry: &CachedResponse,
-        key: CacheKey,
         head: bool,
         now: SystemTime,
     ) -> Response<CacheBody<B>> {
@@ -239,6 +247,17 @@ impl Ctx {
             HeaderValue::from(age)
         };
         response.headers_mut().insert(header::AGE, age);
+        response
+    }
+
+    async fn hit<B>(
+        &self,
+        entry: &CachedResponse,
+        key: CacheKey,
+        head: bool,
+        now: SystemTime,
+    ) -> Response<CacheBody<B>> {
+        let response = self.from_entry(entry, head, now);
         let ttl = if self.sliding() {
             // Another full lifetime, the entry's own (whatever set it: handler, origin,
             // route or default).
@@ -248,6 +267,50 @@ impl Ctx {
             entry.remaining_ttl(now)
         };
         self.finish(response, Outcome::Hit { ttl })
+    }
+
+    /// Joins the flight for `key`: served by another request's fetch, leading a fetch, or
+    /// fetching alone. A flight that ends with nothing to share is joined again (its waiters
+    /// elect a new leader), until the coalescing timeout.
+    async fn coalesce(
+        &self,
+        coalescer: &Arc<Coalescer>,
+        key: &CacheKey,
+        headers: &HeaderMap,
+    ) -> Coalesced {
+        let deadline = tokio::time::Instant::now() + self.config.coalesce_timeout;
+        let mut rejoined = false;
+        loop {
+            let rx = match coalescer.join(key.as_str()) {
+                // After a flight ended, another may have filled the entry meanwhile: look
+                // again before fetching once more.
+                Join::Leader(guard) if rejoined => {
+                    return match self.lookup(key, headers, SystemTime::now()).await {
+                        Some(entry) => {
+                            guard.ready(Arc::clone(&entry));
+                            Coalesced::Served(entry)
+                        }
+                        None => Coalesced::Lead(guard),
+                    };
+                }
+                Join::Leader(guard) => return Coalesced::Lead(guard),
+                Join::Alone => return Coalesced::Alone,
+                Join::Waiter(rx) => rx,
+            };
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            match coalesce::wait(rx, left).await {
+                Some(Landing::Ready(entry)) if variant_matches(&entry, headers) => {
+                    return Coalesced::Served(entry);
+                }
+                // Another variant: this request's own fetch.
+                Some(Landing::Ready(_)) => return Coalesced::Alone,
+                Some(Landing::Fallback | Landing::Pending) => rejoined = true,
+                None => {
+                    self.record(Event::CoalesceTimeout);
+                    return Coalesced::Alone;
+                }
+            }
+        }
     }
 
     /// Moves the entry's expiry a full TTL ahead (sliding routes).
@@ -368,11 +431,26 @@ impl<S> Call<S> {
                 None => {}
             }
         }
-        self.ctx.record(match refresh {
+        let miss = match refresh {
             Some(_) => Event::Refresh,
             None => Event::Miss,
-        });
-        self.fetch(parts, body, key, refresh).await
+        };
+        let flight = match &self.ctx.config.coalescer {
+            Some(coalescer) if parts.method == Method::GET => {
+                match self.ctx.coalesce(coalescer, &key, &parts.headers).await {
+                    Coalesced::Served(entry) => {
+                        self.ctx.record(Event::Coalesced);
+                        let response = self.ctx.from_entry(&entry, false, SystemTime::now());
+                        return Ok(self.ctx.finish(response, Outcome::Coalesced));
+                    }
+                    Coalesced::Lead(guard) => Some(guard),
+                    Coalesced::Alone => None,
+                }
+            }
+            _ => None,
+        };
+        self.ctx.record(miss);
+        self.fetch(parts, body, key, refresh, flight).await
     }
 
     async fn bypass<ReqB, ResB>(
@@ -398,6 +476,7 @@ impl<S> Call<S> {
         body: ReqB,
         key: CacheKey,
         refresh: Option<RefreshReason>,
+        flight: Option<FlightGuard>,
     ) -> Result<Response<CacheBody<ResB>>, S::Error>
     where
         S: Service<Request<ReqB>, Response = Response<ResB>>,
@@ -426,6 +505,7 @@ impl<S> Call<S> {
                     key.into_string(),
                     entry,
                     expected,
+                    flight,
                     Sink {
                         store: Arc::clone(&self.ctx.config.store),
                         stats: self.ctx.config.stats.clone(),
@@ -447,6 +527,12 @@ impl<S> Call<S> {
             }
             Err(reason) => {
                 self.ctx.record(Event::NotStored(reason));
+                if let Some(flight) = flight {
+                    // Waiters fetch for themselves, and for a while the key's requests are
+                    // not serialized (hit-for-miss) — unless it was this request's
+                    // credentials, not the response, that kept it out of the cache.
+                    flight.fallback(reason != NotStoredReason::Authorization);
+                }
                 CacheBody::passthrough(body)
             }
         };

@@ -3,7 +3,7 @@
 //! [`CacheLayer::stats`](crate::CacheLayer::stats) returns a [`CacheStats`] handle: cheap to
 //! clone, counting with relaxed atomics, and read with [`CacheStats::snapshot`]. Every
 //! request that reaches the layer increments exactly one outcome counter (hit, miss, bypass,
-//! refresh or pass); every miss or refresh later counts as stored, not stored (by reason), or
+//! refresh, coalesced or pass); every miss or refresh later counts as stored, not stored (by reason), or
 //! as a store error when the write fails.
 //!
 //! ```
@@ -41,6 +41,8 @@ pub(crate) struct Counters {
     bypasses: AtomicU64,
     refreshes: AtomicU64,
     passes: AtomicU64,
+    coalesced: AtomicU64,
+    coalesce_timeouts: AtomicU64,
     stores: AtomicU64,
     not_stored: [AtomicU64; NotStoredReason::ALL.len()],
     store_errors: [AtomicU64; StoreErrorKind::ALL.len()],
@@ -54,6 +56,8 @@ pub(crate) enum Event {
     Bypass,
     Refresh,
     Pass,
+    Coalesced,
+    CoalesceTimeout,
     Stored,
     NotStored(NotStoredReason),
     StoreError(StoreErrorKind),
@@ -67,6 +71,8 @@ impl Counters {
             Event::Bypass => &self.bypasses,
             Event::Refresh => &self.refreshes,
             Event::Pass => &self.passes,
+            Event::Coalesced => &self.coalesced,
+            Event::CoalesceTimeout => &self.coalesce_timeouts,
             Event::Stored => &self.stores,
             Event::NotStored(reason) => &self.not_stored[reason.index()],
             Event::StoreError(kind) => &self.store_errors[kind.index()],
@@ -77,9 +83,12 @@ impl Counters {
         let load = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
         let hits = load(&self.hits);
         let misses = load(&self.misses);
+        let coalesced = load(&self.coalesced);
         Counts {
             hits,
             misses,
+            coalesced,
+            coalesce_timeouts: load(&self.coalesce_timeouts),
             bypasses: load(&self.bypasses),
             refreshes: load(&self.refreshes),
             passes: load(&self.passes),
@@ -105,7 +114,7 @@ impl Counters {
                 })
                 .filter(|(_, count)| *count > 0)
                 .collect(),
-            hit_ratio: ratio(hits, misses),
+            hit_ratio: ratio(hits.saturating_add(coalesced), misses),
         }
     }
 }
@@ -211,6 +220,12 @@ pub struct Counts {
     pub refreshes: u64,
     /// Requests the cache does not apply to (other methods, disabled routes).
     pub passes: u64,
+    /// Requests answered with the response another request for the same key was fetching
+    /// (they waited instead of calling the service).
+    pub coalesced: u64,
+    /// Waits for another request's fetch that timed out (the request then called the
+    /// service itself; it is also counted as a miss or refresh).
+    pub coalesce_timeouts: u64,
     /// Responses stored.
     pub stores: u64,
     /// Responses not stored, by [`NotStoredReason::as_str`] (reasons with a zero count are
@@ -221,7 +236,8 @@ pub struct Counts {
     /// Failed store operations by [`StoreErrorKind::as_str`] (`timeout`, `unavailable`,
     /// `decode`, …; kinds with a zero count are left out).
     pub store_errors_by_kind: BTreeMap<String, u64>,
-    /// `hits / (hits + misses)`, zero before the first lookup.
+    /// `(hits + coalesced) / (hits + coalesced + misses)`: the share of lookups answered
+    /// without a call to the service; zero before the first lookup.
     pub hit_ratio: f64,
 }
 
@@ -245,7 +261,7 @@ pub struct StatsSnapshot {
 }
 
 impl StatsSnapshot {
-    /// `hits / (hits + misses)` over all requests.
+    /// `(hits + coalesced) / (hits + coalesced + misses)` over all requests.
     pub fn hit_ratio(&self) -> f64 {
         self.total.hit_ratio
     }

@@ -4,6 +4,7 @@
 
 #![allow(clippy::unwrap_used)]
 mod bypass;
+mod coalescing;
 mod harness;
 mod keys_and_routes;
 mod lookup;

@@ -67,7 +67,8 @@ impl Streaming {
         Response = Response<CacheBody<ChannelBody>>,
         Error = Infallible,
         Future: Send,
-    > + Clone {
+    > + Clone
+    + use<> {
         let this = self.clone();
         ServiceBuilder::new()
             .layer(cache)
@@ -364,4 +365,44 @@ async fn background_writes_land_in_the_store() {
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
     assert!(found, "the background write stored the entry");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waiters_never_see_a_leader_body_that_was_cut_off() {
+    let origin = Streaming::default();
+    let (cache, store) = layer();
+    let service = origin.service(cache.clone());
+    let first = origin.prepare(&[]);
+    first.send(data(b"partial ")).unwrap();
+    let mut leader = call(&service, Method::GET).await.into_body();
+    assert_eq!(next_data(&mut leader).await, "partial ");
+
+    // Requests arriving now wait for the leader's fetch.
+    let waiters: Vec<_> = (0..5)
+        .map(|_| {
+            let service = service.clone();
+            tokio::spawn(async move {
+                let response = call(&service, Method::GET).await;
+                response.into_body().collect().await.unwrap().to_bytes()
+            })
+        })
+        .collect();
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    assert_eq!(cache.in_flight(), 1);
+    let second = origin.prepare(&[]);
+    second.send(data(b"the whole body")).unwrap();
+    drop(second);
+
+    // The leader's client goes away mid-body: its waiters elect a new leader.
+    drop(leader);
+    drop(first);
+    for waiter in waiters {
+        assert_eq!(waiter.await.unwrap(), "the whole body");
+    }
+    assert_eq!(origin.calls.get(), 2);
+    assert_eq!(cache.in_flight(), 0);
+    assert_eq!(
+        store.get("t:GET:/s").await.unwrap().unwrap().body,
+        "the whole body"
+    );
 }

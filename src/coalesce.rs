@@ -1,0 +1,285 @@
+//! Request coalescing: one origin call per key at a time.
+//!
+//! The first request that misses a key (or refreshes it) becomes the *leader* of a flight
+//! and calls the service; the requests for the same key that arrive meanwhile *wait* for the
+//! flight, bounded by a timeout, and are answered from the complete response the leader
+//! receives — what Varnish's waiting list and nginx's `proxy_cache_lock` do. A waiter whose
+//! wait times out, or whose flight ends without a storable response, goes to the service
+//! itself.
+//!
+//! A flight whose response could not be stored leaves a *hit-for-miss* mark on its key for a
+//! short while: requests for a key that is not cacheable are not serialized behind each
+//! other.
+//!
+//! The map of flights is bounded and every flight is removed when its leader finishes, fails,
+//! is cancelled or panics (the leader's [`FlightGuard`] does it on drop).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::watch;
+
+use crate::entry::CachedResponse;
+
+/// How a flight ended, as its waiters see it.
+#[derive(Clone, Debug)]
+pub(crate) enum Landing {
+    /// Still in the air.
+    Pending,
+    /// The complete, storable response.
+    Ready(Arc<CachedResponse>),
+    /// No response to share: not storable, failed, or abandoned. Waiters fetch themselves.
+    Fallback,
+}
+
+/// What a request is to do about a key.
+pub(crate) enum Join {
+    /// Fetch, and publish the outcome through the guard.
+    Leader(FlightGuard),
+    /// Wait for the leader.
+    Waiter(watch::Receiver<Landing>),
+    /// Fetch alone: the key is marked hit-for-miss, or the map is full.
+    Alone,
+}
+
+#[derive(Debug)]
+struct Flight {
+    /// Identifies the flight, so that a late guard never removes its successor.
+    id: u64,
+    tx: watch::Sender<Landing>,
+}
+
+#[derive(Debug, Default)]
+struct Flights {
+    next_id: u64,
+    in_flight: HashMap<String, Flight>,
+    /// Keys whose last fetch was not storable, until when.
+    hit_for_miss: HashMap<String, Instant>,
+}
+
+/// The in-flight map of one layer.
+#[derive(Debug)]
+pub(crate) struct Coalescer {
+    flights: Mutex<Flights>,
+    max_flights: usize,
+    hit_for_miss: Duration,
+}
+
+impl Coalescer {
+    pub(crate) fn new(max_flights: usize, hit_for_miss: Duration) -> Self {
+        Self {
+            flights: Mutex::new(Flights::default()),
+            max_flights,
+            hit_for_miss,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Flights> {
+        // A panic while holding this short lock cannot leave the maps half-updated in a way
+        // that matters: the worst is a stale mark, which expires.
+        match self.flights.lock() {
+            Ok(flights) => flights,
+            Err(poisoned) => poisoned.into_inner(),
+        }
+    }
+
+    /// Joins the flight for `key`, or starts one.
+    pub(crate) fn join(self: &Arc<Self>, key: &str) -> Join {
+        let mut flights = self.lock();
+        if let Some(flight) = flights.in_flight.get(key) {
+            return Join::Waiter(flight.tx.subscribe());
+        }
+        if let Some(until) = flights.hit_for_miss.get(key) {
+            if Instant::now() < *until {
+                return Join::Alone;
+            }
+            flights.hit_for_miss.remove(key);
+        }
+        if flights.in_flight.len() >= self.max_flights {
+            return Join::Alone;
+        }
+        flights.next_id += 1;
+        let id = flights.next_id;
+        let (tx, _) = watch::channel(Landing::Pending);
+        flights.in_flight.insert(key.to_owned(), Flight { id, tx });
+        Join::Leader(FlightGuard {
+            coalescer: Arc::clone(self),
+            key: key.to_owned(),
+            id,
+            landed: false,
+        })
+    }
+
+    fn land(&self, key: &str, id: u64, landing: Landing, hit_for_miss: bool) {
+        let mut flights = self.lock();
+        if flights
+            .in_flight
+            .get(key)
+            .is_some_and(|flight| flight.id == id)
+        {
+            if let Some(flight) = flights.in_flight.remove(key) {
+                flight.tx.send_replace(landing);
+            }
+        }
+        if hit_for_miss && !self.hit_for_miss.is_zero() {
+            let now = Instant::now();
+            if flights.hit_for_miss.len() >= self.max_flights {
+                flights.hit_for_miss.retain(|_, until| *until > now);
+            }
+            if flights.hit_for_miss.len() < self.max_flights {
+                flights
+                    .hit_for_miss
+                    .insert(key.to_owned(), now + self.hit_for_miss);
+            }
+        }
+    }
+
+    /// How many flights are in the air (for tests and metrics).
+    pub(crate) fn in_flight(&self) -> usize {
+        self.lock().in_flight.len()
+    }
+}
+
+/// The leader's side of a flight: publishes how it ended, and ends it on drop (a cancelled
+/// or panicking leader lets its waiters go to the service).
+#[derive(Debug)]
+pub(crate) struct FlightGuard {
+    coalescer: Arc<Coalescer>,
+    key: String,
+    id: u64,
+    landed: bool,
+}
+
+impl FlightGuard {
+    /// The complete response: waiters are answered with it.
+    pub(crate) fn ready(mut self, entry: Arc<CachedResponse>) {
+        self.landed = true;
+        self.coalescer
+            .land(&self.key, self.id, Landing::Ready(entry), false);
+    }
+
+    /// Nothing to share; with `not_cacheable`, the key is marked hit-for-miss.
+    pub(crate) fn fallback(mut self, not_cacheable: bool) {
+        self.landed = true;
+        self.coalescer
+            .land(&self.key, self.id, Landing::Fallback, not_cacheable);
+    }
+}
+
+impl Drop for FlightGuard {
+    fn drop(&mut self) {
+        if !self.landed {
+            self.coalescer
+                .land(&self.key, self.id, Landing::Fallback, false);
+        }
+    }
+}
+
+/// Waits for a flight to land, at most `timeout`; `None` on timeout.
+pub(crate) async fn wait(mut rx: watch::Receiver<Landing>, timeout: Duration) -> Option<Landing> {
+    let landed = async {
+        match rx
+            .wait_for(|landing| !matches!(landing, Landing::Pending))
+            .await
+        {
+            Ok(landing) => landing.clone(),
+            // The sender is gone without a landing: treat as a fallback.
+            Err(_) => Landing::Fallback,
+        }
+    };
+    tokio::time::timeout(timeout, landed).await.ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+    use http::{HeaderMap, StatusCode};
+
+    fn coalescer() -> Arc<Coalescer> {
+        Arc::new(Coalescer::new(4, Duration::from_millis(100)))
+    }
+
+    fn entry() -> Arc<CachedResponse> {
+        Arc::new(CachedResponse::new(
+            StatusCode::OK,
+            HeaderMap::new(),
+            Bytes::from_static(b"x"),
+        ))
+    }
+
+    #[tokio::test]
+    async fn waiters_receive_the_leaders_entry_and_the_map_empties() {
+        let coalescer = coalescer();
+        let Join::Leader(guard) = coalescer.join("k") else {
+            panic!("first is the leader")
+        };
+        let Join::Waiter(rx) = coalescer.join("k") else {
+            panic!("second waits")
+        };
+        let waiting = tokio::spawn(wait(rx, Duration::from_secs(5)));
+        guard.ready(entry());
+        assert!(matches!(waiting.await.unwrap(), Some(Landing::Ready(_))));
+        assert_eq!(coalescer.in_flight(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_dropped_leader_lets_waiters_fall_back() {
+        let coalescer = coalescer();
+        let Join::Leader(guard) = coalescer.join("k") else {
+            panic!()
+        };
+        let Join::Waiter(rx) = coalescer.join("k") else {
+            panic!()
+        };
+        drop(guard);
+        assert!(matches!(
+            wait(rx, Duration::from_secs(5)).await,
+            Some(Landing::Fallback)
+        ));
+        assert_eq!(coalescer.in_flight(), 0);
+        assert!(
+            matches!(coalescer.join("k"), Join::Leader(_)),
+            "not marked hit-for-miss"
+        );
+    }
+
+    #[tokio::test]
+    async fn waiting_is_bounded() {
+        let coalescer = coalescer();
+        let Join::Leader(_guard) = coalescer.join("k") else {
+            panic!()
+        };
+        let Join::Waiter(rx) = coalescer.join("k") else {
+            panic!()
+        };
+        assert!(wait(rx, Duration::from_millis(20)).await.is_none());
+    }
+
+    #[test]
+    fn not_cacheable_keys_are_not_serialized_for_a_while() {
+        let coalescer = coalescer();
+        let Join::Leader(guard) = coalescer.join("k") else {
+            panic!()
+        };
+        guard.fallback(true);
+        assert!(matches!(coalescer.join("k"), Join::Alone));
+        std::thread::sleep(Duration::from_millis(120));
+        assert!(matches!(coalescer.join("k"), Join::Leader(_)));
+    }
+
+    #[test]
+    fn the_map_is_bounded() {
+        let coalescer = coalescer();
+        let guards: Vec<_> = (0..4)
+            .map(|i| match coalescer.join(&format!("k{i}")) {
+                Join::Leader(guard) => guard,
+                _ => panic!("room for four"),
+            })
+            .collect();
+        assert!(matches!(coalescer.join("k5"), Join::Alone));
+        drop(guards);
+        assert_eq!(coalescer.in_flight(), 0);
+    }
+}
