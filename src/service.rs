@@ -226,7 +226,7 @@ impl Ctx {
     }
 
     /// A response from a stored entry: its status and headers, `Age`, the body unless HEAD.
-    fn from_entry<B>(
+    fn response_from<B>(
         &self,
         entry: &CachedResponse,
         head: bool,
@@ -257,7 +257,7 @@ impl Ctx {
         head: bool,
         now: SystemTime,
     ) -> Response<CacheBody<B>> {
-        let response = self.from_entry(entry, head, now);
+        let response = self.response_from(entry, head, now);
         let ttl = if self.sliding() {
             // Another full lifetime, the entry's own (whatever set it: handler, origin,
             // route or default).
@@ -440,7 +440,7 @@ impl<S> Call<S> {
                 match self.ctx.coalesce(coalescer, &key, &parts.headers).await {
                     Coalesced::Served(entry) => {
                         self.ctx.record(Event::Coalesced);
-                        let response = self.ctx.from_entry(&entry, false, SystemTime::now());
+                        let response = self.ctx.response_from(&entry, false, SystemTime::now());
                         return Ok(self.ctx.finish(response, Outcome::Coalesced));
                     }
                     Coalesced::Lead(guard) => Some(guard),
