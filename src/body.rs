@@ -12,7 +12,7 @@ use bytes::{Buf, Bytes, BytesMut};
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 
-use crate::coalesce::FlightGuard;
+use crate::coalesce::{FillLease, FlightGuard};
 use crate::entry::CachedResponse;
 use crate::observe::StoreOp;
 use crate::policy::NotStoredReason;
@@ -268,8 +268,9 @@ pub(crate) struct Capture {
     entry: CachedResponse,
     /// The declared length (`Content-Length`, or an exact size hint), if any.
     expected: Option<u64>,
-    /// The flight this fetch leads, if any: its waiters get the entry.
-    flight: Option<FlightGuard>,
+    /// The flight this fetch leads, if any: its waiters get the entry; and the shared
+    /// store's fill lock, released once the entry is written.
+    flight: Option<(FlightGuard, Option<FillLease>)>,
     sink: Sink,
     chunks: Vec<Bytes>,
     len: usize,
@@ -281,7 +282,7 @@ impl Capture {
         key: String,
         entry: CachedResponse,
         expected: Option<u64>,
-        flight: Option<FlightGuard>,
+        flight: Option<(FlightGuard, Option<FillLease>)>,
         sink: Sink,
     ) -> Self {
         Self {
@@ -322,7 +323,7 @@ impl Capture {
 
     pub(crate) fn abandon(mut self: Box<Self>, reason: NotStoredReason) {
         self.done = true;
-        if let Some(flight) = self.flight.take() {
+        if let Some((flight, _lease)) = self.flight.take() {
             // A body too large or with trailers will be so next time too: hit-for-miss.
             let not_cacheable = matches!(
                 reason,
@@ -361,15 +362,20 @@ impl Capture {
         entry.body = body.freeze();
         set_content_length(&mut entry);
         let entry = Arc::new(entry);
-        if let Some(flight) = self.flight.take() {
-            flight.ready(Arc::clone(&entry));
-        }
+        let lease = match self.flight.take() {
+            Some((flight, lease)) => {
+                flight.ready(Arc::clone(&entry));
+                lease
+            }
+            None => None,
+        };
         let write = write_entry(
             Arc::clone(&self.sink.store),
             std::mem::take(&mut self.key),
             entry,
             self.sink.stats.clone(),
             Arc::clone(&self.sink.counters),
+            lease,
         );
         if !self.sink.inline {
             if let Ok(runtime) = tokio::runtime::Handle::try_current() {
@@ -414,6 +420,7 @@ async fn write_entry(
     entry: Arc<CachedResponse>,
     stats: CacheStats,
     counters: Arc<Counters>,
+    lease: Option<FillLease>,
 ) {
     let ttl: Duration = entry.storage_ttl();
     match store.put(&key, entry, ttl).await {
@@ -422,5 +429,9 @@ async fn write_entry(
             stats.record(&counters, Event::StoreError(error.kind()));
             crate::observe::store_error(StoreOp::Write, &key, &error);
         }
+    }
+    // Other processes waiting on the lock now find the entry.
+    if let Some(lease) = lease {
+        lease.release().await;
     }
 }

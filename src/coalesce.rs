@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
 use crate::entry::CachedResponse;
+use crate::store::{FillLock, Store};
 
 /// How a flight ended, as its waiters see it.
 #[derive(Clone, Debug)]
@@ -173,6 +174,57 @@ impl Drop for FlightGuard {
             self.coalescer
                 .land(&self.key, self.id, Landing::Fallback, false);
         }
+    }
+}
+
+/// A fill lock held in a shared store ([`Store::lock_fill`](crate::Store::lock_fill)):
+/// released once the entry is written, or, if the fetch ends otherwise, when dropped (on a
+/// spawned task; the lock expires by itself anyway).
+pub(crate) struct FillLease {
+    store: Arc<dyn Store>,
+    key: String,
+    lock: Option<FillLock>,
+}
+
+impl FillLease {
+    pub(crate) fn new(store: Arc<dyn Store>, key: &str, lock: FillLock) -> Self {
+        Self {
+            store,
+            key: key.to_owned(),
+            lock: Some(lock),
+        }
+    }
+
+    pub(crate) async fn release(mut self) {
+        if let Some(lock) = self.lock.take() {
+            release(Arc::clone(&self.store), std::mem::take(&mut self.key), lock).await;
+        }
+    }
+}
+
+impl Drop for FillLease {
+    fn drop(&mut self) {
+        if let Some(lock) = self.lock.take() {
+            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                let key = std::mem::take(&mut self.key);
+                runtime.spawn(release(Arc::clone(&self.store), key, lock));
+            }
+        }
+    }
+}
+
+impl std::fmt::Debug for FillLease {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FillLease")
+            .field("key", &self.key)
+            .finish_non_exhaustive()
+    }
+}
+
+async fn release(store: Arc<dyn Store>, key: String, lock: FillLock) {
+    if let Err(error) = store.unlock_fill(&key, lock).await {
+        // Harmless: the lock expires by itself.
+        tracing::debug!(%error, key, "releasing a fill lock failed");
     }
 }
 

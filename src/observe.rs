@@ -58,9 +58,10 @@ pub(crate) enum StoreOp {
     Read,
     Write,
     Touch,
+    Lock,
 }
 
-static THROTTLES: LazyLock<[Throttle; 3]> =
+static THROTTLES: LazyLock<[Throttle; 4]> =
     LazyLock::new(|| std::array::from_fn(|_| Throttle::new(Duration::from_secs(10))));
 
 /// Warns of a failed store operation, at most once per 10 s per operation.
@@ -72,6 +73,7 @@ pub(crate) fn store_error(op: StoreOp, key: &str, error: &StoreError) {
         StoreOp::Read => "read",
         StoreOp::Write => "write",
         StoreOp::Touch => "touch",
+        StoreOp::Lock => "fill lock",
     };
     tracing::warn!(
         %error,

@@ -21,7 +21,7 @@ use http_body::Body;
 use tower_service::Service;
 
 use crate::body::{CacheBody, Capture, PendingWrite, Sink};
-use crate::coalesce::{self, Coalescer, FlightGuard, Join, Landing};
+use crate::coalesce::{self, Coalescer, FillLease, FlightGuard, Join, Landing};
 use crate::entry::CachedResponse;
 use crate::future::ResponseFuture;
 use crate::key::{CacheKey, DefaultKeyBuilder, KeyBuilder};
@@ -166,7 +166,8 @@ fn matched_path<B>(_: &Request<B>) -> Option<&str> {
 /// What coalescing decided for a request.
 enum Coalesced {
     Served(Arc<CachedResponse>),
-    Lead(FlightGuard),
+    /// Fetch for the flight, holding the shared store's fill lock if there is one.
+    Lead(FlightGuard, Option<FillLease>),
     Alone,
 }
 
@@ -290,10 +291,10 @@ impl Ctx {
                             guard.ready(Arc::clone(&entry));
                             Coalesced::Served(entry)
                         }
-                        None => Coalesced::Lead(guard),
+                        None => self.lead(guard, key, headers, deadline).await,
                     };
                 }
-                Join::Leader(guard) => return Coalesced::Lead(guard),
+                Join::Leader(guard) => return self.lead(guard, key, headers, deadline).await,
                 Join::Alone => return Coalesced::Alone,
                 Join::Waiter(rx) => rx,
             };
@@ -309,6 +310,51 @@ impl Ctx {
                     self.record(Event::CoalesceTimeout);
                     return Coalesced::Alone;
                 }
+            }
+        }
+    }
+
+    /// This process fetches `key` — unless the store is shared and another process is
+    /// fetching it already: then wait (until `deadline`) for its entry to appear.
+    async fn lead(
+        &self,
+        guard: FlightGuard,
+        key: &CacheKey,
+        headers: &HeaderMap,
+        deadline: tokio::time::Instant,
+    ) -> Coalesced {
+        let store = &self.config.store;
+        if !store.coordinates_fills() {
+            return Coalesced::Lead(guard, None);
+        }
+        let mut delay = Duration::from_millis(5);
+        loop {
+            match store
+                .lock_fill(key.as_str(), self.config.coalesce_timeout)
+                .await
+            {
+                Ok(Some(lock)) => {
+                    let lease = FillLease::new(Arc::clone(store), key.as_str(), lock);
+                    return Coalesced::Lead(guard, Some(lease));
+                }
+                Ok(None) => {}
+                // Without the lock service, coalescing stays within this process.
+                Err(error) => {
+                    self.record(Event::StoreError(error.kind()));
+                    observe::store_error(StoreOp::Lock, key.as_str(), &error);
+                    return Coalesced::Lead(guard, None);
+                }
+            }
+            let now = tokio::time::Instant::now();
+            if now >= deadline {
+                self.record(Event::CoalesceTimeout);
+                return Coalesced::Lead(guard, None);
+            }
+            tokio::time::sleep(delay.min(deadline - now)).await;
+            delay = (delay * 2).min(Duration::from_millis(100));
+            if let Some(entry) = self.lookup(key, headers, SystemTime::now()).await {
+                guard.ready(Arc::clone(&entry));
+                return Coalesced::Served(entry);
             }
         }
     }
@@ -443,7 +489,7 @@ impl<S> Call<S> {
                         let response = self.ctx.response_from(&entry, false, SystemTime::now());
                         return Ok(self.ctx.finish(response, Outcome::Coalesced));
                     }
-                    Coalesced::Lead(guard) => Some(guard),
+                    Coalesced::Lead(guard, lease) => Some((guard, lease)),
                     Coalesced::Alone => None,
                 }
             }
@@ -476,7 +522,7 @@ impl<S> Call<S> {
         body: ReqB,
         key: CacheKey,
         refresh: Option<RefreshReason>,
-        flight: Option<FlightGuard>,
+        flight: Option<(FlightGuard, Option<FillLease>)>,
     ) -> Result<Response<CacheBody<ResB>>, S::Error>
     where
         S: Service<Request<ReqB>, Response = Response<ResB>>,
@@ -527,7 +573,7 @@ impl<S> Call<S> {
             }
             Err(reason) => {
                 self.ctx.record(Event::NotStored(reason));
-                if let Some(flight) = flight {
+                if let Some((flight, _lease)) = flight {
                     // Waiters fetch for themselves, and for a while the key's requests are
                     // not serialized (hit-for-miss) — unless it was this request's
                     // credentials, not the response, that kept it out of the cache.

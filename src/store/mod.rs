@@ -68,6 +68,50 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
         let _ = prefix;
         Box::pin(async { Err(StoreError::unsupported("remove_prefix")) })
     }
+
+    /// Whether this store is shared between processes and coordinates their fetches with
+    /// [`lock_fill`](Self::lock_fill): one process fetches a missing entry while the others
+    /// wait for it to appear. Default: `false` (a process-local store needs no more than the
+    /// layer's own coalescing).
+    fn coordinates_fills(&self) -> bool {
+        false
+    }
+
+    /// Tries to take the short-lived lock that makes this process the one to fetch `key`:
+    /// `Some` when taken (it expires by itself after `ttl`), `None` when another process
+    /// holds it. The default reports [`StoreErrorKind::Unsupported`].
+    fn lock_fill<'a>(&'a self, key: &'a str, ttl: Duration) -> StoreFuture<'a, Option<FillLock>> {
+        let _ = (key, ttl);
+        Box::pin(async { Err(StoreError::unsupported("lock_fill")) })
+    }
+
+    /// Releases a lock taken with [`lock_fill`](Self::lock_fill), if this process still
+    /// holds it. The default does nothing.
+    fn unlock_fill<'a>(&'a self, key: &'a str, lock: FillLock) -> StoreFuture<'a, ()> {
+        let _ = (key, lock);
+        Box::pin(async { Ok(()) })
+    }
+}
+
+/// Proof of a fill lock taken with [`Store::lock_fill`]: the token the store released it
+/// by.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FillLock {
+    token: String,
+}
+
+impl FillLock {
+    /// A lock identified by `token` (unique to the taker).
+    pub fn new(token: impl Into<String>) -> Self {
+        Self {
+            token: token.into(),
+        }
+    }
+
+    /// The token.
+    pub fn token(&self) -> &str {
+        &self.token
+    }
 }
 
 impl<S: Store + ?Sized> Store for Arc<S> {
@@ -98,6 +142,18 @@ impl<S: Store + ?Sized> Store for Arc<S> {
 
     fn remove_prefix<'a>(&'a self, prefix: &'a str) -> StoreFuture<'a, u64> {
         (**self).remove_prefix(prefix)
+    }
+
+    fn coordinates_fills(&self) -> bool {
+        (**self).coordinates_fills()
+    }
+
+    fn lock_fill<'a>(&'a self, key: &'a str, ttl: Duration) -> StoreFuture<'a, Option<FillLock>> {
+        (**self).lock_fill(key, ttl)
+    }
+
+    fn unlock_fill<'a>(&'a self, key: &'a str, lock: FillLock) -> StoreFuture<'a, ()> {
+        (**self).unlock_fill(key, lock)
     }
 }
 

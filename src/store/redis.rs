@@ -8,14 +8,14 @@ use std::time::Duration;
 use bytes::Bytes;
 use fred::clients::Pool;
 use fred::error::{Error as FredError, ErrorKind as FredErrorKind};
-use fred::interfaces::{ClientLike, KeysInterface};
+use fred::interfaces::{ClientLike, KeysInterface, LuaInterface};
 use fred::types::config::{Config as FredConfig, Options, ReconnectPolicy, ServerConfig};
 use fred::types::scan::Scanner;
-use fred::types::{Expiration, Key};
+use fred::types::{Expiration, Key, SetOptions};
 use futures_util::StreamExt;
 
 use super::breaker::Breaker;
-use super::{Store, StoreError, StoreErrorKind, StoreFuture};
+use super::{FillLock, Store, StoreError, StoreErrorKind, StoreFuture};
 use crate::codec::{BinaryCodec, Codec};
 use crate::entry::CachedResponse;
 
@@ -204,6 +204,9 @@ fn config_error(message: &'static str, error: FredError) -> StoreError {
 /// A [`Store`] on Redis, shared by every instance that points at the same server.
 ///
 /// - One round trip per operation: `GET`, `SET key value PX ttl`, `UNLINK`, `PEXPIRE`.
+/// - Instances coordinate their fetches: the first to miss a key takes a short lock
+///   (`SET key#lock token NX PX`), the others wait for the entry to appear (bounded by the
+///   layer's coalescing timeout) instead of calling their service too.
 ///   `KEYS` is never used: [`clear`](Store::clear) and
 ///   [`remove_prefix`](Store::remove_prefix) `SCAN` (on every primary of a cluster) and
 ///   `UNLINK` in batches of keys that share a hash slot.
@@ -328,6 +331,14 @@ impl RedisStore {
         full.push_str(&self.inner.prefix);
         full.push_str(key);
         full
+    }
+
+    /// The key of the fill lock for `key`: the entry's key with a suffix no default key ends
+    /// with (they escape `#`, and hashed keys end in hex digits).
+    fn lock_key(&self, key: &str) -> String {
+        let mut lock = self.redis_key(key);
+        lock.push_str("#lock");
+        lock
     }
 
     /// Runs one command through the breaker, mapping fred's errors.
@@ -507,6 +518,52 @@ impl Store for RedisStore {
     fn remove_prefix<'a>(&'a self, prefix: &'a str) -> StoreFuture<'a, u64> {
         Box::pin(async move { self.unlink_matching(&self.redis_key(prefix)).await })
     }
+
+    fn coordinates_fills(&self) -> bool {
+        true
+    }
+
+    fn lock_fill<'a>(&'a self, key: &'a str, ttl: Duration) -> StoreFuture<'a, Option<FillLock>> {
+        Box::pin(async move {
+            let inner = &self.inner;
+            let token = lock_token();
+            let client = inner.pool.next().with_options(&inner.options);
+            let set = client.set::<Option<String>, _, _>(
+                self.lock_key(key),
+                token.as_str(),
+                Some(Expiration::PX(millis(ttl))),
+                Some(SetOptions::NX),
+                false,
+            );
+            let taken = self.command(set).await?;
+            Ok(taken.map(|_| FillLock::new(token)))
+        })
+    }
+
+    fn unlock_fill<'a>(&'a self, key: &'a str, lock: FillLock) -> StoreFuture<'a, ()> {
+        Box::pin(async move {
+            // Delete only if the lock is still ours: it may have expired and been taken by
+            // another process.
+            const RELEASE: &str = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) else return 0 end";
+            let inner = &self.inner;
+            let client = inner.pool.next().with_options(&inner.options);
+            let _: i64 = self
+                .command(client.eval(RELEASE, self.lock_key(key), lock.token().to_owned()))
+                .await?;
+            Ok(())
+        })
+    }
+}
+
+/// A token no other lock holder has: this process, a counter, and the time.
+fn lock_token() -> String {
+    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let count = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_nanos();
+    format!("{}-{count}-{nanos}", std::process::id())
 }
 
 #[cfg(test)]

@@ -113,3 +113,40 @@ async fn a_server_that_never_answers_costs_at_most_the_timeout_then_nothing() {
     assert!(stats.total.store_errors >= 3);
     drop(held);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_redis_coalescing_stays_within_each_instance() {
+    if !servers::available() {
+        return;
+    }
+    let mut server = RedisServer::start(&[]);
+    let calls = Calls::default();
+    let (app_a, _) = crate::slow_app(
+        RedisStore::connect(config(&server.url())).await.unwrap(),
+        &calls,
+        Duration::from_millis(200),
+    );
+    let (app_b, layer_b) = crate::slow_app(
+        RedisStore::connect(config(&server.url())).await.unwrap(),
+        &calls,
+        Duration::from_millis(200),
+    );
+    server.kill();
+    let tasks: Vec<_> = (0..100)
+        .map(|i| {
+            let app = if i % 2 == 0 {
+                app_a.clone()
+            } else {
+                app_b.clone()
+            };
+            tokio::spawn(async move { fetch(&app, "/no-redis").await })
+        })
+        .collect();
+    for task in tasks {
+        let reply = task.await.unwrap();
+        assert_eq!(reply.status, http::StatusCode::OK);
+        assert!(reply.text().starts_with("/no-redis #"));
+    }
+    assert_eq!(calls.get(), 2, "one origin call per instance");
+    assert!(layer_b.stats().snapshot().total.store_errors > 0);
+}

@@ -89,15 +89,28 @@ impl Calls {
 
 /// An app whose every path answers `<path> #<call>`, cached on `store` with inline writes.
 pub(crate) fn app(store: RedisStore, calls: &Calls) -> (Router, CacheLayer) {
+    slow_app(store, calls, std::time::Duration::ZERO)
+}
+
+/// [`app`] with a handler that takes `delay`.
+pub(crate) fn slow_app(
+    store: RedisStore,
+    calls: &Calls,
+    delay: std::time::Duration,
+) -> (Router, CacheLayer) {
     let layer = CacheLayer::new(store)
         .namespace("app")
         .write_mode(WriteMode::Inline);
     let router = Router::new()
         .route(
             "/{*path}",
-            get(|State(calls): State<Calls>, uri: http::Uri| async move {
-                format!("{} #{}", uri.path(), calls.hit())
-            }),
+            get(
+                move |State(calls): State<Calls>, uri: http::Uri| async move {
+                    let n = calls.hit();
+                    tokio::time::sleep(delay).await;
+                    format!("{} #{n}", uri.path())
+                },
+            ),
         )
         .with_state(calls.clone())
         .layer(layer.clone());

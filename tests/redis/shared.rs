@@ -10,7 +10,7 @@ use tower_response_cache::codec::{BinaryCodec, Codec, JsonCodec};
 use tower_response_cache::store::RedisConfig;
 use tower_response_cache::{CachedResponse, RedisStore, Store};
 
-use crate::{Calls, Topology, app, fetch, on_both_topologies, store};
+use crate::{Calls, Topology, app, fetch, on_both_topologies, slow_app, store};
 
 on_both_topologies!(
     entries_round_trip_with_their_ttl,
@@ -19,6 +19,7 @@ on_both_topologies!(
     garbage_at_a_key_is_a_miss_then_overwritten,
     an_unknown_format_version_is_a_miss,
     json_entries_are_readable_in_redis,
+    two_instances_times_two_hundred_requests_make_one_origin_call,
 );
 
 fn entry(body: &'static str) -> Arc<CachedResponse> {
@@ -216,4 +217,44 @@ async fn json_entries_are_readable_in_redis(topology: &Topology) {
     assert_eq!(json["status"], 200);
     assert_eq!(json["body"], "/readable #1");
     assert_eq!(fetch(&app, "/readable").await.x_cache(), "HIT");
+}
+
+async fn two_instances_times_two_hundred_requests_make_one_origin_call(topology: &Topology) {
+    let url = topology.url();
+    let calls = Calls::default();
+    let store_a = store(&url, "fill").await;
+    let (app_a, layer_a) = slow_app(store_a.clone(), &calls, Duration::from_millis(200));
+    let (app_b, layer_b) = slow_app(
+        store(&url, "fill").await,
+        &calls,
+        Duration::from_millis(200),
+    );
+    let tasks: Vec<_> = (0..400)
+        .map(|i| {
+            let app = if i % 2 == 0 {
+                app_a.clone()
+            } else {
+                app_b.clone()
+            };
+            tokio::spawn(async move { fetch(&app, "/cold").await })
+        })
+        .collect();
+    for task in tasks {
+        let reply = task.await.unwrap();
+        assert_eq!(
+            (reply.status, reply.text()),
+            (StatusCode::OK, "/cold #1".to_owned())
+        );
+    }
+    assert_eq!(calls.get(), 1, "one origin call across both instances");
+    assert_eq!((layer_a.in_flight(), layer_b.in_flight()), (0, 0));
+    let lock: i64 = store_a
+        .pool()
+        .exists(store_a.redis_key("app:GET:/cold#lock"))
+        .await
+        .unwrap();
+    assert_eq!(lock, 0, "the fill lock was released");
+    let served =
+        layer_a.stats().snapshot().total.coalesced + layer_b.stats().snapshot().total.coalesced;
+    assert!(served >= 398, "the others were coalesced: {served}");
 }
