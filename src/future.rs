@@ -26,6 +26,8 @@ pin_project! {
     enum Kind<F, B, E> {
         // Requests the cache does not apply to: the inner future, unboxed.
         Pass { #[pin] future: F },
+        // A hit answered in place: no future to run.
+        Ready { response: Option<Response<CacheBody<B>>> },
         Cached { future: BoxResponseFuture<B, E> },
     }
 }
@@ -34,6 +36,14 @@ impl<F, B, E> ResponseFuture<F, B, E> {
     pub(crate) fn pass(future: F) -> Self {
         Self {
             kind: Kind::Pass { future },
+        }
+    }
+
+    pub(crate) fn ready(response: Response<CacheBody<B>>) -> Self {
+        Self {
+            kind: Kind::Ready {
+                response: Some(response),
+            },
         }
     }
 
@@ -56,6 +66,12 @@ where
                 let response = ready!(future.poll(cx))?;
                 Poll::Ready(Ok(response.map(CacheBody::passthrough)))
             }
+            KindProj::Ready { response } => match response.take() {
+                Some(response) => Poll::Ready(Ok(response)),
+                // Polled after completion: a contract violation by the caller; never a
+                // panic from here.
+                None => Poll::Pending,
+            },
             KindProj::Cached { future } => future.as_mut().poll(cx),
         }
     }

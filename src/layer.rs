@@ -10,6 +10,7 @@ use tower_layer::Layer;
 
 use crate::coalesce::Coalescer;
 use crate::key::{DefaultKeyBuilder, KeyBuilder};
+use crate::outcome::CacheStatus;
 use crate::policy::response::StorageRules;
 use crate::policy::route::RouteTable;
 use crate::policy::{ClientControl, RoutePolicy, SetCookiePolicy, StatusSet};
@@ -73,7 +74,7 @@ pub(crate) struct Config {
     pub(crate) client_control: ClientControl,
     pub(crate) bypass_header: HeaderName,
     pub(crate) status_header: Option<HeaderName>,
-    pub(crate) cache_status: Option<Arc<str>>,
+    pub(crate) cache_status: Option<Arc<CacheStatus>>,
     pub(crate) rules: StorageRules,
     pub(crate) write_mode: WriteMode,
     pub(crate) routes: RouteTable,
@@ -149,7 +150,7 @@ impl CacheLayer<DefaultKeyBuilder> {
                 client_control: ClientControl::Allow,
                 bypass_header: DEFAULT_BYPASS_HEADER,
                 status_header: Some(DEFAULT_STATUS_HEADER),
-                cache_status: Some(Arc::from("tower-response-cache")),
+                cache_status: Some(Arc::new(CacheStatus::new("tower-response-cache"))),
                 rules: StorageRules {
                     statuses: StatusSet::default(),
                     set_cookie: SetCookiePolicy::Skip,
@@ -265,7 +266,7 @@ impl<K> CacheLayer<K> {
     /// out. A name that is not a structured-field token is written as a quoted string.
     /// Default: `tower-response-cache`.
     pub fn cache_status_name(mut self, name: Option<&str>) -> Self {
-        self.config().cache_status = name.map(crate::outcome::cache_status_identifier);
+        self.config().cache_status = name.map(|name| Arc::new(CacheStatus::new(name)));
         self
     }
 

@@ -13,6 +13,7 @@
 //! "stored" is said when the response head allows storing; a body that then grows past the
 //! size limit, fails, or is abandoned is still not stored (and counted so).
 
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use http::{HeaderMap, HeaderValue};
@@ -93,20 +94,71 @@ impl Outcome {
         self,
         headers: &mut HeaderMap,
         status_header: Option<&http::HeaderName>,
-        cache_status: Option<&str>,
+        cache_status: Option<&CacheStatus>,
     ) {
         if let Some(name) = status_header {
             headers.insert(name.clone(), self.x_cache());
         }
-        if let Some(value) = cache_status.and_then(|name| self.cache_status(name)) {
+        let value = match (cache_status, self) {
+            (Some(cache_status), Self::Hit { ttl }) => cache_status.hit(ttl),
+            (Some(cache_status), _) => self.cache_status(&cache_status.name),
+            (None, _) => None,
+        };
+        if let Some(value) = value {
             headers.append(http::HeaderName::from_static("cache-status"), value);
         }
     }
 }
 
+/// Hits with a remaining TTL up to this many seconds reuse a rendered `Cache-Status`.
+const RENDERED_HIT_TTLS: usize = 3601;
+
+/// The layer's `Cache-Status` identifier, and the hit values rendered once per TTL second:
+/// a hit clones a shared value instead of formatting one.
+#[derive(Debug)]
+pub(crate) struct CacheStatus {
+    name: Box<str>,
+    hits: Box<[OnceLock<HeaderValue>]>,
+}
+
+impl CacheStatus {
+    pub(crate) fn new(name: &str) -> Self {
+        Self {
+            name: cache_status_identifier(name),
+            hits: (0..RENDERED_HIT_TTLS).map(|_| OnceLock::new()).collect(),
+        }
+    }
+
+    fn hit(&self, ttl: Duration) -> Option<HeaderValue> {
+        let outcome = Outcome::Hit { ttl };
+        let Some(slot) = usize::try_from(ttl.as_secs())
+            .ok()
+            .and_then(|secs| self.hits.get(secs))
+        else {
+            return outcome.cache_status(&self.name);
+        };
+        if let Some(value) = slot.get() {
+            return Some(value.clone());
+        }
+        let value = outcome.cache_status(&self.name)?;
+        Some(slot.get_or_init(|| value).clone())
+    }
+}
+
+/// `Age` values for the first hour, rendered once: a hit clones a shared value.
+pub(crate) fn age_value(age: Duration) -> HeaderValue {
+    static AGES: [OnceLock<HeaderValue>; RENDERED_HIT_TTLS] =
+        [const { OnceLock::new() }; RENDERED_HIT_TTLS];
+    let secs = age.as_secs();
+    match usize::try_from(secs).ok().and_then(|secs| AGES.get(secs)) {
+        Some(slot) => slot.get_or_init(|| HeaderValue::from(secs)).clone(),
+        None => HeaderValue::from(secs),
+    }
+}
+
 /// The cache's identifier as RFC 9211 wants it: an sf-token when the name is one, else an
 /// sf-string (printable ASCII, with `"` and `\` escaped; other characters dropped).
-pub(crate) fn cache_status_identifier(name: &str) -> std::sync::Arc<str> {
+fn cache_status_identifier(name: &str) -> Box<str> {
     let bytes = name.as_bytes();
     let is_token = bytes
         .first()
@@ -139,7 +191,7 @@ mod tests {
         outcome.write_headers(
             &mut map,
             Some(&http::HeaderName::from_static("x-cache")),
-            Some("c"),
+            Some(&CacheStatus::new("c")),
         );
         let statuses: Vec<_> = map
             .get_all("cache-status")
@@ -203,6 +255,27 @@ mod tests {
             assert_eq!(
                 headers(outcome),
                 (x_cache.to_owned(), cache_status.to_owned())
+            );
+        }
+    }
+
+    #[test]
+    fn rendered_hit_values_match_formatted_ones() {
+        let status = CacheStatus::new("c");
+        for secs in [0, 1, 59, 3600, 3601, 1 << 40] {
+            let ttl = Duration::from_secs(secs);
+            let expected = format!("c; hit; ttl={secs}");
+            assert_eq!(status.hit(ttl).unwrap(), expected.as_str());
+            assert_eq!(
+                status.hit(ttl).unwrap(),
+                expected.as_str(),
+                "again, from the table"
+            );
+        }
+        for secs in [0, 7, 3600, 99_999] {
+            assert_eq!(
+                age_value(Duration::from_secs(secs)),
+                secs.to_string().as_str()
             );
         }
     }

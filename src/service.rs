@@ -27,7 +27,7 @@ use crate::future::ResponseFuture;
 use crate::key::{CacheKey, DefaultKeyBuilder, KeyBuilder};
 use crate::layer::{Config, WriteMode};
 use crate::observe::{self, StoreOp};
-use crate::outcome::Outcome;
+use crate::outcome::{self, Outcome};
 use crate::policy::cache_control::CacheControl;
 use crate::policy::request::{RequestMode, request_mode};
 use crate::policy::response::{
@@ -135,17 +135,29 @@ where
                 key.namespaced(namespace, config.max_key_len)
             }),
         };
+        let ctx = Ctx {
+            config: Arc::clone(config),
+            route,
+        };
+        // A hit on a store that answers in place costs no future and no allocation for the
+        // lookup.
+        if let (RequestMode::Lookup { max_age, .. }, Some(key)) = (mode, &key) {
+            if let Some(Ok(Some(entry))) = config.store.get_now(key.as_str()) {
+                let now = SystemTime::now();
+                if !ctx.sliding() && ctx.usable(&entry, &parts.headers, now, max_age) {
+                    ctx.record(Event::Hit);
+                    let head = parts.method == Method::HEAD;
+                    let response = ctx.response_from(&entry, head, now);
+                    let ttl = entry.remaining_ttl(now);
+                    return ResponseFuture::ready(ctx.finish(response, Outcome::Hit { ttl }));
+                }
+            }
+        }
         // The inner service was driven to readiness; the clone left behind is not (tower's
         // usual swap, so that the ready one is the one called).
         let clone = self.inner.clone();
         let inner = std::mem::replace(&mut self.inner, clone);
-        let call = Call {
-            inner,
-            ctx: Ctx {
-                config: Arc::clone(config),
-                route,
-            },
-        };
+        let call = Call { inner, ctx };
         ResponseFuture::cached(Box::pin(call.run(parts, body, key, mode)))
     }
 }
@@ -213,7 +225,12 @@ impl Ctx {
         request_headers: &HeaderMap,
         now: SystemTime,
     ) -> Option<Arc<CachedResponse>> {
-        let entry = match self.config.store.get(key.as_str()).await {
+        let store = &self.config.store;
+        let found = match store.get_now(key.as_str()) {
+            Some(found) => found,
+            None => store.get(key.as_str()).await,
+        };
+        let entry = match found {
             Ok(entry) => entry?,
             Err(error) => {
                 self.record(Event::StoreError(error.kind()));
@@ -221,9 +238,23 @@ impl Ctx {
                 return None;
             }
         };
-        // On a sliding route the store's expiry, moved on every hit, is the only clock.
-        let fresh = self.sliding() || entry.is_fresh(now);
-        (fresh && variant_matches(&entry, request_headers)).then_some(entry)
+        self.usable(&entry, request_headers, now, None)
+            .then_some(entry)
+    }
+
+    /// Whether `entry` may answer the request: fresh (on a sliding route, present is
+    /// enough: the store's expiry, moved on every hit, is the only clock), of the request's
+    /// variant, and no older than the request's `max-age`.
+    fn usable(
+        &self,
+        entry: &CachedResponse,
+        request_headers: &HeaderMap,
+        now: SystemTime,
+        max_age: Option<u64>,
+    ) -> bool {
+        (self.sliding() || entry.is_fresh(now))
+            && max_age.is_none_or(|max| entry.age(now).as_secs() <= max)
+            && variant_matches(entry, request_headers)
     }
 
     /// A response from a stored entry: its status and headers, `Age`, the body unless HEAD.
@@ -241,13 +272,9 @@ impl Ctx {
         let mut response = Response::new(CacheBody::stored(body));
         *response.status_mut() = entry.status;
         *response.headers_mut() = entry.headers.clone();
-        let age = entry.age(now).as_secs();
-        let age = if age == 0 {
-            HeaderValue::from_static("0")
-        } else {
-            HeaderValue::from(age)
-        };
-        response.headers_mut().insert(header::AGE, age);
+        response
+            .headers_mut()
+            .insert(header::AGE, outcome::age_value(entry.age(now)));
         response
     }
 

@@ -2,10 +2,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use moka::Expiry;
-use moka::future::Cache;
 use moka::ops::compute::Op;
+use moka::sync::Cache;
 
-use super::{Store, StoreFuture};
+use super::{Store, StoreError, StoreFuture};
 use crate::entry::CachedResponse;
 
 /// An in-process store on [moka](https://docs.rs/moka): bounded in bytes, with a TTL per
@@ -77,14 +77,20 @@ impl MemoryStore {
     }
 
     /// Applies pending evictions and expirations now, so that the counts are exact.
-    pub async fn run_pending_tasks(&self) {
-        self.cache.run_pending_tasks().await;
+    pub fn run_pending_tasks(&self) {
+        self.cache.run_pending_tasks();
     }
 }
 
+// moka's operations do not wait on I/O: every method completes in its first poll, and a
+// lookup is answered by `get_now` without a future at all.
 impl Store for MemoryStore {
     fn get<'a>(&'a self, key: &'a str) -> StoreFuture<'a, Option<Arc<CachedResponse>>> {
-        Box::pin(async move { Ok(self.cache.get(key).await.map(|slot| slot.entry)) })
+        Box::pin(std::future::ready(Ok(self.lookup(key))))
+    }
+
+    fn get_now(&self, key: &str) -> Option<Result<Option<Arc<CachedResponse>>, StoreError>> {
+        Some(Ok(self.lookup(key)))
     }
 
     fn put<'a>(
@@ -93,62 +99,53 @@ impl Store for MemoryStore {
         entry: Arc<CachedResponse>,
         ttl: Duration,
     ) -> StoreFuture<'a, ()> {
-        Box::pin(async move {
-            self.cache.insert(key.to_owned(), Slot { entry, ttl }).await;
-            Ok(())
-        })
+        self.cache.insert(key.to_owned(), Slot { entry, ttl });
+        Box::pin(std::future::ready(Ok(())))
     }
 
     fn remove<'a>(&'a self, key: &'a str) -> StoreFuture<'a, bool> {
-        Box::pin(async move { Ok(self.cache.remove(key).await.is_some()) })
+        Box::pin(std::future::ready(Ok(self.cache.remove(key).is_some())))
     }
 
     fn clear(&self) -> StoreFuture<'_, ()> {
-        Box::pin(async move {
-            self.cache.invalidate_all();
-            Ok(())
-        })
+        self.cache.invalidate_all();
+        Box::pin(std::future::ready(Ok(())))
     }
 
     fn touch<'a>(&'a self, key: &'a str, ttl: Duration) -> StoreFuture<'a, bool> {
-        Box::pin(async move {
-            // Atomic with respect to other writers of the key: a removed entry is not revived.
-            let result = self
-                .cache
-                .entry_by_ref(key)
-                .and_compute_with(|existing| async move {
-                    match existing {
-                        Some(existing) => Op::Put(Slot {
-                            entry: Arc::clone(&existing.into_value().entry),
-                            ttl,
-                        }),
-                        None => Op::Nop,
-                    }
-                })
-                .await;
-            Ok(matches!(
-                result,
-                moka::ops::compute::CompResult::ReplacedWith(_)
-            ))
-        })
+        // Atomic with respect to other writers of the key: a removed entry is not revived.
+        let result = self
+            .cache
+            .entry_by_ref(key)
+            .and_compute_with(|existing| match existing {
+                Some(existing) => Op::Put(Slot {
+                    entry: Arc::clone(&existing.into_value().entry),
+                    ttl,
+                }),
+                None => Op::Nop,
+            });
+        let touched = matches!(result, moka::ops::compute::CompResult::ReplacedWith(_));
+        Box::pin(std::future::ready(Ok(touched)))
     }
 
     fn remove_prefix<'a>(&'a self, prefix: &'a str) -> StoreFuture<'a, u64> {
-        Box::pin(async move {
-            let keys: Vec<Arc<String>> = self
-                .cache
-                .iter()
-                .filter(|(key, _)| key.starts_with(prefix))
-                .map(|(key, _)| key)
-                .collect();
-            let mut removed = 0;
-            for key in keys {
-                if self.cache.remove(key.as_str()).await.is_some() {
-                    removed += 1;
-                }
-            }
-            Ok(removed)
-        })
+        let keys: Vec<Arc<String>> = self
+            .cache
+            .iter()
+            .filter(|(key, _)| key.starts_with(prefix))
+            .map(|(key, _)| key)
+            .collect();
+        let removed = keys
+            .iter()
+            .filter(|key| self.cache.remove(key.as_str()).is_some())
+            .count();
+        Box::pin(std::future::ready(Ok(removed as u64)))
+    }
+}
+
+impl MemoryStore {
+    fn lookup(&self, key: &str) -> Option<Arc<CachedResponse>> {
+        self.cache.get(key).map(|slot| slot.entry)
     }
 }
 
@@ -244,7 +241,7 @@ mod tests {
                 .await
                 .unwrap();
         }
-        store.run_pending_tasks().await;
+        store.run_pending_tasks();
         assert!(
             store.weighted_size() <= 64 * 1024,
             "{}",

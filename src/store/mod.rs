@@ -40,6 +40,15 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     /// The entry under `key`, if there is one that has not expired.
     fn get<'a>(&'a self, key: &'a str) -> StoreFuture<'a, Option<Arc<CachedResponse>>>;
 
+    /// The entry under `key` without waiting, for stores that can answer in place (an
+    /// in-process map): `Some` with the answer, or `None` to say "use [`get`](Self::get)".
+    /// A cache hit on such a store then costs no future and no allocation for the lookup.
+    /// The default is `None`.
+    fn get_now(&self, key: &str) -> Option<Result<Option<Arc<CachedResponse>>, StoreError>> {
+        let _ = key;
+        None
+    }
+
     /// Stores `entry` under `key` for `ttl`.
     fn put<'a>(
         &'a self,
@@ -117,6 +126,10 @@ impl FillLock {
 impl<S: Store + ?Sized> Store for Arc<S> {
     fn get<'a>(&'a self, key: &'a str) -> StoreFuture<'a, Option<Arc<CachedResponse>>> {
         (**self).get(key)
+    }
+
+    fn get_now(&self, key: &str) -> Option<Result<Option<Arc<CachedResponse>>, StoreError>> {
+        (**self).get_now(key)
     }
 
     fn put<'a>(

@@ -84,7 +84,7 @@ pub(crate) async fn stored(store: &MemoryStore, key: &str) -> bool {
 }
 
 pub(crate) async fn entry_count(store: &MemoryStore) -> u64 {
-    store.run_pending_tasks().await;
+    store.run_pending_tasks();
     store.entry_count()
 }
 

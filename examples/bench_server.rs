@@ -1,0 +1,112 @@
+//! The server `scripts/bench.sh` measures: three routes behind an optional cache layer.
+//!
+//! ```text
+//! bench_server none|memory|redis [LISTEN] [REDIS_URL]
+//! ```
+//!
+//! - `/hello`: 1 KiB, `/big`: 64 KiB, `/slow`: 50 ms then 1 KiB; all
+//!   `Cache-Control: public, max-age=60`.
+//! - `/calls` (never cached): how many times the origin handlers ran, so that the bench can
+//!   check that every measured request was a hit.
+//!
+//! The runtime has one worker thread (`WORKERS` to change it), so that the server can be
+//! pinned to one core and the load generator to another.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::header;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use bytes::Bytes;
+use tower_response_cache::{CacheLayer, MemoryStore, RedisConfig, RedisStore};
+
+#[derive(Clone)]
+struct Origin {
+    calls: Arc<AtomicU64>,
+    small: Bytes,
+    big: Bytes,
+}
+
+const CACHEABLE: [(header::HeaderName, &str); 2] = [
+    (header::CACHE_CONTROL, "public, max-age=60"),
+    (header::CONTENT_TYPE, "application/octet-stream"),
+];
+
+async fn hello(State(origin): State<Origin>) -> impl IntoResponse {
+    origin.calls.fetch_add(1, Ordering::Relaxed);
+    (CACHEABLE, origin.small.clone())
+}
+
+async fn big(State(origin): State<Origin>) -> impl IntoResponse {
+    origin.calls.fetch_add(1, Ordering::Relaxed);
+    (CACHEABLE, origin.big.clone())
+}
+
+async fn slow(State(origin): State<Origin>) -> impl IntoResponse {
+    origin.calls.fetch_add(1, Ordering::Relaxed);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    (CACHEABLE, origin.small.clone())
+}
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let mut args = std::env::args().skip(1);
+    let mode = args.next().unwrap_or_else(|| "memory".to_owned());
+    let listen = args.next().unwrap_or_else(|| "127.0.0.1:3000".to_owned());
+    let redis_url = args
+        .next()
+        .unwrap_or_else(|| "redis://127.0.0.1:6379".to_owned());
+    let workers = std::env::var("WORKERS")
+        .ok()
+        .and_then(|w| w.parse().ok())
+        .unwrap_or(1);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
+        .enable_all()
+        .build()?;
+    runtime.block_on(serve(&mode, &listen, &redis_url))
+}
+
+async fn serve(
+    mode: &str,
+    listen: &str,
+    redis_url: &str,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let origin = Origin {
+        calls: Arc::new(AtomicU64::new(0)),
+        small: Bytes::from(vec![b'x'; 1024]),
+        big: Bytes::from(vec![b'y'; 64 * 1024]),
+    };
+    let routes = Router::new()
+        .route("/hello", get(hello))
+        .route("/big", get(big))
+        .route("/slow", get(slow));
+    let routes = match mode {
+        "none" => routes,
+        "memory" => routes.layer(CacheLayer::new(MemoryStore::new(512 * 1024 * 1024))),
+        "redis" => {
+            let config = RedisConfig {
+                namespace: "bench".to_owned(),
+                pool_size: 8,
+                command_timeout: Duration::from_secs(1),
+                ..RedisConfig::from_url(redis_url)?
+            };
+            routes.layer(CacheLayer::new(RedisStore::connect(config).await?))
+        }
+        other => return Err(format!("unknown mode {other:?}: none, memory or redis").into()),
+    };
+    let calls = Arc::clone(&origin.calls);
+    let app = routes
+        .route(
+            "/calls",
+            get(move || async move { calls.load(Ordering::Relaxed).to_string() }),
+        )
+        .with_state(origin);
+    let listener = tokio::net::TcpListener::bind(listen).await?;
+    println!("bench_server ({mode}) on http://{}", listener.local_addr()?);
+    axum::serve(listener, app).await?;
+    Ok(())
+}
