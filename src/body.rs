@@ -12,7 +12,7 @@ use bytes::{Buf, Bytes, BytesMut};
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 
-use crate::coalesce::{FillLease, FlightGuard};
+use crate::coalesce::{FillLease, FlightGuard, Landed};
 use crate::entry::CachedResponse;
 use crate::observe::StoreOp;
 use crate::policy::NotStoredReason;
@@ -362,12 +362,10 @@ impl Capture {
         entry.body = body.freeze();
         set_content_length(&mut entry);
         let entry = Arc::new(entry);
-        let lease = match self.flight.take() {
-            Some((flight, lease)) => {
-                flight.ready(Arc::clone(&entry));
-                lease
-            }
-            None => None,
+        // Waiters are answered now; the flight stays joinable until the entry is written.
+        let (landed, lease) = match self.flight.take() {
+            Some((flight, lease)) => (Some(flight.ready(Arc::clone(&entry))), lease),
+            None => (None, None),
         };
         let write = write_entry(
             Arc::clone(&self.sink.store),
@@ -375,7 +373,7 @@ impl Capture {
             entry,
             self.sink.stats.clone(),
             Arc::clone(&self.sink.counters),
-            lease,
+            (landed, lease),
         );
         if !self.sink.inline {
             if let Ok(runtime) = tokio::runtime::Handle::try_current() {
@@ -420,7 +418,7 @@ async fn write_entry(
     entry: Arc<CachedResponse>,
     stats: CacheStats,
     counters: Arc<Counters>,
-    lease: Option<FillLease>,
+    (landed, lease): (Option<Landed>, Option<FillLease>),
 ) {
     let ttl: Duration = entry.storage_ttl();
     match store.put(&key, entry, ttl).await {
@@ -430,7 +428,9 @@ async fn write_entry(
             crate::observe::store_error(StoreOp::Write, &key, &error);
         }
     }
-    // Other processes waiting on the lock now find the entry.
+    // Requests for the key now find the entry in the store: the flight can go, and other
+    // processes waiting on the lock can look.
+    drop(landed);
     if let Some(lease) = lease {
         lease.release().await;
     }

@@ -4,15 +4,17 @@
 //! and calls the service; the requests for the same key that arrive meanwhile *wait* for the
 //! flight, bounded by a timeout, and are answered from the complete response the leader
 //! receives — what Varnish's waiting list and nginx's `proxy_cache_lock` do. A waiter whose
-//! wait times out, or whose flight ends without a storable response, goes to the service
-//! itself.
+//! wait times out, or whose flight ends without a storable response (or with an error), goes
+//! to the service itself; if the leader was cancelled, the waiters elect a new one.
 //!
 //! A flight whose response could not be stored leaves a *hit-for-miss* mark on its key for a
 //! short while: requests for a key that is not cacheable are not serialized behind each
 //! other.
 //!
 //! The map of flights is bounded and every flight is removed when its leader finishes, fails,
-//! is cancelled or panics (the leader's [`FlightGuard`] does it on drop).
+//! is cancelled or panics (the leader's [`FlightGuard`] does it on drop). A flight older than
+//! the coalescing timeout (a leader whose client stopped reading) is not waited for: the next
+//! request starts a new one.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -30,8 +32,10 @@ pub(crate) enum Landing {
     Pending,
     /// The complete, storable response.
     Ready(Arc<CachedResponse>),
-    /// No response to share: not storable, failed, or abandoned. Waiters fetch themselves.
-    Fallback,
+    /// No response to share. With `retry` (the leader was cancelled or its client went
+    /// away) the waiters elect a new leader; without (the response was not storable, or the
+    /// fetch failed) each fetches for itself.
+    Fallback { retry: bool },
 }
 
 /// What a request is to do about a key.
@@ -48,6 +52,7 @@ pub(crate) enum Join {
 struct Flight {
     /// Identifies the flight, so that a late guard never removes its successor.
     id: u64,
+    started: Instant,
     tx: watch::Sender<Landing>,
 }
 
@@ -65,14 +70,18 @@ pub(crate) struct Coalescer {
     flights: Mutex<Flights>,
     max_flights: usize,
     hit_for_miss: Duration,
+    /// A flight older than this is stale (a leader whose client stopped reading): new
+    /// requests do not wait for it (nginx's `proxy_cache_lock_age`).
+    max_age: Duration,
 }
 
 impl Coalescer {
-    pub(crate) fn new(max_flights: usize, hit_for_miss: Duration) -> Self {
+    pub(crate) fn new(max_flights: usize, hit_for_miss: Duration, max_age: Duration) -> Self {
         Self {
             flights: Mutex::new(Flights::default()),
             max_flights,
             hit_for_miss,
+            max_age,
         }
     }
 
@@ -89,7 +98,11 @@ impl Coalescer {
     pub(crate) fn join(self: &Arc<Self>, key: &str) -> Join {
         let mut flights = self.lock();
         if let Some(flight) = flights.in_flight.get(key) {
-            return Join::Waiter(flight.tx.subscribe());
+            if flight.started.elapsed() < self.max_age {
+                return Join::Waiter(flight.tx.subscribe());
+            }
+            // Stale: replaced by a new flight below; its late landing is ignored (ids).
+            flights.in_flight.remove(key);
         }
         if let Some(until) = flights.hit_for_miss.get(key) {
             if Instant::now() < *until {
@@ -103,7 +116,12 @@ impl Coalescer {
         flights.next_id += 1;
         let id = flights.next_id;
         let (tx, _) = watch::channel(Landing::Pending);
-        flights.in_flight.insert(key.to_owned(), Flight { id, tx });
+        let flight = Flight {
+            id,
+            started: Instant::now(),
+            tx,
+        };
+        flights.in_flight.insert(key.to_owned(), flight);
         Join::Leader(FlightGuard {
             coalescer: Arc::clone(self),
             key: key.to_owned(),
@@ -112,6 +130,8 @@ impl Coalescer {
         })
     }
 
+    /// Publishes how flight `id` ended; the flight leaves the map unless it landed with an
+    /// entry (it stays until the entry is written, see [`Landed`]).
     fn land(&self, key: &str, id: u64, landing: Landing, hit_for_miss: bool) {
         let mut flights = self.lock();
         if flights
@@ -119,7 +139,11 @@ impl Coalescer {
             .get(key)
             .is_some_and(|flight| flight.id == id)
         {
-            if let Some(flight) = flights.in_flight.remove(key) {
+            if matches!(landing, Landing::Ready(_)) {
+                if let Some(flight) = flights.in_flight.get(key) {
+                    flight.tx.send_replace(landing);
+                }
+            } else if let Some(flight) = flights.in_flight.remove(key) {
                 flight.tx.send_replace(landing);
             }
         }
@@ -133,6 +157,17 @@ impl Coalescer {
                     .hit_for_miss
                     .insert(key.to_owned(), now + self.hit_for_miss);
             }
+        }
+    }
+
+    fn remove(&self, key: &str, id: u64) {
+        let mut flights = self.lock();
+        if flights
+            .in_flight
+            .get(key)
+            .is_some_and(|flight| flight.id == id)
+        {
+            flights.in_flight.remove(key);
         }
     }
 
@@ -153,27 +188,55 @@ pub(crate) struct FlightGuard {
 }
 
 impl FlightGuard {
-    /// The complete response: waiters are answered with it.
-    pub(crate) fn ready(mut self, entry: Arc<CachedResponse>) {
+    /// The complete response: waiters, and requests that join until the entry is written,
+    /// are answered with it. Drop the returned [`Landed`] once the store has the entry.
+    pub(crate) fn ready(mut self, entry: Arc<CachedResponse>) -> Landed {
         self.landed = true;
         self.coalescer
             .land(&self.key, self.id, Landing::Ready(entry), false);
+        Landed {
+            coalescer: Arc::clone(&self.coalescer),
+            key: std::mem::take(&mut self.key),
+            id: self.id,
+        }
     }
 
-    /// Nothing to share; with `not_cacheable`, the key is marked hit-for-miss.
+    /// Nothing to share: each waiter fetches for itself. With `not_cacheable`, the key is
+    /// also marked hit-for-miss.
     pub(crate) fn fallback(mut self, not_cacheable: bool) {
         self.landed = true;
-        self.coalescer
-            .land(&self.key, self.id, Landing::Fallback, not_cacheable);
+        self.coalescer.land(
+            &self.key,
+            self.id,
+            Landing::Fallback { retry: false },
+            not_cacheable,
+        );
     }
 }
 
 impl Drop for FlightGuard {
     fn drop(&mut self) {
+        // Cancelled, panicked, or its client went away: the fetch may well succeed for
+        // another request, so the waiters elect a new leader.
         if !self.landed {
             self.coalescer
-                .land(&self.key, self.id, Landing::Fallback, false);
+                .land(&self.key, self.id, Landing::Fallback { retry: true }, false);
         }
+    }
+}
+
+/// A flight that landed with an entry: it stays joinable (answering at once) until this is
+/// dropped, after the entry is written, so that no request misses in between.
+#[derive(Debug)]
+pub(crate) struct Landed {
+    coalescer: Arc<Coalescer>,
+    key: String,
+    id: u64,
+}
+
+impl Drop for Landed {
+    fn drop(&mut self) {
+        self.coalescer.remove(&self.key, self.id);
     }
 }
 
@@ -236,8 +299,8 @@ pub(crate) async fn wait(mut rx: watch::Receiver<Landing>, timeout: Duration) ->
             .await
         {
             Ok(landing) => landing.clone(),
-            // The sender is gone without a landing: treat as a fallback.
-            Err(_) => Landing::Fallback,
+            // The sender is gone without a landing: as if the leader was cancelled.
+            Err(_) => Landing::Fallback { retry: true },
         }
     };
     tokio::time::timeout(timeout, landed).await.ok()
@@ -250,7 +313,11 @@ mod tests {
     use http::{HeaderMap, StatusCode};
 
     fn coalescer() -> Arc<Coalescer> {
-        Arc::new(Coalescer::new(4, Duration::from_millis(100)))
+        Arc::new(Coalescer::new(
+            4,
+            Duration::from_millis(300),
+            Duration::from_secs(60),
+        ))
     }
 
     fn entry() -> Arc<CachedResponse> {
@@ -271,8 +338,16 @@ mod tests {
             panic!("second waits")
         };
         let waiting = tokio::spawn(wait(rx, Duration::from_secs(5)));
-        guard.ready(entry());
+        let landed = guard.ready(entry());
         assert!(matches!(waiting.await.unwrap(), Some(Landing::Ready(_))));
+        let Join::Waiter(late) = coalescer.join("k") else {
+            panic!("landed, not yet written: joinable")
+        };
+        assert!(matches!(
+            wait(late, Duration::from_secs(5)).await,
+            Some(Landing::Ready(_))
+        ));
+        drop(landed);
         assert_eq!(coalescer.in_flight(), 0);
     }
 
@@ -288,7 +363,7 @@ mod tests {
         drop(guard);
         assert!(matches!(
             wait(rx, Duration::from_secs(5)).await,
-            Some(Landing::Fallback)
+            Some(Landing::Fallback { retry: true })
         ));
         assert_eq!(coalescer.in_flight(), 0);
         assert!(
@@ -315,10 +390,37 @@ mod tests {
         let Join::Leader(guard) = coalescer.join("k") else {
             panic!()
         };
+        let Join::Waiter(rx) = coalescer.join("k") else {
+            panic!()
+        };
         guard.fallback(true);
+        assert!(
+            matches!(rx.borrow().clone(), Landing::Fallback { retry: false }),
+            "waiters fetch alone"
+        );
         assert!(matches!(coalescer.join("k"), Join::Alone));
-        std::thread::sleep(Duration::from_millis(120));
+        std::thread::sleep(Duration::from_millis(400));
         assert!(matches!(coalescer.join("k"), Join::Leader(_)));
+    }
+
+    #[test]
+    fn a_stale_flight_is_not_waited_for() {
+        let coalescer = Arc::new(Coalescer::new(4, Duration::ZERO, Duration::from_millis(50)));
+        let Join::Leader(stalled) = coalescer.join("k") else {
+            panic!()
+        };
+        std::thread::sleep(Duration::from_millis(80));
+        let Join::Leader(fresh) = coalescer.join("k") else {
+            panic!("a new flight replaces the stale one")
+        };
+        drop(stalled);
+        assert_eq!(
+            coalescer.in_flight(),
+            1,
+            "the stale leader's landing leaves the new flight alone"
+        );
+        drop(fresh);
+        assert_eq!(coalescer.in_flight(), 0);
     }
 
     #[test]

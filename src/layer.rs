@@ -21,6 +21,9 @@ use crate::store::Store;
 /// Keys fetched at once that other requests can wait for; past it requests fetch alone.
 const MAX_FLIGHTS: usize = 10_000;
 
+/// How long a request waits for another's fetch.
+const DEFAULT_COALESCE_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// How long an uncacheable key's requests are not serialized.
 const DEFAULT_HIT_FOR_MISS: Duration = Duration::from_secs(10);
 
@@ -82,6 +85,18 @@ pub(crate) struct Config {
     pub(crate) coalescer: Option<Arc<Coalescer>>,
     pub(crate) coalesce_timeout: Duration,
     pub(crate) hit_for_miss: Duration,
+}
+
+impl Config {
+    /// A fresh in-flight map with the current settings; a flight older than the coalescing
+    /// timeout is not waited for.
+    fn new_coalescer(&self) -> Arc<Coalescer> {
+        Arc::new(Coalescer::new(
+            MAX_FLIGHTS,
+            self.hit_for_miss,
+            self.coalesce_timeout,
+        ))
+    }
 }
 
 /// A [`Layer`] that caches responses; also the builder of its configuration.
@@ -159,8 +174,12 @@ impl CacheLayer<DefaultKeyBuilder> {
                 },
                 write_mode: WriteMode::Background,
                 routes: RouteTable::default(),
-                coalescer: Some(Arc::new(Coalescer::new(MAX_FLIGHTS, DEFAULT_HIT_FOR_MISS))),
-                coalesce_timeout: Duration::from_secs(5),
+                coalescer: Some(Arc::new(Coalescer::new(
+                    MAX_FLIGHTS,
+                    DEFAULT_HIT_FOR_MISS,
+                    DEFAULT_COALESCE_TIMEOUT,
+                ))),
+                coalesce_timeout: DEFAULT_COALESCE_TIMEOUT,
                 hit_for_miss: DEFAULT_HIT_FOR_MISS,
             }),
         }
@@ -330,14 +349,18 @@ impl<K> CacheLayer<K> {
     /// Waiting uses Tokio's timer (a runtime with `enable_time`, as `#[tokio::main]` has).
     pub fn coalesce(mut self, on: bool) -> Self {
         let config = self.config();
-        config.coalescer = on.then(|| Arc::new(Coalescer::new(MAX_FLIGHTS, config.hit_for_miss)));
+        config.coalescer = on.then(|| config.new_coalescer());
         self
     }
 
     /// How long a request waits for another's fetch before calling the service itself.
     /// Default: 5 s (as nginx's `proxy_cache_lock_timeout`).
     pub fn coalesce_timeout(mut self, timeout: Duration) -> Self {
-        self.config().coalesce_timeout = timeout;
+        let config = self.config();
+        config.coalesce_timeout = timeout;
+        if config.coalescer.is_some() {
+            config.coalescer = Some(config.new_coalescer());
+        }
         self
     }
 
@@ -348,7 +371,7 @@ impl<K> CacheLayer<K> {
         let config = self.config();
         config.hit_for_miss = duration;
         if config.coalescer.is_some() {
-            config.coalescer = Some(Arc::new(Coalescer::new(MAX_FLIGHTS, duration)));
+            config.coalescer = Some(config.new_coalescer());
         }
         self
     }

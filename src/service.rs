@@ -175,6 +175,15 @@ fn matched_path<B>(_: &Request<B>) -> Option<&str> {
     None
 }
 
+/// Which stored entries may answer a request that missed or refreshes.
+#[derive(Clone, Copy, Debug, Default)]
+struct Accept {
+    /// The request's `max-age`.
+    max_age: Option<u64>,
+    /// For a refresh: only an entry stored after the request arrived.
+    stored_after: Option<SystemTime>,
+}
+
 /// What coalescing decided for a request.
 enum Coalesced {
     Served(Arc<CachedResponse>),
@@ -305,6 +314,7 @@ impl Ctx {
         coalescer: &Arc<Coalescer>,
         key: &CacheKey,
         headers: &HeaderMap,
+        accept: Accept,
     ) -> Coalesced {
         let deadline = tokio::time::Instant::now() + self.config.coalesce_timeout;
         let mut rejoined = false;
@@ -313,15 +323,15 @@ impl Ctx {
                 // After a flight ended, another may have filled the entry meanwhile: look
                 // again before fetching once more.
                 Join::Leader(guard) if rejoined => {
-                    return match self.lookup(key, headers, SystemTime::now()).await {
+                    return match self.lookup_accepting(key, headers, accept).await {
                         Some(entry) => {
-                            guard.ready(Arc::clone(&entry));
+                            drop(guard.ready(Arc::clone(&entry)));
                             Coalesced::Served(entry)
                         }
-                        None => self.lead(guard, key, headers, deadline).await,
+                        None => self.lead(guard, key, headers, accept).await,
                     };
                 }
-                Join::Leader(guard) => return self.lead(guard, key, headers, deadline).await,
+                Join::Leader(guard) => return self.lead(guard, key, headers, accept).await,
                 Join::Alone => return Coalesced::Alone,
                 Join::Waiter(rx) => rx,
             };
@@ -332,7 +342,10 @@ impl Ctx {
                 }
                 // Another variant: this request's own fetch.
                 Some(Landing::Ready(_)) => return Coalesced::Alone,
-                Some(Landing::Fallback | Landing::Pending) => rejoined = true,
+                // The leader was cancelled: elect a new one among the waiters.
+                Some(Landing::Fallback { retry: true } | Landing::Pending) => rejoined = true,
+                // Nothing to share (not storable, or the fetch failed): each fetches alone.
+                Some(Landing::Fallback { retry: false }) => return Coalesced::Alone,
                 None => {
                     self.record(Event::CoalesceTimeout);
                     return Coalesced::Alone;
@@ -342,19 +355,22 @@ impl Ctx {
     }
 
     /// This process fetches `key` — unless the store is shared and another process is
-    /// fetching it already: then wait (until `deadline`) for its entry to appear.
+    /// fetching it already: then wait for its entry to appear, for at most half the
+    /// coalescing timeout (this request's own waiters must not time out meanwhile).
     async fn lead(
         &self,
         guard: FlightGuard,
         key: &CacheKey,
         headers: &HeaderMap,
-        deadline: tokio::time::Instant,
+        accept: Accept,
     ) -> Coalesced {
         let store = &self.config.store;
         if !store.coordinates_fills() {
             return Coalesced::Lead(guard, None);
         }
+        let deadline = tokio::time::Instant::now() + self.config.coalesce_timeout / 2;
         let mut delay = Duration::from_millis(5);
+        let mut waited = false;
         loop {
             match store
                 .lock_fill(key.as_str(), self.config.coalesce_timeout)
@@ -362,6 +378,14 @@ impl Ctx {
             {
                 Ok(Some(lock)) => {
                     let lease = FillLease::new(Arc::clone(store), key.as_str(), lock);
+                    // After waiting, the holder before may have just written the entry and
+                    // let go. (On the first try the miss was a moment ago: no second read.)
+                    if waited {
+                        if let Some(entry) = self.lookup_accepting(key, headers, accept).await {
+                            drop(guard.ready(Arc::clone(&entry)));
+                            return Coalesced::Served(entry);
+                        }
+                    }
                     return Coalesced::Lead(guard, Some(lease));
                 }
                 Ok(None) => {}
@@ -379,11 +403,31 @@ impl Ctx {
             }
             tokio::time::sleep(delay.min(deadline - now)).await;
             delay = (delay * 2).min(Duration::from_millis(100));
-            if let Some(entry) = self.lookup(key, headers, SystemTime::now()).await {
-                guard.ready(Arc::clone(&entry));
+            waited = true;
+            if let Some(entry) = self.lookup_accepting(key, headers, accept).await {
+                drop(guard.ready(Arc::clone(&entry)));
                 return Coalesced::Served(entry);
             }
         }
+    }
+
+    /// An entry that answers the request: [`lookup`](Self::lookup), no older than the
+    /// request allows and, for a refresh, stored after the request arrived.
+    async fn lookup_accepting(
+        &self,
+        key: &CacheKey,
+        headers: &HeaderMap,
+        accept: Accept,
+    ) -> Option<Arc<CachedResponse>> {
+        let now = SystemTime::now();
+        let entry = self.lookup(key, headers, now).await?;
+        let young_enough = accept
+            .max_age
+            .is_none_or(|max| entry.age(now).as_secs() <= max);
+        let new_enough = accept
+            .stored_after
+            .is_none_or(|start| entry.stored_at >= start);
+        (young_enough && new_enough).then_some(entry)
     }
 
     /// Moves the entry's expiry a full TTL ahead (sliding routes).
@@ -466,6 +510,7 @@ impl<S> Call<S> {
         S: Service<Request<ReqB>, Response = Response<ResB>>,
         ResB: Body,
     {
+        let arrived = SystemTime::now();
         let key = match (mode, key) {
             (RequestMode::Bypass(reason), _) => return self.bypass(parts, body, reason).await,
             (_, None) => return self.bypass(parts, body, BypassReason::NoKey).await,
@@ -510,7 +555,18 @@ impl<S> Call<S> {
         };
         let flight = match &self.ctx.config.coalescer {
             Some(coalescer) if parts.method == Method::GET => {
-                match self.ctx.coalesce(coalescer, &key, &parts.headers).await {
+                let accept = Accept {
+                    max_age: match mode {
+                        RequestMode::Lookup { max_age, .. } => max_age,
+                        _ => None,
+                    },
+                    stored_after: refresh.map(|_| arrived),
+                };
+                match self
+                    .ctx
+                    .coalesce(coalescer, &key, &parts.headers, accept)
+                    .await
+                {
                     Coalesced::Served(entry) => {
                         self.ctx.record(Event::Coalesced);
                         let response = self.ctx.response_from(&entry, false, SystemTime::now());
@@ -562,7 +618,16 @@ impl<S> Call<S> {
         // The response's `Vary` names the request headers it depends on; they are only known
         // once it arrives, so the request's headers are kept until then.
         let request_headers = parts.headers.clone();
-        let response = self.inner.call(Request::from_parts(parts, body)).await?;
+        let response = match self.inner.call(Request::from_parts(parts, body)).await {
+            Ok(response) => response,
+            Err(error) => {
+                // The waiters try for themselves rather than queue behind another attempt.
+                if let Some((flight, _lease)) = flight {
+                    flight.fallback(false);
+                }
+                return Err(error);
+            }
+        };
         let (mut head, body) = response.into_parts();
         let now = SystemTime::now();
         let decision = self.ctx.storable_entry(&head, facts, &request_headers, now);

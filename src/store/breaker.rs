@@ -15,6 +15,9 @@ pub(crate) struct Breaker {
     /// Milliseconds after `start` until which the circuit is open; 0 when closed.
     open_until_ms: AtomicU64,
     probing: AtomicBool,
+    /// When the current probe began: a probe whose caller was cancelled never reports back,
+    /// so after a cool-down another probe may go.
+    probe_started_ms: AtomicU64,
 }
 
 impl Breaker {
@@ -27,6 +30,7 @@ impl Breaker {
             consecutive_failures: AtomicU32::new(0),
             open_until_ms: AtomicU64::new(0),
             probing: AtomicBool::new(false),
+            probe_started_ms: AtomicU64::new(0),
         }
     }
 
@@ -40,13 +44,26 @@ impl Breaker {
         if open_until == 0 {
             return true;
         }
-        if self.now_ms() < open_until {
+        let now = self.now_ms();
+        if now < open_until {
             return false;
         }
-        // Cool-down over: exactly one caller probes.
-        self.probing
-            .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
-            .is_ok()
+        // Cool-down over: exactly one caller probes — or another, if the last probe has not
+        // reported back within a cool-down (its caller was cancelled).
+        let cooldown = u64::try_from(self.cooldown.as_millis()).unwrap_or(u64::MAX);
+        let abandoned = self.probing.load(Ordering::Acquire)
+            && now.saturating_sub(self.probe_started_ms.load(Ordering::Acquire)) >= cooldown;
+        let take = if abandoned {
+            true
+        } else {
+            self.probing
+                .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+        };
+        if take {
+            self.probe_started_ms.store(now, Ordering::Release);
+        }
+        take
     }
 
     /// Whether calls are being skipped.
@@ -90,7 +107,7 @@ mod tests {
 
     #[test]
     fn opens_after_the_threshold_and_probes_once_after_the_cooldown() {
-        let breaker = Breaker::new(3, Duration::from_millis(40));
+        let breaker = Breaker::new(3, Duration::from_millis(200));
         for _ in 0..2 {
             assert!(breaker.allow());
             breaker.on_failure();
@@ -99,16 +116,32 @@ mod tests {
         breaker.on_failure();
         assert!(breaker.is_open());
         assert!(!breaker.allow(), "open: skipped");
-        std::thread::sleep(Duration::from_millis(50));
+        std::thread::sleep(Duration::from_millis(250));
         assert!(breaker.allow(), "the probe");
         assert!(!breaker.allow(), "only one probe at a time");
         breaker.on_failure();
         assert!(!breaker.allow(), "a failed probe re-opens");
-        std::thread::sleep(Duration::from_millis(50));
+        std::thread::sleep(Duration::from_millis(250));
         assert!(breaker.allow());
         breaker.on_success();
         assert!(!breaker.is_open());
         assert!(breaker.allow() && breaker.allow(), "closed again");
+    }
+
+    #[test]
+    fn a_probe_that_never_reports_back_does_not_keep_the_circuit_open() {
+        let breaker = Breaker::new(1, Duration::from_millis(100));
+        breaker.on_failure();
+        std::thread::sleep(Duration::from_millis(150));
+        assert!(
+            breaker.allow(),
+            "the probe (whose caller is then cancelled)"
+        );
+        assert!(!breaker.allow());
+        std::thread::sleep(Duration::from_millis(150));
+        assert!(breaker.allow(), "another probe after a cool-down");
+        breaker.on_success();
+        assert!(!breaker.is_open());
     }
 
     #[test]

@@ -54,9 +54,11 @@ pub struct RedisConfig {
     pub db: Option<u8>,
     /// How many connections to keep. Default: `4`.
     pub pool_size: usize,
-    /// Every key the store writes starts with `namespace:`; [`Store::clear`] removes exactly
-    /// those keys. An empty namespace writes keys as they are, and `clear` then refuses to
-    /// run (it would have to empty the whole database). Default: `"trc"`.
+    /// Every key the store writes starts with `namespace:`; [`Store::clear`] removes the keys
+    /// that start so (so a namespace `shop` also clears `shop:eu`'s keys: give stores
+    /// namespaces that are not prefixes of each other). An empty namespace writes keys as
+    /// they are, and `clear` then refuses to run (it would have to empty the whole
+    /// database). Default: `"trc"`.
     pub namespace: String,
     /// How entries are serialized. Default: [`BinaryCodec`].
     pub codec: Arc<dyn Codec>,
@@ -263,6 +265,10 @@ impl RedisStore {
                 connection.connection_timeout = config.connect_timeout;
                 connection.internal_command_timeout = config.connect_timeout;
                 connection.max_command_attempts = 1;
+                // A connection that stops answering (a partition, a paused server) is
+                // closed and reconnected instead of timing out command after command.
+                connection.unresponsive.max_timeout =
+                    Some(config.command_timeout.max(Duration::from_millis(500)) * 4);
             })
             .with_performance_config(|performance| {
                 performance.default_command_timeout = config.command_timeout;
@@ -315,7 +321,8 @@ impl RedisStore {
         }
     }
 
-    /// The fred pool underneath, for commands of your own.
+    /// The fred pool underneath, for commands of your own. Its clients carry the store's
+    /// settings: the command timeout and a single attempt per command.
     pub fn pool(&self) -> &Pool {
         &self.inner.pool
     }
@@ -366,27 +373,74 @@ impl RedisStore {
     }
 
     /// Removes every key that starts with `prefix` (already namespaced), with `SCAN` on
-    /// each primary and `UNLINK` in batches of keys that share a hash slot.
+    /// each primary and `UNLINK` in batches (of keys that share a hash slot, on a cluster).
+    /// Every page is bounded by the command timeout and passes the circuit breaker.
     async fn unlink_matching(&self, prefix: &str) -> Result<u64, StoreError> {
+        if prefix.is_empty() {
+            return Err(StoreError::new(
+                StoreErrorKind::Unsupported,
+                "refusing to remove by an empty prefix: it would remove every key",
+            ));
+        }
         let inner = &self.inner;
+        // While the circuit is open (or a probe decides), a scan is not the probe.
+        if inner.breaker.is_open() {
+            return Err(StoreError::new(
+                StoreErrorKind::Unavailable,
+                "Redis skipped: circuit open after consecutive failures",
+            ));
+        }
         let pattern = format!("{}*", escape_glob(prefix));
-        let client = inner.pool.next();
-        let mut pages = if client.is_clustered() {
+        let client = inner.pool.next_connected();
+        let clustered = client.is_clustered();
+        let mut pages = if clustered {
             client
                 .scan_cluster(pattern, Some(inner.scan_count), None)
                 .boxed()
         } else {
             client.scan(pattern, Some(inner.scan_count), None).boxed()
         };
+        let timeout = inner.options.timeout.unwrap_or(Duration::from_secs(1));
         let mut removed = 0u64;
-        while let Some(page) = pages.next().await {
-            let mut page = page.map_err(store_error)?;
+        loop {
+            let page = match tokio::time::timeout(timeout, pages.next()).await {
+                Ok(Some(page)) => page,
+                Ok(None) => break,
+                Err(_) => {
+                    inner.breaker.on_failure();
+                    return Err(StoreError::new(
+                        StoreErrorKind::Timeout,
+                        "Redis SCAN timed out",
+                    ));
+                }
+            };
+            let mut page = match page {
+                Ok(page) => page,
+                Err(error) => {
+                    inner.breaker.on_failure();
+                    return Err(store_error(error));
+                }
+            };
             let keys = page.take_results().unwrap_or_default();
-            for batch in by_slot(keys) {
-                let count: i64 = self
+            let batches = if clustered {
+                by_slot(keys)
+            } else if keys.is_empty() {
+                Vec::new()
+            } else {
+                vec![keys]
+            };
+            for batch in batches {
+                let unlinked: Result<i64, StoreError> = self
                     .command(client.with_options(&inner.options).unlink(batch))
-                    .await?;
-                removed += u64::try_from(count).unwrap_or_default();
+                    .await;
+                match unlinked {
+                    Ok(count) => removed += u64::try_from(count).unwrap_or_default(),
+                    Err(error) => {
+                        // Stop the scan rather than let the dropped page carry on.
+                        page.cancel();
+                        return Err(error);
+                    }
+                }
             }
             page.next();
         }
@@ -443,7 +497,7 @@ impl Store for RedisStore {
     fn get<'a>(&'a self, key: &'a str) -> StoreFuture<'a, Option<Arc<CachedResponse>>> {
         Box::pin(async move {
             let inner = &self.inner;
-            let client = inner.pool.next().with_options(&inner.options);
+            let client = inner.pool.next_connected().with_options(&inner.options);
             let bytes: Option<Bytes> = self.command(client.get(self.redis_key(key))).await?;
             let Some(bytes) = bytes else {
                 return Ok(None);
@@ -471,7 +525,7 @@ impl Store for RedisStore {
         Box::pin(async move {
             let inner = &self.inner;
             let value = inner.codec.encode(&entry);
-            let client = inner.pool.next().with_options(&inner.options);
+            let client = inner.pool.next_connected().with_options(&inner.options);
             let set = client.set::<(), _, _>(
                 self.redis_key(key),
                 value,
@@ -486,7 +540,7 @@ impl Store for RedisStore {
     fn remove<'a>(&'a self, key: &'a str) -> StoreFuture<'a, bool> {
         Box::pin(async move {
             let inner = &self.inner;
-            let client = inner.pool.next().with_options(&inner.options);
+            let client = inner.pool.next_connected().with_options(&inner.options);
             let removed: i64 = self.command(client.unlink(self.redis_key(key))).await?;
             Ok(removed > 0)
         })
@@ -507,7 +561,7 @@ impl Store for RedisStore {
     fn touch<'a>(&'a self, key: &'a str, ttl: Duration) -> StoreFuture<'a, bool> {
         Box::pin(async move {
             let inner = &self.inner;
-            let client = inner.pool.next().with_options(&inner.options);
+            let client = inner.pool.next_connected().with_options(&inner.options);
             let touched: bool = self
                 .command(client.pexpire(self.redis_key(key), millis(ttl), None))
                 .await?;
@@ -527,7 +581,7 @@ impl Store for RedisStore {
         Box::pin(async move {
             let inner = &self.inner;
             let token = lock_token();
-            let client = inner.pool.next().with_options(&inner.options);
+            let client = inner.pool.next_connected().with_options(&inner.options);
             let set = client.set::<Option<String>, _, _>(
                 self.lock_key(key),
                 token.as_str(),
@@ -535,8 +589,21 @@ impl Store for RedisStore {
                 Some(SetOptions::NX),
                 false,
             );
-            let taken = self.command(set).await?;
-            Ok(taken.map(|_| FillLock::new(token)))
+            match self.command(set).await {
+                Ok(taken) => Ok(taken.map(|_| FillLock::new(token))),
+                Err(error) => {
+                    // The SET may have been applied before the reply was lost: release what
+                    // may be ours rather than leave others waiting for its expiry.
+                    let store = self.clone();
+                    let key = key.to_owned();
+                    if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                        runtime.spawn(async move {
+                            let _ = store.unlock_fill(&key, FillLock::new(token)).await;
+                        });
+                    }
+                    Err(error)
+                }
+            }
         })
     }
 
@@ -546,7 +613,7 @@ impl Store for RedisStore {
             // another process.
             const RELEASE: &str = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) else return 0 end";
             let inner = &self.inner;
-            let client = inner.pool.next().with_options(&inner.options);
+            let client = inner.pool.next_connected().with_options(&inner.options);
             let _: i64 = self
                 .command(client.eval(RELEASE, self.lock_key(key), lock.token().to_owned()))
                 .await?;

@@ -224,3 +224,19 @@ async fn a_leader_that_panics_releases_its_waiters() {
     assert_eq!(calls.get(), 2);
     assert_eq!(cache.in_flight(), 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn authorized_requests_are_not_queued_behind_each_other() {
+    let origin = Origin::default();
+    let (cache, _store) = layer();
+    let app = app(&origin, cache.clone());
+    // Not storable for a shared cache (RFC 9111 §3.5): each request needs its own response.
+    let replies = burst(&app, 20, "/slow", &[("authorization", "Bearer t")]).await;
+    assert!(replies.iter().all(|reply| reply.status == StatusCode::OK));
+    assert_eq!(origin.calls.get(), 20);
+    assert!(
+        origin.most_at_once.load(Ordering::SeqCst) > 1,
+        "after the first, side by side"
+    );
+    assert_eq!(cache.in_flight(), 0);
+}

@@ -4,7 +4,6 @@
 use std::net::TcpListener;
 use std::time::{Duration, Instant};
 
-use futures_util::future::join_all;
 use tower_response_cache::RedisStore;
 use tower_response_cache::store::RedisConfig;
 
@@ -27,26 +26,30 @@ async fn killing_redis_mid_burst_fails_no_request_and_hits_resume_after_restart(
     let mut server = RedisServer::start(&[]);
     let store = RedisStore::connect(config(&server.url())).await.unwrap();
     let calls = Calls::default();
-    let (app, layer) = app(store, &calls);
+    let (app, layer) = crate::slow_app(store, &calls, Duration::from_millis(5));
 
-    // 600 requests over 20 keys in waves of 50; Redis dies after the fourth wave.
-    let mut failures = 0;
-    for wave in 0..12 {
-        if wave == 4 {
-            server.kill();
-        }
-        let replies = join_all((0..50).map(|i| {
+    // 600 requests over 20 keys, 50 at a time; Redis is killed while they are in flight.
+    let limit = std::sync::Arc::new(tokio::sync::Semaphore::new(50));
+    let tasks: Vec<_> = (0..600)
+        .map(|i| {
             let app = app.clone();
-            async move { fetch(&app, &format!("/k{}", (wave * 50 + i) % 20)).await }
-        }))
-        .await;
-        for reply in replies {
-            if reply.status != http::StatusCode::OK || !reply.text().starts_with("/k") {
-                failures += 1;
-            }
+            let limit = std::sync::Arc::clone(&limit);
+            tokio::spawn(async move {
+                let _permit = limit.acquire().await.unwrap();
+                fetch(&app, &format!("/k{}", i % 20)).await
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(40)).await;
+    server.kill();
+    let mut failures = 0;
+    for task in tasks {
+        let reply = task.await.unwrap();
+        if reply.status != http::StatusCode::OK || !reply.text().starts_with("/k") {
+            failures += 1;
         }
     }
-    assert_eq!(failures, 0, "no request failed while Redis was down");
+    assert_eq!(failures, 0, "no request failed while Redis died");
     let stats = layer.stats().snapshot();
     assert!(stats.total.hits > 0, "hits before the kill");
     assert!(stats.total.store_errors > 0, "errors counted after it");
@@ -70,7 +73,59 @@ async fn killing_redis_mid_burst_fails_no_request_and_hits_resume_after_restart(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_server_that_never_answers_costs_at_most_the_timeout_then_nothing() {
+async fn a_server_that_stops_answering_costs_at_most_the_timeout_then_nothing() {
+    if !servers::available() {
+        return;
+    }
+    let server = RedisServer::start(&[]);
+    let config = RedisConfig {
+        command_timeout: Duration::from_millis(100),
+        breaker_threshold: 3,
+        breaker_cooldown: Duration::from_secs(30),
+        ..config(&server.url())
+    };
+    let store = RedisStore::connect(config).await.unwrap();
+    let calls = Calls::default();
+    let (app, layer) = app(store.clone(), &calls);
+    fetch(&app, "/paused").await;
+    assert_eq!(
+        fetch(&app, "/paused").await.x_cache(),
+        "HIT",
+        "connected and working"
+    );
+
+    // Connections stay open, commands are never answered.
+    server.cli(&["CLIENT", "PAUSE", "20000", "ALL"]);
+    for n in 2..=11 {
+        let start = Instant::now();
+        let reply = fetch(&app, &format!("/paused/{n}")).await;
+        let elapsed = start.elapsed();
+        assert_eq!(reply.status, http::StatusCode::OK);
+        // At most a read and an inline write, each bounded by the 100 ms command timeout;
+        // a wide margin for a loaded machine.
+        assert!(
+            elapsed < Duration::from_millis(1500),
+            "request {n} took {elapsed:?}"
+        );
+    }
+    assert!(
+        store.circuit_open(),
+        "consecutive timeouts opened the circuit"
+    );
+    let stats = layer.stats().snapshot();
+    assert!(
+        stats
+            .total
+            .store_errors_by_kind
+            .get("timeout")
+            .copied()
+            .unwrap_or(0)
+            >= 3
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_listener_that_never_speaks_redis_fails_open() {
     // Accepts connections and never writes a byte.
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();

@@ -66,8 +66,12 @@ pub(crate) use on_both_topologies;
 
 /// A store on `url` in `namespace`, with the other settings at their defaults.
 pub(crate) async fn store(url: &str, namespace: &str) -> RedisStore {
+    // Generous timeouts: a loaded machine must not turn an expected hit into a miss. The
+    // fault tests set their own.
     let config = RedisConfig {
         namespace: namespace.to_owned(),
+        command_timeout: std::time::Duration::from_secs(2),
+        connect_timeout: std::time::Duration::from_secs(5),
         ..RedisConfig::from_url(url).unwrap()
     };
     RedisStore::connect(config).await.unwrap()

@@ -20,6 +20,8 @@ on_both_topologies!(
     an_unknown_format_version_is_a_miss,
     json_entries_are_readable_in_redis,
     two_instances_times_two_hundred_requests_make_one_origin_call,
+    a_thousand_concurrent_requests_for_a_cold_key_make_one_origin_call,
+    glob_characters_in_namespaces_match_only_themselves,
 );
 
 fn entry(body: &'static str) -> Arc<CachedResponse> {
@@ -257,4 +259,64 @@ async fn two_instances_times_two_hundred_requests_make_one_origin_call(topology:
     let served =
         layer_a.stats().snapshot().total.coalesced + layer_b.stats().snapshot().total.coalesced;
     assert!(served >= 398, "the others were coalesced: {served}");
+}
+
+async fn a_thousand_concurrent_requests_for_a_cold_key_make_one_origin_call(topology: &Topology) {
+    let calls = Calls::default();
+    let (app, layer) = slow_app(
+        store(&topology.url(), "thousand").await,
+        &calls,
+        Duration::from_millis(100),
+    );
+    let tasks: Vec<_> = (0..1000)
+        .map(|_| {
+            let app = app.clone();
+            tokio::spawn(async move { fetch(&app, "/cold").await })
+        })
+        .collect();
+    for task in tasks {
+        let reply = task.await.unwrap();
+        assert_eq!(
+            (reply.status, reply.text()),
+            (StatusCode::OK, "/cold #1".to_owned())
+        );
+    }
+    assert_eq!(calls.get(), 1);
+    assert_eq!(layer.in_flight(), 0);
+}
+
+async fn glob_characters_in_namespaces_match_only_themselves(topology: &Topology) {
+    let url = topology.url();
+    for (namespace, decoy) in [("o?rs", "oxrs"), ("a[b]", "ab"), ("s*", "sx")] {
+        let ours = store(&url, namespace).await;
+        let decoy = store(&url, decoy).await;
+        for key in ["GET:/1", "GET:/2"] {
+            ours.put(key, entry("o"), Duration::from_secs(60))
+                .await
+                .unwrap();
+            decoy
+                .put(key, entry("d"), Duration::from_secs(60))
+                .await
+                .unwrap();
+        }
+        ours.clear().await.unwrap();
+        assert!(ours.get("GET:/1").await.unwrap().is_none(), "{namespace}");
+        assert!(
+            decoy.get("GET:/1").await.unwrap().is_some(),
+            "{namespace} left its decoy alone"
+        );
+        assert_eq!(ours.remove_prefix("GET:").await.unwrap(), 0);
+        assert!(decoy.get("GET:/2").await.unwrap().is_some());
+    }
+    let unnamespaced = RedisStore::connect(RedisConfig {
+        namespace: String::new(),
+        ..RedisConfig::from_url(&url).unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(
+        unnamespaced.clear().await.is_err(),
+        "never the whole database"
+    );
+    assert!(unnamespaced.remove_prefix("").await.is_err());
 }
