@@ -139,5 +139,80 @@ fn keys(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, hits, keys);
+fn sample_entry(body: usize) -> tower_response_cache::CachedResponse {
+    let mut headers = http::HeaderMap::new();
+    headers.insert("content-type", "application/json".parse().unwrap());
+    headers.insert("cache-control", "public, max-age=60".parse().unwrap());
+    headers.insert("etag", "\"5f3a-1b2c\"".parse().unwrap());
+    let mut entry = tower_response_cache::CachedResponse::new(
+        http::StatusCode::OK,
+        headers,
+        Bytes::from(vec![b'x'; body]),
+    );
+    entry.ttl = std::time::Duration::from_secs(60);
+    entry
+}
+
+fn codecs(c: &mut Criterion) {
+    use tower_response_cache::codec::{BinaryCodec, Codec, JsonCodec};
+    let entry = sample_entry(1024);
+    let mut group = c.benchmark_group("codec_1k");
+    for (name, codec) in [("binary", &BinaryCodec as &dyn Codec), ("json", &JsonCodec)] {
+        let encoded = codec.encode(&entry);
+        group.bench_function(format!("{name}_encode"), |b| {
+            b.iter(|| codec.encode(black_box(&entry)))
+        });
+        group.bench_function(format!("{name}_decode"), |b| {
+            b.iter(|| codec.decode_shared(black_box(&encoded)).unwrap())
+        });
+    }
+    group.finish();
+}
+
+/// Heap bytes a `MemoryStore` entry costs beyond its key, header names and values, and body.
+fn memory_overhead(_: &mut Criterion) {
+    use std::sync::Arc;
+    use tower_response_cache::Store;
+    const N: usize = 20_000;
+    let store = MemoryStore::new(1 << 30);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let sample = sample_entry(1024);
+    let payload_per_entry = |key: &str| {
+        key.len()
+            + sample.body.len()
+            + sample
+                .headers
+                .iter()
+                .map(|(n, v)| n.as_str().len() + v.len())
+                .sum::<usize>()
+    };
+    let mut payload = 0;
+    let region = Region::new(GLOBAL);
+    runtime.block_on(async {
+        for i in 0..N {
+            let key = format!("app:GET:/items/{i:08}");
+            payload += payload_per_entry(&key);
+            let entry = sample_entry(1024);
+            store
+                .put(&key, Arc::new(entry), std::time::Duration::from_secs(600))
+                .await
+                .unwrap();
+        }
+    });
+    store.run_pending_tasks();
+    let stats = region.change();
+    let net = stats.bytes_allocated as i64 - stats.bytes_deallocated as i64
+        + stats.bytes_reallocated as i64;
+    println!(
+        "memory store: {} entries, {:.0} heap bytes per entry of which {:.0} are key + headers + body: overhead {:.0} bytes per entry",
+        store.entry_count(),
+        net as f64 / N as f64,
+        payload as f64 / N as f64,
+        (net - payload as i64) as f64 / N as f64,
+    );
+}
+
+criterion_group!(benches, hits, keys, codecs, memory_overhead);
 criterion_main!(benches);

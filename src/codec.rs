@@ -64,6 +64,11 @@ pub trait Codec: Send + Sync + fmt::Debug + 'static {
     fn encode(&self, entry: &CachedResponse) -> Bytes;
     /// Parses bytes produced by `encode` (of this codec); anything else is an error, never a panic.
     fn decode(&self, bytes: &[u8]) -> Result<CachedResponse, DecodeError>;
+    /// Like [`decode`](Self::decode), from bytes the caller owns: a codec may then share
+    /// them (the body as a slice of `bytes`) instead of copying. The default copies.
+    fn decode_shared(&self, bytes: &Bytes) -> Result<CachedResponse, DecodeError> {
+        self.decode(bytes)
+    }
     /// A short name for logs (`"binary"`, `"json"`).
     fn name(&self) -> &'static str;
 }
@@ -362,6 +367,15 @@ impl<'a> Reader<'a> {
 }
 
 fn decode_binary(bytes: &[u8]) -> Result<CachedResponse, DecodeError> {
+    decode_binary_with(bytes, Bytes::copy_from_slice)
+}
+
+/// Decodes, making the body with `body` from its slice of the input (a copy, or a shared
+/// slice of the caller's `Bytes`).
+fn decode_binary_with(
+    bytes: &[u8],
+    body: impl FnOnce(&[u8]) -> Bytes,
+) -> Result<CachedResponse, DecodeError> {
     let rest = bytes
         .strip_prefix(MAGIC)
         .ok_or_else(|| DecodeError::new(DecodeErrorKind::UnknownFormat, "no TRC magic"))?;
@@ -410,7 +424,7 @@ fn decode_binary(bytes: &[u8]) -> Result<CachedResponse, DecodeError> {
     }
 
     let body_len = usize::try_from(r.u64()?).map_err(|_| DecodeError::truncated())?;
-    let body = Bytes::copy_from_slice(r.take(body_len)?);
+    let body = body(r.take(body_len)?);
     if !r.rest.is_empty() {
         return Err(DecodeError::invalid("trailing bytes after the body"));
     }
@@ -436,6 +450,10 @@ impl Codec for BinaryCodec {
 
     fn decode(&self, bytes: &[u8]) -> Result<CachedResponse, DecodeError> {
         decode_binary(bytes)
+    }
+
+    fn decode_shared(&self, bytes: &Bytes) -> Result<CachedResponse, DecodeError> {
+        decode_binary_with(bytes, |body| bytes.slice_ref(body))
     }
 
     fn name(&self) -> &'static str {
@@ -618,6 +636,34 @@ impl Codec for JsonCodec {
 
     fn name(&self) -> &'static str {
         "json"
+    }
+}
+
+#[cfg(test)]
+mod shared_decode_tests {
+    use super::*;
+    use http::StatusCode;
+
+    #[test]
+    fn shared_decoding_slices_the_body_without_copying() {
+        let entry = CachedResponse::new(
+            StatusCode::OK,
+            HeaderMap::new(),
+            Bytes::from(vec![7u8; 4096]),
+        );
+        let encoded = BinaryCodec.encode(&entry);
+        let decoded = BinaryCodec.decode_shared(&encoded).unwrap();
+        assert_eq!(decoded, entry);
+        let start = encoded.as_ptr() as usize;
+        let body = decoded.body.as_ptr() as usize;
+        assert!(
+            body >= start && body < start + encoded.len(),
+            "the body points into the input"
+        );
+        assert_eq!(
+            JsonCodec.decode_shared(&JsonCodec.encode(&entry)).unwrap(),
+            entry
+        );
     }
 }
 

@@ -707,7 +707,9 @@ fn stored_headers(headers: &HeaderMap, set_cookie: SetCookiePolicy) -> HeaderMap
         .flat_map(|value| value.as_bytes().split(|&b| b == b','))
         .map(<[u8]>::trim_ascii)
         .collect();
-    let mut stored = HeaderMap::with_capacity(headers.keys_len());
+    // Room for the headers a hit adds (`Age`, the status header, `Cache-Status`): a copy of
+    // this map then takes them without rehashing.
+    let mut stored = HeaderMap::with_capacity(headers.len() + 4);
     for (name, value) in headers {
         let skip = HOP_BY_HOP.contains(name)
             || *name == header::AGE

@@ -504,7 +504,7 @@ impl Store for RedisStore {
             };
             inner
                 .codec
-                .decode(&bytes)
+                .decode_shared(&bytes)
                 .map(|entry| Some(Arc::new(entry)))
                 .map_err(|error| {
                     StoreError::with_source(

@@ -1,0 +1,187 @@
+#!/usr/bin/env bash
+# Load benchmarks on loopback, written to BENCHMARKS.md.
+#
+# Builds examples/bench_server and runs it in three modes — no cache layer (the floor),
+# MemoryStore, RedisStore — pinned to core 0, with wrk pinned to core 1. For each route
+# (/hello 1 KiB, /big 64 KiB, /slow 50 ms + 1 KiB) it warms up, then measures requests/s,
+# p50/p99 latency and the server's CPU time per request (utime+stime from /proc/PID/stat),
+# and checks through /calls that the origin did not run during a measured cached run (every
+# request a hit). A /slow run with a unique query per request measures misses. Then
+# redis-benchmark GET against the same redis-server, at the same concurrency, gives the Redis
+# ceiling. Each run is repeated and the median kept.
+#
+# Environment: DURATION (s per run, default 6), CONNECTIONS (default 64), REPEAT (default 2).
+# Loopback only; takes about four minutes.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+DURATION=${DURATION:-6}
+CONNECTIONS=${CONNECTIONS:-64}
+REPEAT=${REPEAT:-2}
+OUT=${OUT:-BENCHMARKS.md}
+RAW=$(mktemp -d)
+trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$RAW"' EXIT
+
+install_missing() {
+  local missing=()
+  command -v wrk >/dev/null || missing+=(wrk)
+  command -v redis-server >/dev/null || missing+=(redis-server)
+  command -v redis-benchmark >/dev/null || missing+=(redis-tools)
+  command -v taskset >/dev/null || missing+=(util-linux)
+  if [ ${#missing[@]} -gt 0 ]; then
+    if [ "$(id -u)" -eq 0 ]; then sudo=""; else sudo="sudo"; fi
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
+  fi
+}
+
+free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
+}
+
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+
+wait_for() {
+  for _ in $(seq 1 100); do
+    curl -sf "$1" >/dev/null 2>&1 && return 0
+    sleep 0.05
+  done
+  echo "not up: $1" >&2
+  return 1
+}
+
+install_missing
+cargo build --release --features redis --example bench_server
+SERVER=target/release/examples/bench_server
+
+REDIS_PORT=$(free_port)
+# redis-server is not pinned: in the RedisStore runs it shares the two cores with the server
+# and wrk, as it would share a machine with its clients.
+redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save "" --appendonly no \
+  --daemonize no >/dev/null &
+REDIS_PID=$!
+for _ in $(seq 1 100); do redis-cli -p "$REDIS_PORT" ping >/dev/null 2>&1 && break; sleep 0.05; done
+
+cat >"$RAW/miss.lua" <<'LUA'
+counter = 0
+request = function()
+  counter = counter + 1
+  return wrk.format(nil, "/slow?miss=" .. counter .. "-" .. math.random(1, 1000000000))
+end
+LUA
+
+# One measured run: MODE PATH LABEL [wrk script]
+measure() {
+  local mode=$1 path=$2 label=$3 script=${4:-} port pid
+  port=$(free_port)
+  taskset -c 0 "$SERVER" "$mode" "127.0.0.1:$port" "redis://127.0.0.1:$REDIS_PORT" >/dev/null &
+  pid=$!
+  wait_for "http://127.0.0.1:$port/calls"
+  local args=(-t1 "-c$CONNECTIONS" --latency)
+  [ -n "$script" ] && args+=(-s "$script")
+  # Warm-up: fills the cache (and the connections) before the measured run.
+  taskset -c 1 wrk -t1 "-c$CONNECTIONS" -d2s "http://127.0.0.1:$port$path" >/dev/null
+  local calls0 ticks0 calls1 ticks1
+  calls0=$(curl -s "http://127.0.0.1:$port/calls")
+  ticks0=$(cpu_ticks "$pid")
+  taskset -c 1 wrk "${args[@]}" "-d${DURATION}s" "http://127.0.0.1:$port$path" >"$RAW/wrk.txt"
+  ticks1=$(cpu_ticks "$pid")
+  calls1=$(curl -s "http://127.0.0.1:$port/calls")
+  kill "$pid"; wait "$pid" 2>/dev/null || true
+  python3 - "$RAW/wrk.txt" "$mode" "$label" "$((ticks1 - ticks0))" "$((calls1 - calls0))" "$(getconf CLK_TCK)" >>"$RAW/runs.tsv" <<'PY'
+import re, sys
+text = open(sys.argv[1]).read()
+mode, label, ticks, calls, hz = sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5]), int(sys.argv[6])
+def micros(value):
+    number, unit = re.match(r"([\d.]+)(\w+)", value).groups()
+    return float(number) * {"us": 1, "ms": 1e3, "s": 1e6}[unit]
+total = int(re.search(r"(\d+) requests in", text).group(1))
+rps = float(re.search(r"Requests/sec:\s+([\d.]+)", text).group(1))
+p50 = micros(re.search(r"50%\s+(\S+)", text).group(1))
+p99 = micros(re.search(r"99%\s+(\S+)", text).group(1))
+errors = sum(int(n) for n in re.findall(r"(?:Non-2xx or 3xx responses|Socket errors:.*?timeout)\s*:?\s*(\d+)", text))
+cpu = ticks / hz * 1e6 / total
+print(f"{mode}\t{label}\t{rps:.0f}\t{p50:.0f}\t{p99:.0f}\t{cpu:.2f}\t{calls}\t{total}\t{errors}")
+PY
+}
+
+: >"$RAW/runs.tsv"
+for round in $(seq 1 "$REPEAT"); do
+  for mode in none memory redis; do
+    for route in hello big slow; do
+      echo "round $round: $mode /$route" >&2
+      measure "$mode" "/$route" "$route"
+    done
+    echo "round $round: $mode /slow misses" >&2
+    measure "$mode" "/slow" "slow-miss" "$RAW/miss.lua"
+  done
+  redis-benchmark -p "$REDIS_PORT" -t get -d 1024 -c "$CONNECTIONS" -n 200000 -q \
+    --csv 2>/dev/null | tail -n 1 >>"$RAW/redis-benchmark.csv"
+done
+kill "$REDIS_PID"; wait "$REDIS_PID" 2>/dev/null || true
+
+python3 - "$RAW/runs.tsv" "$RAW/redis-benchmark.csv" "$OUT" "$DURATION" "$CONNECTIONS" "$REPEAT" <<'PY'
+import csv, platform, statistics, subprocess, sys, datetime
+runs_path, rb_path, out, duration, connections, repeat = sys.argv[1:7]
+rows = {}
+for line in open(runs_path):
+    mode, label, rps, p50, p99, cpu, calls, total, errors = line.split("\t")
+    rows.setdefault((mode, label), []).append(
+        dict(rps=float(rps), p50=float(p50), p99=float(p99), cpu=float(cpu), calls=int(calls), total=int(total), errors=int(errors)))
+def med(key, mode, label):
+    return statistics.median(r[key] for r in rows[(mode, label)])
+rb = []
+for line in open(rb_path):
+    fields = next(csv.reader([line]))
+    if fields and fields[0] == "GET":
+        rb.append(float(fields[1]))
+rb_rps = statistics.median(rb) if rb else float("nan")
+cpu_model = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), platform.processor())
+lines = []
+w = lines.append
+w("# Benchmarks")
+w("")
+w(f"Measured by `scripts/bench.sh` on {datetime.date.today()}: {cpu_model}, {subprocess.getoutput('nproc')} cores, "
+  f"Linux {platform.release()}. Server (`examples/bench_server`, one Tokio worker) pinned to core 0, "
+  f"`wrk -t1 -c{connections} -d{duration}s --latency` pinned to core 1, loopback only; medians of {repeat} runs.")
+w("")
+w("CPU/request is the server's user+system time (from `/proc/PID/stat`) divided by the requests served.")
+w("\"origin calls\" counts the handler runs during the measured run: 0 means every measured request was a hit.")
+w("")
+w("| mode | route | requests/s | p50 (µs) | p99 (µs) | CPU/request (µs) | origin calls | vs floor: req/s | vs floor: CPU/request |")
+w("|---|---|---|---|---|---|---|---|---|")
+for label in ["hello", "big", "slow", "slow-miss"]:
+    for mode in ["none", "memory", "redis"]:
+        if (mode, label) not in rows:
+            continue
+        rps, p50, p99, cpu = (med(k, mode, label) for k in ["rps", "p50", "p99", "cpu"])
+        calls = max(r["calls"] for r in rows[(mode, label)])
+        frps, fcpu = med("rps", "none", label), med("cpu", "none", label)
+        ratio = "" if mode == "none" else f"{rps / frps:.2f}×"
+        cratio = "" if mode == "none" else f"{cpu / fcpu:.2f}×"
+        name = {"none": "no cache (floor)", "memory": "MemoryStore", "redis": "RedisStore"}[mode]
+        route = {"hello": "/hello 1 KiB", "big": "/big 64 KiB", "slow": "/slow 50 ms", "slow-miss": "/slow, every request a miss"}[label]
+        calls_text = "—" if mode == "none" else str(calls)
+        w(f"| {name} | {route} | {rps:,.0f} | {p50:,.0f} | {p99:,.0f} | {cpu:.2f} | {calls_text} | {ratio} | {cratio} |")
+w("")
+redis_hit = med("rps", "redis", "hello") if ("redis", "hello") in rows else float("nan")
+w(f"`redis-benchmark -t get -d 1024 -c {connections}` against the same server, same run (neither pinned): "
+  f"**{rb_rps:,.0f} requests/s**; a Redis hit through the layer over HTTP (`/hello`, 1 KiB): {redis_hit:,.0f} requests/s "
+  f"= **{redis_hit / rb_rps:.2f}×** of it. The HTTP floor itself is {med('rps', 'none', 'hello') / rb_rps:.2f}× of it: every "
+  f"Redis hit costs an HTTP exchange and a Redis exchange on the same two cores.")
+w("")
+miss_p50 = {m: med("p50", m, "slow-miss") for m in ["none", "memory", "redis"] if (m, "slow-miss") in rows}
+if "none" in miss_p50:
+    w("A miss over the origin's own time (p50 of `/slow` with a unique query per request, minus the floor's):")
+    for mode in ["memory", "redis"]:
+        if mode in miss_p50:
+            w(f"- {mode}: {miss_p50[mode] - miss_p50['none']:+.0f} µs")
+    w("")
+w("Targets (issue: performance): memory hit CPU/request ≤ 1.1× and requests/s ≥ 0.9× the floor; Redis hit ≥ 0.75× "
+  "redis-benchmark; a miss adds ≤ 100 µs to p50.")
+w("")
+w("Reproduce: `scripts/bench.sh` (installs wrk and redis when missing); `DURATION`, `CONNECTIONS`, `REPEAT` to vary. "
+  "In-process numbers (no network): `cargo bench --bench hit`, `cargo bench --features redis --bench redis_hit`.")
+open(out, "w").write("\n".join(lines) + "\n")
+print("\n".join(lines))
+PY
