@@ -709,7 +709,7 @@ fn stored_headers(headers: &HeaderMap, set_cookie: SetCookiePolicy) -> HeaderMap
         .collect();
     // Room for the headers a hit adds (`Age`, the status header, `Cache-Status`): a copy of
     // this map then takes them without rehashing.
-    let mut stored = HeaderMap::with_capacity(headers.len() + 4);
+    let mut stored = HeaderMap::with_capacity(headers.len() + 3);
     for (name, value) in headers {
         let skip = HOP_BY_HOP.contains(name)
             || *name == header::AGE

@@ -321,6 +321,18 @@ impl RedisStore {
         }
     }
 
+    /// A store on a client you already run (connected or connecting), as a pool of one.
+    /// From `config`, only the namespace, codec, command timeout, breaker and scan settings
+    /// are used.
+    pub fn from_client(
+        client: fred::clients::Client,
+        config: &RedisConfig,
+    ) -> Result<Self, StoreError> {
+        let pool = Pool::from_clients(vec![client])
+            .map_err(|error| config_error("invalid Redis client", error))?;
+        Ok(Self::from_pool(pool, config))
+    }
+
     /// The fred pool underneath, for commands of your own. Its clients carry the store's
     /// settings: the command timeout and a single attempt per command.
     pub fn pool(&self) -> &Pool {

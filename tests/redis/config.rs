@@ -155,3 +155,25 @@ async fn rediss_with_a_private_ca() {
     assert_eq!(reply.text(), "/over-tls #2", "served by the service");
     assert!(layer.stats().snapshot().total.store_errors > 0);
 }
+
+#[tokio::test]
+async fn a_client_the_application_already_runs() {
+    use fred::interfaces::ClientLike;
+
+    if !servers::available() {
+        return;
+    }
+    let server = RedisServer::start(&[]);
+    let client = fred::clients::Client::new(
+        fred::types::config::Config::from_url(&server.url()).unwrap(),
+        None,
+        None,
+        None,
+    );
+    client.init().await.unwrap();
+    let store = RedisStore::from_client(client, &RedisConfig::default()).unwrap();
+    let calls = Calls::default();
+    let (app, _) = app(store, &calls);
+    fetch(&app, "/shared-client").await;
+    assert_eq!(fetch(&app, "/shared-client").await.x_cache(), "HIT");
+}

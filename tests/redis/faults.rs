@@ -8,7 +8,7 @@ use tower_response_cache::RedisStore;
 use tower_response_cache::store::RedisConfig;
 
 use crate::servers::{self, RedisServer};
-use crate::{Calls, app, fetch};
+use crate::{Calls, Topology, app, fetch};
 
 fn config(url: &str) -> RedisConfig {
     RedisConfig {
@@ -18,13 +18,15 @@ fn config(url: &str) -> RedisConfig {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn killing_redis_mid_burst_fails_no_request_and_hits_resume_after_restart() {
-    if !servers::available() {
-        return;
-    }
-    let mut server = RedisServer::start(&[]);
-    let store = RedisStore::connect(config(&server.url())).await.unwrap();
+crate::on_both_topologies!(
+    killing_redis_mid_burst_fails_no_request_and_hits_resume_after_restart,
+    a_server_that_stops_answering_costs_at_most_the_timeout_then_nothing,
+);
+
+async fn killing_redis_mid_burst_fails_no_request_and_hits_resume_after_restart(
+    topology: &mut Topology,
+) {
+    let store = RedisStore::connect(config(&topology.url())).await.unwrap();
     let calls = Calls::default();
     let (app, layer) = crate::slow_app(store, &calls, Duration::from_millis(5));
 
@@ -41,7 +43,7 @@ async fn killing_redis_mid_burst_fails_no_request_and_hits_resume_after_restart(
         })
         .collect();
     tokio::time::sleep(Duration::from_millis(40)).await;
-    server.kill();
+    topology.kill();
     let mut failures = 0;
     for task in tasks {
         let reply = task.await.unwrap();
@@ -54,7 +56,7 @@ async fn killing_redis_mid_burst_fails_no_request_and_hits_resume_after_restart(
     assert!(stats.total.hits > 0, "hits before the kill");
     assert!(stats.total.store_errors > 0, "errors counted after it");
 
-    server.restart();
+    topology.restart();
     // The pool reconnects in the background; within a bounded time a key is stored and
     // then served from Redis again.
     let start = Instant::now();
@@ -72,17 +74,14 @@ async fn killing_redis_mid_burst_fails_no_request_and_hits_resume_after_restart(
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_server_that_stops_answering_costs_at_most_the_timeout_then_nothing() {
-    if !servers::available() {
-        return;
-    }
-    let server = RedisServer::start(&[]);
+async fn a_server_that_stops_answering_costs_at_most_the_timeout_then_nothing(
+    topology: &mut Topology,
+) {
     let config = RedisConfig {
         command_timeout: Duration::from_millis(100),
         breaker_threshold: 3,
         breaker_cooldown: Duration::from_secs(30),
-        ..config(&server.url())
+        ..config(&topology.url())
     };
     let store = RedisStore::connect(config).await.unwrap();
     let calls = Calls::default();
@@ -95,7 +94,7 @@ async fn a_server_that_stops_answering_costs_at_most_the_timeout_then_nothing() 
     );
 
     // Connections stay open, commands are never answered.
-    server.cli(&["CLIENT", "PAUSE", "20000", "ALL"]);
+    topology.pause(20_000);
     for n in 2..=11 {
         let start = Instant::now();
         let reply = fetch(&app, &format!("/paused/{n}")).await;

@@ -36,28 +36,57 @@ impl Topology {
             Self::Cluster(cluster) => cluster.url(),
         }
     }
+
+    fn servers(&mut self) -> Vec<&mut RedisServer> {
+        match self {
+            Self::Standalone(server) => vec![server],
+            Self::Cluster(cluster) => cluster.nodes.iter_mut().collect(),
+        }
+    }
+
+    /// Kills every server process.
+    pub(crate) fn kill(&mut self) {
+        self.servers().into_iter().for_each(RedisServer::kill);
+    }
+
+    /// Starts every server again on its port (a cluster re-forms from its nodes.conf).
+    pub(crate) fn restart(&mut self) {
+        self.servers().into_iter().for_each(RedisServer::restart);
+        if let Self::Cluster(cluster) = self {
+            cluster.wait_until_ok();
+        }
+    }
+
+    /// Stops answering commands on every server, connections left open.
+    pub(crate) fn pause(&mut self, millis: u64) {
+        for server in self.servers() {
+            server.cli(&["CLIENT", "PAUSE", &millis.to_string(), "ALL"]);
+        }
+    }
 }
 
 /// Writes each test once and runs it against a standalone server and a cluster.
 macro_rules! on_both_topologies {
     ($($name:ident),* $(,)?) => {$(
         mod $name {
-            #[tokio::test]
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn standalone() {
                 if !crate::servers::available() {
                     return;
                 }
-                let topology = crate::Topology::Standalone(crate::servers::RedisServer::start(&[]));
-                super::$name(&topology).await;
+                #[allow(unused_mut)]
+                let mut topology = crate::Topology::Standalone(crate::servers::RedisServer::start(&[]));
+                super::$name(&mut topology).await;
             }
 
-            #[tokio::test]
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn cluster() {
                 if !crate::servers::available() {
                     return;
                 }
-                let topology = crate::Topology::Cluster(crate::servers::Cluster::start());
-                super::$name(&topology).await;
+                #[allow(unused_mut)]
+                let mut topology = crate::Topology::Cluster(crate::servers::Cluster::start());
+                super::$name(&mut topology).await;
             }
         }
     )*};

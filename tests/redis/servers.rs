@@ -320,16 +320,22 @@ impl Cluster {
             "cluster create failed: {}",
             String::from_utf8_lossy(&output.stdout)
         );
+        let cluster = Self { nodes };
+        cluster.wait_until_ok();
+        cluster
+    }
+
+    /// Waits until every node reports `cluster_state:ok`.
+    pub(crate) fn wait_until_ok(&self) {
         wait_until(
             Duration::from_secs(20),
             || {
-                nodes
+                self.nodes
                     .iter()
                     .all(|node| node.cli(&["cluster", "info"]).contains("cluster_state:ok"))
             },
             "the cluster is ok on every node",
         );
-        Self { nodes }
     }
 
     pub(crate) fn url(&self) -> String {
