@@ -93,12 +93,18 @@ import re, sys
 text = open(sys.argv[1]).read()
 mode, label, ticks, calls, hz = sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5]), int(sys.argv[6])
 def micros(value):
-    number, unit = re.match(r"([\d.]+)(\w+)", value).groups()
-    return float(number) * {"us": 1, "ms": 1e3, "s": 1e6}[unit]
+    # wrk prints 512.00us, 1.20ms, 1.02s, 1.50m; anything else (nan) is not a number.
+    match = re.match(r"([\d.]+)(us|ms|s|m)$", value)
+    if not match:
+        return float("nan")
+    number, unit = match.groups()
+    return float(number) * {"us": 1, "ms": 1e3, "s": 1e6, "m": 6e7}[unit]
 total = int(re.search(r"(\d+) requests in", text).group(1))
 rps = float(re.search(r"Requests/sec:\s+([\d.]+)", text).group(1))
-p50 = micros(re.search(r"50%\s+(\S+)", text).group(1))
-p99 = micros(re.search(r"99%\s+(\S+)", text).group(1))
+def percentile(p):
+    found = re.search(p + r"%\s+(\S+)", text)
+    return micros(found.group(1)) if found else float("nan")
+p50, p99 = percentile("50"), percentile("99")
 errors = sum(int(n) for n in re.findall(r"(?:Non-2xx or 3xx responses|Socket errors:.*?timeout)\s*:?\s*(\d+)", text))
 cpu = ticks / hz * 1e6 / total
 print(f"{mode}\t{label}\t{rps:.0f}\t{p50:.0f}\t{p99:.0f}\t{cpu:.2f}\t{calls}\t{total}\t{errors}")

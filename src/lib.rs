@@ -49,6 +49,7 @@ mod coalesce;
 pub mod codec;
 pub mod entry;
 pub mod future;
+mod invalidate;
 pub mod key;
 pub mod layer;
 mod observe;

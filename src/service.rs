@@ -24,11 +24,13 @@ use crate::body::{CacheBody, Capture, PendingWrite, Sink};
 use crate::coalesce::{self, Coalescer, FillLease, FlightGuard, Join, Landing};
 use crate::entry::CachedResponse;
 use crate::future::ResponseFuture;
+use crate::invalidate::{Invalidation, invalidates};
 use crate::key::{CacheKey, DefaultKeyBuilder, KeyBuilder};
 use crate::layer::{Config, WriteMode};
 use crate::observe::{self, StoreOp};
 use crate::outcome::{self, Outcome};
 use crate::policy::cache_control::CacheControl;
+use crate::policy::conditional::{not_modified, not_modified_headers};
 use crate::policy::request::{RequestMode, request_mode};
 use crate::policy::response::{
     RequestFacts, TtlSources, check_storable, content_length, initial_age, origin_lifetime,
@@ -117,8 +119,23 @@ where
                 .resolve(matched_path(&request), request.uri().path(), &config.stats);
         let policy = route.policy.as_deref();
         let cacheable_method = request.method() == Method::GET || request.method() == Method::HEAD;
-        if !cacheable_method || policy.is_some_and(|policy| !policy.enabled) {
+        let disabled = policy.is_some_and(|policy| !policy.enabled);
+        if !cacheable_method || disabled {
             config.stats.record(&route.counters, Event::Pass);
+            if !disabled && invalidates(request.method()) {
+                let invalidation = Invalidation {
+                    config: Arc::clone(config),
+                    key_builder: Arc::clone(&self.key_builder),
+                    uri: request.uri().clone(),
+                    headers: request.headers().clone(),
+                    namespace: policy
+                        .and_then(|policy| policy.namespace.clone())
+                        .unwrap_or_else(|| Arc::clone(&config.namespace)),
+                };
+                let clone = self.inner.clone();
+                let inner = std::mem::replace(&mut self.inner, clone);
+                return ResponseFuture::cached(Box::pin(invalidation.run(inner, request)));
+            }
             return ResponseFuture::pass(self.inner.call(request));
         }
         let control = policy
@@ -147,7 +164,7 @@ where
                 if !ctx.sliding() && ctx.usable(&entry, &parts.headers, now, max_age) {
                     ctx.record(Event::Hit);
                     let head = parts.method == Method::HEAD;
-                    let response = ctx.response_from(&entry, head, now);
+                    let response = ctx.response_from(&entry, &parts.headers, head, now);
                     let ttl = entry.remaining_ttl(now);
                     return ResponseFuture::ready(ctx.finish(response, Outcome::Hit { ttl }));
                 }
@@ -266,21 +283,34 @@ impl Ctx {
             && variant_matches(entry, request_headers)
     }
 
-    /// A response from a stored entry: its status and headers, `Age`, the body unless HEAD.
+    /// A response from a stored entry: its status and headers, `Age`, the body unless HEAD
+    /// — or `304 Not Modified` when the request's preconditions say the client has it
+    /// (RFC 9110 §13.1.2, §13.1.3, §15.4.5).
     fn response_from<B>(
         &self,
         entry: &CachedResponse,
+        request: &HeaderMap,
         head: bool,
         now: SystemTime,
     ) -> Response<CacheBody<B>> {
-        let body = if head {
-            Bytes::new()
+        let conditional = request.contains_key(header::IF_NONE_MATCH)
+            || request.contains_key(header::IF_MODIFIED_SINCE);
+        let mut response = if conditional && not_modified(entry.status, &entry.headers, request) {
+            let mut response = Response::new(CacheBody::stored(Bytes::new()));
+            *response.status_mut() = StatusCode::NOT_MODIFIED;
+            *response.headers_mut() = not_modified_headers(&entry.headers);
+            response
         } else {
-            entry.body.clone()
+            let body = if head {
+                Bytes::new()
+            } else {
+                entry.body.clone()
+            };
+            let mut response = Response::new(CacheBody::stored(body));
+            *response.status_mut() = entry.status;
+            *response.headers_mut() = entry.headers.clone();
+            response
         };
-        let mut response = Response::new(CacheBody::stored(body));
-        *response.status_mut() = entry.status;
-        *response.headers_mut() = entry.headers.clone();
         response
             .headers_mut()
             .insert(header::AGE, outcome::age_value(entry.age(now)));
@@ -291,10 +321,11 @@ impl Ctx {
         &self,
         entry: &CachedResponse,
         key: CacheKey,
+        request: &HeaderMap,
         head: bool,
         now: SystemTime,
     ) -> Response<CacheBody<B>> {
-        let response = self.response_from(entry, head, now);
+        let response = self.response_from(entry, request, head, now);
         let ttl = if self.sliding() {
             // Another full lifetime, the entry's own (whatever set it: handler, origin,
             // route or default).
@@ -535,7 +566,13 @@ impl<S> Call<S> {
                     self.ctx.record(Event::Hit);
                     return Ok(self
                         .ctx
-                        .hit(&entry, key, parts.method == Method::HEAD, now)
+                        .hit(
+                            &entry,
+                            key,
+                            &parts.headers,
+                            parts.method == Method::HEAD,
+                            now,
+                        )
                         .await);
                 }
                 _ if only_if_cached => {
@@ -569,7 +606,12 @@ impl<S> Call<S> {
                 {
                     Coalesced::Served(entry) => {
                         self.ctx.record(Event::Coalesced);
-                        let response = self.ctx.response_from(&entry, false, SystemTime::now());
+                        let response = self.ctx.response_from(
+                            &entry,
+                            &parts.headers,
+                            false,
+                            SystemTime::now(),
+                        );
                         return Ok(self.ctx.finish(response, Outcome::Coalesced));
                     }
                     Coalesced::Lead(guard, lease) => Some((guard, lease)),

@@ -7,6 +7,7 @@
 //! - [`route`]: per-route rules ([`RoutePolicy`]).
 
 pub(crate) mod cache_control;
+pub(crate) mod conditional;
 pub mod request;
 pub mod response;
 pub mod route;

@@ -9,6 +9,7 @@ mod harness;
 mod keys_and_routes;
 mod lookup;
 mod over_http1;
+mod rfc9111;
 mod services;
 mod storing;
 mod streaming;

@@ -1,0 +1,160 @@
+//! Invalidation after unsafe requests (RFC 9111 §4.4): a POST, PUT, PATCH, DELETE or unknown
+//! method that succeeds (2xx or 3xx) removes the stored entries for its target URI, and for
+//! the URIs in its response's `Location` and `Content-Location` when they are on the same
+//! origin.
+//!
+//! The key of each URI is what a GET of it would be keyed by: the layer's key builder over a
+//! GET request with the unsafe request's headers, under the namespace of the route the URI
+//! belongs to. A relative reference other than an absolute path (`../x`) is not resolved, and
+//! so not invalidated.
+
+use std::sync::Arc;
+
+use http::header::{self, HeaderMap, HeaderValue};
+use http::{Method, Request, Response, Uri};
+use http_body::Body;
+use tower_service::Service;
+
+use crate::body::CacheBody;
+use crate::key::KeyBuilder;
+use crate::layer::Config;
+use crate::observe::{self, StoreOp};
+use crate::stats::Event;
+
+/// Whether a successful response to `method` invalidates (RFC 9111 §4.4: methods not known
+/// to be safe; CONNECT opens a tunnel and targets no stored response).
+pub(crate) fn invalidates(method: &Method) -> bool {
+    !matches!(
+        *method,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::CONNECT
+    )
+}
+
+/// What an unsafe request needs to invalidate after its response.
+pub(crate) struct Invalidation<K> {
+    pub(crate) config: Arc<Config>,
+    pub(crate) key_builder: Arc<K>,
+    pub(crate) uri: Uri,
+    pub(crate) headers: HeaderMap,
+    /// The namespace of the request's own route.
+    pub(crate) namespace: Arc<str>,
+}
+
+impl<K: KeyBuilder> Invalidation<K> {
+    /// Calls the service, then removes the entries its success made stale — before the
+    /// response goes out, so that the client's next GET does not see them.
+    pub(crate) async fn run<S, ReqB, ResB>(
+        self,
+        mut inner: S,
+        request: Request<ReqB>,
+    ) -> Result<Response<CacheBody<ResB>>, S::Error>
+    where
+        S: Service<Request<ReqB>, Response = Response<ResB>>,
+        ResB: Body,
+    {
+        let response = inner.call(request).await?;
+        let status = response.status();
+        if status.is_success() || status.is_redirection() {
+            self.remove(&self.uri, &self.namespace).await;
+            for name in [header::LOCATION, header::CONTENT_LOCATION] {
+                for value in response.headers().get_all(&name) {
+                    if let Some(target) = same_origin(&self.uri, &self.headers, value) {
+                        let route =
+                            self.config
+                                .routes
+                                .resolve(None, target.path(), &self.config.stats);
+                        let namespace = route
+                            .policy
+                            .as_deref()
+                            .and_then(|policy| policy.namespace.clone())
+                            .unwrap_or_else(|| Arc::clone(&self.config.namespace));
+                        self.remove(&target, &namespace).await;
+                    }
+                }
+            }
+        }
+        Ok(response.map(CacheBody::passthrough))
+    }
+
+    async fn remove(&self, target: &Uri, namespace: &str) {
+        let Ok(request) = Request::get(target.clone()).body(()) else {
+            return;
+        };
+        let (mut parts, ()) = request.into_parts();
+        parts.headers = self.headers.clone();
+        let Some(key) = self.key_builder.build_key(&parts) else {
+            return;
+        };
+        let key = key.namespaced(namespace, self.config.max_key_len);
+        if let Err(error) = self.config.store.remove(key.as_str()).await {
+            let route = self
+                .config
+                .routes
+                .resolve(None, target.path(), &self.config.stats);
+            self.config
+                .stats
+                .record(&route.counters, Event::StoreError(error.kind()));
+            observe::store_error(StoreOp::Write, key.as_str(), &error);
+        }
+    }
+}
+
+/// `value` (a `Location` or `Content-Location`) as a URI on the request's origin, if it is
+/// one: an absolute path, or an absolute URI with the request's authority.
+fn same_origin(request: &Uri, headers: &HeaderMap, value: &HeaderValue) -> Option<Uri> {
+    let target: Uri = value.to_str().ok()?.trim().parse().ok()?;
+    match target.authority() {
+        None => target.path().starts_with('/').then_some(target),
+        Some(authority) => {
+            let origin = request
+                .authority()
+                .map(|authority| authority.as_str())
+                .or_else(|| {
+                    headers
+                        .get(header::HOST)
+                        .and_then(|host| host.to_str().ok())
+                })?;
+            if !authority.as_str().eq_ignore_ascii_case(origin) {
+                return None;
+            }
+            target.path_and_query().map(|path| Uri::from(path.clone()))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unsafe_methods_invalidate_and_safe_ones_do_not() {
+        for method in [Method::POST, Method::PUT, Method::PATCH, Method::DELETE] {
+            assert!(invalidates(&method), "{method}");
+        }
+        assert!(
+            invalidates(&Method::from_bytes(b"PURGE").unwrap()),
+            "unknown methods are unsafe"
+        );
+        for method in [Method::GET, Method::HEAD, Method::OPTIONS, Method::TRACE] {
+            assert!(!invalidates(&method), "{method}");
+        }
+    }
+
+    #[test]
+    fn only_same_origin_locations_are_targets() {
+        let request: Uri = "/items/1".parse().unwrap();
+        let mut headers = HeaderMap::new();
+        headers.insert(header::HOST, HeaderValue::from_static("shop.example"));
+        let target = |value: &'static str| {
+            same_origin(&request, &headers, &HeaderValue::from_static(value))
+                .map(|uri| uri.to_string())
+        };
+        assert_eq!(target("/items").as_deref(), Some("/items"));
+        assert_eq!(
+            target("http://SHOP.example/items?page=2").as_deref(),
+            Some("/items?page=2")
+        );
+        assert_eq!(target("http://other.example/items"), None);
+        assert_eq!(target("../items"), None);
+    }
+}
