@@ -6,7 +6,8 @@
 //! The key of each URI is what a GET of it would be keyed by: the layer's key builder over a
 //! GET request with the unsafe request's headers, under the namespace of the route the URI
 //! belongs to. A relative reference other than an absolute path (`../x`) is not resolved, and
-//! so not invalidated.
+//! so not invalidated. A `Location` is matched to route rules by path prefix and literal
+//! path only: a namespace set on an axum route pattern (`/users/{id}`) is not found for it.
 
 use std::sync::Arc;
 
@@ -104,7 +105,15 @@ impl<K: KeyBuilder> Invalidation<K> {
 fn same_origin(request: &Uri, headers: &HeaderMap, value: &HeaderValue) -> Option<Uri> {
     let target: Uri = value.to_str().ok()?.trim().parse().ok()?;
     match target.authority() {
-        None => target.path().starts_with('/').then_some(target),
+        // On the request's origin: give it the request's scheme and authority, which a key
+        // builder may read (`Host` comes from the authority in HTTP/2).
+        None if target.path().starts_with('/') => {
+            let mut parts = target.into_parts();
+            parts.scheme = request.scheme().cloned();
+            parts.authority = request.authority().cloned();
+            Uri::from_parts(parts).ok()
+        }
+        None => None,
         Some(authority) => {
             let origin = request
                 .authority()
@@ -117,7 +126,7 @@ fn same_origin(request: &Uri, headers: &HeaderMap, value: &HeaderValue) -> Optio
             if !authority.as_str().eq_ignore_ascii_case(origin) {
                 return None;
             }
-            target.path_and_query().map(|path| Uri::from(path.clone()))
+            Some(target)
         }
     }
 }
@@ -152,7 +161,18 @@ mod tests {
         assert_eq!(target("/items").as_deref(), Some("/items"));
         assert_eq!(
             target("http://SHOP.example/items?page=2").as_deref(),
-            Some("/items?page=2")
+            Some("http://SHOP.example/items?page=2")
+        );
+        // With an absolute request URI (HTTP/2), a path gets the request's origin.
+        let absolute: Uri = "https://shop.example/items/1".parse().unwrap();
+        let moved = same_origin(
+            &absolute,
+            &HeaderMap::new(),
+            &HeaderValue::from_static("/items"),
+        );
+        assert_eq!(
+            moved.map(|uri| uri.to_string()).as_deref(),
+            Some("https://shop.example/items")
         );
         assert_eq!(target("http://other.example/items"), None);
         assert_eq!(target("../items"), None);

@@ -158,16 +158,22 @@ where
         };
         // A hit on a store that answers in place costs no future and no allocation for the
         // lookup.
+        // A definite miss is not looked up again on the slower path.
+        let mut missed = false;
         if let (RequestMode::Lookup { max_age, .. }, Some(key)) = (mode, &key) {
-            if let Some(Ok(Some(entry))) = config.store.get_now(key.as_str()) {
-                let now = SystemTime::now();
-                if !ctx.sliding() && ctx.usable(&entry, &parts.headers, now, max_age) {
-                    ctx.record(Event::Hit);
-                    let head = parts.method == Method::HEAD;
-                    let response = ctx.response_from(&entry, &parts.headers, head, now);
-                    let ttl = entry.remaining_ttl(now);
-                    return ResponseFuture::ready(ctx.finish(response, Outcome::Hit { ttl }));
+            match config.store.get_now(key.as_str()) {
+                Some(Ok(Some(entry))) => {
+                    let now = SystemTime::now();
+                    if !ctx.sliding() && ctx.usable(&entry, &parts.headers, now, max_age) {
+                        ctx.record(Event::Hit);
+                        let head = parts.method == Method::HEAD;
+                        let response = ctx.response_from(&entry, &parts.headers, head, now);
+                        let ttl = entry.remaining_ttl(now);
+                        return ResponseFuture::ready(ctx.finish(response, Outcome::Hit { ttl }));
+                    }
                 }
+                Some(Ok(None)) => missed = true,
+                Some(Err(_)) | None => {}
             }
         }
         // The inner service was driven to readiness; the clone left behind is not (tower's
@@ -175,7 +181,7 @@ where
         let clone = self.inner.clone();
         let inner = std::mem::replace(&mut self.inner, clone);
         let call = Call { inner, ctx };
-        ResponseFuture::cached(Box::pin(call.run(parts, body, key, mode)))
+        ResponseFuture::cached(Box::pin(call.run(parts, body, key, mode, missed)))
     }
 }
 
@@ -536,6 +542,7 @@ impl<S> Call<S> {
         body: ReqB,
         key: Option<CacheKey>,
         mode: RequestMode,
+        missed: bool,
     ) -> Result<Response<CacheBody<ResB>>, S::Error>
     where
         S: Service<Request<ReqB>, Response = Response<ResB>>,
@@ -558,7 +565,11 @@ impl<S> Call<S> {
         } = mode
         {
             let now = SystemTime::now();
-            let found = self.ctx.lookup(&key, &parts.headers, now).await;
+            let found = if missed {
+                None
+            } else {
+                self.ctx.lookup(&key, &parts.headers, now).await
+            };
             let too_old =
                 |entry: &CachedResponse| max_age.is_some_and(|max| entry.age(now).as_secs() > max);
             match found {
@@ -660,6 +671,12 @@ impl<S> Call<S> {
         // The response's `Vary` names the request headers it depends on; they are only known
         // once it arrives, so the request's headers are kept until then.
         let request_headers = parts.headers.clone();
+        let mut parts = parts;
+        // A fill asks for the whole response, as nginx does: a client's own validators
+        // would get a 304, which cannot be stored (nor shared with waiters). The client
+        // receives the full response.
+        parts.headers.remove(header::IF_NONE_MATCH);
+        parts.headers.remove(header::IF_MODIFIED_SINCE);
         let response = match self.inner.call(Request::from_parts(parts, body)).await {
             Ok(response) => response,
             Err(error) => {

@@ -3,7 +3,7 @@
 //!
 //! `If-None-Match` is evaluated first, with the weak comparison (§13.1.2: `W/"a"` matches
 //! `"a"`), a list of tags, or `*`; only when it is absent does `If-Modified-Since` count,
-//! against the stored `Last-Modified` (§13.1.3). Only a stored `200` is answered with a 304
+//! against the stored `Last-Modified`, else its `Date` (§13.1.3, RFC 9111 §4.3.2). Only a stored `200` is answered with a 304
 //! (§13.1.2, §13.2.1 apply to the selected representation).
 
 use http::StatusCode;
@@ -27,10 +27,19 @@ pub(crate) fn not_modified(status: StatusCode, headers: &HeaderMap, request: &He
         };
         return if_none_match.any(|value| list_matches(value, etag));
     }
-    let Some(since) = http_date(request.get(header::IF_MODIFIED_SINCE)) else {
+    // A field with more than one member is ignored (RFC 9110 §13.1.3).
+    let mut since = request.get_all(header::IF_MODIFIED_SINCE).iter();
+    let (Some(since), None) = (since.next(), since.next()) else {
         return false;
     };
-    http_date(headers.get(header::LAST_MODIFIED)).is_some_and(|modified| modified <= since)
+    let Some(since) = http_date(Some(since)) else {
+        return false;
+    };
+    // Without Last-Modified, the response's Date stands in (RFC 9111 §4.3.2).
+    let modified = headers
+        .get(header::LAST_MODIFIED)
+        .or_else(|| headers.get(header::DATE));
+    http_date(modified).is_some_and(|modified| modified <= since)
 }
 
 /// The headers a 304 carries (RFC 9110 §15.4.5): those a 200 would have sent among

@@ -198,3 +198,19 @@ async fn safe_methods_invalidate_nothing() {
     request(&app, Method::OPTIONS, "/items/6").await;
     assert_eq!(fetch(&app, "/items/6").await.header("x-cache"), Some("HIT"));
 }
+
+#[tokio::test]
+async fn a_conditional_miss_fills_the_cache_with_the_full_response() {
+    let calls = Calls::default();
+    let app = app(&calls);
+    // The fill asks the origin for the whole response, not the client's 304.
+    let first = get_with(&app, "/items/8", &[("if-none-match", "W/\"v1\"")]).await;
+    assert_eq!(
+        (first.status, first.header("x-cache")),
+        (StatusCode::OK, Some("MISS"))
+    );
+    assert_eq!(fetch(&app, "/items/8").await.header("x-cache"), Some("HIT"));
+    let again = get_with(&app, "/items/8", &[("if-none-match", "W/\"v1\"")]).await;
+    assert_eq!(again.status, StatusCode::NOT_MODIFIED);
+    assert_eq!(calls.get(), 1);
+}
