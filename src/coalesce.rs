@@ -171,6 +171,12 @@ impl Coalescer {
         }
     }
 
+    /// Drops the flight for `key`, if any: a request that comes after an invalidation must
+    /// not be answered by a fetch that began before it. Its waiters elect a new leader.
+    pub(crate) fn forget(&self, key: &str) {
+        self.lock().in_flight.remove(key);
+    }
+
     /// How many flights are in the air (for tests and metrics).
     pub(crate) fn in_flight(&self) -> usize {
         self.lock().in_flight.len()
@@ -420,6 +426,33 @@ mod tests {
             "the stale leader's landing leaves the new flight alone"
         );
         drop(fresh);
+        assert_eq!(coalescer.in_flight(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_forgotten_flight_sends_its_waiters_to_a_new_leader() {
+        let coalescer = coalescer();
+        let Join::Leader(old) = coalescer.join("k") else {
+            panic!()
+        };
+        let Join::Waiter(rx) = coalescer.join("k") else {
+            panic!()
+        };
+        coalescer.forget("k");
+        assert!(matches!(
+            wait(rx, Duration::from_secs(5)).await,
+            Some(Landing::Fallback { retry: true })
+        ));
+        let Join::Leader(new) = coalescer.join("k") else {
+            panic!("a new flight")
+        };
+        drop(old.ready(entry()));
+        assert_eq!(
+            coalescer.in_flight(),
+            1,
+            "the old leader's landing leaves the new flight"
+        );
+        drop(new);
         assert_eq!(coalescer.in_flight(), 0);
     }
 

@@ -87,6 +87,9 @@ impl<K: KeyBuilder> Invalidation<K> {
             return;
         };
         let key = key.namespaced(namespace, self.config.max_key_len);
+        if let Some(coalescer) = &self.config.coalescer {
+            coalescer.forget(key.as_str());
+        }
         if let Err(error) = self.config.store.remove(key.as_str()).await {
             let route = self
                 .config
