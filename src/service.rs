@@ -156,26 +156,11 @@ where
             config: Arc::clone(config),
             route,
         };
-        // A hit on a store that answers in place costs no future and no allocation for the
-        // lookup.
-        // A definite miss is not looked up again on the slower path.
-        let mut missed = false;
-        if let (RequestMode::Lookup { max_age, .. }, Some(key)) = (mode, &key) {
-            match config.store.get_now(key.as_str()) {
-                Some(Ok(Some(entry))) => {
-                    let now = SystemTime::now();
-                    if !ctx.sliding() && ctx.usable(&entry, &parts.headers, now, max_age) {
-                        ctx.record(Event::Hit);
-                        let head = parts.method == Method::HEAD;
-                        let response = ctx.response_from(&entry, &parts.headers, head, now);
-                        let ttl = entry.remaining_ttl(now);
-                        return ResponseFuture::ready(ctx.finish(response, Outcome::Hit { ttl }));
-                    }
-                }
-                Some(Ok(None)) => missed = true,
-                Some(Err(_)) | None => {}
-            }
-        }
+        let missed = match ctx.in_place(mode, key.as_ref(), &parts) {
+            InPlace::Hit(response) => return ResponseFuture::ready(response),
+            InPlace::Miss => true,
+            InPlace::Unknown => false,
+        };
         // The inner service was driven to readiness; the clone left behind is not (tower's
         // usual swap, so that the ready one is the one called).
         let clone = self.inner.clone();
@@ -196,6 +181,19 @@ fn matched_path<B>(request: &Request<B>) -> Option<&str> {
 #[cfg(not(feature = "axum"))]
 fn matched_path<B>(_: &Request<B>) -> Option<&str> {
     None
+}
+
+/// What a store that answers in place said about a request.
+// Returned once per request and matched at once: boxing the response would add the
+// allocation the in-place hit exists to avoid.
+#[allow(clippy::large_enum_variant)]
+enum InPlace<B> {
+    /// A usable entry: the response.
+    Hit(Response<CacheBody<B>>),
+    /// No entry: the slower path need not look again.
+    Miss,
+    /// No answer in place (a remote store), or an entry the slower path must judge.
+    Unknown,
 }
 
 /// Which stored entries may answer a request that missed or refreshes.
@@ -247,6 +245,29 @@ impl Ctx {
             .policy
             .as_deref()
             .is_some_and(|policy| policy.sliding)
+    }
+
+    /// A hit answered without a future, on a store that answers in place (`get_now`): no
+    /// allocation for the lookup, no boxed future for the request.
+    fn in_place<B>(&self, mode: RequestMode, key: Option<&CacheKey>, parts: &Parts) -> InPlace<B> {
+        let (RequestMode::Lookup { max_age, .. }, Some(key)) = (mode, key) else {
+            return InPlace::Unknown;
+        };
+        let entry = match self.config.store.get_now(key.as_str()) {
+            Some(Ok(Some(entry))) => entry,
+            Some(Ok(None)) => return InPlace::Miss,
+            Some(Err(_)) | None => return InPlace::Unknown,
+        };
+        let now = SystemTime::now();
+        // Sliding routes touch the entry on a hit: the async path does that.
+        if self.sliding() || !self.usable(&entry, &parts.headers, now, max_age) {
+            return InPlace::Unknown;
+        }
+        self.record(Event::Hit);
+        let head = parts.method == Method::HEAD;
+        let response = self.response_from(&entry, &parts.headers, head, now);
+        let ttl = entry.remaining_ttl(now);
+        InPlace::Hit(self.finish(response, Outcome::Hit { ttl }))
     }
 
     /// A usable entry for the request: present, fresh (or on a sliding route, not expired),
