@@ -96,6 +96,12 @@ impl CachedResponse {
         self.ttl.saturating_sub(self.resident_time(now))
     }
 
+    /// Whether the entry, fresh or stale, may still stand in for an origin that fails: it
+    /// is within its freshness plus `stale_if_error` (RFC 5861 §4).
+    pub fn may_serve_if_error(&self, now: SystemTime) -> bool {
+        self.resident_time(now) < self.ttl.saturating_add(self.stale_if_error)
+    }
+
     /// How long a store should keep the entry: its freshness plus the longest stale window.
     pub fn storage_ttl(&self) -> Duration {
         self.ttl

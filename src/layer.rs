@@ -85,6 +85,7 @@ pub(crate) struct Config {
     pub(crate) coalescer: Option<Arc<Coalescer>>,
     pub(crate) coalesce_timeout: Duration,
     pub(crate) hit_for_miss: Duration,
+    pub(crate) stale_if_error: Option<Duration>,
 }
 
 impl Config {
@@ -181,6 +182,7 @@ impl CacheLayer<DefaultKeyBuilder> {
                 ))),
                 coalesce_timeout: DEFAULT_COALESCE_TIMEOUT,
                 hit_for_miss: DEFAULT_HIT_FOR_MISS,
+                stale_if_error: None,
             }),
         }
     }
@@ -286,6 +288,15 @@ impl<K> CacheLayer<K> {
     /// Default: `tower-response-cache`.
     pub fn cache_status_name(mut self, name: Option<&str>) -> Self {
         self.config().cache_status = name.map(|name| Arc::new(CacheStatus::new(name)));
+        self
+    }
+
+    /// How long past freshness an entry may answer when the origin fails (an error, or
+    /// 500/502/503/504; RFC 5861 §4), unless the response's own `stale-if-error` directive
+    /// says otherwise. Entries are kept that much longer. Routes can override it. Default:
+    /// none (only the directive counts).
+    pub fn stale_if_error(mut self, window: Duration) -> Self {
+        self.config().stale_if_error = Some(window);
         self
     }
 

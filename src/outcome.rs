@@ -9,6 +9,7 @@
 //! | request refreshed the entry | `REFRESH` | `name; fwd=request; stored` |
 //! | request bypassed the cache | `BYPASS` | `name; fwd=bypass; detail=no-store` |
 //! | answered by another request's fetch (coalesced) | `HIT` | `name; fwd=miss; collapsed` |
+//! | origin failed, stale entry served (`stale-if-error`) | `STALE` | `name; hit; ttl=-12; detail=stale-if-error` |
 //!
 //! "stored" is said when the response head allows storing; a body that then grows past the
 //! size limit, fails, or is abandoned is still not stored (and counted so).
@@ -33,6 +34,10 @@ pub(crate) enum Outcome {
     MissOnlyIfCached,
     /// Answered with the response another request for the same key fetched.
     Coalesced,
+    /// The origin failed; a stale entry answered instead (RFC 5861 §4).
+    StaleIfError {
+        stale_for: Duration,
+    },
     Refresh {
         reason: RefreshReason,
         stored: Result<(), NotStoredReason>,
@@ -49,6 +54,7 @@ impl Outcome {
             Self::Miss { stored: Ok(()) } | Self::MissOnlyIfCached => "MISS",
             Self::Miss { stored: Err(_) } => "UNCACHEABLE",
             Self::Refresh { .. } => "REFRESH",
+            Self::StaleIfError { .. } => "STALE",
             Self::Bypass { .. } => "BYPASS",
         })
     }
@@ -74,6 +80,14 @@ impl Outcome {
                 stored(&mut value, result);
             }
             Self::Coalesced => value.push_str("; fwd=miss; collapsed"),
+            // RFC 9211 §2.4: a negative ttl says how stale the hit is.
+            Self::StaleIfError { stale_for } => {
+                let _ = write!(
+                    value,
+                    "; hit; ttl=-{}; detail=stale-if-error",
+                    stale_for.as_secs()
+                );
+            }
             // Not forwarded, so no `fwd` (RFC 9211 §2.2).
             Self::MissOnlyIfCached => value.push_str("; detail=only-if-cached"),
             Self::Refresh { stored: result, .. } => {

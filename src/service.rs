@@ -247,6 +247,19 @@ impl Ctx {
             .is_some_and(|policy| policy.sliding)
     }
 
+    /// The stale entry, standing in for an origin that failed (RFC 5861 §4).
+    fn serve_stale<B>(
+        &self,
+        entry: &CachedResponse,
+        request: &HeaderMap,
+    ) -> Response<CacheBody<B>> {
+        let now = SystemTime::now();
+        self.record(Event::StaleIfError);
+        let response = self.response_from(entry, request, false, now);
+        let stale_for = entry.resident_time(now).saturating_sub(entry.ttl);
+        self.finish(response, Outcome::StaleIfError { stale_for })
+    }
+
     /// A hit answered without a future, on a store that answers in place (`get_now`): no
     /// allocation for the lookup, no boxed future for the request.
     fn in_place<B>(&self, mode: RequestMode, key: Option<&CacheKey>, parts: &Parts) -> InPlace<B> {
@@ -278,21 +291,26 @@ impl Ctx {
         request_headers: &HeaderMap,
         now: SystemTime,
     ) -> Option<Arc<CachedResponse>> {
+        let entry = self.stored(key).await?;
+        self.usable(&entry, request_headers, now, None)
+            .then_some(entry)
+    }
+
+    /// The entry under `key`, whatever its freshness; a store error counts and is a miss.
+    async fn stored(&self, key: &CacheKey) -> Option<Arc<CachedResponse>> {
         let store = &self.config.store;
         let found = match store.get_now(key.as_str()) {
             Some(found) => found,
             None => store.get(key.as_str()).await,
         };
-        let entry = match found {
-            Ok(entry) => entry?,
+        match found {
+            Ok(entry) => entry,
             Err(error) => {
                 self.record(Event::StoreError(error.kind()));
                 observe::store_error(StoreOp::Read, key.as_str(), &error);
-                return None;
+                None
             }
-        };
-        self.usable(&entry, request_headers, now, None)
-            .then_some(entry)
+        }
     }
 
     /// Whether `entry` may answer the request: fresh (on a sliding route, present is
@@ -552,6 +570,12 @@ impl Ctx {
         entry.initial_age = initial_age;
         entry.ttl = ttl;
         entry.vary = vary_values(&head.headers, request_headers);
+        entry.stale_if_error = cc
+            .stale_if_error
+            .map(Duration::from_secs)
+            .or_else(|| policy.and_then(|policy| policy.stale_if_error))
+            .or(self.config.stale_if_error)
+            .unwrap_or_default();
         Ok(entry)
     }
 }
@@ -579,6 +603,7 @@ impl<S> Call<S> {
             RequestMode::Refresh(reason) => Some(reason),
             _ => None,
         };
+        let mut stale = None;
 
         if let RequestMode::Lookup {
             max_age,
@@ -586,11 +611,24 @@ impl<S> Call<S> {
         } = mode
         {
             let now = SystemTime::now();
-            let found = if missed {
+            let stored = if missed {
                 None
             } else {
-                self.ctx.lookup(&key, &parts.headers, now).await
+                self.ctx.stored(&key).await
             };
+            // A stale entry is kept aside: it answers if the origin fails (RFC 5861 §4).
+            let (found, fallback) = match stored {
+                Some(entry) if self.ctx.usable(&entry, &parts.headers, now, None) => {
+                    (Some(entry), None)
+                }
+                Some(entry)
+                    if entry.may_serve_if_error(now) && variant_matches(&entry, &parts.headers) =>
+                {
+                    (None, Some(entry))
+                }
+                _ => (None, None),
+            };
+            stale = fallback;
             let too_old =
                 |entry: &CachedResponse| max_age.is_some_and(|max| entry.age(now).as_secs() > max);
             match found {
@@ -653,7 +691,7 @@ impl<S> Call<S> {
             _ => None,
         };
         self.ctx.record(miss);
-        self.fetch(parts, body, key, refresh, flight).await
+        self.fetch(parts, body, key, refresh, flight, stale).await
     }
 
     async fn bypass<ReqB, ResB>(
@@ -680,6 +718,7 @@ impl<S> Call<S> {
         key: CacheKey,
         refresh: Option<RefreshReason>,
         flight: Option<(FlightGuard, Option<FillLease>)>,
+        stale: Option<Arc<CachedResponse>>,
     ) -> Result<Response<CacheBody<ResB>>, S::Error>
     where
         S: Service<Request<ReqB>, Response = Response<ResB>>,
@@ -705,9 +744,21 @@ impl<S> Call<S> {
                 if let Some((flight, _lease)) = flight {
                     flight.fallback(false);
                 }
-                return Err(error);
+                return match stale {
+                    Some(stale) => Ok(self.ctx.serve_stale(&stale, &request_headers)),
+                    None => Err(error),
+                };
             }
         };
+        // RFC 5861 §4: a 500, 502, 503 or 504 is an error the stale entry stands in for.
+        if let Some(stale) = &stale {
+            if matches!(response.status().as_u16(), 500 | 502 | 503 | 504) {
+                if let Some((flight, _lease)) = flight {
+                    flight.fallback(false);
+                }
+                return Ok(self.ctx.serve_stale(stale, &request_headers));
+            }
+        }
         let (mut head, body) = response.into_parts();
         let now = SystemTime::now();
         let decision = self.ctx.storable_entry(&head, facts, &request_headers, now);

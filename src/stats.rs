@@ -43,6 +43,7 @@ pub(crate) struct Counters {
     passes: AtomicU64,
     coalesced: AtomicU64,
     coalesce_timeouts: AtomicU64,
+    stale_if_error: AtomicU64,
     stores: AtomicU64,
     not_stored: [AtomicU64; NotStoredReason::ALL.len()],
     store_errors: [AtomicU64; StoreErrorKind::ALL.len()],
@@ -58,6 +59,7 @@ pub(crate) enum Event {
     Pass,
     Coalesced,
     CoalesceTimeout,
+    StaleIfError,
     Stored,
     NotStored(NotStoredReason),
     StoreError(StoreErrorKind),
@@ -73,6 +75,7 @@ impl Counters {
             Event::Pass => &self.passes,
             Event::Coalesced => &self.coalesced,
             Event::CoalesceTimeout => &self.coalesce_timeouts,
+            Event::StaleIfError => &self.stale_if_error,
             Event::Stored => &self.stores,
             Event::NotStored(reason) => &self.not_stored[reason.index()],
             Event::StoreError(kind) => &self.store_errors[kind.index()],
@@ -89,6 +92,7 @@ impl Counters {
             misses,
             coalesced,
             coalesce_timeouts: load(&self.coalesce_timeouts),
+            stale_if_error: load(&self.stale_if_error),
             bypasses: load(&self.bypasses),
             refreshes: load(&self.refreshes),
             passes: load(&self.passes),
@@ -226,6 +230,10 @@ pub struct Counts {
     /// Waits for another request's fetch that timed out (the request then called the
     /// service itself; it is also counted as a miss or refresh).
     pub coalesce_timeouts: u64,
+    /// Requests whose origin failed (an error, or 500/502/503/504) and that were answered
+    /// with a stale entry instead (`stale-if-error`, RFC 5861; also counted as a miss or
+    /// refresh).
+    pub stale_if_error: u64,
     /// Responses stored.
     pub stores: u64,
     /// Responses not stored, by [`NotStoredReason::as_str`] (reasons with a zero count are

@@ -35,6 +35,7 @@ pub struct RoutePolicy {
     pub(crate) client_control: Option<ClientControl>,
     pub(crate) namespace: Option<Arc<str>>,
     pub(crate) honor_origin: Option<bool>,
+    pub(crate) stale_if_error: Option<Duration>,
 }
 
 impl Default for RoutePolicy {
@@ -46,6 +47,7 @@ impl Default for RoutePolicy {
             client_control: None,
             namespace: None,
             honor_origin: None,
+            stale_if_error: None,
         }
     }
 }
@@ -97,6 +99,15 @@ impl RoutePolicy {
     #[must_use]
     pub fn namespace(mut self, namespace: impl AsRef<str>) -> Self {
         self.namespace = Some(Arc::from(namespace.as_ref()));
+        self
+    }
+
+    /// How long past freshness an entry of this route may answer when the origin fails (an
+    /// error, or 500/502/503/504), unless the response's own `stale-if-error` says
+    /// otherwise. Default: the layer's (none).
+    #[must_use]
+    pub fn stale_if_error(mut self, window: Duration) -> Self {
+        self.stale_if_error = Some(window);
         self
     }
 

@@ -214,3 +214,136 @@ async fn a_conditional_miss_fills_the_cache_with_the_full_response() {
     assert_eq!(again.status, StatusCode::NOT_MODIFIED);
     assert_eq!(calls.get(), 1);
 }
+
+/// An origin that answers `cache-control` and the body, or 503 once told to fail.
+fn failing_app(
+    calls: &Calls,
+    failing: &std::sync::Arc<std::sync::atomic::AtomicBool>,
+    cache_control: &'static str,
+    cache: tower_response_cache::CacheLayer,
+) -> Router {
+    let failing = std::sync::Arc::clone(failing);
+    Router::new()
+        .route(
+            "/flaky",
+            get(move |State(calls): State<Calls>| {
+                let failing = failing.load(std::sync::atomic::Ordering::SeqCst);
+                async move {
+                    let n = calls.hit();
+                    if failing {
+                        return (
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            [("cache-control", "no-store")],
+                            format!("down #{n}"),
+                        );
+                    }
+                    (
+                        StatusCode::OK,
+                        [("cache-control", cache_control)],
+                        format!("up #{n}"),
+                    )
+                }
+            }),
+        )
+        .with_state(calls.clone())
+        .layer(cache)
+}
+
+#[tokio::test]
+async fn stale_if_error_serves_the_stale_entry_when_the_origin_fails() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let calls = Calls::default();
+    let failing = std::sync::Arc::new(AtomicBool::new(false));
+    let (cache, _store) = layer();
+    let app = failing_app(
+        &calls,
+        &failing,
+        "max-age=1, stale-if-error=60",
+        cache.clone(),
+    );
+    fetch(&app, "/flaky").await;
+    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    failing.store(true, Ordering::SeqCst);
+    // RFC 5861 §4: a 503 from the origin, the stale entry answers.
+    let stale = fetch(&app, "/flaky").await;
+    assert_eq!(
+        (stale.status, stale.text().as_str()),
+        (StatusCode::OK, "up #1")
+    );
+    assert_eq!(stale.header("x-cache"), Some("STALE"));
+    let status = stale.header("cache-status").unwrap();
+    assert!(
+        status.starts_with("tower-response-cache; hit; ttl=-")
+            && status.ends_with("detail=stale-if-error"),
+        "{status}"
+    );
+    assert_eq!(calls.get(), 2, "the origin was asked first");
+    assert_eq!(cache.stats().snapshot().total.stale_if_error, 1);
+    // Once the origin is back, a fresh response replaces it.
+    failing.store(false, Ordering::SeqCst);
+    assert_eq!(fetch(&app, "/flaky").await.text(), "up #3");
+}
+
+#[tokio::test]
+async fn without_stale_if_error_the_failure_goes_through() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let calls = Calls::default();
+    let failing = std::sync::Arc::new(AtomicBool::new(false));
+    let (cache, _store) = layer();
+    let app = failing_app(&calls, &failing, "max-age=1", cache);
+    fetch(&app, "/flaky").await;
+    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    failing.store(true, Ordering::SeqCst);
+    assert_eq!(
+        fetch(&app, "/flaky").await.status,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+}
+
+#[tokio::test]
+async fn the_layer_setting_covers_service_errors_within_its_window() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tower::{ServiceBuilder, ServiceExt};
+    let calls = std::sync::Arc::new(AtomicUsize::new(0));
+    let counter = std::sync::Arc::clone(&calls);
+    let (cache, _store) = layer();
+    let cache = cache
+        .default_ttl(std::time::Duration::from_millis(300))
+        .stale_if_error(std::time::Duration::from_millis(1500));
+    let service = ServiceBuilder::new()
+        .layer(cache)
+        .service_fn(move |_: Request<()>| {
+            let n = counter.fetch_add(1, Ordering::SeqCst) + 1;
+            async move {
+                if n == 1 {
+                    Ok(http::Response::new(http_body_util::Full::new(
+                        bytes::Bytes::from("first"),
+                    )))
+                } else {
+                    Err(std::io::Error::other("origin down"))
+                }
+            }
+        });
+    let get = || {
+        service
+            .clone()
+            .oneshot(Request::get("/e").body(()).unwrap())
+    };
+    let body = |response: http::Response<_>| async move {
+        use http_body_util::BodyExt;
+        tower_response_cache::CacheBody::collect(response.into_body())
+            .await
+            .unwrap()
+            .to_bytes()
+    };
+    assert_eq!(body(get().await.unwrap()).await, "first");
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let stale = get().await.expect("the stale entry, not the error");
+    assert_eq!(stale.headers()["x-cache"], "STALE");
+    assert_eq!(body(stale).await, "first");
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    assert!(
+        get().await.is_err(),
+        "past the window the error goes through"
+    );
+}
