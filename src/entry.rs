@@ -102,6 +102,13 @@ impl CachedResponse {
         self.resident_time(now) < self.ttl.saturating_add(self.stale_if_error)
     }
 
+    /// Whether the entry is stale but within its `stale_while_revalidate` window: it may
+    /// answer while it is refreshed (RFC 5861 §3).
+    pub fn may_serve_while_revalidating(&self, now: SystemTime) -> bool {
+        let resident = self.resident_time(now);
+        resident >= self.ttl && resident < self.ttl.saturating_add(self.stale_while_revalidate)
+    }
+
     /// How long a store should keep the entry: its freshness plus the longest stale window.
     pub fn storage_ttl(&self) -> Duration {
         self.ttl

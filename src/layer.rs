@@ -86,6 +86,7 @@ pub(crate) struct Config {
     pub(crate) coalesce_timeout: Duration,
     pub(crate) hit_for_miss: Duration,
     pub(crate) stale_if_error: Option<Duration>,
+    pub(crate) stale_while_revalidate: Option<Duration>,
 }
 
 impl Config {
@@ -183,6 +184,7 @@ impl CacheLayer<DefaultKeyBuilder> {
                 coalesce_timeout: DEFAULT_COALESCE_TIMEOUT,
                 hit_for_miss: DEFAULT_HIT_FOR_MISS,
                 stale_if_error: None,
+                stale_while_revalidate: None,
             }),
         }
     }
@@ -297,6 +299,18 @@ impl<K> CacheLayer<K> {
     /// none (only the directive counts).
     pub fn stale_if_error(mut self, window: Duration) -> Self {
         self.config().stale_if_error = Some(window);
+        self
+    }
+
+    /// How long past freshness an entry is answered at once while one background fetch
+    /// refreshes it (RFC 5861 §3), unless the response's own `stale-while-revalidate`
+    /// directive says otherwise. Entries are kept that much longer. Routes can override it.
+    /// Default: none (only the directive counts).
+    ///
+    /// The refresh runs on a spawned Tokio task with the request that found the entry
+    /// stale.
+    pub fn stale_while_revalidate(mut self, window: Duration) -> Self {
+        self.config().stale_while_revalidate = Some(window);
         self
     }
 

@@ -38,6 +38,10 @@ pub(crate) enum Outcome {
     StaleIfError {
         stale_for: Duration,
     },
+    /// A stale entry answered while it is refreshed in the background (RFC 5861 §3).
+    StaleWhileRevalidate {
+        stale_for: Duration,
+    },
     Refresh {
         reason: RefreshReason,
         stored: Result<(), NotStoredReason>,
@@ -54,7 +58,7 @@ impl Outcome {
             Self::Miss { stored: Ok(()) } | Self::MissOnlyIfCached => "MISS",
             Self::Miss { stored: Err(_) } => "UNCACHEABLE",
             Self::Refresh { .. } => "REFRESH",
-            Self::StaleIfError { .. } => "STALE",
+            Self::StaleIfError { .. } | Self::StaleWhileRevalidate { .. } => "STALE",
             Self::Bypass { .. } => "BYPASS",
         })
     }
@@ -80,6 +84,13 @@ impl Outcome {
                 stored(&mut value, result);
             }
             Self::Coalesced => value.push_str("; fwd=miss; collapsed"),
+            Self::StaleWhileRevalidate { stale_for } => {
+                let _ = write!(
+                    value,
+                    "; hit; ttl=-{}; detail=stale-while-revalidate",
+                    stale_for.as_secs()
+                );
+            }
             // RFC 9211 §2.4: a negative ttl says how stale the hit is.
             Self::StaleIfError { stale_for } => {
                 let _ = write!(

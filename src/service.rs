@@ -247,6 +247,20 @@ impl Ctx {
             .is_some_and(|policy| policy.sliding)
     }
 
+    /// A stale entry answering while it is refreshed (RFC 5861 §3).
+    fn serve_while_revalidating<B>(
+        &self,
+        entry: &CachedResponse,
+        parts: &Parts,
+        now: SystemTime,
+    ) -> Response<CacheBody<B>> {
+        self.record(Event::StaleWhileRevalidate);
+        let head = parts.method == Method::HEAD;
+        let response = self.response_from(entry, &parts.headers, head, now);
+        let stale_for = entry.resident_time(now).saturating_sub(entry.ttl);
+        self.finish(response, Outcome::StaleWhileRevalidate { stale_for })
+    }
+
     /// The stale entry, standing in for an origin that failed (RFC 5861 §4).
     fn serve_stale<B>(
         &self,
@@ -570,6 +584,12 @@ impl Ctx {
         entry.initial_age = initial_age;
         entry.ttl = ttl;
         entry.vary = vary_values(&head.headers, request_headers);
+        entry.stale_while_revalidate = cc
+            .stale_while_revalidate
+            .map(Duration::from_secs)
+            .or_else(|| policy.and_then(|policy| policy.stale_while_revalidate))
+            .or(self.config.stale_while_revalidate)
+            .unwrap_or_default();
         entry.stale_if_error = cc
             .stale_if_error
             .map(Duration::from_secs)
@@ -590,8 +610,12 @@ impl<S> Call<S> {
         missed: bool,
     ) -> Result<Response<CacheBody<ResB>>, S::Error>
     where
-        S: Service<Request<ReqB>, Response = Response<ResB>>,
-        ResB: Body,
+        S: Service<Request<ReqB>, Response = Response<ResB>> + Send + 'static,
+        S::Future: Send,
+        S::Error: Send,
+        ReqB: Send + 'static,
+        ResB: Body + Send + 'static,
+        ResB::Data: Buf + Send,
     {
         let arrived = SystemTime::now();
         let key = match (mode, key) {
@@ -622,13 +646,25 @@ impl<S> Call<S> {
                     (Some(entry), None)
                 }
                 Some(entry)
-                    if entry.may_serve_if_error(now) && variant_matches(&entry, &parts.headers) =>
+                    if (entry.may_serve_if_error(now)
+                        || entry.may_serve_while_revalidating(now))
+                        && variant_matches(&entry, &parts.headers) =>
                 {
                     (None, Some(entry))
                 }
                 _ => (None, None),
             };
             stale = fallback;
+            // Stale within its stale-while-revalidate window (RFC 5861 §3): answered now,
+            // refreshed once in the background.
+            if let (None, Some(entry)) = (&found, &stale) {
+                if max_age.is_none() && !only_if_cached && entry.may_serve_while_revalidating(now) {
+                    let entry = Arc::clone(entry);
+                    let response = self.ctx.serve_while_revalidating(&entry, &parts, now);
+                    self.revalidate_in_background(parts, body, key);
+                    return Ok(response);
+                }
+            }
             let too_old =
                 |entry: &CachedResponse| max_age.is_some_and(|max| entry.age(now).as_secs() > max);
             match found {
@@ -692,6 +728,46 @@ impl<S> Call<S> {
         };
         self.ctx.record(miss);
         self.fetch(parts, body, key, refresh, flight, stale).await
+    }
+
+    /// Fetches `key` again on a spawned task with this request (its body is the request's,
+    /// usually empty for a GET), unless a fetch of it is already in flight: the fresh
+    /// response replaces the stale entry. Without a Tokio runtime nothing is spawned.
+    fn revalidate_in_background<ReqB, ResB>(self, parts: Parts, body: ReqB, key: CacheKey)
+    where
+        S: Service<Request<ReqB>, Response = Response<ResB>> + Send + 'static,
+        S::Future: Send,
+        S::Error: Send,
+        ReqB: Send + 'static,
+        ResB: Body + Send + 'static,
+        ResB::Data: Buf + Send,
+    {
+        let flight = match &self.ctx.config.coalescer {
+            Some(coalescer) => match coalescer.join(key.as_str()) {
+                Join::Leader(guard) => Some((guard, None)),
+                // Already being refreshed (or not to be serialized): once is enough.
+                Join::Waiter(_) | Join::Alone => return,
+            },
+            None => None,
+        };
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        runtime.spawn(async move {
+            let refresh = Some(RefreshReason::StaleWhileRevalidate);
+            if let Ok(response) = self.fetch(parts, body, key, refresh, flight, None).await {
+                // Nobody reads this response: drain it, so that the capture completes and
+                // stores the entry.
+                let mut body = std::pin::pin!(response.into_body());
+                while let Some(frame) =
+                    std::future::poll_fn(|cx| body.as_mut().poll_frame(cx)).await
+                {
+                    if frame.is_err() {
+                        break;
+                    }
+                }
+            }
+        });
     }
 
     async fn bypass<ReqB, ResB>(

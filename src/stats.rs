@@ -44,6 +44,7 @@ pub(crate) struct Counters {
     coalesced: AtomicU64,
     coalesce_timeouts: AtomicU64,
     stale_if_error: AtomicU64,
+    stale_while_revalidate: AtomicU64,
     stores: AtomicU64,
     not_stored: [AtomicU64; NotStoredReason::ALL.len()],
     store_errors: [AtomicU64; StoreErrorKind::ALL.len()],
@@ -60,6 +61,7 @@ pub(crate) enum Event {
     Coalesced,
     CoalesceTimeout,
     StaleIfError,
+    StaleWhileRevalidate,
     Stored,
     NotStored(NotStoredReason),
     StoreError(StoreErrorKind),
@@ -76,6 +78,7 @@ impl Counters {
             Event::Coalesced => &self.coalesced,
             Event::CoalesceTimeout => &self.coalesce_timeouts,
             Event::StaleIfError => &self.stale_if_error,
+            Event::StaleWhileRevalidate => &self.stale_while_revalidate,
             Event::Stored => &self.stores,
             Event::NotStored(reason) => &self.not_stored[reason.index()],
             Event::StoreError(kind) => &self.store_errors[kind.index()],
@@ -93,6 +96,7 @@ impl Counters {
             coalesced,
             coalesce_timeouts: load(&self.coalesce_timeouts),
             stale_if_error: load(&self.stale_if_error),
+            stale_while_revalidate: load(&self.stale_while_revalidate),
             bypasses: load(&self.bypasses),
             refreshes: load(&self.refreshes),
             passes: load(&self.passes),
@@ -234,6 +238,9 @@ pub struct Counts {
     /// with a stale entry instead (`stale-if-error`, RFC 5861; also counted as a miss or
     /// refresh).
     pub stale_if_error: u64,
+    /// Requests answered with a stale entry while it was refreshed in the background
+    /// (`stale-while-revalidate`, RFC 5861).
+    pub stale_while_revalidate: u64,
     /// Responses stored.
     pub stores: u64,
     /// Responses not stored, by [`NotStoredReason::as_str`] (reasons with a zero count are

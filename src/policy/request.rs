@@ -62,6 +62,9 @@ pub enum RefreshReason {
     Pragma,
     /// The bypass header (default `x-cache-bypass`).
     BypassHeader,
+    /// A stale entry was served and is refreshed in the background
+    /// (`stale-while-revalidate`).
+    StaleWhileRevalidate,
 }
 
 impl RefreshReason {
@@ -72,6 +75,7 @@ impl RefreshReason {
             Self::MaxAge => "max-age",
             Self::Pragma => "pragma",
             Self::BypassHeader => "bypass-header",
+            Self::StaleWhileRevalidate => "stale-while-revalidate",
         }
     }
 }

@@ -36,6 +36,7 @@ pub struct RoutePolicy {
     pub(crate) namespace: Option<Arc<str>>,
     pub(crate) honor_origin: Option<bool>,
     pub(crate) stale_if_error: Option<Duration>,
+    pub(crate) stale_while_revalidate: Option<Duration>,
 }
 
 impl Default for RoutePolicy {
@@ -48,6 +49,7 @@ impl Default for RoutePolicy {
             namespace: None,
             honor_origin: None,
             stale_if_error: None,
+            stale_while_revalidate: None,
         }
     }
 }
@@ -108,6 +110,15 @@ impl RoutePolicy {
     #[must_use]
     pub fn stale_if_error(mut self, window: Duration) -> Self {
         self.stale_if_error = Some(window);
+        self
+    }
+
+    /// How long past freshness an entry of this route is answered at once while a
+    /// background fetch refreshes it, unless the response's own `stale-while-revalidate`
+    /// says otherwise. Default: the layer's (none).
+    #[must_use]
+    pub fn stale_while_revalidate(mut self, window: Duration) -> Self {
+        self.stale_while_revalidate = Some(window);
         self
     }
 

@@ -8,6 +8,7 @@ use axum::routing::get;
 use http::{Method, Request, StatusCode};
 
 use crate::harness::{Calls, Reply, fetch, get_with, layer, send};
+use tower_response_cache::Store;
 
 fn app(calls: &Calls) -> Router {
     let page = |State(calls): State<Calls>| async move {
@@ -230,6 +231,8 @@ fn failing_app(
                 let failing = failing.load(std::sync::atomic::Ordering::SeqCst);
                 async move {
                     let n = calls.hit();
+                    // Slow enough that concurrent requests overlap the fetch.
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
                     if failing {
                         return (
                             StatusCode::SERVICE_UNAVAILABLE,
@@ -346,4 +349,64 @@ async fn the_layer_setting_covers_service_errors_within_its_window() {
         get().await.is_err(),
         "past the window the error goes through"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stale_while_revalidate_answers_at_once_and_refreshes_once_in_the_background() {
+    use std::sync::atomic::AtomicBool;
+    let calls = Calls::default();
+    let failing = std::sync::Arc::new(AtomicBool::new(false));
+    let (cache, store) = layer();
+    let app = failing_app(
+        &calls,
+        &failing,
+        "max-age=1, stale-while-revalidate=60",
+        cache.clone(),
+    );
+    fetch(&app, "/flaky").await;
+    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+
+    // RFC 5861 §3: twenty requests for the stale entry are answered with it at once; one
+    // background fetch refreshes it.
+    let mut tasks = Vec::new();
+    for _ in 0..20 {
+        let app = app.clone();
+        tasks.push(tokio::spawn(async move { fetch(&app, "/flaky").await }));
+    }
+    for task in tasks {
+        let reply = task.await.unwrap();
+        assert_eq!(
+            (reply.status, reply.text().as_str()),
+            (StatusCode::OK, "up #1")
+        );
+        assert_eq!(reply.header("x-cache"), Some("STALE"));
+        let status = reply.header("cache-status").unwrap();
+        assert!(
+            status.ends_with("detail=stale-while-revalidate"),
+            "{status}"
+        );
+    }
+    // The refresh lands in the store (bounded wait: it runs on its own task).
+    let mut refreshed = false;
+    for _ in 0..200 {
+        if store
+            .get("t:GET:/flaky")
+            .await
+            .unwrap()
+            .is_some_and(|entry| entry.body == "up #2")
+        {
+            refreshed = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert!(refreshed, "the background fetch stored the fresh response");
+    assert_eq!(calls.get(), 2, "one refresh for twenty stale answers");
+    let fresh = fetch(&app, "/flaky").await;
+    assert_eq!(
+        (fresh.header("x-cache"), fresh.text().as_str()),
+        (Some("HIT"), "up #2")
+    );
+    assert_eq!(cache.stats().snapshot().total.stale_while_revalidate, 20);
+    assert_eq!(cache.in_flight(), 0);
 }
