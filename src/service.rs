@@ -800,6 +800,8 @@ impl<S> Call<S> {
         S: Service<Request<ReqB>, Response = Response<ResB>>,
         ResB: Body,
     {
+        // Only an entry within its stale-if-error window may stand in for a failure.
+        let stale = stale.filter(|entry| entry.may_serve_if_error(SystemTime::now()));
         let facts = RequestFacts {
             head: parts.method == Method::HEAD,
             authorization: parts.headers.contains_key(header::AUTHORIZATION),
