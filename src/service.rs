@@ -247,31 +247,28 @@ impl Ctx {
             .is_some_and(|policy| policy.sliding)
     }
 
-    /// A stale entry answering while it is refreshed (RFC 5861 §3).
-    fn serve_while_revalidating<B>(
-        &self,
-        entry: &CachedResponse,
-        parts: &Parts,
-        now: SystemTime,
-    ) -> Response<CacheBody<B>> {
-        self.record(Event::StaleWhileRevalidate);
-        let head = parts.method == Method::HEAD;
-        let response = self.response_from(entry, &parts.headers, head, now);
-        let stale_for = entry.resident_time(now).saturating_sub(entry.ttl);
-        self.finish(response, Outcome::StaleWhileRevalidate { stale_for })
-    }
-
-    /// The stale entry, standing in for an origin that failed (RFC 5861 §4).
+    /// A stale entry answering: while it is refreshed (RFC 5861 §3), or for an origin that
+    /// failed (§4).
     fn serve_stale<B>(
         &self,
         entry: &CachedResponse,
         request: &HeaderMap,
+        head: bool,
+        revalidating: bool,
     ) -> Response<CacheBody<B>> {
         let now = SystemTime::now();
-        self.record(Event::StaleIfError);
-        let response = self.response_from(entry, request, false, now);
+        let response = self.response_from(entry, request, head, now);
         let stale_for = entry.resident_time(now).saturating_sub(entry.ttl);
-        self.finish(response, Outcome::StaleIfError { stale_for })
+        let (event, outcome) = if revalidating {
+            (
+                Event::StaleWhileRevalidate,
+                Outcome::StaleWhileRevalidate { stale_for },
+            )
+        } else {
+            (Event::StaleIfError, Outcome::StaleIfError { stale_for })
+        };
+        self.record(event);
+        self.finish(response, outcome)
     }
 
     /// A hit answered without a future, on a store that answers in place (`get_now`): no
@@ -584,18 +581,24 @@ impl Ctx {
         entry.initial_age = initial_age;
         entry.ttl = ttl;
         entry.vary = vary_values(&head.headers, request_headers);
-        entry.stale_while_revalidate = cc
-            .stale_while_revalidate
-            .map(Duration::from_secs)
-            .or_else(|| policy.and_then(|policy| policy.stale_while_revalidate))
-            .or(self.config.stale_while_revalidate)
-            .unwrap_or_default();
-        entry.stale_if_error = cc
-            .stale_if_error
-            .map(Duration::from_secs)
-            .or_else(|| policy.and_then(|policy| policy.stale_if_error))
-            .or(self.config.stale_if_error)
-            .unwrap_or_default();
+        // Each stale window: the response's directive, else the route's, else the layer's.
+        let window = |directive: Option<u64>, route: Option<Duration>, layer: Option<Duration>| {
+            directive
+                .map(Duration::from_secs)
+                .or(route)
+                .or(layer)
+                .unwrap_or_default()
+        };
+        entry.stale_while_revalidate = window(
+            cc.stale_while_revalidate,
+            policy.and_then(|policy| policy.stale_while_revalidate),
+            self.config.stale_while_revalidate,
+        );
+        entry.stale_if_error = window(
+            cc.stale_if_error,
+            policy.and_then(|policy| policy.stale_if_error),
+            self.config.stale_if_error,
+        );
         Ok(entry)
     }
 }
@@ -660,7 +663,8 @@ impl<S> Call<S> {
             if let (None, Some(entry)) = (&found, &stale) {
                 if max_age.is_none() && !only_if_cached && entry.may_serve_while_revalidating(now) {
                     let entry = Arc::clone(entry);
-                    let response = self.ctx.serve_while_revalidating(&entry, &parts, now);
+                    let head = parts.method == Method::HEAD;
+                    let response = self.ctx.serve_stale(&entry, &parts.headers, head, true);
                     self.revalidate_in_background(parts, body, key);
                     return Ok(response);
                 }
@@ -823,7 +827,11 @@ impl<S> Call<S> {
                     flight.fallback(false);
                 }
                 return match stale {
-                    Some(stale) => Ok(self.ctx.serve_stale(&stale, &request_headers)),
+                    Some(stale) => {
+                        Ok(self
+                            .ctx
+                            .serve_stale(&stale, &request_headers, facts.head, false))
+                    }
                     None => Err(error),
                 };
             }
@@ -834,7 +842,9 @@ impl<S> Call<S> {
                 if let Some((flight, _lease)) = flight {
                     flight.fallback(false);
                 }
-                return Ok(self.ctx.serve_stale(stale, &request_headers));
+                return Ok(self
+                    .ctx
+                    .serve_stale(stale, &request_headers, facts.head, false));
             }
         }
         let (mut head, body) = response.into_parts();

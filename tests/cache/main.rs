@@ -3,6 +3,9 @@
 //! ran and checks what came back and what the store holds.
 
 #![allow(clippy::unwrap_used)]
+#[path = "../common/client.rs"]
+mod client;
+
 mod bypass;
 mod coalescing;
 mod harness;

@@ -3,23 +3,20 @@
 
 #![allow(clippy::unwrap_used)]
 
+// Shared with the cache tests, which use all of it.
+#[allow(dead_code)]
+#[path = "../common/client.rs"]
+mod client;
 mod config;
 mod faults;
 mod servers;
 mod shared;
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
-
 use axum::Router;
-use axum::body::Body;
 use axum::extract::State;
 use axum::routing::get;
-use bytes::Bytes;
-use http::{HeaderMap, Request, StatusCode};
-use http_body_util::BodyExt;
+pub(crate) use client::{Calls, fetch};
 use servers::{Cluster, RedisServer};
-use tower::ServiceExt;
 use tower_response_cache::store::{RedisConfig, RedisStore};
 use tower_response_cache::{CacheLayer, WriteMode};
 
@@ -106,20 +103,6 @@ pub(crate) async fn store(url: &str, namespace: &str) -> RedisStore {
     RedisStore::connect(config).await.unwrap()
 }
 
-/// Counts handler runs.
-#[derive(Clone, Default)]
-pub(crate) struct Calls(Arc<AtomicUsize>);
-
-impl Calls {
-    pub(crate) fn hit(&self) -> usize {
-        self.0.fetch_add(1, Ordering::SeqCst) + 1
-    }
-
-    pub(crate) fn get(&self) -> usize {
-        self.0.load(Ordering::SeqCst)
-    }
-}
-
 /// An app whose every path answers `<path> #<call>`, cached on `store` with inline writes.
 pub(crate) fn app(store: RedisStore, calls: &Calls) -> (Router, CacheLayer) {
     slow_app(store, calls, std::time::Duration::ZERO)
@@ -148,38 +131,4 @@ pub(crate) fn slow_app(
         .with_state(calls.clone())
         .layer(layer.clone());
     (router, layer)
-}
-
-#[derive(Debug)]
-pub(crate) struct Reply {
-    pub(crate) status: StatusCode,
-    pub(crate) headers: HeaderMap,
-    pub(crate) body: Bytes,
-}
-
-impl Reply {
-    pub(crate) fn x_cache(&self) -> &str {
-        self.headers
-            .get("x-cache")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("<none>")
-    }
-
-    pub(crate) fn text(&self) -> String {
-        String::from_utf8_lossy(&self.body).into_owned()
-    }
-}
-
-pub(crate) async fn fetch(app: &Router, uri: &str) -> Reply {
-    let response = app
-        .clone()
-        .oneshot(Request::get(uri).body(Body::empty()).unwrap())
-        .await
-        .unwrap();
-    let (parts, body) = response.into_parts();
-    Reply {
-        status: parts.status,
-        headers: parts.headers,
-        body: body.collect().await.unwrap().to_bytes(),
-    }
 }
