@@ -259,6 +259,8 @@ pub(crate) struct Sink {
     pub(crate) max_body_size: usize,
     /// Write before the body ends, rather than on a spawned task.
     pub(crate) inline: bool,
+    /// How much longer than its stale windows an entry with a validator is kept.
+    pub(crate) keep: Duration,
 }
 
 /// A storable response on its way to the client: the entry without its body, and the body
@@ -367,21 +369,8 @@ impl Capture {
             Some((flight, lease)) => (Some(flight.ready(Arc::clone(&entry))), lease),
             None => (None, None),
         };
-        let write = write_entry(
-            Arc::clone(&self.sink.store),
-            std::mem::take(&mut self.key),
-            entry,
-            self.sink.stats.clone(),
-            Arc::clone(&self.sink.counters),
-            (landed, lease),
-        );
-        if !self.sink.inline {
-            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-                runtime.spawn(write);
-                return None;
-            }
-        }
-        Some(Box::pin(write))
+        let key = std::mem::take(&mut self.key);
+        self.sink.write(key, entry, (landed, lease))
     }
 }
 
@@ -412,6 +401,34 @@ impl Drop for Capture {
     }
 }
 
+impl Sink {
+    /// Writes `entry` under `key`, then ends the flight and releases the fill lock: on a
+    /// spawned task, or returned to be awaited (inline writes, or no runtime to spawn on).
+    pub(crate) fn write(
+        &self,
+        key: String,
+        entry: Arc<CachedResponse>,
+        flight: (Option<Landed>, Option<FillLease>),
+    ) -> Option<WriteFuture> {
+        let write = write_entry(
+            Arc::clone(&self.store),
+            key,
+            entry,
+            self.stats.clone(),
+            Arc::clone(&self.counters),
+            flight,
+            self.keep,
+        );
+        if !self.inline {
+            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                runtime.spawn(write);
+                return None;
+            }
+        }
+        Some(Box::pin(write))
+    }
+}
+
 async fn write_entry(
     store: Arc<dyn Store>,
     key: String,
@@ -419,8 +436,9 @@ async fn write_entry(
     stats: CacheStats,
     counters: Arc<Counters>,
     (landed, lease): (Option<Landed>, Option<FillLease>),
+    keep: Duration,
 ) {
-    let ttl: Duration = entry.storage_ttl();
+    let ttl: Duration = entry.retention(keep);
     match store.put(&key, entry, ttl).await {
         Ok(()) => stats.record(&counters, Event::Stored),
         Err(error) => {

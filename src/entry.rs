@@ -115,6 +115,33 @@ impl CachedResponse {
             .saturating_add(self.stale_while_revalidate.max(self.stale_if_error))
     }
 
+    /// The stored `ETag`, if any.
+    pub fn etag(&self) -> Option<&HeaderValue> {
+        self.headers.get(http::header::ETAG)
+    }
+
+    /// The stored `Last-Modified`, if any.
+    pub fn last_modified(&self) -> Option<&HeaderValue> {
+        self.headers.get(http::header::LAST_MODIFIED)
+    }
+
+    /// Whether the entry has a validator (`ETag` or `Last-Modified`): once stale, it can be
+    /// revalidated with a conditional request instead of fetched again (RFC 9111 §4.3).
+    pub fn has_validator(&self) -> bool {
+        self.etag().is_some() || self.last_modified().is_some()
+    }
+
+    /// How long a store keeps the entry when stale entries with a validator are kept `keep`
+    /// longer for revalidation: [`storage_ttl`](Self::storage_ttl), plus `keep` if the entry
+    /// has a validator.
+    pub(crate) fn retention(&self, keep: Duration) -> Duration {
+        if self.has_validator() {
+            self.storage_ttl().saturating_add(keep)
+        } else {
+            self.storage_ttl()
+        }
+    }
+
     /// An estimate of the bytes the entry occupies in memory: body, header names and values,
     /// variant values, tags and the fixed size of the struct.
     pub fn weight(&self) -> usize {

@@ -87,10 +87,17 @@ impl<K: KeyBuilder> Invalidation<K> {
             return;
         };
         let key = key.namespaced(namespace, self.config.max_key_len);
+        // The URL's entry and every variant slot (RFC 9111 §4.4 invalidates all of them).
+        let slots = self.config.max_variants as u64 - 1;
+        let mut keys = Vec::with_capacity(1 + slots as usize);
+        keys.extend((0..slots).map(|slot| key.variant(slot).into_string()));
+        keys.push(key.into_string());
         if let Some(coalescer) = &self.config.coalescer {
-            coalescer.forget(key.as_str());
+            for key in &keys {
+                coalescer.forget(key);
+            }
         }
-        if let Err(error) = self.config.store.remove(key.as_str()).await {
+        if let Err(error) = self.config.store.remove_many(&keys).await {
             let route = self
                 .config
                 .routes
@@ -98,7 +105,7 @@ impl<K: KeyBuilder> Invalidation<K> {
             self.config
                 .stats
                 .record(&route.counters, Event::StoreError(error.kind()));
-            observe::store_error(StoreOp::Write, key.as_str(), &error);
+            observe::store_error(StoreOp::Write, &keys[keys.len() - 1], &error);
         }
     }
 }

@@ -63,6 +63,16 @@ impl CacheKey {
         self.0
     }
 
+    /// The key of variant slot `slot` of this key: `key#v<slot>`. The default key
+    /// builder escapes `#`, so a slot key never equals another URL's key.
+    pub(crate) fn variant(&self, slot: u64) -> Self {
+        use fmt::Write;
+        let mut key = String::with_capacity(self.0.len() + 4);
+        key.push_str(&self.0);
+        let _ = write!(key, "#v{slot}");
+        Self(key)
+    }
+
     /// `namespace:key`, or a hashed form when that is longer than `max_len` bytes: the
     /// namespace, the first bytes of the key, `#` and the hex XXH3-128 of the whole key.
     pub(crate) fn namespaced(self, namespace: &str, max_len: usize) -> Self {

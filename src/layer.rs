@@ -27,6 +27,9 @@ const DEFAULT_COALESCE_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long an uncacheable key's requests are not serialized.
 const DEFAULT_HIT_FOR_MISS: Duration = Duration::from_secs(10);
 
+/// Variants per key, by default ([`CacheLayer::max_variants`]).
+const DEFAULT_MAX_VARIANTS: usize = 8;
+
 /// The default name of the header that forces a refresh.
 pub const DEFAULT_BYPASS_HEADER: HeaderName = HeaderName::from_static("x-cache-bypass");
 
@@ -87,6 +90,8 @@ pub(crate) struct Config {
     pub(crate) hit_for_miss: Duration,
     pub(crate) stale_if_error: Option<Duration>,
     pub(crate) stale_while_revalidate: Option<Duration>,
+    /// Variants stored per key at most (the key's own entry and `max_variants - 1` slots).
+    pub(crate) max_variants: usize,
 }
 
 impl Config {
@@ -173,6 +178,7 @@ impl CacheLayer<DefaultKeyBuilder> {
                     set_cookie: SetCookiePolicy::Skip,
                     allow_authorized: false,
                     max_body_size: 1024 * 1024,
+                    keep: Duration::ZERO,
                 },
                 write_mode: WriteMode::Background,
                 routes: RouteTable::default(),
@@ -185,6 +191,7 @@ impl CacheLayer<DefaultKeyBuilder> {
                 hit_for_miss: DEFAULT_HIT_FOR_MISS,
                 stale_if_error: None,
                 stale_while_revalidate: None,
+                max_variants: DEFAULT_MAX_VARIANTS,
             }),
         }
     }
@@ -311,6 +318,40 @@ impl<K> CacheLayer<K> {
     /// stale.
     pub fn stale_while_revalidate(mut self, window: Duration) -> Self {
         self.config().stale_while_revalidate = Some(window);
+        self
+    }
+
+    /// How long past its freshness (and stale windows) an entry that has a validator
+    /// (`ETag` or `Last-Modified`) stays in the store, so that a request finding it stale
+    /// sends the origin a conditional request (`If-None-Match` / `If-Modified-Since`) and a
+    /// `304 Not Modified` refreshes it without its body being sent again (RFC 9111 §4.3).
+    ///
+    /// Above zero, responses with a validator are also stored when they have no freshness
+    /// at all (`no-cache`, `max-age=0`, or no TTL from any source): every reuse is then
+    /// revalidated with the origin first (RFC 9111 §5.2.2.4). Default: zero, as in nginx
+    /// and Varnish: `no-cache` responses are not stored and entries leave the store once
+    /// their freshness and stale windows are over; stale entries still within a stale
+    /// window are revalidated conditionally all the same.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tower_response_cache::{CacheLayer, MemoryStore};
+    ///
+    /// let cache = CacheLayer::new(MemoryStore::new(64 << 20)).keep(Duration::from_secs(600));
+    /// ```
+    pub fn keep(mut self, keep: Duration) -> Self {
+        self.config().rules.keep = keep;
+        self
+    }
+
+    /// How many variants of one URL (responses with `Vary`, one per combination of the
+    /// listed request headers; RFC 9111 §4.1) are stored at most. The first variant takes
+    /// the key itself; the others go to `max_variants - 1` slots chosen by a hash of the
+    /// varying request headers, so that two variants sharing a slot replace each other and
+    /// a `Vary: User-Agent` cannot fill the store with one URL. `1` keeps one variant at a
+    /// time. Default: 8. Values below 1 are taken as 1.
+    pub fn max_variants(mut self, max: usize) -> Self {
+        self.config().max_variants = max.max(1);
         self
     }
 

@@ -10,6 +10,7 @@
 //! | request bypassed the cache | `BYPASS` | `name; fwd=bypass; detail=no-store` |
 //! | answered by another request's fetch (coalesced) | `HIT` | `name; fwd=miss; collapsed` |
 //! | origin failed, stale entry served (`stale-if-error`) | `STALE` | `name; hit; ttl=-12; detail=stale-if-error` |
+//! | stale entry confirmed by the origin's `304` (RFC 9111 §4.3) | `REVALIDATED` | `name; fwd=stale; fwd-status=304; stored` |
 //!
 //! "stored" is said when the response head allows storing; a body that then grows past the
 //! size limit, fails, or is abandoned is still not stored (and counted so).
@@ -46,6 +47,11 @@ pub(crate) enum Outcome {
         reason: RefreshReason,
         stored: Result<(), NotStoredReason>,
     },
+    /// A stale entry the origin answered `304 Not Modified` for (RFC 9111 §4.3.3): served
+    /// with its headers updated.
+    Revalidated {
+        stored: Result<(), NotStoredReason>,
+    },
     Bypass {
         reason: BypassReason,
     },
@@ -58,6 +64,7 @@ impl Outcome {
             Self::Miss { stored: Ok(()) } | Self::MissOnlyIfCached => "MISS",
             Self::Miss { stored: Err(_) } => "UNCACHEABLE",
             Self::Refresh { .. } => "REFRESH",
+            Self::Revalidated { .. } => "REVALIDATED",
             Self::StaleIfError { .. } | Self::StaleWhileRevalidate { .. } => "STALE",
             Self::Bypass { .. } => "BYPASS",
         })
@@ -103,6 +110,11 @@ impl Outcome {
             Self::MissOnlyIfCached => value.push_str("; detail=only-if-cached"),
             Self::Refresh { stored: result, .. } => {
                 value.push_str("; fwd=request");
+                stored(&mut value, result);
+            }
+            // RFC 9211 §2.2, §2.3: forwarded because stale; the origin said 304.
+            Self::Revalidated { stored: result } => {
+                value.push_str("; fwd=stale; fwd-status=304");
                 stored(&mut value, result);
             }
             Self::Bypass { reason } => {

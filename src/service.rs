@@ -33,8 +33,8 @@ use crate::policy::cache_control::CacheControl;
 use crate::policy::conditional::{not_modified, not_modified_headers};
 use crate::policy::request::{RequestMode, request_mode};
 use crate::policy::response::{
-    RequestFacts, TtlSources, check_storable, content_length, initial_age, origin_lifetime,
-    ttl_from_sources,
+    RequestFacts, TtlSources, check_storable, content_length, has_validator, initial_age,
+    origin_lifetime, ttl_from_sources,
 };
 use crate::policy::route::Route;
 use crate::policy::{BypassReason, CacheTtl, NotStoredReason, RefreshReason, SetCookiePolicy};
@@ -205,6 +205,15 @@ struct Accept {
     stored_after: Option<SystemTime>,
 }
 
+/// A stored entry that may not answer a request as it is, for the fetch that replaces it.
+#[derive(Default)]
+struct Stored {
+    /// Revalidated with a conditional request if it has a validator (RFC 9111 §4.3).
+    revalidate: Option<Arc<CachedResponse>>,
+    /// Answers if the origin fails, within its stale-if-error window (RFC 5861 §4).
+    stale: Option<Arc<CachedResponse>>,
+}
+
 /// What coalescing decided for a request.
 enum Coalesced {
     Served(Arc<CachedResponse>),
@@ -302,9 +311,38 @@ impl Ctx {
         request_headers: &HeaderMap,
         now: SystemTime,
     ) -> Option<Arc<CachedResponse>> {
-        let entry = self.stored(key).await?;
+        let entry = self.stored_variant(key, request_headers).await.0?;
         self.usable(&entry, request_headers, now, None)
             .then_some(entry)
+    }
+
+    /// The stored entry of the request's variant (RFC 9111 §4.1), whatever its freshness,
+    /// and the slot that variant is (or is to be) stored in when it is not `key` itself.
+    ///
+    /// The first variant of a URL is stored under its key; a request that the entry there
+    /// does not match looks in one of `max_variants - 1` slots, chosen by a hash of its
+    /// values of the headers that entry varies on.
+    async fn stored_variant(
+        &self,
+        key: &CacheKey,
+        request_headers: &HeaderMap,
+    ) -> (Option<Arc<CachedResponse>>, Option<CacheKey>) {
+        let Some(entry) = self.stored(key).await else {
+            return (None, None);
+        };
+        if variant_matches(&entry, request_headers) {
+            return (Some(entry), None);
+        }
+        let slots = self.config.max_variants as u64 - 1;
+        if slots == 0 {
+            return (None, None);
+        }
+        let slot = key.variant(variant_hash(&entry.vary, request_headers) % slots);
+        let found = self
+            .stored(&slot)
+            .await
+            .filter(|entry| variant_matches(entry, request_headers));
+        (found, Some(slot))
     }
 
     /// The entry under `key`, whatever its freshness; a store error counts and is a miss.
@@ -400,13 +438,14 @@ impl Ctx {
         &self,
         coalescer: &Arc<Coalescer>,
         key: &CacheKey,
+        target: &CacheKey,
         headers: &HeaderMap,
         accept: Accept,
     ) -> Coalesced {
         let deadline = tokio::time::Instant::now() + self.config.coalesce_timeout;
         let mut rejoined = false;
         loop {
-            let rx = match coalescer.join(key.as_str()) {
+            let rx = match coalescer.join(target.as_str()) {
                 // After a flight ended, another may have filled the entry meanwhile: look
                 // again before fetching once more.
                 Join::Leader(guard) if rejoined => {
@@ -415,10 +454,12 @@ impl Ctx {
                             drop(guard.ready(Arc::clone(&entry)));
                             Coalesced::Served(entry)
                         }
-                        None => self.lead(guard, key, headers, accept).await,
+                        None => self.lead(guard, key, target, headers, accept).await,
                     };
                 }
-                Join::Leader(guard) => return self.lead(guard, key, headers, accept).await,
+                Join::Leader(guard) => {
+                    return self.lead(guard, key, target, headers, accept).await;
+                }
                 Join::Alone => return Coalesced::Alone,
                 Join::Waiter(rx) => rx,
             };
@@ -448,6 +489,7 @@ impl Ctx {
         &self,
         guard: FlightGuard,
         key: &CacheKey,
+        target: &CacheKey,
         headers: &HeaderMap,
         accept: Accept,
     ) -> Coalesced {
@@ -460,11 +502,11 @@ impl Ctx {
         let mut waited = false;
         loop {
             match store
-                .lock_fill(key.as_str(), self.config.coalesce_timeout)
+                .lock_fill(target.as_str(), self.config.coalesce_timeout)
                 .await
             {
                 Ok(Some(lock)) => {
-                    let lease = FillLease::new(Arc::clone(store), key.as_str(), lock);
+                    let lease = FillLease::new(Arc::clone(store), target.as_str(), lock);
                     // After waiting, the holder before may have just written the entry and
                     // let go. (On the first try the miss was a moment ago: no second read.)
                     if waited {
@@ -479,7 +521,7 @@ impl Ctx {
                 // Without the lock service, coalescing stays within this process.
                 Err(error) => {
                     self.record(Event::StoreError(error.kind()));
-                    observe::store_error(StoreOp::Lock, key.as_str(), &error);
+                    observe::store_error(StoreOp::Lock, target.as_str(), &error);
                     return Coalesced::Lead(guard, None);
                 }
             }
@@ -537,6 +579,72 @@ impl Ctx {
         }
     }
 
+    /// Where entries go, with the layer's limits.
+    fn sink(&self) -> Sink {
+        Sink {
+            store: Arc::clone(&self.config.store),
+            stats: self.config.stats.clone(),
+            counters: Arc::clone(&self.route.counters),
+            max_body_size: self.config.rules.max_body_size,
+            inline: self.config.write_mode == WriteMode::Inline,
+            keep: self.config.rules.keep,
+        }
+    }
+
+    /// The origin answered `304 Not Modified` to the revalidation of `entry`: the entry,
+    /// with its header fields updated from the 304 and its freshness computed from them,
+    /// is stored again and answers the request (RFC 9111 §3.2, §4.3.3, §4.3.4).
+    async fn revalidated<B>(
+        &self,
+        entry: &CachedResponse,
+        mut head: http::response::Parts,
+        key: CacheKey,
+        flight: Option<(FlightGuard, Option<FillLease>)>,
+        request_headers: &HeaderMap,
+        facts: RequestFacts,
+    ) -> Response<CacheBody<B>> {
+        let now = SystemTime::now();
+        self.record(Event::Revalidated);
+        head.status = entry.status;
+        head.headers = updated_headers(&entry.headers, &head.headers, self.config.rules.set_cookie);
+        // The body is the stored one: a HEAD revalidates the entry as well as a GET.
+        let facts = RequestFacts {
+            head: false,
+            ..facts
+        };
+        let (updated, stored) = match self.storable_entry(&head, facts, request_headers, now) {
+            Ok(mut updated) => {
+                updated.body = entry.body.clone();
+                let updated = Arc::new(updated);
+                let (landed, lease) = match flight {
+                    Some((guard, lease)) => (Some(guard.ready(Arc::clone(&updated))), lease),
+                    None => (None, None),
+                };
+                let write = self
+                    .sink()
+                    .write(key.into_string(), Arc::clone(&updated), (landed, lease));
+                if let Some(write) = write {
+                    PendingWrite::new(write).run().await;
+                }
+                (updated, Ok(()))
+            }
+            // Updated to something the cache may not keep (say, `no-store`): this request
+            // still gets it, nobody else.
+            Err(reason) => {
+                self.record(Event::NotStored(reason));
+                if let Some((guard, _lease)) = flight {
+                    guard.fallback(reason != NotStoredReason::Authorization);
+                }
+                let mut served = CachedResponse::new(entry.status, head.headers, entry.body.clone());
+                served.stored_at = now;
+                served.initial_age = initial_age(&served.headers, now);
+                (Arc::new(served), Err(reason))
+            }
+        };
+        let response = self.response_from(&updated, request_headers, facts.head, now);
+        self.finish(response, Outcome::Revalidated { stored })
+    }
+
     /// The entry to store for a response (without its body), or why there is none.
     fn storable_entry(
         &self,
@@ -571,7 +679,17 @@ impl Ctx {
                 .or(self.config.default_ttl),
         };
         let initial_age = initial_age(&head.headers, now);
-        let ttl = ttl_from_sources(sources, initial_age)?;
+        let keep = self.config.rules.keep;
+        let ttl = match ttl_from_sources(sources, initial_age) {
+            // RFC 9111 §5.2.2.4: a `no-cache` response is never fresh: every reuse is
+            // revalidated first.
+            Ok(ttl) if !cc.no_cache => ttl,
+            // Stale from the start, but worth keeping to revalidate (check_storable let a
+            // `no-cache` response through only for that).
+            _ if !keep.is_zero() && has_validator(&head.headers) => Duration::ZERO,
+            Ok(_) => return Err(NotStoredReason::NoCache),
+            Err(reason) => return Err(reason),
+        };
         let mut entry = CachedResponse::new(
             head.status,
             stored_headers(&head.headers, self.config.rules.set_cookie),
@@ -582,12 +700,20 @@ impl Ctx {
         entry.ttl = ttl;
         entry.vary = vary_values(&head.headers, request_headers);
         // Each stale window: the response's directive, else the route's, else the layer's.
+        // A stale `no-cache` response is never served without revalidation; nor, unless the
+        // response itself grants a stale window, one that says `must-revalidate`,
+        // `proxy-revalidate` or `s-maxage` (which implies `proxy-revalidate`): RFC 9111
+        // §4.2.4, §5.2.2.2, §5.2.2.8, §5.2.2.10.
+        let origin_only = cc.must_revalidate || cc.proxy_revalidate || cc.s_maxage.is_some();
         let window = |directive: Option<u64>, route: Option<Duration>, layer: Option<Duration>| {
-            directive
-                .map(Duration::from_secs)
-                .or(route)
-                .or(layer)
-                .unwrap_or_default()
+            if cc.no_cache {
+                return Duration::ZERO;
+            }
+            let directive = directive.map(Duration::from_secs);
+            if origin_only {
+                return directive.unwrap_or_default();
+            }
+            directive.or(route).or(layer).unwrap_or_default()
         };
         entry.stale_while_revalidate = window(
             cc.stale_while_revalidate,
@@ -630,76 +756,97 @@ impl<S> Call<S> {
             RequestMode::Refresh(reason) => Some(reason),
             _ => None,
         };
+        // The stored entry of the request's variant when it may not answer as it is: it is
+        // revalidated with the origin if it has a validator (RFC 9111 §4.3), and answers if
+        // the origin fails within its stale-if-error window (RFC 5861 §4).
+        let mut revalidate = None;
         let mut stale = None;
+        // The variant slot this request's response goes to, when not the key itself.
+        let mut slot = None;
 
-        if let RequestMode::Lookup {
-            max_age,
-            only_if_cached,
-        } = mode
-        {
-            let now = SystemTime::now();
-            let stored = if missed {
-                None
-            } else {
-                self.ctx.stored(&key).await
-            };
-            // A stale entry is kept aside: it answers if the origin fails (RFC 5861 §4).
-            let (found, fallback) = match stored {
-                Some(entry) if self.ctx.usable(&entry, &parts.headers, now, None) => {
-                    (Some(entry), None)
+        match mode {
+            RequestMode::Lookup {
+                max_age,
+                only_if_cached,
+            } => {
+                let now = SystemTime::now();
+                let stored = if missed {
+                    None
+                } else {
+                    let (entry, variant_slot) =
+                        self.ctx.stored_variant(&key, &parts.headers).await;
+                    slot = variant_slot;
+                    entry
+                };
+                let found = match stored {
+                    Some(entry) if self.ctx.usable(&entry, &parts.headers, now, None) => {
+                        Some(entry)
+                    }
+                    Some(entry) => {
+                        stale = Some(entry);
+                        None
+                    }
+                    None => None,
+                };
+                // Stale within its stale-while-revalidate window (RFC 5861 §3): answered
+                // now, refreshed once in the background.
+                if let (None, Some(entry)) = (&found, &stale) {
+                    if max_age.is_none()
+                        && !only_if_cached
+                        && entry.may_serve_while_revalidating(now)
+                    {
+                        let entry = Arc::clone(entry);
+                        let head = parts.method == Method::HEAD;
+                        let response = self.ctx.serve_stale(&entry, &parts.headers, head, true);
+                        let target = slot.unwrap_or(key);
+                        self.revalidate_in_background(parts, body, target, entry);
+                        return Ok(response);
+                    }
                 }
-                Some(entry)
-                    if (entry.may_serve_if_error(now)
-                        || entry.may_serve_while_revalidating(now))
-                        && variant_matches(&entry, &parts.headers) =>
-                {
-                    (None, Some(entry))
+                let too_old = |entry: &CachedResponse| {
+                    max_age.is_some_and(|max| entry.age(now).as_secs() > max)
+                };
+                match found {
+                    Some(entry) if !too_old(&entry) => {
+                        self.ctx.record(Event::Hit);
+                        let head = parts.method == Method::HEAD;
+                        let target = slot.unwrap_or(key);
+                        return Ok(self
+                            .ctx
+                            .hit(&entry, target, &parts.headers, head, now)
+                            .await);
+                    }
+                    _ if only_if_cached => {
+                        self.ctx.record(Event::Miss);
+                        // RFC 9111 §5.2.1.7.
+                        let mut response = Response::new(CacheBody::stored(Bytes::new()));
+                        *response.status_mut() = StatusCode::GATEWAY_TIMEOUT;
+                        return Ok(self.ctx.finish(response, Outcome::MissOnlyIfCached));
+                    }
+                    // Older than the request allows (RFC 9111 §5.2.1.1): validated first.
+                    Some(entry) => {
+                        refresh = Some(RefreshReason::MaxAge);
+                        stale = Some(entry);
+                    }
+                    None => {}
                 }
-                _ => (None, None),
-            };
-            stale = fallback;
-            // Stale within its stale-while-revalidate window (RFC 5861 §3): answered now,
-            // refreshed once in the background.
-            if let (None, Some(entry)) = (&found, &stale) {
-                if max_age.is_none() && !only_if_cached && entry.may_serve_while_revalidating(now) {
-                    let entry = Arc::clone(entry);
-                    let head = parts.method == Method::HEAD;
-                    let response = self.ctx.serve_stale(&entry, &parts.headers, head, true);
-                    self.revalidate_in_background(parts, body, key);
-                    return Ok(response);
-                }
+                revalidate.clone_from(&stale);
             }
-            let too_old =
-                |entry: &CachedResponse| max_age.is_some_and(|max| entry.age(now).as_secs() > max);
-            match found {
-                Some(entry) if !too_old(&entry) => {
-                    self.ctx.record(Event::Hit);
-                    return Ok(self
-                        .ctx
-                        .hit(
-                            &entry,
-                            key,
-                            &parts.headers,
-                            parts.method == Method::HEAD,
-                            now,
-                        )
-                        .await);
-                }
-                _ if only_if_cached => {
-                    self.ctx.record(Event::Miss);
-                    // RFC 9111 §5.2.1.7.
-                    let mut response = Response::new(CacheBody::stored(Bytes::new()));
-                    *response.status_mut() = StatusCode::GATEWAY_TIMEOUT;
-                    return Ok(self.ctx.finish(response, Outcome::MissOnlyIfCached));
-                }
-                Some(_) => refresh = Some(RefreshReason::MaxAge),
-                None => {}
+            // A request's `no-cache` (or `max-age=0`) asks for the stored response to be
+            // validated with the origin before use (RFC 9111 §5.2.1.4): a conditional
+            // request when the entry has a validator. The bypass header forces a full fetch.
+            RequestMode::Refresh(reason) if reason != RefreshReason::BypassHeader => {
+                let (entry, variant_slot) = self.ctx.stored_variant(&key, &parts.headers).await;
+                slot = variant_slot;
+                revalidate = entry;
             }
+            _ => {}
         }
         let miss = match refresh {
             Some(_) => Event::Refresh,
             None => Event::Miss,
         };
+        let target = slot.unwrap_or_else(|| key.clone());
         let flight = match &self.ctx.config.coalescer {
             Some(coalescer) if parts.method == Method::GET => {
                 let accept = Accept {
@@ -711,7 +858,7 @@ impl<S> Call<S> {
                 };
                 match self
                     .ctx
-                    .coalesce(coalescer, &key, &parts.headers, accept)
+                    .coalesce(coalescer, &key, &target, &parts.headers, accept)
                     .await
                 {
                     Coalesced::Served(entry) => {
@@ -731,14 +878,20 @@ impl<S> Call<S> {
             _ => None,
         };
         self.ctx.record(miss);
-        self.fetch(parts, body, key, refresh, flight, stale).await
+        let stored = Stored { revalidate, stale };
+        self.fetch(parts, body, target, refresh, flight, stored).await
     }
 
     /// Fetches `key` again on a spawned task with this request (its body is the request's,
     /// usually empty for a GET), unless a fetch of it is already in flight: the fresh
     /// response replaces the stale entry. Without a Tokio runtime nothing is spawned.
-    fn revalidate_in_background<ReqB, ResB>(self, parts: Parts, body: ReqB, key: CacheKey)
-    where
+    fn revalidate_in_background<ReqB, ResB>(
+        self,
+        parts: Parts,
+        body: ReqB,
+        key: CacheKey,
+        entry: Arc<CachedResponse>,
+    ) where
         S: Service<Request<ReqB>, Response = Response<ResB>> + Send + 'static,
         S::Future: Send,
         S::Error: Send,
@@ -759,7 +912,11 @@ impl<S> Call<S> {
         };
         runtime.spawn(async move {
             let refresh = Some(RefreshReason::StaleWhileRevalidate);
-            if let Ok(response) = self.fetch(parts, body, key, refresh, flight, None).await {
+            let stored = Stored {
+                revalidate: Some(entry),
+                stale: None,
+            };
+            if let Ok(response) = self.fetch(parts, body, key, refresh, flight, stored).await {
                 // Nobody reads this response: drain it, so that the capture completes and
                 // stores the entry.
                 let mut body = std::pin::pin!(response.into_body());
@@ -798,14 +955,18 @@ impl<S> Call<S> {
         key: CacheKey,
         refresh: Option<RefreshReason>,
         flight: Option<(FlightGuard, Option<FillLease>)>,
-        stale: Option<Arc<CachedResponse>>,
+        stored: Stored,
     ) -> Result<Response<CacheBody<ResB>>, S::Error>
     where
         S: Service<Request<ReqB>, Response = Response<ResB>>,
         ResB: Body,
     {
-        // Only an entry within its stale-if-error window may stand in for a failure.
-        let stale = stale.filter(|entry| entry.may_serve_if_error(SystemTime::now()));
+        // Only an entry within its stale-if-error window may stand in for a failure, and
+        // only one with a validator can be revalidated.
+        let stale = stored
+            .stale
+            .filter(|entry| entry.may_serve_if_error(SystemTime::now()));
+        let revalidate = stored.revalidate.filter(|entry| entry.has_validator());
         let facts = RequestFacts {
             head: parts.method == Method::HEAD,
             authorization: parts.headers.contains_key(header::AUTHORIZATION),
@@ -819,6 +980,18 @@ impl<S> Call<S> {
         // receives the full response.
         parts.headers.remove(header::IF_NONE_MATCH);
         parts.headers.remove(header::IF_MODIFIED_SINCE);
+        // Revalidating, the cache sends its own validators (RFC 9111 §4.3.1): the entity
+        // tag, and the modification date as well for origins that only know dates.
+        if let Some(entry) = &revalidate {
+            if let Some(etag) = entry.etag() {
+                parts.headers.insert(header::IF_NONE_MATCH, etag.clone());
+            }
+            if let Some(date) = entry.last_modified() {
+                parts
+                    .headers
+                    .insert(header::IF_MODIFIED_SINCE, date.clone());
+            }
+        }
         let response = match self.inner.call(Request::from_parts(parts, body)).await {
             Ok(response) => response,
             Err(error) => {
@@ -847,6 +1020,19 @@ impl<S> Call<S> {
                     .serve_stale(stale, &request_headers, facts.head, false));
             }
         }
+        // RFC 9111 §4.3.3, §4.3.4: a 304 for the stored representation freshens it; the
+        // body stays the stored one.
+        if let Some(entry) = &revalidate {
+            if response.status() == StatusCode::NOT_MODIFIED
+                && same_representation(entry, response.headers())
+            {
+                let (head, _) = response.into_parts();
+                return Ok(self
+                    .ctx
+                    .revalidated(entry, head, key, flight, &request_headers, facts)
+                    .await);
+            }
+        }
         let (mut head, body) = response.into_parts();
         let now = SystemTime::now();
         let decision = self.ctx.storable_entry(&head, facts, &request_headers, now);
@@ -863,13 +1049,7 @@ impl<S> Call<S> {
                     entry,
                     expected,
                     flight,
-                    Sink {
-                        store: Arc::clone(&self.ctx.config.store),
-                        stats: self.ctx.config.stats.clone(),
-                        counters: Arc::clone(&self.ctx.route.counters),
-                        max_body_size: self.ctx.config.rules.max_body_size,
-                        inline: self.ctx.config.write_mode == WriteMode::Inline,
-                    },
+                    self.ctx.sink(),
                 );
                 if capture.is_complete() || body.is_end_stream() {
                     // Nothing will be polled (a server stops at a declared length of 0):
@@ -941,6 +1121,72 @@ fn stored_headers(headers: &HeaderMap, set_cookie: SetCookiePolicy) -> HeaderMap
         }
     }
     stored
+}
+
+/// The stored header fields updated from a `304 Not Modified` (RFC 9111 §3.2): each field
+/// the 304 carries replaces the stored one, except those the stored body depends on
+/// (`Content-Length`, `Content-Encoding`, `Content-Range`, `Content-Type`); fields that are
+/// never stored (hop-by-hop, `Age`) are not taken from it either.
+fn updated_headers(
+    stored: &HeaderMap,
+    not_modified: &HeaderMap,
+    set_cookie: SetCookiePolicy,
+) -> HeaderMap {
+    const KEPT: [HeaderName; 4] = [
+        header::CONTENT_LENGTH,
+        header::CONTENT_ENCODING,
+        header::CONTENT_RANGE,
+        header::CONTENT_TYPE,
+    ];
+    let incoming = stored_headers(not_modified, set_cookie);
+    let replaced = |name: &HeaderName| incoming.contains_key(name) && !KEPT.contains(name);
+    let mut merged = HeaderMap::with_capacity(stored.len() + incoming.len() + 3);
+    for (name, value) in stored {
+        if !replaced(name) {
+            merged.append(name.clone(), value.clone());
+        }
+    }
+    for (name, value) in &incoming {
+        if !KEPT.contains(name) {
+            merged.append(name.clone(), value.clone());
+        }
+    }
+    merged
+}
+
+/// Whether a 304 is about the stored representation: an `ETag` it carries matches the
+/// stored one by weak comparison (RFC 9110 §8.8.3.2); without one, the request's validators
+/// were the stored ones, so it is.
+fn same_representation(entry: &CachedResponse, not_modified: &HeaderMap) -> bool {
+    let opaque = |value: &HeaderValue| {
+        let value = value.as_bytes().trim_ascii();
+        value.strip_prefix(b"W/").unwrap_or(value).to_vec()
+    };
+    match (entry.etag(), not_modified.get(header::ETAG)) {
+        (Some(stored), Some(fresh)) => opaque(stored) == opaque(fresh),
+        _ => true,
+    }
+}
+
+/// A hash of the request's values of the headers `vary` lists, normalized as
+/// [`variant_matches`] compares them: requests of one variant hash alike.
+fn variant_hash(vary: &[(HeaderName, Option<HeaderValue>)], request_headers: &HeaderMap) -> u64 {
+    let mut hasher = xxhash_rust::xxh3::Xxh3::new();
+    for (name, _) in vary {
+        hasher.update(name.as_str().as_bytes());
+        match combined_value(request_headers, name) {
+            Some(value) => {
+                hasher.update(b"=");
+                for item in value.as_bytes().split(|&b| b == b',') {
+                    hasher.update(item.trim_ascii());
+                    hasher.update(b",");
+                }
+            }
+            None => hasher.update(b"!"),
+        }
+        hasher.update(b"\n");
+    }
+    hasher.digest()
 }
 
 /// The request's values of the headers the response varies on (RFC 9111 §4.1).

@@ -45,6 +45,7 @@ pub(crate) struct Counters {
     coalesce_timeouts: AtomicU64,
     stale_if_error: AtomicU64,
     stale_while_revalidate: AtomicU64,
+    revalidated: AtomicU64,
     stores: AtomicU64,
     not_stored: [AtomicU64; NotStoredReason::ALL.len()],
     store_errors: [AtomicU64; StoreErrorKind::ALL.len()],
@@ -62,6 +63,7 @@ pub(crate) enum Event {
     CoalesceTimeout,
     StaleIfError,
     StaleWhileRevalidate,
+    Revalidated,
     Stored,
     NotStored(NotStoredReason),
     StoreError(StoreErrorKind),
@@ -79,6 +81,7 @@ impl Counters {
             Event::CoalesceTimeout => &self.coalesce_timeouts,
             Event::StaleIfError => &self.stale_if_error,
             Event::StaleWhileRevalidate => &self.stale_while_revalidate,
+            Event::Revalidated => &self.revalidated,
             Event::Stored => &self.stores,
             Event::NotStored(reason) => &self.not_stored[reason.index()],
             Event::StoreError(kind) => &self.store_errors[kind.index()],
@@ -100,6 +103,7 @@ impl Counters {
             bypasses: load(&self.bypasses),
             refreshes: load(&self.refreshes),
             passes: load(&self.passes),
+            revalidated: load(&self.revalidated),
             stores: load(&self.stores),
             not_stored: NotStoredReason::ALL
                 .iter()
@@ -241,6 +245,11 @@ pub struct Counts {
     /// Requests answered with a stale entry while it was refreshed in the background
     /// (`stale-while-revalidate`, RFC 5861).
     pub stale_while_revalidate: u64,
+    /// Stale entries the origin confirmed with `304 Not Modified` to a conditional request
+    /// (RFC 9111 §4.3): refreshed without their body being sent again (also counted as a
+    /// miss or refresh, or done in the background for `stale-while-revalidate`).
+    #[serde(default)]
+    pub revalidated: u64,
     /// Responses stored.
     pub stores: u64,
     /// Responses not stored, by [`NotStoredReason::as_str`] (reasons with a zero count are

@@ -202,6 +202,9 @@ pub(crate) struct StorageRules {
     pub(crate) set_cookie: SetCookiePolicy,
     pub(crate) allow_authorized: bool,
     pub(crate) max_body_size: usize,
+    /// How long stale entries with a validator are kept for revalidation; above zero,
+    /// `no-cache` responses with a validator are stored (to be revalidated on every use).
+    pub(crate) keep: Duration,
 }
 
 /// What the response check needs to know of the request.
@@ -232,7 +235,9 @@ pub(crate) fn check_storable(
     if cc.private {
         return Err(NotStoredReason::Private);
     }
-    if cc.no_cache {
+    // RFC 9111 §5.2.2.4: a `no-cache` response may be stored, but not reused without
+    // revalidation; worth storing only when it can be revalidated and is kept for it.
+    if cc.no_cache && (rules.keep.is_zero() || !has_validator(headers)) {
         return Err(NotStoredReason::NoCache);
     }
     if vary_star(headers) {
@@ -253,6 +258,12 @@ pub(crate) fn check_storable(
         return Err(NotStoredReason::TooLarge);
     }
     Ok(())
+}
+
+/// Whether a response has a validator (`ETag` or `Last-Modified`) a conditional request can
+/// use (RFC 9110 §8.8).
+pub(crate) fn has_validator(headers: &HeaderMap) -> bool {
+    headers.contains_key(header::ETAG) || headers.contains_key(header::LAST_MODIFIED)
 }
 
 fn vary_star(headers: &HeaderMap) -> bool {
@@ -357,6 +368,7 @@ mod tests {
             set_cookie: SetCookiePolicy::Skip,
             allow_authorized: false,
             max_body_size: 1024,
+            keep: Duration::ZERO,
         }
     }
 

@@ -60,6 +60,19 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     /// Removes the entry under `key`; `true` if there was one.
     fn remove<'a>(&'a self, key: &'a str) -> StoreFuture<'a, bool>;
 
+    /// Removes the entries under `keys`; returns how many there were. The layer uses it to
+    /// remove a URL's entry and all its variant slots at once. The default removes them one
+    /// after another and stops at the first error.
+    fn remove_many<'a>(&'a self, keys: &'a [String]) -> StoreFuture<'a, u64> {
+        Box::pin(async move {
+            let mut removed = 0;
+            for key in keys {
+                removed += u64::from(self.remove(key).await?);
+            }
+            Ok(removed)
+        })
+    }
+
     /// Removes every entry of this store (for a shared store, every entry under its own
     /// namespace and nothing else).
     fn clear(&self) -> StoreFuture<'_, ()>;
@@ -143,6 +156,10 @@ impl<S: Store + ?Sized> Store for Arc<S> {
 
     fn remove<'a>(&'a self, key: &'a str) -> StoreFuture<'a, bool> {
         (**self).remove(key)
+    }
+
+    fn remove_many<'a>(&'a self, keys: &'a [String]) -> StoreFuture<'a, u64> {
+        (**self).remove_many(keys)
     }
 
     fn clear(&self) -> StoreFuture<'_, ()> {
