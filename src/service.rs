@@ -620,9 +620,9 @@ impl Ctx {
                     Some((guard, lease)) => (Some(guard.ready(Arc::clone(&updated))), lease),
                     None => (None, None),
                 };
-                let write = self
-                    .sink()
-                    .write(key.into_string(), Arc::clone(&updated), (landed, lease));
+                let write =
+                    self.sink()
+                        .write(key.into_string(), Arc::clone(&updated), (landed, lease));
                 if let Some(write) = write {
                     PendingWrite::new(write).run().await;
                 }
@@ -635,7 +635,8 @@ impl Ctx {
                 if let Some((guard, _lease)) = flight {
                     guard.fallback(reason != NotStoredReason::Authorization);
                 }
-                let mut served = CachedResponse::new(entry.status, head.headers, entry.body.clone());
+                let mut served =
+                    CachedResponse::new(entry.status, head.headers, entry.body.clone());
                 served.stored_at = now;
                 served.initial_age = initial_age(&served.headers, now);
                 (Arc::new(served), Err(reason))
@@ -773,8 +774,7 @@ impl<S> Call<S> {
                 let stored = if missed {
                     None
                 } else {
-                    let (entry, variant_slot) =
-                        self.ctx.stored_variant(&key, &parts.headers).await;
+                    let (entry, variant_slot) = self.ctx.stored_variant(&key, &parts.headers).await;
                     slot = variant_slot;
                     entry
                 };
@@ -879,7 +879,8 @@ impl<S> Call<S> {
         };
         self.ctx.record(miss);
         let stored = Stored { revalidate, stale };
-        self.fetch(parts, body, target, refresh, flight, stored).await
+        self.fetch(parts, body, target, refresh, flight, stored)
+            .await
     }
 
     /// Fetches `key` again on a spawned task with this request (its body is the request's,
@@ -1044,13 +1045,8 @@ impl<S> Call<S> {
                 } else {
                     content_length(&head.headers).or(body.size_hint().exact())
                 };
-                let capture = Capture::new(
-                    key.into_string(),
-                    entry,
-                    expected,
-                    flight,
-                    self.ctx.sink(),
-                );
+                let capture =
+                    Capture::new(key.into_string(), entry, expected, flight, self.ctx.sink());
                 if capture.is_complete() || body.is_end_stream() {
                     // Nothing will be polled (a server stops at a declared length of 0):
                     // store now.

@@ -120,9 +120,7 @@ async fn serve(State(origin): State<Origin>, headers: HeaderMap) -> Response {
         )
             .into_response();
         if let Some((name, value)) = state.header_304 {
-            response
-                .headers_mut()
-                .insert(name, value.parse().unwrap());
+            response.headers_mut().insert(name, value.parse().unwrap());
         }
         return response;
     }
@@ -176,7 +174,11 @@ async fn a_no_cache_response_is_stored_and_revalidated_before_every_reuse() {
         (second.status, second.text().as_str(), second.x_cache()),
         (StatusCode::OK, "version 1", "REVALIDATED")
     );
-    assert_eq!(second.header("x-revision"), Some("2"), "updated from the 304");
+    assert_eq!(
+        second.header("x-revision"),
+        Some("2"),
+        "updated from the 304"
+    );
     assert_eq!(second.header("content-type"), Some("text/plain"));
     assert_eq!(second.header("content-length"), Some("9"));
     assert_eq!(
@@ -184,7 +186,10 @@ async fn a_no_cache_response_is_stored_and_revalidated_before_every_reuse() {
         Some("tower-response-cache; fwd=stale; fwd-status=304; stored")
     );
     let stored = store.get("t:GET:/doc").await.unwrap().unwrap();
-    assert_eq!(stored.headers["x-revision"], "2", "the store has the update");
+    assert_eq!(
+        stored.headers["x-revision"], "2",
+        "the store has the update"
+    );
     assert_eq!(stored.body, "version 1");
 
     fetch(&app, "/doc").await;
@@ -284,8 +289,15 @@ async fn the_clients_own_validators_get_a_304_after_revalidation() {
     assert!(reply.body.is_empty());
     assert_eq!(reply.header("etag"), Some("\"v1\""));
     let other = get_with(&app, "/doc", &[("if-none-match", "\"v0\"")]).await;
-    assert_eq!((other.status, other.text().as_str()), (StatusCode::OK, "version 1"));
-    assert_eq!(origin.last_seen().0.as_deref(), Some("\"v1\""), "the cache's validator");
+    assert_eq!(
+        (other.status, other.text().as_str()),
+        (StatusCode::OK, "version 1")
+    );
+    assert_eq!(
+        origin.last_seen().0.as_deref(),
+        Some("\"v1\""),
+        "the cache's validator"
+    );
     assert_eq!(origin.full(), 1);
 }
 
@@ -323,7 +335,10 @@ async fn concurrent_requests_share_one_revalidation() {
     }
     for task in tasks {
         let reply = task.await.unwrap();
-        assert_eq!((reply.status, reply.text().as_str()), (StatusCode::OK, "version 1"));
+        assert_eq!(
+            (reply.status, reply.text().as_str()),
+            (StatusCode::OK, "version 1")
+        );
     }
     // One conditional request; the others were answered by it (RFC 9111 §4 allows a
     // response validated for one request to satisfy concurrent ones).
@@ -410,7 +425,11 @@ async fn s_maxage_with_stale_while_revalidate_is_served_stale() {
     tokio::time::sleep(Duration::from_millis(1100)).await;
     assert_eq!(fetch(&app, "/doc").await.x_cache(), "STALE");
     let reply = fetch(&denied_app, "/doc").await;
-    assert_eq!(reply.x_cache(), "REVALIDATED", "validated before use, not served stale");
+    assert_eq!(
+        reply.x_cache(),
+        "REVALIDATED",
+        "validated before use, not served stale"
+    );
 }
 
 #[tokio::test]

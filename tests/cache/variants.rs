@@ -14,18 +14,20 @@ fn greeting(calls: &Calls, cache: CacheLayer) -> Router {
     Router::new()
         .route(
             "/greeting",
-            get(|State(calls): State<Calls>, headers: HeaderMap| async move {
-                let lang = headers
-                    .get("accept-language")
-                    .and_then(|value| value.to_str().ok())
-                    .unwrap_or("none")
-                    .to_owned();
-                let n = calls.hit();
-                (
-                    [("vary", "Accept-Language"), ("cache-control", "max-age=60")],
-                    format!("greeting in {lang} #{n}"),
-                )
-            })
+            get(
+                |State(calls): State<Calls>, headers: HeaderMap| async move {
+                    let lang = headers
+                        .get("accept-language")
+                        .and_then(|value| value.to_str().ok())
+                        .unwrap_or("none")
+                        .to_owned();
+                    let n = calls.hit();
+                    (
+                        [("vary", "Accept-Language"), ("cache-control", "max-age=60")],
+                        format!("greeting in {lang} #{n}"),
+                    )
+                },
+            )
             .post(|| async { "posted" }),
         )
         .with_state(calls.clone())
@@ -92,7 +94,11 @@ async fn variants_per_url_are_bounded_and_never_mixed_up() {
         in_language(&app, lang).await;
     }
     // One key and two slots, however many variants the URL has.
-    assert!(entry_count(&store).await <= 3, "{}", entry_count(&store).await);
+    assert!(
+        entry_count(&store).await <= 3,
+        "{}",
+        entry_count(&store).await
+    );
     // Whatever is served, from the cache or not, is the requested variant.
     for lang in &langs {
         let (_, text) = in_language(&app, lang).await;

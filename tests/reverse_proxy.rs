@@ -1,0 +1,533 @@
+//! `examples/reverse_proxy.rs` against a real origin: both listen on 127.0.0.1, and a real
+//! HTTP/1 client talks to the proxy. Each test cites the rule it checks (RFC 9110 for the
+//! proxying, RFC 9111 for the caching).
+
+#![allow(clippy::unwrap_used)]
+
+#[allow(dead_code, unreachable_pub)]
+#[path = "../examples/reverse_proxy.rs"]
+mod reverse_proxy;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use bytes::Bytes;
+use http::{HeaderMap, Method, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use reverse_proxy::{Settings, Upstream};
+use tokio::net::TcpListener;
+
+/// Requests the origin received, by path.
+#[derive(Clone, Default)]
+struct Hits(Arc<std::sync::Mutex<std::collections::HashMap<String, usize>>>);
+
+impl Hits {
+    fn count(&self, path: &str) -> usize {
+        self.0.lock().unwrap().get(path).copied().unwrap_or(0)
+    }
+
+    fn next(&self, path: &str) -> usize {
+        let mut hits = self.0.lock().unwrap();
+        let n = hits.entry(path.to_owned()).or_default();
+        *n += 1;
+        *n
+    }
+}
+
+async fn page(State(hits): State<Hits>, request: Request) -> Response {
+    let n = hits.next(request.uri().path());
+    let mut response = (
+        [("cache-control", "max-age=60"), ("x-multi", "a")],
+        format!("page {} #{n}", request.uri()),
+    )
+        .into_response();
+    response
+        .headers_mut()
+        .append("x-multi", "b".parse().unwrap());
+    response
+}
+
+/// Echoes what arrived: method, selected headers, body.
+async fn echo(State(hits): State<Hits>, request: Request) -> Response {
+    hits.next("/echo");
+    let (parts, body) = request.into_parts();
+    let body = body.collect().await.unwrap().to_bytes();
+    let header = |name: &str| {
+        parts
+            .headers
+            .get_all(name)
+            .iter()
+            .map(|value| value.to_str().unwrap().to_owned())
+            .collect::<Vec<_>>()
+            .join(" | ")
+    };
+    let text = format!(
+        "method={}\nbody={}\nhost={}\nx-custom={}\nx-hop={}\nvia={}\nx-forwarded-for={}\nx-forwarded-host={}\nquery={}\n",
+        parts.method,
+        String::from_utf8_lossy(&body),
+        header("host"),
+        header("x-custom"),
+        header("x-hop"),
+        header("via"),
+        header("x-forwarded-for"),
+        header("x-forwarded-host"),
+        parts.uri.query().unwrap_or(""),
+    );
+    let mut response = (
+        StatusCode::CREATED,
+        [
+            ("x-multi", "one"),
+            ("connection", "x-secret"),
+            ("x-secret", "hop-by-hop"),
+        ],
+        text,
+    )
+        .into_response();
+    response
+        .headers_mut()
+        .append("x-multi", "two".parse().unwrap());
+    response
+}
+
+/// `no-cache` with an `ETag`, honouring `If-None-Match`.
+async fn validated(State(hits): State<Hits>, headers: HeaderMap) -> Response {
+    let n = hits.next("/validated");
+    if headers
+        .get("if-none-match")
+        .is_some_and(|value| value == "\"r1\"")
+    {
+        return (
+            StatusCode::NOT_MODIFIED,
+            [("etag", "\"r1\""), ("cache-control", "no-cache")],
+        )
+            .into_response();
+    }
+    (
+        [("etag", "\"r1\""), ("cache-control", "no-cache")],
+        format!("validated #{n}"),
+    )
+        .into_response()
+}
+
+fn origin(hits: &Hits) -> Router {
+    let counted = |path: &'static str, headers: &'static [(&'static str, &'static str)]| {
+        let hits = hits.clone();
+        get(move || {
+            let hits = hits.clone();
+            async move {
+                let n = hits.next(path);
+                let mut response = format!("{path} #{n}").into_response();
+                for (name, value) in headers {
+                    response.headers_mut().append(*name, value.parse().unwrap());
+                }
+                response
+            }
+        })
+    };
+    Router::new()
+        .route("/page", get(page))
+        .route(
+            "/items/{id}",
+            get(page)
+                .delete(|| async { "deleted" })
+                .put(|| async { (StatusCode::INTERNAL_SERVER_ERROR, "failed") }),
+        )
+        .route("/echo", axum::routing::any(echo))
+        .route("/validated", get(validated))
+        .route("/plain", counted("/plain", &[]))
+        .route(
+            "/private",
+            counted("/private", &[("cache-control", "private, max-age=60")]),
+        )
+        .route(
+            "/cookie",
+            counted(
+                "/cookie",
+                &[("cache-control", "max-age=60"), ("set-cookie", "id=1")],
+            ),
+        )
+        .route(
+            "/slow",
+            get(|| async {
+                tokio::time::sleep(Duration::from_secs(3)).await;
+                "slow"
+            }),
+        )
+        .route(
+            "/cut",
+            get(|State(hits): State<Hits>| async move {
+                hits.next("/cut");
+                // Half the declared body, a pause (the head and the half reach the proxy),
+                // then the connection goes.
+                let chunks = futures_util::stream::unfold(0, |step| async move {
+                    match step {
+                        0 => Some((Ok(Bytes::from_static(b"half")), 1)),
+                        1 => {
+                            tokio::time::sleep(Duration::from_millis(100)).await;
+                            Some((Err(std::io::Error::other("origin crashed")), 2))
+                        }
+                        _ => None,
+                    }
+                });
+                (
+                    [("cache-control", "max-age=60"), ("content-length", "8")],
+                    Body::from_stream(chunks),
+                )
+            }),
+        )
+        .with_state(hits.clone())
+}
+
+async fn listen() -> (TcpListener, SocketAddr) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    (listener, addr)
+}
+
+fn settings(upstream: &str) -> Settings {
+    Settings {
+        upstream: Upstream::parse(upstream).unwrap(),
+        cache_bytes: 16 << 20,
+        timeout: Duration::from_secs(1),
+        keep: Duration::from_secs(60),
+        stats_path: Some("/__stats".to_owned()),
+    }
+}
+
+/// An origin and the proxy in front of it; returns the proxy's address.
+async fn setup(hits: &Hits) -> SocketAddr {
+    let (origin_listener, origin_addr) = listen().await;
+    let app = origin(hits);
+    tokio::spawn(async move { axum::serve(origin_listener, app).await });
+    proxy_to(&format!("http://{origin_addr}")).await
+}
+
+async fn proxy_to(upstream: &str) -> SocketAddr {
+    let (listener, addr) = listen().await;
+    let settings = settings(upstream);
+    tokio::spawn(
+        async move { reverse_proxy::serve(listener, &settings, std::future::pending()).await },
+    );
+    addr
+}
+
+struct Reply {
+    status: StatusCode,
+    headers: HeaderMap,
+    body: Result<Bytes, String>,
+}
+
+impl Reply {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).map(|value| value.to_str().unwrap())
+    }
+
+    fn all(&self, name: &str) -> Vec<&str> {
+        self.headers
+            .get_all(name)
+            .iter()
+            .map(|value| value.to_str().unwrap())
+            .collect()
+    }
+
+    fn text(&self) -> String {
+        String::from_utf8_lossy(self.body.as_ref().unwrap()).into_owned()
+    }
+}
+
+async fn send(
+    proxy: SocketAddr,
+    method: Method,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &'static str,
+) -> Reply {
+    let client: Client<HttpConnector, Full<Bytes>> =
+        Client::builder(TokioExecutor::new()).build(HttpConnector::new());
+    let mut request = http::Request::builder()
+        .method(method)
+        .uri(format!("http://{proxy}{path}"));
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let request = request.body(Full::new(Bytes::from_static(body.as_bytes())));
+    let response = client.request(request.unwrap()).await.unwrap();
+    let (parts, body) = response.into_parts();
+    let body = body
+        .collect()
+        .await
+        .map(|collected| collected.to_bytes())
+        .map_err(|error| error.to_string());
+    Reply {
+        status: parts.status,
+        headers: parts.headers,
+        body,
+    }
+}
+
+async fn get_path(proxy: SocketAddr, path: &str) -> Reply {
+    send(proxy, Method::GET, path, &[], "").await
+}
+
+#[tokio::test]
+async fn cacheable_responses_are_served_from_the_cache_unchanged() {
+    let hits = Hits::default();
+    let proxy = setup(&hits).await;
+    let first = get_path(proxy, "/page?x=1").await;
+    assert_eq!(first.header("x-cache"), Some("MISS"));
+    let second = get_path(proxy, "/page?x=1").await;
+    assert_eq!(second.header("x-cache"), Some("HIT"));
+    // RFC 9111 §3.1 / §4: the stored response replayed, multi-valued fields in order.
+    for reply in [&first, &second] {
+        assert_eq!(reply.status, StatusCode::OK);
+        assert_eq!(reply.text(), "page /page?x=1 #1");
+        assert_eq!(reply.all("x-multi"), ["a", "b"]);
+        assert_eq!(reply.header("cache-control"), Some("max-age=60"));
+    }
+    assert!(second.header("age").is_some(), "RFC 9111 §5.1");
+    assert_eq!(hits.count("/page"), 1);
+    assert_eq!(
+        get_path(proxy, "/page?x=2").await.text(),
+        "page /page?x=2 #2"
+    );
+}
+
+#[tokio::test]
+async fn every_method_and_body_and_end_to_end_header_is_forwarded() {
+    let hits = Hits::default();
+    let proxy = setup(&hits).await;
+    for method in [Method::POST, Method::PUT, Method::PATCH, Method::DELETE] {
+        let reply = send(
+            proxy,
+            method.clone(),
+            "/echo?q=1",
+            &[
+                ("x-custom", "yes"),
+                ("connection", "x-hop"),
+                ("x-hop", "must not pass"),
+                ("x-forwarded-for", "203.0.113.9"),
+            ],
+            "the request body",
+        )
+        .await;
+        // RFC 9110 §15.3.2: the origin's status, headers and body, unchanged.
+        assert_eq!(reply.status, StatusCode::CREATED, "{method}");
+        assert_eq!(reply.all("x-multi"), ["one", "two"]);
+        // RFC 9110 §7.6.1: hop-by-hop fields go no further, in either direction.
+        assert_eq!(reply.header("x-secret"), None);
+        let text = reply.text();
+        for line in [
+            format!("method={method}"),
+            "body=the request body".to_owned(),
+            "x-custom=yes".to_owned(),
+            "x-hop=".to_owned(),
+            "query=q=1".to_owned(),
+            // RFC 9110 §7.6.3.
+            "via=1.1 tower-response-cache".to_owned(),
+            "x-forwarded-for=203.0.113.9, 127.0.0.1".to_owned(),
+            format!("x-forwarded-host={proxy}"),
+        ] {
+            assert!(text.lines().any(|seen| seen == line), "{line:?} in\n{text}");
+        }
+        let host = format!("host={proxy}");
+        assert!(
+            !text.lines().any(|seen| seen == host),
+            "origin's own Host:\n{text}"
+        );
+    }
+    // GET and HEAD too.
+    let reply = send(proxy, Method::GET, "/echo", &[], "").await;
+    assert!(reply.text().starts_with("method=GET"));
+    let head = send(proxy, Method::HEAD, "/echo", &[], "").await;
+    assert_eq!(
+        (head.status, head.text().as_str()),
+        (StatusCode::CREATED, "")
+    );
+}
+
+#[tokio::test]
+async fn only_what_the_origin_allows_is_stored() {
+    let hits = Hits::default();
+    let proxy = setup(&hits).await;
+    // No freshness from the origin and no default TTL: not stored (RFC 9111 §4.2: no
+    // heuristic freshness).
+    for path in ["/plain", "/private", "/cookie"] {
+        let first = get_path(proxy, path).await;
+        let second = get_path(proxy, path).await;
+        assert_eq!(second.header("x-cache"), Some("UNCACHEABLE"), "{path}");
+        assert_eq!(second.text(), format!("{path} #2"));
+        assert_eq!(first.status, StatusCode::OK);
+    }
+    assert_eq!(
+        get_path(proxy, "/cookie").await.header("set-cookie"),
+        Some("id=1"),
+        "the client still gets its cookie"
+    );
+    // An authorized request is not answered from, nor stored into, the shared cache
+    // (RFC 9111 §3.5).
+    let authorized = send(
+        proxy,
+        Method::GET,
+        "/items/9",
+        &[("authorization", "Bearer a")],
+        "",
+    )
+    .await;
+    assert_eq!(authorized.header("x-cache"), Some("UNCACHEABLE"));
+    assert_eq!(
+        get_path(proxy, "/items/9").await.header("x-cache"),
+        Some("MISS")
+    );
+}
+
+#[tokio::test]
+async fn no_cache_responses_are_revalidated_through_the_proxy() {
+    let hits = Hits::default();
+    let proxy = setup(&hits).await;
+    assert_eq!(
+        get_path(proxy, "/validated").await.header("x-cache"),
+        Some("MISS")
+    );
+    // RFC 9111 §4.3: the origin gets `If-None-Match` and answers 304; the body comes from
+    // the cache.
+    let revalidated = get_path(proxy, "/validated").await;
+    assert_eq!(revalidated.header("x-cache"), Some("REVALIDATED"));
+    assert_eq!(
+        (revalidated.status, revalidated.text().as_str()),
+        (StatusCode::OK, "validated #1")
+    );
+    let conditional = send(
+        proxy,
+        Method::GET,
+        "/validated",
+        &[("if-none-match", "\"r1\"")],
+        "",
+    )
+    .await;
+    assert_eq!(conditional.status, StatusCode::NOT_MODIFIED);
+    assert_eq!(hits.count("/validated"), 3, "one full response, two 304s");
+}
+
+#[tokio::test]
+async fn unsafe_methods_invalidate_through_the_proxy() {
+    let hits = Hits::default();
+    let proxy = setup(&hits).await;
+    get_path(proxy, "/items/1").await;
+    assert_eq!(
+        get_path(proxy, "/items/1").await.header("x-cache"),
+        Some("HIT")
+    );
+    // RFC 9111 §4.4: a failed unsafe request leaves the entry, a successful one removes it.
+    let failed = send(proxy, Method::PUT, "/items/1", &[], "x").await;
+    assert_eq!(failed.status, StatusCode::INTERNAL_SERVER_ERROR);
+    assert_eq!(
+        get_path(proxy, "/items/1").await.header("x-cache"),
+        Some("HIT")
+    );
+    let deleted = send(proxy, Method::DELETE, "/items/1", &[], "").await;
+    assert_eq!(deleted.text(), "deleted");
+    assert_eq!(
+        get_path(proxy, "/items/1").await.header("x-cache"),
+        Some("MISS")
+    );
+}
+
+#[tokio::test]
+async fn an_unreachable_origin_is_a_502() {
+    // A port nothing listens on.
+    let (listener, addr) = listen().await;
+    drop(listener);
+    let proxy = proxy_to(&format!("http://{addr}")).await;
+    let reply = get_path(proxy, "/page").await;
+    // RFC 9110 §15.6.3.
+    assert_eq!(reply.status, StatusCode::BAD_GATEWAY);
+    assert_eq!(reply.header("cache-control"), Some("no-store"));
+    assert_eq!(reply.header("x-cache"), Some("UNCACHEABLE"));
+}
+
+#[tokio::test]
+async fn an_origin_that_drops_the_connection_is_a_502() {
+    let (listener, addr) = listen().await;
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let counter = Arc::clone(&accepted);
+    tokio::spawn(async move {
+        loop {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            counter.fetch_add(1, Ordering::SeqCst);
+            // Read the request, then close without a response.
+            let mut buffer = [0u8; 1024];
+            let _ = tokio::io::AsyncReadExt::read(&mut socket, &mut buffer).await;
+            drop(socket);
+        }
+    });
+    let proxy = proxy_to(&format!("http://{addr}")).await;
+    for method in [Method::GET, Method::POST] {
+        let reply = send(proxy, method, "/page", &[], "body").await;
+        assert_eq!(reply.status, StatusCode::BAD_GATEWAY);
+    }
+    assert!(accepted.load(Ordering::SeqCst) >= 2);
+}
+
+#[tokio::test]
+async fn a_slow_origin_is_a_504() {
+    let hits = Hits::default();
+    let proxy = setup(&hits).await;
+    // RFC 9110 §15.6.5: the proxy waited `UPSTREAM_TIMEOUT_SECS` (1 s here).
+    assert_eq!(
+        get_path(proxy, "/slow").await.status,
+        StatusCode::GATEWAY_TIMEOUT
+    );
+}
+
+#[tokio::test]
+async fn a_body_cut_short_is_cut_short_for_the_client_and_not_stored() {
+    let hits = Hits::default();
+    let proxy = setup(&hits).await;
+    let reply = get_path(proxy, "/cut").await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert!(reply.body.is_err(), "the client sees the failure");
+    // RFC 9111 §3.3: an incomplete response is not stored as complete.
+    let again = get_path(proxy, "/cut").await;
+    assert!(again.body.is_err());
+    assert_eq!(again.header("x-cache"), Some("MISS"));
+    assert_eq!(hits.count("/cut"), 2);
+}
+
+#[tokio::test]
+async fn the_stats_path_is_answered_by_the_proxy() {
+    let hits = Hits::default();
+    let proxy = setup(&hits).await;
+    get_path(proxy, "/page").await;
+    get_path(proxy, "/page").await;
+    let stats = get_path(proxy, "/__stats").await;
+    let json: serde_json::Value = serde_json::from_str(&stats.text()).unwrap();
+    assert_eq!(
+        (json["hits"].as_u64(), json["misses"].as_u64()),
+        (Some(1), Some(1))
+    );
+}
+
+#[test]
+fn upstream_urls_are_checked() {
+    assert!(Upstream::parse("http://127.0.0.1:8080").is_ok());
+    assert!(Upstream::parse("http://127.0.0.1:8080/base/").is_ok());
+    for bad in [
+        "https://example.com",
+        "127.0.0.1:8080",
+        "http://x/?q=1",
+        "not a url",
+    ] {
+        let error = Upstream::parse(bad).unwrap_err();
+        assert!(error.starts_with("UPSTREAM"), "{bad}: {error}");
+    }
+}
