@@ -27,8 +27,14 @@
 //! - **Keys** from method class (HEAD shares GET), path and normalized query through a
 //!   [`KeyBuilder`], under a namespace.
 //! - **Client control**: `Cache-Control: no-store` bypasses, `no-cache` / `max-age=0` /
-//!   `Pragma: no-cache` / `x-cache-bypass` refresh, `only-if-cached` answers 504 on a miss —
-//!   unless a [`ClientControl`] policy says otherwise.
+//!   `Pragma: no-cache` revalidate with the origin, `x-cache-bypass` refreshes,
+//!   `only-if-cached` answers 504 on a miss — unless a [`ClientControl`] policy says
+//!   otherwise.
+//! - **Variants** (RFC 9111 §4.1): responses with `Vary` are stored side by side, at most
+//!   [`max_variants`](CacheLayer::max_variants) per URL.
+//! - **Revalidation** (RFC 9111 §4.3): a stale entry with a validator is fetched
+//!   conditionally and a `304` refreshes it without its body; `stale-while-revalidate` and
+//!   `stale-if-error` (RFC 5861); unsafe methods invalidate (§4.4).
 //! - **Safe storing** by default ([`policy::response`]): GET only, cacheable statuses, no
 //!   `no-store` / `private` / `no-cache`, no `Vary: *`, no `Set-Cookie`, no `Authorization`
 //!   (RFC 9111 §3.5 aside), bodies up to 1 MiB.

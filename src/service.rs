@@ -4,9 +4,15 @@
 //!    than GET and HEAD, passes through untouched.
 //! 2. Request directives under the route's [`ClientControl`](crate::ClientControl).
 //! 3. Key (`namespace:` + the [`KeyBuilder`]'s key).
-//! 4. Lookup: a fresh entry whose variant matches is a hit.
-//! 5. Miss or refresh: the inner service runs; a storable response streams to the client
-//!    through a [`CacheBody`] that copies it and stores it when complete.
+//! 4. Lookup: the entry under the key, or, when it is another variant (RFC 9111 §4.1),
+//!    the one in the request's variant slot; a fresh one is a hit. A stale one within its
+//!    `stale-while-revalidate` window answers at once and is revalidated in the background.
+//! 5. Miss, stale entry or refresh: the inner service runs (one request per key at a time,
+//!    the others wait for its response); a stale entry with a validator is revalidated with
+//!    `If-None-Match` / `If-Modified-Since`, and a `304` updates it (§4.3). A storable
+//!    response streams to the client through a [`CacheBody`] that copies it and stores it
+//!    when complete. An origin failure is answered with a stale entry within its
+//!    `stale-if-error` window.
 
 use std::fmt;
 use std::sync::Arc;

@@ -6,7 +6,9 @@
 //! - the request was a GET (a HEAD response has no body to give a later GET);
 //! - the status is in the [`StatusSet`] (200, 203, 204, 300, 301, 308, 404, 405, 410, 414,
 //!   501: the statuses RFC 9110 §15.1 calls heuristically cacheable);
-//! - no `no-store`, `private` or `no-cache` in the response's `Cache-Control`;
+//! - no `no-store` or `private` in the response's `Cache-Control`, and no `no-cache` unless
+//!   the layer keeps entries for revalidation ([`CacheLayer::keep`](crate::CacheLayer::keep))
+//!   and the response has a validator (it is then revalidated before every use);
 //! - no `Vary: *`;
 //! - the request had no `Authorization`, unless the response says `public`, `s-maxage` or
 //!   `must-revalidate` (RFC 9111 §3.5) or you allowed it;
@@ -14,7 +16,8 @@
 //! - no trailers, and a body within the layer's `max_body_size`;
 //! - a TTL above zero, from the first of: [`CacheTtl`] set by the handler, the layer's
 //!   `ttl_fn`, the origin's `s-maxage` / `max-age` / `Expires` (less the response's age),
-//!   the route's TTL, the layer's default TTL.
+//!   the route's TTL, the layer's default TTL — or, with `keep` above zero, a validator
+//!   (`ETag` / `Last-Modified`) to revalidate it with.
 
 use std::time::{Duration, SystemTime};
 
@@ -51,7 +54,8 @@ pub enum NotStoredReason {
     /// The response said `Cache-Control: private`.
     Private,
     /// The response said `Cache-Control: no-cache` (it may not be reused without
-    /// revalidation).
+    /// revalidation), and the layer does not keep entries for revalidation or the response
+    /// has no validator.
     NoCache,
     /// The response said `Vary: *`.
     VaryStar,
