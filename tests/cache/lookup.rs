@@ -74,6 +74,7 @@ async fn distinct_paths_and_queries_do_not_share_entries() {
 
 #[tokio::test]
 async fn entries_expire_after_the_ttl() {
+    // RFC 9111 §4.2: a stale entry is not served as a hit.
     let calls = Calls::default();
     let (cache, _store) = layer();
     let app = counting(&calls).layer(cache.default_ttl(Duration::from_millis(400)));
@@ -228,6 +229,7 @@ async fn origin_freshness_beats_the_route_ttl_unless_the_route_ignores_it() {
 
 #[tokio::test]
 async fn origin_age_counts_against_freshness_and_in_the_age_header() {
+    // RFC 9111 §4.2.3 (age calculation) and §5.1 (`Age` on hits).
     let (cache, _store) = layer();
     let app = Router::new()
         .route(
@@ -338,6 +340,8 @@ async fn a_memory_hit_shares_the_stored_bytes() {
 
 #[tokio::test]
 async fn vary_selects_only_the_matching_variant() {
+    // RFC 9111 §4.1: a stored response is selected only by requests with the same values of the
+    // varied headers.
     let calls = Calls::default();
     let (cache, _store) = layer();
     let app = Router::new()

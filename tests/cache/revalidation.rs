@@ -378,6 +378,7 @@ async fn stale_while_revalidate_refreshes_with_a_conditional_request() {
 /// whatever the layer's stale windows; a stale directive in the response itself still counts.
 #[tokio::test]
 async fn revalidation_directives_forbid_configured_stale_serving() {
+    // RFC 9111 §5.2.2.2, §5.2.2.8, §5.2.2.10 (see above).
     let cases = [
         ("max-age=1", "STALE"),
         ("max-age=1, must-revalidate", "UNCACHEABLE"),

@@ -148,6 +148,7 @@ async fn a_successful_unsafe_request_invalidates_its_target() {
 
 #[tokio::test]
 async fn a_failed_unsafe_request_invalidates_nothing() {
+    // RFC 9111 §4.4: only a non-error response invalidates.
     let calls = Calls::default();
     let app = app(&calls);
     fetch(&app, "/items").await;
@@ -160,6 +161,8 @@ async fn a_failed_unsafe_request_invalidates_nothing() {
 
 #[tokio::test]
 async fn same_origin_location_and_content_location_are_invalidated_too() {
+    // RFC 9111 §4.4: `Location` and `Content-Location` on the same origin are invalidated too;
+    // other origins are not (a denial-of-service guard).
     let calls = Calls::default();
     let app = app(&calls);
     fetch(&app, "/items").await;
@@ -193,6 +196,7 @@ async fn same_origin_location_and_content_location_are_invalidated_too() {
 
 #[tokio::test]
 async fn safe_methods_invalidate_nothing() {
+    // RFC 9111 §4.4 applies to unsafe methods only (RFC 9110 §9.2.1).
     let calls = Calls::default();
     let app = app(&calls);
     fetch(&app, "/items/6").await;
@@ -202,6 +206,8 @@ async fn safe_methods_invalidate_nothing() {
 
 #[tokio::test]
 async fn a_conditional_miss_fills_the_cache_with_the_full_response() {
+    // RFC 9111 §4.3.2: the cache may forward a conditional request without the client's
+    // validators, to fill itself with the full response.
     let calls = Calls::default();
     let app = app(&calls);
     // The fill asks the origin for the whole response, not the client's 304.
@@ -289,6 +295,7 @@ async fn stale_if_error_serves_the_stale_entry_when_the_origin_fails() {
 
 #[tokio::test]
 async fn without_stale_if_error_the_failure_goes_through() {
+    // RFC 9111 §4.2.4: no stale response unless a directive or configuration allows it.
     use std::sync::atomic::{AtomicBool, Ordering};
     let calls = Calls::default();
     let failing = std::sync::Arc::new(AtomicBool::new(false));
@@ -305,6 +312,7 @@ async fn without_stale_if_error_the_failure_goes_through() {
 
 #[tokio::test]
 async fn the_layer_setting_covers_service_errors_within_its_window() {
+    // RFC 5861 §4 as a configured setting (RFC 9111 §4.2.4 allows configured stale serving).
     use std::sync::atomic::{AtomicUsize, Ordering};
     use tower::{ServiceBuilder, ServiceExt};
     let calls = std::sync::Arc::new(AtomicUsize::new(0));

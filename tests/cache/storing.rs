@@ -63,6 +63,8 @@ async fn assert_not_stored(
 
 #[tokio::test]
 async fn uncacheable_statuses_are_not_stored() {
+    // RFC 9111 §3: only statuses the cache understands as cacheable (RFC 9110 §15.1 heuristically
+    // cacheable ones by default).
     for status in [
         StatusCode::CREATED,
         StatusCode::FOUND,
@@ -74,6 +76,8 @@ async fn uncacheable_statuses_are_not_stored() {
 
 #[tokio::test]
 async fn response_directives_are_obeyed() {
+    // RFC 9111 §5.2.2.5 (`no-store`), §5.2.2.7 (`private`), §5.2.2.4 (`no-cache`), §4.1 (`Vary:
+    // *`).
     assert_not_stored(
         StatusCode::OK,
         &[("cache-control", "no-store")],
@@ -209,6 +213,8 @@ async fn the_status_set_is_configurable() {
 
 #[tokio::test]
 async fn a_cached_404_is_served_as_a_404() {
+    // RFC 9111 §3 with RFC 9110 §15.5.5: a 404 is heuristically cacheable and replayed with its
+    // status.
     let calls = Calls::default();
     let (cache, _store) = layer();
     let app = app(&calls, cache, StatusCode::NOT_FOUND, &[]);
@@ -222,6 +228,8 @@ async fn a_cached_404_is_served_as_a_404() {
 
 #[tokio::test]
 async fn hop_by_hop_headers_are_not_replayed_and_others_keep_their_order() {
+    // RFC 9111 §3.1 with RFC 9110 §7.6.1: hop-by-hop and `Connection`-named fields are not stored;
+    // the others are replayed unchanged, in order.
     let calls = Calls::default();
     let (cache, _store) = layer();
     let app = app(
@@ -262,6 +270,7 @@ async fn hop_by_hop_headers_are_not_replayed_and_others_keep_their_order() {
 
 #[tokio::test]
 async fn post_passes_through_and_is_never_stored() {
+    // RFC 9111 §3: only responses to methods the cache understands as cacheable (GET) are stored.
     let calls = Calls::default();
     let (cache, store) = layer();
     let app = Router::new()

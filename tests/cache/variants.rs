@@ -86,6 +86,7 @@ async fn values_are_compared_after_normalizing_whitespace() {
 
 #[tokio::test]
 async fn variants_per_url_are_bounded_and_never_mixed_up() {
+    // RFC 9111 §4.1, with the number of variants stored per URL bounded.
     let calls = Calls::default();
     let (cache, store) = layer();
     let app = greeting(&calls, cache.max_variants(3));
@@ -109,6 +110,7 @@ async fn variants_per_url_are_bounded_and_never_mixed_up() {
 
 #[tokio::test]
 async fn one_variant_at_a_time_when_bounded_to_one() {
+    // RFC 9111 §4.1 with `max_variants(1)`: a new variant replaces the stored one.
     let calls = Calls::default();
     let (cache, _store) = layer();
     let app = greeting(&calls, cache.max_variants(1));

@@ -9,6 +9,7 @@
 mod client;
 mod config;
 mod faults;
+mod rfc9111;
 mod servers;
 mod shared;
 
