@@ -115,6 +115,63 @@ fn hits(c: &mut Criterion) {
     }
 }
 
+/// A miss through the service next to the same request without the cache: every request
+/// has a new key, so the layer builds it, looks it up, joins and lands a flight, decides
+/// the response is storable, copies the body and writes the entry (inline or on a spawned
+/// task).
+fn misses(c: &mut Criterion) {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let counter = std::sync::atomic::AtomicUsize::new(0);
+    let unique = || {
+        let n = counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Request::get(format!("/items/{n}")).body(()).unwrap()
+    };
+    let floor = origin(1024);
+    let mut group = c.benchmark_group("miss_1k");
+    group.bench_function("no_cache", |b| {
+        b.to_async(&runtime).iter(|| {
+            let request = unique();
+            let floor = floor.clone();
+            async move { drain(floor.oneshot(request).await.unwrap()).await }
+        })
+    });
+    for (name, mode) in [
+        ("memory_miss_inline", WriteMode::Inline),
+        ("memory_miss_background", WriteMode::Background),
+    ] {
+        // A store that fills up and then evicts: the steady state of a busy cache.
+        let cached = ServiceBuilder::new()
+            .layer(CacheLayer::new(MemoryStore::new(64 << 20)).write_mode(mode))
+            .service(origin(1024));
+        group.bench_function(name, |b| {
+            b.to_async(&runtime).iter(|| {
+                let request = unique();
+                let cached = cached.clone();
+                async move { drain(cached.oneshot(request).await.unwrap()).await }
+            })
+        });
+    }
+    group.finish();
+}
+
+async fn drain<B>(response: Response<B>) -> usize
+where
+    B: http_body::Body,
+    B::Error: std::fmt::Debug,
+{
+    response
+        .into_body()
+        .collect()
+        .await
+        .unwrap()
+        .to_bytes()
+        .len()
+}
+
 fn keys(c: &mut Criterion) {
     let builder = DefaultKeyBuilder::new().drop_query_param("utm_*");
     let (plain, ()) = Request::get("/users/42").body(()).unwrap().into_parts();
@@ -169,57 +226,155 @@ fn codecs(c: &mut Criterion) {
     group.finish();
 }
 
-/// Heap bytes a `MemoryStore` entry costs beyond its key, header names and values, and body.
+/// Heap bytes a `MemoryStore` entry costs beyond its key, header names and values, and body,
+/// for entries stored through the service (their real stored form), next to what moka alone
+/// costs per entry for the same keys.
 fn memory_overhead(_: &mut Criterion) {
-    for headers in [true, false] {
-        let (per_entry, payload) = bytes_per_entry(headers);
+    // Not a criterion benchmark, so criterion's filter does not skip it: this does.
+    let filter = std::env::args().skip(1).find(|arg| !arg.starts_with('-'));
+    if filter.is_some_and(|filter| !"memory_overhead".contains(filter.as_str())) {
+        return;
+    }
+    let moka = moka_bytes_per_entry();
+    println!(
+        "moka alone (String key, small value, weigher, per-entry expiry): {moka:.0} bytes per entry beyond the key"
+    );
+    for headers in [&[][..], &TYPICAL_HEADERS[..]] {
+        let (per_entry, payload, stored_headers) = bytes_per_entry(headers);
         println!(
-            "memory store, {} headers: {per_entry:.0} heap bytes per entry, of which {payload:.0} are key + headers + body: overhead {:.0} bytes per entry",
-            if headers { 3 } else { 0 },
+            "memory store, {stored_headers} stored headers: {per_entry:.0} heap bytes per entry, of which {payload:.0} are key + headers + body: overhead {:.0} bytes per entry ({:.0} beyond moka's own)",
             per_entry - payload,
+            per_entry - payload - moka,
         );
     }
 }
 
-fn bytes_per_entry(with_headers: bool) -> (f64, f64) {
-    use std::sync::Arc;
+const TYPICAL_HEADERS: [(&str, &str); 4] = [
+    ("content-type", "application/json"),
+    ("etag", "\"5f3a-1b2c\""),
+    ("last-modified", "Sat, 01 Jan 2000 00:00:00 GMT"),
+    ("x-request-id", "0b5c1a4e-6f5d-4d1e-9d39-0e8f0f1c2a3b"),
+];
+
+const ENTRIES: usize = 20_000;
+
+/// Stores `ENTRIES` responses (1 KiB body, `cache-control` plus `headers`) through the
+/// service; returns heap bytes per entry, payload bytes per entry (key, header names and
+/// values, body, as stored), and the number of stored headers.
+fn bytes_per_entry(headers: &'static [(&'static str, &'static str)]) -> (f64, f64, usize) {
     use tower_response_cache::Store;
-    const N: usize = 20_000;
     let store = MemoryStore::new(1 << 30);
+    let body = Bytes::from(vec![b'x'; 1024]);
+    let origin = service_fn(move |_: Request<()>| {
+        let mut response = Response::new(Full::new(body.clone()));
+        response
+            .headers_mut()
+            .insert("cache-control", "public, max-age=600".parse().unwrap());
+        for (name, value) in headers {
+            response.headers_mut().insert(*name, value.parse().unwrap());
+        }
+        std::future::ready(Ok::<_, Infallible>(response))
+    });
+    let service = ServiceBuilder::new()
+        .layer(CacheLayer::new(store.clone()).write_mode(WriteMode::Inline))
+        .service(origin);
     let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
         .build()
         .unwrap();
-    let make = || {
-        let mut entry = sample_entry(1024);
-        if !with_headers {
-            entry.headers = http::HeaderMap::new();
-        }
-        entry
-    };
-    let sample = make();
-    let header_bytes: usize = sample
-        .headers
-        .iter()
-        .map(|(n, v)| n.as_str().len() + v.len())
-        .sum();
-    let mut payload = 0;
+    let uri = |i: usize| format!("/items/{i:08}");
+    // Warm the layer's lazily built parts (stats, rendered headers) first.
+    runtime.block_on(async {
+        let response = service
+            .clone()
+            .oneshot(Request::get("/warm").body(()).unwrap());
+        let _ = response.await.unwrap().into_body().collect().await;
+    });
     let region = Region::new(GLOBAL);
     runtime.block_on(async {
-        for i in 0..N {
-            let key = format!("app:GET:/items/{i:08}");
-            payload += key.len() + sample.body.len() + header_bytes;
-            store
-                .put(&key, Arc::new(make()), std::time::Duration::from_secs(600))
-                .await
-                .unwrap();
+        for i in 0..ENTRIES {
+            let request = Request::get(uri(i)).body(()).unwrap();
+            let response = service.clone().oneshot(request).await.unwrap();
+            let _ = response.into_body().collect().await.unwrap();
         }
     });
     store.run_pending_tasks();
     let stats = region.change();
-    let net = stats.bytes_allocated as f64 - stats.bytes_deallocated as f64
-        + stats.bytes_reallocated as f64;
-    (net / N as f64, payload as f64 / N as f64)
+    // A reallocation is counted in both totals already (its growth or its shrinking).
+    let net = stats.bytes_allocated as f64 - stats.bytes_deallocated as f64;
+    let (payload, stored_headers) = runtime.block_on(async {
+        let mut payload = 0;
+        let mut stored_headers = 0;
+        for i in 0..ENTRIES {
+            let key = format!("cache:GET:{}", uri(i));
+            let entry = store.get(&key).await.unwrap().expect("stored");
+            stored_headers = entry.headers.len();
+            payload += key.len()
+                + entry.body.len()
+                + entry
+                    .headers
+                    .iter()
+                    .map(|(name, value)| name.as_str().len() + value.len())
+                    .sum::<usize>();
+        }
+        (payload, stored_headers)
+    });
+    // The store's own account of its size (the weigher's estimates) against the heap.
+    println!(
+        "memory store weighs {:.0} bytes per entry (heap: {:.0})",
+        store.weighted_size() as f64 / ENTRIES as f64,
+        net / ENTRIES as f64
+    );
+    (
+        net / ENTRIES as f64,
+        payload as f64 / ENTRIES as f64,
+        stored_headers,
+    )
 }
 
-criterion_group!(benches, hits, keys, codecs, memory_overhead);
+/// moka's own cost per entry: the same keys, a value the size of the store's slot, the same
+/// builder settings.
+fn moka_bytes_per_entry() -> f64 {
+    #[derive(Clone)]
+    // The store's slot: an `Arc` and a `Duration`.
+    #[allow(dead_code)]
+    struct Slot(std::sync::Arc<()>, std::time::Duration);
+    struct Expiry;
+    impl moka::Expiry<String, Slot> for Expiry {
+        fn expire_after_create(
+            &self,
+            _: &String,
+            slot: &Slot,
+            _: std::time::Instant,
+        ) -> Option<std::time::Duration> {
+            Some(slot.1)
+        }
+    }
+    let cache: moka::sync::Cache<String, Slot> = moka::sync::Cache::builder()
+        .max_capacity(1 << 30)
+        .weigher(|key: &String, _: &Slot| key.len() as u32 + 1024)
+        .expire_after(Expiry)
+        .build();
+    let unit = std::sync::Arc::new(());
+    let mut keys = 0;
+    let region = Region::new(GLOBAL);
+    for i in 0..ENTRIES {
+        let key = format!("cache:GET:/items/{i:08}");
+        keys += key.len();
+        cache.insert(
+            key,
+            Slot(
+                std::sync::Arc::clone(&unit),
+                std::time::Duration::from_secs(600),
+            ),
+        );
+    }
+    cache.run_pending_tasks();
+    let stats = region.change();
+    // A reallocation is counted in both totals already (its growth or its shrinking).
+    let net = stats.bytes_allocated as f64 - stats.bytes_deallocated as f64;
+    (net - keys as f64) / ENTRIES as f64
+}
+
+criterion_group!(benches, hits, misses, keys, codecs, memory_overhead);
 criterion_main!(benches);

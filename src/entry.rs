@@ -142,8 +142,22 @@ impl CachedResponse {
         }
     }
 
-    /// An estimate of the bytes the entry occupies in memory: body, header names and values,
-    /// variant values, tags and the fixed size of the struct.
+    /// Rebuilds the header map for its life in the store: an index table with room for the
+    /// headers a hit adds (`Age`, the status header, `Cache-Status`), so that a hit's copy
+    /// takes them without rehashing, and no spare entry slots (about 100 bytes each), which
+    /// a copy would not have anyway.
+    pub(crate) fn size_headers_for_hits(&mut self) {
+        let mut sized = HeaderMap::with_capacity(self.headers.len() + 3);
+        for (name, value) in &self.headers {
+            sized.append(name.clone(), value.clone());
+        }
+        // A clone keeps the index table and allocates exactly the entries it has.
+        self.headers = sized.clone();
+    }
+
+    /// An estimate of the heap bytes the entry occupies behind an `Arc`: body, header names
+    /// and values with the header map's bookkeeping, variant values, tags and the struct
+    /// itself (measured by `cargo bench --bench hit`, "memory store" lines).
     pub fn weight(&self) -> usize {
         let headers: usize = self
             .headers
@@ -158,9 +172,14 @@ impl CachedResponse {
             })
             .sum();
         let tags: usize = self.tags.iter().map(|tag| tag.len() + 24).sum();
-        std::mem::size_of::<Self>() + self.body.len() + headers + vary + tags
+        std::mem::size_of::<Self>() + ENTRY_OVERHEAD + self.body.len() + headers + vary + tags
     }
 }
 
-/// Per-header bookkeeping in a `HeaderMap` (bucket, index, value handle), approximately.
-const HEADER_OVERHEAD: usize = 48;
+/// Per-header bookkeeping: a `HeaderMap` bucket (104 bytes), its share of the index table,
+/// and the shared-buffer record of the value's bytes.
+const HEADER_OVERHEAD: usize = 136;
+
+/// Per-entry bookkeeping besides the struct: the `Arc`'s counts and the body's shared-buffer
+/// record.
+const ENTRY_OVERHEAD: usize = 48;

@@ -621,6 +621,7 @@ impl Ctx {
         let (updated, stored) = match self.storable_entry(&head, facts, request_headers, now) {
             Ok(mut updated) => {
                 updated.body = entry.body.clone();
+                updated.size_headers_for_hits();
                 let updated = Arc::new(updated);
                 let (landed, lease) = match flight {
                     Some((guard, lease)) => (Some(guard.ready(Arc::clone(&updated))), lease),
@@ -1108,9 +1109,9 @@ fn stored_headers(headers: &HeaderMap, set_cookie: SetCookiePolicy) -> HeaderMap
         .flat_map(|value| value.as_bytes().split(|&b| b == b','))
         .map(<[u8]>::trim_ascii)
         .collect();
-    // Room for the headers a hit adds (`Age`, the status header, `Cache-Status`): a copy of
-    // this map then takes them without rehashing.
-    let mut stored = HeaderMap::with_capacity(headers.len() + 3);
+    // Room for a `Content-Length` the capture may add; the entry's map is sized for hits
+    // once it is complete (`CachedResponse::size_headers_for_hits`).
+    let mut stored = HeaderMap::with_capacity(headers.len() + 1);
     for (name, value) in headers {
         let skip = HOP_BY_HOP.contains(name)
             || *name == header::AGE
