@@ -172,6 +172,50 @@ where
         .len()
 }
 
+/// The policy decisions on every request: request directives, the response's storability
+/// and TTL, a conditional request against a stored response.
+fn policy(c: &mut Criterion) {
+    use tower_response_cache::__bench;
+    let headers = |pairs: &[(&'static str, &'static str)]| {
+        let mut map = http::HeaderMap::new();
+        for (name, value) in pairs {
+            map.append(*name, http::HeaderValue::from_static(value));
+        }
+        map
+    };
+    let plain = headers(&[("accept", "*/*"), ("user-agent", "bench")]);
+    let directives = headers(&[
+        ("cache-control", "max-age=30, no-transform"),
+        ("pragma", "x"),
+    ]);
+    let response = headers(&[
+        (
+            "cache-control",
+            "public, max-age=60, stale-while-revalidate=30",
+        ),
+        ("content-type", "application/json"),
+        ("etag", "\"5f3a-1b2c\""),
+        ("date", "Sat, 01 Jan 2000 00:00:00 GMT"),
+        ("expires", "Sat, 01 Jan 2000 00:01:00 GMT"),
+    ]);
+    let conditional = headers(&[("if-none-match", "\"a\", W/\"5f3a-1b2c\"")]);
+    let now = std::time::SystemTime::now();
+    let mut group = c.benchmark_group("policy");
+    group.bench_function("request_plain", |b| {
+        b.iter(|| __bench::request_policy(black_box(&plain)))
+    });
+    group.bench_function("request_directives", |b| {
+        b.iter(|| __bench::request_policy(black_box(&directives)))
+    });
+    group.bench_function("response_storable_ttl", |b| {
+        b.iter(|| __bench::response_policy(http::StatusCode::OK, black_box(&response), now))
+    });
+    group.bench_function("if_none_match", |b| {
+        b.iter(|| __bench::not_modified(black_box(&response), black_box(&conditional)))
+    });
+    group.finish();
+}
+
 fn keys(c: &mut Criterion) {
     let builder = DefaultKeyBuilder::new().drop_query_param("utm_*");
     let (plain, ()) = Request::get("/users/42").body(()).unwrap().into_parts();
@@ -376,5 +420,5 @@ fn moka_bytes_per_entry() -> f64 {
     (net - keys as f64) / ENTRIES as f64
 }
 
-criterion_group!(benches, hits, misses, keys, codecs, memory_overhead);
+criterion_group!(benches, hits, misses, policy, keys, codecs, memory_overhead);
 criterion_main!(benches);

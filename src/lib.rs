@@ -84,3 +84,63 @@ pub use store::{RedisConfig, RedisStore};
 #[cfg(doctest)]
 #[doc = include_str!("../README.md")]
 pub struct ReadmeDoctests;
+
+/// Entry points for the crate's own benchmarks (`benches/hit.rs`): the policy decisions the
+/// layer makes on every request, callable without a service around them. Not part of the
+/// API: they may change in any release.
+#[doc(hidden)]
+pub mod __bench {
+    use std::time::{Duration, SystemTime};
+
+    use http::{HeaderMap, StatusCode};
+
+    use crate::layer::DEFAULT_BYPASS_HEADER;
+    use crate::policy::cache_control::CacheControl;
+    use crate::policy::response::{
+        RequestFacts, StorageRules, TtlSources, check_storable, initial_age, origin_lifetime,
+        ttl_from_sources,
+    };
+    use crate::policy::{ClientControl, NotStoredReason, SetCookiePolicy, StatusSet};
+
+    /// What the layer reads of a request's headers: its directives and bypass header
+    /// under [`ClientControl::Allow`] (the decision goes through `black_box`, so that it is
+    /// not optimized away).
+    pub fn request_policy(headers: &HeaderMap) {
+        let mode = crate::policy::request::request_mode(
+            headers,
+            &ClientControl::Allow,
+            &DEFAULT_BYPASS_HEADER,
+        );
+        std::hint::black_box(mode);
+    }
+
+    /// What the layer decides for a response to a GET: stored or not, and for how long
+    /// (with the layer's defaults: honour the origin, 60 s default TTL).
+    pub fn response_policy(
+        status: StatusCode,
+        headers: &HeaderMap,
+        now: SystemTime,
+    ) -> Result<Duration, NotStoredReason> {
+        let cc = CacheControl::from_headers(headers);
+        let rules = StorageRules {
+            statuses: StatusSet::default(),
+            set_cookie: SetCookiePolicy::Skip,
+            allow_authorized: false,
+            max_body_size: 1 << 20,
+            keep: Duration::ZERO,
+        };
+        check_storable(status, headers, &cc, RequestFacts::default(), &rules)?;
+        let sources = TtlSources {
+            explicit: None,
+            origin: origin_lifetime(headers, &cc, now),
+            configured: Some(Duration::from_secs(60)),
+        };
+        ttl_from_sources(sources, initial_age(headers, now))
+    }
+
+    /// Whether a stored 200 with `stored` headers answers a request with `request` headers
+    /// with a 304 (RFC 9110 §13.1).
+    pub fn not_modified(stored: &HeaderMap, request: &HeaderMap) -> bool {
+        crate::policy::conditional::not_modified(StatusCode::OK, stored, request)
+    }
+}
