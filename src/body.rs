@@ -14,6 +14,7 @@ use pin_project_lite::pin_project;
 
 use crate::coalesce::{FillLease, FlightGuard, Landed};
 use crate::entry::CachedResponse;
+use crate::invalidate::Invalidations;
 use crate::observe::StoreOp;
 use crate::policy::NotStoredReason;
 use crate::stats::{CacheStats, Counters, Event};
@@ -261,6 +262,10 @@ pub(crate) struct Sink {
     pub(crate) inline: bool,
     /// How much longer than its stale windows an entry with a validator is kept.
     pub(crate) keep: Duration,
+    /// Recent invalidations, and the epoch when this fetch started: an entry whose key was
+    /// invalidated since is not written.
+    pub(crate) invalidations: Arc<Invalidations>,
+    pub(crate) epoch: u64,
 }
 
 /// A storable response on its way to the client: the entry without its body, and the body
@@ -419,6 +424,7 @@ impl Sink {
             Arc::clone(&self.counters),
             flight,
             self.keep,
+            (Arc::clone(&self.invalidations), self.epoch),
         );
         if !self.inline {
             if let Ok(runtime) = tokio::runtime::Handle::try_current() {
@@ -438,13 +444,27 @@ async fn write_entry(
     counters: Arc<Counters>,
     (landed, lease): (Option<Landed>, Option<FillLease>),
     keep: Duration,
+    (invalidations, epoch): (Arc<Invalidations>, u64),
 ) {
     let ttl: Duration = entry.retention(keep);
-    match store.put(&key, entry, ttl).await {
-        Ok(()) => stats.record(&counters, Event::Stored),
-        Err(error) => {
-            stats.record(&counters, Event::StoreError(error.kind()));
-            crate::observe::store_error(StoreOp::Write, &key, &error);
+    if !invalidations.allows(&key, epoch) {
+        stats.record(&counters, Event::NotStored(NotStoredReason::Invalidated));
+    } else {
+        match store.put(&key, entry, ttl).await {
+            // An invalidation that removed the key while this write was under way must
+            // not be undone by it.
+            Ok(()) if !invalidations.allows(&key, epoch) => {
+                stats.record(&counters, Event::NotStored(NotStoredReason::Invalidated));
+                if let Err(error) = store.remove(&key).await {
+                    stats.record(&counters, Event::StoreError(error.kind()));
+                    crate::observe::store_error(StoreOp::Write, &key, &error);
+                }
+            }
+            Ok(()) => stats.record(&counters, Event::Stored),
+            Err(error) => {
+                stats.record(&counters, Event::StoreError(error.kind()));
+                crate::observe::store_error(StoreOp::Write, &key, &error);
+            }
         }
     }
     // Requests for the key now find the entry in the store: the flight can go, and other

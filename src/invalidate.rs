@@ -9,7 +9,10 @@
 //! so not invalidated. A `Location` is matched to route rules by path prefix and literal
 //! path only: a namespace set on an axum route pattern (`/users/{id}`) is not found for it.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, Request, Response, Uri};
@@ -24,6 +27,78 @@ use crate::stats::Event;
 
 /// Whether a successful response to `method` invalidates (RFC 9111 §4.4: methods not known
 /// to be safe; CONNECT opens a tunnel and targets no stored response).
+/// Recent invalidations, so that a fetch that started before one does not store its
+/// response after it (the response may predate the change).
+///
+/// A global epoch counts invalidations; each fetch notes the epoch when it starts, and its
+/// write goes ahead only if its key was not invalidated since. Invalidations are remembered
+/// for [`REMEMBERED`] (a fetch older than that is not protected) and at most
+/// [`MAX_REMEMBERED`] keys; past that the oldest are forgotten and every fetch that started
+/// before them is treated as invalidated (its response is served, not stored).
+#[derive(Debug, Default)]
+pub(crate) struct Invalidations {
+    epoch: AtomicU64,
+    state: Mutex<Remembered>,
+}
+
+#[derive(Debug, Default)]
+struct Remembered {
+    /// Fetches that started before this epoch may not write at all.
+    floor: u64,
+    keys: HashMap<String, (u64, Instant)>,
+}
+
+/// How long an invalidation is remembered.
+const REMEMBERED: Duration = Duration::from_secs(60);
+/// How many invalidated keys are remembered at most.
+const MAX_REMEMBERED: usize = 10_000;
+
+impl Invalidations {
+    /// The epoch to note when a fetch starts.
+    pub(crate) fn epoch(&self) -> u64 {
+        self.epoch.load(Ordering::Acquire)
+    }
+
+    /// Records that `key` was invalidated now.
+    pub(crate) fn invalidate(&self, key: &str) {
+        let mut state = self.lock();
+        let epoch = self.epoch.fetch_add(1, Ordering::AcqRel) + 1;
+        let now = Instant::now();
+        if state.keys.len() >= MAX_REMEMBERED {
+            state
+                .keys
+                .retain(|_, (_, at)| now.duration_since(*at) < REMEMBERED);
+            if state.keys.len() >= MAX_REMEMBERED {
+                // Too many to remember: no fetch that started before now may write.
+                state.keys.clear();
+                state.floor = epoch;
+            }
+        }
+        state.keys.insert(key.to_owned(), (epoch, now));
+    }
+
+    /// Whether a fetch that started at `epoch` may store its response under `key`.
+    pub(crate) fn allows(&self, key: &str, epoch: u64) -> bool {
+        // Nothing was invalidated since the fetch started: the common case, without a lock.
+        if self.epoch() == epoch {
+            return true;
+        }
+        let state = self.lock();
+        epoch >= state.floor
+            && state
+                .keys
+                .get(key)
+                .is_none_or(|(invalidated, at)| *invalidated <= epoch || at.elapsed() >= REMEMBERED)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Remembered> {
+        match self.state.lock() {
+            Ok(state) => state,
+            Err(poisoned) => poisoned.into_inner(),
+        }
+    }
+}
+
 pub(crate) fn invalidates(method: &Method) -> bool {
     !matches!(
         *method,
@@ -92,8 +167,9 @@ impl<K: KeyBuilder> Invalidation<K> {
         let mut keys = Vec::with_capacity(1 + slots as usize);
         keys.extend((0..slots).map(|slot| key.variant(slot).into_string()));
         keys.push(key.into_string());
-        if let Some(coalescer) = &self.config.coalescer {
-            for key in &keys {
+        for key in &keys {
+            self.config.invalidations.invalidate(key);
+            if let Some(coalescer) = &self.config.coalescer {
                 coalescer.forget(key);
             }
         }
@@ -144,6 +220,33 @@ fn same_origin(request: &Uri, headers: &HeaderMap, value: &HeaderValue) -> Optio
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_fetch_may_write_unless_its_key_was_invalidated_since_it_started() {
+        let invalidations = Invalidations::default();
+        let before = invalidations.epoch();
+        invalidations.invalidate("a");
+        let after = invalidations.epoch();
+        assert!(!invalidations.allows("a", before), "invalidated since");
+        assert!(invalidations.allows("b", before), "another key");
+        assert!(
+            invalidations.allows("a", after),
+            "started after the invalidation"
+        );
+    }
+
+    #[test]
+    fn too_many_invalidations_make_older_fetches_not_write() {
+        let invalidations = Invalidations::default();
+        let before = invalidations.epoch();
+        for i in 0..=MAX_REMEMBERED {
+            invalidations.invalidate(&format!("k{i}"));
+        }
+        let after = invalidations.epoch();
+        assert!(!invalidations.allows("never-invalidated", before));
+        assert!(invalidations.allows("never-invalidated", after));
+        assert!(invalidations.lock().keys.len() <= MAX_REMEMBERED);
+    }
 
     #[test]
     fn unsafe_methods_invalidate_and_safe_ones_do_not() {

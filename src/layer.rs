@@ -9,6 +9,7 @@ use http::response::Parts;
 use tower_layer::Layer;
 
 use crate::coalesce::Coalescer;
+use crate::invalidate::Invalidations;
 use crate::key::{DefaultKeyBuilder, KeyBuilder};
 use crate::outcome::CacheStatus;
 use crate::policy::response::StorageRules;
@@ -92,6 +93,8 @@ pub(crate) struct Config {
     pub(crate) stale_while_revalidate: Option<Duration>,
     /// Variants stored per key at most (the key's own entry and `max_variants - 1` slots).
     pub(crate) max_variants: usize,
+    /// Recent invalidations, which fetches that started before them may not overwrite.
+    pub(crate) invalidations: Arc<Invalidations>,
 }
 
 impl Config {
@@ -192,6 +195,7 @@ impl CacheLayer<DefaultKeyBuilder> {
                 stale_if_error: None,
                 stale_while_revalidate: None,
                 max_variants: DEFAULT_MAX_VARIANTS,
+                invalidations: Arc::default(),
             }),
         }
     }

@@ -585,8 +585,8 @@ impl Ctx {
         }
     }
 
-    /// Where entries go, with the layer's limits.
-    fn sink(&self) -> Sink {
+    /// Where entries go, with the layer's limits, for a fetch that started at `epoch`.
+    fn sink(&self, epoch: u64) -> Sink {
         Sink {
             store: Arc::clone(&self.config.store),
             stats: self.config.stats.clone(),
@@ -594,6 +594,8 @@ impl Ctx {
             max_body_size: self.config.rules.max_body_size,
             inline: self.config.write_mode == WriteMode::Inline,
             keep: self.config.rules.keep,
+            invalidations: Arc::clone(&self.config.invalidations),
+            epoch,
         }
     }
 
@@ -608,6 +610,7 @@ impl Ctx {
         flight: Option<(FlightGuard, Option<FillLease>)>,
         request_headers: &HeaderMap,
         facts: RequestFacts,
+        epoch: u64,
     ) -> Response<CacheBody<B>> {
         let now = SystemTime::now();
         self.record(Event::Revalidated);
@@ -627,9 +630,11 @@ impl Ctx {
                     Some((guard, lease)) => (Some(guard.ready(Arc::clone(&updated))), lease),
                     None => (None, None),
                 };
-                let write =
-                    self.sink()
-                        .write(key.into_string(), Arc::clone(&updated), (landed, lease));
+                let write = self.sink(epoch).write(
+                    key.into_string(),
+                    Arc::clone(&updated),
+                    (landed, lease),
+                );
                 if let Some(write) = write {
                     PendingWrite::new(write).run().await;
                 }
@@ -1000,6 +1005,8 @@ impl<S> Call<S> {
                     .insert(header::IF_MODIFIED_SINCE, date.clone());
             }
         }
+        // An invalidation from now on means the response may predate a change.
+        let epoch = self.ctx.config.invalidations.epoch();
         let response = match self.inner.call(Request::from_parts(parts, body)).await {
             Ok(response) => response,
             Err(error) => {
@@ -1037,7 +1044,7 @@ impl<S> Call<S> {
                 let (head, _) = response.into_parts();
                 return Ok(self
                     .ctx
-                    .revalidated(entry, head, key, flight, &request_headers, facts)
+                    .revalidated(entry, head, key, flight, &request_headers, facts, epoch)
                     .await);
             }
         }
@@ -1052,8 +1059,13 @@ impl<S> Call<S> {
                 } else {
                     content_length(&head.headers).or(body.size_hint().exact())
                 };
-                let capture =
-                    Capture::new(key.into_string(), entry, expected, flight, self.ctx.sink());
+                let capture = Capture::new(
+                    key.into_string(),
+                    entry,
+                    expected,
+                    flight,
+                    self.ctx.sink(epoch),
+                );
                 if capture.is_complete() || body.is_end_stream() {
                     // Nothing will be polled (a server stops at a declared length of 0):
                     // store now.

@@ -71,11 +71,14 @@ pub enum NotStoredReason {
     Trailers,
     /// The body failed, or the client went away, before it was complete.
     Incomplete,
+    /// The key was invalidated (an unsafe request for its URL) while the response was being
+    /// fetched: it may predate the change.
+    Invalidated,
 }
 
 impl NotStoredReason {
     /// Every reason, in a stable order.
-    pub const ALL: [Self; 12] = [
+    pub const ALL: [Self; 13] = [
         Self::Head,
         Self::Status,
         Self::NoStore,
@@ -88,6 +91,7 @@ impl NotStoredReason {
         Self::NoFreshness,
         Self::Trailers,
         Self::Incomplete,
+        Self::Invalidated,
     ];
 
     /// A short, stable label (used in `Cache-Status` and stats).
@@ -105,6 +109,7 @@ impl NotStoredReason {
             Self::NoFreshness => "no-freshness",
             Self::Trailers => "trailers",
             Self::Incomplete => "incomplete",
+            Self::Invalidated => "invalidated",
         }
     }
 

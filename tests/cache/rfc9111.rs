@@ -418,3 +418,50 @@ async fn stale_while_revalidate_answers_at_once_and_refreshes_once_in_the_backgr
     assert_eq!(cache.stats().snapshot().total.stale_while_revalidate, 20);
     assert_eq!(cache.in_flight(), 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fetch_under_way_when_its_url_is_invalidated_is_not_stored() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let version = Arc::new(AtomicUsize::new(1));
+    let (cache, store) = layer();
+    let read = Arc::clone(&version);
+    let write = Arc::clone(&version);
+    let app = Router::new()
+        .route(
+            "/profile",
+            get(move || {
+                // The origin reads its state, then takes its time to answer.
+                let seen = read.load(Ordering::SeqCst);
+                async move {
+                    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+                    ([("cache-control", "max-age=60")], format!("version {seen}"))
+                }
+            })
+            .put(move || {
+                write.fetch_add(1, Ordering::SeqCst);
+                async { "updated" }
+            }),
+        )
+        .layer(cache.clone());
+    let slow = tokio::spawn({
+        let app = app.clone();
+        async move { fetch(&app, "/profile").await }
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    assert_eq!(
+        request(&app, Method::PUT, "/profile").await.text(),
+        "updated"
+    );
+    // The GET that began before the PUT answers its own client…
+    assert_eq!(slow.await.unwrap().text(), "version 1");
+    // …but does not put the old version back into the cache (RFC 9111 §4.4: after the
+    // invalidation, the stored response must not be reused).
+    assert!(store.get("t:GET:/profile").await.unwrap().is_none());
+    let after = fetch(&app, "/profile").await;
+    assert_eq!(
+        (after.x_cache(), after.text().as_str()),
+        ("MISS", "version 2")
+    );
+    assert_eq!(cache.stats().snapshot().total.not_stored["invalidated"], 1);
+}
