@@ -37,8 +37,8 @@
 //!   `no-cache` / `must-revalidate`, `stale-while-revalidate` / `stale-if-error`, conditional
 //!   requests from clients answered from the cache, revalidation with `If-None-Match` /
 //!   `If-Modified-Since`, invalidation after unsafe methods. Responses to requests with
-//!   `Authorization` and responses with `Set-Cookie` are not stored unless the origin says
-//!   `public` / `s-maxage` (RFC 9111 §3.5), and never with their cookies.
+//!   `Authorization` are not stored unless the origin says `public`, `s-maxage` or
+//!   `must-revalidate` (RFC 9111 §3.5); responses that set cookies are never stored.
 //!
 //! Not supported: protocol upgrades (WebSocket), HTTPS to the origin, HTTP/2 to clients.
 
@@ -269,10 +269,15 @@ fn forwarded_headers(headers: &mut HeaderMap, peer: Option<std::net::IpAddr>) {
     );
     if let Some(peer) = peer {
         let name = HeaderName::from_static("x-forwarded-for");
-        let value = match headers.get(&name).and_then(|value| value.to_str().ok()) {
-            Some(earlier) => format!("{earlier}, {peer}"),
-            None => peer.to_string(),
-        };
+        // Every earlier hop, on however many lines they came, then this one.
+        let mut hops: Vec<String> = headers
+            .get_all(&name)
+            .iter()
+            .filter_map(|value| value.to_str().ok())
+            .map(str::to_owned)
+            .collect();
+        hops.push(peer.to_string());
+        let value = hops.join(", ");
         if let Ok(value) = HeaderValue::try_from(value) {
             headers.insert(name, value);
         }

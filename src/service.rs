@@ -220,6 +220,23 @@ struct Stored {
     stale: Option<Arc<CachedResponse>>,
 }
 
+impl Accept {
+    /// Whether the response another request fetched may answer this one, which joined its
+    /// flight at `joined`: fresh, or obtained from the origin after this request arrived
+    /// (as good as forwarding it: a `no-cache` response validated then, RFC 9111
+    /// §5.2.2.4), and within what the request accepts.
+    fn shared(&self, entry: &CachedResponse, joined: SystemTime) -> bool {
+        let now = SystemTime::now();
+        (entry.is_fresh(now) || entry.stored_at >= joined)
+            && self
+                .max_age
+                .is_none_or(|max| entry.age(now).as_secs() <= max)
+            && self
+                .stored_after
+                .is_none_or(|start| entry.stored_at >= start)
+    }
+}
+
 /// What coalescing decided for a request.
 enum Coalesced {
     Served(Arc<CachedResponse>),
@@ -449,6 +466,7 @@ impl Ctx {
         accept: Accept,
     ) -> Coalesced {
         let deadline = tokio::time::Instant::now() + self.config.coalesce_timeout;
+        let joined = SystemTime::now();
         let mut rejoined = false;
         loop {
             let rx = match coalescer.join(target.as_str()) {
@@ -471,10 +489,12 @@ impl Ctx {
             };
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
             match coalesce::wait(rx, left).await {
-                Some(Landing::Ready(entry)) if variant_matches(&entry, headers) => {
+                Some(Landing::Ready(entry))
+                    if variant_matches(&entry, headers) && accept.shared(&entry, joined) =>
+                {
                     return Coalesced::Served(entry);
                 }
-                // Another variant: this request's own fetch.
+                // Another variant, or not one this request may take: its own fetch.
                 Some(Landing::Ready(_)) => return Coalesced::Alone,
                 // The leader was cancelled: elect a new one among the waiters.
                 Some(Landing::Fallback { retry: true } | Landing::Pending) => rejoined = true,
@@ -593,7 +613,12 @@ impl Ctx {
             counters: Arc::clone(&self.route.counters),
             max_body_size: self.config.rules.max_body_size,
             inline: self.config.write_mode == WriteMode::Inline,
-            keep: self.config.rules.keep,
+            // On a sliding route presence is freshness: nothing stays past it.
+            keep: if self.sliding() {
+                Duration::ZERO
+            } else {
+                self.config.rules.keep
+            },
             invalidations: Arc::clone(&self.config.invalidations),
             epoch,
         }
@@ -614,14 +639,25 @@ impl Ctx {
     ) -> Response<CacheBody<B>> {
         let now = SystemTime::now();
         self.record(Event::Revalidated);
+        let not_modified = std::mem::take(&mut head.headers);
         head.status = entry.status;
-        head.headers = updated_headers(&entry.headers, &head.headers, self.config.rules.set_cookie);
+        head.headers = updated_headers(&entry.headers, &not_modified, self.config.rules.set_cookie);
+        // The 304's age is the entry's now (RFC 9111 §4.2.3): its `Age`, and its `Date` or,
+        // without one, the time it arrived (RFC 9110 §6.6.1). `Age` is read, not stored.
+        if let Some(age) = not_modified.get(header::AGE) {
+            head.headers.insert(header::AGE, age.clone());
+        }
+        if !not_modified.contains_key(header::DATE) {
+            if let Ok(date) = HeaderValue::try_from(httpdate::fmt_http_date(now)) {
+                head.headers.insert(header::DATE, date);
+            }
+        }
         // The body is the stored one: a HEAD revalidates the entry as well as a GET.
-        let facts = RequestFacts {
+        let storing = RequestFacts {
             head: false,
             ..facts
         };
-        let (updated, stored) = match self.storable_entry(&head, facts, request_headers, now) {
+        let (updated, stored) = match self.storable_entry(&head, storing, request_headers, now) {
             Ok(mut updated) => {
                 updated.body = entry.body.clone();
                 updated.size_headers_for_hits();
@@ -641,21 +677,39 @@ impl Ctx {
                 (updated, Ok(()))
             }
             // Updated to something the cache may not keep (say, `no-store`): this request
-            // still gets it, nobody else.
+            // still gets it, nobody else, and the old entry goes.
             Err(reason) => {
                 self.record(Event::NotStored(reason));
                 if let Some((guard, _lease)) = flight {
                     guard.fallback(reason != NotStoredReason::Authorization);
                 }
+                self.withdraw(&key, reason).await;
+                head.headers.remove(header::AGE);
                 let mut served =
                     CachedResponse::new(entry.status, head.headers, entry.body.clone());
                 served.stored_at = now;
-                served.initial_age = initial_age(&served.headers, now);
+                served.initial_age = initial_age(&not_modified, now);
                 (Arc::new(served), Err(reason))
             }
         };
         let response = self.response_from(&updated, request_headers, facts.head, now);
         self.finish(response, Outcome::Revalidated { stored })
+    }
+
+    /// The origin answered a request for a stored entry with a response the cache may not
+    /// keep: unless that was down to this request (its credentials, its method), the entry
+    /// goes, so that it is not served stale against the origin's latest word.
+    async fn withdraw(&self, key: &CacheKey, reason: NotStoredReason) {
+        if matches!(
+            reason,
+            NotStoredReason::Authorization | NotStoredReason::Head | NotStoredReason::Incomplete
+        ) {
+            return;
+        }
+        if let Err(error) = self.config.store.remove(key.as_str()).await {
+            self.record(Event::StoreError(error.kind()));
+            observe::store_error(StoreOp::Write, key.as_str(), &error);
+        }
     }
 
     /// The entry to store for a response (without its body), or why there is none.
@@ -693,10 +747,20 @@ impl Ctx {
         };
         let initial_age = initial_age(&head.headers, now);
         let keep = self.config.rules.keep;
+        let sliding = self.sliding();
         let ttl = match ttl_from_sources(sources, initial_age) {
             // RFC 9111 §5.2.2.4: a `no-cache` response is never fresh: every reuse is
             // revalidated first.
             Ok(ttl) if !cc.no_cache => ttl,
+            // Kept out by the handler or `ttl_fn`; and on a sliding route, presence in the
+            // store is freshness: nothing is kept only to be revalidated.
+            _ if explicit.is_some_and(|ttl| ttl.is_zero()) || sliding => {
+                return Err(if cc.no_cache {
+                    NotStoredReason::NoCache
+                } else {
+                    NotStoredReason::NoFreshness
+                });
+            }
             // Stale from the start, but worth keeping to revalidate (check_storable let a
             // `no-cache` response through only for that).
             _ if !keep.is_zero() && has_validator(&head.headers) => Duration::ZERO,
@@ -719,7 +783,9 @@ impl Ctx {
         // §4.2.4, §5.2.2.2, §5.2.2.8, §5.2.2.10.
         let origin_only = cc.must_revalidate || cc.proxy_revalidate || cc.s_maxage.is_some();
         let window = |directive: Option<u64>, route: Option<Duration>, layer: Option<Duration>| {
-            if cc.no_cache {
+            // On a sliding route an entry is served while it is in the store: no stale
+            // window may keep it there.
+            if cc.no_cache || sliding {
                 return Duration::ZERO;
             }
             let directive = directive.map(Duration::from_secs);
@@ -847,10 +913,13 @@ impl<S> Call<S> {
             // A request's `no-cache` (or `max-age=0`) asks for the stored response to be
             // validated with the origin before use (RFC 9111 §5.2.1.4): a conditional
             // request when the entry has a validator. The bypass header forces a full fetch.
-            RequestMode::Refresh(reason) if reason != RefreshReason::BypassHeader => {
+            // The bypass header forces a full fetch; the lookup only finds the variant's slot.
+            RequestMode::Refresh(reason) => {
                 let (entry, variant_slot) = self.ctx.stored_variant(&key, &parts.headers).await;
                 slot = variant_slot;
-                revalidate = entry;
+                if reason != RefreshReason::BypassHeader {
+                    revalidate = entry;
+                }
             }
             _ => {}
         }
@@ -923,6 +992,10 @@ impl<S> Call<S> {
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return;
         };
+        // A HEAD found it stale: the refresh is a GET all the same, whose response can be
+        // stored.
+        let mut parts = parts;
+        parts.method = Method::GET;
         runtime.spawn(async move {
             let refresh = Some(RefreshReason::StaleWhileRevalidate);
             let stored = Stored {
@@ -967,7 +1040,7 @@ impl<S> Call<S> {
         body: ReqB,
         key: CacheKey,
         refresh: Option<RefreshReason>,
-        flight: Option<(FlightGuard, Option<FillLease>)>,
+        mut flight: Option<(FlightGuard, Option<FillLease>)>,
         stored: Stored,
     ) -> Result<Response<CacheBody<ResB>>, S::Error>
     where
@@ -979,6 +1052,7 @@ impl<S> Call<S> {
         let stale = stored
             .stale
             .filter(|entry| entry.may_serve_if_error(SystemTime::now()));
+        let had_entry = stored.revalidate.is_some() || stale.is_some();
         let revalidate = stored.revalidate.filter(|entry| entry.has_validator());
         let facts = RequestFacts {
             head: parts.method == Method::HEAD,
@@ -988,11 +1062,15 @@ impl<S> Call<S> {
         // once it arrives, so the request's headers are kept until then.
         let request_headers = parts.headers.clone();
         let mut parts = parts;
-        // A fill asks for the whole response, as nginx does: a client's own validators
+        // A GET fill asks for the whole response, as nginx does: a client's own validators
         // would get a 304, which cannot be stored (nor shared with waiters). The client
-        // receives the full response.
-        parts.headers.remove(header::IF_NONE_MATCH);
-        parts.headers.remove(header::IF_MODIFIED_SINCE);
+        // receives the full response. A HEAD is never stored: its validators go as they are.
+        let client_conditional = request_headers.contains_key(header::IF_NONE_MATCH)
+            || request_headers.contains_key(header::IF_MODIFIED_SINCE);
+        if !facts.head || revalidate.is_some() {
+            parts.headers.remove(header::IF_NONE_MATCH);
+            parts.headers.remove(header::IF_MODIFIED_SINCE);
+        }
         // Revalidating, the cache sends its own validators (RFC 9111 §4.3.1): the entity
         // tag, and the modification date as well for origins that only know dates.
         if let Some(entry) = &revalidate {
@@ -1038,14 +1116,33 @@ impl<S> Call<S> {
         // RFC 9111 §4.3.3, §4.3.4: a 304 for the stored representation freshens it; the
         // body stays the stored one.
         if let Some(entry) = &revalidate {
-            if response.status() == StatusCode::NOT_MODIFIED
-                && same_representation(entry, response.headers())
-            {
-                let (head, _) = response.into_parts();
-                return Ok(self
-                    .ctx
-                    .revalidated(entry, head, key, flight, &request_headers, facts, epoch)
-                    .await);
+            if response.status() == StatusCode::NOT_MODIFIED {
+                if same_representation(entry, response.headers()) {
+                    let (head, _) = response.into_parts();
+                    return Ok(self
+                        .ctx
+                        .revalidated(entry, head, key, flight, &request_headers, facts, epoch)
+                        .await);
+                }
+                // A 304 about another representation than the stored one (an origin that
+                // contradicts itself): it updates nothing (§4.3.4), the entry is outdated,
+                // and a client that did not ask conditionally cannot take a 304.
+                self.ctx.withdraw(&key, NotStoredReason::Status).await;
+                if let Some((flight, _lease)) = flight.take() {
+                    flight.fallback(false);
+                }
+                if !client_conditional {
+                    let mut bad = Response::new(CacheBody::stored(Bytes::from_static(
+                        b"bad gateway: the origin answered 304 for another representation",
+                    )));
+                    *bad.status_mut() = StatusCode::BAD_GATEWAY;
+                    let stored = Err(NotStoredReason::Status);
+                    let outcome = match refresh {
+                        Some(reason) => Outcome::Refresh { reason, stored },
+                        None => Outcome::Miss { stored },
+                    };
+                    return Ok(self.ctx.finish(bad, outcome));
+                }
             }
         }
         let (mut head, body) = response.into_parts();
@@ -1081,9 +1178,17 @@ impl<S> Call<S> {
                 self.ctx.record(Event::NotStored(reason));
                 if let Some((flight, _lease)) = flight {
                     // Waiters fetch for themselves, and for a while the key's requests are
-                    // not serialized (hit-for-miss) — unless it was this request's
-                    // credentials, not the response, that kept it out of the cache.
-                    flight.fallback(reason != NotStoredReason::Authorization);
+                    // not serialized (hit-for-miss) — unless it was this request (its
+                    // credentials, its method), not the response, that kept it out.
+                    flight.fallback(!matches!(
+                        reason,
+                        NotStoredReason::Authorization | NotStoredReason::Head
+                    ));
+                }
+                // The origin's latest answer for a stored entry may not be kept: nor may
+                // the entry.
+                if had_entry {
+                    self.ctx.withdraw(&key, reason).await;
                 }
                 CacheBody::passthrough(body)
             }

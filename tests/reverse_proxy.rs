@@ -316,6 +316,7 @@ async fn every_method_and_body_and_end_to_end_header_is_forwarded() {
                 ("connection", "x-hop"),
                 ("x-hop", "must not pass"),
                 ("x-forwarded-for", "203.0.113.9"),
+                ("x-forwarded-for", "198.51.100.7"),
             ],
             "the request body",
         )
@@ -334,7 +335,7 @@ async fn every_method_and_body_and_end_to_end_header_is_forwarded() {
             "query=q=1".to_owned(),
             // RFC 9110 §7.6.3.
             "via=1.1 tower-response-cache".to_owned(),
-            "x-forwarded-for=203.0.113.9, 127.0.0.1".to_owned(),
+            "x-forwarded-for=203.0.113.9, 198.51.100.7, 127.0.0.1".to_owned(),
             format!("x-forwarded-host={proxy}"),
         ] {
             assert!(text.lines().any(|seen| seen == line), "{line:?} in\n{text}");

@@ -43,6 +43,10 @@ struct Representation {
     cache_control_304: Option<&'static str>,
     /// An extra header of a 304 (`x-revision: 2`): the update the cache must apply.
     header_304: Option<(&'static str, &'static str)>,
+    /// The `ETag` of a 304, when it differs (an origin that contradicts itself).
+    etag_304: Option<&'static str>,
+    /// A `Date` for full responses.
+    date: Option<String>,
 }
 
 impl Origin {
@@ -110,6 +114,9 @@ async fn serve(State(origin): State<Origin>, headers: HeaderMap) -> Response {
     };
     if unchanged {
         origin.inner.not_modified.fetch_add(1, Ordering::SeqCst);
+        if let Some(etag) = state.etag_304 {
+            validators.insert("etag", etag.parse().unwrap());
+        }
         let mut response = (
             StatusCode::NOT_MODIFIED,
             [(
@@ -125,6 +132,9 @@ async fn serve(State(origin): State<Origin>, headers: HeaderMap) -> Response {
         return response;
     }
     origin.inner.full.fetch_add(1, Ordering::SeqCst);
+    if let Some(date) = &state.date {
+        validators.insert("date", date.parse().unwrap());
+    }
     (
         [
             ("cache-control", state.cache_control),
@@ -445,4 +455,176 @@ async fn a_no_cache_entry_is_never_served_stale_on_error() {
         fetch(&app, "/doc").await.status,
         StatusCode::SERVICE_UNAVAILABLE
     );
+}
+
+#[tokio::test]
+async fn a_304_for_another_representation_is_not_passed_off_as_the_entry() {
+    let origin = Origin::new(Representation {
+        etag_304: Some("\"v9\""),
+        ..doc("no-cache")
+    });
+    let (cache, store) = keeping();
+    let app = origin.app(cache);
+    fetch(&app, "/doc").await;
+    // RFC 9111 §4.3.4: a 304 whose validator is not the stored one updates nothing; a client
+    // that sent no condition cannot be given a 304 either.
+    let reply = fetch(&app, "/doc").await;
+    assert_eq!(reply.status, StatusCode::BAD_GATEWAY);
+    assert!(
+        store.get("t:GET:/doc").await.unwrap().is_none(),
+        "the entry is outdated"
+    );
+    let again = fetch(&app, "/doc").await;
+    assert_eq!((again.status, again.x_cache()), (StatusCode::OK, "MISS"));
+    assert_eq!(origin.last_seen(), (None, None), "a full fetch");
+}
+
+#[tokio::test]
+async fn a_head_revalidates_the_entry_and_gets_no_body() {
+    use tower::ServiceExt;
+    let origin = Origin::new(Representation {
+        header_304: Some(("x-revision", "2")),
+        ..doc("no-cache")
+    });
+    let (cache, store) = keeping();
+    let app = origin.app(cache);
+    fetch(&app, "/doc").await;
+    let response = app
+        .clone()
+        .oneshot(
+            http::Request::head("/doc")
+                .body(axum::body::Body::empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(response.headers()["x-cache"], "REVALIDATED");
+    assert_eq!(response.headers()["content-length"], "9");
+    // RFC 9110 §9.3.2: a HEAD response has no content.
+    use http_body_util::BodyExt;
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    assert!(body.is_empty());
+    // RFC 9111 §4.3.5 / §4.3.4: the stored entry was updated by the HEAD's validation.
+    let entry = store.get("t:GET:/doc").await.unwrap().unwrap();
+    assert_eq!(entry.headers["x-revision"], "2");
+    assert_eq!(entry.body, "version 1");
+}
+
+#[tokio::test]
+async fn a_304_without_a_date_freshens_from_when_it_arrived() {
+    // The stored response is 100 s old by its `Date`: stale from the start.
+    let date = httpdate::fmt_http_date(std::time::SystemTime::now() - Duration::from_secs(100));
+    let origin = Origin::new(Representation {
+        date: Some(date),
+        cache_control_304: Some("max-age=60"),
+        ..doc("max-age=60")
+    });
+    let (cache, _store) = keeping();
+    let app = origin.app(cache);
+    fetch(&app, "/doc").await;
+    assert_eq!(fetch(&app, "/doc").await.x_cache(), "REVALIDATED");
+    // RFC 9111 §4.2.3 with RFC 9110 §6.6.1: without a `Date`, the 304 is as old as the time
+    // it arrived; its `max-age=60` makes the entry fresh again.
+    let hit = fetch(&app, "/doc").await;
+    assert_eq!(hit.x_cache(), "HIT");
+    assert!(hit.header("age").unwrap().parse::<u64>().unwrap() < 5);
+    assert_eq!(origin.not_modified(), 1);
+}
+
+#[tokio::test]
+async fn a_304_that_withdraws_permission_removes_the_entry() {
+    let origin = Origin::new(Representation {
+        cache_control_304: Some("no-store"),
+        ..doc("no-cache")
+    });
+    let (cache, store) = keeping();
+    let app = origin.app(cache);
+    fetch(&app, "/doc").await;
+    // RFC 9111 §4.3.4 updates the entry with `no-store` (§5.2.2.5): it may not be kept.
+    let reply = fetch(&app, "/doc").await;
+    assert_eq!(
+        (reply.status, reply.text().as_str()),
+        (StatusCode::OK, "version 1")
+    );
+    assert_eq!(
+        reply.header("cache-status"),
+        Some("tower-response-cache; fwd=stale; fwd-status=304; detail=no-store")
+    );
+    assert!(store.get("t:GET:/doc").await.unwrap().is_none());
+    assert_eq!(fetch(&app, "/doc").await.x_cache(), "MISS");
+}
+
+#[tokio::test]
+async fn a_zero_ttl_from_the_handler_keeps_a_response_with_a_validator_out() {
+    let (cache, store) = keeping();
+    let app = Router::new()
+        .route(
+            "/zero",
+            get(|| async {
+                (
+                    axum::Extension(tower_response_cache::CacheTtl(Duration::ZERO)),
+                    [("etag", "\"z\"")],
+                    "zero",
+                )
+            }),
+        )
+        .layer(cache);
+    // `CacheTtl(0)` means "do not store", `keep` notwithstanding.
+    assert_eq!(fetch(&app, "/zero").await.x_cache(), "UNCACHEABLE");
+    assert!(store.get("t:GET:/zero").await.unwrap().is_none());
+}
+
+#[tokio::test]
+async fn a_sliding_route_does_not_serve_what_is_kept_for_revalidation() {
+    let origin = Origin::new(doc("public"));
+    let (cache, _store) = keeping();
+    let cache = cache.no_default_ttl().route(
+        "/doc",
+        tower_response_cache::RoutePolicy::new()
+            .ttl(Duration::from_millis(300))
+            .sliding(true),
+    );
+    let app = origin.app(cache);
+    fetch(&app, "/doc").await;
+    assert_eq!(fetch(&app, "/doc").await.x_cache(), "HIT");
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    // RFC 9111 §4.2.4: past its (sliding) lifetime the entry is not a hit, although `keep`
+    // would have kept a non-sliding entry for revalidation.
+    assert_ne!(fetch(&app, "/doc").await.x_cache(), "HIT");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_head_that_finds_the_entry_stale_refreshes_it_with_a_get() {
+    use tower::ServiceExt;
+    let origin = Origin::new(Representation {
+        etag: None,
+        ..doc("max-age=1, stale-while-revalidate=60")
+    });
+    let (cache, store) = layer();
+    let app = origin.app(cache);
+    fetch(&app, "/doc").await;
+    origin.set(|doc| doc.body = "version 2".to_owned());
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let head = app
+        .clone()
+        .oneshot(
+            http::Request::head("/doc")
+                .body(axum::body::Body::empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(head.headers()["x-cache"], "STALE");
+    // RFC 5861 §3: the background refresh stores the new response (a HEAD response could
+    // not have been stored).
+    let mut refreshed = false;
+    for _ in 0..200 {
+        let entry = store.get("t:GET:/doc").await.unwrap().unwrap();
+        if entry.body == "version 2" {
+            refreshed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(refreshed);
 }

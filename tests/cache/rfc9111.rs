@@ -280,6 +280,8 @@ async fn stale_if_error_serves_the_stale_entry_when_the_origin_fails() {
         (StatusCode::OK, "up #1")
     );
     assert_eq!(stale.header("x-cache"), Some("STALE"));
+    // RFC 9111 §5.1: a stale response carries its age too.
+    assert!(stale.header("age").unwrap().parse::<u64>().unwrap() >= 2);
     let status = stale.header("cache-status").unwrap();
     assert!(
         status.starts_with("tower-response-cache; hit; ttl=-")
@@ -464,4 +466,38 @@ async fn a_fetch_under_way_when_its_url_is_invalidated_is_not_stored() {
         ("MISS", "version 2")
     );
     assert_eq!(cache.stats().snapshot().total.not_stored["invalidated"], 1);
+}
+
+#[tokio::test]
+async fn expires_and_date_give_the_freshness_and_an_invalid_expires_none() {
+    let now = std::time::SystemTime::now();
+    let date = httpdate::fmt_http_date(now);
+    let expires = httpdate::fmt_http_date(now + std::time::Duration::from_secs(120));
+    let (cache, store) = layer();
+    let app = Router::new()
+        .route(
+            "/expires",
+            get(move || {
+                let (date, expires) = (date.clone(), expires.clone());
+                async move { ([("date", date), ("expires", expires)], "expires") }
+            }),
+        )
+        .route(
+            "/invalid",
+            get(|| async { ([("expires", "0")], "invalid") }),
+        )
+        .layer(cache.default_ttl(std::time::Duration::from_secs(60)));
+    // RFC 9111 §4.2.1: `Expires` minus `Date` is the freshness lifetime.
+    fetch(&app, "/expires").await;
+    let hit = fetch(&app, "/expires").await;
+    assert_eq!(hit.x_cache(), "HIT");
+    let entry = store.get("t:GET:/expires").await.unwrap().unwrap();
+    assert!(
+        (118..=120).contains(&entry.ttl.as_secs()),
+        "{:?}",
+        entry.ttl
+    );
+    // §5.3: an invalid `Expires` means already expired, whatever the default TTL.
+    assert_eq!(fetch(&app, "/invalid").await.x_cache(), "UNCACHEABLE");
+    assert!(store.get("t:GET:/invalid").await.unwrap().is_none());
 }
