@@ -253,6 +253,7 @@ enum Progress {
 }
 
 /// Where a captured entry goes, and the limits and counters that apply.
+#[derive(Clone)]
 pub(crate) struct Sink {
     pub(crate) store: Arc<dyn Store>,
     pub(crate) stats: CacheStats,
@@ -416,16 +417,7 @@ impl Sink {
         entry: Arc<CachedResponse>,
         flight: (Option<Landed>, Option<FillLease>),
     ) -> Option<WriteFuture> {
-        let write = write_entry(
-            Arc::clone(&self.store),
-            key,
-            entry,
-            self.stats.clone(),
-            Arc::clone(&self.counters),
-            flight,
-            self.keep,
-            (Arc::clone(&self.invalidations), self.epoch),
-        );
+        let write = write_entry(self.clone(), key, entry, flight);
         if !self.inline {
             if let Ok(runtime) = tokio::runtime::Handle::try_current() {
                 runtime.spawn(write);
@@ -437,15 +429,20 @@ impl Sink {
 }
 
 async fn write_entry(
-    store: Arc<dyn Store>,
+    sink: Sink,
     key: String,
     entry: Arc<CachedResponse>,
-    stats: CacheStats,
-    counters: Arc<Counters>,
     (landed, lease): (Option<Landed>, Option<FillLease>),
-    keep: Duration,
-    (invalidations, epoch): (Arc<Invalidations>, u64),
 ) {
+    let Sink {
+        store,
+        stats,
+        counters,
+        keep,
+        invalidations,
+        epoch,
+        ..
+    } = sink;
     let ttl: Duration = entry.retention(keep);
     if !invalidations.allows(&key, epoch) {
         stats.record(&counters, Event::NotStored(NotStoredReason::Invalidated));

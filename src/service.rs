@@ -237,6 +237,14 @@ impl Accept {
     }
 }
 
+/// A fetch that may write the entry: the key it writes, the flight it leads, and the
+/// invalidation epoch when it started.
+struct Fill {
+    key: CacheKey,
+    flight: Option<(FlightGuard, Option<FillLease>)>,
+    epoch: u64,
+}
+
 /// What coalescing decided for a request.
 enum Coalesced {
     Served(Arc<CachedResponse>),
@@ -631,12 +639,11 @@ impl Ctx {
         &self,
         entry: &CachedResponse,
         mut head: http::response::Parts,
-        key: CacheKey,
-        flight: Option<(FlightGuard, Option<FillLease>)>,
+        fill: Fill,
         request_headers: &HeaderMap,
         facts: RequestFacts,
-        epoch: u64,
     ) -> Response<CacheBody<B>> {
+        let Fill { key, flight, epoch } = fill;
         let now = SystemTime::now();
         self.record(Event::Revalidated);
         let not_modified = std::mem::take(&mut head.headers);
@@ -1121,7 +1128,13 @@ impl<S> Call<S> {
                     let (head, _) = response.into_parts();
                     return Ok(self
                         .ctx
-                        .revalidated(entry, head, key, flight, &request_headers, facts, epoch)
+                        .revalidated(
+                            entry,
+                            head,
+                            Fill { key, flight, epoch },
+                            &request_headers,
+                            facts,
+                        )
                         .await);
                 }
                 // A 304 about another representation than the stored one (an origin that
