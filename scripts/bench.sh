@@ -125,6 +125,8 @@ for round in $(seq 1 "$REPEAT"); do
     --csv 2>/dev/null | tail -n 1 >>"$RAW/redis-benchmark.csv"
 done
 kill "$REDIS_PID"; wait "$REDIS_PID" 2>/dev/null || true
+# The raw runs stay for inspection (one line per run: mode, route, req/s, p50, p99, CPU/request, …).
+mkdir -p target && cp "$RAW/runs.tsv" target/bench-runs.tsv
 
 python3 - "$RAW/runs.tsv" "$RAW/redis-benchmark.csv" "$OUT" "$DURATION" "$CONNECTIONS" "$REPEAT" <<'PY'
 import csv, platform, statistics, subprocess, sys, datetime
@@ -135,7 +137,13 @@ for line in open(runs_path):
     rows.setdefault((mode, label), []).append(
         dict(rps=float(rps), p50=float(p50), p99=float(p99), cpu=float(cpu), calls=int(calls), total=int(total), errors=int(errors)))
 def med(key, mode, label):
-    return statistics.median(r[key] for r in rows[(mode, label)])
+    # A value wrk did not print (nan) does not count.
+    values = [r[key] for r in rows[(mode, label)] if r[key] == r[key]]
+    return statistics.median(values) if values else float("nan")
+def paired(key, mode, label):
+    # The ratio to the floor round by round (each round measures every mode once).
+    pairs = zip(rows[(mode, label)], rows[("none", label)])
+    return [m[key] / f[key] for m, f in pairs if f[key] == f[key] and m[key] == m[key] and f[key]]
 rb = []
 for line in open(rb_path):
     fields = next(csv.reader([line]))
@@ -169,6 +177,12 @@ for label in ["hello", "big", "slow", "slow-miss"]:
         route = {"hello": "/hello 1 KiB", "big": "/big 64 KiB", "slow": "/slow 50 ms", "slow-miss": "/slow, every request a miss"}[label]
         calls_text = "—" if mode == "none" else str(calls)
         w(f"| {name} | {route} | {rps:,.0f} | {p50:,.0f} | {p99:,.0f} | {cpu:.2f} | {calls_text} | {ratio} | {cratio} |")
+w("")
+for label, route in [("hello", "/hello"), ("big", "/big")]:
+    if ("memory", label) in rows and ("none", label) in rows:
+        cpu_ratios, rps_ratios = paired("cpu", "memory", label), paired("rps", "memory", label)
+        w(f"Memory hit `{route}`, round by round against the floor of the same round: CPU/request "
+          f"{min(cpu_ratios):.2f}×–{max(cpu_ratios):.2f}×, requests/s {min(rps_ratios):.2f}×–{max(rps_ratios):.2f}×.")
 w("")
 redis_hit = med("rps", "redis", "hello") if ("redis", "hello") in rows else float("nan")
 w(f"`redis-benchmark -t get -d 1024 -c {connections}` against the same server, same run (neither pinned): "

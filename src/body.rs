@@ -42,8 +42,8 @@ pin_project! {
             // An inline write in progress, and the frame that completed the body, held back
             // until the write is done: a client (hyper) that knows the length stops polling
             // after the last byte, so the write must finish before that byte goes out.
-            write: Option<PendingWrite>,
-            held: Option<Frame<Bytes>>,
+            // Boxed: rare, and every response (a hit's too) would carry its size.
+            held: Option<Box<Held>>,
         },
     }
 }
@@ -64,7 +64,6 @@ impl<B> CacheBody<B> {
             kind: Kind::Inner {
                 body,
                 capture: None,
-                write: None,
                 held: None,
             },
         }
@@ -76,7 +75,6 @@ impl<B> CacheBody<B> {
             kind: Kind::Inner {
                 body,
                 capture: Some(Box::new(capture)),
-                write: None,
                 held: None,
             },
         }
@@ -89,7 +87,7 @@ impl<B> fmt::Debug for CacheBody<B> {
             Kind::Stored { .. } => "stored",
             Kind::Inner {
                 capture: None,
-                write: None,
+                held: None,
                 ..
             } => "passthrough",
             Kind::Inner { .. } => "capturing",
@@ -110,28 +108,28 @@ where
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
-        let (mut body, capture, write, held) = match self.project().kind.project() {
+        let (mut body, capture, held) = match self.project().kind.project() {
             KindProj::Stored { data } => {
                 return Poll::Ready(data.take().map(|data| Ok(Frame::data(data))));
             }
             KindProj::Inner {
                 body,
                 capture,
-                write,
                 held,
-            } => (body, capture, write, held),
+            } => (body, capture, held),
         };
-        if let Some(pending) = write {
-            ready!(Pin::new(pending).poll(cx));
-            *write = None;
-            return Poll::Ready(held.take().map(Ok));
+        if let Some(waiting) = held {
+            ready!(Pin::new(&mut waiting.write).poll(cx));
+            let last = waiting.last.take();
+            *held = None;
+            return Poll::Ready(last.map(Ok));
         }
         // A body may be complete before its first poll: finish without polling it again.
         if capture.is_some() && body.is_end_stream() {
-            return finish(capture, write, held, None, cx);
+            return finish(capture, held, None, cx);
         }
         let frame = match ready!(body.as_mut().poll_frame(cx)) {
-            None => return finish(capture, write, held, None, cx),
+            None => return finish(capture, held, None, cx),
             Some(Err(error)) => {
                 if let Some(capture) = capture.take() {
                     capture.abandon(NotStoredReason::Incomplete);
@@ -150,7 +148,7 @@ where
         };
         match progress {
             Progress::More if !body.is_end_stream() => Poll::Ready(Some(Ok(frame))),
-            Progress::More | Progress::Complete => finish(capture, write, held, Some(frame), cx),
+            Progress::More | Progress::Complete => finish(capture, held, Some(frame), cx),
             Progress::Abandon(reason) => {
                 if let Some(capture) = capture.take() {
                     capture.abandon(reason);
@@ -166,9 +164,8 @@ where
             Kind::Inner {
                 body,
                 capture,
-                write,
                 held,
-            } => capture.is_none() && write.is_none() && held.is_none() && body.is_end_stream(),
+            } => capture.is_none() && held.is_none() && body.is_end_stream(),
         }
     }
 
@@ -186,8 +183,7 @@ where
 /// the store, and returns `last` — after the write, when the write is inline.
 fn finish<E>(
     capture: &mut Option<Box<Capture>>,
-    write: &mut Option<PendingWrite>,
-    held: &mut Option<Frame<Bytes>>,
+    held: &mut Option<Box<Held>>,
     last: Option<Frame<Bytes>>,
     cx: &mut Context<'_>,
 ) -> Poll<Option<Result<Frame<Bytes>, E>>> {
@@ -198,12 +194,20 @@ fn finish<E>(
     if Pin::new(&mut pending).poll(cx).is_ready() {
         return Poll::Ready(last.map(Ok));
     }
-    *write = Some(pending);
-    *held = last;
+    *held = Some(Box::new(Held {
+        write: pending,
+        last,
+    }));
     Poll::Pending
 }
 
 pub(crate) type WriteFuture = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// An inline write under way, and the body's last frame, sent once it is done.
+struct Held {
+    write: PendingWrite,
+    last: Option<Frame<Bytes>>,
+}
 
 /// A write to the store that is not abandoned: dropped before it completes (the client went
 /// away during an inline write of a complete body), it finishes on a spawned task.

@@ -22,6 +22,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use serde::{Deserialize, Serialize};
+use xxhash_rust::xxh3::Xxh3DefaultBuilder;
 
 use crate::policy::NotStoredReason;
 use crate::store::StoreErrorKind;
@@ -149,14 +150,17 @@ pub struct CacheStats {
 #[derive(Debug)]
 struct StatsInner {
     total: Counters,
-    routes: RwLock<HashMap<Arc<str>, Arc<Counters>>>,
+    // Keys are route patterns from the configuration and axum, not request data: a fast
+    // hasher is safe.
+    routes: RwLock<HashMap<Arc<str>, Arc<Counters>, Xxh3DefaultBuilder>>,
     other: Arc<Counters>,
 }
 
 impl Default for StatsInner {
     fn default() -> Self {
         let other = Arc::new(Counters::default());
-        let routes = HashMap::from([(Arc::from(OTHER_ROUTE), Arc::clone(&other))]);
+        let mut routes = HashMap::with_hasher(Xxh3DefaultBuilder);
+        routes.insert(Arc::from(OTHER_ROUTE), Arc::clone(&other));
         Self {
             total: Counters::default(),
             routes: RwLock::new(routes),
@@ -193,6 +197,11 @@ impl CacheStats {
             .counter(event)
             .fetch_add(1, Ordering::Relaxed);
         route.counter(event).fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The counters of requests that match no route.
+    pub(crate) fn other(&self) -> Arc<Counters> {
+        Arc::clone(&self.inner.other)
     }
 
     /// The counters of the route labelled `label`, created on first use; past

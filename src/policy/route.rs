@@ -24,7 +24,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::request::ClientControl;
-use crate::stats::{CacheStats, Counters, OTHER_ROUTE};
+use crate::stats::{CacheStats, Counters};
 
 /// Settings for one route; every setting left unset falls back to the layer's.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -190,7 +190,10 @@ impl RouteTable {
             },
             None => Route {
                 policy: None,
-                counters: stats.route(matched.unwrap_or(OTHER_ROUTE)),
+                counters: match matched {
+                    Some(pattern) => stats.route(pattern),
+                    None => stats.other(),
+                },
             },
         }
     }
@@ -199,6 +202,7 @@ impl RouteTable {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::stats::OTHER_ROUTE;
 
     #[test]
     fn exact_beats_prefix_and_longest_prefix_wins() {
