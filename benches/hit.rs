@@ -56,14 +56,7 @@ where
     B: http_body::Body,
     B::Error: std::fmt::Debug,
 {
-    let response = service.clone().oneshot(request()).await.unwrap();
-    response
-        .into_body()
-        .collect()
-        .await
-        .unwrap()
-        .to_bytes()
-        .len()
+    drain(service.clone().oneshot(request()).await.unwrap()).await
 }
 
 fn hits(c: &mut Criterion) {

@@ -147,6 +147,18 @@ async fn serve(State(origin): State<Origin>, headers: HeaderMap) -> Response {
         .into_response()
 }
 
+/// The origin serving `representation` behind `cache`, after a first request has filled
+/// the cache.
+async fn filled(
+    representation: Representation,
+    (cache, store): (CacheLayer, MemoryStore),
+) -> (Origin, Router, MemoryStore) {
+    let origin = Origin::new(representation);
+    let app = origin.app(cache);
+    fetch(&app, "/doc").await;
+    (origin, app, store)
+}
+
 fn keeping() -> (CacheLayer, MemoryStore) {
     let (cache, store) = layer();
     (cache.keep(Duration::from_secs(60)), store)
@@ -237,15 +249,16 @@ async fn a_no_cache_response_without_a_validator_is_not_stored() {
 
 #[tokio::test]
 async fn a_304_updates_freshness_so_the_entry_is_fresh_again() {
-    let origin = Origin::new(Representation {
-        etag: None,
-        last_modified: Some("Sat, 01 Jan 2000 00:00:00 GMT"),
-        cache_control_304: Some("max-age=60"),
-        ..doc("max-age=1")
-    });
-    let (cache, _store) = keeping();
-    let app = origin.app(cache);
-    fetch(&app, "/doc").await;
+    let (origin, app, _store) = filled(
+        Representation {
+            etag: None,
+            last_modified: Some("Sat, 01 Jan 2000 00:00:00 GMT"),
+            cache_control_304: Some("max-age=60"),
+            ..doc("max-age=1")
+        },
+        keeping(),
+    )
+    .await;
     tokio::time::sleep(Duration::from_millis(1100)).await;
     // RFC 9111 §4.3.1: with only a modification date, `If-Modified-Since`.
     let revalidated = fetch(&app, "/doc").await;
@@ -263,10 +276,7 @@ async fn a_304_updates_freshness_so_the_entry_is_fresh_again() {
 
 #[tokio::test]
 async fn a_changed_representation_replaces_the_entry() {
-    let origin = Origin::new(doc("no-cache"));
-    let (cache, store) = keeping();
-    let app = origin.app(cache);
-    fetch(&app, "/doc").await;
+    let (origin, app, store) = filled(doc("no-cache"), keeping()).await;
     origin.set(|doc| {
         doc.body = "version 2".to_owned();
         doc.etag = Some("\"v2\"");
@@ -288,10 +298,7 @@ async fn a_changed_representation_replaces_the_entry() {
 
 #[tokio::test]
 async fn the_clients_own_validators_get_a_304_after_revalidation() {
-    let origin = Origin::new(doc("no-cache"));
-    let (cache, _store) = keeping();
-    let app = origin.app(cache);
-    fetch(&app, "/doc").await;
+    let (origin, app, _store) = filled(doc("no-cache"), keeping()).await;
     // The cache revalidates with its own validator, then answers the client's
     // (RFC 9111 §4.3.2 with RFC 9110 §13.1.2).
     let reply = get_with(&app, "/doc", &[("if-none-match", "\"v1\"")]).await;
@@ -313,10 +320,7 @@ async fn the_clients_own_validators_get_a_304_after_revalidation() {
 
 #[tokio::test]
 async fn a_request_no_cache_revalidates_a_fresh_entry() {
-    let origin = Origin::new(doc("max-age=60"));
-    let (cache, _store) = layer();
-    let app = origin.app(cache);
-    fetch(&app, "/doc").await;
+    let (origin, app, _store) = filled(doc("max-age=60"), layer()).await;
     assert_eq!(fetch(&app, "/doc").await.x_cache(), "HIT");
     // RFC 9111 §5.2.1.4: validated with the origin, which need not send the body again.
     let reply = get_with(&app, "/doc", &[("cache-control", "no-cache")]).await;
@@ -358,13 +362,14 @@ async fn concurrent_requests_share_one_revalidation() {
 
 #[tokio::test]
 async fn stale_while_revalidate_refreshes_with_a_conditional_request() {
-    let origin = Origin::new(Representation {
-        header_304: Some(("x-revision", "2")),
-        ..doc("max-age=1, stale-while-revalidate=60")
-    });
-    let (cache, store) = layer();
-    let app = origin.app(cache);
-    fetch(&app, "/doc").await;
+    let (origin, app, store) = filled(
+        Representation {
+            header_304: Some(("x-revision", "2")),
+            ..doc("max-age=1, stale-while-revalidate=60")
+        },
+        layer(),
+    )
+    .await;
     tokio::time::sleep(Duration::from_millis(1100)).await;
     assert_eq!(fetch(&app, "/doc").await.x_cache(), "STALE");
     // The background refresh is a revalidation (RFC 5861 §3 with RFC 9111 §4.3).
@@ -459,13 +464,14 @@ async fn a_no_cache_entry_is_never_served_stale_on_error() {
 
 #[tokio::test]
 async fn a_304_for_another_representation_is_not_passed_off_as_the_entry() {
-    let origin = Origin::new(Representation {
-        etag_304: Some("\"v9\""),
-        ..doc("no-cache")
-    });
-    let (cache, store) = keeping();
-    let app = origin.app(cache);
-    fetch(&app, "/doc").await;
+    let (origin, app, store) = filled(
+        Representation {
+            etag_304: Some("\"v9\""),
+            ..doc("no-cache")
+        },
+        keeping(),
+    )
+    .await;
     // RFC 9111 §4.3.4: a 304 whose validator is not the stored one updates nothing; a client
     // that sent no condition cannot be given a 304 either.
     let reply = fetch(&app, "/doc").await;
@@ -482,13 +488,14 @@ async fn a_304_for_another_representation_is_not_passed_off_as_the_entry() {
 #[tokio::test]
 async fn a_head_revalidates_the_entry_and_gets_no_body() {
     use tower::ServiceExt;
-    let origin = Origin::new(Representation {
-        header_304: Some(("x-revision", "2")),
-        ..doc("no-cache")
-    });
-    let (cache, store) = keeping();
-    let app = origin.app(cache);
-    fetch(&app, "/doc").await;
+    let (_origin, app, store) = filled(
+        Representation {
+            header_304: Some(("x-revision", "2")),
+            ..doc("no-cache")
+        },
+        keeping(),
+    )
+    .await;
     let response = app
         .clone()
         .oneshot(
@@ -514,14 +521,15 @@ async fn a_head_revalidates_the_entry_and_gets_no_body() {
 async fn a_304_without_a_date_freshens_from_when_it_arrived() {
     // The stored response is 100 s old by its `Date`: stale from the start.
     let date = httpdate::fmt_http_date(std::time::SystemTime::now() - Duration::from_secs(100));
-    let origin = Origin::new(Representation {
-        date: Some(date),
-        cache_control_304: Some("max-age=60"),
-        ..doc("max-age=60")
-    });
-    let (cache, _store) = keeping();
-    let app = origin.app(cache);
-    fetch(&app, "/doc").await;
+    let (origin, app, _store) = filled(
+        Representation {
+            date: Some(date),
+            cache_control_304: Some("max-age=60"),
+            ..doc("max-age=60")
+        },
+        keeping(),
+    )
+    .await;
     assert_eq!(fetch(&app, "/doc").await.x_cache(), "REVALIDATED");
     // RFC 9111 §4.2.3 with RFC 9110 §6.6.1: without a `Date`, the 304 is as old as the time
     // it arrived; its `max-age=60` makes the entry fresh again.
@@ -533,13 +541,14 @@ async fn a_304_without_a_date_freshens_from_when_it_arrived() {
 
 #[tokio::test]
 async fn a_304_that_withdraws_permission_removes_the_entry() {
-    let origin = Origin::new(Representation {
-        cache_control_304: Some("no-store"),
-        ..doc("no-cache")
-    });
-    let (cache, store) = keeping();
-    let app = origin.app(cache);
-    fetch(&app, "/doc").await;
+    let (_origin, app, store) = filled(
+        Representation {
+            cache_control_304: Some("no-store"),
+            ..doc("no-cache")
+        },
+        keeping(),
+    )
+    .await;
     // RFC 9111 §4.3.4 updates the entry with `no-store` (§5.2.2.5): it may not be kept.
     let reply = fetch(&app, "/doc").await;
     assert_eq!(
@@ -596,13 +605,14 @@ async fn a_sliding_route_does_not_serve_what_is_kept_for_revalidation() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_head_that_finds_the_entry_stale_refreshes_it_with_a_get() {
     use tower::ServiceExt;
-    let origin = Origin::new(Representation {
-        etag: None,
-        ..doc("max-age=1, stale-while-revalidate=60")
-    });
-    let (cache, store) = layer();
-    let app = origin.app(cache);
-    fetch(&app, "/doc").await;
+    let (origin, app, store) = filled(
+        Representation {
+            etag: None,
+            ..doc("max-age=1, stale-while-revalidate=60")
+        },
+        layer(),
+    )
+    .await;
     origin.set(|doc| doc.body = "version 2".to_owned());
     tokio::time::sleep(Duration::from_millis(1100)).await;
     let head = app

@@ -2,12 +2,12 @@
 //! selected by the request's normalized header values, bounded per URL.
 
 use axum::Router;
-use axum::body::Body;
 use axum::extract::State;
 use axum::routing::get;
-use http::{HeaderMap, Method, Request};
+use http::HeaderMap;
 
-use crate::harness::{Calls, entry_count, fetch, get_with, layer, send};
+use crate::client::post;
+use crate::harness::{Calls, entry_count, fetch, get_with, layer};
 use tower_response_cache::CacheLayer;
 
 fn greeting(calls: &Calls, cache: CacheLayer) -> Router {
@@ -130,15 +130,7 @@ async fn an_unsafe_method_invalidates_every_variant() {
     }
     assert_eq!(entry_count(&store).await, 4);
     // RFC 9111 §4.4: the stored responses for the target URI, all of its variants.
-    let posted = send(
-        &app,
-        Request::builder()
-            .method(Method::POST)
-            .uri("/greeting")
-            .body(Body::empty())
-            .unwrap(),
-    )
-    .await;
+    let posted = post(&app, "/greeting").await;
     assert_eq!(posted.text(), "posted");
     assert_eq!(entry_count(&store).await, 0);
     for lang in ["en", "fr", "de", "it"] {

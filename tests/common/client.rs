@@ -69,3 +69,7 @@ pub(crate) async fn get_with(app: &Router, uri: &str, headers: &[(&str, &str)]) 
     }
     send(app, request.body(Body::empty()).unwrap()).await
 }
+
+pub(crate) async fn post(app: &Router, uri: &str) -> Reply {
+    send(app, Request::post(uri).body(Body::empty()).unwrap()).await
+}

@@ -5,15 +5,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::body::Body;
 use axum::extract::State;
 use axum::response::IntoResponse;
 use axum::routing::get;
 use fred::interfaces::KeysInterface;
-use http::{HeaderMap, Method, Request, StatusCode};
+use http::{HeaderMap, StatusCode};
 use tower_response_cache::{CacheLayer, CachedResponse, Store, WriteMode};
 
-use crate::client::{get_with, send};
+use crate::client::{get_with, post};
 use crate::{Calls, Topology, on_both_topologies, store};
 
 on_both_topologies!(
@@ -91,15 +90,7 @@ async fn variants_live_side_by_side_and_are_invalidated_together(topology: &Topo
     }
     assert_eq!(calls.get(), 4);
     // RFC 9111 §4.4: a POST removes every variant, wherever its slot lives.
-    let posted = send(
-        &app,
-        Request::builder()
-            .method(Method::POST)
-            .uri("/greeting")
-            .body(Body::empty())
-            .unwrap(),
-    )
-    .await;
+    let posted = post(&app, "/greeting").await;
     assert_eq!(posted.text(), "posted");
     for lang in langs {
         let reply = get_with(&app, "/greeting", &[("accept-language", lang)]).await;
