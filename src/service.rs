@@ -1199,8 +1199,9 @@ impl<S> Call<S> {
                     ));
                 }
                 // The origin's latest answer for a stored entry may not be kept: nor may
-                // the entry.
-                if had_entry {
+                // the entry — unless that answer is a server error, which says nothing
+                // about the entry (it may still be revalidated once the origin recovers).
+                if had_entry && !head.status.is_server_error() {
                     self.ctx.withdraw(&key, reason).await;
                 }
                 CacheBody::passthrough(body)

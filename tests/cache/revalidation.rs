@@ -638,3 +638,20 @@ async fn a_head_that_finds_the_entry_stale_refreshes_it_with_a_get() {
     }
     assert!(refreshed);
 }
+
+#[tokio::test]
+async fn a_server_error_during_revalidation_keeps_the_entry_for_later() {
+    let (origin, app, store) = filled(doc("no-cache"), keeping()).await;
+    origin.inner.failing.store(true, Ordering::SeqCst);
+    // The 503 goes to the client (no stale window for a `no-cache` response, RFC 9111
+    // §5.2.2.4), but says nothing about the stored representation: it stays, and is
+    // revalidated once the origin is back (§4.3).
+    assert_eq!(
+        fetch(&app, "/doc").await.status,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+    assert!(store.get("t:GET:/doc").await.unwrap().is_some());
+    origin.inner.failing.store(false, Ordering::SeqCst);
+    assert_eq!(fetch(&app, "/doc").await.x_cache(), "REVALIDATED");
+    assert_eq!((origin.full(), origin.not_modified()), (1, 1));
+}
