@@ -128,7 +128,7 @@ impl CachedResponse {
     /// Whether the entry has a validator (`ETag` or `Last-Modified`): once stale, it can be
     /// revalidated with a conditional request instead of fetched again (RFC 9111 §4.3).
     pub fn has_validator(&self) -> bool {
-        self.etag().is_some() || self.last_modified().is_some()
+        crate::policy::response::has_validator(&self.headers)
     }
 
     /// How long a store keeps the entry when stale entries with a validator are kept `keep`

@@ -211,13 +211,14 @@ struct Accept {
     stored_after: Option<SystemTime>,
 }
 
-/// A stored entry that may not answer a request as it is, for the fetch that replaces it.
+/// The stored entry of the request's variant that may not answer it as it is, for the
+/// fetch that replaces it: revalidated with a conditional request if it has a validator
+/// (RFC 9111 §4.3) and, when `stands_in`, answering if the origin fails within its
+/// stale-if-error window (RFC 5861 §4).
 #[derive(Default)]
 struct Stored {
-    /// Revalidated with a conditional request if it has a validator (RFC 9111 §4.3).
-    revalidate: Option<Arc<CachedResponse>>,
-    /// Answers if the origin fails, within its stale-if-error window (RFC 5861 §4).
-    stale: Option<Arc<CachedResponse>>,
+    entry: Option<Arc<CachedResponse>>,
+    stands_in: bool,
 }
 
 impl Accept {
@@ -707,12 +708,16 @@ impl Ctx {
     /// keep: unless that was down to this request (its credentials, its method), the entry
     /// goes, so that it is not served stale against the origin's latest word.
     async fn withdraw(&self, key: &CacheKey, reason: NotStoredReason) {
-        if matches!(
+        if !matches!(
             reason,
             NotStoredReason::Authorization | NotStoredReason::Head | NotStoredReason::Incomplete
         ) {
-            return;
+            self.remove(key).await;
         }
+    }
+
+    /// Removes the entry under `key`; a store error is counted.
+    async fn remove(&self, key: &CacheKey) {
         if let Err(error) = self.config.store.remove(key.as_str()).await {
             self.record(Event::StoreError(error.kind()));
             observe::store_error(StoreOp::Write, key.as_str(), &error);
@@ -842,11 +847,7 @@ impl<S> Call<S> {
             RequestMode::Refresh(reason) => Some(reason),
             _ => None,
         };
-        // The stored entry of the request's variant when it may not answer as it is: it is
-        // revalidated with the origin if it has a validator (RFC 9111 §4.3), and answers if
-        // the origin fails within its stale-if-error window (RFC 5861 §4).
-        let mut revalidate = None;
-        let mut stale = None;
+        let mut stored = Stored::default();
         // The variant slot this request's response goes to, when not the key itself.
         let mut slot = None;
 
@@ -856,26 +857,26 @@ impl<S> Call<S> {
                 only_if_cached,
             } => {
                 let now = SystemTime::now();
-                let stored = if missed {
+                let entry = if missed {
                     None
                 } else {
                     let (entry, variant_slot) = self.ctx.stored_variant(&key, &parts.headers).await;
                     slot = variant_slot;
                     entry
                 };
-                let found = match stored {
+                stored.stands_in = true;
+                let found = match entry {
                     Some(entry) if self.ctx.usable(&entry, &parts.headers, now, None) => {
                         Some(entry)
                     }
-                    Some(entry) => {
-                        stale = Some(entry);
+                    stale => {
+                        stored.entry = stale;
                         None
                     }
-                    None => None,
                 };
                 // Stale within its stale-while-revalidate window (RFC 5861 §3): answered
                 // now, refreshed once in the background.
-                if let (None, Some(entry)) = (&found, &stale) {
+                if let (None, Some(entry)) = (&found, &stored.entry) {
                     if max_age.is_none()
                         && !only_if_cached
                         && entry.may_serve_while_revalidating(now)
@@ -911,21 +912,20 @@ impl<S> Call<S> {
                     // Older than the request allows (RFC 9111 §5.2.1.1): validated first.
                     Some(entry) => {
                         refresh = Some(RefreshReason::MaxAge);
-                        stale = Some(entry);
+                        stored.entry = Some(entry);
                     }
                     None => {}
                 }
-                revalidate.clone_from(&stale);
             }
             // A request's `no-cache` (or `max-age=0`) asks for the stored response to be
             // validated with the origin before use (RFC 9111 §5.2.1.4): a conditional
-            // request when the entry has a validator. The bypass header forces a full fetch.
-            // The bypass header forces a full fetch; the lookup only finds the variant's slot.
+            // request when the entry has a validator; it may not stand in for a failure.
+            // The bypass header forces a full fetch: its lookup only finds the variant's slot.
             RequestMode::Refresh(reason) => {
                 let (entry, variant_slot) = self.ctx.stored_variant(&key, &parts.headers).await;
                 slot = variant_slot;
                 if reason != RefreshReason::BypassHeader {
-                    revalidate = entry;
+                    stored.entry = entry;
                 }
             }
             _ => {}
@@ -966,7 +966,6 @@ impl<S> Call<S> {
             _ => None,
         };
         self.ctx.record(miss);
-        let stored = Stored { revalidate, stale };
         self.fetch(parts, body, target, refresh, flight, stored)
             .await
     }
@@ -1006,8 +1005,8 @@ impl<S> Call<S> {
         runtime.spawn(async move {
             let refresh = Some(RefreshReason::StaleWhileRevalidate);
             let stored = Stored {
-                revalidate: Some(entry),
-                stale: None,
+                entry: Some(entry),
+                stands_in: false,
             };
             if let Ok(response) = self.fetch(parts, body, key, refresh, flight, stored).await {
                 // Nobody reads this response: drain it, so that the capture completes and
@@ -1056,11 +1055,12 @@ impl<S> Call<S> {
     {
         // Only an entry within its stale-if-error window may stand in for a failure, and
         // only one with a validator can be revalidated.
+        let had_entry = stored.entry.is_some();
         let stale = stored
-            .stale
-            .filter(|entry| entry.may_serve_if_error(SystemTime::now()));
-        let had_entry = stored.revalidate.is_some() || stale.is_some();
-        let revalidate = stored.revalidate.filter(|entry| entry.has_validator());
+            .entry
+            .clone()
+            .filter(|entry| stored.stands_in && entry.may_serve_if_error(SystemTime::now()));
+        let revalidate = stored.entry.filter(|entry| entry.has_validator());
         let facts = RequestFacts {
             head: parts.method == Method::HEAD,
             authorization: parts.headers.contains_key(header::AUTHORIZATION),
@@ -1140,7 +1140,7 @@ impl<S> Call<S> {
                 // A 304 about another representation than the stored one (an origin that
                 // contradicts itself): it updates nothing (§4.3.4), the entry is outdated,
                 // and a client that did not ask conditionally cannot take a 304.
-                self.ctx.withdraw(&key, NotStoredReason::Status).await;
+                self.ctx.remove(&key).await;
                 if let Some((flight, _lease)) = flight.take() {
                     flight.fallback(false);
                 }
@@ -1274,7 +1274,8 @@ fn updated_headers(
     ];
     let incoming = stored_headers(not_modified, set_cookie);
     let replaced = |name: &HeaderName| incoming.contains_key(name) && !KEPT.contains(name);
-    let mut merged = HeaderMap::with_capacity(stored.len() + incoming.len() + 3);
+    // Sized for hits once it is the entry's (`CachedResponse::size_headers_for_hits`).
+    let mut merged = HeaderMap::with_capacity(stored.len() + incoming.len());
     for (name, value) in stored {
         if !replaced(name) {
             merged.append(name.clone(), value.clone());
@@ -1292,10 +1293,10 @@ fn updated_headers(
 /// stored one by weak comparison (RFC 9110 §8.8.3.2); without one, the request's validators
 /// were the stored ones, so it is.
 fn same_representation(entry: &CachedResponse, not_modified: &HeaderMap) -> bool {
-    let opaque = |value: &HeaderValue| {
+    fn opaque(value: &HeaderValue) -> &[u8] {
         let value = value.as_bytes().trim_ascii();
-        value.strip_prefix(b"W/").unwrap_or(value).to_vec()
-    };
+        value.strip_prefix(b"W/").unwrap_or(value)
+    }
     match (entry.etag(), not_modified.get(header::ETAG)) {
         (Some(stored), Some(fresh)) => opaque(stored) == opaque(fresh),
         _ => true,

@@ -38,6 +38,9 @@ struct Slot {
 /// frequency sketch's share): about 300 bytes, measured by `cargo bench --bench hit`.
 const MOKA_OVERHEAD: usize = 300;
 
+/// The most entries the map is sized for up front.
+const MAX_INITIAL_ENTRIES: usize = 1 << 16;
+
 /// Expiry read from each slot, so that every entry lives for its own TTL.
 struct SlotExpiry;
 
@@ -62,10 +65,13 @@ impl MemoryStore {
     pub fn new(max_bytes: u64) -> Self {
         let cache = Cache::builder()
             .max_capacity(max_bytes)
+            // Room for an entry per 2 KiB up to 65 536 entries (about 1 MiB of table): a
+            // filling store does not rehash its way up, and a large capacity that stays
+            // empty does not reserve much.
             .initial_capacity(
                 usize::try_from(max_bytes / 2048)
-                    .unwrap_or(1 << 20)
-                    .min(1 << 20),
+                    .unwrap_or(MAX_INITIAL_ENTRIES)
+                    .min(MAX_INITIAL_ENTRIES),
             )
             .weigher(|key: &String, slot: &Slot| {
                 u32::try_from(key.len() + MOKA_OVERHEAD + slot.entry.weight()).unwrap_or(u32::MAX)
