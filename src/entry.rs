@@ -142,12 +142,11 @@ impl CachedResponse {
         }
     }
 
-    /// Rebuilds the header map for its life in the store: an index table with room for the
-    /// headers a hit adds (`Age`, the status header, `Cache-Status`), so that a hit's copy
-    /// takes them without rehashing, and no spare entry slots (about 100 bytes each), which
-    /// a copy would not have anyway.
-    pub(crate) fn size_headers_for_hits(&mut self) {
-        let mut sized = HeaderMap::with_capacity(self.headers.len() + 3);
+    /// Rebuilds the header map for its life in the store: an index table for the headers
+    /// it has and no spare entry slots (about 100 bytes each). A hit builds its own map
+    /// from this one, with room for the headers it adds.
+    pub(crate) fn compact_headers(&mut self) {
+        let mut sized = HeaderMap::with_capacity(self.headers.len());
         for (name, value) in &self.headers {
             sized.append(name.clone(), value.clone());
         }

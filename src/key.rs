@@ -338,11 +338,32 @@ impl KeyBuilder for DefaultKeyBuilder {
 /// Whether a byte may stand for itself in a normalized path or query: RFC 3986 unreserved,
 /// sub-delims, `:`, `@`, `/` and `?`. `%` is handled separately.
 fn is_literal(byte: u8) -> bool {
-    byte.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:@/?".contains(&byte)
+    LITERAL[usize::from(byte)]
 }
 
 fn is_unreserved(byte: u8) -> bool {
-    byte.is_ascii_alphanumeric() || b"-._~".contains(&byte)
+    UNRESERVED[usize::from(byte)]
+}
+
+/// The byte classes as tables: every byte of every key is classified, and a table is one
+/// load where a search of the set is a loop.
+const LITERAL: [bool; 256] = byte_class(b"-._~!$&'()*+,;=:@/?");
+const UNRESERVED: [bool; 256] = byte_class(b"-._~");
+
+/// ASCII letters and digits, and `extra`.
+const fn byte_class(extra: &[u8]) -> [bool; 256] {
+    let mut class = [false; 256];
+    let mut byte = 0;
+    while byte < 256 {
+        class[byte] = (byte as u8).is_ascii_alphanumeric();
+        byte += 1;
+    }
+    let mut i = 0;
+    while i < extra.len() {
+        class[extra[i] as usize] = true;
+        i += 1;
+    }
+    class
 }
 
 fn hex_value(byte: u8) -> Option<u8> {
@@ -437,6 +458,20 @@ mod tests {
     fn key(builder: &DefaultKeyBuilder, uri: &str) -> String {
         let (parts, ()) = Request::get(uri).body(()).unwrap().into_parts();
         builder.build_key(&parts).unwrap().into_string()
+    }
+
+    #[test]
+    fn byte_classes_are_rfc_3986_sets() {
+        for byte in 0..=u8::MAX {
+            let unreserved = byte.is_ascii_alphanumeric() || b"-._~".contains(&byte);
+            let sub_delims = b"!$&'()*+,;=".contains(&byte);
+            assert_eq!(is_unreserved(byte), unreserved, "{byte:#04x}");
+            assert_eq!(
+                is_literal(byte),
+                unreserved || sub_delims || b":@/?".contains(&byte),
+                "{byte:#04x}"
+            );
+        }
     }
 
     #[test]

@@ -142,7 +142,8 @@ impl Outcome {
             (None, _) => None,
         };
         if let Some(value) = value {
-            headers.append(http::HeaderName::from_static("cache-status"), value);
+            const CACHE_STATUS: http::HeaderName = http::HeaderName::from_static("cache-status");
+            headers.append(CACHE_STATUS, value);
         }
     }
 }

@@ -434,7 +434,7 @@ impl Ctx {
             };
             let mut response = Response::new(CacheBody::stored(body));
             *response.status_mut() = entry.status;
-            *response.headers_mut() = entry.headers.clone();
+            *response.headers_mut() = replayed_headers(&entry.headers);
             response
         };
         response
@@ -668,7 +668,7 @@ impl Ctx {
         let (updated, stored) = match self.storable_entry(&head, storing, request_headers, now) {
             Ok(mut updated) => {
                 updated.body = entry.body.clone();
-                updated.size_headers_for_hits();
+                updated.compact_headers();
                 let updated = Arc::new(updated);
                 let (landed, lease) = match flight {
                     Some((guard, lease)) => (Some(guard.ready(Arc::clone(&updated))), lease),
@@ -1220,6 +1220,20 @@ impl<S> Call<S> {
     }
 }
 
+/// A hit's copy of the stored headers, with room for those it adds (`Age`, the status
+/// header, `Cache-Status`): a `clone` has no spare slot, and its first insert would move
+/// every entry to a larger allocation.
+fn replayed_headers(stored: &HeaderMap) -> HeaderMap {
+    let mut headers = HeaderMap::with_capacity(stored.len() + HIT_HEADERS);
+    for (name, value) in stored {
+        headers.append(name.clone(), value.clone());
+    }
+    headers
+}
+
+/// How many headers a hit adds to the stored ones.
+const HIT_HEADERS: usize = 3;
+
 /// The response headers worth replaying: all but hop-by-hop ones (RFC 9110 §7.6.1), those
 /// named by `Connection`, `Age` (recomputed on every hit) and, under
 /// [`SetCookiePolicy::Strip`], `Set-Cookie`.
@@ -1240,8 +1254,8 @@ fn stored_headers(headers: &HeaderMap, set_cookie: SetCookiePolicy) -> HeaderMap
         .flat_map(|value| value.as_bytes().split(|&b| b == b','))
         .map(<[u8]>::trim_ascii)
         .collect();
-    // Room for a `Content-Length` the capture may add; the entry's map is sized for hits
-    // once it is complete (`CachedResponse::size_headers_for_hits`).
+    // Room for a `Content-Length` the capture may add; the entry's map is compacted once
+    // it is complete (`CachedResponse::compact_headers`).
     let mut stored = HeaderMap::with_capacity(headers.len() + 1);
     for (name, value) in headers {
         let skip = HOP_BY_HOP.contains(name)
@@ -1274,7 +1288,7 @@ fn updated_headers(
     ];
     let incoming = stored_headers(not_modified, set_cookie);
     let replaced = |name: &HeaderName| incoming.contains_key(name) && !KEPT.contains(name);
-    // Sized for hits once it is the entry's (`CachedResponse::size_headers_for_hits`).
+    // Compacted once it is the entry's (`CachedResponse::compact_headers`).
     let mut merged = HeaderMap::with_capacity(stored.len() + incoming.len());
     for (name, value) in stored {
         if !replaced(name) {

@@ -9,7 +9,9 @@ use bytes::Bytes;
 use fred::clients::Pool;
 use fred::error::{Error as FredError, ErrorKind as FredErrorKind};
 use fred::interfaces::{ClientLike, KeysInterface, LuaInterface};
-use fred::types::config::{Config as FredConfig, Options, ReconnectPolicy, ServerConfig};
+use fred::types::config::{
+    Config as FredConfig, Options, ReconnectPolicy, ServerConfig, TcpConfig,
+};
 use fred::types::scan::Scanner;
 use fred::types::{Expiration, Key, SetOptions};
 use futures_util::StreamExt;
@@ -265,6 +267,12 @@ impl RedisStore {
                 connection.connection_timeout = config.connect_timeout;
                 connection.internal_command_timeout = config.connect_timeout;
                 connection.max_command_attempts = 1;
+                // Every lookup is a small request waiting on its reply: with Nagle's
+                // algorithm a write behind an unacknowledged one waits for that reply.
+                connection.tcp = TcpConfig {
+                    nodelay: Some(true),
+                    ..TcpConfig::default()
+                };
                 // A connection that stops answering (a partition, a paused server) is
                 // closed and reconnected instead of timing out command after command.
                 connection.unresponsive.max_timeout =
