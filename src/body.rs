@@ -373,7 +373,7 @@ impl Capture {
         );
         entry.body = body.freeze();
         set_content_length(&mut entry);
-        entry.compact_headers();
+        entry.compact();
         let entry = Arc::new(entry);
         // Waiters are answered now; the flight stays joinable until the entry is written.
         let (landed, lease) = match self.flight.take() {

@@ -23,7 +23,7 @@
 
 use std::time::{Duration, SystemTime};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 
 /// A response as the cache stores it.
@@ -142,13 +142,48 @@ impl CachedResponse {
         }
     }
 
-    /// Rebuilds the header map for its life in the store: an index table for the headers
-    /// it has and no spare entry slots (about 100 bytes each). A hit builds its own map
-    /// from this one, with room for the headers it adds.
-    pub(crate) fn compact_headers(&mut self) {
+    /// Rebuilds the headers and variant values for their life in the store.
+    ///
+    /// - Their bytes are copied into one allocation of exactly their size. A value may be a
+    ///   slice of a larger buffer (a connection's read buffer: hyper's client and server
+    ///   parse header values in place), which would stay allocated as long as the entry,
+    ///   unseen by the store's byte accounting.
+    /// - The header map gets an index table for the headers it has and no spare entry
+    ///   slots (about 100 bytes each). A hit builds its own map, with room for the headers
+    ///   it adds.
+    pub(crate) fn compact(&mut self) {
+        let vary_values = || self.vary.iter().filter_map(|(_, value)| value.as_ref());
+        let len = self
+            .headers
+            .values()
+            .chain(vary_values())
+            .map(HeaderValue::len)
+            .sum();
+        let mut bytes = BytesMut::with_capacity(len);
+        for value in self.headers.values().chain(vary_values()) {
+            bytes.extend_from_slice(value.as_bytes());
+        }
+        let bytes = bytes.freeze();
+        let mut offset = 0;
+        let mut rehome = |value: &HeaderValue| {
+            let end = offset + value.len();
+            let slice = bytes.slice(offset..end);
+            offset = end;
+            match HeaderValue::from_maybe_shared(slice) {
+                Ok(mut copy) => {
+                    copy.set_sensitive(value.is_sensitive());
+                    copy
+                }
+                // Not reached: the bytes are those of a valid value.
+                Err(_) => value.clone(),
+            }
+        };
         let mut sized = HeaderMap::with_capacity(self.headers.len());
         for (name, value) in &self.headers {
-            sized.append(name.clone(), value.clone());
+            sized.append(name.clone(), rehome(value));
+        }
+        for value in self.vary.iter_mut().filter_map(|(_, value)| value.as_mut()) {
+            *value = rehome(value);
         }
         // A clone keeps the index table and allocates exactly the entries it has.
         self.headers = sized.clone();
@@ -175,10 +210,92 @@ impl CachedResponse {
     }
 }
 
-/// Per-header bookkeeping: a `HeaderMap` bucket (104 bytes), its share of the index table,
-/// and the shared-buffer record of the value's bytes.
-const HEADER_OVERHEAD: usize = 136;
+/// Per-header bookkeeping: a `HeaderMap` bucket (104 bytes) and its share of the index
+/// table (the values' bytes share one buffer, [`CachedResponse::compact`]).
+const HEADER_OVERHEAD: usize = 110;
 
-/// Per-entry bookkeeping besides the struct: the `Arc`'s counts and the body's shared-buffer
-/// record.
+/// Per-entry bookkeeping besides the struct: the `Arc`'s counts and the shared-buffer
+/// records of the body and of the header values.
 const ENTRY_OVERHEAD: usize = 48;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A header value that is a slice of `buffer`, as hyper parses them.
+    fn slice_of(buffer: &Bytes, range: std::ops::Range<usize>) -> HeaderValue {
+        HeaderValue::from_maybe_shared(buffer.slice(range)).unwrap()
+    }
+
+    type Fields = Vec<(String, Vec<u8>, bool)>;
+
+    /// Names, value bytes and sensitivity, in order, owned.
+    fn fields(entry: &CachedResponse) -> (Fields, Fields) {
+        let headers = entry
+            .headers
+            .iter()
+            .map(|(name, value)| {
+                (
+                    name.to_string(),
+                    value.as_bytes().to_vec(),
+                    value.is_sensitive(),
+                )
+            })
+            .collect();
+        let vary = entry
+            .vary
+            .iter()
+            .map(|(name, value)| {
+                let bytes = value.as_ref().map(|value| value.as_bytes().to_vec());
+                (name.to_string(), bytes.unwrap_or_default(), value.is_some())
+            })
+            .collect();
+        (headers, vary)
+    }
+
+    #[test]
+    fn compacted_values_keep_no_foreign_buffer() {
+        let buffer = Bytes::from(b"text/plain; charset=utf-8|max-age=60|gzip|".repeat(200));
+        let mut headers = HeaderMap::new();
+        headers.append(http::header::CONTENT_TYPE, slice_of(&buffer, 0..25));
+        headers.append(http::header::CACHE_CONTROL, slice_of(&buffer, 26..36));
+        let mut secret = slice_of(&buffer, 37..41);
+        secret.set_sensitive(true);
+        headers.append(HeaderName::from_static("x-secret"), secret);
+        headers.append(http::header::CACHE_CONTROL, slice_of(&buffer, 26..33));
+        headers.append(
+            http::header::VARY,
+            HeaderValue::from_static("accept-encoding"),
+        );
+        let mut entry = CachedResponse::new(StatusCode::OK, headers, Bytes::from_static(b"hi"));
+        entry.vary = vec![
+            (
+                http::header::ACCEPT_ENCODING,
+                Some(slice_of(&buffer, 37..41)),
+            ),
+            (http::header::ACCEPT_LANGUAGE, None),
+        ];
+        let before = fields(&entry);
+        assert!(!buffer.is_unique());
+
+        entry.compact();
+
+        assert!(
+            buffer.is_unique(),
+            "the entry still refers to the buffer its values were parsed from"
+        );
+        assert_eq!(
+            fields(&entry),
+            before,
+            "names, values, order and sensitivity are kept"
+        );
+        assert_eq!(
+            entry
+                .headers
+                .get_all(http::header::CACHE_CONTROL)
+                .iter()
+                .count(),
+            2
+        );
+    }
+}

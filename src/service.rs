@@ -668,7 +668,7 @@ impl Ctx {
         let (updated, stored) = match self.storable_entry(&head, storing, request_headers, now) {
             Ok(mut updated) => {
                 updated.body = entry.body.clone();
-                updated.compact_headers();
+                updated.compact();
                 let updated = Arc::new(updated);
                 let (landed, lease) = match flight {
                     Some((guard, lease)) => (Some(guard.ready(Arc::clone(&updated))), lease),
@@ -1255,7 +1255,7 @@ fn stored_headers(headers: &HeaderMap, set_cookie: SetCookiePolicy) -> HeaderMap
         .map(<[u8]>::trim_ascii)
         .collect();
     // Room for a `Content-Length` the capture may add; the entry's map is compacted once
-    // it is complete (`CachedResponse::compact_headers`).
+    // it is complete (`CachedResponse::compact`).
     let mut stored = HeaderMap::with_capacity(headers.len() + 1);
     for (name, value) in headers {
         let skip = HOP_BY_HOP.contains(name)
@@ -1288,7 +1288,7 @@ fn updated_headers(
     ];
     let incoming = stored_headers(not_modified, set_cookie);
     let replaced = |name: &HeaderName| incoming.contains_key(name) && !KEPT.contains(name);
-    // Compacted once it is the entry's (`CachedResponse::compact_headers`).
+    // Compacted once it is the entry's (`CachedResponse::compact`).
     let mut merged = HeaderMap::with_capacity(stored.len() + incoming.len());
     for (name, value) in stored {
         if !replaced(name) {

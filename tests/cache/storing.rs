@@ -294,3 +294,58 @@ async fn post_passes_through_and_is_never_stored() {
     assert_eq!(entry_count(&store).await, 0);
     assert_eq!(snapshot(&cache).total.passes, 2);
 }
+
+#[tokio::test]
+async fn stored_entries_keep_no_buffer_their_headers_were_parsed_from() {
+    // hyper parses header values in place: a response header (a proxied origin's) or a varied
+    // request header is a slice of a connection's read buffer. The store keeps copies, so that
+    // the buffer is freed and the store's byte accounting is the heap the entry holds.
+    let response_buffer = bytes::Bytes::from(b"public, max-age=60|text/plain|".repeat(300));
+    let request_buffer = bytes::Bytes::from(b"gzip, br|".repeat(900));
+    let slice = |buffer: &bytes::Bytes, range: std::ops::Range<usize>| {
+        http::HeaderValue::from_maybe_shared(buffer.slice(range)).unwrap()
+    };
+    let headers = std::sync::Arc::new(std::sync::Mutex::new(Some((
+        slice(&response_buffer, 0..18),
+        slice(&response_buffer, 19..29),
+    ))));
+    let calls = Calls::default();
+    let (cache, store) = layer();
+    let app = Router::new()
+        .route(
+            "/r",
+            get(move |State(calls): State<Calls>| async move {
+                let mut response = format!("r{}", calls.hit()).into_response();
+                if let Some((cache_control, content_type)) = headers.lock().unwrap().take() {
+                    let headers = response.headers_mut();
+                    headers.insert(http::header::CACHE_CONTROL, cache_control);
+                    headers.insert(http::header::CONTENT_TYPE, content_type);
+                    headers.insert(http::header::VARY, "accept-encoding".parse().unwrap());
+                }
+                response
+            }),
+        )
+        .with_state(calls.clone())
+        .layer(cache);
+    let request = Request::get("/r")
+        .header(http::header::ACCEPT_ENCODING, slice(&request_buffer, 0..8))
+        .body(Body::empty())
+        .unwrap();
+    assert_eq!(send(&app, request).await.x_cache(), "MISS");
+    assert!(stored(&store, "t:GET:/r").await);
+    assert!(
+        response_buffer.is_unique(),
+        "the entry keeps the buffer the response headers were parsed from"
+    );
+    assert!(
+        request_buffer.is_unique(),
+        "the entry keeps the buffer the varied request header was parsed from"
+    );
+
+    let hit = get_with(&app, "/r", &[("accept-encoding", "gzip, br")]).await;
+    assert_eq!(hit.x_cache(), "HIT");
+    assert_eq!(hit.text(), "r1");
+    assert_eq!(hit.header("cache-control"), Some("public, max-age=60"));
+    assert_eq!(hit.header("content-type"), Some("text/plain"));
+    assert_eq!(calls.get(), 1);
+}
