@@ -178,9 +178,10 @@ impl CachedResponse {
                 Err(_) => value.clone(),
             }
         };
-        let mut sized = HeaderMap::with_capacity(self.headers.len());
+        let mut sized = header_map_with_room(self.headers.keys_len());
         for (name, value) in &self.headers {
-            sized.append(name.clone(), rehome(value));
+            // A copy of a map fits in a map.
+            let _ = sized.try_append(name.clone(), rehome(value));
         }
         for value in self.vary.iter_mut().filter_map(|(_, value)| value.as_mut()) {
             *value = rehome(value);
@@ -210,13 +211,20 @@ impl CachedResponse {
     }
 }
 
+/// An empty header map with room for `names` distinct names without growing, or, when that
+/// is more than a map holds, one that grows as needed: a large count (of values from a
+/// store, say) must not panic. Appends to it are `try_append`s for the same reason.
+pub(crate) fn header_map_with_room(names: usize) -> HeaderMap {
+    HeaderMap::try_with_capacity(names).unwrap_or_default()
+}
+
 /// Per-header bookkeeping: a `HeaderMap` bucket (104 bytes) and its share of the index
 /// table (the values' bytes share one buffer, [`CachedResponse::compact`]).
 const HEADER_OVERHEAD: usize = 110;
 
-/// Per-entry bookkeeping besides the struct: the `Arc`'s counts and the shared-buffer
-/// records of the body and of the header values.
-const ENTRY_OVERHEAD: usize = 48;
+/// Per-entry bookkeeping besides the struct: the `Arc`'s counts (16 bytes) and the
+/// shared-buffer records of the body and of the header values (24 each).
+const ENTRY_OVERHEAD: usize = 64;
 
 #[cfg(test)]
 mod tests {

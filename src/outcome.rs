@@ -134,7 +134,7 @@ impl Outcome {
         cache_status: Option<&CacheStatus>,
     ) {
         if let Some(name) = status_header {
-            headers.insert(name.clone(), self.x_cache());
+            let _ = headers.try_insert(name.clone(), self.x_cache());
         }
         let value = match (cache_status, self) {
             (Some(cache_status), Self::Hit { ttl }) => cache_status.hit(ttl),
@@ -143,7 +143,7 @@ impl Outcome {
         };
         if let Some(value) = value {
             const CACHE_STATUS: http::HeaderName = http::HeaderName::from_static("cache-status");
-            headers.append(CACHE_STATUS, value);
+            let _ = headers.try_append(CACHE_STATUS, value);
         }
     }
 }

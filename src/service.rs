@@ -28,7 +28,7 @@ use tower_service::Service;
 
 use crate::body::{CacheBody, Capture, PendingWrite, Sink};
 use crate::coalesce::{self, Coalescer, FillLease, FlightGuard, Join, Landing};
-use crate::entry::CachedResponse;
+use crate::entry::{CachedResponse, header_map_with_room};
 use crate::future::ResponseFuture;
 use crate::invalidate::{Invalidation, invalidates};
 use crate::key::{CacheKey, DefaultKeyBuilder, KeyBuilder};
@@ -437,9 +437,9 @@ impl Ctx {
             *response.headers_mut() = replayed_headers(&entry.headers);
             response
         };
-        response
+        let _ = response
             .headers_mut()
-            .insert(header::AGE, outcome::age_value(entry.age(now)));
+            .try_insert(header::AGE, outcome::age_value(entry.age(now)));
         response
     }
 
@@ -1224,9 +1224,9 @@ impl<S> Call<S> {
 /// header, `Cache-Status`): a `clone` has no spare slot, and its first insert would move
 /// every entry to a larger allocation.
 fn replayed_headers(stored: &HeaderMap) -> HeaderMap {
-    let mut headers = HeaderMap::with_capacity(stored.len() + HIT_HEADERS);
+    let mut headers = header_map_with_room(stored.keys_len() + HIT_HEADERS);
     for (name, value) in stored {
-        headers.append(name.clone(), value.clone());
+        let _ = headers.try_append(name.clone(), value.clone());
     }
     headers
 }
@@ -1256,7 +1256,7 @@ fn stored_headers(headers: &HeaderMap, set_cookie: SetCookiePolicy) -> HeaderMap
         .collect();
     // Room for a `Content-Length` the capture may add; the entry's map is compacted once
     // it is complete (`CachedResponse::compact`).
-    let mut stored = HeaderMap::with_capacity(headers.len() + 1);
+    let mut stored = header_map_with_room(headers.keys_len() + 1);
     for (name, value) in headers {
         let skip = HOP_BY_HOP.contains(name)
             || *name == header::AGE
@@ -1265,7 +1265,7 @@ fn stored_headers(headers: &HeaderMap, set_cookie: SetCookiePolicy) -> HeaderMap
                 .iter()
                 .any(|listed| listed.eq_ignore_ascii_case(name.as_str().as_bytes()));
         if !skip {
-            stored.append(name.clone(), value.clone());
+            let _ = stored.try_append(name.clone(), value.clone());
         }
     }
     stored
@@ -1289,15 +1289,15 @@ fn updated_headers(
     let incoming = stored_headers(not_modified, set_cookie);
     let replaced = |name: &HeaderName| incoming.contains_key(name) && !KEPT.contains(name);
     // Compacted once it is the entry's (`CachedResponse::compact`).
-    let mut merged = HeaderMap::with_capacity(stored.len() + incoming.len());
+    let mut merged = header_map_with_room(stored.keys_len() + incoming.keys_len());
     for (name, value) in stored {
         if !replaced(name) {
-            merged.append(name.clone(), value.clone());
+            let _ = merged.try_append(name.clone(), value.clone());
         }
     }
     for (name, value) in &incoming {
         if !KEPT.contains(name) {
-            merged.append(name.clone(), value.clone());
+            let _ = merged.try_append(name.clone(), value.clone());
         }
     }
     merged

@@ -380,3 +380,44 @@ async fn vary_selects_only_the_matching_variant() {
     );
     assert_eq!(calls.get(), 3);
 }
+
+#[tokio::test]
+async fn an_entry_with_more_header_values_than_a_map_sizes_for_is_served() {
+    // A store may hand back any entry (another writer, a codec reading what a newer version
+    // wrote): one with tens of thousands of values of a header is still answered, not a panic.
+    let (cache, store) = layer();
+    let calls = Calls::default();
+    let app = Router::new()
+        .route(
+            "/r",
+            get(|State(calls): State<Calls>| async move { format!("r{}", calls.hit()) }),
+        )
+        .with_state(calls.clone())
+        .layer(cache);
+    let mut headers = http::HeaderMap::new();
+    for i in 0..30_000 {
+        headers.append("x-many", i.to_string().parse().unwrap());
+    }
+    headers.insert("content-type", "text/plain".parse().unwrap());
+    let mut entry = tower_response_cache::CachedResponse::new(
+        http::StatusCode::OK,
+        headers,
+        bytes::Bytes::from_static(b"stored"),
+    );
+    entry.ttl = Duration::from_secs(60);
+    store
+        .put(
+            "t:GET:/r",
+            std::sync::Arc::new(entry),
+            Duration::from_secs(60),
+        )
+        .await
+        .unwrap();
+
+    let hit = fetch(&app, "/r").await;
+    assert_eq!(hit.x_cache(), "HIT");
+    assert_eq!(hit.text(), "stored");
+    assert_eq!(hit.headers.get_all("x-many").iter().count(), 30_000);
+    assert_eq!(hit.header("content-type"), Some("text/plain"));
+    assert_eq!(calls.get(), 0);
+}

@@ -349,3 +349,81 @@ async fn stored_entries_keep_no_buffer_their_headers_were_parsed_from() {
     assert_eq!(hit.header("content-type"), Some("text/plain"));
     assert_eq!(calls.get(), 1);
 }
+
+#[tokio::test]
+async fn revalidated_entries_keep_no_buffer_the_304_was_parsed_from() {
+    // RFC 9111 §4.3.4: a 304 updates the stored headers. Its values, and the varied request
+    // header of the request that revalidated, may be slices of read buffers too.
+    let response_buffer = bytes::Bytes::from(b"max-age=60|revision-2|".repeat(300));
+    let request_buffer = bytes::Bytes::from(b"gzip|".repeat(900));
+    let slice = |buffer: &bytes::Bytes, range: std::ops::Range<usize>| {
+        http::HeaderValue::from_maybe_shared(buffer.slice(range)).unwrap()
+    };
+    let update = std::sync::Arc::new(std::sync::Mutex::new(Some((
+        slice(&response_buffer, 0..10),
+        slice(&response_buffer, 11..21),
+    ))));
+    let calls = Calls::default();
+    let (cache, store) = layer();
+    let cache = cache.keep(std::time::Duration::from_secs(60));
+    let app = Router::new()
+        .route(
+            "/r",
+            get(
+                move |State(calls): State<Calls>, headers: http::HeaderMap| async move {
+                    calls.hit();
+                    let revalidating = headers
+                        .get(http::header::IF_NONE_MATCH)
+                        .is_some_and(|tag| tag == "\"v1\"");
+                    let mut response = if revalidating {
+                        let mut response = StatusCode::NOT_MODIFIED.into_response();
+                        if let Some((cache_control, revision)) = update.lock().unwrap().take() {
+                            let headers = response.headers_mut();
+                            headers.insert(http::header::CACHE_CONTROL, cache_control);
+                            headers.insert("x-revision", revision);
+                        }
+                        response
+                    } else {
+                        let mut response = "v1 body".into_response();
+                        let headers = response.headers_mut();
+                        headers.insert(http::header::CACHE_CONTROL, "max-age=0".parse().unwrap());
+                        headers.insert("x-revision", "revision-1".parse().unwrap());
+                        response
+                    };
+                    let headers = response.headers_mut();
+                    headers.insert(http::header::ETAG, "\"v1\"".parse().unwrap());
+                    headers.insert(http::header::VARY, "accept-encoding".parse().unwrap());
+                    response
+                },
+            ),
+        )
+        .with_state(calls.clone())
+        .layer(cache);
+    let request = |value: http::HeaderValue| {
+        Request::get("/r")
+            .header(http::header::ACCEPT_ENCODING, value)
+            .body(Body::empty())
+            .unwrap()
+    };
+    let first = send(&app, request(http::HeaderValue::from_static("gzip"))).await;
+    assert_eq!(first.x_cache(), "MISS");
+    let second = send(&app, request(slice(&request_buffer, 0..4))).await;
+    assert_eq!(second.x_cache(), "REVALIDATED");
+    assert_eq!(second.text(), "v1 body");
+    assert_eq!(calls.get(), 2);
+    assert!(stored(&store, "t:GET:/r").await);
+    assert!(
+        response_buffer.is_unique(),
+        "the entry keeps the buffer the 304's headers were parsed from"
+    );
+    assert!(
+        request_buffer.is_unique(),
+        "the entry keeps the buffer the revalidating request's varied header was parsed from"
+    );
+
+    let hit = get_with(&app, "/r", &[("accept-encoding", "gzip")]).await;
+    assert_eq!(hit.x_cache(), "HIT");
+    assert_eq!(hit.header("cache-control"), Some("max-age=60"));
+    assert_eq!(hit.header("x-revision"), Some("revision-2"));
+    assert_eq!(calls.get(), 2);
+}
