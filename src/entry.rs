@@ -148,9 +148,8 @@ impl CachedResponse {
     ///   slice of a larger buffer (a connection's read buffer: hyper's client and server
     ///   parse header values in place), which would stay allocated as long as the entry,
     ///   unseen by the store's byte accounting.
-    /// - The header map gets an index table for the headers it has and no spare entry
-    ///   slots (about 100 bytes each). A hit builds its own map, with room for the headers
-    ///   it adds.
+    /// - The header map keeps no spare entry slots (about 100 bytes each). A hit builds its
+    ///   own map, with room for the headers it adds.
     pub(crate) fn compact(&mut self) {
         let vary_values = || self.vary.iter().filter_map(|(_, value)| value.as_ref());
         let len = self
@@ -178,16 +177,12 @@ impl CachedResponse {
                 Err(_) => value.clone(),
             }
         };
-        let mut sized = header_map_with_room(self.headers.keys_len());
-        for (name, value) in &self.headers {
-            // A copy of a map fits in a map.
-            let _ = sized.try_append(name.clone(), rehome(value));
-        }
-        for value in self.vary.iter_mut().filter_map(|(_, value)| value.as_mut()) {
+        let vary_values = self.vary.iter_mut().filter_map(|(_, value)| value.as_mut());
+        for value in self.headers.values_mut().chain(vary_values) {
             *value = rehome(value);
         }
-        // A clone keeps the index table and allocates exactly the entries it has.
-        self.headers = sized.clone();
+        // A clone keeps the index table and allocates exactly the entries the map has.
+        self.headers = self.headers.clone();
     }
 
     /// An estimate of the heap bytes the entry occupies behind an `Arc`: body, header names
