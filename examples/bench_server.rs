@@ -1,13 +1,16 @@
 //! The server `scripts/bench.sh` measures: three routes behind an optional cache layer.
 //!
 //! ```text
-//! bench_server none|memory|redis [LISTEN] [REDIS_URL]
+//! bench_server none|memory|redis|redis-nolocks [LISTEN] [REDIS_URL]
 //! ```
 //!
 //! - `/hello`: 1 KiB, `/big`: 64 KiB, `/slow`: 50 ms then 1 KiB; all
 //!   `Cache-Control: public, max-age=60`.
 //! - `/calls` (never cached): how many times the origin handlers ran, so that the bench can
 //!   check that every measured request was a hit.
+//!
+//! `redis-nolocks` is `redis` with `RedisConfig::fill_locks` off: a miss goes to the origin
+//! without taking the cross-process fill lock first.
 //!
 //! The runtime has one worker thread (`WORKERS` to change it), so that the server can be
 //! pinned to one core and the load generator to another. `REDIS_POOL` sets the Redis pool
@@ -88,8 +91,9 @@ async fn serve(
     let routes = match mode {
         "none" => routes,
         "memory" => routes.layer(CacheLayer::new(MemoryStore::new(512 * 1024 * 1024))),
-        "redis" => {
+        "redis" | "redis-nolocks" => {
             let config = RedisConfig {
+                fill_locks: mode == "redis",
                 namespace: "bench".to_owned(),
                 pool_size: std::env::var("REDIS_POOL")
                     .ok()
@@ -100,7 +104,10 @@ async fn serve(
             };
             routes.layer(CacheLayer::new(RedisStore::connect(config).await?))
         }
-        other => return Err(format!("unknown mode {other:?}: none, memory or redis").into()),
+        other => {
+            let modes = "none, memory, redis or redis-nolocks";
+            return Err(format!("unknown mode {other:?}: {modes}").into());
+        }
     };
     let calls = Arc::clone(&origin.calls);
     let app = routes

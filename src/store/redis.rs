@@ -81,6 +81,13 @@ pub struct RedisConfig {
     pub breaker_cooldown: Duration,
     /// Keys asked for per `SCAN` call when clearing or removing by prefix. Default: `500`.
     pub scan_count: u32,
+    /// Whether the processes that share this Redis coordinate their misses: the one that
+    /// takes a short lock (`SET key#lock token NX PX`) fetches, the others wait for its
+    /// entry (for at most half the layer's coalescing timeout). The lock costs a round trip
+    /// before a miss reaches the service and one after (its release). Turn it off when one
+    /// process uses the store, or when concurrent misses of a key across processes may each
+    /// reach the origin: coalescing within each process stays. Default: `true`.
+    pub fill_locks: bool,
     /// The TLS connector, e.g. one that trusts a private CA (`fred::types::config::TlsConnector`
     /// converts from a `rustls::ClientConfig`; fred re-exports `rustls`). When set,
     /// connections use TLS whatever the URL's scheme. Default: `None` (a `rediss://` URL
@@ -107,6 +114,7 @@ impl Default for RedisConfig {
             breaker_threshold: 5,
             breaker_cooldown: Duration::from_secs(1),
             scan_count: 500,
+            fill_locks: true,
             #[cfg(feature = "redis-tls")]
             tls: None,
         }
@@ -197,6 +205,7 @@ impl fmt::Debug for RedisConfig {
             .field("breaker_threshold", &self.breaker_threshold)
             .field("breaker_cooldown", &self.breaker_cooldown)
             .field("scan_count", &self.scan_count)
+            .field("fill_locks", &self.fill_locks)
             .finish_non_exhaustive()
     }
 }
@@ -243,6 +252,7 @@ struct Inner {
     options: Options,
     breaker: Breaker,
     scan_count: u32,
+    fill_locks: bool,
 }
 
 impl fmt::Debug for RedisStore {
@@ -304,7 +314,7 @@ impl RedisStore {
     }
 
     /// A store on a pool you already run (connected or connecting). From `config`, only the
-    /// namespace, codec, command timeout, breaker and scan settings are used.
+    /// namespace, codec, command timeout, breaker, scan and fill-lock settings are used.
     pub fn from_pool(pool: Pool, config: &RedisConfig) -> Self {
         let prefix = if config.namespace.is_empty() {
             String::new()
@@ -325,12 +335,13 @@ impl RedisStore {
                 },
                 breaker: Breaker::new(config.breaker_threshold, config.breaker_cooldown),
                 scan_count: config.scan_count.max(1),
+                fill_locks: config.fill_locks,
             }),
         }
     }
 
     /// A store on a client you already run (connected or connecting), as a pool of one.
-    /// From `config`, only the namespace, codec, command timeout, breaker and scan settings
+    /// From `config`, only the namespace, codec, command timeout, breaker, scan and fill-lock settings
     /// are used.
     pub fn from_client(
         client: fred::clients::Client,
@@ -619,7 +630,7 @@ impl Store for RedisStore {
     }
 
     fn coordinates_fills(&self) -> bool {
-        true
+        self.inner.fill_locks
     }
 
     fn lock_fill<'a>(&'a self, key: &'a str, ttl: Duration) -> StoreFuture<'a, Option<FillLock>> {

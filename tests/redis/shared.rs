@@ -22,6 +22,7 @@ on_both_topologies!(
     two_instances_times_two_hundred_requests_make_one_origin_call,
     a_thousand_concurrent_requests_for_a_cold_key_make_one_origin_call,
     glob_characters_in_namespaces_match_only_themselves,
+    a_miss_takes_the_fill_lock_unless_fill_locks_are_off,
 );
 
 fn entry(body: &'static str) -> Arc<CachedResponse> {
@@ -319,4 +320,47 @@ async fn glob_characters_in_namespaces_match_only_themselves(topology: &Topology
         "never the whole database"
     );
     assert!(unnamespaced.remove_prefix("").await.is_err());
+}
+
+async fn a_miss_takes_the_fill_lock_unless_fill_locks_are_off(topology: &Topology) {
+    for fill_locks in [true, false] {
+        let config = RedisConfig {
+            namespace: format!("locks-{fill_locks}"),
+            command_timeout: Duration::from_secs(2),
+            connect_timeout: Duration::from_secs(5),
+            fill_locks,
+            ..RedisConfig::from_url(&topology.url()).unwrap()
+        };
+        let store = RedisStore::connect(config).await.unwrap();
+        // The origin says when it is running and answers when released, so that the lock
+        // is looked at while the miss is at the origin.
+        let entered = Arc::new(tokio::sync::Notify::new());
+        let release = Arc::new(tokio::sync::Notify::new());
+        let (origin_entered, origin_release) = (Arc::clone(&entered), Arc::clone(&release));
+        let app = axum::Router::new()
+            .route(
+                "/cold",
+                axum::routing::get(move || async move {
+                    origin_entered.notify_one();
+                    origin_release.notified().await;
+                    "cold"
+                }),
+            )
+            .layer(tower_response_cache::CacheLayer::new(store.clone()).namespace("app"));
+        let request = tokio::spawn(async move { fetch(&app, "/cold").await });
+        entered.notified().await;
+        let locked: i64 = store
+            .pool()
+            .exists(store.redis_key("app:GET:/cold#lock"))
+            .await
+            .unwrap();
+        assert_eq!(
+            locked,
+            i64::from(fill_locks),
+            "fill_locks: {fill_locks}: a lock while the miss is at the origin"
+        );
+        release.notify_one();
+        let reply = request.await.unwrap();
+        assert_eq!((reply.x_cache(), reply.text()), ("MISS", "cold".to_owned()));
+    }
 }
