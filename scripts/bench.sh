@@ -125,11 +125,13 @@ print(f"{mode}\t{label}\t{rps:.0f}\t{p50:.0f}\t{p99:.0f}\t{cpu:.2f}\t{calls}\t{t
 PY
 }
 
-# Instructions per request in the server's user space: MODE PATH. The server runs under
-# callgrind; its counters are zeroed after a warm-up and dumped after a measured run, whose
-# requests wrk counts.
+# Instructions per request in the server's user space: MODE PATH LABEL [misses]. The server
+# runs under callgrind; its counters are zeroed after a warm-up and dumped after a measured
+# run, whose requests wrk counts. With "misses", every request has a query of its own (the
+# warm-up's differ from the measured run's).
 count_instructions() {
-  local mode=$1 path=$2 port out requests
+  local mode=$1 path=$2 label=$3 misses=${4:-} port out requests
+  local args=(-t1 -c16)
   port=$(free_port)
   out="$RAW/callgrind.$mode"
   rm -f "$out"*
@@ -146,16 +148,21 @@ count_instructions() {
     kill "$pid" 2>/dev/null || true
     return 1
   fi
-  wrk -t1 -c16 -d2s "http://127.0.0.1:$port$path" >/dev/null
+  [ -n "$misses" ] && args+=(-s "$(miss_script "callgrind-$mode-warm-$$")")
+  wrk "${args[@]}" -d2s "http://127.0.0.1:$port$path" >/dev/null
+  [ -n "$misses" ] && args=(-t1 -c16 -s "$(miss_script "callgrind-$mode-$$")")
   # callgrind_control reaches a process blocked in a system call through ptrace (vgdb);
   # where that is refused it would wait for ever.
   timeout 30 callgrind_control -z "$pid" >/dev/null
-  requests=$(wrk -t1 -c16 -d3s "http://127.0.0.1:$port$path" | awk '/requests in/ {print $1}')
+  requests=$(wrk "${args[@]}" -d3s "http://127.0.0.1:$port$path" | awk '/requests in/ {print $1}')
   timeout 30 callgrind_control -d "$pid" >/dev/null
   kill "$pid"; wait "$pid" 2>/dev/null || true
   # The one dump asked for (part 1) covers the measured run; its summary is the instructions
   # executed.
-  printf '%s\t%s\t%s\t%s\n' "$mode" "$path" "$(awk '/^summary:/ {print $2}' "$out.1")" "$requests" >>"$RAW/instructions.tsv"
+  printf '%s\t%s\t%s\t%s\n' "$mode" "$label" "$(awk '/^summary:/ {print $2}' "$out.1")" "$requests" >>"$RAW/instructions.tsv"
+  # Kept for `callgrind_annotate --inclusive=yes target/callgrind.MODE.LABEL.out`: where the
+  # instructions go.
+  mkdir -p target && cp "$out.1" "target/callgrind.$mode.$label.out"
 }
 
 : >"$RAW/runs.tsv"
@@ -178,11 +185,14 @@ done
 mkdir -p target && cp "$RAW/runs.tsv" target/bench-runs.tsv
 : >"$RAW/instructions.tsv"
 if [ "$CALLGRIND" != 0 ]; then
-  for route in hello big; do
-    for mode in none memory redis; do
+  for mode in none memory redis; do
+    for route in hello big; do
       echo "callgrind: $mode /$route" >&2
-      count_instructions "$mode" "/$route" || echo "callgrind: $mode /$route not counted" >&2
+      count_instructions "$mode" "/$route" "$route" || echo "callgrind: $mode /$route not counted" >&2
     done
+    echo "callgrind: $mode /slow misses" >&2
+    count_instructions "$mode" /slow slow-miss misses ||
+      echo "callgrind: $mode /slow misses not counted" >&2
   done
 fi
 kill "$REDIS_PID"; wait "$REDIS_PID" 2>/dev/null || true
@@ -248,20 +258,21 @@ if instructions:
     w("Instructions per request in the server's user space, counted by callgrind (`wrk -t1 -c16`, 3 s after a 2 s "
       "warm-up; the same from run to run, unlike CPU time):")
     w("")
-    w("| route | no cache (floor) | MemoryStore hit | vs floor | RedisStore hit | vs floor |")
+    w("| route | no cache (floor) | MemoryStore | vs floor | RedisStore | vs floor |")
     w("|---|---|---|---|---|---|")
-    for path in ["/hello", "/big"]:
-        floor = instructions.get(("none", path))
+    routes = {"hello": "/hello", "big": "/big", "slow-miss": "/slow, every request a miss"}
+    for label, route in routes.items():
+        floor = instructions.get(("none", label))
         if not floor:
             continue
         cells = [f"{floor:,.0f}"]
         for mode in ["memory", "redis"]:
-            count = instructions.get((mode, path))
+            count = instructions.get((mode, label))
             cells += [f"{count:,.0f}", f"{count / floor:.2f}×"] if count else ["—", ""]
-        w(f"| {path} | " + " | ".join(cells) + " |")
+        w(f"| {route} | " + " | ".join(cells) + " |")
     w("")
     for label, path in [("hello", "/hello"), ("big", "/big")]:
-        floor, hit = instructions.get(("none", path)), instructions.get(("memory", path))
+        floor, hit = instructions.get(("none", label)), instructions.get(("memory", label))
         if floor and hit and ("none", label) in rows and med("user", "none", label) > 0:
             fcpu, fuser = med("cpu", "none", label), med("user", "none", label)
             # The hit's extra instructions at the floor's own user-space rate; the kernel's
