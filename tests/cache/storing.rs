@@ -295,6 +295,18 @@ async fn post_passes_through_and_is_never_stored() {
     assert_eq!(snapshot(&cache).total.passes, 2);
 }
 
+/// A header value that is a slice of `buffer`, as hyper parses them from a read buffer.
+fn slice(buffer: &bytes::Bytes, range: std::ops::Range<usize>) -> http::HeaderValue {
+    http::HeaderValue::from_maybe_shared(buffer.slice(range)).unwrap()
+}
+
+/// Values for a handler to take once: it holds no copy of them afterwards.
+type Once<T> = std::sync::Arc<std::sync::Mutex<Option<T>>>;
+
+fn once<T>(values: T) -> Once<T> {
+    std::sync::Arc::new(std::sync::Mutex::new(Some(values)))
+}
+
 #[tokio::test]
 async fn stored_entries_keep_no_buffer_their_headers_were_parsed_from() {
     // hyper parses header values in place: a response header (a proxied origin's) or a varied
@@ -302,13 +314,10 @@ async fn stored_entries_keep_no_buffer_their_headers_were_parsed_from() {
     // the buffer is freed and the store's byte accounting is the heap the entry holds.
     let response_buffer = bytes::Bytes::from(b"public, max-age=60|text/plain|".repeat(300));
     let request_buffer = bytes::Bytes::from(b"gzip, br|".repeat(900));
-    let slice = |buffer: &bytes::Bytes, range: std::ops::Range<usize>| {
-        http::HeaderValue::from_maybe_shared(buffer.slice(range)).unwrap()
-    };
-    let headers = std::sync::Arc::new(std::sync::Mutex::new(Some((
+    let headers = once((
         slice(&response_buffer, 0..18),
         slice(&response_buffer, 19..29),
-    ))));
+    ));
     let calls = Calls::default();
     let (cache, store) = layer();
     let app = Router::new()
@@ -356,13 +365,10 @@ async fn revalidated_entries_keep_no_buffer_the_304_was_parsed_from() {
     // header of the request that revalidated, may be slices of read buffers too.
     let response_buffer = bytes::Bytes::from(b"max-age=60|revision-2|".repeat(300));
     let request_buffer = bytes::Bytes::from(b"gzip|".repeat(900));
-    let slice = |buffer: &bytes::Bytes, range: std::ops::Range<usize>| {
-        http::HeaderValue::from_maybe_shared(buffer.slice(range)).unwrap()
-    };
-    let update = std::sync::Arc::new(std::sync::Mutex::new(Some((
+    let update = once((
         slice(&response_buffer, 0..10),
         slice(&response_buffer, 11..21),
-    ))));
+    ));
     let calls = Calls::default();
     let (cache, store) = layer();
     let cache = cache.keep(std::time::Duration::from_secs(60));
