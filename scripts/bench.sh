@@ -12,7 +12,7 @@
 #
 # Wall-clock CPU time on a shared VM moves from run to run by more than a hit costs, so the
 # script also counts the server's user-space instructions per request under callgrind
-# (valgrind), which are the same from run to run: the floor, a memory hit and a Redis hit.
+# (valgrind), which are the same from run to run: the floor, memory and Redis hits, and misses.
 #
 # Environment: DURATION (s per run, default 6), CONNECTIONS (default 64), REPEAT (default 2),
 # CALLGRIND (0 to skip the instruction counts). Loopback only; takes about five minutes.
@@ -23,6 +23,12 @@ DURATION=${DURATION:-6}
 CONNECTIONS=${CONNECTIONS:-64}
 REPEAT=${REPEAT:-2}
 CALLGRIND=${CALLGRIND:-1}
+# System calls per request, where perf can count the tracepoint (no install: perf is tied to
+# the kernel's version).
+SYSCALLS=0
+if command -v perf >/dev/null && perf stat -x, -e raw_syscalls:sys_enter true 2>&1 | grep -q '^[0-9]'; then
+  SYSCALLS=1
+fi
 OUT=${OUT:-BENCHMARKS.md}
 RAW=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$RAW"' EXIT
@@ -93,18 +99,30 @@ measure() {
   [ -n "$script" ] && args+=(-s "$script")
   # Warm-up: fills the cache (and the connections) before the measured run.
   taskset -c 1 wrk -t1 "-c$CONNECTIONS" -d2s "http://127.0.0.1:$port$path" >/dev/null
-  local calls0 user0 sys0 calls1 user1 sys1
+  local calls0 user0 sys0 calls1 user1 sys1 counter="" syscalls=""
   calls0=$(curl -s "http://127.0.0.1:$port/calls")
+  if [ "$SYSCALLS" = 1 ]; then
+    # The server's system calls during the measured run (a tracepoint: no PMU needed).
+    perf stat -x, -e raw_syscalls:sys_enter -p "$pid" -o "$RAW/perf.txt" 2>/dev/null &
+    counter=$!
+    sleep 0.2
+  fi
   read -r user0 sys0 < <(cpu_ticks "$pid")
   taskset -c 1 wrk "${args[@]}" "-d${DURATION}s" "http://127.0.0.1:$port$path" >"$RAW/wrk.txt"
   read -r user1 sys1 < <(cpu_ticks "$pid")
+  if [ -n "$counter" ]; then
+    kill -INT "$counter" 2>/dev/null || true
+    wait "$counter" 2>/dev/null || true
+    syscalls=$(awk -F, '/raw_syscalls:sys_enter/ {print $1}' "$RAW/perf.txt" 2>/dev/null || true)
+  fi
   calls1=$(curl -s "http://127.0.0.1:$port/calls")
   kill "$pid"; wait "$pid" 2>/dev/null || true
-  python3 - "$RAW/wrk.txt" "$mode" "$label" "$((user1 - user0))" "$((sys1 - sys0))" "$((calls1 - calls0))" "$(getconf CLK_TCK)" >>"$RAW/runs.tsv" <<'PY'
+  python3 - "$RAW/wrk.txt" "$mode" "$label" "$((user1 - user0))" "$((sys1 - sys0))" "$((calls1 - calls0))" "$(getconf CLK_TCK)" "${syscalls:-}" >>"$RAW/runs.tsv" <<'PY'
 import re, sys
 text = open(sys.argv[1]).read()
 mode, label = sys.argv[2], sys.argv[3]
 user, system, calls, hz = (int(v) for v in sys.argv[4:8])
+syscalls = int(sys.argv[8]) if sys.argv[8].isdigit() else None
 def micros(value):
     # wrk prints 512.00us, 1.20ms, 1.02s, 1.50m; anything else (nan) is not a number.
     match = re.match(r"([\d.]+)(us|ms|s|m)$", value)
@@ -121,7 +139,8 @@ p50, p99 = percentile("50"), percentile("99")
 errors = sum(int(n) for n in re.findall(r"(?:Non-2xx or 3xx responses|Socket errors:.*?timeout)\s*:?\s*(\d+)", text))
 cpu = (user + system) / hz * 1e6 / total
 user_cpu = user / hz * 1e6 / total
-print(f"{mode}\t{label}\t{rps:.0f}\t{p50:.0f}\t{p99:.0f}\t{cpu:.2f}\t{calls}\t{total}\t{errors}\t{user_cpu:.2f}")
+per_request = f"{syscalls / total:.2f}" if syscalls is not None else "nan"
+print(f"{mode}\t{label}\t{rps:.0f}\t{p50:.0f}\t{p99:.0f}\t{cpu:.2f}\t{calls}\t{total}\t{errors}\t{user_cpu:.2f}\t{per_request}")
 PY
 }
 
@@ -153,7 +172,11 @@ count_instructions() {
   [ -n "$misses" ] && args=(-t1 -c16 -s "$(miss_script "callgrind-$mode-$$")")
   # callgrind_control reaches a process blocked in a system call through ptrace (vgdb);
   # where that is refused it would wait for ever.
-  timeout 30 callgrind_control -z "$pid" >/dev/null
+  if ! timeout 30 callgrind_control -z "$pid" >/dev/null; then
+    echo "callgrind: could not zero the counters" >&2
+    kill "$pid" 2>/dev/null || true
+    return 1
+  fi
   requests=$(wrk "${args[@]}" -d3s "http://127.0.0.1:$port$path" | awk '/requests in/ {print $1}')
   timeout 30 callgrind_control -d "$pid" >/dev/null
   kill "$pid"; wait "$pid" 2>/dev/null || true
@@ -203,9 +226,9 @@ import csv, platform, statistics, subprocess, sys, datetime
 runs_path, rb_path, out, duration, connections, repeat, instructions_path = sys.argv[1:8]
 rows = {}
 for line in open(runs_path):
-    mode, label, rps, p50, p99, cpu, calls, total, errors, user = line.split("\t")
+    mode, label, rps, p50, p99, cpu, calls, total, errors, user, syscalls = line.rstrip("\n").split("\t")
     rows.setdefault((mode, label), []).append(
-        dict(rps=float(rps), p50=float(p50), p99=float(p99), cpu=float(cpu), calls=int(calls), total=int(total), errors=int(errors), user=float(user)))
+        dict(rps=float(rps), p50=float(p50), p99=float(p99), cpu=float(cpu), calls=int(calls), total=int(total), errors=int(errors), user=float(user), syscalls=float(syscalls)))
 instructions = {}
 for line in open(instructions_path):
     mode, path, count, requests = line.rstrip("\n").split("\t")
@@ -235,16 +258,19 @@ w(f"Measured by `scripts/bench.sh` on {datetime.date.today()}: {cpu_model}, {sub
   f"`wrk -t1 -c{connections} -d{duration}s --latency` pinned to core 1, loopback only; medians of {repeat} runs.")
 w("")
 w("CPU/request is the server's user+system time (from `/proc/PID/stat`) divided by the requests served; "
-  "\"user\" is the user-space part of it (the rest is the kernel's: sockets, epoll).")
-w("\"origin calls\" counts the handler runs during the measured run: 0 means every measured request was a hit.")
+  "\"user\" is the user-space part of it (the rest is the kernel's: sockets, epoll). syscalls/request counts the "
+  "server's system calls in the measured run (perf, tracepoint `raw_syscalls:sys_enter`).")
+w("\"origin calls\" counts the handler runs during the measured run: 0 means every measured request was a hit. "
+  "The vs-floor columns are ratios of the medians; the ratios round by round follow the tables.")
 w("")
-w("| mode | route | requests/s | p50 (µs) | p99 (µs) | CPU/request (µs) | of it user (µs) | origin calls | vs floor: req/s | vs floor: CPU/request |")
-w("|---|---|---|---|---|---|---|---|---|---|")
+w("| mode | route | requests/s | p50 (µs) | p99 (µs) | CPU/request (µs) | of it user (µs) | syscalls/request | origin calls | vs floor: req/s | vs floor: CPU/request |")
+w("|---|---|---|---|---|---|---|---|---|---|---|")
 for label in ["hello", "big", "slow", "slow-miss"]:
     for mode in ["none", "memory", "redis"]:
         if (mode, label) not in rows:
             continue
-        rps, p50, p99, cpu, user = (med(k, mode, label) for k in ["rps", "p50", "p99", "cpu", "user"])
+        rps, p50, p99, cpu, user, syscalls = (med(k, mode, label) for k in ["rps", "p50", "p99", "cpu", "user", "syscalls"])
+        syscalls_text = "—" if syscalls != syscalls else f"{syscalls:.2f}"
         calls = max(r["calls"] for r in rows[(mode, label)])
         frps, fcpu = med("rps", "none", label), med("cpu", "none", label)
         ratio = "" if mode == "none" else f"{rps / frps:.2f}×"
@@ -252,7 +278,7 @@ for label in ["hello", "big", "slow", "slow-miss"]:
         name = {"none": "no cache (floor)", "memory": "MemoryStore", "redis": "RedisStore"}[mode]
         route = {"hello": "/hello 1 KiB", "big": "/big 64 KiB", "slow": "/slow 50 ms", "slow-miss": "/slow, every request a miss"}[label]
         calls_text = "—" if mode == "none" else str(calls)
-        w(f"| {name} | {route} | {rps:,.0f} | {p50:,.0f} | {p99:,.0f} | {cpu:.2f} | {user:.2f} | {calls_text} | {ratio} | {cratio} |")
+        w(f"| {name} | {route} | {rps:,.0f} | {p50:,.0f} | {p99:,.0f} | {cpu:.2f} | {user:.2f} | {syscalls_text} | {calls_text} | {ratio} | {cratio} |")
 w("")
 if instructions:
     w("Instructions per request in the server's user space, counted by callgrind (`wrk -t1 -c16`, 3 s after a 2 s "

@@ -168,6 +168,8 @@ impl CachedResponse {
             let end = offset + value.len();
             let slice = bytes.slice(offset..end);
             offset = end;
+            // The buffer was filled in the order the values are visited here.
+            debug_assert_eq!(slice, value.as_bytes());
             match HeaderValue::from_maybe_shared(slice) {
                 Ok(mut copy) => {
                     copy.set_sensitive(value.is_sensitive());

@@ -85,8 +85,8 @@ pub struct RedisConfig {
     /// takes a short lock (`SET key#lock token NX PX`) fetches, the others wait for its
     /// entry (for at most half the layer's coalescing timeout). The lock costs a round trip
     /// before a miss reaches the service and one after (its release). Turn it off when one
-    /// process uses the store, or when concurrent misses of a key across processes may each
-    /// reach the origin: coalescing within each process stays. Default: `true`.
+    /// process uses the store, or when one origin fetch per process and key is acceptable:
+    /// coalescing within each process stays. Default: `true`.
     pub fill_locks: bool,
     /// The TLS connector, e.g. one that trusts a private CA (`fred::types::config::TlsConnector`
     /// converts from a `rustls::ClientConfig`; fred re-exports `rustls`). When set,
@@ -341,8 +341,8 @@ impl RedisStore {
     }
 
     /// A store on a client you already run (connected or connecting), as a pool of one.
-    /// From `config`, only the namespace, codec, command timeout, breaker, scan and fill-lock settings
-    /// are used.
+    /// From `config`, only the namespace, codec, command timeout, breaker, scan and
+    /// fill-lock settings are used.
     pub fn from_client(
         client: fred::clients::Client,
         config: &RedisConfig,

@@ -348,7 +348,9 @@ async fn a_miss_takes_the_fill_lock_unless_fill_locks_are_off(topology: &Topolog
             )
             .layer(tower_response_cache::CacheLayer::new(store.clone()).namespace("app"));
         let request = tokio::spawn(async move { fetch(&app, "/cold").await });
-        entered.notified().await;
+        tokio::time::timeout(Duration::from_secs(10), entered.notified())
+            .await
+            .expect("the miss reached the origin");
         let locked: i64 = store
             .pool()
             .exists(store.redis_key("app:GET:/cold#lock"))
