@@ -179,8 +179,8 @@ impl CachedResponse {
                 Err(_) => value.clone(),
             }
         };
-        let vary_values = self.vary.iter_mut().filter_map(|(_, value)| value.as_mut());
-        for value in self.headers.values_mut().chain(vary_values) {
+        let vary_slots = self.vary.iter_mut().filter_map(|(_, value)| value.as_mut());
+        for value in self.headers.values_mut().chain(vary_slots) {
             *value = rehome(value);
         }
         // A clone keeps the index table and allocates exactly the entries the map has.

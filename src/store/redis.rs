@@ -278,7 +278,7 @@ impl RedisStore {
                 connection.internal_command_timeout = config.connect_timeout;
                 connection.max_command_attempts = 1;
                 // Every lookup is a small request waiting on its reply: with Nagle's
-                // algorithm a write behind an unacknowledged one waits for that reply.
+                // algorithm a small write waits until the one before it is acknowledged.
                 connection.tcp = TcpConfig {
                     nodelay: Some(true),
                     ..TcpConfig::default()
