@@ -20,6 +20,9 @@
 //!   long `no-cache` responses with one are kept). Default 600.
 //! - `STATS_PATH`: if set (say `/__cache/stats`), the cache's counters as JSON there (that
 //!   path is then not forwarded).
+//! - `PUBLIC_HOST`: if set (say `www.example.com`), the host the origin is told it serves
+//!   (`X-Forwarded-Host`), whatever `Host` the client sent; the cache's keys then leave the
+//!   host out. Unset, the client's `Host` is forwarded and is part of every key.
 //!
 //! What it does:
 //!
@@ -28,6 +31,14 @@
 //!   `Transfer-Encoding`, `Upgrade`, `Proxy-*`) both ways; adds `Via`, `X-Forwarded-For`,
 //!   `X-Forwarded-Host` and `X-Forwarded-Proto` to requests (RFC 9110 §7.6.3). The origin
 //!   sees its own host in `Host`, as behind nginx's default `proxy_set_header`.
+//! - Never forwards a request header that could change the response without being in the
+//!   cache key (cache poisoning): the client's `Forwarded`, `X-Forwarded-Host`,
+//!   `X-Forwarded-Proto` and the other `X-Forwarded-*` fields but `X-Forwarded-For`, URL
+//!   rewrites (`X-Original-URL`, `X-Rewrite-URL`) and method overrides
+//!   (`X-HTTP-Method-Override`, `X-HTTP-Method`, `X-Method-Override`) are dropped. The
+//!   host it forwards is either the one in the key or the fixed `PUBLIC_HOST`.
+//!   `X-Forwarded-For` keeps the earlier hops (a TLS terminator in front adds the
+//!   client's address): an origin must not render a cacheable page from it.
 //! - Returns the origin's status, headers (multi-valued ones intact, in order) and body,
 //!   plus `x-cache` and `Cache-Status`.
 //! - Answers `502 Bad Gateway` when the origin cannot be reached or closes the connection
@@ -57,7 +68,7 @@ use http::{StatusCode, Uri, Version};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
-use tower_response_cache::{CacheLayer, MemoryStore};
+use tower_response_cache::{CacheLayer, DefaultKeyBuilder, MemoryStore};
 
 /// The origin requests are forwarded to.
 #[derive(Clone, Debug)]
@@ -119,6 +130,9 @@ pub struct Settings {
     pub keep: Duration,
     /// Where to answer with the cache's counters, if anywhere.
     pub stats_path: Option<String>,
+    /// The host the origin is told it serves, whatever the client's `Host`; `None` to
+    /// forward the client's (which the cache then keys on).
+    pub public_host: Option<HeaderValue>,
 }
 
 impl Settings {
@@ -143,6 +157,16 @@ impl Settings {
             stats_path: std::env::var("STATS_PATH")
                 .ok()
                 .filter(|path| path.starts_with('/')),
+            public_host: match std::env::var("PUBLIC_HOST") {
+                Ok(host) => Some(
+                    host.parse::<Authority>()
+                        .ok()
+                        .filter(|authority| !authority.as_str().contains('@'))
+                        .and_then(|authority| HeaderValue::try_from(authority.as_str()).ok())
+                        .ok_or_else(|| format!("PUBLIC_HOST={host:?} is not a host[:port]"))?,
+                ),
+                Err(_) => None,
+            },
         })
     }
 }
@@ -157,12 +181,24 @@ pub fn proxy(settings: &Settings) -> (Router, CacheLayer) {
         Client::builder(TokioExecutor::new()).build(connector);
     let upstream = settings.upstream.clone();
     let timeout = settings.timeout;
+    let public_host = settings.public_host.clone();
     let forward = tower::service_fn(move |request: Request| {
         let client = client.clone();
         let upstream = upstream.clone();
-        async move { Ok::<_, Infallible>(forward(&client, &upstream, timeout, request).await) }
+        let public_host = public_host.clone();
+        async move {
+            let response = forward(&client, &upstream, timeout, public_host, request).await;
+            Ok::<_, Infallible>(response)
+        }
     });
+    // The client's `Host` reaches the origin (as `X-Forwarded-Host`) only when it is in the
+    // key; with a fixed public host nothing of it does, and the key leaves it out.
+    let keys = match settings.public_host {
+        Some(_) => DefaultKeyBuilder::new().ignore_host(),
+        None => DefaultKeyBuilder::new(),
+    };
     let cache = CacheLayer::new(MemoryStore::new(settings.cache_bytes))
+        .key_builder(keys)
         .namespace("proxy")
         // Only what the origin's headers allow.
         .no_default_ttl()
@@ -179,6 +215,7 @@ async fn forward(
     client: &Client<HttpConnector, Body>,
     upstream: &Upstream,
     timeout: Duration,
+    public_host: Option<HeaderValue>,
     request: Request,
 ) -> Response {
     let (mut parts, body) = request.into_parts();
@@ -191,7 +228,8 @@ async fn forward(
         .get::<ConnectInfo<SocketAddr>>()
         .map(|info| info.0.ip());
     strip_hop_by_hop(&mut parts.headers);
-    forwarded_headers(&mut parts.headers, peer);
+    strip_unkeyed(&mut parts.headers);
+    forwarded_headers(&mut parts.headers, peer, public_host);
     // The client sets `Host` from the URI: the origin's own.
     parts.headers.remove(header::HOST);
     parts.uri = uri;
@@ -254,13 +292,44 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
+/// Request headers that frameworks read to rewrite the URL, the method, the host or the
+/// scheme: from a client, each would change the response without being in the key.
+const UNKEYED: [&str; 14] = [
+    "forwarded",
+    "x-forwarded-host",
+    "x-forwarded-proto",
+    "x-forwarded-scheme",
+    "x-forwarded-port",
+    "x-forwarded-prefix",
+    "x-forwarded-server",
+    "x-original-url",
+    "x-rewrite-url",
+    "x-original-host",
+    "x-host",
+    "x-http-method-override",
+    "x-http-method",
+    "x-method-override",
+];
+
+/// Drops the client's [`UNKEYED`] headers; the proxy sets its own `X-Forwarded-Host` and
+/// `X-Forwarded-Proto`.
+fn strip_unkeyed(headers: &mut HeaderMap) {
+    for name in UNKEYED {
+        headers.remove(name);
+    }
+}
+
 /// `Via` (RFC 9110 §7.6.3) and the de facto `X-Forwarded-*` headers.
-fn forwarded_headers(headers: &mut HeaderMap, peer: Option<std::net::IpAddr>) {
+fn forwarded_headers(
+    headers: &mut HeaderMap,
+    peer: Option<std::net::IpAddr>,
+    public_host: Option<HeaderValue>,
+) {
     headers.append(
         header::VIA,
         HeaderValue::from_static("1.1 tower-response-cache"),
     );
-    if let Some(host) = headers.get(header::HOST).cloned() {
+    if let Some(host) = public_host.or_else(|| headers.get(header::HOST).cloned()) {
         headers.insert(HeaderName::from_static("x-forwarded-host"), host);
     }
     headers.insert(

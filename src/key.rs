@@ -2,8 +2,8 @@
 //!
 //! A [`KeyBuilder`] turns a request's [`Parts`] into a [`CacheKey`], or `None` to bypass the
 //! cache for that request. Closures `Fn(&Parts) -> Option<CacheKey>` are key builders, and
-//! [`DefaultKeyBuilder`] covers the common case: method class (HEAD shares GET), path and
-//! normalized query, plus any request headers you name.
+//! [`DefaultKeyBuilder`] covers the common case: method class (HEAD shares GET), the host,
+//! path and normalized query, plus any request headers you name.
 //!
 //! The layer prefixes every key with its namespace (`namespace:`), and replaces keys longer
 //! than its limit with a readable prefix and a stable 128-bit hash (XXH3), so keys stay
@@ -14,10 +14,47 @@
 //! use tower_response_cache::key::{DefaultKeyBuilder, KeyBuilder};
 //!
 //! let builder = DefaultKeyBuilder::new().drop_query_param("utm_*");
-//! let (parts, ()) = Request::get("/users/42?b=2&utm_source=x&a=1").body(()).unwrap().into_parts();
+//! let (parts, ()) = Request::get("/users/42?b=2&utm_source=x&a=1")
+//!     .header("host", "Shop.example")
+//!     .body(())
+//!     .unwrap()
+//!     .into_parts();
 //! let key = builder.build_key(&parts).unwrap();
-//! assert_eq!(key.as_str(), "GET:/users/42?a=1&b=2");
+//! assert_eq!(key.as_str(), "GET:shop.example/users/42?a=1&b=2");
 //! ```
+//!
+//! # What the key must hold
+//!
+//! Everything a response depends on must be in the key or named by the response's `Vary`:
+//! a request header that changes the response but is in neither is an *unkeyed input*, and
+//! whoever sends it first decides what every later client of that key receives (cache
+//! poisoning). The default key holds the host for that reason: an application that renders
+//! links from `Host` would otherwise store a page built for `Host: evil.example` under the
+//! key of the real site. If your application reads other request headers (`X-Forwarded-Host`,
+//! `X-Forwarded-Proto`, `X-Original-URL`, a method override, a tenant header), add them with
+//! [`DefaultKeyBuilder::header`], have the response say `Vary`, or strip them before the cache
+//! (a proxy in front should set them itself and drop the client's).
+//!
+//! # The host
+//!
+//! The host is the URI's authority when the request has one (HTTP/2, absolute-form HTTP/1),
+//! else the `Host` header: lower-cased, without user information, and without the port when
+//! it is the default port of a scheme the URI names (`https://a.example:443/` is
+//! `a.example`). Without a scheme (an HTTP/1 `Host` header) the port stays as sent, since
+//! the application sees it as sent. A request with more than one `Host` header, a `Host`
+//! that is not a valid authority, or a `Host` that disagrees with the URI's authority is
+//! not cached (the key builder returns `None`): which of them the application reads is not
+//! known. A request with no host at all (a test's `Request::get("/")`) is keyed without one.
+//! [`DefaultKeyBuilder::ignore_host`] leaves the host out, for a service that answers one
+//! host only (or that is reached only through a proxy that sets `Host` itself).
+//!
+//! # Credentials in keys
+//!
+//! Values of `Authorization`, `Proxy-Authorization` and `Cookie` named with
+//! [`DefaultKeyBuilder::header`] (per-user caching) never appear in the key: it holds a hash
+//! of the value (the first 128 bits of its SHA-256, in hex), so the key names a store shows
+//! (`redis-cli --scan`) reveal no credential. [`DefaultKeyBuilder::hashed_header`] does the
+//! same for any other header.
 //!
 //! # Normalization
 //!
@@ -31,17 +68,21 @@
 //! # Why keys never collide
 //!
 //! After normalization a path and a query contain no `|` and no `#`, and a path contains no
-//! `?`, so the parts of a key can be told apart: `METHOD:path?query|header=value|…`. Header
-//! values are escaped the same way (`%`, `|`, `#` and non-visible bytes become `%XX`). A
-//! hashed key is the only kind that contains a literal `#`. Two requests that differ after
-//! normalization therefore never share a key.
+//! `?`, so the parts of a key can be told apart: `METHOD:host/path?query|header=value|…`.
+//! The host contains no `/` (it is escaped like the rest), so the first `/` after the
+//! method starts the path; a request whose path does not start with `/` (`OPTIONS *`) has
+//! no key. Header values are escaped the same way (`%`, `|`, `#`, space and non-visible
+//! bytes become `%XX`). A hashed key is the only kind that contains a literal `#`. Two
+//! requests that differ after normalization therefore never share a key.
 
 use std::borrow::Cow;
 use std::fmt;
 use std::sync::Arc;
 
-use http::HeaderName;
 use http::request::Parts;
+use http::uri::{Authority, Scheme};
+use http::{HeaderName, header};
+use sha2::{Digest, Sha256};
 
 /// The key an entry is stored under.
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -171,14 +212,17 @@ pub enum QueryMode {
     Ignore,
 }
 
-/// The key builder used unless you set another: `METHOD:path?query`, plus named headers.
+/// The key builder used unless you set another: `METHOD:host/path?query`, plus named
+/// headers.
 ///
 /// - HEAD shares GET's key (a HEAD hit is answered from the GET entry).
+/// - The host as the [module docs](self#the-host) describe; requests whose host is
+///   ambiguous are not cached. [`ignore_host`](Self::ignore_host) leaves it out.
 /// - The query is normalized and sorted ([`QueryMode`]); parameters you name are dropped
 ///   ([`drop_query_param`](Self::drop_query_param), with a trailing `*` for a prefix).
 /// - Request headers you name ([`header`](Self::header)) are appended as `|name=value`
-///   (`|name` when absent). `Host` is taken from the URI authority when there is one, lower
-///   case.
+///   (`|name` when absent); credentials (`Authorization`, `Proxy-Authorization`, `Cookie`)
+///   and [`hashed_header`](Self::hashed_header)s as a hash of their value.
 ///
 /// ```
 /// use http::{header, Request};
@@ -186,24 +230,68 @@ pub enum QueryMode {
 ///
 /// let builder = DefaultKeyBuilder::new()
 ///     .query(QueryMode::Ordered)
-///     .header(header::HOST)
 ///     .header(header::ACCEPT_LANGUAGE);
 /// let (parts, ()) = Request::head("/a?z=1&y=2")
-///     .header("host", "Example.com")
+///     .header("host", "Example.com:8080")
+///     .header("accept-language", "de, en")
 ///     .body(())
 ///     .unwrap()
 ///     .into_parts();
 /// assert_eq!(
 ///     builder.build_key(&parts).unwrap().as_str(),
-///     "GET:/a?z=1&y=2|host=example.com|accept-language"
+///     "GET:example.com:8080/a?z=1&y=2|accept-language=de,%20en"
 /// );
+///
+/// // One host only: leave it out.
+/// let single = DefaultKeyBuilder::new().ignore_host();
+/// assert_eq!(single.build_key(&parts).unwrap().as_str(), "GET:/a?y=2&z=1");
 /// ```
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct DefaultKeyBuilder {
     query: QueryMode,
+    host: bool,
     dropped: Arc<[DroppedParam]>,
-    headers: Arc<[HeaderName]>,
+    headers: Arc<[KeyedHeader]>,
 }
+
+impl Default for DefaultKeyBuilder {
+    fn default() -> Self {
+        Self {
+            query: QueryMode::default(),
+            host: true,
+            dropped: Arc::from([]),
+            headers: Arc::from([]),
+        }
+    }
+}
+
+/// A request header in the key, and whether its value is hashed.
+#[derive(Clone, Debug)]
+struct KeyedHeader {
+    name: HeaderName,
+    hashed: bool,
+}
+
+/// Headers that carry credentials: their values are hashed wherever the cache keeps them
+/// (key names, the request values a `Vary` entry is selected by).
+pub(crate) fn is_credential(name: &HeaderName) -> bool {
+    *name == header::AUTHORIZATION
+        || *name == header::PROXY_AUTHORIZATION
+        || *name == header::COOKIE
+}
+
+/// The first 128 bits of the SHA-256 of `value`, as 32 lower-case hex digits.
+pub(crate) fn credential_hash(value: &[u8]) -> String {
+    let digest = Sha256::digest(value);
+    let mut hex = String::with_capacity(32);
+    for byte in &digest[..16] {
+        hex.push(char::from(HEX_LOWER[usize::from(byte >> 4)]));
+        hex.push(char::from(HEX_LOWER[usize::from(byte & 0xf)]));
+    }
+    hex
+}
+
+const HEX_LOWER: &[u8; 16] = b"0123456789abcdef";
 
 #[derive(Clone, Debug)]
 enum DroppedParam {
@@ -248,12 +336,37 @@ impl DefaultKeyBuilder {
         self
     }
 
-    /// Adds a request header's value to the key (e.g. `Host` for a multi-tenant service,
-    /// `Accept-Language` for localized pages).
+    /// Leaves the host out of the key: requests for the same path on any host share an
+    /// entry. Only for a service that answers one host, or whose responses never depend on
+    /// it (see [the module docs](self#what-the-key-must-hold)). Default: the host is in the
+    /// key.
     #[must_use]
-    pub fn header(mut self, name: HeaderName) -> Self {
+    pub fn ignore_host(mut self) -> Self {
+        self.host = false;
+        self
+    }
+
+    /// Adds a request header's value to the key (e.g. a tenant header, `Accept-Language`
+    /// for localized pages, `Authorization` for per-user entries). The values of
+    /// `Authorization`, `Proxy-Authorization` and `Cookie` are hashed
+    /// ([`hashed_header`](Self::hashed_header)).
+    #[must_use]
+    pub fn header(self, name: HeaderName) -> Self {
+        let hashed = is_credential(&name);
+        self.with_header(name, hashed)
+    }
+
+    /// Adds a request header to the key as a hash of its value (the first 128 bits of its
+    /// SHA-256), for headers that carry secrets such as API keys: key names reveal nothing
+    /// of the value. Two requests share an entry when their values are equal.
+    #[must_use]
+    pub fn hashed_header(self, name: HeaderName) -> Self {
+        self.with_header(name, true)
+    }
+
+    fn with_header(mut self, name: HeaderName, hashed: bool) -> Self {
         let mut headers = self.headers.to_vec();
-        headers.push(name);
+        headers.push(KeyedHeader { name, hashed });
         self.headers = headers.into();
         self
     }
@@ -283,31 +396,129 @@ impl DefaultKeyBuilder {
         }
     }
 
-    fn push_header(&self, out: &mut String, parts: &Parts, name: &HeaderName) {
+    /// Appends `|name=value` (or `|name` without the header); `None` when the header is
+    /// `Host` and the request's host is ambiguous.
+    fn push_header(&self, out: &mut String, parts: &Parts, keyed: &KeyedHeader) -> Option<()> {
+        let name = &keyed.name;
         out.push('|');
         out.push_str(name.as_str());
-        if name == http::header::HOST {
-            let host = match parts.uri.authority() {
-                Some(authority) => Some(authority.as_str().as_bytes()),
-                None => parts.headers.get(name).map(|value| value.as_bytes()),
-            };
-            if let Some(host) = host {
+        if name == header::HOST {
+            if let Some(host) = RequestHost::of(parts)? {
                 out.push('=');
-                push_header_value(out, host.trim_ascii(), true);
+                host.push_to(out);
             }
-            return;
+            return Some(());
         }
         let mut values = parts.headers.get_all(name).iter().peekable();
         if values.peek().is_none() {
-            return;
+            return Some(());
         }
         out.push('=');
+        if keyed.hashed {
+            let mut joined = Vec::new();
+            for (i, value) in values.enumerate() {
+                if i > 0 {
+                    joined.push(b',');
+                }
+                joined.extend_from_slice(value.as_bytes().trim_ascii());
+            }
+            out.push_str(&credential_hash(&joined));
+            return Some(());
+        }
         for (i, value) in values.enumerate() {
             if i > 0 {
                 out.push(',');
             }
-            push_header_value(out, value.as_bytes().trim_ascii(), false);
+            push_header_value(out, value.as_bytes().trim_ascii());
         }
+        Some(())
+    }
+}
+
+/// The host a request is for: the URI's authority, else its `Host` header.
+struct RequestHost<'a> {
+    host: &'a str,
+    /// The port, unless it is the default of the URI's scheme.
+    port: Option<u16>,
+}
+
+impl<'a> RequestHost<'a> {
+    /// `Ok(None)` without any host; `None` when it is ambiguous: several `Host` headers, a
+    /// `Host` that is no valid `host[:port]`, or one that names another host than the URI.
+    fn of(parts: &'a Parts) -> Option<Option<Self>> {
+        let mut values = parts.headers.get_all(header::HOST).iter();
+        let header = values.next();
+        if values.next().is_some() {
+            return None;
+        }
+        let scheme = parts.uri.scheme();
+        let from_header = match header {
+            Some(value) => Some(Self::parse(value.as_bytes().trim_ascii(), scheme)?),
+            None => None,
+        };
+        let from_uri = parts
+            .uri
+            .authority()
+            .map(|authority| Self::from_authority(authority, scheme));
+        match (from_uri, from_header) {
+            (Some(uri), Some(header)) if !uri.same_as(&header) => None,
+            (Some(host), _) | (None, Some(host)) => Some(Some(host)),
+            (None, None) => Some(None),
+        }
+    }
+
+    fn parse(value: &'a [u8], scheme: Option<&Scheme>) -> Option<Self> {
+        // A `Host` is `uri-host [ ":" port ]` (RFC 9110 §7.2): no user information.
+        if value.is_empty() || value.contains(&b'@') {
+            return None;
+        }
+        let text = std::str::from_utf8(value).ok()?;
+        let authority = Authority::try_from(text).ok()?;
+        // `Authority` owns its bytes: borrow the host from the value itself, which it
+        // starts (there is no user information).
+        let host = text.get(..authority.host().len())?;
+        Some(Self {
+            host,
+            port: authority
+                .port_u16()
+                .filter(|&port| Some(port) != default_port(scheme)),
+        })
+    }
+
+    fn from_authority(authority: &'a Authority, scheme: Option<&Scheme>) -> Self {
+        Self {
+            host: authority.host(),
+            port: authority
+                .port_u16()
+                .filter(|&port| Some(port) != default_port(scheme)),
+        }
+    }
+
+    fn same_as(&self, other: &Self) -> bool {
+        self.host.eq_ignore_ascii_case(other.host) && self.port == other.port
+    }
+
+    /// The host in lower case with its bytes escaped as the rest of the key, and `:port`.
+    fn push_to(&self, out: &mut String) {
+        for &byte in self.host.as_bytes() {
+            if HOST_LITERAL[usize::from(byte)] {
+                out.push(char::from(byte.to_ascii_lowercase()));
+            } else {
+                push_escaped(out, byte);
+            }
+        }
+        if let Some(port) = self.port {
+            use fmt::Write;
+            let _ = write!(out, ":{port}");
+        }
+    }
+}
+
+fn default_port(scheme: Option<&Scheme>) -> Option<u16> {
+    match scheme? {
+        scheme if *scheme == Scheme::HTTP => Some(80),
+        scheme if *scheme == Scheme::HTTPS => Some(443),
+        _ => None,
     }
 }
 
@@ -321,15 +532,24 @@ impl KeyBuilder for DefaultKeyBuilder {
         let path = parts.uri.path();
         let query = parts.uri.query().unwrap_or_default();
         // Room for the namespace the layer puts in front, so that it does not reallocate.
-        let mut out = String::with_capacity(method.len() + path.len() + query.len() + 48);
+        let mut out = String::with_capacity(method.len() + path.len() + query.len() + 80);
         out.push_str(method);
         out.push(':');
+        if self.host {
+            if let Some(host) = RequestHost::of(parts)? {
+                // The host ends where the path begins: a path must start with `/`.
+                if !path.starts_with('/') {
+                    return None;
+                }
+                host.push_to(&mut out);
+            }
+        }
         out.push_str(&normalize_component(path));
         if self.query != QueryMode::Ignore {
             self.push_query(&mut out, query);
         }
-        for name in self.headers.iter() {
-            self.push_header(&mut out, parts, name);
+        for keyed in self.headers.iter() {
+            self.push_header(&mut out, parts, keyed)?;
         }
         Some(CacheKey(out))
     }
@@ -349,6 +569,9 @@ fn is_unreserved(byte: u8) -> bool {
 /// load where a search of the set is a loop.
 const LITERAL: [bool; 256] = byte_class(b"-._~!$&'()*+,;=:@/?");
 const UNRESERVED: [bool; 256] = byte_class(b"-._~");
+/// A host's bytes that stand for themselves: RFC 3986 `reg-name` without `%` (escaped, so
+/// that `%41` and `A` stay apart), and the brackets and colons of an IP literal.
+const HOST_LITERAL: [bool; 256] = byte_class(b"-._~!$&'()*+,;=:[]");
 
 /// ASCII letters and digits, and `extra`.
 const fn byte_class(extra: &[u8]) -> [bool; 256] {
@@ -437,13 +660,13 @@ fn normalize_component(component: &str) -> Cow<'_, str> {
     Cow::Owned(out)
 }
 
-/// Header values: visible ASCII stands for itself but for the key's separators and `%`.
-fn push_header_value(out: &mut String, value: &[u8], lowercase: bool) {
+/// Header values: visible ASCII stands for itself but for the key's separators and `%`;
+/// space and every other byte is escaped.
+fn push_header_value(out: &mut String, value: &[u8]) {
     for &byte in value {
         match byte {
             b'%' | b'|' | b'#' => push_escaped(out, byte),
-            b' '..=b'~' if lowercase => out.push(char::from(byte.to_ascii_lowercase())),
-            b' '..=b'~' => out.push(char::from(byte)),
+            b'!'..=b'~' => out.push(char::from(byte)),
             _ => push_escaped(out, byte),
         }
     }
@@ -532,6 +755,165 @@ mod tests {
         assert_eq!(with("a|b"), "GET:/|x-tenant=a%7Cb");
         assert_eq!(with(""), "GET:/|x-tenant=");
         assert_eq!(key(&builder, "/"), "GET:/|x-tenant");
+    }
+
+    type Headers<'a> = &'a [(&'a str, &'a [u8])];
+
+    fn parts(uri: &str, headers: Headers<'_>) -> Parts {
+        let mut request = Request::get(uri);
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        request.body(()).unwrap().into_parts().0
+    }
+
+    fn built(builder: &DefaultKeyBuilder, uri: &str, headers: Headers<'_>) -> Option<String> {
+        builder
+            .build_key(&parts(uri, headers))
+            .map(CacheKey::into_string)
+    }
+
+    #[test]
+    fn the_host_is_in_the_key_lower_cased_and_without_a_default_port() {
+        let builder = DefaultKeyBuilder::new();
+        let host = |value: &str| built(&builder, "/p?a=1", &[("host", value.as_bytes())]);
+        assert_eq!(
+            host("Shop.Example").as_deref(),
+            Some("GET:shop.example/p?a=1")
+        );
+        assert_eq!(
+            host("shop.example:8080").as_deref(),
+            Some("GET:shop.example:8080/p?a=1")
+        );
+        assert_eq!(host("[::1]:3000").as_deref(), Some("GET:[::1]:3000/p?a=1"));
+        assert_ne!(host("evil.example"), host("shop.example"));
+        // No scheme to know the default port by: the port stays as the application sees it.
+        assert_eq!(
+            host("shop.example:80").as_deref(),
+            Some("GET:shop.example:80/p?a=1")
+        );
+        // The URI's authority (HTTP/2, absolute-form), with its scheme's default port
+        // dropped and its user information left out.
+        assert_eq!(
+            built(&builder, "https://Shop.example:443/p", &[]).as_deref(),
+            Some("GET:shop.example/p")
+        );
+        assert_eq!(
+            built(&builder, "http://user:secret@shop.example:8080/p", &[]).as_deref(),
+            Some("GET:shop.example:8080/p")
+        );
+        assert_eq!(
+            built(
+                &builder,
+                "http://shop.example/p",
+                &[("host", b"SHOP.example:80")]
+            )
+            .as_deref(),
+            Some("GET:shop.example/p")
+        );
+        // No host at all (an in-process request): keyed without one.
+        assert_eq!(built(&builder, "/p", &[]).as_deref(), Some("GET:/p"));
+    }
+
+    #[test]
+    fn an_ambiguous_host_is_not_cached() {
+        let builder = DefaultKeyBuilder::new();
+        let cases: [(&str, Headers<'_>); 7] = [
+            ("/p", &[("host", b"a.example"), ("host", b"b.example")]),
+            ("/p", &[("host", b"a.example/evil")]),
+            ("/p", &[("host", b"user@a.example")]),
+            ("/p", &[("host", b"a example")]),
+            ("/p", &[("host", b"")]),
+            ("/p", &[("host", b"\xff.example")]),
+            ("http://a.example/p", &[("host", b"b.example")]),
+        ];
+        for (uri, headers) in cases {
+            assert_eq!(built(&builder, uri, headers), None, "{uri} {headers:?}");
+        }
+        // Without the host in the key, the host is not looked at.
+        let single = DefaultKeyBuilder::new().ignore_host();
+        assert_eq!(
+            built(
+                &single,
+                "/p",
+                &[("host", b"a.example"), ("host", b"b.example")]
+            )
+            .as_deref(),
+            Some("GET:/p")
+        );
+    }
+
+    #[test]
+    fn hosts_and_paths_never_run_into_each_other() {
+        let builder = DefaultKeyBuilder::new();
+        // `Host: a.example` with `/b/c` against a path-less host: the host holds no `/`.
+        let with_host = built(&builder, "/b/c", &[("host", b"a.example")]);
+        let no_host = built(&builder, "/a.example/b/c", &[]);
+        assert_ne!(with_host, no_host);
+        let escaped = built(&builder, "/p", &[("host", b"a%2fb.example")]);
+        assert!(
+            escaped.is_none() || !escaped.as_deref().unwrap().contains("a/b"),
+            "{escaped:?}"
+        );
+    }
+
+    #[test]
+    fn credentials_in_keys_are_hashed_not_written() {
+        let builder = DefaultKeyBuilder::new()
+            .header(header::AUTHORIZATION)
+            .header(header::COOKIE)
+            .hashed_header(HeaderName::from_static("x-api-key"));
+        let key = |auth: &[u8], cookie: &[u8], api: &[u8]| {
+            built(
+                &builder,
+                "/me",
+                &[
+                    ("authorization", auth),
+                    ("cookie", cookie),
+                    ("x-api-key", api),
+                ],
+            )
+            .unwrap()
+        };
+        let alice = key(b"Bearer s3cr3t", b"session=abc123", b"k-42");
+        for secret in ["s3cr3t", "Bearer", "abc123", "session", "k-42", " "] {
+            assert!(!alice.contains(secret), "{secret} in {alice}");
+        }
+        assert_eq!(
+            alice,
+            format!(
+                "GET:/me|authorization={}|cookie={}|x-api-key={}",
+                credential_hash(b"Bearer s3cr3t"),
+                credential_hash(b"session=abc123"),
+                credential_hash(b"k-42")
+            )
+        );
+        // Stable, and different per user.
+        assert_eq!(alice, key(b"Bearer s3cr3t", b"session=abc123", b"k-42"));
+        assert_ne!(alice, key(b"Bearer other", b"session=abc123", b"k-42"));
+        assert_ne!(alice, key(b"Bearer s3cr3t", b"session=abc124", b"k-42"));
+        // SHA-256("abc"), the FIPS 180-2 test vector, first 128 bits.
+        assert_eq!(credential_hash(b"abc"), "ba7816bf8f01cfea414140de5dae2223");
+    }
+
+    #[test]
+    fn spaces_in_header_values_are_escaped() {
+        let builder = DefaultKeyBuilder::new().header(header::ACCEPT_LANGUAGE);
+        assert_eq!(
+            built(&builder, "/", &[("accept-language", b"de, en")]).as_deref(),
+            Some("GET:/|accept-language=de,%20en")
+        );
+    }
+
+    #[test]
+    fn a_path_that_is_not_absolute_has_no_key_with_a_host() {
+        let builder = DefaultKeyBuilder::new();
+        let (parts, ()) = Request::options("*")
+            .header("host", "a.example")
+            .body(())
+            .unwrap()
+            .into_parts();
+        assert_eq!(builder.build_key(&parts), None);
     }
 
     #[test]
@@ -681,6 +1063,24 @@ mod tests {
                 prop_assert_ne!(build(&v1, &v2), build("", &joined));
             }
             prop_assert_eq!(v1.trim() == v2.trim(), build(&v1, "") == build(&v2, ""));
+        }
+
+        #[test]
+        fn different_hosts_never_share_a_key(
+            a in "[a-zA-Z0-9.:%-]{0,12}",
+            b in "[a-zA-Z0-9.:%-]{0,12}",
+            path in uri_part(),
+        ) {
+            let builder = DefaultKeyBuilder::new();
+            let uri = format!("/{path}");
+            let key = |host: &str| built(&builder, &uri, &[("host", host.as_bytes())]);
+            if let (Some(ka), Some(kb)) = (key(&a), key(&b)) {
+                let host_of = |host: &str| {
+                    let parsed = Authority::try_from(host).unwrap();
+                    (parsed.host().to_ascii_lowercase(), parsed.port_u16())
+                };
+                prop_assert_eq!(host_of(&a) == host_of(&b), ka == kb, "{} vs {}", ka, kb);
+            }
         }
 
         #[test]

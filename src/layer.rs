@@ -14,7 +14,7 @@ use crate::key::{DefaultKeyBuilder, KeyBuilder};
 use crate::outcome::CacheStatus;
 use crate::policy::response::StorageRules;
 use crate::policy::route::RouteTable;
-use crate::policy::{ClientControl, RoutePolicy, SetCookiePolicy, StatusSet};
+use crate::policy::{ClientControl, RequestCookies, RoutePolicy, SetCookiePolicy, StatusSet};
 use crate::service::CacheService;
 use crate::stats::CacheStats;
 use crate::store::Store;
@@ -79,6 +79,7 @@ pub(crate) struct Config {
     pub(crate) ttl_fn: Option<TtlFn>,
     pub(crate) honor_origin: bool,
     pub(crate) client_control: ClientControl,
+    pub(crate) request_cookies: RequestCookies,
     pub(crate) bypass_header: HeaderName,
     pub(crate) status_header: Option<HeaderName>,
     pub(crate) cache_status: Option<Arc<CacheStatus>>,
@@ -130,8 +131,9 @@ impl Config {
 /// Defaults: namespace `cache`, default TTL 60 s, the origin's freshness honoured, clients
 /// allowed to bypass ([`ClientControl::Allow`]) with `Cache-Control` or `x-cache-bypass`,
 /// `x-cache` and `Cache-Status` response headers, bodies up to 1 MiB, the statuses of
-/// [`StatusSet::default`], no `Set-Cookie` responses and no responses to authorized requests
-/// (RFC 9111 §3.5 aside), writes in the background, concurrent misses of a key coalesced
+/// [`StatusSet::default`], no `Set-Cookie` responses, no responses to authorized requests
+/// (RFC 9111 §3.5 aside), requests with cookies served and stored only for responses the
+/// origin marks `public` or `s-maxage` ([`RequestCookies`]), the host in the key, writes in the background, concurrent misses of a key coalesced
 /// (waits up to 5 s).
 #[must_use]
 pub struct CacheLayer<K = DefaultKeyBuilder> {
@@ -173,6 +175,7 @@ impl CacheLayer<DefaultKeyBuilder> {
                 ttl_fn: None,
                 honor_origin: true,
                 client_control: ClientControl::Allow,
+                request_cookies: RequestCookies::RequireShared,
                 bypass_header: DEFAULT_BYPASS_HEADER,
                 status_header: Some(DEFAULT_STATUS_HEADER),
                 cache_status: Some(Arc::new(CacheStatus::new("tower-response-cache"))),
@@ -368,6 +371,14 @@ impl<K> CacheLayer<K> {
     /// What to do with responses that set cookies. Default: [`SetCookiePolicy::Skip`].
     pub fn set_cookie(mut self, policy: SetCookiePolicy) -> Self {
         self.config().rules.set_cookie = policy;
+        self
+    }
+
+    /// How requests with a `Cookie` header use the cache. Routes can override it. Default:
+    /// [`RequestCookies::RequireShared`]: they read and store only responses the origin
+    /// marks `public` or `s-maxage`.
+    pub fn request_cookies(mut self, cookies: RequestCookies) -> Self {
+        self.config().request_cookies = cookies;
         self
     }
 

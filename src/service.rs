@@ -31,19 +31,22 @@ use crate::coalesce::{self, Coalescer, FillLease, FlightGuard, Join, Landing};
 use crate::entry::{CachedResponse, header_map_with_room};
 use crate::future::ResponseFuture;
 use crate::invalidate::{Invalidation, invalidates};
-use crate::key::{CacheKey, DefaultKeyBuilder, KeyBuilder};
+use crate::key::{CacheKey, DefaultKeyBuilder, KeyBuilder, credential_hash, is_credential};
 use crate::layer::{Config, WriteMode};
 use crate::observe::{self, StoreOp};
 use crate::outcome::{self, Outcome};
 use crate::policy::cache_control::CacheControl;
 use crate::policy::conditional::{not_modified, not_modified_headers};
 use crate::policy::request::{RequestMode, request_mode};
+use crate::policy::response::explicitly_shared;
 use crate::policy::response::{
     RequestFacts, TtlSources, check_storable, content_length, has_validator, initial_age,
     origin_lifetime, ttl_from_sources,
 };
 use crate::policy::route::Route;
-use crate::policy::{BypassReason, CacheTtl, NotStoredReason, RefreshReason, SetCookiePolicy};
+use crate::policy::{
+    BypassReason, CacheTtl, NotStoredReason, RefreshReason, RequestCookies, SetCookiePolicy,
+};
 use crate::stats::Event;
 
 /// A [`Service`] that answers from the cache when it can and stores what it may; made by
@@ -158,9 +161,14 @@ where
                 key.namespaced(namespace, config.max_key_len)
             }),
         };
+        let cookies = policy
+            .and_then(|policy| policy.request_cookies)
+            .unwrap_or(config.request_cookies);
         let ctx = Ctx {
             config: Arc::clone(config),
             route,
+            cookie: cookies == RequestCookies::RequireShared
+                && parts.headers.contains_key(header::COOKIE),
         };
         let missed = match ctx.in_place(mode, key.as_ref(), &parts) {
             InPlace::Hit(response) => return ResponseFuture::ready(response),
@@ -265,6 +273,9 @@ struct Call<S> {
 struct Ctx {
     config: Arc<Config>,
     route: Route,
+    /// The request carries cookies its route does not declare irrelevant: only entries the
+    /// origin marked shared may answer it ([`RequestCookies`]).
+    cookie: bool,
 }
 
 impl Ctx {
@@ -325,7 +336,10 @@ impl Ctx {
         };
         let now = SystemTime::now();
         // Sliding routes touch the entry on a hit: the async path does that.
-        if self.sliding() || !self.usable(&entry, &parts.headers, now, max_age) {
+        if self.sliding()
+            || !self.usable(&entry, &parts.headers, now, max_age)
+            || !self.admits(&entry)
+        {
             return InPlace::Unknown;
         }
         self.record(Event::Hit);
@@ -363,7 +377,7 @@ impl Ctx {
             return (None, None);
         };
         if variant_matches(&entry, request_headers) {
-            return (Some(entry), None);
+            return (Some(entry).filter(|entry| self.admits(entry)), None);
         }
         let slots = self.config.max_variants as u64 - 1;
         if slots == 0 {
@@ -373,8 +387,14 @@ impl Ctx {
         let found = self
             .stored(&slot)
             .await
-            .filter(|entry| variant_matches(entry, request_headers));
+            .filter(|entry| variant_matches(entry, request_headers) && self.admits(entry));
         (found, Some(slot))
+    }
+
+    /// Whether this request may take `entry` at all (fresh, stale or to revalidate): a
+    /// request with cookies only one the origin marked shared.
+    fn admits(&self, entry: &CachedResponse) -> bool {
+        !self.cookie || explicitly_shared(&CacheControl::from_headers(&entry.headers))
     }
 
     /// The entry under `key`, whatever its freshness; a store error counts and is a miss.
@@ -499,7 +519,9 @@ impl Ctx {
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
             match coalesce::wait(rx, left).await {
                 Some(Landing::Ready(entry))
-                    if variant_matches(&entry, headers) && accept.shared(&entry, joined) =>
+                    if variant_matches(&entry, headers)
+                        && accept.shared(&entry, joined)
+                        && self.admits(&entry) =>
                 {
                     return Coalesced::Served(entry);
                 }
@@ -689,7 +711,10 @@ impl Ctx {
             Err(reason) => {
                 self.record(Event::NotStored(reason));
                 if let Some((guard, _lease)) = flight {
-                    guard.fallback(reason != NotStoredReason::Authorization);
+                    guard.fallback(!matches!(
+                        reason,
+                        NotStoredReason::Authorization | NotStoredReason::Cookie
+                    ));
                 }
                 self.withdraw(&key, reason).await;
                 head.headers.remove(header::AGE);
@@ -710,7 +735,10 @@ impl Ctx {
     async fn withdraw(&self, key: &CacheKey, reason: NotStoredReason) {
         if !matches!(
             reason,
-            NotStoredReason::Authorization | NotStoredReason::Head | NotStoredReason::Incomplete
+            NotStoredReason::Authorization
+                | NotStoredReason::Cookie
+                | NotStoredReason::Head
+                | NotStoredReason::Incomplete
         ) {
             self.remove(key).await;
         }
@@ -1064,6 +1092,7 @@ impl<S> Call<S> {
         let facts = RequestFacts {
             head: parts.method == Method::HEAD,
             authorization: parts.headers.contains_key(header::AUTHORIZATION),
+            cookie: self.ctx.cookie,
         };
         // The response's `Vary` names the request headers it depends on; they are only known
         // once it arrives, so the request's headers are kept until then.
@@ -1195,7 +1224,9 @@ impl<S> Call<S> {
                     // credentials, its method), not the response, that kept it out.
                     flight.fallback(!matches!(
                         reason,
-                        NotStoredReason::Authorization | NotStoredReason::Head
+                        NotStoredReason::Authorization
+                            | NotStoredReason::Cookie
+                            | NotStoredReason::Head
                     ));
                 }
                 // The origin's latest answer for a stored entry may not be kept: nor may
@@ -1345,10 +1376,28 @@ fn vary_values(
 ) -> Vec<(HeaderName, Option<HeaderValue>)> {
     vary_names(response_headers)
         .map(|name| {
-            let value = combined_value(request_headers, &name);
+            let value = vary_value(request_headers, &name);
             (name, value)
         })
         .collect()
+}
+
+/// The request's value of a varied header as the entry keeps it: all its field lines as one
+/// list, and for a credential (`Vary: Cookie`, `Vary: Authorization`) a hash of its
+/// normalized items instead, so that no stored entry holds a user's credentials.
+fn vary_value(request_headers: &HeaderMap, name: &HeaderName) -> Option<HeaderValue> {
+    let value = combined_value(request_headers, name)?;
+    if !is_credential(name) {
+        return Some(value);
+    }
+    let mut normalized = Vec::with_capacity(value.len());
+    for (i, item) in value.as_bytes().split(|&b| b == b',').enumerate() {
+        if i > 0 {
+            normalized.push(b',');
+        }
+        normalized.extend_from_slice(item.trim_ascii());
+    }
+    HeaderValue::try_from(credential_hash(&normalized)).ok()
 }
 
 fn vary_names(headers: &HeaderMap) -> impl Iterator<Item = HeaderName> + '_ {
@@ -1379,7 +1428,7 @@ fn combined_value(headers: &HeaderMap, name: &HeaderName) -> Option<HeaderValue>
 /// after trimming and, for list separators, ignoring whitespace.
 fn variant_matches(entry: &CachedResponse, request_headers: &HeaderMap) -> bool {
     entry.vary.iter().all(|(name, stored)| {
-        let current = combined_value(request_headers, name);
+        let current = vary_value(request_headers, name);
         match (stored, current) {
             (None, None) => true,
             (Some(stored), Some(current)) => normalized_eq(stored.as_bytes(), current.as_bytes()),

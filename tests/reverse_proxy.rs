@@ -99,6 +99,52 @@ async fn echo(State(hits): State<Hits>, request: Request) -> Response {
     response
 }
 
+/// A page rendered from every request header that frameworks read to learn their public
+/// host, scheme, URL or method — as an origin behind a proxy does — and marked shared:
+/// whatever of these reaches it unkeyed poisons the cache.
+async fn rendered(State(hits): State<Hits>, request: Request) -> Response {
+    let n = hits.next("/render");
+    let headers = request.headers();
+    let header = |name: &str| {
+        headers
+            .get_all(name)
+            .iter()
+            .map(|value| value.to_str().unwrap_or("?").to_owned())
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    let or = |value: String, default: &str| {
+        if value.is_empty() {
+            default.to_owned()
+        } else {
+            value
+        }
+    };
+    let url = or(
+        or(header("x-original-url"), &header("x-rewrite-url")),
+        request.uri().path(),
+    );
+    let method = or(
+        or(
+            header("x-http-method-override"),
+            &or(header("x-http-method"), &header("x-method-override")),
+        ),
+        request.method().as_str(),
+    );
+    let text = format!(
+        "<a href=\"{}://{}{url}\">{method}</a> forwarded=[{}] server=[{}{}{}{}{}] #{n}",
+        or(header("x-forwarded-proto"), "http"),
+        or(header("x-forwarded-host"), "origin"),
+        header("forwarded"),
+        header("x-forwarded-scheme"),
+        header("x-forwarded-port"),
+        header("x-forwarded-prefix"),
+        header("x-forwarded-server"),
+        header("x-original-host") + &header("x-host"),
+    );
+    ([("cache-control", "public, max-age=60")], text).into_response()
+}
+
 /// `no-cache` with an `ETag`, honouring `If-None-Match`.
 async fn validated(State(hits): State<Hits>, headers: HeaderMap) -> Response {
     let n = hits.next("/validated");
@@ -143,6 +189,7 @@ fn origin(hits: &Hits) -> Router {
                 .put(|| async { (StatusCode::INTERNAL_SERVER_ERROR, "failed") }),
         )
         .route("/echo", axum::routing::any(echo))
+        .route("/render", get(rendered))
         .route("/validated", get(validated))
         .route("/plain", counted("/plain", &[]))
         .route(
@@ -201,6 +248,7 @@ fn settings(upstream: &str) -> Settings {
         timeout: Duration::from_secs(1),
         keep: Duration::from_secs(60),
         stats_path: Some("/__stats".to_owned()),
+        public_host: None,
     }
 }
 
@@ -213,8 +261,11 @@ async fn setup(hits: &Hits) -> SocketAddr {
 }
 
 async fn proxy_to(upstream: &str) -> SocketAddr {
+    proxy_with(settings(upstream)).await
+}
+
+async fn proxy_with(settings: Settings) -> SocketAddr {
     let (listener, addr) = listen().await;
-    let settings = settings(upstream);
     tokio::spawn(
         async move { reverse_proxy::serve(listener, &settings, std::future::pending()).await },
     );
@@ -353,6 +404,135 @@ async fn every_method_and_body_and_end_to_end_header_is_forwarded() {
     assert_eq!(
         (head.status, head.text().as_str()),
         (StatusCode::CREATED, "")
+    );
+}
+
+/// What a client sees of `/render?case=…` before anyone poisons it: the host it asked for.
+fn clean_render(host: &str, n: usize) -> String {
+    format!("<a href=\"http://{host}/render\">GET</a> forwarded=[] server=[] #{n}")
+}
+
+#[tokio::test]
+async fn a_client_host_is_keyed_so_it_cannot_poison_another_hosts_page() {
+    // "Practical Web Cache Poisoning": the origin renders links from X-Forwarded-Host,
+    // which the proxy sets from the client's Host.
+    let hits = Hits::default();
+    let proxy = setup(&hits).await;
+    let evil = send(
+        proxy,
+        Method::GET,
+        "/render",
+        &[("host", "evil.example")],
+        "",
+    )
+    .await;
+    assert_eq!(evil.text(), clean_render("evil.example", 1));
+    let real = send(
+        proxy,
+        Method::GET,
+        "/render",
+        &[("host", "www.example.com")],
+        "",
+    )
+    .await;
+    assert_eq!(
+        (real.header("x-cache"), real.text()),
+        (Some("MISS"), clean_render("www.example.com", 2)),
+        "another host's entry is not this one's"
+    );
+    let again = send(
+        proxy,
+        Method::GET,
+        "/render",
+        &[("host", "WWW.example.com")],
+        "",
+    )
+    .await;
+    assert_eq!(
+        (again.header("x-cache"), again.text()),
+        (Some("HIT"), clean_render("www.example.com", 2)),
+        "hosts compare case-insensitively"
+    );
+}
+
+#[tokio::test]
+async fn no_client_header_outside_the_key_reaches_the_origin_or_the_cache() {
+    let hits = Hits::default();
+    let proxy = setup(&hits).await;
+    let probes = [
+        ("x-forwarded-host", "evil.example"),
+        ("x-forwarded-proto", "javascript"),
+        ("x-forwarded-scheme", "evil"),
+        ("x-forwarded-port", "6666"),
+        ("x-forwarded-prefix", "/evil"),
+        ("x-forwarded-server", "evil.example"),
+        ("forwarded", "host=evil.example;proto=https"),
+        ("x-original-url", "/admin"),
+        ("x-rewrite-url", "/admin"),
+        ("x-original-host", "evil.example"),
+        ("x-host", "evil.example"),
+        ("x-http-method-override", "DELETE"),
+        ("x-http-method", "DELETE"),
+        ("x-method-override", "DELETE"),
+    ];
+    let host = "www.example.com";
+    for (i, (name, value)) in probes.into_iter().enumerate() {
+        let path = format!("/render?case={i}");
+        let clean = format!("<a href=\"http://{host}/render\">GET</a> forwarded=[] server=[] #");
+        let attack = send(
+            proxy,
+            Method::GET,
+            &path,
+            &[("host", host), (name, value)],
+            "",
+        )
+        .await;
+        assert!(
+            attack.text().starts_with(&clean),
+            "{name} reached the origin: {}",
+            attack.text()
+        );
+        let victim = send(proxy, Method::GET, &path, &[("host", host)], "").await;
+        assert_eq!(
+            (victim.header("x-cache"), victim.text()),
+            (Some("HIT"), attack.text()),
+            "{name}: the victim gets the page as the origin renders it for the real host"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_public_host_is_what_the_origin_sees_and_the_key_leaves_the_host_out() {
+    let hits = Hits::default();
+    let (origin_listener, origin_addr) = listen().await;
+    let app = origin(&hits);
+    tokio::spawn(async move { axum::serve(origin_listener, app).await });
+    let proxy = proxy_with(Settings {
+        public_host: Some(http::HeaderValue::from_static("www.example.com")),
+        ..settings(&format!("http://{origin_addr}"))
+    })
+    .await;
+    let evil = send(
+        proxy,
+        Method::GET,
+        "/render",
+        &[("host", "evil.example")],
+        "",
+    )
+    .await;
+    assert_eq!(evil.text(), clean_render("www.example.com", 1));
+    let other = send(
+        proxy,
+        Method::GET,
+        "/render",
+        &[("host", "other.example")],
+        "",
+    )
+    .await;
+    assert_eq!(
+        (other.header("x-cache"), other.text()),
+        (Some("HIT"), clean_render("www.example.com", 1)),
+        "nothing of the client's Host reaches the origin: one entry for all"
     );
 }
 

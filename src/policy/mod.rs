@@ -13,5 +13,5 @@ pub mod response;
 pub mod route;
 
 pub use request::{BypassReason, ClientControl, RefreshReason};
-pub use response::{CacheTtl, NotStoredReason, SetCookiePolicy, StatusSet};
+pub use response::{CacheTtl, NotStoredReason, RequestCookies, SetCookiePolicy, StatusSet};
 pub use route::RoutePolicy;

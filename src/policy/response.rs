@@ -12,6 +12,8 @@
 //! - no `Vary: *`;
 //! - the request had no `Authorization`, unless the response says `public`, `s-maxage` or
 //!   `must-revalidate` (RFC 9111 §3.5) or you allowed it;
+//! - the request had no `Cookie`, unless the response says `public` or `s-maxage`, or the
+//!   route declares that its responses do not depend on cookies ([`RequestCookies`]);
 //! - no `Set-Cookie`, unless a [`SetCookiePolicy`] says otherwise;
 //! - no trailers, and a body within the layer's `max_body_size`;
 //! - a TTL above zero, from the first of: [`CacheTtl`] set by the handler, the layer's
@@ -61,6 +63,9 @@ pub enum NotStoredReason {
     VaryStar,
     /// The request carried `Authorization` and the response did not allow sharing it.
     Authorization,
+    /// The request carried `Cookie` and the response did not say `public` or `s-maxage`
+    /// ([`RequestCookies`]).
+    Cookie,
     /// The response set a cookie.
     SetCookie,
     /// The body was larger than `max_body_size`.
@@ -78,7 +83,7 @@ pub enum NotStoredReason {
 
 impl NotStoredReason {
     /// Every reason, in a stable order.
-    pub const ALL: [Self; 13] = [
+    pub const ALL: [Self; 14] = [
         Self::Head,
         Self::Status,
         Self::NoStore,
@@ -86,6 +91,7 @@ impl NotStoredReason {
         Self::NoCache,
         Self::VaryStar,
         Self::Authorization,
+        Self::Cookie,
         Self::SetCookie,
         Self::TooLarge,
         Self::NoFreshness,
@@ -104,6 +110,7 @@ impl NotStoredReason {
             Self::NoCache => "no-cache",
             Self::VaryStar => "vary-star",
             Self::Authorization => "authorization",
+            Self::Cookie => "cookie",
             Self::SetCookie => "set-cookie",
             Self::TooLarge => "too-large",
             Self::NoFreshness => "no-freshness",
@@ -130,6 +137,43 @@ pub enum SetCookiePolicy {
     Strip,
     /// Store them as they are. Only for cookies that are the same for every user.
     Store,
+}
+
+/// How requests that carry a `Cookie` header use the cache.
+///
+/// Most applications that read cookies render per-user pages, and a cache that stores one
+/// user's page and serves it to the next leaks it; a response built for a logged-in user
+/// may also differ from the anonymous one under the same URL. So, by default, a request
+/// with cookies is answered only from entries whose response said `Cache-Control: public`
+/// or `s-maxage`, and its own response is stored only if it says so: the origin, not a
+/// default TTL, declares the response the same for everyone. Varnish's built-in logic goes
+/// further and never caches requests with cookies.
+///
+/// ```
+/// use tower_response_cache::{CacheLayer, MemoryStore, RoutePolicy};
+/// use tower_response_cache::policy::RequestCookies;
+///
+/// // Static assets never depend on the session cookie a browser sends along.
+/// let layer = CacheLayer::new(MemoryStore::new(64 << 20))
+///     .route_prefix("/assets/", RoutePolicy::new().request_cookies(RequestCookies::Ignore));
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RequestCookies {
+    /// A request with `Cookie` reads only entries the origin marked shared (`public` or
+    /// `s-maxage`), and its response is stored only when it is marked so (otherwise it is
+    /// not stored: [`NotStoredReason::Cookie`]). The default.
+    #[default]
+    RequireShared,
+    /// The responses do not depend on the request's cookies: requests with and without
+    /// them share entries under the usual rules.
+    Ignore,
+}
+
+/// Whether the origin marked a response as the same for every user of a shared cache:
+/// `public`, or `s-maxage` (RFC 9111 §5.2.2.9, §5.2.2.10).
+pub(crate) fn explicitly_shared(cc: &CacheControl) -> bool {
+    cc.public || cc.s_maxage.is_some()
 }
 
 /// The set of statuses that may be stored.
@@ -221,6 +265,8 @@ pub(crate) struct StorageRules {
 pub(crate) struct RequestFacts {
     pub(crate) head: bool,
     pub(crate) authorization: bool,
+    /// The request carried cookies its route does not declare irrelevant.
+    pub(crate) cookie: bool,
 }
 
 /// Whether a response may be stored, judged on its head alone (the body is checked as it
@@ -259,6 +305,9 @@ pub(crate) fn check_storable(
         && !(cc.public || cc.s_maxage.is_some() || cc.must_revalidate)
     {
         return Err(NotStoredReason::Authorization);
+    }
+    if request.cookie && !explicitly_shared(cc) {
+        return Err(NotStoredReason::Cookie);
     }
     if rules.set_cookie == SetCookiePolicy::Skip && headers.contains_key(header::SET_COOKIE) {
         return Err(NotStoredReason::SetCookie);
@@ -411,10 +460,17 @@ mod tests {
     const GET: RequestFacts = RequestFacts {
         head: false,
         authorization: false,
+        cookie: false,
     };
     const AUTHORIZED: RequestFacts = RequestFacts {
         head: false,
         authorization: true,
+        cookie: false,
+    };
+    const WITH_COOKIE: RequestFacts = RequestFacts {
+        head: false,
+        authorization: false,
+        cookie: true,
     };
 
     #[test]
@@ -454,10 +510,7 @@ mod tests {
 
     #[test]
     fn head_requests_are_never_stored() {
-        let head = RequestFacts {
-            head: true,
-            authorization: false,
-        };
+        let head = RequestFacts { head: true, ..GET };
         assert_eq!(check(200, &[], head), Err(NotStoredReason::Head));
     }
 
@@ -484,6 +537,32 @@ mod tests {
         assert_eq!(
             check_storable(StatusCode::OK, &map, &cc, AUTHORIZED, &allowed),
             Ok(())
+        );
+    }
+
+    #[test]
+    fn a_request_with_cookies_needs_a_response_marked_shared() {
+        assert_eq!(check(200, &[], WITH_COOKIE), Err(NotStoredReason::Cookie));
+        // A browser-cache lifetime is not a declaration that the page is the same for
+        // everyone; nor is `must-revalidate`.
+        for cc in ["max-age=60", "must-revalidate, max-age=60"] {
+            assert_eq!(
+                check(200, &[("cache-control", cc)], WITH_COOKIE),
+                Err(NotStoredReason::Cookie),
+                "{cc}"
+            );
+        }
+        for cc in ["public", "public, max-age=60", "s-maxage=10"] {
+            assert_eq!(
+                check(200, &[("cache-control", cc)], WITH_COOKIE),
+                Ok(()),
+                "{cc}"
+            );
+        }
+        // `private` wins over everything.
+        assert_eq!(
+            check(200, &[("cache-control", "public, private")], WITH_COOKIE),
+            Err(NotStoredReason::Private)
         );
     }
 

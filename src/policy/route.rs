@@ -24,6 +24,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::request::ClientControl;
+use super::response::RequestCookies;
 use crate::stats::{CacheStats, Counters};
 
 /// Settings for one route; every setting left unset falls back to the layer's.
@@ -37,6 +38,7 @@ pub struct RoutePolicy {
     pub(crate) honor_origin: Option<bool>,
     pub(crate) stale_if_error: Option<Duration>,
     pub(crate) stale_while_revalidate: Option<Duration>,
+    pub(crate) request_cookies: Option<RequestCookies>,
 }
 
 impl Default for RoutePolicy {
@@ -50,6 +52,7 @@ impl Default for RoutePolicy {
             honor_origin: None,
             stale_if_error: None,
             stale_while_revalidate: None,
+            request_cookies: None,
         }
     }
 }
@@ -119,6 +122,15 @@ impl RoutePolicy {
     #[must_use]
     pub fn stale_while_revalidate(mut self, window: Duration) -> Self {
         self.stale_while_revalidate = Some(window);
+        self
+    }
+
+    /// How requests with a `Cookie` header use the cache on this route: set
+    /// [`RequestCookies::Ignore`] when the route's responses never depend on cookies.
+    /// Default: the layer's ([`RequestCookies::RequireShared`]).
+    #[must_use]
+    pub fn request_cookies(mut self, cookies: RequestCookies) -> Self {
+        self.request_cookies = Some(cookies);
         self
     }
 

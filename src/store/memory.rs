@@ -96,6 +96,28 @@ impl MemoryStore {
     pub fn run_pending_tasks(&self) {
         self.cache.run_pending_tasks();
     }
+
+    /// The keys of the entries held now, in no particular order: for inspection and tests
+    /// (it visits every entry).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// use std::sync::Arc;
+    /// use std::time::Duration;
+    /// use bytes::Bytes;
+    /// use http::{HeaderMap, StatusCode};
+    /// use tower_response_cache::{CachedResponse, MemoryStore, Store};
+    ///
+    /// let store = MemoryStore::new(1 << 20);
+    /// let entry = CachedResponse::new(StatusCode::OK, HeaderMap::new(), Bytes::from("hi"));
+    /// store.put("app:GET:/a", Arc::new(entry), Duration::from_secs(60)).await.unwrap();
+    /// assert_eq!(store.keys(), ["app:GET:/a"]);
+    /// # }
+    /// ```
+    pub fn keys(&self) -> Vec<String> {
+        self.cache.iter().map(|(key, _)| (*key).clone()).collect()
+    }
 }
 
 // moka's operations do not wait on I/O: every method completes in its first poll, and a

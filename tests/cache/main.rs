@@ -14,6 +14,7 @@ mod lookup;
 mod over_http1;
 mod revalidation;
 mod rfc9111;
+mod security;
 mod services;
 mod storing;
 mod streaming;

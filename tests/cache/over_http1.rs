@@ -94,7 +94,8 @@ async fn every_body_shape_is_stored_behind_a_real_server() {
                 (status, "MISS"),
                 "{mode:?} {path}"
             );
-            let key = format!("h:GET:{path}");
+            // The client sends `Host: test`: the key holds it.
+            let key = format!("h:GET:test{path}");
             assert!(
                 eventually_stored(&store, &key).await,
                 "{mode:?} {path} stored"

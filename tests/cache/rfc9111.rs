@@ -7,7 +7,7 @@ use axum::extract::State;
 use axum::routing::get;
 use http::{Method, Request, StatusCode};
 
-use crate::harness::{Calls, Reply, fetch, get_with, layer, send};
+use crate::harness::{self, Calls, Reply, layer, send};
 use tower_response_cache::Store;
 
 fn app(calls: &Calls) -> Router {
@@ -57,13 +57,27 @@ fn app(calls: &Calls) -> Router {
         .layer(cache)
 }
 
+/// The host every request of these tests is for, as a browser's would be: an unsafe
+/// request invalidates the entries of its own host.
+const HOST: (&str, &str) = ("host", "shop.example");
+
+async fn fetch(app: &Router, uri: &str) -> Reply {
+    get_with(app, uri, &[]).await
+}
+
+async fn get_with(app: &Router, uri: &str, headers: &[(&str, &str)]) -> Reply {
+    let mut all = vec![HOST];
+    all.extend_from_slice(headers);
+    harness::get_with(app, uri, &all).await
+}
+
 async fn request(app: &Router, method: Method, uri: &str) -> Reply {
     send(
         app,
         Request::builder()
             .method(method)
             .uri(uri)
-            .header("host", "shop.example")
+            .header(HOST.0, HOST.1)
             .body(Body::empty())
             .unwrap(),
     )
@@ -400,7 +414,7 @@ async fn stale_while_revalidate_answers_at_once_and_refreshes_once_in_the_backgr
     let mut refreshed = false;
     for _ in 0..200 {
         if store
-            .get("t:GET:/flaky")
+            .get("t:GET:shop.example/flaky")
             .await
             .unwrap()
             .is_some_and(|entry| entry.body == "up #2")
@@ -459,7 +473,13 @@ async fn a_fetch_under_way_when_its_url_is_invalidated_is_not_stored() {
     assert_eq!(slow.await.unwrap().text(), "version 1");
     // …but does not put the old version back into the cache (RFC 9111 §4.4: after the
     // invalidation, the stored response must not be reused).
-    assert!(store.get("t:GET:/profile").await.unwrap().is_none());
+    assert!(
+        store
+            .get("t:GET:shop.example/profile")
+            .await
+            .unwrap()
+            .is_none()
+    );
     let after = fetch(&app, "/profile").await;
     assert_eq!(
         (after.x_cache(), after.text().as_str()),
@@ -491,7 +511,11 @@ async fn expires_and_date_give_the_freshness_and_an_invalid_expires_none() {
     fetch(&app, "/expires").await;
     let hit = fetch(&app, "/expires").await;
     assert_eq!(hit.x_cache(), "HIT");
-    let entry = store.get("t:GET:/expires").await.unwrap().unwrap();
+    let entry = store
+        .get("t:GET:shop.example/expires")
+        .await
+        .unwrap()
+        .unwrap();
     assert!(
         (118..=120).contains(&entry.ttl.as_secs()),
         "{:?}",
@@ -499,5 +523,11 @@ async fn expires_and_date_give_the_freshness_and_an_invalid_expires_none() {
     );
     // §5.3: an invalid `Expires` means already expired, whatever the default TTL.
     assert_eq!(fetch(&app, "/invalid").await.x_cache(), "UNCACHEABLE");
-    assert!(store.get("t:GET:/invalid").await.unwrap().is_none());
+    assert!(
+        store
+            .get("t:GET:shop.example/invalid")
+            .await
+            .unwrap()
+            .is_none()
+    );
 }

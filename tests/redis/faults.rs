@@ -32,17 +32,30 @@ async fn killing_redis_mid_burst_fails_no_request_and_hits_resume_after_restart(
 
     // 600 requests over 20 keys, 50 at a time; Redis is killed while they are in flight.
     let limit = std::sync::Arc::new(tokio::sync::Semaphore::new(50));
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let tasks: Vec<_> = (0..600)
         .map(|i| {
             let app = app.clone();
             let limit = std::sync::Arc::clone(&limit);
+            let done = std::sync::Arc::clone(&done);
             tokio::spawn(async move {
                 let _permit = limit.acquire().await.unwrap();
-                fetch(&app, &format!("/k{}", i % 20)).await
+                let reply = fetch(&app, &format!("/k{}", i % 20)).await;
+                done.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                reply
             })
         })
         .collect();
-    tokio::time::sleep(Duration::from_millis(40)).await;
+    // Killed once a sixth of the burst is answered (hits by then), whatever the machine's
+    // speed: most of the burst meets a dead Redis.
+    let start = Instant::now();
+    while done.load(std::sync::atomic::Ordering::SeqCst) < 100 {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "the burst started"
+        );
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
     topology.kill();
     let mut failures = 0;
     for task in tasks {
