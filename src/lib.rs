@@ -85,6 +85,13 @@ pub use store::{RedisConfig, RedisStore};
 #[doc = include_str!("../README.md")]
 pub struct ReadmeDoctests;
 
+/// The fuzz targets' bodies (`fuzz/`), for the fuzzer and for the stable replay of its
+/// corpus (`tests/fuzz_corpus.rs`). Not part of the API.
+#[cfg(feature = "__fuzz")]
+#[doc(hidden)]
+#[path = "fuzzing.rs"]
+pub mod __fuzz;
+
 /// Entry points for the crate's own benchmarks (`benches/hit.rs`): the policy decisions the
 /// layer makes on every request, callable without a service around them. Not part of the
 /// API: they may change in any release.

@@ -739,6 +739,7 @@ impl Ctx {
                 | NotStoredReason::Cookie
                 | NotStoredReason::Head
                 | NotStoredReason::Incomplete
+                | NotStoredReason::Malformed
         ) {
             self.remove(key).await;
         }

@@ -78,7 +78,7 @@ impl CacheControl {
 }
 
 /// `1*DIGIT`, saturating at [`MAX_DELTA_SECONDS`]; anything else is zero.
-fn parse_delta_seconds(value: &[u8]) -> u64 {
+pub(crate) fn parse_delta_seconds(value: &[u8]) -> u64 {
     if value.is_empty() || !value.iter().all(u8::is_ascii_digit) {
         return 0;
     }

@@ -15,7 +15,8 @@
 //! - the request had no `Cookie`, unless the response says `public` or `s-maxage`, or the
 //!   route declares that its responses do not depend on cookies ([`RequestCookies`]);
 //! - no `Set-Cookie`, unless a [`SetCookiePolicy`] says otherwise;
-//! - no trailers, and a body within the layer's `max_body_size`;
+//! - a `Content-Length`, if any, that is one whole number; no trailers; a body within the
+//!   layer's `max_body_size`, as long as declared;
 //! - a TTL above zero, from the first of: [`CacheTtl`] set by the handler, the layer's
 //!   `ttl_fn`, the origin's `s-maxage` / `max-age` / `Expires` (less the response's age),
 //!   the route's TTL, the layer's default TTL — or, with `keep` above zero, a validator
@@ -25,7 +26,7 @@ use std::time::{Duration, SystemTime};
 
 use http::{HeaderMap, StatusCode, header};
 
-use super::cache_control::{CacheControl, MAX_DELTA_SECONDS};
+use super::cache_control::{CacheControl, parse_delta_seconds};
 
 /// A TTL chosen by the handler, set as a response extension; it takes precedence over every
 /// other TTL source. `CacheTtl(Duration::ZERO)` keeps the response out of the cache.
@@ -79,11 +80,14 @@ pub enum NotStoredReason {
     /// The key was invalidated (an unsafe request for its URL) while the response was being
     /// fetched: it may predate the change.
     Invalidated,
+    /// The response's framing cannot be trusted: a `Content-Length` that is not one whole
+    /// number (RFC 9112 §6.3), which a replay would repeat.
+    Malformed,
 }
 
 impl NotStoredReason {
     /// Every reason, in a stable order.
-    pub const ALL: [Self; 14] = [
+    pub const ALL: [Self; 15] = [
         Self::Head,
         Self::Status,
         Self::NoStore,
@@ -98,6 +102,7 @@ impl NotStoredReason {
         Self::Trailers,
         Self::Incomplete,
         Self::Invalidated,
+        Self::Malformed,
     ];
 
     /// A short, stable label (used in `Cache-Status` and stats).
@@ -117,6 +122,7 @@ impl NotStoredReason {
             Self::Trailers => "trailers",
             Self::Incomplete => "incomplete",
             Self::Invalidated => "invalidated",
+            Self::Malformed => "malformed",
         }
     }
 
@@ -312,7 +318,11 @@ pub(crate) fn check_storable(
     if rules.set_cookie == SetCookiePolicy::Skip && headers.contains_key(header::SET_COOKIE) {
         return Err(NotStoredReason::SetCookie);
     }
-    if content_length(headers).is_some_and(|len| len > rules.max_body_size as u64) {
+    let declared = content_length(headers);
+    if declared.is_none() && headers.contains_key(header::CONTENT_LENGTH) {
+        return Err(NotStoredReason::Malformed);
+    }
+    if declared.is_some_and(|len| len > rules.max_body_size as u64) {
         return Err(NotStoredReason::TooLarge);
     }
     Ok(())
@@ -346,13 +356,11 @@ pub(crate) fn content_length(headers: &HeaderMap) -> Option<u64> {
 /// The response's age on arrival: the larger of its `Age` header and the time since its
 /// `Date` (RFC 9111 §4.2.3, without the request delay the cache cannot see).
 pub(crate) fn initial_age(headers: &HeaderMap, now: SystemTime) -> Duration {
-    let age_value = headers
-        .get(header::AGE)
-        .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.trim().parse::<u64>().ok())
-        .map_or(Duration::ZERO, |secs| {
-            Duration::from_secs(secs.min(MAX_DELTA_SECONDS))
-        });
+    // A value too large to represent is 2^31 (RFC 9111 §1.2.2), not unreadable: an `Age`
+    // of 10^20 says the response is very old, not new. One that is no number counts as none.
+    let age_value = headers.get(header::AGE).map_or(Duration::ZERO, |value| {
+        Duration::from_secs(parse_delta_seconds(value.as_bytes().trim_ascii()))
+    });
     let apparent_age = http_date(headers, header::DATE)
         .and_then(|date| now.duration_since(date).ok())
         .unwrap_or_default();
@@ -564,6 +572,27 @@ mod tests {
             check(200, &[("cache-control", "public, private")], WITH_COOKIE),
             Err(NotStoredReason::Private)
         );
+    }
+
+    #[test]
+    fn a_content_length_that_is_not_one_number_is_not_stored() {
+        for value in ["abc", "-1", "1.5", "99999999999999999999999", "", "5, 5"] {
+            assert_eq!(
+                check(200, &[("content-length", value)], GET),
+                Err(NotStoredReason::Malformed),
+                "{value:?}"
+            );
+        }
+        assert_eq!(
+            check(
+                200,
+                &[("content-length", "5"), ("content-length", "5")],
+                GET
+            ),
+            Err(NotStoredReason::Malformed),
+            "two field lines"
+        );
+        assert_eq!(check(200, &[("content-length", " 5 ")], GET), Ok(()));
     }
 
     #[test]

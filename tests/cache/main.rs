@@ -9,6 +9,7 @@ mod client;
 mod bypass;
 mod coalescing;
 mod harness;
+mod hostile_input;
 mod keys_and_routes;
 mod lookup;
 mod over_http1;

@@ -405,3 +405,114 @@ async fn waiters_never_see_a_leader_body_that_was_cut_off() {
         "the whole body"
     );
 }
+
+#[tokio::test]
+async fn a_body_shorter_than_its_content_length_is_not_stored() {
+    let origin = Streaming::default();
+    let (cache, store) = layer();
+    let service = origin.service(cache.clone());
+    let tx = origin.prepare(&[("content-length", "10")]);
+    tx.send(data(b"short")).unwrap();
+    drop(tx);
+    let body = call(&service, Method::GET)
+        .await
+        .into_body()
+        .collect()
+        .await
+        .unwrap()
+        .to_bytes();
+    // The client gets what the origin sent (a server in front then cuts the connection).
+    assert_eq!(body, "short");
+    assert_eq!(entry_count(&store).await, 0);
+    assert_eq!(snapshot(&cache).total.not_stored["incomplete"], 1);
+}
+
+#[tokio::test]
+async fn a_body_longer_than_its_content_length_is_never_stored_as_sent() {
+    // In one frame: more than declared arrives at once, and nothing is stored.
+    let origin = Streaming::default();
+    let (cache, store) = layer();
+    let service = origin.service(cache.clone());
+    let tx = origin.prepare(&[("content-length", "4")]);
+    tx.send(data(b"0123456789")).unwrap();
+    drop(tx);
+    call(&service, Method::GET)
+        .await
+        .into_body()
+        .collect()
+        .await
+        .unwrap();
+    assert_eq!(entry_count(&store).await, 0);
+    assert_eq!(snapshot(&cache).total.not_stored["incomplete"], 1);
+
+    // In frames: the entry is complete at the declared length, which is all an HTTP/1
+    // server sends (it stops polling the body there); what follows is never stored.
+    let tx = origin.prepare(&[("content-length", "4")]);
+    tx.send(data(b"0123")).unwrap();
+    tx.send(data(b"456789")).unwrap();
+    drop(tx);
+    call(&service, Method::GET)
+        .await
+        .into_body()
+        .collect()
+        .await
+        .unwrap();
+    let entry = store.get("t:GET:/s").await.unwrap().unwrap();
+    assert_eq!(entry.body, "0123");
+    assert_eq!(entry.headers["content-length"], "4");
+}
+
+#[tokio::test]
+async fn a_content_length_that_is_not_a_number_is_passed_on_and_not_stored() {
+    let origin = Streaming::default();
+    let (cache, store) = layer();
+    let service = origin.service(cache.clone());
+    for value in ["abc", "-1"] {
+        let tx = origin.prepare(&[("content-length", value)]);
+        tx.send(data(b"body")).unwrap();
+        drop(tx);
+        let response = call(&service, Method::GET).await;
+        assert_eq!(
+            response.headers()["cache-status"],
+            "tower-response-cache; fwd=miss; detail=malformed"
+        );
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(body, "body");
+    }
+    assert_eq!(entry_count(&store).await, 0);
+    assert_eq!(snapshot(&cache).total.not_stored["malformed"], 2);
+}
+
+#[tokio::test]
+async fn a_body_that_stalls_holds_up_no_other_request_past_the_coalescing_timeout() {
+    let origin = Streaming::default();
+    let (cache, store) = layer();
+    let cache = cache.coalesce_timeout(std::time::Duration::from_millis(200));
+    let service = origin.service(cache.clone());
+    let stalled = origin.prepare(&[]);
+    stalled.send(data(b"never ")).unwrap();
+    let mut leader = call(&service, Method::GET).await.into_body();
+    assert_eq!(next_data(&mut leader).await, "never ");
+
+    // The leader's body never goes on: a request arriving now waits at most the coalescing
+    // timeout, then goes to the origin itself.
+    let second = origin.prepare(&[]);
+    second.send(data(b"complete")).unwrap();
+    drop(second);
+    let started = tokio::time::Instant::now();
+    let response = call(&service, Method::GET).await;
+    assert_eq!(
+        response.into_body().collect().await.unwrap().to_bytes(),
+        "complete"
+    );
+    assert!(started.elapsed() >= std::time::Duration::from_millis(200));
+    assert_eq!(origin.calls.get(), 2);
+    assert_eq!(snapshot(&cache).total.coalesce_timeouts, 1);
+    // The stalled body is not stored when its client gives up; the complete one is.
+    drop(leader);
+    drop(stalled);
+    assert_eq!(
+        store.get("t:GET:/s").await.unwrap().unwrap().body,
+        "complete"
+    );
+}

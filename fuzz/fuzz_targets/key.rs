@@ -1,0 +1,6 @@
+//! `tower_response_cache::__fuzz::key` on arbitrary bytes (see `src/fuzzing.rs`).
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| {
+    tower_response_cache::__fuzz::key(data);
+});
