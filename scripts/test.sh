@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Every check CI makes, in order: formatting, lints, docs, tests (all features), and the
-# crate without its default features. Run from anywhere: scripts/test.sh
+# Every check CI makes, in order: formatting, lints, docs, the crate without its default
+# features, the tests (all features; the fuzz corpus replayed), then the load and fault
+# tests on their own. Run from anywhere: scripts/test.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -27,5 +28,10 @@ RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --all-features
 step "cargo build --no-default-features"
 cargo build --no-default-features
 
-step "cargo test --all-features"
-cargo test --all-features
+step "cargo test --all-features (all but the load tests)"
+cargo test --all-features -- --skip load_
+
+# Floods and faults under sustained load, one at a time (they measure the process's memory
+# and latency), printing their figures.
+step "load and fault tests (tests/load.rs, tests/redis/load.rs)"
+cargo test --all-features --test load --test redis -- load_ --nocapture --test-threads=1

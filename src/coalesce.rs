@@ -96,7 +96,26 @@ impl Coalescer {
 
     /// Joins the flight for `key`, or starts one.
     pub(crate) fn join(self: &Arc<Self>, key: &str) -> Join {
+        self.join_locked(&mut self.lock(), key)
+    }
+
+    /// Joins the flight for `key` as [`join`](Self::join) does, except that a flight that
+    /// landed with `rejected` (an entry this request may not take: another variant, older
+    /// than it accepts) is not joined again but replaced by a new one: the request leads the
+    /// next fetch, or waits for one under way, instead of fetching outside any flight.
+    pub(crate) fn join_past(self: &Arc<Self>, key: &str, rejected: &Arc<CachedResponse>) -> Join {
         let mut flights = self.lock();
+        let landed_with_rejected = flights.in_flight.get(key).is_some_and(|flight| {
+            matches!(&*flight.tx.borrow(), Landing::Ready(entry) if Arc::ptr_eq(entry, rejected))
+        });
+        if landed_with_rejected {
+            // Its `Landed` removes nothing later: the ids differ.
+            flights.in_flight.remove(key);
+        }
+        self.join_locked(&mut flights, key)
+    }
+
+    fn join_locked(self: &Arc<Self>, flights: &mut Flights, key: &str) -> Join {
         if let Some(flight) = flights.in_flight.get(key) {
             if flight.started.elapsed() < self.max_age {
                 return Join::Waiter(flight.tx.subscribe());
@@ -388,6 +407,40 @@ mod tests {
             panic!()
         };
         assert!(wait(rx, Duration::from_millis(20)).await.is_none());
+    }
+
+    #[tokio::test]
+    async fn a_landed_entry_a_request_rejects_gives_way_to_a_new_flight() {
+        let coalescer = coalescer();
+        let Join::Leader(guard) = coalescer.join("k") else {
+            panic!("leader");
+        };
+        let old = entry();
+        let landed = guard.ready(Arc::clone(&old));
+        // Joinable until written: a plain join is answered by the landed entry…
+        let Join::Waiter(rx) = coalescer.join("k") else {
+            panic!("waiter of the landed flight");
+        };
+        assert!(matches!(
+            wait(rx, Duration::from_secs(1)).await,
+            Some(Landing::Ready(_))
+        ));
+        // …but a request that may not take it leads the next fetch…
+        let Join::Leader(next) = coalescer.join_past("k", &old) else {
+            panic!("leader of the next flight");
+        };
+        // …which the others then wait for, even once the old entry is written.
+        drop(landed);
+        let Join::Waiter(rx) = coalescer.join_past("k", &old) else {
+            panic!("waiter of the next flight");
+        };
+        let new = entry();
+        drop(next.ready(Arc::clone(&new)));
+        let Some(Landing::Ready(got)) = wait(rx, Duration::from_secs(1)).await else {
+            panic!("the next flight's entry");
+        };
+        assert!(Arc::ptr_eq(&got, &new));
+        assert_eq!(coalescer.in_flight(), 0);
     }
 
     #[test]

@@ -497,8 +497,13 @@ impl Ctx {
         let deadline = tokio::time::Instant::now() + self.config.coalesce_timeout;
         let joined = SystemTime::now();
         let mut rejoined = false;
+        let mut rejected: Option<Arc<CachedResponse>> = None;
         loop {
-            let rx = match coalescer.join(target.as_str()) {
+            let join = match &rejected {
+                Some(entry) => coalescer.join_past(target.as_str(), entry),
+                None => coalescer.join(target.as_str()),
+            };
+            let rx = match join {
                 // After a flight ended, another may have filled the entry meanwhile: look
                 // again before fetching once more.
                 Join::Leader(guard) if rejoined => {
@@ -525,8 +530,12 @@ impl Ctx {
                 {
                     return Coalesced::Served(entry);
                 }
-                // Another variant, or not one this request may take: its own fetch.
-                Some(Landing::Ready(_)) => return Coalesced::Alone,
+                // Another variant, or not one this request may take (a refresh that came
+                // after it was fetched): the next flight, which this request may lead.
+                Some(Landing::Ready(entry)) => {
+                    rejected = Some(entry);
+                    rejoined = true;
+                }
                 // The leader was cancelled: elect a new one among the waiters.
                 Some(Landing::Fallback { retry: true } | Landing::Pending) => rejoined = true,
                 // Nothing to share (not storable, or the fetch failed): each fetches alone.

@@ -18,6 +18,9 @@ pub(crate) struct Breaker {
     /// When the current probe began: a probe whose caller was cancelled never reports back,
     /// so after a cool-down another probe may go.
     probe_started_ms: AtomicU64,
+    /// How often the circuit opened, and closed again.
+    opened: AtomicU64,
+    closed: AtomicU64,
 }
 
 impl Breaker {
@@ -31,7 +34,17 @@ impl Breaker {
             open_until_ms: AtomicU64::new(0),
             probing: AtomicBool::new(false),
             probe_started_ms: AtomicU64::new(0),
+            opened: AtomicU64::new(0),
+            closed: AtomicU64::new(0),
         }
+    }
+
+    /// How often the circuit opened and closed so far.
+    pub(crate) fn transitions(&self) -> (u64, u64) {
+        (
+            self.opened.load(Ordering::Relaxed),
+            self.closed.load(Ordering::Relaxed),
+        )
     }
 
     fn now_ms(&self) -> u64 {
@@ -74,6 +87,7 @@ impl Breaker {
     pub(crate) fn on_success(&self) {
         self.consecutive_failures.store(0, Ordering::Release);
         if self.open_until_ms.swap(0, Ordering::AcqRel) != 0 {
+            self.closed.fetch_add(1, Ordering::Relaxed);
             tracing::info!("cache store answered again; circuit closed");
         }
         self.probing.store(false, Ordering::Release);
@@ -91,6 +105,7 @@ impl Breaker {
                 .saturating_add(u64::try_from(self.cooldown.as_millis()).unwrap_or(u64::MAX))
                 .max(1);
             if self.open_until_ms.swap(until, Ordering::AcqRel) == 0 {
+                self.opened.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(
                     failures,
                     cooldown_ms = self.cooldown.as_millis() as u64,
@@ -126,6 +141,8 @@ mod tests {
         breaker.on_success();
         assert!(!breaker.is_open());
         assert!(breaker.allow() && breaker.allow(), "closed again");
+        // A failed probe re-opens an open circuit: one opening, one closing.
+        assert_eq!(breaker.transitions(), (1, 1));
     }
 
     #[test]

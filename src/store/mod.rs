@@ -24,7 +24,7 @@ use std::time::Duration;
 
 pub use memory::MemoryStore;
 #[cfg(feature = "redis")]
-pub use redis::{RedisConfig, RedisStore};
+pub use redis::{CircuitStats, RedisConfig, RedisStore};
 
 use crate::entry::CachedResponse;
 

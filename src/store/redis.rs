@@ -214,6 +214,20 @@ fn config_error(message: &'static str, error: FredError) -> StoreError {
     StoreError::with_source(StoreErrorKind::Other, message, error)
 }
 
+/// What a [`RedisStore`]'s circuit breaker did ([`RedisStore::circuit_stats`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct CircuitStats {
+    /// Whether Redis is being skipped now.
+    pub open: bool,
+    /// How often the circuit opened: Redis failed
+    /// [`breaker_threshold`](RedisConfig::breaker_threshold) times in a row while it was
+    /// closed (a failed probe keeps it open: no new opening).
+    pub opened: u64,
+    /// How often it closed again (a probe succeeded).
+    pub closed: u64,
+}
+
 /// A [`Store`] on Redis, shared by every instance that points at the same server.
 ///
 /// - One round trip per operation: `GET`, `SET key value PX ttl`, `UNLINK`, `PEXPIRE`.
@@ -361,6 +375,16 @@ impl RedisStore {
     /// Whether the circuit breaker is skipping Redis now.
     pub fn circuit_open(&self) -> bool {
         self.inner.breaker.is_open()
+    }
+
+    /// The circuit breaker's state and how often it changed since the store was made.
+    pub fn circuit_stats(&self) -> CircuitStats {
+        let (opened, closed) = self.inner.breaker.transitions();
+        CircuitStats {
+            open: self.inner.breaker.is_open(),
+            opened,
+            closed,
+        }
     }
 
     /// The key as stored in Redis.

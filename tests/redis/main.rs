@@ -9,7 +9,10 @@
 mod client;
 mod config;
 mod faults;
+mod load;
+mod proxy;
 mod rfc9111;
+mod security;
 mod servers;
 mod shared;
 

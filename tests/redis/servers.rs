@@ -230,6 +230,11 @@ impl RedisServer {
         }
     }
 
+    /// Whether the process is running (not killed by the test).
+    pub(crate) fn child_running(&self) -> bool {
+        self.child.is_some()
+    }
+
     /// Starts the process again on the same port.
     pub(crate) fn restart(&mut self) {
         self.kill();
@@ -282,14 +287,21 @@ pub(crate) fn wait_until(limit: Duration, mut ready: impl FnMut() -> bool, what:
     }
 }
 
-/// A local Redis Cluster of three primaries and no replicas.
+/// A local Redis Cluster of three primaries, without replicas or with one each.
 pub(crate) struct Cluster {
     pub(crate) nodes: Vec<RedisServer>,
 }
 
 impl Cluster {
+    /// Three primaries, no replicas.
     pub(crate) fn start() -> Self {
-        let nodes: Vec<RedisServer> = (0..3)
+        Self::start_with(0)
+    }
+
+    /// Three primaries, each with `replicas` replicas (which take over when a primary dies:
+    /// the node timeout is 2 s).
+    pub(crate) fn start_with(replicas: usize) -> Self {
+        let nodes: Vec<RedisServer> = (0..3 * (1 + replicas))
             .map(|_| {
                 let bus = free_port().to_string();
                 RedisServer::start(&[
@@ -312,7 +324,7 @@ impl Cluster {
             .arg("--cluster")
             .arg("create")
             .args(&addresses)
-            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .args(["--cluster-replicas", &replicas.to_string(), "--cluster-yes"])
             .output()
             .expect("redis-cli --cluster create runs");
         assert!(
@@ -335,6 +347,45 @@ impl Cluster {
                     .all(|node| node.cli(&["cluster", "info"]).contains("cluster_state:ok"))
             },
             "the cluster is ok on every node",
+        );
+        // With replicas, `ok` comes before every replica has synced with its primary.
+        wait_until(
+            Duration::from_secs(20),
+            || {
+                self.nodes.iter().all(|node| {
+                    let info = node.cli(&["info", "replication"]);
+                    !info.contains("role:slave") || info.contains("master_link_status:up")
+                })
+            },
+            "every replica is in sync",
+        );
+    }
+
+    /// The nodes that are primaries now, by index.
+    pub(crate) fn primaries(&self) -> Vec<usize> {
+        (0..self.nodes.len())
+            .filter(|&i| {
+                self.nodes[i].child_running()
+                    && self.nodes[i]
+                        .cli(&["info", "replication"])
+                        .contains("role:master")
+            })
+            .collect()
+    }
+
+    /// Waits until the nodes still running report `cluster_state:ok` again (after a
+    /// failover).
+    pub(crate) fn wait_until_ok_without(&self, down: usize, limit: Duration) {
+        wait_until(
+            limit,
+            || {
+                self.nodes
+                    .iter()
+                    .enumerate()
+                    .filter(|&(i, _)| i != down)
+                    .all(|(_, node)| node.cli(&["cluster", "info"]).contains("cluster_state:ok"))
+            },
+            "the cluster is ok again on the nodes left",
         );
     }
 
