@@ -25,8 +25,6 @@ use crate::layer::Config;
 use crate::observe::{self, StoreOp};
 use crate::stats::Event;
 
-/// Whether a successful response to `method` invalidates (RFC 9111 §4.4: methods not known
-/// to be safe; CONNECT opens a tunnel and targets no stored response).
 /// Recent invalidations, so that a fetch that started before one does not store its
 /// response after it (the response may predate the change).
 ///
@@ -99,11 +97,16 @@ impl Invalidations {
     }
 }
 
-pub(crate) fn invalidates(method: &Method) -> bool {
-    !matches!(
-        *method,
-        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::CONNECT
-    )
+/// Whether a successful response to `method` invalidates (RFC 9111 §4.4: methods not known
+/// to be safe; CONNECT opens a tunnel and targets no stored response). With
+/// `unknown_methods` false, only the unsafe methods RFC 9110 defines (POST, PUT, PATCH,
+/// DELETE) do.
+pub(crate) fn invalidates(method: &Method, unknown_methods: bool) -> bool {
+    match *method {
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::CONNECT => false,
+        Method::POST | Method::PUT | Method::PATCH | Method::DELETE => true,
+        _ => unknown_methods,
+    }
 }
 
 /// What an unsafe request needs to invalidate after its response.
@@ -251,14 +254,14 @@ mod tests {
     #[test]
     fn unsafe_methods_invalidate_and_safe_ones_do_not() {
         for method in [Method::POST, Method::PUT, Method::PATCH, Method::DELETE] {
-            assert!(invalidates(&method), "{method}");
+            assert!(invalidates(&method, true), "{method}");
+            assert!(invalidates(&method, false), "{method}");
         }
-        assert!(
-            invalidates(&Method::from_bytes(b"PURGE").unwrap()),
-            "unknown methods are unsafe"
-        );
+        let purge = Method::from_bytes(b"PURGE").unwrap();
+        assert!(invalidates(&purge, true), "unknown methods are unsafe");
+        assert!(!invalidates(&purge, false), "unless they are left out");
         for method in [Method::GET, Method::HEAD, Method::OPTIONS, Method::TRACE] {
-            assert!(!invalidates(&method), "{method}");
+            assert!(!invalidates(&method, true), "{method}");
         }
     }
 

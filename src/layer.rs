@@ -80,6 +80,7 @@ pub(crate) struct Config {
     pub(crate) honor_origin: bool,
     pub(crate) client_control: ClientControl,
     pub(crate) request_cookies: RequestCookies,
+    pub(crate) invalidate_unknown_methods: bool,
     pub(crate) bypass_header: HeaderName,
     pub(crate) status_header: Option<HeaderName>,
     pub(crate) cache_status: Option<Arc<CacheStatus>>,
@@ -176,6 +177,7 @@ impl CacheLayer<DefaultKeyBuilder> {
                 honor_origin: true,
                 client_control: ClientControl::Allow,
                 request_cookies: RequestCookies::RequireShared,
+                invalidate_unknown_methods: true,
                 bypass_header: DEFAULT_BYPASS_HEADER,
                 status_header: Some(DEFAULT_STATUS_HEADER),
                 cache_status: Some(Arc::new(CacheStatus::new("tower-response-cache"))),
@@ -379,6 +381,17 @@ impl<K> CacheLayer<K> {
     /// marks `public` or `s-maxage`.
     pub fn request_cookies(mut self, cookies: RequestCookies) -> Self {
         self.config().request_cookies = cookies;
+        self
+    }
+
+    /// Whether a successful (2xx or 3xx) response to a method the cache does not know
+    /// (`PURGE`, `BAN`, WebDAV's `MKCOL`, …) invalidates the target URI's entries, as
+    /// RFC 9111 §4.4 requires of methods whose safety is unknown. POST, PUT, PATCH and
+    /// DELETE always do. Turn it off when a catch-all handler (a fallback, a proxied origin)
+    /// answers any method with a 2xx: then anyone can evict any entry with `PURGE /page`.
+    /// Default: `true`.
+    pub fn invalidate_unknown_methods(mut self, invalidate: bool) -> Self {
+        self.config().invalidate_unknown_methods = invalidate;
         self
     }
 

@@ -131,7 +131,7 @@ where
         let disabled = policy.is_some_and(|policy| !policy.enabled);
         if !cacheable_method || disabled {
             config.stats.record(&route.counters, Event::Pass);
-            if !disabled && invalidates(request.method()) {
+            if !disabled && invalidates(request.method(), config.invalidate_unknown_methods) {
                 let invalidation = Invalidation {
                     config: Arc::clone(config),
                     key_builder: Arc::clone(&self.key_builder),

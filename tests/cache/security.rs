@@ -268,3 +268,39 @@ async fn credentials_never_appear_in_keys_or_stored_entries() {
         }
     }
 }
+
+#[tokio::test]
+async fn unknown_methods_invalidate_unless_turned_off() {
+    // A catch-all handler answers any method with a 200, `PURGE` included.
+    for (invalidate, expected) in [(true, "MISS"), (false, "HIT")] {
+        let calls = Calls::default();
+        let (cache, _store) = layer();
+        let cache = cache.invalidate_unknown_methods(invalidate);
+        let counted = calls.clone();
+        let app = Router::new()
+            .fallback(move || {
+                let n = counted.hit();
+                async move { format!("anything #{n}") }
+            })
+            .layer(cache);
+        get_with(&app, "/page", &[]).await;
+        let purge = http::Request::builder()
+            .method("PURGE")
+            .uri("/page")
+            .body(axum::body::Body::empty())
+            .unwrap();
+        crate::harness::send(&app, purge).await;
+        let after = get_with(&app, "/page", &[]).await;
+        assert_eq!(
+            after.x_cache(),
+            expected,
+            "invalidate_unknown_methods({invalidate})"
+        );
+        // POST, PUT, PATCH and DELETE invalidate either way.
+        let post = http::Request::post("/page")
+            .body(axum::body::Body::empty())
+            .unwrap();
+        crate::harness::send(&app, post).await;
+        assert_eq!(get_with(&app, "/page", &[]).await.x_cache(), "MISS");
+    }
+}
