@@ -31,7 +31,7 @@ use crate::policy::response::{
     RequestFacts, StorageRules, TtlSources, check_storable, initial_age, origin_lifetime,
     ttl_from_sources,
 };
-use crate::policy::{ClientControl, RequestCookies, SetCookiePolicy, StatusSet};
+use crate::policy::{ClientControl, RequestCookies};
 use crate::{CacheLayer, CachedResponse, MemoryStore};
 
 /// Header lines `name: value`, one a line; lines that are no valid header are skipped.
@@ -117,13 +117,7 @@ pub fn directives(data: &[u8]) {
     let now = SystemTime::now();
     let age = initial_age(&map, now);
     let lifetime = origin_lifetime(&map, &cc, now);
-    let rules = StorageRules {
-        statuses: StatusSet::default(),
-        set_cookie: SetCookiePolicy::Skip,
-        allow_authorized: false,
-        max_body_size: 1 << 20,
-        keep: Duration::ZERO,
-    };
+    let rules = StorageRules::default();
     if check_storable(StatusCode::OK, &map, &cc, RequestFacts::default(), &rules).is_ok() {
         assert!(!cc.no_store && !cc.private, "{cc:?} stored");
         let sources = TtlSources {

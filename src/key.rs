@@ -437,9 +437,12 @@ impl DefaultKeyBuilder {
 
 /// The host a request is for: the URI's authority, else its `Host` header.
 struct RequestHost<'a> {
+    /// Checked: `reg-name`, or an IP literal in brackets.
     host: &'a str,
     /// The port, unless it is the default of the URI's scheme.
     port: Option<u16>,
+    /// The port's digits as sent, when they are its canonical form (no leading zeros).
+    port_text: Option<&'a str>,
 }
 
 impl<'a> RequestHost<'a> {
@@ -453,7 +456,9 @@ impl<'a> RequestHost<'a> {
         }
         let scheme = parts.uri.scheme();
         let from_header = match header {
-            Some(value) => Some(Self::parse(value.as_bytes().trim_ascii(), scheme)?),
+            // `to_str` is a cheap check (visible ASCII) that gives the `&str` the key is
+            // built from; what else a host may not hold, `parse` checks.
+            Some(value) => Some(Self::parse(value.to_str().ok()?.trim_ascii(), scheme)?),
             None => None,
         };
         let from_uri = parts
@@ -467,21 +472,40 @@ impl<'a> RequestHost<'a> {
         }
     }
 
-    fn parse(value: &'a [u8], scheme: Option<&Scheme>) -> Option<Self> {
-        // A `Host` is `uri-host [ ":" port ]` (RFC 9110 §7.2): no user information.
-        if value.is_empty() || value.contains(&b'@') {
-            return None;
-        }
-        let text = std::str::from_utf8(value).ok()?;
-        let authority = Authority::try_from(text).ok()?;
-        // `Authority` owns its bytes: borrow the host from the value itself, which it
-        // starts (there is no user information).
-        let host = text.get(..authority.host().len())?;
+    /// A `Host` value: `uri-host [ ":" port ]` (RFC 9110 §7.2, RFC 3986 §3.2.2) — a
+    /// reg-name or IPv4 address (unreserved, sub-delims, `%`), or an IP literal in brackets,
+    /// and a port of up to five digits; no user information. Checked with byte tables
+    /// rather than `Authority::try_from`, which copies the value and looks for what a `Host`
+    /// may not hold: this runs for every request, hits included.
+    fn parse(text: &'a str, scheme: Option<&Scheme>) -> Option<Self> {
+        let value = text.as_bytes();
+        let (host_len, rest) = if value.first() == Some(&b'[') {
+            let end = value.iter().position(|&b| b == b']')?;
+            let inside = &value[1..end];
+            if inside.is_empty() || !inside.iter().all(|&b| IP_LITERAL[usize::from(b)]) {
+                return None;
+            }
+            (end + 1, &value[end + 1..])
+        } else {
+            let end = value.iter().position(|&b| b == b':').unwrap_or(value.len());
+            let host = &value[..end];
+            if host.is_empty() || !host.iter().all(|&b| REG_NAME[usize::from(b)]) {
+                return None;
+            }
+            (end, &value[end..])
+        };
+        let (port, digits) = match rest {
+            [] => (None, &[][..]),
+            [b':', digits @ ..] => (parse_port(digits)?, digits),
+            _ => return None,
+        };
+        // Every byte up to here is ASCII: the slices fall on character boundaries.
         Some(Self {
-            host,
-            port: authority
-                .port_u16()
-                .filter(|&port| Some(port) != default_port(scheme)),
+            host: text.get(..host_len)?,
+            port: port.filter(|&port| Some(port) != default_port(scheme)),
+            port_text: (digits.first() != Some(&b'0') || digits.len() == 1)
+                .then(|| text.get(text.len() - digits.len()..))
+                .flatten(),
         })
     }
 
@@ -491,6 +515,7 @@ impl<'a> RequestHost<'a> {
             port: authority
                 .port_u16()
                 .filter(|&port| Some(port) != default_port(scheme)),
+            port_text: None,
         }
     }
 
@@ -500,18 +525,55 @@ impl<'a> RequestHost<'a> {
 
     /// The host in lower case with its bytes escaped as the rest of the key, and `:port`.
     fn push_to(&self, out: &mut String) {
-        for &byte in self.host.as_bytes() {
-            if HOST_LITERAL[usize::from(byte)] {
-                out.push(char::from(byte.to_ascii_lowercase()));
-            } else {
-                push_escaped(out, byte);
+        if self.host.bytes().all(|byte| HOST_NORMAL[usize::from(byte)]) {
+            out.push_str(self.host);
+        } else {
+            for byte in self.host.bytes() {
+                if HOST_LITERAL[usize::from(byte)] {
+                    out.push(char::from(byte.to_ascii_lowercase()));
+                } else {
+                    push_escaped(out, byte);
+                }
             }
         }
-        if let Some(port) = self.port {
-            use fmt::Write;
-            let _ = write!(out, ":{port}");
+        let Some(port) = self.port else {
+            return;
+        };
+        out.push(':');
+        if let Some(text) = self.port_text {
+            out.push_str(text);
+        } else {
+            let mut digits = [0u8; 5];
+            let mut start = digits.len();
+            let mut rest = port;
+            loop {
+                start -= 1;
+                digits[start] = b'0' + (rest % 10) as u8;
+                rest /= 10;
+                if rest == 0 {
+                    break;
+                }
+            }
+            for &digit in &digits[start..] {
+                out.push(char::from(digit));
+            }
         }
     }
+}
+
+/// A port: up to five digits, at most 65 535; empty is no port (RFC 3986 §3.2.3). `None`
+/// when it is no port at all.
+fn parse_port(digits: &[u8]) -> Option<Option<u16>> {
+    if digits.is_empty() {
+        return Some(None);
+    }
+    if digits.len() > 5 || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    let value = digits
+        .iter()
+        .fold(0u32, |value, digit| value * 10 + u32::from(digit - b'0'));
+    u16::try_from(value).ok().map(Some)
 }
 
 fn default_port(scheme: Option<&Scheme>) -> Option<u16> {
@@ -572,6 +634,23 @@ const UNRESERVED: [bool; 256] = byte_class(b"-._~");
 /// A host's bytes that stand for themselves: RFC 3986 `reg-name` without `%` (escaped, so
 /// that `%41` and `A` stay apart), and the brackets and colons of an IP literal.
 const HOST_LITERAL: [bool; 256] = byte_class(b"-._~!$&'()*+,;=:[]");
+/// [`HOST_LITERAL`] without upper-case letters: a host of these goes into the key as it is.
+const HOST_NORMAL: [bool; 256] = without_upper_case(HOST_LITERAL);
+/// What a `Host` may hold outside brackets: `reg-name` (unreserved, sub-delims and the `%`
+/// of percent-encoding), which covers IPv4 addresses.
+const REG_NAME: [bool; 256] = byte_class(b"-._~!$&'()*+,;=%");
+/// What an IP literal may hold between its brackets: IPv6 (hex digits, `:`, `.`) and
+/// IPvFuture (`v`, hex, `.`, unreserved, sub-delims, `:`).
+const IP_LITERAL: [bool; 256] = byte_class(b"-._~!$&'()*+,;=:");
+
+const fn without_upper_case(mut class: [bool; 256]) -> [bool; 256] {
+    let mut byte = b'A';
+    while byte <= b'Z' {
+        class[byte as usize] = false;
+        byte += 1;
+    }
+    class
+}
 
 /// ASCII letters and digits, and `extra`.
 const fn byte_class(extra: &[u8]) -> [bool; 256] {
@@ -786,6 +865,24 @@ mod tests {
             Some("GET:shop.example:8080/p?a=1")
         );
         assert_eq!(host("[::1]:3000").as_deref(), Some("GET:[::1]:3000/p?a=1"));
+        assert_eq!(host("[::1]").as_deref(), Some("GET:[::1]/p?a=1"));
+        assert_eq!(
+            host("shop.example:").as_deref(),
+            Some("GET:shop.example/p?a=1")
+        );
+        assert_eq!(
+            host("shop.example:0080").as_deref(),
+            Some("GET:shop.example:80/p?a=1")
+        );
+        assert_eq!(
+            host("10.0.0.1:65535").as_deref(),
+            Some("GET:10.0.0.1:65535/p?a=1")
+        );
+        // A percent sign is escaped: `a%41` and `aA` stay apart.
+        assert_eq!(
+            host("a%41.example").as_deref(),
+            Some("GET:a%2541.example/p?a=1")
+        );
         assert_ne!(host("evil.example"), host("shop.example"));
         // No scheme to know the default port by: the port stays as the application sees it.
         assert_eq!(
@@ -818,8 +915,16 @@ mod tests {
     #[test]
     fn an_ambiguous_host_is_not_cached() {
         let builder = DefaultKeyBuilder::new();
-        let cases: [(&str, Headers<'_>); 7] = [
+        let cases: [(&str, Headers<'_>); 15] = [
             ("/p", &[("host", b"a.example"), ("host", b"b.example")]),
+            ("/p", &[("host", b"a.example:65536")]),
+            ("/p", &[("host", b"a.example:123456")]),
+            ("/p", &[("host", b"a.example:8x")]),
+            ("/p", &[("host", b"a:b:c")]),
+            ("/p", &[("host", b"[")]),
+            ("/p", &[("host", b"[]")]),
+            ("/p", &[("host", b"[::1]x")]),
+            ("/p", &[("host", b":80")]),
             ("/p", &[("host", b"a.example/evil")]),
             ("/p", &[("host", b"user@a.example")]),
             ("/p", &[("host", b"a example")]),
@@ -1075,9 +1180,11 @@ mod tests {
             let uri = format!("/{path}");
             let key = |host: &str| built(&builder, &uri, &[("host", host.as_bytes())]);
             if let (Some(ka), Some(kb)) = (key(&a), key(&b)) {
+                // An independent model: the host before the first `:`, in lower case, and
+                // the port as a number (none when empty).
                 let host_of = |host: &str| {
-                    let parsed = Authority::try_from(host).unwrap();
-                    (parsed.host().to_ascii_lowercase(), parsed.port_u16())
+                    let (name, port) = host.split_once(':').unwrap_or((host, ""));
+                    (name.to_ascii_lowercase(), port.parse::<u16>().ok())
                 };
                 prop_assert_eq!(host_of(&a) == host_of(&b), ka == kb, "{} vs {}", ka, kb);
             }

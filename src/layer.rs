@@ -181,13 +181,7 @@ impl CacheLayer<DefaultKeyBuilder> {
                 bypass_header: DEFAULT_BYPASS_HEADER,
                 status_header: Some(DEFAULT_STATUS_HEADER),
                 cache_status: Some(Arc::new(CacheStatus::new("tower-response-cache"))),
-                rules: StorageRules {
-                    statuses: StatusSet::default(),
-                    set_cookie: SetCookiePolicy::Skip,
-                    allow_authorized: false,
-                    max_body_size: 1024 * 1024,
-                    keep: Duration::ZERO,
-                },
+                rules: StorageRules::default(),
                 write_mode: WriteMode::Background,
                 routes: RouteTable::default(),
                 coalescer: Some(Arc::new(Coalescer::new(

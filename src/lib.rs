@@ -107,7 +107,7 @@ pub mod __bench {
         RequestFacts, StorageRules, TtlSources, check_storable, initial_age, origin_lifetime,
         ttl_from_sources,
     };
-    use crate::policy::{ClientControl, NotStoredReason, SetCookiePolicy, StatusSet};
+    use crate::policy::{ClientControl, NotStoredReason};
 
     /// What the layer reads of a request's headers: its directives and bypass header
     /// under [`ClientControl::Allow`] (the decision goes through `black_box`, so that it is
@@ -129,14 +129,13 @@ pub mod __bench {
         now: SystemTime,
     ) -> Result<Duration, NotStoredReason> {
         let cc = CacheControl::from_headers(headers);
-        let rules = StorageRules {
-            statuses: StatusSet::default(),
-            set_cookie: SetCookiePolicy::Skip,
-            allow_authorized: false,
-            max_body_size: 1 << 20,
-            keep: Duration::ZERO,
-        };
-        check_storable(status, headers, &cc, RequestFacts::default(), &rules)?;
+        check_storable(
+            status,
+            headers,
+            &cc,
+            RequestFacts::default(),
+            &StorageRules::default(),
+        )?;
         let sources = TtlSources {
             explicit: None,
             origin: origin_lifetime(headers, &cc, now),

@@ -407,6 +407,11 @@ async fn every_method_and_body_and_end_to_end_header_is_forwarded() {
     );
 }
 
+/// `GET /render` with `Host: host`.
+async fn render_for(proxy: SocketAddr, host: &str) -> Reply {
+    send(proxy, Method::GET, "/render", &[("host", host)], "").await
+}
+
 /// What a client sees of `/render?case=…` before anyone poisons it: the host it asked for.
 fn clean_render(host: &str, n: usize) -> String {
     format!("<a href=\"http://{host}/render\">GET</a> forwarded=[] server=[] #{n}")
@@ -418,36 +423,15 @@ async fn a_client_host_is_keyed_so_it_cannot_poison_another_hosts_page() {
     // which the proxy sets from the client's Host.
     let hits = Hits::default();
     let proxy = setup(&hits).await;
-    let evil = send(
-        proxy,
-        Method::GET,
-        "/render",
-        &[("host", "evil.example")],
-        "",
-    )
-    .await;
+    let evil = render_for(proxy, "evil.example").await;
     assert_eq!(evil.text(), clean_render("evil.example", 1));
-    let real = send(
-        proxy,
-        Method::GET,
-        "/render",
-        &[("host", "www.example.com")],
-        "",
-    )
-    .await;
+    let real = render_for(proxy, "www.example.com").await;
     assert_eq!(
         (real.header("x-cache"), real.text()),
         (Some("MISS"), clean_render("www.example.com", 2)),
         "another host's entry is not this one's"
     );
-    let again = send(
-        proxy,
-        Method::GET,
-        "/render",
-        &[("host", "WWW.example.com")],
-        "",
-    )
-    .await;
+    let again = render_for(proxy, "WWW.example.com").await;
     assert_eq!(
         (again.header("x-cache"), again.text()),
         (Some("HIT"), clean_render("www.example.com", 2)),
@@ -512,23 +496,9 @@ async fn a_public_host_is_what_the_origin_sees_and_the_key_leaves_the_host_out()
         ..settings(&format!("http://{origin_addr}"))
     })
     .await;
-    let evil = send(
-        proxy,
-        Method::GET,
-        "/render",
-        &[("host", "evil.example")],
-        "",
-    )
-    .await;
+    let evil = render_for(proxy, "evil.example").await;
     assert_eq!(evil.text(), clean_render("www.example.com", 1));
-    let other = send(
-        proxy,
-        Method::GET,
-        "/render",
-        &[("host", "other.example")],
-        "",
-    )
-    .await;
+    let other = render_for(proxy, "other.example").await;
     assert_eq!(
         (other.header("x-cache"), other.text()),
         (Some("HIT"), clean_render("www.example.com", 1)),

@@ -266,6 +266,21 @@ pub(crate) struct StorageRules {
     pub(crate) keep: Duration,
 }
 
+impl Default for StorageRules {
+    /// The layer's defaults: [`StatusSet::default`], no `Set-Cookie` responses, no
+    /// responses to authorized requests (RFC 9111 §3.5 aside), bodies up to 1 MiB, nothing
+    /// kept past its freshness.
+    fn default() -> Self {
+        Self {
+            statuses: StatusSet::default(),
+            set_cookie: SetCookiePolicy::Skip,
+            allow_authorized: false,
+            max_body_size: 1024 * 1024,
+            keep: Duration::ZERO,
+        }
+    }
+}
+
 /// What the response check needs to know of the request.
 #[derive(Clone, Copy, Debug, Default)]
 pub(crate) struct RequestFacts {
