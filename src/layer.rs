@@ -76,6 +76,7 @@ pub(crate) struct Config {
     pub(crate) namespace: Arc<str>,
     pub(crate) max_key_len: usize,
     pub(crate) default_ttl: Option<Duration>,
+    pub(crate) negative_ttl: Option<Duration>,
     pub(crate) ttl_fn: Option<TtlFn>,
     pub(crate) honor_origin: bool,
     pub(crate) client_control: ClientControl,
@@ -132,7 +133,8 @@ impl Config {
 /// Defaults: namespace `cache`, default TTL 60 s, the origin's freshness honoured, clients
 /// allowed to bypass ([`ClientControl::Allow`]) with `Cache-Control` or `x-cache-bypass`,
 /// `x-cache` and `Cache-Status` response headers, bodies up to 1 MiB, the statuses of
-/// [`StatusSet::default`], no `Set-Cookie` responses, no responses to authorized requests
+/// [`StatusSet::default`] (4xx and 5xx only with a TTL from the origin, the handler or
+/// [`negative_ttl`](Self::negative_ttl)), no `Set-Cookie` responses, no responses to authorized requests
 /// (RFC 9111 §3.5 aside), requests with cookies served and stored only for responses the
 /// origin marks `public` or `s-maxage` ([`RequestCookies`]), the host in the key, writes in the background, concurrent misses of a key coalesced
 /// (waits up to 5 s).
@@ -173,6 +175,7 @@ impl CacheLayer<DefaultKeyBuilder> {
                 namespace: Arc::from("cache"),
                 max_key_len: 250,
                 default_ttl: Some(Duration::from_secs(60)),
+                negative_ttl: None,
                 ttl_fn: None,
                 honor_origin: true,
                 client_control: ClientControl::Allow,
@@ -239,6 +242,25 @@ impl<K> CacheLayer<K> {
     /// its own freshness.
     pub fn no_default_ttl(mut self) -> Self {
         self.config().default_ttl = None;
+        self
+    }
+
+    /// The TTL of negative responses — 404, 410 and every other 4xx or 5xx the status set
+    /// admits — when neither the handler, `ttl_fn` nor the origin gives one; the route's TTL
+    /// and the default TTL never apply to them. Routes can override it. Default: none, so a
+    /// "not found" is stored only when the origin says for how long (as nginx caches only
+    /// 200, 301 and 302 when no status is named), and a resource created after a 404 is
+    /// found at once.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tower_response_cache::{CacheLayer, MemoryStore};
+    ///
+    /// // Shield the origin from floods of lookups for missing pages, for a few seconds.
+    /// let cache = CacheLayer::new(MemoryStore::new(64 << 20)).negative_ttl(Duration::from_secs(5));
+    /// ```
+    pub fn negative_ttl(mut self, ttl: Duration) -> Self {
+        self.config().negative_ttl = Some(ttl);
         self
     }
 

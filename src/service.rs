@@ -38,11 +38,11 @@ use crate::outcome::{self, Outcome};
 use crate::policy::cache_control::CacheControl;
 use crate::policy::conditional::{not_modified, not_modified_headers};
 use crate::policy::request::{RequestMode, request_mode};
-use crate::policy::response::explicitly_shared;
 use crate::policy::response::{
     RequestFacts, TtlSources, check_storable, content_length, has_validator, initial_age,
     origin_lifetime, ttl_from_sources,
 };
+use crate::policy::response::{explicitly_shared, is_negative};
 use crate::policy::route::Route;
 use crate::policy::{
     BypassReason, CacheTtl, NotStoredReason, RefreshReason, RequestCookies, SetCookiePolicy,
@@ -791,9 +791,18 @@ impl Ctx {
             origin: honor_origin
                 .then(|| origin_lifetime(&head.headers, &cc, now))
                 .flatten(),
-            configured: policy
-                .and_then(|policy| policy.ttl)
-                .or(self.config.default_ttl),
+            // An error ("not there", "not allowed") gets no default lifetime of its own: a
+            // 404 for a page about to be created must not outlive it by a whole TTL. Only
+            // `negative_ttl`, or the origin, the handler or `ttl_fn`, store one.
+            configured: if is_negative(head.status) {
+                policy
+                    .and_then(|policy| policy.negative_ttl)
+                    .or(self.config.negative_ttl)
+            } else {
+                policy
+                    .and_then(|policy| policy.ttl)
+                    .or(self.config.default_ttl)
+            },
         };
         let initial_age = initial_age(&head.headers, now);
         let keep = self.config.rules.keep;

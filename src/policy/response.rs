@@ -20,7 +20,10 @@
 //! - a TTL above zero, from the first of: [`CacheTtl`] set by the handler, the layer's
 //!   `ttl_fn`, the origin's `s-maxage` / `max-age` / `Expires` (less the response's age),
 //!   the route's TTL, the layer's default TTL — or, with `keep` above zero, a validator
-//!   (`ETag` / `Last-Modified`) to revalidate it with.
+//!   (`ETag` / `Last-Modified`) to revalidate it with. For a negative status (404, 410 and
+//!   every other 4xx or 5xx the status set admits) the route's and the default TTL do not
+//!   count: the route's or the layer's `negative_ttl` does, and there is none by default
+//!   (as nginx stores only 200, 301 and 302 when no status is named).
 
 use std::time::{Duration, SystemTime};
 
@@ -71,7 +74,8 @@ pub enum NotStoredReason {
     SetCookie,
     /// The body was larger than `max_body_size`.
     TooLarge,
-    /// No TTL source gave the response a freshness above zero.
+    /// No TTL source gave the response a freshness above zero (for a 4xx or 5xx, the
+    /// route's and the default TTL do not count: only a `negative_ttl`).
     NoFreshness,
     /// The body had trailers, which the cache does not replay.
     Trailers,
@@ -174,6 +178,13 @@ pub enum RequestCookies {
     /// The responses do not depend on the request's cookies: requests with and without
     /// them share entries under the usual rules.
     Ignore,
+}
+
+/// Whether a status says the resource is not there or not to be had (every 4xx and 5xx):
+/// such a response takes its TTL from `negative_ttl`, not from the route's or the default
+/// TTL.
+pub(crate) fn is_negative(status: StatusCode) -> bool {
+    status.is_client_error() || status.is_server_error()
 }
 
 /// Whether the origin marked a response as the same for every user of a shared cache:

@@ -39,6 +39,7 @@ pub struct RoutePolicy {
     pub(crate) stale_if_error: Option<Duration>,
     pub(crate) stale_while_revalidate: Option<Duration>,
     pub(crate) request_cookies: Option<RequestCookies>,
+    pub(crate) negative_ttl: Option<Duration>,
 }
 
 impl Default for RoutePolicy {
@@ -53,6 +54,7 @@ impl Default for RoutePolicy {
             stale_if_error: None,
             stale_while_revalidate: None,
             request_cookies: None,
+            negative_ttl: None,
         }
     }
 }
@@ -80,6 +82,15 @@ impl RoutePolicy {
     #[must_use]
     pub fn ttl(mut self, ttl: Duration) -> Self {
         self.ttl = Some(ttl);
+        self
+    }
+
+    /// The TTL of this route's negative responses (404, 410, every other 4xx or 5xx the
+    /// status set admits) when neither the handler, `ttl_fn` nor the origin gives one.
+    /// Default: the layer's (none: such responses are not stored on a configured TTL).
+    #[must_use]
+    pub fn negative_ttl(mut self, ttl: Duration) -> Self {
+        self.negative_ttl = Some(ttl);
         self
     }
 

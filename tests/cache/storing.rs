@@ -6,8 +6,8 @@ use axum::extract::State;
 use axum::response::IntoResponse;
 use axum::routing::get;
 use http::{Request, StatusCode};
-use tower_response_cache::CacheLayer;
 use tower_response_cache::policy::{SetCookiePolicy, StatusSet};
+use tower_response_cache::{CacheLayer, RoutePolicy};
 
 use crate::harness::{Calls, entry_count, fetch, get_with, layer, send, snapshot, stored};
 
@@ -214,9 +214,10 @@ async fn the_status_set_is_configurable() {
 #[tokio::test]
 async fn a_cached_404_is_served_as_a_404() {
     // RFC 9111 §3 with RFC 9110 §15.5.5: a 404 is heuristically cacheable and replayed with its
-    // status.
+    // status (here with a negative TTL).
     let calls = Calls::default();
     let (cache, _store) = layer();
+    let cache = cache.negative_ttl(std::time::Duration::from_secs(5));
     let app = app(&calls, cache, StatusCode::NOT_FOUND, &[]);
     fetch(&app, "/r").await;
     let hit = fetch(&app, "/r").await;
@@ -224,6 +225,92 @@ async fn a_cached_404_is_served_as_a_404() {
         (hit.status, hit.x_cache(), hit.text().as_str()),
         (StatusCode::NOT_FOUND, "HIT", "r1")
     );
+    assert!(remaining_ttl(&hit) <= 5, "{:?}", hit.header("cache-status"));
+}
+
+/// The `ttl` a hit's `Cache-Status` announces.
+fn remaining_ttl(reply: &crate::harness::Reply) -> u64 {
+    reply
+        .header("cache-status")
+        .and_then(|status| status.strip_prefix("tower-response-cache; hit; ttl="))
+        .and_then(|ttl| ttl.parse().ok())
+        .unwrap()
+}
+
+#[tokio::test]
+async fn negative_responses_get_no_default_ttl() {
+    // A user created through another URL must not stay "not found" for a default TTL.
+    for status in [
+        StatusCode::NOT_FOUND,
+        StatusCode::GONE,
+        StatusCode::NOT_IMPLEMENTED,
+    ] {
+        let calls = Calls::default();
+        let (cache, store) = layer();
+        let app = app(&calls, cache.clone(), status, &[]);
+        let first = fetch(&app, "/r").await;
+        assert_eq!(
+            (first.x_cache(), first.header("cache-status")),
+            (
+                "UNCACHEABLE",
+                Some("tower-response-cache; fwd=miss; detail=no-freshness")
+            ),
+            "{status}"
+        );
+        assert_eq!(fetch(&app, "/r").await.text(), "r2", "{status}");
+        assert_eq!(entry_count(&store).await, 0, "{status}");
+        // A route TTL does not count either.
+        let (cache, _store) = layer();
+        let routed = cache.route(
+            "/r",
+            RoutePolicy::new().ttl(std::time::Duration::from_secs(30)),
+        );
+        let app = self::app(&calls, routed, status, &[]);
+        assert_eq!(fetch(&app, "/r").await.x_cache(), "UNCACHEABLE", "{status}");
+    }
+}
+
+#[tokio::test]
+async fn negative_responses_are_stored_when_some_source_says_how_long() {
+    let five = std::time::Duration::from_secs(5);
+    // The origin's freshness, the layer's or the route's negative TTL, the handler's TTL.
+    let calls = Calls::default();
+    let (cache, _store) = layer();
+    let app = app(
+        &calls,
+        cache,
+        StatusCode::NOT_FOUND,
+        &[("cache-control", "max-age=30")],
+    );
+    fetch(&app, "/r").await;
+    assert_eq!(fetch(&app, "/r").await.x_cache(), "HIT", "origin max-age");
+
+    let (cache, _store) = layer();
+    let cache = cache.route("/r", RoutePolicy::new().negative_ttl(five));
+    let app = self::app(&calls, cache, StatusCode::GONE, &[]);
+    fetch(&app, "/r").await;
+    let hit = fetch(&app, "/r").await;
+    assert_eq!(hit.x_cache(), "HIT", "route negative TTL");
+    assert!(
+        remaining_ttl(&hit) <= 5,
+        "the negative TTL, not the default"
+    );
+
+    let (cache, _store) = layer();
+    let app = Router::new()
+        .route(
+            "/r",
+            get(move || async move {
+                (
+                    StatusCode::NOT_FOUND,
+                    axum::Extension(tower_response_cache::CacheTtl(five)),
+                    "missing",
+                )
+            }),
+        )
+        .layer(cache);
+    fetch(&app, "/r").await;
+    assert_eq!(fetch(&app, "/r").await.x_cache(), "HIT", "handler TTL");
 }
 
 #[tokio::test]
