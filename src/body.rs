@@ -451,17 +451,19 @@ async fn write_entry(
     if !invalidations.allows(&key, epoch) {
         stats.record(&counters, Event::NotStored(NotStoredReason::Invalidated));
     } else {
-        match store.put(&key, entry, ttl).await {
+        match store.put_newer(&key, entry, ttl).await {
             // An invalidation that removed the key while this write was under way must
             // not be undone by it.
-            Ok(()) if !invalidations.allows(&key, epoch) => {
+            Ok(true) if !invalidations.allows(&key, epoch) => {
                 stats.record(&counters, Event::NotStored(NotStoredReason::Invalidated));
                 if let Err(error) = store.remove(&key).await {
                     stats.record(&counters, Event::StoreError(error.kind()));
                     crate::observe::store_error(StoreOp::Write, &key, &error);
                 }
             }
-            Ok(()) => stats.record(&counters, Event::Stored),
+            Ok(true) => stats.record(&counters, Event::Stored),
+            // Overtaken: a newer response for the key is stored already.
+            Ok(false) => stats.record(&counters, Event::NotStored(NotStoredReason::Superseded)),
             Err(error) => {
                 stats.record(&counters, Event::StoreError(error.kind()));
                 crate::observe::store_error(StoreOp::Write, &key, &error);

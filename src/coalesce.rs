@@ -17,6 +17,7 @@
 //! request starts a new one.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -73,6 +74,9 @@ pub(crate) struct Coalescer {
     /// A flight older than this is stale (a leader whose client stopped reading): new
     /// requests do not wait for it (nginx's `proxy_cache_lock_age`).
     max_age: Duration,
+    /// Flights that landed with an entry not yet written: read without the lock, so that a
+    /// hit looks for a newer landed entry only when there may be one.
+    landed: AtomicUsize,
 }
 
 impl Coalescer {
@@ -82,6 +86,35 @@ impl Coalescer {
             max_flights,
             hit_for_miss,
             max_age,
+            landed: AtomicUsize::new(0),
+        }
+    }
+
+    /// Removes the flight for `key` from the map, keeping the count of landed ones.
+    fn take(&self, flights: &mut Flights, key: &str) -> Option<Flight> {
+        let flight = flights.in_flight.remove(key)?;
+        if matches!(*flight.tx.borrow(), Landing::Ready(_)) {
+            self.landed.fetch_sub(1, Ordering::Relaxed);
+        }
+        Some(flight)
+    }
+
+    /// The entry a flight for `key` landed with, if it is newer than `than` (which the
+    /// store returned): its write is under way, and until it is done a request must not be
+    /// answered with what it replaces.
+    pub(crate) fn newer_landed(
+        &self,
+        key: &str,
+        than: &CachedResponse,
+    ) -> Option<Arc<CachedResponse>> {
+        if self.landed.load(Ordering::Relaxed) == 0 {
+            return None;
+        }
+        let flights = self.lock();
+        let flight = flights.in_flight.get(key)?;
+        match &*flight.tx.borrow() {
+            Landing::Ready(entry) if entry.stored_at > than.stored_at => Some(Arc::clone(entry)),
+            _ => None,
         }
     }
 
@@ -110,7 +143,7 @@ impl Coalescer {
         });
         if landed_with_rejected {
             // Its `Landed` removes nothing later: the ids differ.
-            flights.in_flight.remove(key);
+            self.take(&mut flights, key);
         }
         self.join_locked(&mut flights, key)
     }
@@ -121,7 +154,7 @@ impl Coalescer {
                 return Join::Waiter(flight.tx.subscribe());
             }
             // Stale: replaced by a new flight below; its late landing is ignored (ids).
-            flights.in_flight.remove(key);
+            self.take(flights, key);
         }
         if let Some(until) = flights.hit_for_miss.get(key) {
             if Instant::now() < *until {
@@ -161,8 +194,9 @@ impl Coalescer {
             if matches!(landing, Landing::Ready(_)) {
                 if let Some(flight) = flights.in_flight.get(key) {
                     flight.tx.send_replace(landing);
+                    self.landed.fetch_add(1, Ordering::Relaxed);
                 }
-            } else if let Some(flight) = flights.in_flight.remove(key) {
+            } else if let Some(flight) = self.take(&mut flights, key) {
                 flight.tx.send_replace(landing);
             }
         }
@@ -186,14 +220,14 @@ impl Coalescer {
             .get(key)
             .is_some_and(|flight| flight.id == id)
         {
-            flights.in_flight.remove(key);
+            self.take(&mut flights, key);
         }
     }
 
     /// Drops the flight for `key`, if any: a request that comes after an invalidation must
     /// not be answered by a fetch that began before it. Its waiters elect a new leader.
     pub(crate) fn forget(&self, key: &str) {
-        self.lock().in_flight.remove(key);
+        self.take(&mut self.lock(), key);
     }
 
     /// How many flights are in the air (for tests and metrics).

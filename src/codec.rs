@@ -201,6 +201,19 @@ fn append_header(
 
 const MAGIC: &[u8; 3] = b"TRC";
 const BINARY_VERSION: u8 = 1;
+
+/// What a [`BinaryCodec`] encoding starts with: the magic and the version. A store that
+/// compares entries by age without decoding them (Redis, in a script) checks it first.
+pub(crate) const BINARY_PREFIX: [u8; 4] = [MAGIC[0], MAGIC[1], MAGIC[2], BINARY_VERSION];
+
+/// Where a [`BinaryCodec`] encoding holds `stored_at`: after the prefix and the status, as
+/// big-endian nanoseconds, whose byte order is their numeric order.
+pub(crate) const BINARY_STORED_AT: std::ops::Range<usize> = 6..14;
+
+/// `stored_at` as a [`BinaryCodec`] encoding holds it.
+pub(crate) fn binary_stored_at(entry: &CachedResponse) -> [u8; 8] {
+    time_to_nanos(entry.stored_at).to_be_bytes()
+}
 /// The fewest bytes a header takes: two empty length-prefixed strings.
 const MIN_HEADER_LEN: usize = 2 + 4;
 /// The fewest bytes a vary entry takes: an empty name and an absent value.
@@ -882,6 +895,16 @@ mod tests {
         bytes.truncate(headers_at + 4);
         let kind = BinaryCodec.decode(&bytes).unwrap_err().kind();
         assert_eq!(kind, DecodeErrorKind::Truncated);
+    }
+
+    #[test]
+    fn the_binary_stored_at_is_where_stores_compare_it() {
+        let mut entry = CachedResponse::new(StatusCode::OK, HeaderMap::new(), Bytes::new());
+        entry.stored_at = UNIX_EPOCH + Duration::from_nanos(0x0102_0304_0506_0708);
+        let encoded = BinaryCodec.encode(&entry);
+        assert_eq!(encoded[..4], BINARY_PREFIX);
+        assert_eq!(encoded[BINARY_STORED_AT], binary_stored_at(&entry));
+        assert_eq!(binary_stored_at(&entry), [1, 2, 3, 4, 5, 6, 7, 8]);
     }
 
     #[test]

@@ -41,13 +41,30 @@ pub const DEFAULT_STATUS_HEADER: HeaderName = HeaderName::from_static("x-cache")
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum WriteMode {
-    /// In a background task once the body is complete: the client never waits for the
-    /// store. The default. (Without a Tokio runtime the write happens inline.)
+    /// Inline on a store whose writes complete at once ([`Store::writes_in_place`]:
+    /// [`MemoryStore`](crate::MemoryStore)), in the background on the others (Redis): the
+    /// next request finds the entry as soon as a response's body has been delivered, and no
+    /// client waits for a network store. The default.
     #[default]
+    Auto,
+    /// In a background task once the body is complete: the client never waits for the
+    /// store. (Without a Tokio runtime the write happens inline.) Requests for the key
+    /// that arrive while the write is under way are answered with the entry all the same.
     Background,
     /// Before the body reports its end: once a client has read the whole body, the entry is
-    /// in the store. Useful in tests, and to bound the number of writes in flight.
+    /// in the store. Bounds the number of writes in flight.
     Inline,
+}
+
+impl WriteMode {
+    /// Whether writes to `store` wait for the store before the body ends.
+    pub(crate) fn inline_for(self, store: &dyn Store) -> bool {
+        match self {
+            Self::Auto => store.writes_in_place(),
+            Self::Background => false,
+            Self::Inline => true,
+        }
+    }
 }
 
 /// A `ttl_fn`, printed as `<fn>`.
@@ -134,10 +151,11 @@ impl Config {
 /// allowed to bypass ([`ClientControl::Allow`]) with `Cache-Control` or `x-cache-bypass`,
 /// `x-cache` and `Cache-Status` response headers, bodies up to 1 MiB, the statuses of
 /// [`StatusSet::default`] (4xx and 5xx only with a TTL from the origin, the handler or
-/// [`negative_ttl`](Self::negative_ttl)), no `Set-Cookie` responses, no responses to authorized requests
-/// (RFC 9111 §3.5 aside), requests with cookies served and stored only for responses the
-/// origin marks `public` or `s-maxage` ([`RequestCookies`]), the host in the key, writes in the background, concurrent misses of a key coalesced
-/// (waits up to 5 s).
+/// [`negative_ttl`](Self::negative_ttl)), no `Set-Cookie` responses, no responses to
+/// authorized requests (RFC 9111 §3.5 aside), requests with cookies served and stored only
+/// for responses the origin marks `public` or `s-maxage` ([`RequestCookies`]), the host in
+/// the key, writes inline on the memory store and in the background on Redis
+/// ([`WriteMode::Auto`]), concurrent misses of a key coalesced (waits up to 5 s).
 #[must_use]
 pub struct CacheLayer<K = DefaultKeyBuilder> {
     config: Arc<Config>,
@@ -185,7 +203,7 @@ impl CacheLayer<DefaultKeyBuilder> {
                 status_header: Some(DEFAULT_STATUS_HEADER),
                 cache_status: Some(Arc::new(CacheStatus::new("tower-response-cache"))),
                 rules: StorageRules::default(),
-                write_mode: WriteMode::Background,
+                write_mode: WriteMode::Auto,
                 routes: RouteTable::default(),
                 coalescer: Some(Arc::new(Coalescer::new(
                     MAX_FLIGHTS,
@@ -426,7 +444,8 @@ impl<K> CacheLayer<K> {
         self
     }
 
-    /// When entries are written. Default: [`WriteMode::Background`].
+    /// When entries are written. Default: [`WriteMode::Auto`] (inline on the memory store,
+    /// in the background on Redis).
     pub fn write_mode(mut self, mode: WriteMode) -> Self {
         self.config().write_mode = mode;
         self

@@ -32,7 +32,7 @@ use crate::entry::{CachedResponse, header_map_with_room};
 use crate::future::ResponseFuture;
 use crate::invalidate::{Invalidation, invalidates};
 use crate::key::{CacheKey, DefaultKeyBuilder, KeyBuilder, credential_hash, is_credential};
-use crate::layer::{Config, WriteMode};
+use crate::layer::Config;
 use crate::observe::{self, StoreOp};
 use crate::outcome::{self, Outcome};
 use crate::policy::cache_control::CacheControl;
@@ -256,7 +256,12 @@ struct Fill {
 
 /// What coalescing decided for a request.
 enum Coalesced {
-    Served(Arc<CachedResponse>),
+    /// Answered by another request's fetch: one this request waited for (`waited`), or one
+    /// that had delivered its entry already and is writing it (as good as a hit).
+    Served {
+        entry: Arc<CachedResponse>,
+        waited: bool,
+    },
     /// Fetch for the flight, holding the shared store's fill lock if there is one.
     Lead(FlightGuard, Option<FillLease>),
     Alone,
@@ -330,7 +335,7 @@ impl Ctx {
             return InPlace::Unknown;
         };
         let entry = match self.config.store.get_now(key.as_str()) {
-            Some(Ok(Some(entry))) => entry,
+            Some(Ok(Some(entry))) => self.newest(key, entry),
             Some(Ok(None)) => return InPlace::Miss,
             Some(Err(_)) | None => return InPlace::Unknown,
         };
@@ -405,13 +410,24 @@ impl Ctx {
             None => store.get(key.as_str()).await,
         };
         match found {
-            Ok(entry) => entry,
+            Ok(entry) => entry.map(|entry| self.newest(key, entry)),
             Err(error) => {
                 self.record(Event::StoreError(error.kind()));
                 observe::store_error(StoreOp::Read, key.as_str(), &error);
                 None
             }
         }
+    }
+
+    /// `entry` as the store returned it — or the newer entry a fetch of `key` has just
+    /// delivered and is writing: once a newer response was delivered, no request is
+    /// answered with an older one.
+    fn newest(&self, key: &CacheKey, entry: Arc<CachedResponse>) -> Arc<CachedResponse> {
+        self.config
+            .coalescer
+            .as_ref()
+            .and_then(|coalescer| coalescer.newer_landed(key.as_str(), &entry))
+            .unwrap_or(entry)
     }
 
     /// Whether `entry` may answer the request: fresh (on a sliding route, present is
@@ -510,7 +526,10 @@ impl Ctx {
                     return match self.lookup_accepting(key, headers, accept).await {
                         Some(entry) => {
                             drop(guard.ready(Arc::clone(&entry)));
-                            Coalesced::Served(entry)
+                            Coalesced::Served {
+                                entry,
+                                waited: true,
+                            }
                         }
                         None => self.lead(guard, key, target, headers, accept).await,
                     };
@@ -521,6 +540,8 @@ impl Ctx {
                 Join::Alone => return Coalesced::Alone,
                 Join::Waiter(rx) => rx,
             };
+            // A flight that has landed is answered at once, from its complete entry.
+            let landed = matches!(*rx.borrow(), Landing::Ready(_));
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
             match coalesce::wait(rx, left).await {
                 Some(Landing::Ready(entry))
@@ -528,7 +549,10 @@ impl Ctx {
                         && accept.shared(&entry, joined)
                         && self.admits(&entry) =>
                 {
-                    return Coalesced::Served(entry);
+                    return Coalesced::Served {
+                        entry,
+                        waited: !landed || rejoined,
+                    };
                 }
                 // Another variant, or not one this request may take (a refresh that came
                 // after it was fetched): the next flight, which this request may lead.
@@ -578,7 +602,10 @@ impl Ctx {
                     if waited {
                         if let Some(entry) = self.lookup_accepting(key, headers, accept).await {
                             drop(guard.ready(Arc::clone(&entry)));
-                            return Coalesced::Served(entry);
+                            return Coalesced::Served {
+                                entry,
+                                waited: true,
+                            };
                         }
                     }
                     return Coalesced::Lead(guard, Some(lease));
@@ -601,7 +628,10 @@ impl Ctx {
             waited = true;
             if let Some(entry) = self.lookup_accepting(key, headers, accept).await {
                 drop(guard.ready(Arc::clone(&entry)));
-                return Coalesced::Served(entry);
+                return Coalesced::Served {
+                    entry,
+                    waited: true,
+                };
             }
         }
     }
@@ -636,11 +666,9 @@ impl Ctx {
                 observe::store_error(StoreOp::Touch, key.as_str(), &error);
             }
         };
-        match (
-            self.config.write_mode,
-            tokio::runtime::Handle::try_current(),
-        ) {
-            (WriteMode::Background, Ok(runtime)) => drop(runtime.spawn(touch)),
+        let inline = self.config.write_mode.inline_for(&*self.config.store);
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) if !inline => drop(runtime.spawn(touch)),
             _ => touch.await,
         }
     }
@@ -652,7 +680,7 @@ impl Ctx {
             stats: self.config.stats.clone(),
             counters: Arc::clone(&self.route.counters),
             max_body_size: self.config.rules.max_body_size,
-            inline: self.config.write_mode == WriteMode::Inline,
+            inline: self.config.write_mode.inline_for(&*self.config.store),
             // On a sliding route presence is freshness: nothing stays past it.
             keep: if self.sliding() {
                 Duration::ZERO
@@ -996,15 +1024,21 @@ impl<S> Call<S> {
                     .coalesce(coalescer, &key, &target, &parts.headers, accept)
                     .await
                 {
-                    Coalesced::Served(entry) => {
-                        self.ctx.record(Event::Coalesced);
-                        let response = self.ctx.response_from(
-                            &entry,
-                            &parts.headers,
-                            false,
-                            SystemTime::now(),
-                        );
-                        return Ok(self.ctx.finish(response, Outcome::Coalesced));
+                    Coalesced::Served { entry, waited } => {
+                        let now = SystemTime::now();
+                        let response = self.ctx.response_from(&entry, &parts.headers, false, now);
+                        // Answered from an entry the fetch had delivered already: a hit.
+                        // Waiting for a fetch under way: coalesced.
+                        let outcome = if waited {
+                            self.ctx.record(Event::Coalesced);
+                            Outcome::Coalesced
+                        } else {
+                            self.ctx.record(Event::Hit);
+                            Outcome::Hit {
+                                ttl: entry.remaining_ttl(now),
+                            }
+                        };
+                        return Ok(self.ctx.finish(response, outcome));
                     }
                     Coalesced::Lead(guard, lease) => Some((guard, lease)),
                     Coalesced::Alone => None,

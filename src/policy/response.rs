@@ -84,6 +84,9 @@ pub enum NotStoredReason {
     /// The key was invalidated (an unsafe request for its URL) while the response was being
     /// fetched: it may predate the change.
     Invalidated,
+    /// A newer response for the key was stored while this one was on its way to the store
+    /// (a refresh overtook a slow write): an older response never replaces a newer one.
+    Superseded,
     /// The response's framing cannot be trusted: a `Content-Length` that is not one whole
     /// number (RFC 9112 §6.3), which a replay would repeat.
     Malformed,
@@ -91,7 +94,7 @@ pub enum NotStoredReason {
 
 impl NotStoredReason {
     /// Every reason, in a stable order.
-    pub const ALL: [Self; 15] = [
+    pub const ALL: [Self; 16] = [
         Self::Head,
         Self::Status,
         Self::NoStore,
@@ -106,6 +109,7 @@ impl NotStoredReason {
         Self::Trailers,
         Self::Incomplete,
         Self::Invalidated,
+        Self::Superseded,
         Self::Malformed,
     ];
 
@@ -126,6 +130,7 @@ impl NotStoredReason {
             Self::Trailers => "trailers",
             Self::Incomplete => "incomplete",
             Self::Invalidated => "invalidated",
+            Self::Superseded => "superseded",
             Self::Malformed => "malformed",
         }
     }

@@ -141,6 +141,32 @@ impl Store for MemoryStore {
         Box::pin(std::future::ready(Ok(())))
     }
 
+    fn put_newer<'a>(
+        &'a self,
+        key: &'a str,
+        entry: Arc<CachedResponse>,
+        ttl: Duration,
+    ) -> StoreFuture<'a, bool> {
+        // Atomic with respect to other writers of the key going through the entry API.
+        let result = self
+            .cache
+            .entry_by_ref(key)
+            .and_compute_with(|existing| match existing {
+                Some(existing) if existing.value().entry.stored_at > entry.stored_at => Op::Nop,
+                _ => Op::Put(Slot { entry, ttl }),
+            });
+        let stored = !matches!(
+            result,
+            moka::ops::compute::CompResult::Unchanged(_)
+                | moka::ops::compute::CompResult::StillNone(_)
+        );
+        Box::pin(std::future::ready(Ok(stored)))
+    }
+
+    fn writes_in_place(&self) -> bool {
+        true
+    }
+
     fn remove<'a>(&'a self, key: &'a str) -> StoreFuture<'a, bool> {
         Box::pin(std::future::ready(Ok(self.cache.remove(key).is_some())))
     }
@@ -228,6 +254,21 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(120)).await;
         assert!(store.get("short").await.unwrap().is_none());
         assert!(store.get("long").await.unwrap().is_some());
+    }
+
+    #[tokio::test]
+    async fn an_older_entry_never_replaces_a_newer_one() {
+        let store = MemoryStore::new(1 << 20);
+        let aged = |body: &'static [u8], seconds_ago: u64| {
+            let mut entry = (*entry(body)).clone();
+            entry.stored_at = std::time::SystemTime::now() - Duration::from_secs(seconds_ago);
+            Arc::new(entry)
+        };
+        let ttl = Duration::from_secs(60);
+        assert!(store.put_newer("k", aged(b"old", 10), ttl).await.unwrap());
+        assert!(store.put_newer("k", aged(b"new", 1), ttl).await.unwrap());
+        assert!(!store.put_newer("k", aged(b"older", 5), ttl).await.unwrap());
+        assert_eq!(store.get("k").await.unwrap().unwrap().body, "new");
     }
 
     #[tokio::test]

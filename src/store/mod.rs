@@ -57,6 +57,32 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
         ttl: Duration,
     ) -> StoreFuture<'a, ()>;
 
+    /// Stores `entry` under `key` for `ttl` unless the store holds a newer entry there (one
+    /// whose [`stored_at`](CachedResponse::stored_at) is later); `true` if it stored. The
+    /// layer writes every response it fetched through this, so that a write that was
+    /// overtaken (a slow background write of a miss, landing after a refresh's) never
+    /// replaces a newer entry with an older one.
+    ///
+    /// The default reads the entry, compares and puts, which is not atomic: a store that can
+    /// compare and write in one step should do so ([`MemoryStore`] and
+    /// [`RedisStore`](crate::RedisStore) with the binary codec do).
+    fn put_newer<'a>(
+        &'a self,
+        key: &'a str,
+        entry: Arc<CachedResponse>,
+        ttl: Duration,
+    ) -> StoreFuture<'a, bool> {
+        Box::pin(read_compare_put(self, key, entry, ttl))
+    }
+
+    /// Whether a [`put`](Self::put) completes without waiting (an in-process map): the
+    /// layer's default [`WriteMode::Auto`](crate::WriteMode::Auto) then writes entries
+    /// inline, so that the next request finds the entry as soon as a response's body has
+    /// been delivered. Default: `false`.
+    fn writes_in_place(&self) -> bool {
+        false
+    }
+
     /// Removes the entry under `key`; `true` if there was one.
     fn remove<'a>(&'a self, key: &'a str) -> StoreFuture<'a, bool>;
 
@@ -113,6 +139,23 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
         let _ = (key, lock);
         Box::pin(async { Ok(()) })
     }
+}
+
+/// [`Store::put_newer`] in three steps: read, compare, put. What the store holds but cannot
+/// decode is replaced.
+async fn read_compare_put<S: Store + ?Sized>(
+    store: &S,
+    key: &str,
+    entry: Arc<CachedResponse>,
+    ttl: Duration,
+) -> Result<bool, StoreError> {
+    match store.get(key).await {
+        Ok(Some(current)) if current.stored_at > entry.stored_at => return Ok(false),
+        Err(error) if error.kind() != StoreErrorKind::Decode => return Err(error),
+        _ => {}
+    }
+    store.put(key, entry, ttl).await?;
+    Ok(true)
 }
 
 /// Proof of a fill lock taken with [`Store::lock_fill`]: the token the store released it

@@ -18,7 +18,7 @@ use futures_util::StreamExt;
 
 use super::breaker::Breaker;
 use super::{FillLock, Store, StoreError, StoreErrorKind, StoreFuture};
-use crate::codec::{BinaryCodec, Codec};
+use crate::codec::{BINARY_PREFIX, BINARY_STORED_AT, BinaryCodec, Codec, binary_stored_at};
 use crate::entry::CachedResponse;
 
 /// How to reach Redis and how to use it. Plain fields with documented defaults; start from
@@ -589,6 +589,51 @@ impl Store for RedisStore {
                 false,
             );
             self.command(set).await
+        })
+    }
+
+    /// With the binary codec, one script compares the stored entry's `stored_at` (read in
+    /// place, without fetching the entry) and sets the new one: atomic, whichever instance
+    /// writes. With another codec, the trait's read-compare-write.
+    fn put_newer<'a>(
+        &'a self,
+        key: &'a str,
+        entry: Arc<CachedResponse>,
+        ttl: Duration,
+    ) -> StoreFuture<'a, bool> {
+        // Replaces the key unless it holds a binary entry of this format whose `stored_at`
+        // (big-endian, so compared byte by byte) is later than ARGV[4].
+        const PUT_NEWER: &str = r"
+local head = redis.call('GETRANGE', KEYS[1], 0, ARGV[5] - 1)
+if #head == tonumber(ARGV[5]) and string.sub(head, 1, #ARGV[3]) == ARGV[3] then
+  local stored = string.sub(head, ARGV[6] + 1, ARGV[5])
+  for i = 1, #ARGV[4] do
+    local a, b = string.byte(stored, i), string.byte(ARGV[4], i)
+    if a > b then return 0 end
+    if a < b then break end
+  end
+end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return 1";
+        if self.inner.codec.name() != BinaryCodec.name() {
+            return Box::pin(super::read_compare_put(self, key, entry, ttl));
+        }
+        Box::pin(async move {
+            let inner = &self.inner;
+            let value = inner.codec.encode(&entry);
+            let client = inner.pool.next_connected().with_options(&inner.options);
+            let args: Vec<fred::types::Value> = vec![
+                value.into(),
+                millis(ttl).into(),
+                Bytes::copy_from_slice(&BINARY_PREFIX).into(),
+                Bytes::copy_from_slice(&binary_stored_at(&entry)).into(),
+                (BINARY_STORED_AT.end as i64).into(),
+                (BINARY_STORED_AT.start as i64).into(),
+            ];
+            let stored: i64 = self
+                .command(client.eval(PUT_NEWER, self.redis_key(key), args))
+                .await?;
+            Ok(stored == 1)
         })
     }
 

@@ -8,6 +8,7 @@ mod client;
 
 mod bypass;
 mod coalescing;
+mod consistency;
 mod harness;
 mod hostile_input;
 mod keys_and_routes;

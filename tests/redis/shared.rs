@@ -23,6 +23,7 @@ on_both_topologies!(
     a_thousand_concurrent_requests_for_a_cold_key_make_one_origin_call,
     glob_characters_in_namespaces_match_only_themselves,
     a_miss_takes_the_fill_lock_unless_fill_locks_are_off,
+    an_older_entry_never_replaces_a_newer_one,
 );
 
 fn entry(body: &'static str) -> Arc<CachedResponse> {
@@ -364,5 +365,59 @@ async fn a_miss_takes_the_fill_lock_unless_fill_locks_are_off(topology: &Topolog
         release.notify_one();
         let reply = request.await.unwrap();
         assert_eq!((reply.x_cache(), reply.text()), ("MISS", "cold".to_owned()));
+    }
+}
+
+async fn an_older_entry_never_replaces_a_newer_one(topology: &mut Topology) {
+    let aged = |body: &'static str, seconds_ago: u64| {
+        let mut entry = (*entry(body)).clone();
+        entry.stored_at = std::time::SystemTime::now() - Duration::from_secs(seconds_ago);
+        Arc::new(entry)
+    };
+    for codec in ["binary", "json"] {
+        let config = RedisConfig {
+            namespace: format!("newer-{codec}"),
+            ..RedisConfig::from_url(&topology.url()).unwrap()
+        };
+        let config = if codec == "json" {
+            config.codec(JsonCodec)
+        } else {
+            config
+        };
+        let store = RedisStore::connect(config).await.unwrap();
+        let ttl = Duration::from_secs(60);
+        assert!(
+            store.put_newer("k", aged("old", 10), ttl).await.unwrap(),
+            "{codec}: into nothing"
+        );
+        assert!(
+            store.put_newer("k", aged("new", 1), ttl).await.unwrap(),
+            "{codec}: newer"
+        );
+        assert!(
+            !store.put_newer("k", aged("older", 5), ttl).await.unwrap(),
+            "{codec}: an older one is refused"
+        );
+        assert_eq!(
+            store.get("k").await.unwrap().unwrap().body,
+            "new",
+            "{codec}"
+        );
+        assert!(pttl(&store, "k").await > 50_000, "{codec}: with its TTL");
+        // Whatever is not an entry of this format is replaced.
+        let () = store
+            .pool()
+            .set(store.redis_key("k"), "garbage", None, None, false)
+            .await
+            .unwrap();
+        assert!(
+            store.put_newer("k", aged("fresh", 1), ttl).await.unwrap(),
+            "{codec}"
+        );
+        assert_eq!(
+            store.get("k").await.unwrap().unwrap().body,
+            "fresh",
+            "{codec}"
+        );
     }
 }
