@@ -65,7 +65,7 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     ///
     /// The default reads the entry, compares and puts, which is not atomic: a store that can
     /// compare and write in one step should do so ([`MemoryStore`] and
-    /// [`RedisStore`](crate::RedisStore) with the binary codec do).
+    /// `RedisStore` with the binary codec do).
     fn put_newer<'a>(
         &'a self,
         key: &'a str,
