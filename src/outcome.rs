@@ -21,6 +21,7 @@ use std::time::Duration;
 use http::{HeaderMap, HeaderValue};
 
 use crate::policy::{BypassReason, NotStoredReason, RefreshReason};
+use crate::stats::Event;
 
 /// What the cache did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -58,6 +59,22 @@ pub(crate) enum Outcome {
 }
 
 impl Outcome {
+    /// The outcome counter this outcome counts in: the one its `x-cache` value maps to
+    /// (`HIT` → hits, coalesced requests included; `MISS` and `UNCACHEABLE` → misses;
+    /// `REFRESH` → refreshes; `REVALIDATED` → revalidated; `STALE` → stale_if_error or
+    /// stale_while_revalidate, as `Cache-Status` says; `BYPASS` → bypasses).
+    pub(crate) fn event(self) -> Event {
+        match self {
+            Self::Hit { .. } | Self::Coalesced => Event::Hit,
+            Self::Miss { .. } | Self::MissOnlyIfCached => Event::Miss,
+            Self::Refresh { .. } => Event::Refresh,
+            Self::Revalidated { .. } => Event::Revalidated,
+            Self::StaleIfError { .. } => Event::StaleIfError,
+            Self::StaleWhileRevalidate { .. } => Event::StaleWhileRevalidate,
+            Self::Bypass { .. } => Event::Bypass,
+        }
+    }
+
     fn x_cache(self) -> HeaderValue {
         HeaderValue::from_static(match self {
             Self::Hit { .. } | Self::Coalesced => "HIT",

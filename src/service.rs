@@ -169,6 +169,7 @@ where
             route,
             cookie: cookies == RequestCookies::RequireShared
                 && parts.headers.contains_key(header::COOKIE),
+            counted: true,
         };
         let missed = match ctx.in_place(mode, key.as_ref(), &parts) {
             InPlace::Hit(response) => return ResponseFuture::ready(response),
@@ -281,6 +282,9 @@ struct Ctx {
     /// The request carries cookies its route does not declare irrelevant: only entries the
     /// origin marked shared may answer it ([`RequestCookies`]).
     cookie: bool,
+    /// Whether this is a client's request, whose outcome is counted (a background refresh
+    /// counts only what it stores).
+    counted: bool,
 }
 
 impl Ctx {
@@ -288,13 +292,33 @@ impl Ctx {
         self.config.stats.record(&self.route.counters, event);
     }
 
+    /// Every response the cache answers with ends here: the outcome is counted (once per
+    /// request) and said in the response's headers.
     fn finish<B>(&self, mut response: Response<B>, outcome: Outcome) -> Response<B> {
+        self.finish_head(response.headers_mut(), outcome);
+        response
+    }
+
+    /// [`finish`](Self::finish) for a response head.
+    fn finish_head(&self, headers: &mut HeaderMap, outcome: Outcome) {
+        self.count(outcome);
         outcome.write_headers(
-            response.headers_mut(),
+            headers,
             self.config.status_header.as_ref(),
             self.config.cache_status.as_deref(),
         );
-        response
+    }
+
+    /// Counts a request's outcome: one outcome counter, the one its `x-cache` value maps to,
+    /// and for a request that waited for another's fetch, `coalesced` as well.
+    fn count(&self, outcome: Outcome) {
+        if !self.counted {
+            return;
+        }
+        self.record(outcome.event());
+        if outcome == Outcome::Coalesced {
+            self.record(Event::Coalesced);
+        }
     }
 
     fn sliding(&self) -> bool {
@@ -316,15 +340,11 @@ impl Ctx {
         let now = SystemTime::now();
         let response = self.response_from(entry, request, head, now);
         let stale_for = entry.resident_time(now).saturating_sub(entry.ttl);
-        let (event, outcome) = if revalidating {
-            (
-                Event::StaleWhileRevalidate,
-                Outcome::StaleWhileRevalidate { stale_for },
-            )
+        let outcome = if revalidating {
+            Outcome::StaleWhileRevalidate { stale_for }
         } else {
-            (Event::StaleIfError, Outcome::StaleIfError { stale_for })
+            Outcome::StaleIfError { stale_for }
         };
-        self.record(event);
         self.finish(response, outcome)
     }
 
@@ -347,7 +367,6 @@ impl Ctx {
         {
             return InPlace::Unknown;
         }
-        self.record(Event::Hit);
         let head = parts.method == Method::HEAD;
         let response = self.response_from(&entry, &parts.headers, head, now);
         let ttl = entry.remaining_ttl(now);
@@ -705,7 +724,6 @@ impl Ctx {
     ) -> Response<CacheBody<B>> {
         let Fill { key, flight, epoch } = fill;
         let now = SystemTime::now();
-        self.record(Event::Revalidated);
         let not_modified = std::mem::take(&mut head.headers);
         head.status = entry.status;
         head.headers = updated_headers(&entry.headers, &not_modified, self.config.rules.set_cookie);
@@ -969,7 +987,6 @@ impl<S> Call<S> {
                 };
                 match found {
                     Some(entry) if !too_old(&entry) => {
-                        self.ctx.record(Event::Hit);
                         let head = parts.method == Method::HEAD;
                         let target = slot.unwrap_or(key);
                         return Ok(self
@@ -978,7 +995,6 @@ impl<S> Call<S> {
                             .await);
                     }
                     _ if only_if_cached => {
-                        self.ctx.record(Event::Miss);
                         // RFC 9111 §5.2.1.7.
                         let mut response = Response::new(CacheBody::stored(Bytes::new()));
                         *response.status_mut() = StatusCode::GATEWAY_TIMEOUT;
@@ -1005,10 +1021,6 @@ impl<S> Call<S> {
             }
             _ => {}
         }
-        let miss = match refresh {
-            Some(_) => Event::Refresh,
-            None => Event::Miss,
-        };
         let target = slot.unwrap_or_else(|| key.clone());
         let flight = match &self.ctx.config.coalescer {
             Some(coalescer) if parts.method == Method::GET => {
@@ -1030,10 +1042,8 @@ impl<S> Call<S> {
                         // Answered from an entry the fetch had delivered already: a hit.
                         // Waiting for a fetch under way: coalesced.
                         let outcome = if waited {
-                            self.ctx.record(Event::Coalesced);
                             Outcome::Coalesced
                         } else {
-                            self.ctx.record(Event::Hit);
                             Outcome::Hit {
                                 ttl: entry.remaining_ttl(now),
                             }
@@ -1046,7 +1056,6 @@ impl<S> Call<S> {
             }
             _ => None,
         };
-        self.ctx.record(miss);
         self.fetch(parts, body, target, refresh, flight, stored)
             .await
     }
@@ -1083,13 +1092,18 @@ impl<S> Call<S> {
         // stored.
         let mut parts = parts;
         parts.method = Method::GET;
+        // The client was answered (with the stale entry, counted): the refresh is counted
+        // only by what it stores.
+        let mut this = self;
+        this.ctx.counted = false;
         runtime.spawn(async move {
+            let this = this;
             let refresh = Some(RefreshReason::StaleWhileRevalidate);
             let stored = Stored {
                 entry: Some(entry),
                 stands_in: false,
             };
-            if let Ok(response) = self.fetch(parts, body, key, refresh, flight, stored).await {
+            if let Ok(response) = this.fetch(parts, body, key, refresh, flight, stored).await {
                 // Nobody reads this response: drain it, so that the capture completes and
                 // stores the entry.
                 let mut body = std::pin::pin!(response.into_body());
@@ -1113,12 +1127,17 @@ impl<S> Call<S> {
     where
         S: Service<Request<ReqB>, Response = Response<ResB>>,
     {
-        self.ctx.record(Event::Bypass);
-        let response = self.inner.call(Request::from_parts(parts, body)).await?;
-        Ok(self.ctx.finish(
-            response.map(CacheBody::passthrough),
-            Outcome::Bypass { reason },
-        ))
+        let outcome = Outcome::Bypass { reason };
+        let response = match self.inner.call(Request::from_parts(parts, body)).await {
+            Ok(response) => response,
+            Err(error) => {
+                self.ctx.count(outcome);
+                return Err(error);
+            }
+        };
+        Ok(self
+            .ctx
+            .finish(response.map(CacheBody::passthrough), outcome))
     }
 
     async fn fetch<ReqB, ResB>(
@@ -1187,7 +1206,19 @@ impl<S> Call<S> {
                             .ctx
                             .serve_stale(&stale, &request_headers, facts.head, false))
                     }
-                    None => Err(error),
+                    None => {
+                        // No response, but the request was a miss (or refresh) all the same.
+                        self.ctx.count(match refresh {
+                            Some(reason) => Outcome::Refresh {
+                                reason,
+                                stored: Err(NotStoredReason::Incomplete),
+                            },
+                            None => Outcome::Miss {
+                                stored: Err(NotStoredReason::Incomplete),
+                            },
+                        });
+                        Err(error)
+                    }
                 };
             }
         };
@@ -1295,11 +1326,7 @@ impl<S> Call<S> {
             Some(reason) => Outcome::Refresh { reason, stored },
             None => Outcome::Miss { stored },
         };
-        outcome.write_headers(
-            &mut head.headers,
-            self.ctx.config.status_header.as_ref(),
-            self.ctx.config.cache_status.as_deref(),
-        );
+        self.ctx.finish_head(&mut head.headers, outcome);
         Ok(Response::from_parts(head, body))
     }
 }

@@ -127,7 +127,7 @@ impl Counters {
                 })
                 .filter(|(_, count)| *count > 0)
                 .collect(),
-            hit_ratio: ratio(hits.saturating_add(coalesced), misses),
+            hit_ratio: ratio(hits, misses),
         }
     }
 }
@@ -230,33 +230,36 @@ impl CacheStats {
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct Counts {
-    /// Requests answered from the cache.
+    /// Requests answered from a fresh entry (`x-cache: HIT`), those that waited for another
+    /// request's fetch included (see `coalesced`).
     pub hits: u64,
-    /// Lookups that found no usable entry (and went to the service, or answered 504 to an
-    /// `only-if-cached` request).
+    /// Lookups that found no usable entry and went to the service (`x-cache: MISS`, or
+    /// `UNCACHEABLE` when the response could not be stored), or answered 504 to an
+    /// `only-if-cached` request.
     pub misses: u64,
-    /// Requests that neither read nor wrote the cache (`Cache-Control: no-store`, no key).
+    /// Requests that neither read nor wrote the cache (`x-cache: BYPASS`:
+    /// `Cache-Control: no-store`, no key).
     pub bypasses: u64,
-    /// Requests that skipped the stored entry and refreshed it (`no-cache`, bypass header).
+    /// Requests that skipped the stored entry and refreshed it (`x-cache: REFRESH`:
+    /// `no-cache`, bypass header).
     pub refreshes: u64,
-    /// Requests the cache does not apply to (other methods, disabled routes).
+    /// Requests the cache does not apply to (no `x-cache`: other methods, disabled routes).
     pub passes: u64,
-    /// Requests answered with the response another request for the same key was fetching
-    /// (they waited instead of calling the service).
+    /// Of the `hits`, those that waited for a fetch of the key in progress and were
+    /// answered with its response (`Cache-Status: …; fwd=miss; collapsed`).
     pub coalesced: u64,
     /// Waits for another request's fetch that timed out (the request then called the
-    /// service itself; it is also counted as a miss or refresh).
+    /// service itself, and is counted as a miss or refresh).
     pub coalesce_timeouts: u64,
     /// Requests whose origin failed (an error, or 500/502/503/504) and that were answered
-    /// with a stale entry instead (`stale-if-error`, RFC 5861; also counted as a miss or
-    /// refresh).
+    /// with a stale entry instead (`x-cache: STALE`, `…; detail=stale-if-error`; RFC 5861).
     pub stale_if_error: u64,
     /// Requests answered with a stale entry while it was refreshed in the background
-    /// (`stale-while-revalidate`, RFC 5861).
+    /// (`x-cache: STALE`, `…; detail=stale-while-revalidate`; RFC 5861). The background
+    /// refresh itself counts only in `stores` / `not_stored`.
     pub stale_while_revalidate: u64,
-    /// Stale entries the origin confirmed with `304 Not Modified` to a conditional request
-    /// (RFC 9111 §4.3): refreshed without their body being sent again (also counted as a
-    /// miss or refresh, or done in the background for `stale-while-revalidate`).
+    /// Requests answered with a stale entry the origin confirmed with `304 Not Modified`
+    /// (`x-cache: REVALIDATED`; RFC 9111 §4.3): refreshed without its body being sent again.
     #[serde(default)]
     pub revalidated: u64,
     /// Responses stored.
@@ -269,8 +272,8 @@ pub struct Counts {
     /// Failed store operations by [`StoreErrorKind::as_str`] (`timeout`, `unavailable`,
     /// `decode`, …; kinds with a zero count are left out).
     pub store_errors_by_kind: BTreeMap<String, u64>,
-    /// `(hits + coalesced) / (hits + coalesced + misses)`: the share of lookups answered
-    /// without a call to the service; zero before the first lookup.
+    /// `hits / (hits + misses)`: the share of lookups answered without a call to the
+    /// service; zero before the first lookup.
     pub hit_ratio: f64,
 }
 
@@ -294,7 +297,7 @@ pub struct StatsSnapshot {
 }
 
 impl StatsSnapshot {
-    /// `(hits + coalesced) / (hits + coalesced + misses)` over all requests.
+    /// `hits / (hits + misses)` over all requests.
     pub fn hit_ratio(&self) -> f64 {
         self.total.hit_ratio
     }

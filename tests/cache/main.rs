@@ -6,6 +6,7 @@
 #[path = "../common/client.rs"]
 mod client;
 
+mod accounting;
 mod bypass;
 mod coalescing;
 mod consistency;
