@@ -16,6 +16,7 @@ use crate::coalesce::{FillLease, FlightGuard, Landed};
 use crate::entry::CachedResponse;
 use crate::invalidate::Invalidations;
 use crate::observe::StoreOp;
+use crate::outcome::Storing;
 use crate::policy::NotStoredReason;
 use crate::stats::{CacheStats, Counters, Event};
 use crate::store::Store;
@@ -25,7 +26,7 @@ pin_project! {
     ///
     /// On a hit it yields the stored bytes (a reference-counted `Bytes`, not a copy); on a
     /// miss it streams the inner service's body frame by frame as it is produced.
-    pub struct CacheBody<B> {
+    pub struct CacheBody<B: Body> {
         #[pin]
         kind: Kind<B>,
     }
@@ -33,22 +34,28 @@ pin_project! {
 
 pin_project! {
     #[project = KindProj]
-    enum Kind<B> {
+    enum Kind<B: Body> {
         Stored { data: Option<Bytes> },
         Inner {
             #[pin]
             body: B,
+        },
+        // A storable miss: the inner body (boxed, so that its first frame could be read
+        // before the head left), that first frame if it was, and the copy being made.
+        Capturing {
+            body: Pin<Box<B>>,
+            first: Option<Result<Frame<Bytes>, B::Error>>,
             capture: Option<Box<Capture>>,
             // An inline write in progress, and the frame that completed the body, held back
             // until the write is done: a client (hyper) that knows the length stops polling
             // after the last byte, so the write must finish before that byte goes out.
-            // Boxed: rare, and every response (a hit's too) would carry its size.
+            // Boxed: rare.
             held: Option<Box<Held>>,
         },
     }
 }
 
-impl<B> CacheBody<B> {
+impl<B: Body> CacheBody<B> {
     /// A body of stored bytes (empty for HEAD).
     pub(crate) fn stored(data: Bytes) -> Self {
         Self {
@@ -61,36 +68,97 @@ impl<B> CacheBody<B> {
     /// The inner body, untouched.
     pub(crate) fn passthrough(body: B) -> Self {
         Self {
-            kind: Kind::Inner {
-                body,
-                capture: None,
-                held: None,
-            },
+            kind: Kind::Inner { body },
         }
     }
+}
 
-    /// The inner body, copied into `capture` as it streams; stored when it completes.
-    pub(crate) fn capturing(body: B, capture: Capture) -> Self {
+impl<B> CacheBody<B>
+where
+    B: Body,
+    B::Data: Buf,
+{
+    /// The inner body, copied into `capture` as it streams and stored when it completes;
+    /// and what is known of that store as the head leaves.
+    ///
+    /// The body's first frame is read here if it is ready without waiting: a body produced
+    /// whole (a buffered response, most handlers' bodies) is then complete before the head
+    /// leaves, and is written — inline writes are awaited — so that the head can say
+    /// whether it was stored. A body that is not ready is not waited for.
+    pub(crate) async fn capture(body: B, capture: Capture) -> (Self, Storing) {
+        let mut body = Box::pin(body);
+        let mut capture = Box::new(capture);
+        let mut first = None;
+        if !capture.is_complete() && !body.is_end_stream() {
+            let polled = std::future::poll_fn(|cx| Poll::Ready(body.as_mut().poll_frame(cx))).await;
+            let progress = match polled {
+                // Not ready: the head goes now, and the body streams.
+                Poll::Pending => Progress::More,
+                Poll::Ready(None) => Progress::Complete,
+                Poll::Ready(Some(Err(error))) => {
+                    first = Some(Err(error));
+                    Progress::Abandon(NotStoredReason::Incomplete)
+                }
+                Poll::Ready(Some(Ok(frame))) => {
+                    let frame = frame.map_data(|mut data| data.copy_to_bytes(data.remaining()));
+                    let progress = match frame.data_ref() {
+                        Some(data) => capture.push(data),
+                        None => Progress::Abandon(NotStoredReason::Trailers),
+                    };
+                    first = Some(Ok(frame));
+                    progress
+                }
+            };
+            let complete = match progress {
+                Progress::More => body.is_end_stream(),
+                Progress::Complete => true,
+                Progress::Abandon(reason) => {
+                    capture.abandon(reason);
+                    return (Self::capturing(body, first, None), Storing::No(reason));
+                }
+            };
+            if !complete {
+                return (
+                    Self::capturing(body, first, Some(capture)),
+                    Storing::Pending,
+                );
+            }
+        }
+        let storing = match capture.finish() {
+            Handoff::Abandoned(reason) => Storing::No(reason),
+            Handoff::Spawned => Storing::Pending,
+            Handoff::Inline(write) => PendingWrite::new(write).run().await,
+        };
+        (Self::capturing(body, first, None), storing)
+    }
+
+    fn capturing(
+        body: Pin<Box<B>>,
+        first: Option<Result<Frame<Bytes>, B::Error>>,
+        capture: Option<Box<Capture>>,
+    ) -> Self {
         Self {
-            kind: Kind::Inner {
+            kind: Kind::Capturing {
                 body,
-                capture: Some(Box::new(capture)),
+                first,
+                capture,
                 held: None,
             },
         }
     }
 }
 
-impl<B> fmt::Debug for CacheBody<B> {
+impl<B: Body> fmt::Debug for CacheBody<B> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let kind = match &self.kind {
             Kind::Stored { .. } => "stored",
-            Kind::Inner {
+            Kind::Inner { .. } => "passthrough",
+            Kind::Capturing {
                 capture: None,
                 held: None,
                 ..
             } => "passthrough",
-            Kind::Inner { .. } => "capturing",
+            Kind::Capturing { .. } => "capturing",
         };
         f.debug_struct("CacheBody").field("kind", &kind).finish()
     }
@@ -108,15 +176,26 @@ where
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
-        let (mut body, capture, held) = match self.project().kind.project() {
+        let (body, capture, held) = match self.project().kind.project() {
             KindProj::Stored { data } => {
                 return Poll::Ready(data.take().map(|data| Ok(Frame::data(data))));
             }
-            KindProj::Inner {
+            KindProj::Inner { body } => {
+                return body.poll_frame(cx).map_ok(|frame| {
+                    frame.map_data(|mut data| data.copy_to_bytes(data.remaining()))
+                });
+            }
+            KindProj::Capturing {
                 body,
+                first,
                 capture,
                 held,
-            } => (body, capture, held),
+            } => {
+                if let Some(first) = first.take() {
+                    return Poll::Ready(Some(first));
+                }
+                (body, capture, held)
+            }
         };
         if let Some(waiting) = held {
             ready!(Pin::new(&mut waiting.write).poll(cx));
@@ -161,11 +240,13 @@ where
     fn is_end_stream(&self) -> bool {
         match &self.kind {
             Kind::Stored { data } => data.is_none(),
-            Kind::Inner {
+            Kind::Inner { body } => body.is_end_stream(),
+            Kind::Capturing {
                 body,
+                first,
                 capture,
                 held,
-            } => capture.is_none() && held.is_none() && body.is_end_stream(),
+            } => first.is_none() && capture.is_none() && held.is_none() && body.is_end_stream(),
         }
     }
 
@@ -174,7 +255,21 @@ where
             Kind::Stored { data } => {
                 SizeHint::with_exact(data.as_ref().map_or(0, |data| data.len() as u64))
             }
-            Kind::Inner { body, .. } => body.size_hint(),
+            Kind::Inner { body } => body.size_hint(),
+            Kind::Capturing { body, first, .. } => {
+                // The first frame, read already, is no longer in the inner body's hint.
+                let read = match first {
+                    Some(Ok(frame)) => frame.data_ref().map_or(0, |data| data.len() as u64),
+                    _ => 0,
+                };
+                let rest = body.size_hint();
+                let mut hint = SizeHint::new();
+                hint.set_lower(rest.lower().saturating_add(read));
+                if let Some(upper) = rest.upper() {
+                    hint.set_upper(upper.saturating_add(read));
+                }
+                hint
+            }
         }
     }
 }
@@ -187,7 +282,7 @@ fn finish<E>(
     last: Option<Frame<Bytes>>,
     cx: &mut Context<'_>,
 ) -> Poll<Option<Result<Frame<Bytes>, E>>> {
-    let Some(pending) = capture.take().and_then(|capture| capture.finish()) else {
+    let Some(Handoff::Inline(pending)) = capture.take().map(|capture| capture.finish()) else {
         return Poll::Ready(last.map(Ok));
     };
     let mut pending = PendingWrite(Some(pending));
@@ -201,7 +296,7 @@ fn finish<E>(
     Poll::Pending
 }
 
-pub(crate) type WriteFuture = Pin<Box<dyn Future<Output = ()> + Send>>;
+pub(crate) type WriteFuture = Pin<Box<dyn Future<Output = Storing> + Send>>;
 
 /// An inline write under way, and the body's last frame, sent once it is done.
 struct Held {
@@ -218,21 +313,24 @@ impl PendingWrite {
         Self(Some(write))
     }
 
-    /// Runs the write to completion: awaited here, or spawned if this is dropped first.
-    pub(crate) async fn run(mut self) {
-        std::future::poll_fn(|cx| Pin::new(&mut self).poll(cx)).await;
+    /// Runs the write to completion — awaited here, or spawned if this is dropped first —
+    /// and says what became of the entry.
+    pub(crate) async fn run(mut self) -> Storing {
+        std::future::poll_fn(|cx| Pin::new(&mut self).poll(cx)).await
     }
 }
 
 impl Future for PendingWrite {
-    type Output = ();
+    type Output = Storing;
 
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        if let Some(write) = self.0.as_mut() {
-            ready!(write.as_mut().poll(cx));
-            self.0 = None;
-        }
-        Poll::Ready(())
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Storing> {
+        let Some(write) = self.0.as_mut() else {
+            // Polled again after it completed: the result was taken.
+            return Poll::Ready(Storing::Pending);
+        };
+        let storing = ready!(write.as_mut().poll(cx));
+        self.0 = None;
+        Poll::Ready(storing)
     }
 }
 
@@ -240,10 +338,20 @@ impl Drop for PendingWrite {
     fn drop(&mut self) {
         if let Some(write) = self.0.take() {
             if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-                runtime.spawn(write);
+                drop(runtime.spawn(write));
             }
         }
     }
+}
+
+/// How a complete capture was handed to the store.
+pub(crate) enum Handoff {
+    /// Not at all: the body did not match its declared length.
+    Abandoned(NotStoredReason),
+    /// To a spawned task.
+    Spawned,
+    /// As a write to await.
+    Inline(WriteFuture),
 }
 
 /// What a data frame did to the capture.
@@ -351,13 +459,13 @@ impl Capture {
     /// Hands the complete entry to the store: spawned in the background, or returned to be
     /// awaited before the body ends (inline writes, or no runtime to spawn on). A body
     /// shorter than declared is not stored.
-    pub(crate) fn finish(mut self: Box<Self>) -> Option<WriteFuture> {
+    pub(crate) fn finish(mut self: Box<Self>) -> Handoff {
         if self
             .expected
             .is_some_and(|expected| expected != self.len as u64)
         {
             self.abandon(NotStoredReason::Incomplete);
-            return None;
+            return Handoff::Abandoned(NotStoredReason::Incomplete);
         }
         self.done = true;
         // One copy into an allocation of exactly the body's size: a chunk may be a slice of
@@ -381,7 +489,10 @@ impl Capture {
             None => (None, None),
         };
         let key = std::mem::take(&mut self.key);
-        self.sink.write(key, entry, (landed, lease))
+        match self.sink.write(key, entry, (landed, lease)) {
+            Some(write) => Handoff::Inline(write),
+            None => Handoff::Spawned,
+        }
     }
 }
 
@@ -437,7 +548,7 @@ async fn write_entry(
     key: String,
     entry: Arc<CachedResponse>,
     (landed, lease): (Option<Landed>, Option<FillLease>),
-) {
+) -> Storing {
     let Sink {
         store,
         stats,
@@ -448,27 +559,33 @@ async fn write_entry(
         ..
     } = sink;
     let ttl: Duration = entry.retention(keep);
-    if !invalidations.allows(&key, epoch) {
-        stats.record(&counters, Event::NotStored(NotStoredReason::Invalidated));
+    let storing = if !invalidations.allows(&key, epoch) {
+        Storing::No(NotStoredReason::Invalidated)
     } else {
         match store.put_newer(&key, entry, ttl).await {
             // An invalidation that removed the key while this write was under way must
             // not be undone by it.
             Ok(true) if !invalidations.allows(&key, epoch) => {
-                stats.record(&counters, Event::NotStored(NotStoredReason::Invalidated));
                 if let Err(error) = store.remove(&key).await {
                     stats.record(&counters, Event::StoreError(error.kind()));
                     crate::observe::store_error(StoreOp::Write, &key, &error);
                 }
+                Storing::No(NotStoredReason::Invalidated)
             }
-            Ok(true) => stats.record(&counters, Event::Stored),
+            Ok(true) => Storing::Stored,
             // Overtaken: a newer response for the key is stored already.
-            Ok(false) => stats.record(&counters, Event::NotStored(NotStoredReason::Superseded)),
+            Ok(false) => Storing::No(NotStoredReason::Superseded),
             Err(error) => {
                 stats.record(&counters, Event::StoreError(error.kind()));
                 crate::observe::store_error(StoreOp::Write, &key, &error);
+                Storing::Failed
             }
         }
+    };
+    match storing {
+        Storing::Stored => stats.record(&counters, Event::Stored),
+        Storing::No(reason) => stats.record(&counters, Event::NotStored(reason)),
+        Storing::Pending | Storing::Failed => {}
     }
     // Requests for the key now find the entry in the store: the flight can go, and other
     // processes waiting on the lock can look.
@@ -476,4 +593,5 @@ async fn write_entry(
     if let Some(lease) = lease {
         lease.release().await;
     }
+    storing
 }

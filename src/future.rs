@@ -6,6 +6,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
 use http::Response;
+use http_body::Body;
 use pin_project_lite::pin_project;
 
 use crate::body::CacheBody;
@@ -15,7 +16,7 @@ pub(crate) type BoxResponseFuture<B, E> =
 
 pin_project! {
     /// The response future of [`CacheService`](crate::CacheService).
-    pub struct ResponseFuture<F, B, E> {
+    pub struct ResponseFuture<F, B: Body, E> {
         #[pin]
         kind: Kind<F, B, E>,
     }
@@ -23,7 +24,7 @@ pin_project! {
 
 pin_project! {
     #[project = KindProj]
-    enum Kind<F, B, E> {
+    enum Kind<F, B: Body, E> {
         // Requests the cache does not apply to: the inner future, unboxed.
         Pass { #[pin] future: F },
         // A hit answered in place: no future to run.
@@ -32,7 +33,7 @@ pin_project! {
     }
 }
 
-impl<F, B, E> ResponseFuture<F, B, E> {
+impl<F, B: Body, E> ResponseFuture<F, B, E> {
     pub(crate) fn pass(future: F) -> Self {
         Self {
             kind: Kind::Pass { future },
@@ -57,6 +58,7 @@ impl<F, B, E> ResponseFuture<F, B, E> {
 impl<F, B, E> Future for ResponseFuture<F, B, E>
 where
     F: Future<Output = Result<Response<B>, E>>,
+    B: Body,
 {
     type Output = Result<Response<CacheBody<B>>, E>;
 
@@ -77,7 +79,7 @@ where
     }
 }
 
-impl<F, B, E> fmt::Debug for ResponseFuture<F, B, E> {
+impl<F, B: Body, E> fmt::Debug for ResponseFuture<F, B, E> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ResponseFuture").finish_non_exhaustive()
     }

@@ -3,8 +3,11 @@
 //! | outcome | `x-cache` | `Cache-Status` (RFC 9211) |
 //! |---|---|---|
 //! | served from the cache | `HIT` | `name; hit; ttl=42` |
-//! | miss, response stored | `MISS` | `name; fwd=miss; stored` |
+//! | miss, response stored before its head left | `MISS` | `name; fwd=miss; stored` |
+//! | miss, storing not known as the head leaves | `MISS` | `name; fwd=miss` |
 //! | miss, response not storable | `UNCACHEABLE` | `name; fwd=miss; detail=private` |
+//! | miss, the store did not take it (`superseded`, `invalidated`) | `MISS` | `name; fwd=miss; detail=superseded` |
+//! | miss, the store failed the write | `MISS` | `name; fwd=miss; detail=store-error` |
 //! | miss under `only-if-cached` (a 504) | `MISS` | `name; detail=only-if-cached` |
 //! | request refreshed the entry | `REFRESH` | `name; fwd=request; stored` |
 //! | request bypassed the cache | `BYPASS` | `name; fwd=bypass; detail=no-store` |
@@ -12,8 +15,11 @@
 //! | origin failed, stale entry served (`stale-if-error`) | `STALE` | `name; hit; ttl=-12; detail=stale-if-error` |
 //! | stale entry confirmed by the origin's `304` (RFC 9111 §4.3) | `REVALIDATED` | `name; fwd=stale; fwd-status=304; stored` |
 //!
-//! "stored" is said when the response head allows storing; a body that then grows past the
-//! size limit, fails, or is abandoned is still not stored (and counted so).
+//! `stored` is said only when it is true as the head leaves (RFC 9211 §2.6): the body was
+//! complete by then (its first frame, read without waiting, was all of it) and the write
+//! was awaited (inline writes: [`WriteMode`](crate::WriteMode)). A body that streams on, or
+//! a write on a background task (Redis by default), leaves `stored` out; the stats count
+//! what became of it. `REFRESH` and `REVALIDATED` follow the same rule.
 
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -23,6 +29,21 @@ use http::{HeaderMap, HeaderValue};
 use crate::policy::{BypassReason, NotStoredReason, RefreshReason};
 use crate::stats::Event;
 
+/// What became of a response the cache meant to store, as far as is known when its head
+/// leaves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Storing {
+    /// Written to the store: `Cache-Status` says `stored`.
+    Stored,
+    /// Not known yet — the body streams on, or the write runs in the background: nothing
+    /// is said (RFC 9211 §2.6 lets a cache leave `stored` out).
+    Pending,
+    /// Not stored, and why: `detail=` the reason.
+    No(NotStoredReason),
+    /// The store failed the write: `detail=store-error`.
+    Failed,
+}
+
 /// What the cache did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Outcome {
@@ -30,7 +51,7 @@ pub(crate) enum Outcome {
         ttl: Duration,
     },
     Miss {
-        stored: Result<(), NotStoredReason>,
+        stored: Storing,
     },
     /// A miss that the request would not let go to the origin (`only-if-cached`).
     MissOnlyIfCached,
@@ -46,12 +67,12 @@ pub(crate) enum Outcome {
     },
     Refresh {
         reason: RefreshReason,
-        stored: Result<(), NotStoredReason>,
+        stored: Storing,
     },
     /// A stale entry the origin answered `304 Not Modified` for (RFC 9111 §4.3.3): served
     /// with its headers updated.
     Revalidated {
-        stored: Result<(), NotStoredReason>,
+        stored: Storing,
     },
     Bypass {
         reason: BypassReason,
@@ -78,8 +99,19 @@ impl Outcome {
     fn x_cache(self) -> HeaderValue {
         HeaderValue::from_static(match self {
             Self::Hit { .. } | Self::Coalesced => "HIT",
-            Self::Miss { stored: Ok(()) } | Self::MissOnlyIfCached => "MISS",
-            Self::Miss { stored: Err(_) } => "UNCACHEABLE",
+            // Not stored because of the response (or request) itself; a response the store
+            // did not take (a newer one is there, the key was invalidated, the store failed)
+            // was cacheable all the same.
+            Self::Miss {
+                stored: Storing::No(reason),
+            } if !matches!(
+                reason,
+                NotStoredReason::Superseded | NotStoredReason::Invalidated
+            ) =>
+            {
+                "UNCACHEABLE"
+            }
+            Self::Miss { .. } | Self::MissOnlyIfCached => "MISS",
             Self::Refresh { .. } => "REFRESH",
             Self::Revalidated { .. } => "REVALIDATED",
             Self::StaleIfError { .. } | Self::StaleWhileRevalidate { .. } => "STALE",
@@ -92,12 +124,14 @@ impl Outcome {
         // One allocation, which the header value then owns.
         let mut value = String::with_capacity(name.len() + 40);
         value.push_str(name);
-        let stored = |value: &mut String, stored: Result<(), NotStoredReason>| match stored {
-            Ok(()) => value.push_str("; stored"),
-            Err(reason) => {
+        let stored = |value: &mut String, stored: Storing| match stored {
+            Storing::Stored => value.push_str("; stored"),
+            Storing::Pending => {}
+            Storing::No(reason) => {
                 value.push_str("; detail=");
                 value.push_str(reason.as_str());
             }
+            Storing::Failed => value.push_str("; detail=store-error"),
         };
         match self {
             Self::Hit { ttl } => {
@@ -274,16 +308,46 @@ mod tests {
                 "c; hit; ttl=42",
             ),
             (
-                Outcome::Miss { stored: Ok(()) },
+                Outcome::Miss {
+                    stored: Storing::Stored,
+                },
                 "MISS",
                 "c; fwd=miss; stored",
             ),
             (
                 Outcome::Miss {
-                    stored: Err(NotStoredReason::Private),
+                    stored: Storing::No(NotStoredReason::Private),
                 },
                 "UNCACHEABLE",
                 "c; fwd=miss; detail=private",
+            ),
+            (
+                Outcome::Miss {
+                    stored: Storing::Pending,
+                },
+                "MISS",
+                "c; fwd=miss",
+            ),
+            (
+                Outcome::Miss {
+                    stored: Storing::No(NotStoredReason::Superseded),
+                },
+                "MISS",
+                "c; fwd=miss; detail=superseded",
+            ),
+            (
+                Outcome::Miss {
+                    stored: Storing::Failed,
+                },
+                "MISS",
+                "c; fwd=miss; detail=store-error",
+            ),
+            (
+                Outcome::Revalidated {
+                    stored: Storing::Pending,
+                },
+                "REVALIDATED",
+                "c; fwd=stale; fwd-status=304",
             ),
             (
                 Outcome::MissOnlyIfCached,
@@ -293,7 +357,7 @@ mod tests {
             (
                 Outcome::Refresh {
                     reason: RefreshReason::NoCache,
-                    stored: Ok(()),
+                    stored: Storing::Stored,
                 },
                 "REFRESH",
                 "c; fwd=request; stored",

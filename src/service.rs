@@ -34,6 +34,7 @@ use crate::invalidate::{Invalidation, invalidates};
 use crate::key::{CacheKey, DefaultKeyBuilder, KeyBuilder, credential_hash, is_credential};
 use crate::layer::Config;
 use crate::observe::{self, StoreOp};
+use crate::outcome::Storing;
 use crate::outcome::{self, Outcome};
 use crate::policy::cache_control::CacheControl;
 use crate::policy::conditional::{not_modified, not_modified_headers};
@@ -111,6 +112,7 @@ where
     ReqB: Send + 'static,
     ResB: Body + Send + 'static,
     ResB::Data: Buf + Send,
+    ResB::Error: Send,
 {
     type Response = Response<CacheBody<ResB>>;
     type Error = S::Error;
@@ -202,7 +204,7 @@ fn matched_path<B>(_: &Request<B>) -> Option<&str> {
 // Returned once per request and matched at once: boxing the response would add the
 // allocation the in-place hit exists to avoid.
 #[allow(clippy::large_enum_variant)]
-enum InPlace<B> {
+enum InPlace<B: Body> {
     /// A usable entry: the response.
     Hit(Response<CacheBody<B>>),
     /// No entry: the slower path need not look again.
@@ -330,7 +332,7 @@ impl Ctx {
 
     /// A stale entry answering: while it is refreshed (RFC 5861 §3), or for an origin that
     /// failed (§4).
-    fn serve_stale<B>(
+    fn serve_stale<B: Body>(
         &self,
         entry: &CachedResponse,
         request: &HeaderMap,
@@ -350,7 +352,12 @@ impl Ctx {
 
     /// A hit answered without a future, on a store that answers in place (`get_now`): no
     /// allocation for the lookup, no boxed future for the request.
-    fn in_place<B>(&self, mode: RequestMode, key: Option<&CacheKey>, parts: &Parts) -> InPlace<B> {
+    fn in_place<B: Body>(
+        &self,
+        mode: RequestMode,
+        key: Option<&CacheKey>,
+        parts: &Parts,
+    ) -> InPlace<B> {
         let (RequestMode::Lookup { max_age, .. }, Some(key)) = (mode, key) else {
             return InPlace::Unknown;
         };
@@ -467,7 +474,7 @@ impl Ctx {
     /// A response from a stored entry: its status and headers, `Age`, the body unless HEAD
     /// — or `304 Not Modified` when the request's preconditions say the client has it
     /// (RFC 9110 §13.1.2, §13.1.3, §15.4.5).
-    fn response_from<B>(
+    fn response_from<B: Body>(
         &self,
         entry: &CachedResponse,
         request: &HeaderMap,
@@ -498,7 +505,7 @@ impl Ctx {
         response
     }
 
-    async fn hit<B>(
+    async fn hit<B: Body>(
         &self,
         entry: &CachedResponse,
         key: CacheKey,
@@ -714,7 +721,7 @@ impl Ctx {
     /// The origin answered `304 Not Modified` to the revalidation of `entry`: the entry,
     /// with its header fields updated from the 304 and its freshness computed from them,
     /// is stored again and answers the request (RFC 9111 §3.2, §4.3.3, §4.3.4).
-    async fn revalidated<B>(
+    async fn revalidated<B: Body>(
         &self,
         entry: &CachedResponse,
         mut head: http::response::Parts,
@@ -756,10 +763,11 @@ impl Ctx {
                     Arc::clone(&updated),
                     (landed, lease),
                 );
-                if let Some(write) = write {
-                    PendingWrite::new(write).run().await;
-                }
-                (updated, Ok(()))
+                let stored = match write {
+                    Some(write) => PendingWrite::new(write).run().await,
+                    None => Storing::Pending,
+                };
+                (updated, stored)
             }
             // Updated to something the cache may not keep (say, `no-store`): this request
             // still gets it, nobody else, and the old entry goes.
@@ -777,7 +785,7 @@ impl Ctx {
                     CachedResponse::new(entry.status, head.headers, entry.body.clone());
                 served.stored_at = now;
                 served.initial_age = initial_age(&not_modified, now);
-                (Arc::new(served), Err(reason))
+                (Arc::new(served), Storing::No(reason))
             }
         };
         let response = self.response_from(&updated, request_headers, facts.head, now);
@@ -929,6 +937,7 @@ impl<S> Call<S> {
         ReqB: Send + 'static,
         ResB: Body + Send + 'static,
         ResB::Data: Buf + Send,
+        ResB::Error: Send,
     {
         let arrived = SystemTime::now();
         let key = match (mode, key) {
@@ -1076,6 +1085,7 @@ impl<S> Call<S> {
         ReqB: Send + 'static,
         ResB: Body + Send + 'static,
         ResB::Data: Buf + Send,
+        ResB::Error: Send,
     {
         let flight = match &self.ctx.config.coalescer {
             Some(coalescer) => match coalescer.join(key.as_str()) {
@@ -1126,6 +1136,7 @@ impl<S> Call<S> {
     ) -> Result<Response<CacheBody<ResB>>, S::Error>
     where
         S: Service<Request<ReqB>, Response = Response<ResB>>,
+        ResB: Body,
     {
         let outcome = Outcome::Bypass { reason };
         let response = match self.inner.call(Request::from_parts(parts, body)).await {
@@ -1211,10 +1222,10 @@ impl<S> Call<S> {
                         self.ctx.count(match refresh {
                             Some(reason) => Outcome::Refresh {
                                 reason,
-                                stored: Err(NotStoredReason::Incomplete),
+                                stored: Storing::No(NotStoredReason::Incomplete),
                             },
                             None => Outcome::Miss {
-                                stored: Err(NotStoredReason::Incomplete),
+                                stored: Storing::No(NotStoredReason::Incomplete),
                             },
                         });
                         Err(error)
@@ -1262,7 +1273,7 @@ impl<S> Call<S> {
                         b"bad gateway: the origin answered 304 for another representation",
                     )));
                     *bad.status_mut() = StatusCode::BAD_GATEWAY;
-                    let stored = Err(NotStoredReason::Status);
+                    let stored = Storing::No(NotStoredReason::Status);
                     let outcome = match refresh {
                         Some(reason) => Outcome::Refresh { reason, stored },
                         None => Outcome::Miss { stored },
@@ -1273,15 +1284,24 @@ impl<S> Call<S> {
         }
         let (mut head, body) = response.into_parts();
         let now = SystemTime::now();
-        let decision = self.ctx.storable_entry(&head, facts, &request_headers, now);
-        let stored = decision.as_ref().map(|_| ()).map_err(|reason| *reason);
-        let body = match decision {
-            Ok(entry) => {
-                let expected = if head.status == StatusCode::NO_CONTENT {
-                    Some(0)
+        let expected = if head.status == StatusCode::NO_CONTENT {
+            Some(0)
+        } else {
+            content_length(&head.headers).or(body.size_hint().exact())
+        };
+        // A declared length over the limit is known to be too large before any byte.
+        let decision = self
+            .ctx
+            .storable_entry(&head, facts, &request_headers, now)
+            .and_then(|entry| {
+                if expected.is_some_and(|len| len > self.ctx.config.rules.max_body_size as u64) {
+                    Err(NotStoredReason::TooLarge)
                 } else {
-                    content_length(&head.headers).or(body.size_hint().exact())
-                };
+                    Ok(entry)
+                }
+            });
+        let (body, stored) = match decision {
+            Ok(entry) => {
                 let capture = Capture::new(
                     key.into_string(),
                     entry,
@@ -1289,16 +1309,7 @@ impl<S> Call<S> {
                     flight,
                     self.ctx.sink(epoch),
                 );
-                if capture.is_complete() || body.is_end_stream() {
-                    // Nothing will be polled (a server stops at a declared length of 0):
-                    // store now.
-                    if let Some(write) = Box::new(capture).finish() {
-                        PendingWrite::new(write).run().await;
-                    }
-                    CacheBody::passthrough(body)
-                } else {
-                    CacheBody::capturing(body, capture)
-                }
+                CacheBody::capture(body, capture).await
             }
             Err(reason) => {
                 self.ctx.record(Event::NotStored(reason));
@@ -1319,7 +1330,7 @@ impl<S> Call<S> {
                 if had_entry && !head.status.is_server_error() {
                     self.ctx.withdraw(&key, reason).await;
                 }
-                CacheBody::passthrough(body)
+                (CacheBody::passthrough(body), Storing::No(reason))
             }
         };
         let outcome = match refresh {

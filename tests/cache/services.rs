@@ -122,6 +122,13 @@ async fn a_failing_store_never_fails_a_request() {
             .await
             .unwrap();
         assert_eq!(response.status(), StatusCode::OK);
+        // The write was awaited before the head left, and failed: the head says so,
+        // and does not claim `stored` (RFC 9211 §2.6).
+        assert_eq!(response.headers()["x-cache"], "MISS");
+        assert_eq!(
+            response.headers()["cache-status"],
+            "tower-response-cache; fwd=miss; detail=store-error"
+        );
         assert_eq!(
             response.into_body().collect().await.unwrap().to_bytes(),
             format!("origin{n}")
@@ -137,6 +144,44 @@ async fn a_failing_store_never_fails_a_request() {
     // and that read fails too.
     assert_eq!(snapshot.total.store_errors_by_kind["unavailable"], 6);
     assert_eq!(snapshot.total.stores, 0);
+}
+
+#[tokio::test]
+async fn a_write_on_a_background_task_is_not_announced_as_stored() {
+    // The head leaves before a background write is done: whether the store took the
+    // entry is not known, so nothing is said (a dead Redis behind the default write mode).
+    let cache = CacheLayer::new(BrokenStore).write_mode(WriteMode::Background);
+    let stats = cache.stats();
+    let service = ServiceBuilder::new()
+        .layer(cache)
+        .service_fn(|_: Request<()>| async {
+            Ok::<_, std::convert::Infallible>(Response::new(Full::new(Bytes::from("origin"))))
+        });
+    let response = service
+        .oneshot(Request::get("/x").body(()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(response.headers()["x-cache"], "MISS");
+    assert_eq!(
+        response.headers()["cache-status"],
+        "tower-response-cache; fwd=miss"
+    );
+    assert_eq!(
+        response.into_body().collect().await.unwrap().to_bytes(),
+        "origin"
+    );
+    for _ in 0..100 {
+        if stats.snapshot().total.store_errors >= 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let snapshot = stats.snapshot();
+    assert_eq!(snapshot.total.stores, 0);
+    assert_eq!(
+        snapshot.total.store_errors, 2,
+        "the failed read, the failed write"
+    );
 }
 
 #[tokio::test]

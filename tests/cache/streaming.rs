@@ -172,6 +172,81 @@ async fn a_body_over_the_cap_streams_whole_and_is_not_stored() {
 }
 
 #[tokio::test]
+async fn a_body_still_streaming_as_the_head_leaves_is_not_announced_as_stored() {
+    // RFC 9211 §2.6: `stored` only when true. The body's end is not known as the head
+    // leaves; here it then grows past the cap and is not stored.
+    let origin = Streaming::default();
+    let (cache, store) = layer();
+    let cache = cache.max_body_size(10);
+    let service = origin.service(cache.clone());
+    let tx = origin.prepare(&[]);
+    let response = call(&service, Method::GET).await;
+    assert_eq!(response.headers()["x-cache"], "MISS");
+    assert_eq!(
+        response.headers()["cache-status"],
+        "tower-response-cache; fwd=miss"
+    );
+    for chunk in [b"12345678", b"abcdefgh"] {
+        tx.send(data(chunk)).unwrap();
+    }
+    drop(tx);
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(body, "12345678abcdefgh");
+    assert_eq!(entry_count(&store).await, 0);
+    assert_eq!(snapshot(&cache).total.not_stored["too-large"], 1);
+    assert_eq!(snapshot(&cache).total.stores, 0);
+}
+
+#[tokio::test]
+async fn a_body_complete_as_the_head_leaves_is_stored_by_then() {
+    // The whole body was there at once (one frame, then the end): it is written before
+    // the head leaves, so the head can say `stored` and the store holds it already.
+    let origin = Streaming::default();
+    let (cache, store) = layer();
+    let service = origin.service(cache.clone());
+    let tx = origin.prepare(&[("content-length", "5")]);
+    tx.send(data(b"whole")).unwrap();
+    drop(tx);
+    let response = call(&service, Method::GET).await;
+    assert_eq!(
+        response.headers()["cache-status"],
+        "tower-response-cache; fwd=miss; stored"
+    );
+    assert!(
+        stored(&store, "t:GET:/s").await,
+        "stored before a byte of the body was read"
+    );
+    assert_eq!(
+        response.into_body().collect().await.unwrap().to_bytes(),
+        "whole"
+    );
+    // The frames after the first are passed on as they come: a second one here.
+    let tx = origin.prepare(&[]);
+    tx.send(data(b"part one, ")).unwrap();
+    let request = Request::get("/s")
+        .header("x-cache-bypass", "1")
+        .body(())
+        .unwrap();
+    let response = service.clone().oneshot(request).await.unwrap();
+    assert_eq!(response.headers()["x-cache"], "REFRESH");
+    assert_eq!(
+        response.headers()["cache-status"],
+        "tower-response-cache; fwd=request"
+    );
+    tx.send(data(b"part two")).unwrap();
+    drop(tx);
+    assert_eq!(
+        response.into_body().collect().await.unwrap().to_bytes(),
+        "part one, part two"
+    );
+    assert_eq!(
+        store.get("t:GET:/s").await.unwrap().unwrap().body,
+        "part one, part two"
+    );
+    assert_eq!(snapshot(&cache).total.stores, 2);
+}
+
+#[tokio::test]
 async fn a_declared_length_over_the_cap_is_not_copied() {
     let origin = Streaming::default();
     let (cache, store) = layer();

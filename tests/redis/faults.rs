@@ -58,14 +58,28 @@ async fn killing_redis_mid_burst_fails_no_request_and_hits_resume_after_restart(
     }
     topology.kill();
     let mut failures = 0;
+    let (mut claimed_stored, mut claimed_failed) = (0, 0);
     for task in tasks {
         let reply = task.await.unwrap();
         if reply.status != http::StatusCode::OK || !reply.text().starts_with("/k") {
             failures += 1;
         }
+        // Inline writes: a miss's head leaves once its write is done, and says how it went.
+        let status = reply.header("cache-status").unwrap_or_default();
+        claimed_stored += u64::from(status.ends_with("; stored"));
+        claimed_failed += u64::from(status.ends_with("; detail=store-error"));
     }
     assert_eq!(failures, 0, "no request failed while Redis died");
     let stats = layer.stats().snapshot();
+    assert!(
+        claimed_stored <= stats.total.stores,
+        "`stored` said {claimed_stored} times, {} stored",
+        stats.total.stores
+    );
+    assert!(
+        claimed_failed > 0,
+        "misses after the kill say their write failed"
+    );
     assert!(stats.total.hits > 0, "hits before the kill");
     assert!(stats.total.store_errors > 0, "errors counted after it");
 
