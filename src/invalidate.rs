@@ -138,13 +138,10 @@ impl<K: KeyBuilder> Invalidation<K> {
             for name in [header::LOCATION, header::CONTENT_LOCATION] {
                 for value in response.headers().get_all(&name) {
                     if let Some(target) = same_origin(&self.uri, &self.headers, value) {
-                        let route =
-                            self.config
-                                .routes
-                                .resolve(None, target.path(), &self.config.stats);
-                        let namespace = route
-                            .policy
-                            .as_deref()
+                        let namespace = self
+                            .config
+                            .routes
+                            .policy_for_path(target.path())
                             .and_then(|policy| policy.namespace.clone())
                             .unwrap_or_else(|| Arc::clone(&self.config.namespace));
                         self.remove(&target, &namespace).await;
@@ -177,13 +174,10 @@ impl<K: KeyBuilder> Invalidation<K> {
             }
         }
         if let Err(error) = self.config.store.remove_many(&keys).await {
-            let route = self
-                .config
-                .routes
-                .resolve(None, target.path(), &self.config.stats);
-            self.config
-                .stats
-                .record(&route.counters, Event::StoreError(error.kind()));
+            // Counted in the total (and under `(other)`): the request was not a lookup of
+            // any route's.
+            let stats = &self.config.stats;
+            stats.record(&stats.other(), Event::StoreError(error.kind()));
             observe::store_error(StoreOp::Write, &keys[keys.len() - 1], &error);
         }
     }

@@ -462,6 +462,42 @@ impl<K> CacheLayer<K> {
         self
     }
 
+    /// A layer for one route, to attach to the route itself (its axum `MethodRouter`, or
+    /// any service): it caches every request it sees under `policy` — its settings over
+    /// this layer's — and shares this layer's store, stats, coalescing and invalidations.
+    ///
+    /// The policy holds wherever the route ends up: under [`Router::nest`], merged, or
+    /// renamed, where a [`route`](Self::route) rule written without the nest prefix would
+    /// never match (`MatchedPath` is the whole pattern, `/api/users/{id}`). This layer,
+    /// mounted on the router as well, passes such routes on to the attached layer: from
+    /// the route's first request on, it neither looks them up, stores, nor counts them.
+    /// (On that first request it has looked the key up already: with a shared store, an
+    /// entry the route's layer stored under the same key in another process may answer
+    /// it, as this layer's settings allow.)
+    ///
+    /// [`Router::nest`]: https://docs.rs/axum/0.8/axum/struct.Router.html#method.nest
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use axum::{routing::get, Router};
+    /// use tower_response_cache::{CacheLayer, MemoryStore, RoutePolicy};
+    ///
+    /// let cache = CacheLayer::new(MemoryStore::new(64 << 20));
+    /// let users = get(|| async { "a user" })
+    ///     .layer(cache.for_route(RoutePolicy::new().ttl(Duration::from_secs(5))));
+    /// let api: Router = Router::new().route("/users/{id}", users);
+    /// // `/api/users/{id}` is cached for 5 s; the rest of the app with the layer's settings.
+    /// let app: Router = Router::new()
+    ///     .nest("/api", api)
+    ///     .route("/", get(|| async { "home" }))
+    ///     .layer(cache);
+    /// ```
+    pub fn for_route(&self, policy: RoutePolicy) -> Self {
+        let mut layer = self.clone();
+        layer.config().routes.attach(policy);
+        layer
+    }
+
     /// A rule for every path that starts with `prefix` and matches no pattern rule; the
     /// longest prefix wins.
     pub fn route_prefix(mut self, prefix: impl AsRef<str>, policy: RoutePolicy) -> Self {

@@ -22,7 +22,7 @@ use std::time::{Duration, SystemTime};
 use bytes::{Buf, Bytes};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::request::Parts;
-use http::{Method, Request, Response, StatusCode};
+use http::{Method, Request, Response, StatusCode, Uri};
 use http_body::Body;
 use tower_service::Service;
 
@@ -44,7 +44,7 @@ use crate::policy::response::{
     origin_lifetime, ttl_from_sources,
 };
 use crate::policy::response::{explicitly_shared, is_negative};
-use crate::policy::route::Route;
+use crate::policy::route::{Resolved, Route};
 use crate::policy::{
     BypassReason, CacheTtl, NotStoredReason, RefreshReason, RequestCookies, SetCookiePolicy,
 };
@@ -124,20 +124,35 @@ where
 
     fn call(&mut self, request: Request<ReqB>) -> Self::Future {
         let config = &self.config;
-        let route =
-            config
+        let (route, attached) =
+            match config
                 .routes
-                .resolve(matched_path(&request), request.uri().path(), &config.stats);
+                .resolve(matched_path(&request), request.uri().path(), &config.stats)
+            {
+                Resolved::Route(route) => (route, false),
+                // A layer on the route itself caches it (and counts it): this one passes
+                // it on, and invalidates with the route's namespace the unsafe requests
+                // that layer may not see.
+                Resolved::Attached(policy) => (
+                    Route {
+                        policy: Some(policy),
+                        counters: config.stats.other(),
+                    },
+                    true,
+                ),
+            };
         let policy = route.policy.as_deref();
         let cacheable_method = request.method() == Method::GET || request.method() == Method::HEAD;
         let disabled = policy.is_some_and(|policy| !policy.enabled);
-        if !cacheable_method || disabled {
-            config.stats.record(&route.counters, Event::Pass);
+        if !cacheable_method || disabled || attached {
+            if !attached {
+                config.stats.record(&route.counters, Event::Pass);
+            }
             if !disabled && invalidates(request.method(), config.invalidate_unknown_methods) {
                 let invalidation = Invalidation {
                     config: Arc::clone(config),
                     key_builder: Arc::clone(&self.key_builder),
-                    uri: request.uri().clone(),
+                    uri: public_uri(request.uri(), request.extensions()).clone(),
                     headers: request.headers().clone(),
                     namespace: policy
                         .and_then(|policy| policy.namespace.clone())
@@ -153,10 +168,10 @@ where
             .and_then(|policy| policy.client_control.as_ref())
             .unwrap_or(&config.client_control);
         let mode = request_mode(request.headers(), control, &config.bypass_header);
-        let (parts, body) = request.into_parts();
+        let (mut parts, body) = request.into_parts();
         let key = match mode {
             RequestMode::Bypass(_) => None,
-            _ => self.key_builder.build_key(&parts).map(|key| {
+            _ => build_key(&*self.key_builder, &mut parts).map(|key| {
                 let namespace = policy
                     .and_then(|policy| policy.namespace.as_deref())
                     .unwrap_or(&config.namespace);
@@ -187,6 +202,74 @@ where
     }
 }
 
+/// The request's URI as the client sent it: under a nested axum router the request's own
+/// URI has lost the nest prefix (`/users/1` for `/api/users/1`), which would give two
+/// mounts of one router the same keys; axum keeps the original (`OriginalUri`).
+#[cfg(feature = "axum")]
+pub(crate) fn public_uri<'a>(uri: &'a Uri, extensions: &'a http::Extensions) -> &'a Uri {
+    match extensions.get::<axum::extract::OriginalUri>() {
+        Some(original) => &original.0,
+        None => uri,
+    }
+}
+
+#[cfg(not(feature = "axum"))]
+pub(crate) fn public_uri<'a>(uri: &'a Uri, _: &'a http::Extensions) -> &'a Uri {
+    uri
+}
+
+/// The request's key, built from its [`public_uri`].
+fn build_key<K: KeyBuilder + ?Sized>(key_builder: &K, parts: &mut Parts) -> Option<CacheKey> {
+    let public = public_uri(&parts.uri, &parts.extensions);
+    if public.path() == parts.uri.path() {
+        return key_builder.build_key(parts);
+    }
+    let public = public.clone();
+    let nested = std::mem::replace(&mut parts.uri, public);
+    let key = key_builder.build_key(parts);
+    parts.uri = nested;
+    key
+}
+
+/// The route pattern of a request about to go to the inner service, when a layer attached
+/// to that route could claim it on its way (see [`claimed_on_the_way`]): a reference
+/// count, not a copy.
+#[cfg(feature = "axum")]
+fn watched_pattern(config: &Config, parts: &Parts) -> Option<axum::extract::MatchedPath> {
+    if config.routes.is_attached() {
+        return None;
+    }
+    parts
+        .extensions
+        .get::<axum::extract::MatchedPath>()
+        .cloned()
+}
+
+/// Whether a layer attached to the request's route (derived from this one with
+/// [`CacheLayer::for_route`](crate::CacheLayer::for_route)) cached the request on its way
+/// through the inner service: this layer then leaves the response alone — it neither
+/// stores nor counts it, nor adds its headers.
+#[cfg(feature = "axum")]
+fn claimed_on_the_way(config: &Config, watched: Option<&axum::extract::MatchedPath>) -> bool {
+    watched.is_some_and(|pattern| {
+        config
+            .routes
+            .attached_routes
+            .get(pattern.as_str())
+            .is_some()
+    })
+}
+
+#[cfg(not(feature = "axum"))]
+fn watched_pattern(_: &Config, _: &Parts) -> Option<std::convert::Infallible> {
+    None
+}
+
+#[cfg(not(feature = "axum"))]
+fn claimed_on_the_way(_: &Config, _: Option<&std::convert::Infallible>) -> bool {
+    false
+}
+
 #[cfg(feature = "axum")]
 fn matched_path<B>(request: &Request<B>) -> Option<&str> {
     request
@@ -199,6 +282,11 @@ fn matched_path<B>(request: &Request<B>) -> Option<&str> {
 fn matched_path<B>(_: &Request<B>) -> Option<&str> {
     None
 }
+
+/// The key (hashed) whose flight the cache layer that passed a request on leads for it:
+/// a request extension.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct FlightOf(u64);
 
 /// What a store that answers in place said about a request.
 // Returned once per request and matched at once: boxing the response would add the
@@ -924,7 +1012,7 @@ impl Ctx {
 impl<S> Call<S> {
     async fn run<ReqB, ResB>(
         self,
-        parts: Parts,
+        mut parts: Parts,
         body: ReqB,
         key: Option<CacheKey>,
         mode: RequestMode,
@@ -1031,8 +1119,13 @@ impl<S> Call<S> {
             _ => {}
         }
         let target = slot.unwrap_or_else(|| key.clone());
+        // A cache layer around this one leads the flight of this very key for this very
+        // request (the same layer mounted twice, or a route's own layer under the
+        // router's on the route's first request): joining it would wait for itself.
+        let flight_id = FlightOf(xxhash_rust::xxh3::xxh3_64(target.as_str().as_bytes()));
+        let enclosed = parts.extensions.get::<FlightOf>() == Some(&flight_id);
         let flight = match &self.ctx.config.coalescer {
-            Some(coalescer) if parts.method == Method::GET => {
+            Some(coalescer) if parts.method == Method::GET && !enclosed => {
                 let accept = Accept {
                     max_age: match mode {
                         RequestMode::Lookup { max_age, .. } => max_age,
@@ -1065,6 +1158,9 @@ impl<S> Call<S> {
             }
             _ => None,
         };
+        if flight.is_some() {
+            parts.extensions.insert(flight_id);
+        }
         self.fetch(parts, body, target, refresh, flight, stored)
             .await
     }
@@ -1139,7 +1235,12 @@ impl<S> Call<S> {
         ResB: Body,
     {
         let outcome = Outcome::Bypass { reason };
-        let response = match self.inner.call(Request::from_parts(parts, body)).await {
+        let watched = watched_pattern(&self.ctx.config, &parts);
+        let result = self.inner.call(Request::from_parts(parts, body)).await;
+        if claimed_on_the_way(&self.ctx.config, watched.as_ref()) {
+            return result.map(|response| response.map(CacheBody::passthrough));
+        }
+        let response = match result {
             Ok(response) => response,
             Err(error) => {
                 self.ctx.count(outcome);
@@ -1204,7 +1305,16 @@ impl<S> Call<S> {
         }
         // An invalidation from now on means the response may predate a change.
         let epoch = self.ctx.config.invalidations.epoch();
-        let response = match self.inner.call(Request::from_parts(parts, body)).await {
+        let watched = watched_pattern(&self.ctx.config, &parts);
+        let result = self.inner.call(Request::from_parts(parts, body)).await;
+        if claimed_on_the_way(&self.ctx.config, watched.as_ref()) {
+            if let Some((flight, _lease)) = flight {
+                // The waiters go on to the route's own layer.
+                flight.fallback(false);
+            }
+            return result.map(|response| response.map(CacheBody::passthrough));
+        }
+        let response = match result {
             Ok(response) => response,
             Err(error) => {
                 // The waiters try for themselves rather than queue behind another attempt.

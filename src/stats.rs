@@ -18,7 +18,7 @@
 //! ```
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use serde::{Deserialize, Serialize};
@@ -50,6 +50,8 @@ pub(crate) struct Counters {
     stores: AtomicU64,
     not_stored: [AtomicU64; NotStoredReason::ALL.len()],
     store_errors: [AtomicU64; StoreErrorKind::ALL.len()],
+    /// A configured rule's counters: listed in snapshots before any traffic.
+    rule: AtomicBool,
 }
 
 /// What happened, for the counters.
@@ -183,9 +185,15 @@ impl CacheStats {
         };
         StatsSnapshot {
             total: self.inner.total.snapshot(),
+            // The routes with a rule, and those that saw cached traffic: not every route
+            // the router has, nor an all-zero `(other)`.
             routes: routes
                 .iter()
-                .map(|(label, counters)| (label.to_string(), counters.snapshot()))
+                .map(|(label, counters)| (label, counters, counters.snapshot()))
+                .filter(|(_, counters, counts)| {
+                    counters.rule.load(Ordering::Relaxed) || counts.saw_cached_traffic()
+                })
+                .map(|(label, _, counts)| (label.to_string(), counts))
                 .collect(),
         }
     }
@@ -204,9 +212,23 @@ impl CacheStats {
         Arc::clone(&self.inner.other)
     }
 
+    /// The counters of a configured rule, listed in snapshots from the start.
+    pub(crate) fn rule_route(&self, label: &str) -> Arc<Counters> {
+        let counters = self.route(label);
+        if !counters.rule.load(Ordering::Relaxed) {
+            counters.rule.store(true, Ordering::Relaxed);
+        }
+        counters
+    }
+
     /// The counters of the route labelled `label`, created on first use; past
     /// [`MAX_ROUTES`] routes, the shared `(other)` counters.
     pub(crate) fn route(&self, label: &str) -> Arc<Counters> {
+        self.route_with(label, || {})
+    }
+
+    /// [`route`](Self::route), calling `first_seen` when `label` gets its counters.
+    pub(crate) fn route_with(&self, label: &str, first_seen: impl FnOnce()) -> Arc<Counters> {
         if let Ok(routes) = self.inner.routes.read() {
             if let Some(counters) = routes.get(label) {
                 return Arc::clone(counters);
@@ -219,10 +241,16 @@ impl CacheStats {
             Ok(routes) => routes,
             Err(poisoned) => poisoned.into_inner(),
         };
-        if routes.len() > MAX_ROUTES && !routes.contains_key(label) {
+        if let Some(counters) = routes.get(label) {
+            return Arc::clone(counters);
+        }
+        if routes.len() > MAX_ROUTES {
             return Arc::clone(&self.inner.other);
         }
-        Arc::clone(routes.entry(Arc::from(label)).or_default())
+        let counters = Arc::clone(routes.entry(Arc::from(label)).or_default());
+        drop(routes);
+        first_seen();
+        counters
     }
 }
 
@@ -278,6 +306,39 @@ pub struct Counts {
 }
 
 impl Counts {
+    /// Whether any request used the cache: anything counted but `passes`.
+    fn saw_cached_traffic(&self) -> bool {
+        let Self {
+            hits,
+            misses,
+            bypasses,
+            refreshes,
+            passes: _,
+            coalesced,
+            coalesce_timeouts,
+            stale_if_error,
+            stale_while_revalidate,
+            revalidated,
+            stores,
+            not_stored,
+            store_errors,
+            store_errors_by_kind: _,
+            hit_ratio: _,
+        } = self;
+        hits + misses
+            + bypasses
+            + refreshes
+            + coalesced
+            + coalesce_timeouts
+            + stale_if_error
+            + stale_while_revalidate
+            + revalidated
+            + stores
+            + store_errors
+            > 0
+            || !not_stored.is_empty()
+    }
+
     /// Responses not stored, all reasons together.
     pub fn not_stored_total(&self) -> u64 {
         self.not_stored.values().sum()
@@ -332,12 +393,26 @@ mod tests {
         let stats = CacheStats::new();
         for i in 0..MAX_ROUTES + 50 {
             let counters = stats.route(&format!("/r{i}"));
-            stats.record(&counters, Event::Pass);
+            stats.record(&counters, Event::Hit);
         }
         let snapshot = stats.snapshot();
         assert!(snapshot.routes.len() <= MAX_ROUTES + 1);
-        assert_eq!(snapshot.total.passes, (MAX_ROUTES + 50) as u64);
-        assert!(snapshot.routes[OTHER_ROUTE].passes >= 50);
+        assert_eq!(snapshot.total.hits, (MAX_ROUTES + 50) as u64);
+        assert!(snapshot.routes[OTHER_ROUTE].hits >= 50);
+    }
+
+    #[test]
+    fn snapshots_list_rules_and_routes_with_cached_traffic_only() {
+        let stats = CacheStats::new();
+        stats.rule_route("/configured");
+        let passed = stats.route("/passed-only");
+        stats.record(&passed, Event::Pass);
+        let used = stats.route("/used");
+        stats.record(&used, Event::Miss);
+        let snapshot = stats.snapshot();
+        let labels: Vec<&str> = snapshot.routes.keys().map(String::as_str).collect();
+        assert_eq!(labels, ["/configured", "/used"], "no all-zero (other)");
+        assert_eq!(snapshot.total.passes, 1, "passes still count in the total");
     }
 
     #[test]

@@ -1,6 +1,6 @@
 use tower_response_cache::{CacheLayer, MemoryStore, StatsSnapshot, Store, WriteMode};
 
-pub(crate) use crate::client::{Calls, Reply, fetch, get_with, send};
+pub(crate) use crate::client::{Calls, Reply, fetch, get_with, post, send};
 
 /// A fresh memory store and a layer on it that writes inline, so that the store holds the
 /// entry as soon as the client has read the body.

@@ -251,3 +251,220 @@ async fn the_stats_route_serves_json() {
     assert_eq!(json["hit_ratio"].as_f64(), Some(0.5));
     assert_eq!(json["routes"]["/users/{id}"]["hits"].as_u64(), Some(1));
 }
+
+/// The warnings the layer logs while `run` runs on this thread.
+async fn warnings_of<F: std::future::Future<Output = ()>>(run: F) -> String {
+    use std::sync::{Arc, Mutex};
+    #[derive(Clone, Default)]
+    struct Buffer(Arc<Mutex<Vec<u8>>>);
+    impl std::io::Write for Buffer {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let buffer = Buffer::default();
+    let writer = buffer.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::WARN)
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .finish();
+    let guard = tracing::subscriber::set_default(subscriber);
+    run.await;
+    drop(guard);
+    String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap()
+}
+
+fn nested_users(calls: &Calls, users: axum::routing::MethodRouter<Calls>) -> Router<()> {
+    let api = Router::new().route("/users/{id}", users);
+    Router::new()
+        .nest("/api", api)
+        .route(
+            "/home",
+            get(|State(calls): State<Calls>| async move { format!("home{}", calls.hit()) }),
+        )
+        .with_state(calls.clone())
+}
+
+/// The remaining TTL a hit's `Cache-Status` gives.
+fn ttl_of(reply: &crate::harness::Reply) -> u64 {
+    let status = reply.header("cache-status").unwrap_or_default();
+    let ttl = status.split("ttl=").nth(1).expect("a hit's ttl");
+    ttl.parse().unwrap()
+}
+
+async fn user(State(calls): State<Calls>) -> String {
+    format!("user{}", calls.hit())
+}
+
+#[tokio::test]
+async fn a_policy_attached_to_a_route_holds_under_nest() {
+    let calls = Calls::default();
+    let (cache, store) = layer();
+    let users = get(user).layer(
+        cache.for_route(
+            RoutePolicy::new()
+                .ttl(Duration::from_secs(5))
+                .namespace("users"),
+        ),
+    );
+    let app = nested_users(&calls, users).layer(cache.clone());
+    let miss = fetch(&app, "/api/users/1").await;
+    assert_eq!((miss.x_cache(), miss.text().as_str()), ("MISS", "user1"));
+    // One cache answered: one status header value, one `Cache-Status` member.
+    assert_eq!(miss.headers.get_all("x-cache").iter().count(), 1);
+    assert_eq!(
+        miss.header("cache-status"),
+        Some("tower-response-cache; fwd=miss; stored")
+    );
+    let hit = fetch(&app, "/api/users/1").await;
+    assert_eq!((hit.x_cache(), hit.text().as_str()), ("HIT", "user1"));
+    assert!(
+        ttl_of(&hit) <= 5,
+        "the route's TTL, not the layer's 60 s: {:?}",
+        hit.header("cache-status")
+    );
+    assert_eq!(
+        store.keys(),
+        ["users:GET:/api/users/1"],
+        "the whole path in the key; the router's layer stored nothing for the route"
+    );
+    // The rest of the app keeps the layer's settings.
+    fetch(&app, "/home").await;
+    let home = fetch(&app, "/home").await;
+    assert!(ttl_of(&home) > 50, "{:?}", home.header("cache-status"));
+    assert_eq!(calls.get(), 2);
+    // Counted once, under the route's whole pattern.
+    let stats = snapshot(&cache);
+    assert_eq!((stats.total.hits, stats.total.misses), (2, 2));
+    assert_eq!(stats.total.stores, 2);
+    let route = &stats.routes["/api/users/{id}"];
+    assert_eq!((route.hits, route.misses), (1, 1));
+}
+
+#[tokio::test]
+async fn a_router_mounted_twice_keeps_its_mounts_apart() {
+    // Inside a nested router the request's URI has lost the prefix; keys are built from
+    // the URI the client sent.
+    let calls = Calls::default();
+    let (cache, store) = layer();
+    let users = get(user).layer(cache.for_route(RoutePolicy::new()));
+    let api: Router<Calls> = Router::new().route("/users/{id}", users);
+    let twice = Router::new()
+        .nest("/v1", api.clone())
+        .nest("/v2", api)
+        .with_state(calls.clone())
+        .layer(cache.clone());
+    assert_eq!(fetch(&twice, "/v1/users/1").await.text(), "user1");
+    assert_eq!(fetch(&twice, "/v2/users/1").await.text(), "user2");
+    let mut keys = store.keys();
+    keys.sort();
+    assert_eq!(keys, ["t:GET:/v1/users/1", "t:GET:/v2/users/1"]);
+    // The route's layer builds the same key as the router's, which leads the flight for
+    // the first request: the inner one does not wait for it (it would wait for itself).
+    assert_eq!(snapshot(&cache).total.coalesce_timeouts, 0);
+}
+
+#[tokio::test]
+async fn a_disabled_route_stays_uncached_under_nest_and_its_writes_invalidate() {
+    let calls = Calls::default();
+    let (cache, store) = layer();
+    let users = get(user).layer(cache.for_route(RoutePolicy::disabled()));
+    let app = nested_users(&calls, users).layer(cache.clone());
+    for n in 1..=3 {
+        let reply = fetch(&app, "/api/users/1").await;
+        assert_eq!(reply.text(), format!("user{n}"));
+        assert_eq!(
+            reply.header("x-cache"),
+            None,
+            "passed through by both layers"
+        );
+    }
+    assert_eq!(entry_count(&store).await, 0);
+
+    // An unsafe method the attached layer does not wrap (`.post` after `.layer`): the
+    // router's layer invalidates, with the route's namespace.
+    let calls = Calls::default();
+    let (cache, store) = layer();
+    let users = get(user)
+        .layer(cache.for_route(RoutePolicy::new().namespace("users")))
+        .post(|| async { "updated" });
+    let app = nested_users(&calls, users).layer(cache.clone());
+    fetch(&app, "/api/users/1").await;
+    assert!(stored(&store, "users:GET:/api/users/1").await);
+    assert_eq!(
+        crate::harness::post(&app, "/api/users/1").await.text(),
+        "updated"
+    );
+    assert!(!stored(&store, "users:GET:/api/users/1").await);
+    assert_eq!(fetch(&app, "/api/users/1").await.text(), "user2");
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_rule_that_only_ever_misses_its_nested_route_is_warned_about_once() {
+    let calls = Calls::default();
+    let (cache, _store) = layer();
+    let cache = cache.route(
+        "/users/{id}",
+        RoutePolicy::new().ttl(Duration::from_secs(5)),
+    );
+    let app = nested_users(&calls, get(user)).layer(cache.clone());
+    let warnings = warnings_of(async {
+        for _ in 0..3 {
+            fetch(&app, "/api/users/1").await;
+            fetch(&app, "/api/users/2").await;
+        }
+    })
+    .await;
+    assert_eq!(
+        warnings.matches("has matched no request").count(),
+        1,
+        "{warnings}"
+    );
+    assert!(warnings.contains("\"/users/{id}\""), "{warnings}");
+    assert!(warnings.contains("\"/api/users/{id}\""), "{warnings}");
+    assert!(warnings.contains("for_route"), "{warnings}");
+    // The rule is listed (it exists, unmatched); the route with traffic too; nothing else.
+    let stats = snapshot(&cache);
+    let labels: Vec<&str> = stats.routes.keys().map(String::as_str).collect();
+    assert_eq!(labels, ["/api/users/{id}", "/users/{id}"]);
+    assert_eq!(
+        stats.routes["/users/{id}"].hits + stats.routes["/users/{id}"].misses,
+        0
+    );
+
+    // A rule that does match is not warned about.
+    let calls = Calls::default();
+    let (cache, _store) = layer();
+    let cache = cache.route("/api/users/{id}", RoutePolicy::new());
+    let app = nested_users(&calls, get(user)).layer(cache);
+    let warnings = warnings_of(async {
+        fetch(&app, "/api/users/1").await;
+    })
+    .await;
+    assert_eq!(warnings, "");
+}
+
+#[tokio::test]
+async fn stats_list_rules_and_routes_with_cached_traffic_not_every_route() {
+    let calls = Calls::default();
+    let (cache, _store) = layer();
+    let cache = cache.route("/health", RoutePolicy::disabled());
+    let app = routes(&calls).layer(cache.clone());
+    fetch(&app, "/health").await;
+    crate::harness::post(&app, "/search").await;
+    let stats = snapshot(&cache);
+    let labels: Vec<&str> = stats.routes.keys().map(String::as_str).collect();
+    assert_eq!(
+        labels,
+        ["/health"],
+        "no all-zero (other), no route with passes only"
+    );
+    assert_eq!(stats.total.passes, 2);
+    let json = serde_json::to_string(&stats).unwrap();
+    assert!(!json.contains("(other)"), "{json}");
+}
