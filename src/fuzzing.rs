@@ -190,7 +190,7 @@ pub fn key(data: &[u8]) {
                 );
             }
         }
-        let namespaced = CacheKey::new(key.as_str()).namespaced("ns", 250);
+        let namespaced = CacheKey::new(key.as_str()).namespaced("ns", None, 250);
         assert!(namespaced.as_str().len() <= 250, "{namespaced}");
     }
 }

@@ -115,8 +115,8 @@ pub(crate) struct Invalidation<K> {
     pub(crate) key_builder: Arc<K>,
     pub(crate) uri: Uri,
     pub(crate) headers: HeaderMap,
-    /// The namespace of the request's own route.
-    pub(crate) namespace: Arc<str>,
+    /// The namespace of the request's own route, if it has one.
+    pub(crate) route_namespace: Option<Arc<str>>,
 }
 
 impl<K: KeyBuilder> Invalidation<K> {
@@ -134,17 +134,15 @@ impl<K: KeyBuilder> Invalidation<K> {
         let response = inner.call(request).await?;
         let status = response.status();
         if status.is_success() || status.is_redirection() {
-            self.remove(&self.uri, &self.namespace).await;
+            self.remove(&self.uri, self.route_namespace.as_deref())
+                .await;
             for name in [header::LOCATION, header::CONTENT_LOCATION] {
                 for value in response.headers().get_all(&name) {
                     if let Some(target) = same_origin(&self.uri, &self.headers, value) {
-                        let namespace = self
-                            .config
-                            .routes
-                            .policy_for_path(target.path())
-                            .and_then(|policy| policy.namespace.clone())
-                            .unwrap_or_else(|| Arc::clone(&self.config.namespace));
-                        self.remove(&target, &namespace).await;
+                        let policy = self.config.routes.policy_for_path(target.path());
+                        let route_namespace =
+                            policy.as_deref().and_then(|p| p.namespace.as_deref());
+                        self.remove(&target, route_namespace).await;
                     }
                 }
             }
@@ -152,7 +150,7 @@ impl<K: KeyBuilder> Invalidation<K> {
         Ok(response.map(CacheBody::passthrough))
     }
 
-    async fn remove(&self, target: &Uri, namespace: &str) {
+    async fn remove(&self, target: &Uri, route_namespace: Option<&str>) {
         let Ok(request) = Request::get(target.clone()).body(()) else {
             return;
         };
@@ -161,7 +159,11 @@ impl<K: KeyBuilder> Invalidation<K> {
         let Some(key) = self.key_builder.build_key(&parts) else {
             return;
         };
-        let key = key.namespaced(namespace, self.config.max_key_len);
+        let key = key.namespaced(
+            &self.config.namespace,
+            route_namespace,
+            self.config.max_key_len,
+        );
         // The URL's entry and every variant slot (RFC 9111 §4.4 invalidates all of them).
         let slots = self.config.max_variants as u64 - 1;
         let mut keys = Vec::with_capacity(1 + slots as usize);

@@ -114,13 +114,19 @@ impl CacheKey {
         Self(key)
     }
 
-    /// `namespace:key`, or a hashed form when that is longer than `max_len` bytes: the
-    /// namespace, the first bytes of the key, `#` and the hex XXH3-128 of the whole key.
-    pub(crate) fn namespaced(self, namespace: &str, max_len: usize) -> Self {
+    /// `namespace:key` — `namespace:route:key` with a route's own namespace — or a hashed
+    /// form when that is longer than `max_len` bytes: the namespaces, the first bytes of the
+    /// key, `#` and the hex XXH3-128 of the whole key. Either way the key starts with the
+    /// namespaces, so that a prefix finds every key of a layer, or of one of its routes.
+    pub(crate) fn namespaced(self, namespace: &str, route: Option<&str>, max_len: usize) -> Self {
         let mut key = self.0;
-        let full_len = namespace.len() + 1 + key.len();
-        if full_len <= max_len {
-            key.reserve(namespace.len() + 1);
+        let prefix_len = namespace.len() + 1 + route.map_or(0, |route| route.len() + 1);
+        if prefix_len + key.len() <= max_len {
+            key.reserve(prefix_len);
+            if let Some(route) = route {
+                key.insert(0, ':');
+                key.insert_str(0, route);
+            }
             key.insert(0, ':');
             key.insert_str(0, namespace);
             return Self(key);
@@ -130,7 +136,10 @@ impl CacheKey {
         while !key.is_char_boundary(keep) {
             keep -= 1;
         }
-        Self(format!("{namespace}:{}#{hash:032x}", &key[..keep]))
+        match route {
+            Some(route) => Self(format!("{namespace}:{route}:{}#{hash:032x}", &key[..keep])),
+            None => Self(format!("{namespace}:{}#{hash:032x}", &key[..keep])),
+        }
     }
 }
 
@@ -1020,15 +1029,32 @@ mod tests {
     }
 
     #[test]
+    fn namespaces_nest_and_stay_readable_in_hashed_keys() {
+        let key = CacheKey::new("GET:/a").namespaced("app", Some("users"), 250);
+        assert_eq!(key.as_str(), "app:users:GET:/a");
+        let long = CacheKey::new(format!("GET:/{}", "a".repeat(500)));
+        let hashed = long.clone().namespaced("app", Some("users"), 250);
+        assert!(
+            hashed.as_str().starts_with("app:users:GET:/aaa"),
+            "{hashed}"
+        );
+        assert_ne!(
+            hashed,
+            long.namespaced("app", None, 250),
+            "a route's namespace is its own"
+        );
+    }
+
+    #[test]
     fn long_keys_are_hashed_stably() {
         let long = CacheKey::new(format!("GET:/{}", "a".repeat(500)));
-        let hashed = long.clone().namespaced("app", 250);
+        let hashed = long.clone().namespaced("app", None, 250);
         assert!(hashed.as_str().len() < 150, "{hashed}");
         assert!(hashed.as_str().starts_with("app:GET:/aaa"));
         assert!(hashed.as_str().contains('#'));
         // Stable across runs and machines: XXH3-128 of the key.
-        assert_eq!(hashed, long.namespaced("app", 250));
-        let short = CacheKey::new("GET:/a").namespaced("app", 250);
+        assert_eq!(hashed, long.namespaced("app", None, 250));
+        let short = CacheKey::new("GET:/a").namespaced("app", None, 250);
         assert_eq!(short.as_str(), "app:GET:/a");
     }
 
@@ -1191,7 +1217,7 @@ mod tests {
         #[test]
         fn hashed_keys_never_equal_plain_keys(len in 0usize..400) {
             let body = format!("GET:/{}", "x".repeat(len));
-            let key = CacheKey::new(body).namespaced("ns", 250);
+            let key = CacheKey::new(body).namespaced("ns", None, 250);
             prop_assert!(key.as_str().len() <= 250);
             prop_assert_eq!(key.as_str().contains('#'), len + 8 > 250);
         }

@@ -234,7 +234,26 @@ impl<K> CacheLayer<K> {
         }
     }
 
-    /// The prefix of every key (`namespace:…`). Default: `cache`.
+    /// The layer's namespace: the first segment of every key it reads or writes. Default:
+    /// `cache`.
+    ///
+    /// Namespaces nest, outermost first, and each level owns every key under its prefix:
+    ///
+    /// | level | set by | a key |
+    /// |---|---|---|
+    /// | store | the store ([`RedisConfig::namespace`](crate::store::RedisConfig::namespace), default `trc`; a [`MemoryStore`](crate::MemoryStore) has none: it is the process's) | `trc:` … |
+    /// | layer | this method | `trc:cache:` … |
+    /// | route | [`RoutePolicy::namespace`](crate::RoutePolicy::namespace), within the layer's | `trc:cache:users:` … |
+    /// | request | the [`KeyBuilder`] | `trc:cache:users:GET:example.com/users/1` |
+    ///
+    /// So the entries of one layer are the keys that start with its namespace (`cache:`),
+    /// and those of one route the keys that start with both (`cache:users:`), whatever the
+    /// store: clearing a layer or a route removes exactly those. Routes of one layer share
+    /// entries only when they share a route namespace; layers share entries only when they
+    /// share a namespace. A namespace that is a prefix of another layer's at a `:` (`shop`
+    /// and `shop:eu`) contains it: give layers that share a store namespaces that are not.
+    /// Keys longer than [`max_key_len`](Self::max_key_len) are hashed after the namespaces,
+    /// which stay as they are.
     pub fn namespace(mut self, namespace: impl AsRef<str>) -> Self {
         self.config().namespace = Arc::from(namespace.as_ref());
         self

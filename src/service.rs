@@ -3,7 +3,7 @@
 //! 1. Route rule (axum's `MatchedPath`, or the path); a disabled route, or a method other
 //!    than GET and HEAD, passes through untouched.
 //! 2. Request directives under the route's [`ClientControl`](crate::ClientControl).
-//! 3. Key (`namespace:` + the [`KeyBuilder`]'s key).
+//! 3. Key (`namespace:`, the route's own `namespace:` if it has one, the [`KeyBuilder`]'s key).
 //! 4. Lookup: the entry under the key, or, when it is another variant (RFC 9111 §4.1),
 //!    the one in the request's variant slot; a fresh one is a hit. A stale one within its
 //!    `stale-while-revalidate` window answers at once and is revalidated in the background.
@@ -154,9 +154,7 @@ where
                     key_builder: Arc::clone(&self.key_builder),
                     uri: public_uri(request.uri(), request.extensions()).clone(),
                     headers: request.headers().clone(),
-                    namespace: policy
-                        .and_then(|policy| policy.namespace.clone())
-                        .unwrap_or_else(|| Arc::clone(&config.namespace)),
+                    route_namespace: policy.and_then(|policy| policy.namespace.clone()),
                 };
                 let clone = self.inner.clone();
                 let inner = std::mem::replace(&mut self.inner, clone);
@@ -172,10 +170,8 @@ where
         let key = match mode {
             RequestMode::Bypass(_) => None,
             _ => build_key(&*self.key_builder, &mut parts).map(|key| {
-                let namespace = policy
-                    .and_then(|policy| policy.namespace.as_deref())
-                    .unwrap_or(&config.namespace);
-                key.namespaced(namespace, config.max_key_len)
+                let route = policy.and_then(|policy| policy.namespace.as_deref());
+                key.namespaced(&config.namespace, route, config.max_key_len)
             }),
         };
         let cookies = policy

@@ -111,8 +111,10 @@ impl RoutePolicy {
         self
     }
 
-    /// The route's own key namespace. Routes with the same namespace share entries for the
-    /// same keys; a route with its own namespace shares with none. Default: the layer's.
+    /// The route's own key namespace, within the layer's (`cache:users:GET:…`; see
+    /// [`CacheLayer::namespace`](crate::CacheLayer::namespace)). Routes with the same
+    /// namespace share entries for the same keys; a route with its own namespace shares
+    /// with none. Default: none (the route's keys are the layer's: `cache:GET:…`).
     #[must_use]
     pub fn namespace(mut self, namespace: impl AsRef<str>) -> Self {
         self.namespace = Some(Arc::from(namespace.as_ref()));

@@ -56,8 +56,10 @@ pub struct RedisConfig {
     pub db: Option<u8>,
     /// How many connections to keep. Default: `4`.
     pub pool_size: usize,
-    /// Every key the store writes starts with `namespace:`; [`Store::clear`] removes the keys
-    /// that start so (so a namespace `shop` also clears `shop:eu`'s keys: give stores
+    /// Every key the store writes starts with `namespace:`, before the layer's own
+    /// namespace (`trc:cache:GET:…`: the model is at
+    /// [`CacheLayer::namespace`](crate::CacheLayer::namespace)); [`Store::clear`] removes
+    /// the keys that start so (so a namespace `shop` also clears `shop:eu`'s keys: give stores
     /// namespaces that are not prefixes of each other). An empty namespace writes keys as
     /// they are, and `clear` then refuses to run (it would have to empty the whole
     /// database). Default: `"trc"`.

@@ -156,10 +156,10 @@ async fn routes_share_entries_only_through_a_namespace() {
         (shared_hit.x_cache(), shared_hit.text().as_str()),
         ("HIT", "static1")
     );
-    assert!(stored(&store, "files:app.js").await);
+    assert!(stored(&store, "t:files:app.js").await);
     fetch(&app, "/users/app.js").await;
     assert!(
-        stored(&store, "users:app.js").await,
+        stored(&store, "t:users:app.js").await,
         "its own namespace, its own entry"
     );
     assert_eq!(calls.get(), 2);
@@ -330,7 +330,7 @@ async fn a_policy_attached_to_a_route_holds_under_nest() {
     );
     assert_eq!(
         store.keys(),
-        ["users:GET:/api/users/1"],
+        ["t:users:GET:/api/users/1"],
         "the whole path in the key; the router's layer stored nothing for the route"
     );
     // The rest of the app keeps the layer's settings.
@@ -395,12 +395,12 @@ async fn a_disabled_route_stays_uncached_under_nest_and_its_writes_invalidate() 
         .post(|| async { "updated" });
     let app = nested_users(&calls, users).layer(cache.clone());
     fetch(&app, "/api/users/1").await;
-    assert!(stored(&store, "users:GET:/api/users/1").await);
+    assert!(stored(&store, "t:users:GET:/api/users/1").await);
     assert_eq!(
         crate::harness::post(&app, "/api/users/1").await.text(),
         "updated"
     );
-    assert!(!stored(&store, "users:GET:/api/users/1").await);
+    assert!(!stored(&store, "t:users:GET:/api/users/1").await);
     assert_eq!(fetch(&app, "/api/users/1").await.text(), "user2");
 }
 
@@ -467,4 +467,50 @@ async fn stats_list_rules_and_routes_with_cached_traffic_not_every_route() {
     assert_eq!(stats.total.passes, 2);
     let json = serde_json::to_string(&stats).unwrap();
     assert!(!json.contains("(other)"), "{json}");
+}
+
+#[tokio::test]
+async fn every_key_of_a_layer_is_under_its_namespace() {
+    // One model: the layer's namespace, then a route's own, then the request's key. A
+    // layer's entries are the keys under `app:`; a route's under `app:users:`.
+    let calls = Calls::default();
+    let store = tower_response_cache::MemoryStore::new(1 << 20);
+    let cache = tower_response_cache::CacheLayer::new(store.clone())
+        .namespace("app")
+        .write_mode(tower_response_cache::WriteMode::Inline)
+        .route("/users/{id}", RoutePolicy::new().namespace("users"))
+        .route_prefix("/static/", RoutePolicy::new().namespace("files"))
+        .max_key_len(128);
+    let nested = get(user).layer(cache.for_route(RoutePolicy::new().namespace("nested")));
+    let app = routes(&calls)
+        .nest(
+            "/api",
+            Router::new()
+                .route("/users/{id}", nested)
+                .with_state(calls.clone()),
+        )
+        .layer(cache);
+    let long = format!("/search?q={}", "x".repeat(200));
+    for path in [
+        "/users/1",
+        "/static/app.js",
+        "/search?q=a",
+        &long,
+        "/api/users/1",
+    ] {
+        fetch(&app, path).await;
+    }
+    let mut keys = store.keys();
+    keys.sort();
+    assert_eq!(keys.len(), 5, "{keys:?}");
+    assert_eq!(keys[0], "app:GET:/search?q=a");
+    assert!(keys[1].starts_with("app:GET:/search?q=xxx") && keys[1].contains('#'));
+    assert_eq!(
+        keys[2..],
+        [
+            "app:files:GET:/static/app.js",
+            "app:nested:GET:/api/users/1",
+            "app:users:GET:/users/1",
+        ]
+    );
 }
