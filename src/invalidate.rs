@@ -20,7 +20,7 @@ use http_body::Body;
 use tower_service::Service;
 
 use crate::body::CacheBody;
-use crate::key::KeyBuilder;
+use crate::key::Keys;
 use crate::layer::Config;
 use crate::observe::{self, StoreOp};
 use crate::stats::Event;
@@ -110,16 +110,16 @@ pub(crate) fn invalidates(method: &Method, unknown_methods: bool) -> bool {
 }
 
 /// What an unsafe request needs to invalidate after its response.
-pub(crate) struct Invalidation<K> {
+pub(crate) struct Invalidation {
     pub(crate) config: Arc<Config>,
-    pub(crate) key_builder: Arc<K>,
+    pub(crate) key_builder: Keys,
     pub(crate) uri: Uri,
     pub(crate) headers: HeaderMap,
     /// The namespace of the request's own route, if it has one.
     pub(crate) route_namespace: Option<Arc<str>>,
 }
 
-impl<K: KeyBuilder> Invalidation<K> {
+impl Invalidation {
     /// Calls the service, then removes the entries its success made stale — before the
     /// response goes out, so that the client's next GET does not see them.
     pub(crate) async fn run<S, ReqB, ResB>(
@@ -156,7 +156,7 @@ impl<K: KeyBuilder> Invalidation<K> {
         };
         let (mut parts, ()) = request.into_parts();
         parts.headers = self.headers.clone();
-        let Some(key) = self.key_builder.build_key(&parts) else {
+        let Some(key) = self.key_builder.builder().build_key(&parts) else {
             return;
         };
         let key = key.namespaced(

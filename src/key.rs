@@ -182,14 +182,15 @@ impl AsRef<str> for CacheKey {
 /// must capture everything the response depends on, other than the headers named by the
 /// response's `Vary`; the layer adds its namespace in front.
 ///
-/// Closures implement it:
+/// Closures implement it; [`CacheLayer::key_fn`](crate::CacheLayer::key_fn) takes one and
+/// infers its argument's type (given to [`CacheLayer::key_builder`](crate::CacheLayer::key_builder),
+/// a closure needs `|parts: &Parts|`):
 ///
 /// ```
-/// use http::request::Parts;
 /// use tower_response_cache::{CacheLayer, CacheKey, MemoryStore};
 ///
 /// // One entry per path, whatever the query; never cache `/admin`.
-/// let layer = CacheLayer::new(MemoryStore::new(1 << 20)).key_builder(|parts: &Parts| {
+/// let layer = CacheLayer::new(MemoryStore::new(1 << 20)).key_fn(|parts| {
 ///     let path = parts.uri.path();
 ///     (!path.starts_with("/admin")).then(|| CacheKey::new(path))
 /// });
@@ -205,6 +206,34 @@ where
 {
     fn build_key(&self, parts: &Parts) -> Option<CacheKey> {
         self(parts)
+    }
+}
+
+/// A layer's key builder, its type erased: a [`CacheLayer`](crate::CacheLayer) and its
+/// services have one type whatever builds their keys.
+#[derive(Clone)]
+pub(crate) struct Keys {
+    builder: Arc<dyn KeyBuilder>,
+    /// The builder's type, for `Debug` (closures have no other name).
+    name: &'static str,
+}
+
+impl Keys {
+    pub(crate) fn new<K: KeyBuilder>(builder: K) -> Self {
+        Self {
+            builder: Arc::new(builder),
+            name: std::any::type_name::<K>(),
+        }
+    }
+
+    pub(crate) fn builder(&self) -> &dyn KeyBuilder {
+        &*self.builder
+    }
+}
+
+impl fmt::Debug for Keys {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name)
     }
 }
 

@@ -10,7 +10,7 @@ use tower_layer::Layer;
 
 use crate::coalesce::Coalescer;
 use crate::invalidate::Invalidations;
-use crate::key::{DefaultKeyBuilder, KeyBuilder};
+use crate::key::{CacheKey, DefaultKeyBuilder, KeyBuilder, Keys};
 use crate::outcome::CacheStatus;
 use crate::policy::response::StorageRules;
 use crate::policy::route::RouteTable;
@@ -157,22 +157,13 @@ impl Config {
 /// the key, writes inline on the memory store and in the background on Redis
 /// ([`WriteMode::Auto`]), concurrent misses of a key coalesced (waits up to 5 s).
 #[must_use]
-pub struct CacheLayer<K = DefaultKeyBuilder> {
+#[derive(Clone)]
+pub struct CacheLayer {
     config: Arc<Config>,
-    key_builder: Arc<K>,
+    key_builder: Keys,
 }
 
-// Not derived: `K` need not be `Clone`, it is behind an `Arc`.
-impl<K> Clone for CacheLayer<K> {
-    fn clone(&self) -> Self {
-        Self {
-            config: Arc::clone(&self.config),
-            key_builder: Arc::clone(&self.key_builder),
-        }
-    }
-}
-
-impl<K: fmt::Debug> fmt::Debug for CacheLayer<K> {
+impl fmt::Debug for CacheLayer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("CacheLayer")
             .field("config", &self.config)
@@ -181,12 +172,12 @@ impl<K: fmt::Debug> fmt::Debug for CacheLayer<K> {
     }
 }
 
-impl CacheLayer<DefaultKeyBuilder> {
+impl CacheLayer {
     /// A layer that keeps responses in `store`, with [`DefaultKeyBuilder`] and the defaults
     /// listed above.
     pub fn new(store: impl Store) -> Self {
         Self {
-            key_builder: Arc::new(DefaultKeyBuilder::new()),
+            key_builder: Keys::new(DefaultKeyBuilder::new()),
             config: Arc::new(Config {
                 store: Arc::new(store),
                 stats: CacheStats::new(),
@@ -221,17 +212,38 @@ impl CacheLayer<DefaultKeyBuilder> {
     }
 }
 
-impl<K> CacheLayer<K> {
+impl CacheLayer {
     fn config(&mut self) -> &mut Config {
         Arc::make_mut(&mut self.config)
     }
 
-    /// Derives keys with `key_builder` instead of the [`DefaultKeyBuilder`].
-    pub fn key_builder<K2: KeyBuilder>(self, key_builder: K2) -> CacheLayer<K2> {
-        CacheLayer {
-            config: self.config,
-            key_builder: Arc::new(key_builder),
-        }
+    /// Derives keys with `key_builder` instead of the [`DefaultKeyBuilder`]: a
+    /// [`DefaultKeyBuilder`] configured otherwise, or your own [`KeyBuilder`]. The layer's
+    /// type stays `CacheLayer` whatever builds its keys. For a closure, [`key_fn`](Self::key_fn)
+    /// infers its argument's type.
+    pub fn key_builder(mut self, key_builder: impl KeyBuilder) -> Self {
+        self.key_builder = Keys::new(key_builder);
+        self
+    }
+
+    /// Derives keys with a closure over the request head; `None` bypasses the cache for
+    /// the request. The argument's type is inferred (`|parts| …`), as it is not for a
+    /// closure given to [`key_builder`](Self::key_builder).
+    ///
+    /// ```
+    /// use tower_response_cache::{CacheKey, CacheLayer, MemoryStore};
+    ///
+    /// // One entry per path, whatever the query; never cache `/admin`.
+    /// let layer = CacheLayer::new(MemoryStore::new(1 << 20)).key_fn(|parts| {
+    ///     let path = parts.uri.path();
+    ///     (!path.starts_with("/admin")).then(|| CacheKey::new(path))
+    /// });
+    /// ```
+    pub fn key_fn<F>(self, key_fn: F) -> Self
+    where
+        F: Fn(&http::request::Parts) -> Option<CacheKey> + Send + Sync + 'static,
+    {
+        self.key_builder(key_fn)
     }
 
     /// The layer's namespace: the first segment of every key it reads or writes. Default:
@@ -581,14 +593,10 @@ impl<K> CacheLayer<K> {
     }
 }
 
-impl<S, K> Layer<S> for CacheLayer<K> {
-    type Service = CacheService<S, K>;
+impl<S> Layer<S> for CacheLayer {
+    type Service = CacheService<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        CacheService::new(
-            inner,
-            Arc::clone(&self.config),
-            Arc::clone(&self.key_builder),
-        )
+        CacheService::new(inner, Arc::clone(&self.config), self.key_builder.clone())
     }
 }

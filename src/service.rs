@@ -31,7 +31,7 @@ use crate::coalesce::{self, Coalescer, FillLease, FlightGuard, Join, Landing};
 use crate::entry::{CachedResponse, header_map_with_room};
 use crate::future::ResponseFuture;
 use crate::invalidate::{Invalidation, invalidates};
-use crate::key::{CacheKey, DefaultKeyBuilder, KeyBuilder, credential_hash, is_credential};
+use crate::key::{CacheKey, KeyBuilder, Keys, credential_hash, is_credential};
 use crate::layer::Config;
 use crate::observe::{self, StoreOp};
 use crate::outcome::Storing;
@@ -52,14 +52,14 @@ use crate::stats::Event;
 
 /// A [`Service`] that answers from the cache when it can and stores what it may; made by
 /// [`CacheLayer`](crate::CacheLayer).
-pub struct CacheService<S, K = DefaultKeyBuilder> {
+pub struct CacheService<S> {
     inner: S,
     config: Arc<Config>,
-    key_builder: Arc<K>,
+    key_builder: Keys,
 }
 
-impl<S, K> CacheService<S, K> {
-    pub(crate) fn new(inner: S, config: Arc<Config>, key_builder: Arc<K>) -> Self {
+impl<S> CacheService<S> {
+    pub(crate) fn new(inner: S, config: Arc<Config>, key_builder: Keys) -> Self {
         Self {
             inner,
             config,
@@ -83,17 +83,17 @@ impl<S, K> CacheService<S, K> {
     }
 }
 
-impl<S: Clone, K> Clone for CacheService<S, K> {
+impl<S: Clone> Clone for CacheService<S> {
     fn clone(&self) -> Self {
         Self {
             inner: self.inner.clone(),
             config: Arc::clone(&self.config),
-            key_builder: Arc::clone(&self.key_builder),
+            key_builder: self.key_builder.clone(),
         }
     }
 }
 
-impl<S: fmt::Debug, K: fmt::Debug> fmt::Debug for CacheService<S, K> {
+impl<S: fmt::Debug> fmt::Debug for CacheService<S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("CacheService")
             .field("inner", &self.inner)
@@ -103,12 +103,11 @@ impl<S: fmt::Debug, K: fmt::Debug> fmt::Debug for CacheService<S, K> {
     }
 }
 
-impl<S, K, ReqB, ResB> Service<Request<ReqB>> for CacheService<S, K>
+impl<S, ReqB, ResB> Service<Request<ReqB>> for CacheService<S>
 where
     S: Service<Request<ReqB>, Response = Response<ResB>> + Clone + Send + 'static,
     S::Future: Send + 'static,
     S::Error: Send + 'static,
-    K: KeyBuilder,
     ReqB: Send + 'static,
     ResB: Body + Send + 'static,
     ResB::Data: Buf + Send,
@@ -151,7 +150,7 @@ where
             if !disabled && invalidates(request.method(), config.invalidate_unknown_methods) {
                 let invalidation = Invalidation {
                     config: Arc::clone(config),
-                    key_builder: Arc::clone(&self.key_builder),
+                    key_builder: self.key_builder.clone(),
                     uri: public_uri(request.uri(), request.extensions()).clone(),
                     headers: request.headers().clone(),
                     route_namespace: policy.and_then(|policy| policy.namespace.clone()),
@@ -169,7 +168,7 @@ where
         let (mut parts, body) = request.into_parts();
         let key = match mode {
             RequestMode::Bypass(_) => None,
-            _ => build_key(&*self.key_builder, &mut parts).map(|key| {
+            _ => build_key(self.key_builder.builder(), &mut parts).map(|key| {
                 let route = policy.and_then(|policy| policy.namespace.as_deref());
                 key.namespaced(&config.namespace, route, config.max_key_len)
             }),

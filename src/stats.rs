@@ -2,9 +2,12 @@
 //!
 //! [`CacheLayer::stats`](crate::CacheLayer::stats) returns a [`CacheStats`] handle: cheap to
 //! clone, counting with relaxed atomics, and read with [`CacheStats::snapshot`]. Every
-//! request that reaches the layer increments exactly one outcome counter (hit, miss, bypass,
-//! refresh, coalesced or pass); every miss or refresh later counts as stored, not stored (by reason), or
-//! as a store error when the write fails.
+//! request that reaches the layer increments exactly one outcome counter, the one its
+//! `x-cache` value maps to (`HIT` → hits, coalesced requests included; `MISS` and
+//! `UNCACHEABLE` → misses; `REFRESH`, `REVALIDATED`, `STALE`, `BYPASS`; no `x-cache` →
+//! passes); every response the cache meant to store later counts as stored, not stored
+//! (by reason), or as a store error when the write fails. The JSON form is described at
+//! [`StatsSnapshot`].
 //!
 //! ```
 //! use tower_response_cache::{CacheLayer, MemoryStore};
@@ -346,14 +349,75 @@ impl Counts {
 }
 
 /// The counters of a layer at one moment: the total, and each route's.
+///
+/// # JSON
+///
+/// Serialized (serde; [`stats_route`](crate::axum::stats_route) serves it), the total is
+/// **flat** — its fields are the object's own, not under a `total` key as in the struct —
+/// and `routes` maps each route to the same fields:
+///
+/// ```json
+/// {
+///   "hits": 1, "misses": 1, "bypasses": 0, "refreshes": 0, "passes": 0,
+///   "coalesced": 0, "coalesce_timeouts": 0, "stale_if_error": 0,
+///   "stale_while_revalidate": 0, "revalidated": 0, "stores": 1,
+///   "not_stored": {}, "store_errors": 0, "store_errors_by_kind": {}, "hit_ratio": 0.5,
+///   "routes": {
+///     "/users/{id}": { "hits": 1, "misses": 1, "...": "the same fields" }
+///   }
+/// }
+/// ```
+///
+/// Each field is documented at [`Counts`]. `not_stored` and `store_errors_by_kind` list
+/// only the labels with a count above zero; the labels are:
+///
+/// | `not_stored` label | why the response was not stored ([`NotStoredReason`]) |
+/// |---|---|
+/// | `head` | the request was a HEAD |
+/// | `status` | the status is not in the cacheable set |
+/// | `no-store` | the response said `no-store` |
+/// | `private` | the response said `private` |
+/// | `no-cache` | the response said `no-cache` and cannot be kept for revalidation |
+/// | `vary-star` | the response said `Vary: *` |
+/// | `authorization` | the request had `Authorization`; the response did not allow sharing |
+/// | `cookie` | the request had `Cookie`; the response did not say `public` / `s-maxage` |
+/// | `set-cookie` | the response set a cookie |
+/// | `too-large` | the body was over `max_body_size` |
+/// | `no-freshness` | no TTL source gave it a freshness above zero |
+/// | `trailers` | the body had trailers |
+/// | `incomplete` | the body failed, was cut short, or the client went away |
+/// | `invalidated` | the key was invalidated while the response was fetched |
+/// | `superseded` | a newer response for the key was stored first |
+/// | `malformed` | its `Content-Length` was not one number |
+///
+/// `store_errors_by_kind` labels: `unavailable`, `timeout`, `decode`, `unsupported`,
+/// `other` ([`StoreErrorKind`]).
+///
+/// `routes` holds the routes that have a rule ([`CacheLayer::route`](crate::CacheLayer::route),
+/// `route_prefix` as `/prefix*`, or a [`for_route`](crate::CacheLayer::for_route) layer's
+/// route), and the axum route patterns that saw cached traffic (passes alone do not list a
+/// route); requests with no route pattern and no rule count under `(other)`, listed once it
+/// has counts. Past 256 routes, further ones count under `(other)`.
+///
+/// ```
+/// use tower_response_cache::policy::NotStoredReason;
+///
+/// // The table above lists every label, in this order.
+/// let labels = NotStoredReason::ALL.map(NotStoredReason::as_str);
+/// assert_eq!(labels, [
+///     "head", "status", "no-store", "private", "no-cache", "vary-star", "authorization",
+///     "cookie", "set-cookie", "too-large", "no-freshness", "trailers", "incomplete",
+///     "invalidated", "superseded", "malformed",
+/// ]);
+/// ```
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct StatsSnapshot {
-    /// All requests together.
+    /// All requests together: in JSON, the object's own fields (flattened).
     #[serde(flatten)]
     pub total: Counts,
-    /// Per route, by route pattern (`/users/{id}`), rule (`/static/*` for a prefix rule) or
-    /// `(other)`.
+    /// Per route: by route pattern (`/users/{id}`), rule (`/static/*` for a prefix rule) or
+    /// `(other)`; only routes with a rule or with cached traffic.
     pub routes: BTreeMap<String, Counts>,
 }
 

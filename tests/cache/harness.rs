@@ -22,6 +22,6 @@ pub(crate) async fn entry_count(store: &MemoryStore) -> u64 {
     store.entry_count()
 }
 
-pub(crate) fn snapshot<K>(layer: &CacheLayer<K>) -> StatsSnapshot {
+pub(crate) fn snapshot(layer: &CacheLayer) -> StatsSnapshot {
     layer.stats().snapshot()
 }

@@ -514,3 +514,29 @@ async fn every_key_of_a_layer_is_under_its_namespace() {
         ]
     );
 }
+
+/// The layer's type does not depend on its key builder: helpers return `CacheLayer`.
+fn cache_for(
+    store: &tower_response_cache::MemoryStore,
+    per_path: bool,
+) -> tower_response_cache::CacheLayer {
+    let layer = tower_response_cache::CacheLayer::new(store.clone())
+        .write_mode(tower_response_cache::WriteMode::Inline);
+    if per_path {
+        // `key_fn` infers the closure's argument type.
+        layer.key_fn(|parts| Some(CacheKey::new(parts.uri.path())))
+    } else {
+        layer
+    }
+}
+
+#[tokio::test]
+async fn one_layer_type_whatever_builds_the_keys() {
+    for (per_path, key) in [(true, "cache:/search"), (false, "cache:GET:/search?q=a")] {
+        let calls = Calls::default();
+        let store = tower_response_cache::MemoryStore::new(1 << 20);
+        let app = routes(&calls).layer(cache_for(&store, per_path));
+        fetch(&app, "/search?q=a").await;
+        assert_eq!(store.keys(), [key]);
+    }
+}

@@ -20,7 +20,7 @@ fn assert_send_sync_clone<T: Send + Sync + Clone>() {}
 #[test]
 fn layer_and_service_are_send_sync_and_clone() {
     assert_send_sync_clone::<CacheLayer>();
-    assert_send_sync_clone::<CacheService<axum::Router, tower_response_cache::DefaultKeyBuilder>>();
+    assert_send_sync_clone::<CacheService<axum::Router>>();
 }
 
 #[derive(Debug, PartialEq)]
