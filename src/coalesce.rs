@@ -79,15 +79,39 @@ pub(crate) struct Coalescer {
     landed: AtomicUsize,
 }
 
+/// Keys fetched at once that other requests can wait for; past it requests fetch alone.
+const MAX_FLIGHTS: usize = 10_000;
+
 impl Coalescer {
-    pub(crate) fn new(max_flights: usize, hit_for_miss: Duration, max_age: Duration) -> Self {
+    /// An empty map: uncacheable keys are not serialized for `hit_for_miss`, and a request
+    /// waits for another's fetch up to `timeout`.
+    pub(crate) fn new(hit_for_miss: Duration, timeout: Duration) -> Self {
+        Self::with_capacity(MAX_FLIGHTS, hit_for_miss, timeout)
+    }
+
+    pub(crate) fn with_capacity(
+        max_flights: usize,
+        hit_for_miss: Duration,
+        timeout: Duration,
+    ) -> Self {
         Self {
             flights: Mutex::new(Flights::default()),
             max_flights,
             hit_for_miss,
-            max_age,
+            max_age: timeout,
             landed: AtomicUsize::new(0),
         }
+    }
+
+    /// How long a request waits for another's fetch (and how old a flight may be to be
+    /// joined).
+    pub(crate) fn timeout(&self) -> Duration {
+        self.max_age
+    }
+
+    /// How long an uncacheable key's requests are not serialized.
+    pub(crate) fn hit_for_miss(&self) -> Duration {
+        self.hit_for_miss
     }
 
     /// Removes the flight for `key` from the map, keeping the count of landed ones.
@@ -372,7 +396,7 @@ mod tests {
     use http::{HeaderMap, StatusCode};
 
     fn coalescer() -> Arc<Coalescer> {
-        Arc::new(Coalescer::new(
+        Arc::new(Coalescer::with_capacity(
             4,
             Duration::from_millis(300),
             Duration::from_secs(60),
@@ -498,7 +522,11 @@ mod tests {
 
     #[test]
     fn a_stale_flight_is_not_waited_for() {
-        let coalescer = Arc::new(Coalescer::new(4, Duration::ZERO, Duration::from_millis(50)));
+        let coalescer = Arc::new(Coalescer::with_capacity(
+            4,
+            Duration::ZERO,
+            Duration::from_millis(50),
+        ));
         let Join::Leader(stalled) = coalescer.join("k") else {
             panic!()
         };

@@ -22,8 +22,8 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 use crate::codec::{BinaryCodec, Codec, JsonCodec};
+use crate::config::{DEFAULT_BYPASS_HEADER, WriteMode};
 use crate::key::{CacheKey, DefaultKeyBuilder, KeyBuilder};
-use crate::layer::{DEFAULT_BYPASS_HEADER, WriteMode};
 use crate::policy::cache_control::{CacheControl, MAX_DELTA_SECONDS};
 use crate::policy::conditional::{not_modified, not_modified_headers};
 use crate::policy::request::{RequestMode, request_mode};

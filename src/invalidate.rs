@@ -20,8 +20,8 @@ use http_body::Body;
 use tower_service::Service;
 
 use crate::body::CacheBody;
+use crate::config::Config;
 use crate::key::Keys;
-use crate::layer::Config;
 use crate::observe::{self, StoreOp};
 use crate::stats::Event;
 
@@ -171,7 +171,7 @@ impl Invalidation {
         keys.push(key.into_string());
         for key in &keys {
             self.config.invalidations.invalidate(key);
-            if let Some(coalescer) = &self.config.coalescer {
+            if let Some(coalescer) = self.config.coalescer() {
                 coalescer.forget(key);
             }
         }

@@ -9,125 +9,14 @@ use http::response::Parts;
 use tower_layer::Layer;
 
 use crate::coalesce::Coalescer;
-use crate::invalidate::Invalidations;
+use crate::config::{Config, TtlFn};
+pub use crate::config::{DEFAULT_BYPASS_HEADER, DEFAULT_STATUS_HEADER, WriteMode};
 use crate::key::{CacheKey, DefaultKeyBuilder, KeyBuilder, Keys};
 use crate::outcome::CacheStatus;
-use crate::policy::response::StorageRules;
-use crate::policy::route::RouteTable;
 use crate::policy::{ClientControl, RequestCookies, RoutePolicy, SetCookiePolicy, StatusSet};
 use crate::service::CacheService;
 use crate::stats::CacheStats;
 use crate::store::Store;
-
-/// Keys fetched at once that other requests can wait for; past it requests fetch alone.
-const MAX_FLIGHTS: usize = 10_000;
-
-/// How long a request waits for another's fetch.
-const DEFAULT_COALESCE_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// How long an uncacheable key's requests are not serialized.
-const DEFAULT_HIT_FOR_MISS: Duration = Duration::from_secs(10);
-
-/// Variants per key, by default ([`CacheLayer::max_variants`]).
-const DEFAULT_MAX_VARIANTS: usize = 8;
-
-/// The default name of the header that forces a refresh.
-pub const DEFAULT_BYPASS_HEADER: HeaderName = HeaderName::from_static("x-cache-bypass");
-
-/// The default name of the header that reports what the cache did.
-pub const DEFAULT_STATUS_HEADER: HeaderName = HeaderName::from_static("x-cache");
-
-/// When a response is written to the store.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum WriteMode {
-    /// Inline on a store whose writes complete at once ([`Store::writes_in_place`]:
-    /// [`MemoryStore`](crate::MemoryStore)), in the background on the others (Redis): the
-    /// next request finds the entry as soon as a response's body has been delivered, and no
-    /// client waits for a network store. The default.
-    #[default]
-    Auto,
-    /// In a background task once the body is complete: the client never waits for the
-    /// store. (Without a Tokio runtime the write happens inline.) Requests for the key
-    /// that arrive while the write is under way are answered with the entry all the same.
-    Background,
-    /// Before the body reports its end: once a client has read the whole body, the entry is
-    /// in the store. Bounds the number of writes in flight.
-    Inline,
-}
-
-impl WriteMode {
-    /// Whether writes to `store` wait for the store before the body ends.
-    pub(crate) fn inline_for(self, store: &dyn Store) -> bool {
-        match self {
-            Self::Auto => store.writes_in_place(),
-            Self::Background => false,
-            Self::Inline => true,
-        }
-    }
-}
-
-/// A `ttl_fn`, printed as `<fn>`.
-#[derive(Clone)]
-pub(crate) struct TtlFn(Arc<DynTtlFn>);
-
-type DynTtlFn = dyn Fn(&Parts) -> Option<Duration> + Send + Sync;
-
-impl TtlFn {
-    pub(crate) fn call(&self, parts: &Parts) -> Option<Duration> {
-        (self.0)(parts)
-    }
-}
-
-impl fmt::Debug for TtlFn {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("<fn>")
-    }
-}
-
-/// Everything but the key builder that a [`CacheService`] needs, shared by all its clones.
-#[derive(Clone, Debug)]
-pub(crate) struct Config {
-    pub(crate) store: Arc<dyn Store>,
-    pub(crate) stats: CacheStats,
-    pub(crate) namespace: Arc<str>,
-    pub(crate) max_key_len: usize,
-    pub(crate) default_ttl: Option<Duration>,
-    pub(crate) negative_ttl: Option<Duration>,
-    pub(crate) ttl_fn: Option<TtlFn>,
-    pub(crate) honor_origin: bool,
-    pub(crate) client_control: ClientControl,
-    pub(crate) request_cookies: RequestCookies,
-    pub(crate) invalidate_unknown_methods: bool,
-    pub(crate) bypass_header: HeaderName,
-    pub(crate) status_header: Option<HeaderName>,
-    pub(crate) cache_status: Option<Arc<CacheStatus>>,
-    pub(crate) rules: StorageRules,
-    pub(crate) write_mode: WriteMode,
-    pub(crate) routes: RouteTable,
-    /// `None` when coalescing is off.
-    pub(crate) coalescer: Option<Arc<Coalescer>>,
-    pub(crate) coalesce_timeout: Duration,
-    pub(crate) hit_for_miss: Duration,
-    pub(crate) stale_if_error: Option<Duration>,
-    pub(crate) stale_while_revalidate: Option<Duration>,
-    /// Variants stored per key at most (the key's own entry and `max_variants - 1` slots).
-    pub(crate) max_variants: usize,
-    /// Recent invalidations, which fetches that started before them may not overwrite.
-    pub(crate) invalidations: Arc<Invalidations>,
-}
-
-impl Config {
-    /// A fresh in-flight map with the current settings; a flight older than the coalescing
-    /// timeout is not waited for.
-    fn new_coalescer(&self) -> Arc<Coalescer> {
-        Arc::new(Coalescer::new(
-            MAX_FLIGHTS,
-            self.hit_for_miss,
-            self.coalesce_timeout,
-        ))
-    }
-}
 
 /// A [`Layer`] that caches responses; also the builder of its configuration.
 ///
@@ -178,36 +67,7 @@ impl CacheLayer {
     pub fn new(store: impl Store) -> Self {
         Self {
             key_builder: Keys::new(DefaultKeyBuilder::new()),
-            config: Arc::new(Config {
-                store: Arc::new(store),
-                stats: CacheStats::new(),
-                namespace: Arc::from("cache"),
-                max_key_len: 250,
-                default_ttl: Some(Duration::from_secs(60)),
-                negative_ttl: None,
-                ttl_fn: None,
-                honor_origin: true,
-                client_control: ClientControl::Allow,
-                request_cookies: RequestCookies::RequireShared,
-                invalidate_unknown_methods: true,
-                bypass_header: DEFAULT_BYPASS_HEADER,
-                status_header: Some(DEFAULT_STATUS_HEADER),
-                cache_status: Some(Arc::new(CacheStatus::new("tower-response-cache"))),
-                rules: StorageRules::default(),
-                write_mode: WriteMode::Auto,
-                routes: RouteTable::default(),
-                coalescer: Some(Arc::new(Coalescer::new(
-                    MAX_FLIGHTS,
-                    DEFAULT_HIT_FOR_MISS,
-                    DEFAULT_COALESCE_TIMEOUT,
-                ))),
-                coalesce_timeout: DEFAULT_COALESCE_TIMEOUT,
-                hit_for_miss: DEFAULT_HIT_FOR_MISS,
-                stale_if_error: None,
-                stale_while_revalidate: None,
-                max_variants: DEFAULT_MAX_VARIANTS,
-                invalidations: Arc::default(),
-            }),
+            config: Arc::new(Config::new(Arc::new(store))),
         }
     }
 }
@@ -335,7 +195,7 @@ impl CacheLayer {
     where
         F: Fn(&Parts) -> Option<Duration> + Send + Sync + 'static,
     {
-        self.config().ttl_fn = Some(TtlFn(Arc::new(ttl_fn)));
+        self.config().ttl_fn = Some(TtlFn::new(ttl_fn));
         self
     }
 
@@ -544,19 +404,16 @@ impl CacheLayer {
     ///
     /// Waiting uses Tokio's timer (a runtime with `enable_time`, as `#[tokio::main]` has).
     pub fn coalesce(mut self, on: bool) -> Self {
-        let config = self.config();
-        config.coalescer = on.then(|| config.new_coalescer());
+        self.config().coalescing.on = on;
         self
     }
 
     /// How long a request waits for another's fetch before calling the service itself.
     /// Default: 5 s (as nginx's `proxy_cache_lock_timeout`).
     pub fn coalesce_timeout(mut self, timeout: Duration) -> Self {
-        let config = self.config();
-        config.coalesce_timeout = timeout;
-        if config.coalescer.is_some() {
-            config.coalescer = Some(config.new_coalescer());
-        }
+        let coalescing = &mut self.config().coalescing;
+        coalescing.coalescer =
+            Arc::new(Coalescer::new(coalescing.coalescer.hit_for_miss(), timeout));
         self
     }
 
@@ -564,11 +421,8 @@ impl CacheLayer {
     /// are not serialized behind each other (Varnish's hit-for-miss); zero to always
     /// serialize. Default: 10 s.
     pub fn hit_for_miss(mut self, duration: Duration) -> Self {
-        let config = self.config();
-        config.hit_for_miss = duration;
-        if config.coalescer.is_some() {
-            config.coalescer = Some(config.new_coalescer());
-        }
+        let coalescing = &mut self.config().coalescing;
+        coalescing.coalescer = Arc::new(Coalescer::new(duration, coalescing.coalescer.timeout()));
         self
     }
 
@@ -576,8 +430,7 @@ impl CacheLayer {
     /// when idle: flights are removed when they end, however they end).
     pub fn in_flight(&self) -> usize {
         self.config
-            .coalescer
-            .as_ref()
+            .coalescer()
             .map_or(0, |coalescer| coalescer.in_flight())
     }
 

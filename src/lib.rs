@@ -53,6 +53,7 @@
 pub mod body;
 mod coalesce;
 pub mod codec;
+mod config;
 pub mod entry;
 pub mod future;
 mod invalidate;

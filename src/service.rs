@@ -28,11 +28,11 @@ use tower_service::Service;
 
 use crate::body::{CacheBody, Capture, PendingWrite, Sink};
 use crate::coalesce::{self, Coalescer, FillLease, FlightGuard, Join, Landing};
+use crate::config::Config;
 use crate::entry::{CachedResponse, header_map_with_room};
 use crate::future::ResponseFuture;
 use crate::invalidate::{Invalidation, invalidates};
 use crate::key::{CacheKey, KeyBuilder, Keys, credential_hash, is_credential};
-use crate::layer::Config;
 use crate::observe::{self, StoreOp};
 use crate::outcome::Storing;
 use crate::outcome::{self, Outcome};
@@ -533,8 +533,7 @@ impl Ctx {
     /// answered with an older one.
     fn newest(&self, key: &CacheKey, entry: Arc<CachedResponse>) -> Arc<CachedResponse> {
         self.config
-            .coalescer
-            .as_ref()
+            .coalescer()
             .and_then(|coalescer| coalescer.newer_landed(key.as_str(), &entry))
             .unwrap_or(entry)
     }
@@ -619,7 +618,7 @@ impl Ctx {
         headers: &HeaderMap,
         accept: Accept,
     ) -> Coalesced {
-        let deadline = tokio::time::Instant::now() + self.config.coalesce_timeout;
+        let deadline = tokio::time::Instant::now() + self.config.coalesce_timeout();
         let joined = SystemTime::now();
         let mut rejoined = false;
         let mut rejected: Option<Arc<CachedResponse>> = None;
@@ -696,12 +695,12 @@ impl Ctx {
         if !store.coordinates_fills() {
             return Coalesced::Lead(guard, None);
         }
-        let deadline = tokio::time::Instant::now() + self.config.coalesce_timeout / 2;
+        let deadline = tokio::time::Instant::now() + self.config.coalesce_timeout() / 2;
         let mut delay = Duration::from_millis(5);
         let mut waited = false;
         loop {
             match store
-                .lock_fill(target.as_str(), self.config.coalesce_timeout)
+                .lock_fill(target.as_str(), self.config.coalesce_timeout())
                 .await
             {
                 Ok(Some(lock)) => {
@@ -1119,7 +1118,7 @@ impl<S> Call<S> {
         // router's on the route's first request): joining it would wait for itself.
         let flight_id = FlightOf(xxhash_rust::xxh3::xxh3_64(target.as_str().as_bytes()));
         let enclosed = parts.extensions.get::<FlightOf>() == Some(&flight_id);
-        let flight = match &self.ctx.config.coalescer {
+        let flight = match self.ctx.config.coalescer() {
             Some(coalescer) if parts.method == Method::GET && !enclosed => {
                 let accept = Accept {
                     max_age: match mode {
@@ -1178,7 +1177,7 @@ impl<S> Call<S> {
         ResB::Data: Buf + Send,
         ResB::Error: Send,
     {
-        let flight = match &self.ctx.config.coalescer {
+        let flight = match self.ctx.config.coalescer() {
             Some(coalescer) => match coalescer.join(key.as_str()) {
                 Join::Leader(guard) => Some((guard, None)),
                 // Already being refreshed (or not to be serialized): once is enough.

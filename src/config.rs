@@ -1,0 +1,172 @@
+//! [`Config`]: the runtime state and settings a layer's services share, and their defaults.
+//!
+//! The builder ([`CacheLayer`](crate::CacheLayer)) writes it; everything stateful reads it
+//! from here, not from the builder's file.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::HeaderName;
+use http::response::Parts;
+
+use crate::coalesce::Coalescer;
+use crate::invalidate::Invalidations;
+use crate::outcome::CacheStatus;
+use crate::policy::response::StorageRules;
+use crate::policy::route::RouteTable;
+use crate::policy::{ClientControl, RequestCookies};
+use crate::stats::CacheStats;
+use crate::store::Store;
+
+/// How long a request waits for another's fetch.
+const DEFAULT_COALESCE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long an uncacheable key's requests are not serialized.
+const DEFAULT_HIT_FOR_MISS: Duration = Duration::from_secs(10);
+
+/// Variants per key, by default ([`CacheLayer::max_variants`](crate::CacheLayer::max_variants)).
+const DEFAULT_MAX_VARIANTS: usize = 8;
+
+/// The default name of the header that forces a refresh.
+pub const DEFAULT_BYPASS_HEADER: HeaderName = HeaderName::from_static("x-cache-bypass");
+
+/// The default name of the header that reports what the cache did.
+pub const DEFAULT_STATUS_HEADER: HeaderName = HeaderName::from_static("x-cache");
+
+/// When a response is written to the store.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum WriteMode {
+    /// Inline on a store whose writes complete at once ([`Store::writes_in_place`]:
+    /// [`MemoryStore`](crate::MemoryStore)), in the background on the others (Redis): the
+    /// next request finds the entry as soon as a response's body has been delivered, and no
+    /// client waits for a network store. The default.
+    #[default]
+    Auto,
+    /// In a background task once the body is complete: the client never waits for the
+    /// store. (Without a Tokio runtime the write happens inline.) Requests for the key
+    /// that arrive while the write is under way are answered with the entry all the same.
+    Background,
+    /// Before the body reports its end: once a client has read the whole body, the entry is
+    /// in the store. Bounds the number of writes in flight.
+    Inline,
+}
+
+impl WriteMode {
+    /// Whether writes to `store` wait for the store before the body ends.
+    pub(crate) fn inline_for(self, store: &dyn Store) -> bool {
+        match self {
+            Self::Auto => store.writes_in_place(),
+            Self::Background => false,
+            Self::Inline => true,
+        }
+    }
+}
+
+/// A `ttl_fn`, printed as `<fn>`.
+#[derive(Clone)]
+pub(crate) struct TtlFn(Arc<DynTtlFn>);
+
+type DynTtlFn = dyn Fn(&Parts) -> Option<Duration> + Send + Sync;
+
+impl TtlFn {
+    pub(crate) fn new(f: impl Fn(&Parts) -> Option<Duration> + Send + Sync + 'static) -> Self {
+        Self(Arc::new(f))
+    }
+
+    pub(crate) fn call(&self, parts: &Parts) -> Option<Duration> {
+        (self.0)(parts)
+    }
+}
+
+impl fmt::Debug for TtlFn {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<fn>")
+    }
+}
+
+/// Everything but the key builder that a [`CacheService`](crate::CacheService) needs, shared
+/// by all its clones: the layer's settings and its runtime state (store, stats, in-flight
+/// fetches, invalidations).
+#[derive(Clone, Debug)]
+pub(crate) struct Config {
+    pub(crate) store: Arc<dyn Store>,
+    pub(crate) stats: CacheStats,
+    pub(crate) namespace: Arc<str>,
+    pub(crate) max_key_len: usize,
+    pub(crate) default_ttl: Option<Duration>,
+    pub(crate) negative_ttl: Option<Duration>,
+    pub(crate) ttl_fn: Option<TtlFn>,
+    pub(crate) honor_origin: bool,
+    pub(crate) client_control: ClientControl,
+    pub(crate) request_cookies: RequestCookies,
+    pub(crate) invalidate_unknown_methods: bool,
+    pub(crate) bypass_header: HeaderName,
+    pub(crate) status_header: Option<HeaderName>,
+    pub(crate) cache_status: Option<Arc<CacheStatus>>,
+    pub(crate) rules: StorageRules,
+    pub(crate) write_mode: WriteMode,
+    pub(crate) routes: RouteTable,
+    pub(crate) coalescing: Coalescing,
+    pub(crate) stale_if_error: Option<Duration>,
+    pub(crate) stale_while_revalidate: Option<Duration>,
+    /// Variants stored per key at most (the key's own entry and `max_variants - 1` slots).
+    pub(crate) max_variants: usize,
+    /// Recent invalidations, which fetches that started before them may not overwrite.
+    pub(crate) invalidations: Arc<Invalidations>,
+}
+
+/// Concurrent misses of a key share one fetch when `on`; the in-flight map holds the
+/// coalescing settings (timeout, hit-for-miss), once.
+#[derive(Clone, Debug)]
+pub(crate) struct Coalescing {
+    pub(crate) coalescer: Arc<Coalescer>,
+    pub(crate) on: bool,
+}
+
+impl Config {
+    /// The defaults listed at [`CacheLayer`](crate::CacheLayer), on `store`.
+    pub(crate) fn new(store: Arc<dyn Store>) -> Self {
+        Self {
+            store,
+            stats: CacheStats::new(),
+            namespace: Arc::from("cache"),
+            max_key_len: 250,
+            default_ttl: Some(Duration::from_secs(60)),
+            negative_ttl: None,
+            ttl_fn: None,
+            honor_origin: true,
+            client_control: ClientControl::Allow,
+            request_cookies: RequestCookies::RequireShared,
+            invalidate_unknown_methods: true,
+            bypass_header: DEFAULT_BYPASS_HEADER,
+            status_header: Some(DEFAULT_STATUS_HEADER),
+            cache_status: Some(Arc::new(CacheStatus::new("tower-response-cache"))),
+            rules: StorageRules::default(),
+            write_mode: WriteMode::Auto,
+            routes: RouteTable::default(),
+            coalescing: Coalescing {
+                coalescer: Arc::new(Coalescer::new(
+                    DEFAULT_HIT_FOR_MISS,
+                    DEFAULT_COALESCE_TIMEOUT,
+                )),
+                on: true,
+            },
+            stale_if_error: None,
+            stale_while_revalidate: None,
+            max_variants: DEFAULT_MAX_VARIANTS,
+            invalidations: Arc::default(),
+        }
+    }
+
+    /// The in-flight map, when coalescing is on.
+    pub(crate) fn coalescer(&self) -> Option<&Arc<Coalescer>> {
+        self.coalescing.on.then_some(&self.coalescing.coalescer)
+    }
+
+    /// How long a request waits for another's fetch.
+    pub(crate) fn coalesce_timeout(&self) -> Duration {
+        self.coalescing.coalescer.timeout()
+    }
+}
