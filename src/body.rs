@@ -1,25 +1,19 @@
 //! [`CacheBody`]: a stored body, or the service's body passed through and, on a storable
-//! miss, copied into a capped buffer on its way to the client.
+//! miss, copied into a capped buffer on its way to the client (the copy and its write to
+//! the store are the fill's, in `fill.rs`; the body says when it has ended).
 
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::task::{Context, Poll, ready};
-use std::time::Duration;
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Buf, Bytes};
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 
-use crate::coalesce::{FillLease, FlightGuard, Landed};
-use crate::entry::CachedResponse;
-use crate::invalidate::Invalidations;
-use crate::observe::StoreOp;
+use crate::fill::{Capture, Handoff, PendingWrite, Progress};
 use crate::outcome::Storing;
 use crate::policy::NotStoredReason;
-use crate::stats::{CacheStats, Counters, Event};
-use crate::store::Store;
 
 pin_project! {
     /// The response body of a [`CacheService`](crate::CacheService).
@@ -285,7 +279,7 @@ fn finish<E>(
     let Some(Handoff::Inline(pending)) = capture.take().map(|capture| capture.finish()) else {
         return Poll::Ready(last.map(Ok));
     };
-    let mut pending = PendingWrite(Some(pending));
+    let mut pending = PendingWrite::new(pending);
     if Pin::new(&mut pending).poll(cx).is_ready() {
         return Poll::Ready(last.map(Ok));
     }
@@ -296,302 +290,8 @@ fn finish<E>(
     Poll::Pending
 }
 
-pub(crate) type WriteFuture = Pin<Box<dyn Future<Output = Storing> + Send>>;
-
 /// An inline write under way, and the body's last frame, sent once it is done.
 struct Held {
     write: PendingWrite,
     last: Option<Frame<Bytes>>,
-}
-
-/// A write to the store that is not abandoned: dropped before it completes (the client went
-/// away during an inline write of a complete body), it finishes on a spawned task.
-pub(crate) struct PendingWrite(Option<WriteFuture>);
-
-impl PendingWrite {
-    pub(crate) fn new(write: WriteFuture) -> Self {
-        Self(Some(write))
-    }
-
-    /// Runs the write to completion — awaited here, or spawned if this is dropped first —
-    /// and says what became of the entry.
-    pub(crate) async fn run(mut self) -> Storing {
-        std::future::poll_fn(|cx| Pin::new(&mut self).poll(cx)).await
-    }
-}
-
-impl Future for PendingWrite {
-    type Output = Storing;
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Storing> {
-        let Some(write) = self.0.as_mut() else {
-            // Polled again after it completed: the result was taken.
-            return Poll::Ready(Storing::Pending);
-        };
-        let storing = ready!(write.as_mut().poll(cx));
-        self.0 = None;
-        Poll::Ready(storing)
-    }
-}
-
-impl Drop for PendingWrite {
-    fn drop(&mut self) {
-        if let Some(write) = self.0.take() {
-            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-                drop(runtime.spawn(write));
-            }
-        }
-    }
-}
-
-/// How a complete capture was handed to the store.
-pub(crate) enum Handoff {
-    /// Not at all: the body did not match its declared length.
-    Abandoned(NotStoredReason),
-    /// To a spawned task.
-    Spawned,
-    /// As a write to await.
-    Inline(WriteFuture),
-}
-
-/// What a data frame did to the capture.
-enum Progress {
-    /// More of the body is to come.
-    More,
-    /// The body reached its declared length.
-    Complete,
-    /// The response cannot be stored after all.
-    Abandon(NotStoredReason),
-}
-
-/// Where a captured entry goes, and the limits and counters that apply.
-#[derive(Clone)]
-pub(crate) struct Sink {
-    pub(crate) store: Arc<dyn Store>,
-    pub(crate) stats: CacheStats,
-    pub(crate) counters: Arc<Counters>,
-    pub(crate) max_body_size: usize,
-    /// Write before the body ends, rather than on a spawned task.
-    pub(crate) inline: bool,
-    /// How much longer than its stale windows an entry with a validator is kept.
-    pub(crate) keep: Duration,
-    /// Recent invalidations, and the epoch when this fetch started: an entry whose key was
-    /// invalidated since is not written.
-    pub(crate) invalidations: Arc<Invalidations>,
-    pub(crate) epoch: u64,
-}
-
-/// A storable response on its way to the client: the entry without its body, and the body
-/// received so far.
-pub(crate) struct Capture {
-    key: String,
-    entry: CachedResponse,
-    /// The declared length (`Content-Length`, or an exact size hint), if any.
-    expected: Option<u64>,
-    /// The flight this fetch leads, if any: its waiters get the entry; and the shared
-    /// store's fill lock, released once the entry is written.
-    flight: Option<(FlightGuard, Option<FillLease>)>,
-    sink: Sink,
-    chunks: Vec<Bytes>,
-    len: usize,
-    done: bool,
-}
-
-impl Capture {
-    pub(crate) fn new(
-        key: String,
-        entry: CachedResponse,
-        expected: Option<u64>,
-        flight: Option<(FlightGuard, Option<FillLease>)>,
-        sink: Sink,
-    ) -> Self {
-        Self {
-            key,
-            entry,
-            expected,
-            flight,
-            sink,
-            chunks: Vec::new(),
-            len: 0,
-            done: false,
-        }
-    }
-
-    /// Whether the body is complete already: declared empty.
-    pub(crate) fn is_complete(&self) -> bool {
-        self.expected == Some(0)
-    }
-
-    /// Keeps a reference to `data` until the body is complete.
-    fn push(&mut self, data: &Bytes) -> Progress {
-        self.len = self.len.saturating_add(data.len());
-        if self.len > self.sink.max_body_size {
-            return Progress::Abandon(NotStoredReason::TooLarge);
-        }
-        if !data.is_empty() {
-            self.chunks.push(data.clone());
-        }
-        match self.expected {
-            Some(expected) if self.len as u64 == expected => Progress::Complete,
-            // More bytes than declared: a broken response, not one to replay.
-            Some(expected) if self.len as u64 > expected => {
-                Progress::Abandon(NotStoredReason::Incomplete)
-            }
-            _ => Progress::More,
-        }
-    }
-
-    pub(crate) fn abandon(mut self: Box<Self>, reason: NotStoredReason) {
-        self.done = true;
-        if let Some((flight, _lease)) = self.flight.take() {
-            // A body too large or with trailers will be so next time too: hit-for-miss.
-            let not_cacheable = matches!(
-                reason,
-                NotStoredReason::TooLarge | NotStoredReason::Trailers
-            );
-            flight.fallback(not_cacheable);
-        }
-        self.sink
-            .stats
-            .record(&self.sink.counters, Event::NotStored(reason));
-    }
-
-    /// Hands the complete entry to the store: spawned in the background, or returned to be
-    /// awaited before the body ends (inline writes, or no runtime to spawn on). A body
-    /// shorter than declared is not stored.
-    pub(crate) fn finish(mut self: Box<Self>) -> Handoff {
-        if self
-            .expected
-            .is_some_and(|expected| expected != self.len as u64)
-        {
-            self.abandon(NotStoredReason::Incomplete);
-            return Handoff::Abandoned(NotStoredReason::Incomplete);
-        }
-        self.done = true;
-        // One copy into an allocation of exactly the body's size: a chunk may be a slice of
-        // a larger buffer (a connection's read buffer), which the store's byte accounting
-        // would not see.
-        let mut body = BytesMut::with_capacity(self.len);
-        for chunk in self.chunks.drain(..) {
-            body.extend_from_slice(&chunk);
-        }
-        let mut entry = std::mem::replace(
-            &mut self.entry,
-            CachedResponse::new(http::StatusCode::OK, http::HeaderMap::new(), Bytes::new()),
-        );
-        entry.body = body.freeze();
-        set_content_length(&mut entry);
-        entry.compact();
-        let entry = Arc::new(entry);
-        // Waiters are answered now; the flight stays joinable until the entry is written.
-        let (landed, lease) = match self.flight.take() {
-            Some((flight, lease)) => (Some(flight.ready(Arc::clone(&entry))), lease),
-            None => (None, None),
-        };
-        let key = std::mem::take(&mut self.key);
-        match self.sink.write(key, entry, (landed, lease)) {
-            Some(write) => Handoff::Inline(write),
-            None => Handoff::Spawned,
-        }
-    }
-}
-
-/// Gives a stored response its `Content-Length` when it had none (a streamed body), so that
-/// a HEAD hit announces the length a GET would get (RFC 9110 §8.6).
-fn set_content_length(entry: &mut CachedResponse) {
-    let status = entry.status;
-    let bodiless = status.is_informational()
-        || status == http::StatusCode::NO_CONTENT
-        || status == http::StatusCode::NOT_MODIFIED;
-    if !bodiless && !entry.headers.contains_key(http::header::CONTENT_LENGTH) {
-        entry.headers.insert(
-            http::header::CONTENT_LENGTH,
-            http::HeaderValue::from(entry.body.len() as u64),
-        );
-    }
-}
-
-impl Drop for Capture {
-    fn drop(&mut self) {
-        // Dropped before the end: the client went away, or the response was discarded.
-        if !self.done {
-            self.sink.stats.record(
-                &self.sink.counters,
-                Event::NotStored(NotStoredReason::Incomplete),
-            );
-        }
-    }
-}
-
-impl Sink {
-    /// Writes `entry` under `key`, then ends the flight and releases the fill lock: on a
-    /// spawned task, or returned to be awaited (inline writes, or no runtime to spawn on).
-    pub(crate) fn write(
-        &self,
-        key: String,
-        entry: Arc<CachedResponse>,
-        flight: (Option<Landed>, Option<FillLease>),
-    ) -> Option<WriteFuture> {
-        let write = write_entry(self.clone(), key, entry, flight);
-        if !self.inline {
-            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-                runtime.spawn(write);
-                return None;
-            }
-        }
-        Some(Box::pin(write))
-    }
-}
-
-async fn write_entry(
-    sink: Sink,
-    key: String,
-    entry: Arc<CachedResponse>,
-    (landed, lease): (Option<Landed>, Option<FillLease>),
-) -> Storing {
-    let Sink {
-        store,
-        stats,
-        counters,
-        keep,
-        invalidations,
-        epoch,
-        ..
-    } = sink;
-    let ttl: Duration = entry.retention(keep);
-    let storing = if !invalidations.allows(&key, epoch) {
-        Storing::No(NotStoredReason::Invalidated)
-    } else {
-        match store.put_newer(&key, entry, ttl).await {
-            // An invalidation that removed the key while this write was under way must
-            // not be undone by it.
-            Ok(true) if !invalidations.allows(&key, epoch) => {
-                if let Err(error) = store.remove(&key).await {
-                    stats.record(&counters, Event::StoreError(error.kind()));
-                    crate::observe::store_error(StoreOp::Write, &key, &error);
-                }
-                Storing::No(NotStoredReason::Invalidated)
-            }
-            Ok(true) => Storing::Stored,
-            // Overtaken: a newer response for the key is stored already.
-            Ok(false) => Storing::No(NotStoredReason::Superseded),
-            Err(error) => {
-                stats.record(&counters, Event::StoreError(error.kind()));
-                crate::observe::store_error(StoreOp::Write, &key, &error);
-                Storing::Failed
-            }
-        }
-    };
-    match storing {
-        Storing::Stored => stats.record(&counters, Event::Stored),
-        Storing::No(reason) => stats.record(&counters, Event::NotStored(reason)),
-        Storing::Pending | Storing::Failed => {}
-    }
-    // Requests for the key now find the entry in the store: the flight can go, and other
-    // processes waiting on the lock can look.
-    drop(landed);
-    if let Some(lease) = lease {
-        lease.release().await;
-    }
-    storing
 }

@@ -11,11 +11,11 @@ use http::HeaderName;
 use http::response::Parts;
 
 use crate::coalesce::Coalescer;
-use crate::invalidate::Invalidations;
+use crate::invalidate::{Invalidations, Invalidator};
 use crate::outcome::CacheStatus;
 use crate::policy::response::StorageRules;
-use crate::policy::route::RouteTable;
 use crate::policy::{ClientControl, RequestCookies};
+use crate::routes::RouteTable;
 use crate::stats::CacheStats;
 use crate::store::Store;
 
@@ -163,6 +163,16 @@ impl Config {
     /// The in-flight map, when coalescing is on.
     pub(crate) fn coalescer(&self) -> Option<&Arc<Coalescer>> {
         self.coalescing.on.then_some(&self.coalescing.coalescer)
+    }
+
+    /// The one door for removing entries ahead of their time.
+    pub(crate) fn invalidator(&self) -> Invalidator<'_> {
+        Invalidator {
+            fence: &self.invalidations,
+            coalescer: self.coalescer().map(|coalescer| &**coalescer),
+            store: &*self.store,
+            stats: &self.stats,
+        }
     }
 
     /// How long a request waits for another's fetch.

@@ -5,6 +5,7 @@ use std::sync::LazyLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use crate::stats::{CacheStats, Counters, Event};
 use crate::store::StoreError;
 
 /// At most one message per interval; the ones in between are counted and reported with the
@@ -59,13 +60,26 @@ pub(crate) enum StoreOp {
     Write,
     Touch,
     Lock,
+    Remove,
 }
 
-static THROTTLES: LazyLock<[Throttle; 4]> =
+static THROTTLES: LazyLock<[Throttle; 5]> =
     LazyLock::new(|| std::array::from_fn(|_| Throttle::new(Duration::from_secs(10))));
 
+/// A failed store operation: counted (in the total and in `route`) and logged.
+pub(crate) fn store_failed(
+    stats: &CacheStats,
+    route: &Counters,
+    op: StoreOp,
+    key: &str,
+    error: &StoreError,
+) {
+    stats.record(route, Event::StoreError(error.kind()));
+    store_error(op, key, error);
+}
+
 /// Warns of a failed store operation, at most once per 10 s per operation.
-pub(crate) fn store_error(op: StoreOp, key: &str, error: &StoreError) {
+fn store_error(op: StoreOp, key: &str, error: &StoreError) {
     let Some(suppressed) = THROTTLES[op as usize].allow() else {
         return;
     };
@@ -74,6 +88,7 @@ pub(crate) fn store_error(op: StoreOp, key: &str, error: &StoreError) {
         StoreOp::Write => "write",
         StoreOp::Touch => "touch",
         StoreOp::Lock => "fill lock",
+        StoreOp::Remove => "remove",
     };
     // The key's length, not the key: a URL may carry tokens that do not belong in logs.
     tracing::warn!(

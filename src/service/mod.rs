@@ -14,6 +14,8 @@
 //!    when complete. An origin failure is answered with a stale entry within its
 //!    `stale-if-error` window.
 
+mod unsafe_method;
+
 use std::fmt;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -26,12 +28,12 @@ use http::{Method, Request, Response, StatusCode, Uri};
 use http_body::Body;
 use tower_service::Service;
 
-use crate::body::{CacheBody, Capture, PendingWrite, Sink};
+use crate::body::CacheBody;
 use crate::coalesce::{self, Coalescer, FillLease, FlightGuard, Join, Landing};
 use crate::config::Config;
 use crate::entry::{CachedResponse, header_map_with_room};
+use crate::fill::{Capture, PendingWrite, Sink};
 use crate::future::ResponseFuture;
-use crate::invalidate::{Invalidation, invalidates};
 use crate::key::{CacheKey, KeyBuilder, Keys, credential_hash, is_credential};
 use crate::observe::{self, StoreOp};
 use crate::outcome::Storing;
@@ -44,11 +46,12 @@ use crate::policy::response::{
     origin_lifetime, ttl_from_sources,
 };
 use crate::policy::response::{explicitly_shared, is_negative};
-use crate::policy::route::{Resolved, Route};
 use crate::policy::{
     BypassReason, CacheTtl, NotStoredReason, RefreshReason, RequestCookies, SetCookiePolicy,
 };
+use crate::routes::{Resolved, Route};
 use crate::stats::Event;
+use unsafe_method::{Invalidation, invalidates};
 
 /// A [`Service`] that answers from the cache when it can and stores what it may; made by
 /// [`CacheLayer`](crate::CacheLayer).
@@ -373,6 +376,11 @@ struct Ctx {
 }
 
 impl Ctx {
+    /// A failed store operation: counted under the request's route, and logged.
+    fn store_failed(&self, op: StoreOp, key: &str, error: &crate::store::StoreError) {
+        observe::store_failed(&self.config.stats, &self.route.counters, op, key, error);
+    }
+
     fn record(&self, event: Event) {
         self.config.stats.record(&self.route.counters, event);
     }
@@ -521,8 +529,7 @@ impl Ctx {
         match found {
             Ok(entry) => entry.map(|entry| self.newest(key, entry)),
             Err(error) => {
-                self.record(Event::StoreError(error.kind()));
-                observe::store_error(StoreOp::Read, key.as_str(), &error);
+                self.store_failed(StoreOp::Read, key.as_str(), &error);
                 None
             }
         }
@@ -721,8 +728,7 @@ impl Ctx {
                 Ok(None) => {}
                 // Without the lock service, coalescing stays within this process.
                 Err(error) => {
-                    self.record(Event::StoreError(error.kind()));
-                    observe::store_error(StoreOp::Lock, target.as_str(), &error);
+                    self.store_failed(StoreOp::Lock, target.as_str(), &error);
                     return Coalesced::Lead(guard, None);
                 }
             }
@@ -770,8 +776,7 @@ impl Ctx {
         let counters = Arc::clone(&self.route.counters);
         let touch = async move {
             if let Err(error) = store.touch(key.as_str(), ttl).await {
-                stats.record(&counters, Event::StoreError(error.kind()));
-                observe::store_error(StoreOp::Touch, key.as_str(), &error);
+                observe::store_failed(&stats, &counters, StoreOp::Touch, key.as_str(), &error);
             }
         };
         let inline = self.config.write_mode.inline_for(&*self.config.store);
@@ -893,8 +898,7 @@ impl Ctx {
     /// Removes the entry under `key`; a store error is counted.
     async fn remove(&self, key: &CacheKey) {
         if let Err(error) = self.config.store.remove(key.as_str()).await {
-            self.record(Event::StoreError(error.kind()));
-            observe::store_error(StoreOp::Write, key.as_str(), &error);
+            self.store_failed(StoreOp::Remove, key.as_str(), &error);
         }
     }
 
