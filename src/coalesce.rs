@@ -17,7 +17,7 @@
 //! request starts a new one.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -77,6 +77,9 @@ pub(crate) struct Coalescer {
     /// Flights that landed with an entry not yet written: read without the lock, so that a
     /// hit looks for a newer landed entry only when there may be one.
     landed: AtomicUsize,
+    /// Flights ended so far: a request that missed in the store, then finds no flight to
+    /// join, looks again if one ended in between (it may have written the entry).
+    ended: AtomicU64,
 }
 
 /// Keys fetched at once that other requests can wait for; past it requests fetch alone.
@@ -100,6 +103,7 @@ impl Coalescer {
             hit_for_miss,
             max_age: timeout,
             landed: AtomicUsize::new(0),
+            ended: AtomicU64::new(0),
         }
     }
 
@@ -115,8 +119,15 @@ impl Coalescer {
     }
 
     /// Removes the flight for `key` from the map, keeping the count of landed ones.
+    /// How many flights have ended so far: noted before a store lookup, compared when the
+    /// request that missed would lead a fetch.
+    pub(crate) fn ended(&self) -> u64 {
+        self.ended.load(Ordering::Acquire)
+    }
+
     fn take(&self, flights: &mut Flights, key: &str) -> Option<Flight> {
         let flight = flights.in_flight.remove(key)?;
+        self.ended.fetch_add(1, Ordering::AcqRel);
         if matches!(*flight.tx.borrow(), Landing::Ready(_)) {
             self.landed.fetch_sub(1, Ordering::Relaxed);
         }

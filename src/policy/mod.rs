@@ -5,12 +5,16 @@
 //!   [`ClientControl`] policy.
 //! - [`response`]: whether a response may be stored ([`NotStoredReason`]), and its TTL.
 //! - [`route`]: per-route rules ([`RoutePolicy`]).
+//! - `vary` and `headers`: how a stored variant is selected (RFC 9111 §4.1), and which
+//!   header fields an entry keeps and how a `304` updates them (RFC 9111 §3.2).
 
 pub(crate) mod cache_control;
 pub(crate) mod conditional;
+pub(crate) mod headers;
 pub mod request;
 pub mod response;
 pub mod route;
+pub(crate) mod vary;
 
 pub use request::{BypassReason, ClientControl, RefreshReason};
 pub use response::{CacheTtl, NotStoredReason, RequestCookies, SetCookiePolicy, StatusSet};

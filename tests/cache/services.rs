@@ -274,3 +274,108 @@ async fn a_sliding_route_on_a_store_without_touch_still_hits() {
         "each failed touch is counted"
     );
 }
+
+/// A store whose reads the test can hold: a read started while `held` is set returns a miss
+/// once the test lets it go, as a read that was answered before a write would.
+#[derive(Debug)]
+struct HeldReads {
+    inner: MemoryStore,
+    held: std::sync::atomic::AtomicBool,
+    release: tokio::sync::Notify,
+}
+
+impl Store for HeldReads {
+    fn get<'a>(&'a self, key: &'a str) -> StoreFuture<'a, Option<Arc<CachedResponse>>> {
+        Box::pin(async move {
+            if self.held.swap(false, std::sync::atomic::Ordering::SeqCst) {
+                self.release.notified().await;
+                return Ok(None);
+            }
+            self.inner.get(key).await
+        })
+    }
+
+    fn put<'a>(
+        &'a self,
+        key: &'a str,
+        entry: Arc<CachedResponse>,
+        ttl: Duration,
+    ) -> StoreFuture<'a, ()> {
+        self.inner.put(key, entry, ttl)
+    }
+
+    fn remove<'a>(&'a self, key: &'a str) -> StoreFuture<'a, bool> {
+        self.inner.remove(key)
+    }
+
+    fn clear(&self) -> StoreFuture<'_, ()> {
+        self.inner.clear()
+    }
+}
+
+#[tokio::test]
+async fn a_miss_that_finds_its_flight_ended_looks_again_before_fetching() {
+    // A request misses in the store, and before it can join the fetch of its key, that
+    // fetch ends (its entry written, its flight gone). It must find the entry, not fetch
+    // again.
+    let store = Arc::new(HeldReads {
+        inner: MemoryStore::new(1 << 20),
+        held: std::sync::atomic::AtomicBool::new(false),
+        release: tokio::sync::Notify::new(),
+    });
+    let calls = Calls::default();
+    let counter = calls.clone();
+    let origin_gate = Arc::new(tokio::sync::Notify::new());
+    let gate = Arc::clone(&origin_gate);
+    let cache = CacheLayer::new(Arc::clone(&store)).write_mode(WriteMode::Inline);
+    let stats = cache.stats();
+    let service = ServiceBuilder::new()
+        .layer(cache)
+        .service_fn(move |_: Request<()>| {
+            let n = counter.hit();
+            let gate = Arc::clone(&gate);
+            async move {
+                if n == 1 {
+                    gate.notified().await;
+                }
+                Ok::<_, std::convert::Infallible>(Response::new(Full::new(Bytes::from(format!(
+                    "origin{n}"
+                )))))
+            }
+        });
+    let get = |service: &_| {
+        let service: &tower::util::BoxCloneSyncService<_, _, _> = service;
+        service
+            .clone()
+            .oneshot(Request::get("/x").body(()).unwrap())
+    };
+    let service = tower::util::BoxCloneSyncService::new(service);
+    // The first request leads the fetch; the origin waits.
+    let first = tokio::spawn(get(&service));
+    while calls.get() == 0 {
+        tokio::task::yield_now().await;
+    }
+    // The second reads the store and is held there, with its miss.
+    store.held.store(true, std::sync::atomic::Ordering::SeqCst);
+    let second = tokio::spawn(get(&service));
+    while store.held.load(std::sync::atomic::Ordering::SeqCst) {
+        tokio::task::yield_now().await;
+    }
+    // The fetch ends: stored, the flight gone. Then the held read answers its miss.
+    origin_gate.notify_one();
+    let first = first.await.unwrap().unwrap();
+    assert_eq!(
+        first.into_body().collect().await.unwrap().to_bytes(),
+        "origin1"
+    );
+    store.release.notify_one();
+    let second = second.await.unwrap().unwrap();
+    assert_eq!(second.headers()["x-cache"], "HIT");
+    assert_eq!(
+        second.into_body().collect().await.unwrap().to_bytes(),
+        "origin1"
+    );
+    assert_eq!(calls.get(), 1, "one origin call");
+    let snapshot = stats.snapshot();
+    assert_eq!((snapshot.total.hits, snapshot.total.misses), (1, 1));
+}

@@ -1,0 +1,381 @@
+//! The fetch: the origin call for a miss, refresh or revalidation, stale-if-error, the
+//! storability decision, and the hand-off of a storable response to the fill.
+
+use super::*;
+
+impl Ctx {
+    /// Where entries go, with the layer's limits, for a fetch that started at `epoch`.
+    pub(super) fn sink(&self, epoch: u64) -> Sink {
+        Sink {
+            store: Arc::clone(&self.config.store),
+            stats: self.config.stats.clone(),
+            counters: Arc::clone(&self.route.counters),
+            max_body_size: self.config.rules.max_body_size,
+            inline: self.config.write_mode.inline_for(&*self.config.store),
+            // On a sliding route presence is freshness: nothing stays past it.
+            keep: if self.sliding() {
+                Duration::ZERO
+            } else {
+                self.config.rules.keep
+            },
+            invalidations: Arc::clone(&self.config.invalidations),
+            epoch,
+        }
+    }
+
+    /// The entry to store for a response (without its body), or why there is none.
+    pub(super) fn storable_entry(
+        &self,
+        head: &http::response::Parts,
+        request: RequestFacts,
+        request_headers: &HeaderMap,
+        now: SystemTime,
+    ) -> Result<CachedResponse, NotStoredReason> {
+        let cc = CacheControl::from_headers(&head.headers);
+        check_storable(head.status, &head.headers, &cc, request, &self.config.rules)?;
+        let policy = self.route.policy.as_deref();
+        let honor_origin = policy
+            .and_then(|policy| policy.honor_origin)
+            .unwrap_or(self.config.honor_origin);
+        let explicit = head
+            .extensions
+            .get::<CacheTtl>()
+            .map(|ttl| ttl.0)
+            .or_else(|| {
+                self.config
+                    .ttl_fn
+                    .as_ref()
+                    .and_then(|ttl_fn| ttl_fn.call(head))
+            });
+        let sources = TtlSources {
+            explicit,
+            origin: honor_origin
+                .then(|| origin_lifetime(&head.headers, &cc, now))
+                .flatten(),
+            // An error ("not there", "not allowed") gets no default lifetime of its own: a
+            // 404 for a page about to be created must not outlive it by a whole TTL. Only
+            // `negative_ttl`, or the origin, the handler or `ttl_fn`, store one.
+            configured: if is_negative(head.status) {
+                policy
+                    .and_then(|policy| policy.negative_ttl)
+                    .or(self.config.negative_ttl)
+            } else {
+                policy
+                    .and_then(|policy| policy.ttl)
+                    .or(self.config.default_ttl)
+            },
+        };
+        let initial_age = initial_age(&head.headers, now);
+        let keep = self.config.rules.keep;
+        let sliding = self.sliding();
+        let ttl = match ttl_from_sources(sources, initial_age) {
+            // RFC 9111 §5.2.2.4: a `no-cache` response is never fresh: every reuse is
+            // revalidated first.
+            Ok(ttl) if !cc.no_cache => ttl,
+            // Kept out by the handler or `ttl_fn`; and on a sliding route, presence in the
+            // store is freshness: nothing is kept only to be revalidated.
+            _ if explicit.is_some_and(|ttl| ttl.is_zero()) || sliding => {
+                return Err(if cc.no_cache {
+                    NotStoredReason::NoCache
+                } else {
+                    NotStoredReason::NoFreshness
+                });
+            }
+            // Stale from the start, but worth keeping to revalidate (check_storable let a
+            // `no-cache` response through only for that).
+            _ if !keep.is_zero() && has_validator(&head.headers) => Duration::ZERO,
+            Ok(_) => return Err(NotStoredReason::NoCache),
+            Err(reason) => return Err(reason),
+        };
+        let mut entry = CachedResponse::new(
+            head.status,
+            stored_headers(&head.headers, self.config.rules.set_cookie),
+            Bytes::new(),
+        );
+        entry.stored_at = now;
+        entry.initial_age = initial_age;
+        entry.ttl = ttl;
+        entry.vary = vary_values(&head.headers, request_headers);
+        // Each stale window: the response's directive, else the route's, else the layer's.
+        // A stale `no-cache` response is never served without revalidation; nor, unless the
+        // response itself grants a stale window, one that says `must-revalidate`,
+        // `proxy-revalidate` or `s-maxage` (which implies `proxy-revalidate`): RFC 9111
+        // §4.2.4, §5.2.2.2, §5.2.2.8, §5.2.2.10.
+        let origin_only = cc.must_revalidate || cc.proxy_revalidate || cc.s_maxage.is_some();
+        let window = |directive: Option<u64>, route: Option<Duration>, layer: Option<Duration>| {
+            // On a sliding route an entry is served while it is in the store: no stale
+            // window may keep it there.
+            if cc.no_cache || sliding {
+                return Duration::ZERO;
+            }
+            let directive = directive.map(Duration::from_secs);
+            if origin_only {
+                return directive.unwrap_or_default();
+            }
+            directive.or(route).or(layer).unwrap_or_default()
+        };
+        entry.stale_while_revalidate = window(
+            cc.stale_while_revalidate,
+            policy.and_then(|policy| policy.stale_while_revalidate),
+            self.config.stale_while_revalidate,
+        );
+        entry.stale_if_error = window(
+            cc.stale_if_error,
+            policy.and_then(|policy| policy.stale_if_error),
+            self.config.stale_if_error,
+        );
+        Ok(entry)
+    }
+
+    /// The origin answered a request for a stored entry with a response the cache may not
+    /// keep: unless that was down to this request (its credentials, its method), the entry
+    /// goes, so that it is not served stale against the origin's latest word.
+    pub(super) async fn withdraw(&self, key: &CacheKey, reason: NotStoredReason) {
+        if !matches!(
+            reason,
+            NotStoredReason::Authorization
+                | NotStoredReason::Cookie
+                | NotStoredReason::Head
+                | NotStoredReason::Incomplete
+                | NotStoredReason::Malformed
+        ) {
+            self.remove(key).await;
+        }
+    }
+
+    /// Removes the entry under `key`; a store error is counted.
+    pub(super) async fn remove(&self, key: &CacheKey) {
+        if let Err(error) = self.config.store.remove(key.as_str()).await {
+            self.store_failed(StoreOp::Remove, key.as_str(), &error);
+        }
+    }
+}
+
+impl<S> Call<S> {
+    pub(super) async fn bypass<ReqB, ResB>(
+        mut self,
+        parts: Parts,
+        body: ReqB,
+        reason: BypassReason,
+    ) -> Result<Response<CacheBody<ResB>>, S::Error>
+    where
+        S: Service<Request<ReqB>, Response = Response<ResB>>,
+        ResB: Body,
+    {
+        let outcome = Outcome::Bypass { reason };
+        let watched = watched_pattern(&self.ctx.config, &parts);
+        let result = self.inner.call(Request::from_parts(parts, body)).await;
+        if claimed_on_the_way(&self.ctx.config, watched.as_ref()) {
+            return result.map(|response| response.map(CacheBody::passthrough));
+        }
+        let response = match result {
+            Ok(response) => response,
+            Err(error) => {
+                self.ctx.count(outcome);
+                return Err(error);
+            }
+        };
+        Ok(self
+            .ctx
+            .finish(response.map(CacheBody::passthrough), outcome))
+    }
+
+    pub(super) async fn fetch<ReqB, ResB>(
+        mut self,
+        parts: Parts,
+        body: ReqB,
+        key: CacheKey,
+        refresh: Option<RefreshReason>,
+        mut flight: Option<(FlightGuard, Option<FillLease>)>,
+        stored: Stored,
+    ) -> Result<Response<CacheBody<ResB>>, S::Error>
+    where
+        S: Service<Request<ReqB>, Response = Response<ResB>>,
+        ResB: Body,
+    {
+        // Only an entry within its stale-if-error window may stand in for a failure, and
+        // only one with a validator can be revalidated.
+        let had_entry = stored.entry.is_some();
+        let stale = stored
+            .entry
+            .clone()
+            .filter(|entry| stored.stands_in && entry.may_serve_if_error(SystemTime::now()));
+        let revalidate = stored.entry.filter(|entry| entry.has_validator());
+        let facts = RequestFacts {
+            head: parts.method == Method::HEAD,
+            authorization: parts.headers.contains_key(header::AUTHORIZATION),
+            cookie: self.ctx.cookie,
+        };
+        // The response's `Vary` names the request headers it depends on; they are only known
+        // once it arrives, so the request's headers are kept until then.
+        let request_headers = parts.headers.clone();
+        let mut parts = parts;
+        // A GET fill asks for the whole response, as nginx does: a client's own validators
+        // would get a 304, which cannot be stored (nor shared with waiters). The client
+        // receives the full response. A HEAD is never stored: its validators go as they are.
+        let client_conditional = request_headers.contains_key(header::IF_NONE_MATCH)
+            || request_headers.contains_key(header::IF_MODIFIED_SINCE);
+        if !facts.head || revalidate.is_some() {
+            parts.headers.remove(header::IF_NONE_MATCH);
+            parts.headers.remove(header::IF_MODIFIED_SINCE);
+        }
+        // Revalidating, the cache sends its own validators (RFC 9111 §4.3.1): the entity
+        // tag, and the modification date as well for origins that only know dates.
+        if let Some(entry) = &revalidate {
+            if let Some(etag) = entry.etag() {
+                parts.headers.insert(header::IF_NONE_MATCH, etag.clone());
+            }
+            if let Some(date) = entry.last_modified() {
+                parts
+                    .headers
+                    .insert(header::IF_MODIFIED_SINCE, date.clone());
+            }
+        }
+        // An invalidation from now on means the response may predate a change.
+        let epoch = self.ctx.config.invalidations.epoch();
+        let watched = watched_pattern(&self.ctx.config, &parts);
+        let result = self.inner.call(Request::from_parts(parts, body)).await;
+        if claimed_on_the_way(&self.ctx.config, watched.as_ref()) {
+            if let Some((flight, _lease)) = flight {
+                // The waiters go on to the route's own layer.
+                flight.fallback(false);
+            }
+            return result.map(|response| response.map(CacheBody::passthrough));
+        }
+        let response = match result {
+            Ok(response) => response,
+            Err(error) => {
+                // The waiters try for themselves rather than queue behind another attempt.
+                if let Some((flight, _lease)) = flight {
+                    flight.fallback(false);
+                }
+                return match stale {
+                    Some(stale) => {
+                        Ok(self
+                            .ctx
+                            .serve_stale(&stale, &request_headers, facts.head, false))
+                    }
+                    None => {
+                        // No response, but the request was a miss (or refresh) all the same.
+                        self.ctx.count(match refresh {
+                            Some(reason) => Outcome::Refresh {
+                                reason,
+                                stored: Storing::No(NotStoredReason::Incomplete),
+                            },
+                            None => Outcome::Miss {
+                                stored: Storing::No(NotStoredReason::Incomplete),
+                            },
+                        });
+                        Err(error)
+                    }
+                };
+            }
+        };
+        // RFC 5861 §4: a 500, 502, 503 or 504 is an error the stale entry stands in for.
+        if let Some(stale) = &stale {
+            if matches!(response.status().as_u16(), 500 | 502 | 503 | 504) {
+                if let Some((flight, _lease)) = flight {
+                    flight.fallback(false);
+                }
+                return Ok(self
+                    .ctx
+                    .serve_stale(stale, &request_headers, facts.head, false));
+            }
+        }
+        // RFC 9111 §4.3.3, §4.3.4: a 304 for the stored representation freshens it; the
+        // body stays the stored one.
+        if let Some(entry) = &revalidate {
+            if response.status() == StatusCode::NOT_MODIFIED {
+                if same_representation(entry, response.headers()) {
+                    let (head, _) = response.into_parts();
+                    return Ok(self
+                        .ctx
+                        .revalidated(
+                            entry,
+                            head,
+                            Fill { key, flight, epoch },
+                            &request_headers,
+                            facts,
+                        )
+                        .await);
+                }
+                // A 304 about another representation than the stored one (an origin that
+                // contradicts itself): it updates nothing (§4.3.4), the entry is outdated,
+                // and a client that did not ask conditionally cannot take a 304.
+                self.ctx.remove(&key).await;
+                if let Some((flight, _lease)) = flight.take() {
+                    flight.fallback(false);
+                }
+                if !client_conditional {
+                    let mut bad = Response::new(CacheBody::stored(Bytes::from_static(
+                        b"bad gateway: the origin answered 304 for another representation",
+                    )));
+                    *bad.status_mut() = StatusCode::BAD_GATEWAY;
+                    let stored = Storing::No(NotStoredReason::Status);
+                    let outcome = match refresh {
+                        Some(reason) => Outcome::Refresh { reason, stored },
+                        None => Outcome::Miss { stored },
+                    };
+                    return Ok(self.ctx.finish(bad, outcome));
+                }
+            }
+        }
+        let (mut head, body) = response.into_parts();
+        let now = SystemTime::now();
+        let expected = if head.status == StatusCode::NO_CONTENT {
+            Some(0)
+        } else {
+            content_length(&head.headers).or(body.size_hint().exact())
+        };
+        // A declared length over the limit is known to be too large before any byte.
+        let decision = self
+            .ctx
+            .storable_entry(&head, facts, &request_headers, now)
+            .and_then(|entry| {
+                if expected.is_some_and(|len| len > self.ctx.config.rules.max_body_size as u64) {
+                    Err(NotStoredReason::TooLarge)
+                } else {
+                    Ok(entry)
+                }
+            });
+        let (body, stored) = match decision {
+            Ok(entry) => {
+                let capture = Capture::new(
+                    key.into_string(),
+                    entry,
+                    expected,
+                    flight,
+                    self.ctx.sink(epoch),
+                );
+                CacheBody::capture(body, capture).await
+            }
+            Err(reason) => {
+                self.ctx.record(Event::NotStored(reason));
+                if let Some((flight, _lease)) = flight {
+                    // Waiters fetch for themselves, and for a while the key's requests are
+                    // not serialized (hit-for-miss) — unless it was this request (its
+                    // credentials, its method), not the response, that kept it out.
+                    flight.fallback(!matches!(
+                        reason,
+                        NotStoredReason::Authorization
+                            | NotStoredReason::Cookie
+                            | NotStoredReason::Head
+                    ));
+                }
+                // The origin's latest answer for a stored entry may not be kept: nor may
+                // the entry — unless that answer is a server error, which says nothing
+                // about the entry (it may still be revalidated once the origin recovers).
+                if had_entry && !head.status.is_server_error() {
+                    self.ctx.withdraw(&key, reason).await;
+                }
+                (CacheBody::passthrough(body), Storing::No(reason))
+            }
+        };
+        let outcome = match refresh {
+            Some(reason) => Outcome::Refresh { reason, stored },
+            None => Outcome::Miss { stored },
+        };
+        self.ctx.finish_head(&mut head.headers, outcome);
+        Ok(Response::from_parts(head, body))
+    }
+}

@@ -1,0 +1,282 @@
+//! The lookup: the entry of the request's variant, in place or from the store, whether it
+//! may answer the request, and coalescing with a fetch of the key already under way.
+
+use super::*;
+
+impl Ctx {
+    /// A hit answered without a future, on a store that answers in place (`get_now`): no
+    /// allocation for the lookup, no boxed future for the request.
+    pub(super) fn in_place<B: Body>(
+        &self,
+        mode: RequestMode,
+        key: Option<&CacheKey>,
+        parts: &Parts,
+    ) -> InPlace<B> {
+        let (RequestMode::Lookup { max_age, .. }, Some(key)) = (mode, key) else {
+            return InPlace::Unknown;
+        };
+        let entry = match self.config.store.get_now(key.as_str()) {
+            Some(Ok(Some(entry))) => self.newest(key, entry),
+            Some(Ok(None)) => return InPlace::Miss,
+            Some(Err(_)) | None => return InPlace::Unknown,
+        };
+        let now = SystemTime::now();
+        // Sliding routes touch the entry on a hit: the async path does that.
+        if self.sliding()
+            || !self.usable(&entry, &parts.headers, now, max_age)
+            || !self.admits(&entry)
+        {
+            return InPlace::Unknown;
+        }
+        let head = parts.method == Method::HEAD;
+        let response = self.response_from(&entry, &parts.headers, head, now);
+        let ttl = entry.remaining_ttl(now);
+        InPlace::Hit(self.finish(response, Outcome::Hit { ttl }))
+    }
+
+    /// A usable entry for the request: present, fresh (or on a sliding route, not expired),
+    /// and of the variant the request selects.
+    pub(super) async fn lookup(
+        &self,
+        key: &CacheKey,
+        request_headers: &HeaderMap,
+        now: SystemTime,
+    ) -> Option<Arc<CachedResponse>> {
+        let entry = self.stored_variant(key, request_headers).await.0?;
+        self.usable(&entry, request_headers, now, None)
+            .then_some(entry)
+    }
+
+    /// The stored entry of the request's variant (RFC 9111 §4.1), whatever its freshness,
+    /// and the slot that variant is (or is to be) stored in when it is not `key` itself.
+    ///
+    /// The first variant of a URL is stored under its key; a request that the entry there
+    /// does not match looks in one of `max_variants - 1` slots, chosen by a hash of its
+    /// values of the headers that entry varies on.
+    pub(super) async fn stored_variant(
+        &self,
+        key: &CacheKey,
+        request_headers: &HeaderMap,
+    ) -> (Option<Arc<CachedResponse>>, Option<CacheKey>) {
+        let Some(entry) = self.stored(key).await else {
+            return (None, None);
+        };
+        if variant_matches(&entry, request_headers) {
+            return (Some(entry).filter(|entry| self.admits(entry)), None);
+        }
+        let slots = self.config.max_variants as u64 - 1;
+        if slots == 0 {
+            return (None, None);
+        }
+        let slot = key.variant(variant_hash(&entry.vary, request_headers) % slots);
+        let found = self
+            .stored(&slot)
+            .await
+            .filter(|entry| variant_matches(entry, request_headers) && self.admits(entry));
+        (found, Some(slot))
+    }
+
+    /// Whether this request may take `entry` at all (fresh, stale or to revalidate): a
+    /// request with cookies only one the origin marked shared.
+    pub(super) fn admits(&self, entry: &CachedResponse) -> bool {
+        !self.cookie || explicitly_shared(&CacheControl::from_headers(&entry.headers))
+    }
+
+    /// The entry under `key`, whatever its freshness; a store error counts and is a miss.
+    pub(super) async fn stored(&self, key: &CacheKey) -> Option<Arc<CachedResponse>> {
+        let store = &self.config.store;
+        let found = match store.get_now(key.as_str()) {
+            Some(found) => found,
+            None => store.get(key.as_str()).await,
+        };
+        match found {
+            Ok(entry) => entry.map(|entry| self.newest(key, entry)),
+            Err(error) => {
+                self.store_failed(StoreOp::Read, key.as_str(), &error);
+                None
+            }
+        }
+    }
+
+    /// `entry` as the store returned it — or the newer entry a fetch of `key` has just
+    /// delivered and is writing: once a newer response was delivered, no request is
+    /// answered with an older one.
+    pub(super) fn newest(&self, key: &CacheKey, entry: Arc<CachedResponse>) -> Arc<CachedResponse> {
+        self.config
+            .coalescer()
+            .and_then(|coalescer| coalescer.newer_landed(key.as_str(), &entry))
+            .unwrap_or(entry)
+    }
+
+    /// Whether `entry` may answer the request: fresh (on a sliding route, present is
+    /// enough: the store's expiry, moved on every hit, is the only clock), of the request's
+    /// variant, and no older than the request's `max-age`.
+    pub(super) fn usable(
+        &self,
+        entry: &CachedResponse,
+        request_headers: &HeaderMap,
+        now: SystemTime,
+        max_age: Option<u64>,
+    ) -> bool {
+        (self.sliding() || entry.is_fresh(now))
+            && max_age.is_none_or(|max| entry.age(now).as_secs() <= max)
+            && variant_matches(entry, request_headers)
+    }
+
+    /// Joins the flight for `key`: served by another request's fetch, leading a fetch, or
+    /// fetching alone. A flight that ends with nothing to share is joined again (its waiters
+    /// elect a new leader), until the coalescing timeout.
+    pub(super) async fn coalesce(
+        &self,
+        coalescer: &Arc<Coalescer>,
+        (key, target): (&CacheKey, &CacheKey),
+        headers: &HeaderMap,
+        accept: Accept,
+        ended: u64,
+    ) -> Coalesced {
+        let deadline = tokio::time::Instant::now() + self.config.coalesce_timeout();
+        let joined = SystemTime::now();
+        let mut rejoined = false;
+        let mut rejected: Option<Arc<CachedResponse>> = None;
+        loop {
+            let join = match &rejected {
+                Some(entry) => coalescer.join_past(target.as_str(), entry),
+                None => coalescer.join(target.as_str()),
+            };
+            let rx = match join {
+                // After a flight ended — one this request waited for, or one that ended
+                // between its lookup and now — the entry may be there: look again before
+                // fetching once more.
+                Join::Leader(guard) if rejoined || coalescer.ended() != ended => {
+                    return match self.lookup_accepting(key, headers, accept).await {
+                        Some(entry) => {
+                            drop(guard.ready(Arc::clone(&entry)));
+                            // Found in the store without waiting: a hit.
+                            Coalesced::Served {
+                                entry,
+                                waited: rejoined,
+                            }
+                        }
+                        None => self.lead(guard, key, target, headers, accept).await,
+                    };
+                }
+                Join::Leader(guard) => {
+                    return self.lead(guard, key, target, headers, accept).await;
+                }
+                Join::Alone => return Coalesced::Alone,
+                Join::Waiter(rx) => rx,
+            };
+            // A flight that has landed is answered at once, from its complete entry.
+            let landed = matches!(*rx.borrow(), Landing::Ready(_));
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            match coalesce::wait(rx, left).await {
+                Some(Landing::Ready(entry))
+                    if variant_matches(&entry, headers)
+                        && accept.shared(&entry, joined)
+                        && self.admits(&entry) =>
+                {
+                    return Coalesced::Served {
+                        entry,
+                        waited: !landed || rejoined,
+                    };
+                }
+                // Another variant, or not one this request may take (a refresh that came
+                // after it was fetched): the next flight, which this request may lead.
+                Some(Landing::Ready(entry)) => {
+                    rejected = Some(entry);
+                    rejoined = true;
+                }
+                // The leader was cancelled: elect a new one among the waiters.
+                Some(Landing::Fallback { retry: true } | Landing::Pending) => rejoined = true,
+                // Nothing to share (not storable, or the fetch failed): each fetches alone.
+                Some(Landing::Fallback { retry: false }) => return Coalesced::Alone,
+                None => {
+                    self.record(Event::CoalesceTimeout);
+                    return Coalesced::Alone;
+                }
+            }
+        }
+    }
+
+    /// This process fetches `key` — unless the store is shared and another process is
+    /// fetching it already: then wait for its entry to appear, for at most half the
+    /// coalescing timeout (this request's own waiters must not time out meanwhile).
+    pub(super) async fn lead(
+        &self,
+        guard: FlightGuard,
+        key: &CacheKey,
+        target: &CacheKey,
+        headers: &HeaderMap,
+        accept: Accept,
+    ) -> Coalesced {
+        let store = &self.config.store;
+        if !store.coordinates_fills() {
+            return Coalesced::Lead(guard, None);
+        }
+        let deadline = tokio::time::Instant::now() + self.config.coalesce_timeout() / 2;
+        let mut delay = Duration::from_millis(5);
+        let mut waited = false;
+        loop {
+            match store
+                .lock_fill(target.as_str(), self.config.coalesce_timeout())
+                .await
+            {
+                Ok(Some(lock)) => {
+                    let lease = FillLease::new(Arc::clone(store), target.as_str(), lock);
+                    // After waiting, the holder before may have just written the entry and
+                    // let go. (On the first try the miss was a moment ago: no second read.)
+                    if waited {
+                        if let Some(entry) = self.lookup_accepting(key, headers, accept).await {
+                            drop(guard.ready(Arc::clone(&entry)));
+                            return Coalesced::Served {
+                                entry,
+                                waited: true,
+                            };
+                        }
+                    }
+                    return Coalesced::Lead(guard, Some(lease));
+                }
+                Ok(None) => {}
+                // Without the lock service, coalescing stays within this process.
+                Err(error) => {
+                    self.store_failed(StoreOp::Lock, target.as_str(), &error);
+                    return Coalesced::Lead(guard, None);
+                }
+            }
+            let now = tokio::time::Instant::now();
+            if now >= deadline {
+                self.record(Event::CoalesceTimeout);
+                return Coalesced::Lead(guard, None);
+            }
+            tokio::time::sleep(delay.min(deadline - now)).await;
+            delay = (delay * 2).min(Duration::from_millis(100));
+            waited = true;
+            if let Some(entry) = self.lookup_accepting(key, headers, accept).await {
+                drop(guard.ready(Arc::clone(&entry)));
+                return Coalesced::Served {
+                    entry,
+                    waited: true,
+                };
+            }
+        }
+    }
+
+    /// An entry that answers the request: [`lookup`](Self::lookup), no older than the
+    /// request allows and, for a refresh, stored after the request arrived.
+    pub(super) async fn lookup_accepting(
+        &self,
+        key: &CacheKey,
+        headers: &HeaderMap,
+        accept: Accept,
+    ) -> Option<Arc<CachedResponse>> {
+        let now = SystemTime::now();
+        let entry = self.lookup(key, headers, now).await?;
+        let young_enough = accept
+            .max_age
+            .is_none_or(|max| entry.age(now).as_secs() <= max);
+        let new_enough = accept
+            .stored_after
+            .is_none_or(|start| entry.stored_at >= start);
+        (young_enough && new_enough).then_some(entry)
+    }
+}

@@ -1,0 +1,147 @@
+//! The responses the cache builds from entries (hits, stale answers), and the one place a
+//! response is finished: its headers set and its outcome counted.
+
+use super::*;
+
+impl Ctx {
+    /// Every response the cache answers with ends here: the outcome is counted (once per
+    /// request) and said in the response's headers.
+    pub(super) fn finish<B>(&self, mut response: Response<B>, outcome: Outcome) -> Response<B> {
+        self.finish_head(response.headers_mut(), outcome);
+        response
+    }
+
+    /// [`finish`](Self::finish) for a response head.
+    pub(super) fn finish_head(&self, headers: &mut HeaderMap, outcome: Outcome) {
+        self.count(outcome);
+        outcome.write_headers(
+            headers,
+            self.config.status_header.as_ref(),
+            self.config.cache_status.as_deref(),
+        );
+    }
+
+    /// Counts a request's outcome: one outcome counter, the one its `x-cache` value maps to,
+    /// and for a request that waited for another's fetch, `coalesced` as well.
+    pub(super) fn count(&self, outcome: Outcome) {
+        if !self.counted {
+            return;
+        }
+        self.record(outcome.event());
+        if outcome == Outcome::Coalesced {
+            self.record(Event::Coalesced);
+        }
+    }
+
+    pub(super) fn sliding(&self) -> bool {
+        self.route
+            .policy
+            .as_deref()
+            .is_some_and(|policy| policy.sliding)
+    }
+
+    /// A stale entry answering: while it is refreshed (RFC 5861 §3), or for an origin that
+    /// failed (§4).
+    pub(super) fn serve_stale<B: Body>(
+        &self,
+        entry: &CachedResponse,
+        request: &HeaderMap,
+        head: bool,
+        revalidating: bool,
+    ) -> Response<CacheBody<B>> {
+        let now = SystemTime::now();
+        let response = self.response_from(entry, request, head, now);
+        let stale_for = entry.resident_time(now).saturating_sub(entry.ttl);
+        let outcome = if revalidating {
+            Outcome::StaleWhileRevalidate { stale_for }
+        } else {
+            Outcome::StaleIfError { stale_for }
+        };
+        self.finish(response, outcome)
+    }
+
+    /// A response from a stored entry: its status and headers, `Age`, the body unless HEAD
+    /// — or `304 Not Modified` when the request's preconditions say the client has it
+    /// (RFC 9110 §13.1.2, §13.1.3, §15.4.5).
+    pub(super) fn response_from<B: Body>(
+        &self,
+        entry: &CachedResponse,
+        request: &HeaderMap,
+        head: bool,
+        now: SystemTime,
+    ) -> Response<CacheBody<B>> {
+        let conditional = request.contains_key(header::IF_NONE_MATCH)
+            || request.contains_key(header::IF_MODIFIED_SINCE);
+        let mut response = if conditional && not_modified(entry.status, &entry.headers, request) {
+            let mut response = Response::new(CacheBody::stored(Bytes::new()));
+            *response.status_mut() = StatusCode::NOT_MODIFIED;
+            *response.headers_mut() = not_modified_headers(&entry.headers);
+            response
+        } else {
+            let body = if head {
+                Bytes::new()
+            } else {
+                entry.body.clone()
+            };
+            let mut response = Response::new(CacheBody::stored(body));
+            *response.status_mut() = entry.status;
+            *response.headers_mut() = replayed_headers(&entry.headers);
+            response
+        };
+        let _ = response
+            .headers_mut()
+            .try_insert(header::AGE, outcome::age_value(entry.age(now)));
+        response
+    }
+
+    pub(super) async fn hit<B: Body>(
+        &self,
+        entry: &CachedResponse,
+        key: CacheKey,
+        request: &HeaderMap,
+        head: bool,
+        now: SystemTime,
+    ) -> Response<CacheBody<B>> {
+        let response = self.response_from(entry, request, head, now);
+        let ttl = if self.sliding() {
+            // Another full lifetime, the entry's own (whatever set it: handler, origin,
+            // route or default).
+            self.touch(key, entry.storage_ttl()).await;
+            entry.ttl
+        } else {
+            entry.remaining_ttl(now)
+        };
+        self.finish(response, Outcome::Hit { ttl })
+    }
+
+    /// Moves the entry's expiry a full TTL ahead (sliding routes).
+    pub(super) async fn touch(&self, key: CacheKey, ttl: Duration) {
+        let store = Arc::clone(&self.config.store);
+        let stats = self.config.stats.clone();
+        let counters = Arc::clone(&self.route.counters);
+        let touch = async move {
+            if let Err(error) = store.touch(key.as_str(), ttl).await {
+                observe::store_failed(&stats, &counters, StoreOp::Touch, key.as_str(), &error);
+            }
+        };
+        let inline = self.config.write_mode.inline_for(&*self.config.store);
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) if !inline => drop(runtime.spawn(touch)),
+            _ => touch.await,
+        }
+    }
+}
+
+/// A hit's copy of the stored headers, with room for those it adds (`Age`, the status
+/// header, `Cache-Status`): a `clone` has no spare slot, and its first insert would move
+/// every entry to a larger allocation.
+pub(super) fn replayed_headers(stored: &HeaderMap) -> HeaderMap {
+    let mut headers = header_map_with_room(stored.keys_len() + HIT_HEADERS);
+    for (name, value) in stored {
+        let _ = headers.try_append(name.clone(), value.clone());
+    }
+    headers
+}
+
+/// How many headers a hit adds to the stored ones.
+pub(super) const HIT_HEADERS: usize = 3;
