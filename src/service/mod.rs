@@ -14,6 +14,7 @@
 //!    when complete. An origin failure is answered with a stale entry within its
 //!    `stale-if-error` window.
 
+mod decide;
 mod fetch;
 mod lookup;
 mod plan;
@@ -56,6 +57,7 @@ use crate::policy::vary::{variant_hash, variant_matches, vary_values};
 use crate::policy::{BypassReason, CacheTtl, NotStoredReason, RefreshReason, RequestCookies};
 use crate::routes::{Resolved, Route};
 use crate::stats::Event;
+use decide::{Decision, Directives, decide};
 use plan::{build_key, claimed_on_the_way, matched_path, public_uri, watched_pattern};
 use revalidate::same_representation;
 use unsafe_method::{Invalidation, invalidates};
@@ -361,35 +363,15 @@ impl<S> Call<S> {
                     entry
                 };
                 stored.stands_in = true;
-                let found = match entry {
-                    Some(entry) if self.ctx.usable(&entry, &parts.headers, now, None) => {
-                        Some(entry)
-                    }
-                    stale => {
-                        stored.entry = stale;
-                        None
-                    }
+                let usable = entry
+                    .as_ref()
+                    .is_some_and(|entry| self.ctx.usable(entry, &parts.headers, now, None));
+                let directives = Directives {
+                    max_age,
+                    only_if_cached,
                 };
-                // Stale within its stale-while-revalidate window (RFC 5861 §3): answered
-                // now, refreshed once in the background.
-                if let (None, Some(entry)) = (&found, &stored.entry) {
-                    if max_age.is_none()
-                        && !only_if_cached
-                        && entry.may_serve_while_revalidating(now)
-                    {
-                        let entry = Arc::clone(entry);
-                        let head = parts.method == Method::HEAD;
-                        let response = self.ctx.serve_stale(&entry, &parts.headers, head, true);
-                        let target = slot.unwrap_or(key);
-                        self.revalidate_in_background(parts, body, target, entry);
-                        return Ok(response);
-                    }
-                }
-                let too_old = |entry: &CachedResponse| {
-                    max_age.is_some_and(|max| entry.age(now).as_secs() > max)
-                };
-                match found {
-                    Some(entry) if !too_old(&entry) => {
+                match decide(entry, usable, directives, now) {
+                    Decision::Hit(entry) => {
                         let head = parts.method == Method::HEAD;
                         let target = slot.unwrap_or(key);
                         return Ok(self
@@ -397,18 +379,27 @@ impl<S> Call<S> {
                             .hit(&entry, target, &parts.headers, head, now)
                             .await);
                     }
-                    _ if only_if_cached => {
-                        // RFC 9111 §5.2.1.7.
+                    Decision::ServeStale(entry) => {
+                        let head = parts.method == Method::HEAD;
+                        let response = self.ctx.serve_stale(&entry, &parts.headers, head, true);
+                        let target = slot.unwrap_or(key);
+                        self.revalidate_in_background(parts, body, target, entry);
+                        return Ok(response);
+                    }
+                    Decision::OnlyIfCachedMiss => {
                         let mut response = Response::new(CacheBody::stored(Bytes::new()));
                         *response.status_mut() = StatusCode::GATEWAY_TIMEOUT;
                         return Ok(self.ctx.finish(response, Outcome::MissOnlyIfCached));
                     }
-                    // Older than the request allows (RFC 9111 §5.2.1.1): validated first.
-                    Some(entry) => {
-                        refresh = Some(RefreshReason::MaxAge);
-                        stored.entry = Some(entry);
+                    Decision::Fetch {
+                        refresh: reason,
+                        entry,
+                    } => {
+                        if reason.is_some() {
+                            refresh = reason;
+                        }
+                        stored.entry = entry;
                     }
-                    None => {}
                 }
             }
             // A request's `no-cache` (or `max-age=0`) asks for the stored response to be
