@@ -65,6 +65,32 @@ struct Flights {
     hit_for_miss: HashMap<String, Instant>,
 }
 
+/// The lead of a fetch: the flight its waiters joined, and the shared store's fill lock
+/// when there is one.
+#[derive(Debug)]
+pub(crate) struct Lead {
+    guard: FlightGuard,
+    lease: Option<FillLease>,
+}
+
+impl Lead {
+    pub(crate) fn new(guard: FlightGuard, lease: Option<FillLease>) -> Self {
+        Self { guard, lease }
+    }
+
+    /// The fetch delivered `entry`: the waiters get it now. The flight stays joinable (the
+    /// returned [`Landed`]) and the lock held until the entry is written.
+    pub(crate) fn ready(self, entry: Arc<CachedResponse>) -> (Landed, Option<FillLease>) {
+        (self.guard.ready(entry), self.lease)
+    }
+
+    /// The fetch has nothing to share: the waiters try for themselves, and for a while the
+    /// key's requests are not serialized when `not_cacheable` (hit-for-miss). The lock goes.
+    pub(crate) fn fallback(self, not_cacheable: bool) {
+        self.guard.fallback(not_cacheable);
+    }
+}
+
 /// The in-flight map of one layer.
 #[derive(Debug)]
 pub(crate) struct Coalescer {

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 
-use crate::coalesce::{FillLease, FlightGuard, Landed};
+use crate::coalesce::{FillLease, Landed, Lead};
 use crate::entry::CachedResponse;
 use crate::invalidate::Invalidations;
 use crate::observe::{self, StoreOp};
@@ -110,7 +110,7 @@ pub(crate) struct Capture {
     expected: Option<u64>,
     /// The flight this fetch leads, if any: its waiters get the entry; and the shared
     /// store's fill lock, released once the entry is written.
-    flight: Option<(FlightGuard, Option<FillLease>)>,
+    flight: Option<Lead>,
     sink: Sink,
     chunks: Vec<Bytes>,
     len: usize,
@@ -122,7 +122,7 @@ impl Capture {
         key: String,
         entry: CachedResponse,
         expected: Option<u64>,
-        flight: Option<(FlightGuard, Option<FillLease>)>,
+        flight: Option<Lead>,
         sink: Sink,
     ) -> Self {
         Self {
@@ -163,13 +163,13 @@ impl Capture {
 
     pub(crate) fn abandon(mut self: Box<Self>, reason: NotStoredReason) {
         self.done = true;
-        if let Some((flight, _lease)) = self.flight.take() {
+        if let Some(lead) = self.flight.take() {
             // A body too large or with trailers will be so next time too: hit-for-miss.
             let not_cacheable = matches!(
                 reason,
                 NotStoredReason::TooLarge | NotStoredReason::Trailers
             );
-            flight.fallback(not_cacheable);
+            lead.fallback(not_cacheable);
         }
         self.sink
             .stats
@@ -205,7 +205,10 @@ impl Capture {
         let entry = Arc::new(entry);
         // Waiters are answered now; the flight stays joinable until the entry is written.
         let (landed, lease) = match self.flight.take() {
-            Some((flight, lease)) => (Some(flight.ready(Arc::clone(&entry))), lease),
+            Some(lead) => {
+                let (landed, lease) = lead.ready(Arc::clone(&entry));
+                (Some(landed), lease)
+            }
             None => (None, None),
         };
         let key = std::mem::take(&mut self.key);

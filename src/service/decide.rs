@@ -16,6 +16,16 @@ pub(super) struct Directives {
     pub(super) only_if_cached: bool,
 }
 
+/// Whether `entry` is within the age a request's `max-age` accepts (RFC 9111 §5.2.1.1: not
+/// older than N seconds): the one age check, for lookups, coalesced answers and re-reads.
+pub(super) fn within_max_age(
+    entry: &CachedResponse,
+    max_age: Option<u64>,
+    now: SystemTime,
+) -> bool {
+    max_age.is_none_or(|max| entry.age(now).as_secs() <= max)
+}
+
 /// What to do with a lookup's entry.
 #[derive(Clone, Debug)]
 pub(super) enum Decision {
@@ -64,7 +74,7 @@ pub(super) fn decide(
             return Decision::ServeStale(entry);
         }
         None
-    } else if max_age.is_some_and(|max| entry.age(now).as_secs() > max) {
+    } else if !within_max_age(&entry, max_age, now) {
         Some(RefreshReason::MaxAge)
     } else {
         return Decision::Hit(entry);

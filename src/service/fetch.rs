@@ -186,7 +186,7 @@ impl<S> Call<S> {
         body: ReqB,
         key: CacheKey,
         refresh: Option<RefreshReason>,
-        mut flight: Option<(FlightGuard, Option<FillLease>)>,
+        mut flight: Option<Lead>,
         stored: Stored,
     ) -> Result<Response<CacheBody<ResB>>, S::Error>
     where
@@ -236,9 +236,9 @@ impl<S> Call<S> {
         let watched = watched_pattern(&self.ctx.config, &parts);
         let result = self.inner.call(Request::from_parts(parts, body)).await;
         if claimed_on_the_way(&self.ctx.config, watched.as_ref()) {
-            if let Some((flight, _lease)) = flight {
+            if let Some(lead) = flight {
                 // The waiters go on to the route's own layer.
-                flight.fallback(false);
+                lead.fallback(false);
             }
             return result.map(|response| response.map(CacheBody::passthrough));
         }
@@ -246,8 +246,8 @@ impl<S> Call<S> {
             Ok(response) => response,
             Err(error) => {
                 // The waiters try for themselves rather than queue behind another attempt.
-                if let Some((flight, _lease)) = flight {
-                    flight.fallback(false);
+                if let Some(lead) = flight {
+                    lead.fallback(false);
                 }
                 return match stale {
                     Some(stale) => {
@@ -274,8 +274,8 @@ impl<S> Call<S> {
         // RFC 5861 §4: a 500, 502, 503 or 504 is an error the stale entry stands in for.
         if let Some(stale) = &stale {
             if matches!(response.status().as_u16(), 500 | 502 | 503 | 504) {
-                if let Some((flight, _lease)) = flight {
-                    flight.fallback(false);
+                if let Some(lead) = flight {
+                    lead.fallback(false);
                 }
                 return Ok(self
                     .ctx
@@ -303,8 +303,8 @@ impl<S> Call<S> {
                 // contradicts itself): it updates nothing (§4.3.4), the entry is outdated,
                 // and a client that did not ask conditionally cannot take a 304.
                 self.ctx.remove(&key).await;
-                if let Some((flight, _lease)) = flight.take() {
-                    flight.fallback(false);
+                if let Some(lead) = flight.take() {
+                    lead.fallback(false);
                 }
                 if !client_conditional {
                     let mut bad = Response::new(CacheBody::stored(Bytes::from_static(
@@ -351,11 +351,11 @@ impl<S> Call<S> {
             }
             Err(reason) => {
                 self.ctx.record(Event::NotStored(reason));
-                if let Some((flight, _lease)) = flight {
+                if let Some(lead) = flight {
                     // Waiters fetch for themselves, and for a while the key's requests are
                     // not serialized (hit-for-miss) — unless it was this request (its
                     // credentials, its method), not the response, that kept it out.
-                    flight.fallback(!matches!(
+                    lead.fallback(!matches!(
                         reason,
                         NotStoredReason::Authorization
                             | NotStoredReason::Cookie

@@ -24,7 +24,7 @@ impl Ctx {
         // Sliding routes touch the entry on a hit: the async path does that.
         if self.sliding()
             || !self.usable(&entry, &parts.headers, now, max_age)
-            || !self.admits(&entry)
+            || !self.cookie_allows(&entry)
         {
             return InPlace::Unknown;
         }
@@ -62,7 +62,7 @@ impl Ctx {
             return (None, None);
         };
         if variant_matches(&entry, request_headers) {
-            return (Some(entry).filter(|entry| self.admits(entry)), None);
+            return (Some(entry).filter(|entry| self.cookie_allows(entry)), None);
         }
         let slots = self.config.max_variants as u64 - 1;
         if slots == 0 {
@@ -72,13 +72,13 @@ impl Ctx {
         let found = self
             .stored(&slot)
             .await
-            .filter(|entry| variant_matches(entry, request_headers) && self.admits(entry));
+            .filter(|entry| variant_matches(entry, request_headers) && self.cookie_allows(entry));
         (found, Some(slot))
     }
 
     /// Whether this request may take `entry` at all (fresh, stale or to revalidate): a
     /// request with cookies only one the origin marked shared.
-    pub(super) fn admits(&self, entry: &CachedResponse) -> bool {
+    pub(super) fn cookie_allows(&self, entry: &CachedResponse) -> bool {
         !self.cookie || explicitly_shared(&CacheControl::from_headers(&entry.headers))
     }
 
@@ -119,7 +119,7 @@ impl Ctx {
         max_age: Option<u64>,
     ) -> bool {
         (self.sliding() || entry.is_fresh(now))
-            && max_age.is_none_or(|max| entry.age(now).as_secs() <= max)
+            && within_max_age(entry, max_age, now)
             && variant_matches(entry, request_headers)
     }
 
@@ -173,7 +173,7 @@ impl Ctx {
                 Some(Landing::Ready(entry))
                     if variant_matches(&entry, headers)
                         && accept.shared(&entry, joined)
-                        && self.admits(&entry) =>
+                        && self.cookie_allows(&entry) =>
                 {
                     return Coalesced::Served {
                         entry,
@@ -211,7 +211,7 @@ impl Ctx {
     ) -> Coalesced {
         let store = &self.config.store;
         if !store.coordinates_fills() {
-            return Coalesced::Lead(guard, None);
+            return Coalesced::Lead(Lead::new(guard, None));
         }
         let deadline = tokio::time::Instant::now() + self.config.coalesce_timeout() / 2;
         let mut delay = Duration::from_millis(5);
@@ -234,19 +234,19 @@ impl Ctx {
                             };
                         }
                     }
-                    return Coalesced::Lead(guard, Some(lease));
+                    return Coalesced::Lead(Lead::new(guard, Some(lease)));
                 }
                 Ok(None) => {}
                 // Without the lock service, coalescing stays within this process.
                 Err(error) => {
                     self.store_failed(StoreOp::Lock, target.as_str(), &error);
-                    return Coalesced::Lead(guard, None);
+                    return Coalesced::Lead(Lead::new(guard, None));
                 }
             }
             let now = tokio::time::Instant::now();
             if now >= deadline {
                 self.record(Event::CoalesceTimeout);
-                return Coalesced::Lead(guard, None);
+                return Coalesced::Lead(Lead::new(guard, None));
             }
             tokio::time::sleep(delay.min(deadline - now)).await;
             delay = (delay * 2).min(Duration::from_millis(100));
@@ -271,12 +271,6 @@ impl Ctx {
     ) -> Option<Arc<CachedResponse>> {
         let now = SystemTime::now();
         let entry = self.lookup(key, headers, now).await?;
-        let young_enough = accept
-            .max_age
-            .is_none_or(|max| entry.age(now).as_secs() <= max);
-        let new_enough = accept
-            .stored_after
-            .is_none_or(|start| entry.stored_at >= start);
-        (young_enough && new_enough).then_some(entry)
+        accept.admits(&entry, now).then_some(entry)
     }
 }

@@ -35,7 +35,7 @@ use http_body::Body;
 use tower_service::Service;
 
 use crate::body::CacheBody;
-use crate::coalesce::{self, Coalescer, FillLease, FlightGuard, Join, Landing};
+use crate::coalesce::{self, Coalescer, FillLease, FlightGuard, Join, Landing, Lead};
 use crate::config::Config;
 use crate::entry::{CachedResponse, header_map_with_room};
 use crate::fill::{Capture, PendingWrite, Sink};
@@ -57,7 +57,7 @@ use crate::policy::vary::{variant_hash, variant_matches, vary_values};
 use crate::policy::{BypassReason, CacheTtl, NotStoredReason, RefreshReason, RequestCookies};
 use crate::routes::{Resolved, Route};
 use crate::stats::Event;
-use decide::{Decision, Directives, decide};
+use decide::{Decision, Directives, decide, within_max_age};
 use plan::{build_key, claimed_on_the_way, matched_path, public_uri, watched_pattern};
 use revalidate::same_representation;
 use unsafe_method::{Invalidation, invalidates};
@@ -256,10 +256,13 @@ impl Accept {
     /// §5.2.2.4), and within what the request accepts.
     fn shared(&self, entry: &CachedResponse, joined: SystemTime) -> bool {
         let now = SystemTime::now();
-        (entry.is_fresh(now) || entry.stored_at >= joined)
-            && self
-                .max_age
-                .is_none_or(|max| entry.age(now).as_secs() <= max)
+        (entry.is_fresh(now) || entry.stored_at >= joined) && self.admits(entry, now)
+    }
+
+    /// Whether `entry` is within what the request accepts: its `max-age`, and for a
+    /// refresh, stored after the request arrived.
+    fn admits(&self, entry: &CachedResponse, now: SystemTime) -> bool {
+        within_max_age(entry, self.max_age, now)
             && self
                 .stored_after
                 .is_none_or(|start| entry.stored_at >= start)
@@ -270,7 +273,7 @@ impl Accept {
 /// invalidation epoch when it started.
 struct Fill {
     key: CacheKey,
-    flight: Option<(FlightGuard, Option<FillLease>)>,
+    flight: Option<Lead>,
     epoch: u64,
 }
 
@@ -283,7 +286,7 @@ enum Coalesced {
         waited: bool,
     },
     /// Fetch for the flight, holding the shared store's fill lock if there is one.
-    Lead(FlightGuard, Option<FillLease>),
+    Lead(Lead),
     Alone,
 }
 
@@ -449,7 +452,7 @@ impl<S> Call<S> {
                         };
                         return Ok(self.ctx.finish(response, outcome));
                     }
-                    Coalesced::Lead(guard, lease) => Some((guard, lease)),
+                    Coalesced::Lead(lead) => Some(lead),
                     Coalesced::Alone => None,
                 }
             }

@@ -41,7 +41,10 @@ impl Ctx {
                 updated.compact();
                 let updated = Arc::new(updated);
                 let (landed, lease) = match flight {
-                    Some((guard, lease)) => (Some(guard.ready(Arc::clone(&updated))), lease),
+                    Some(lead) => {
+                        let (landed, lease) = lead.ready(Arc::clone(&updated));
+                        (Some(landed), lease)
+                    }
                     None => (None, None),
                 };
                 let write = self.sink(epoch).write(
@@ -59,8 +62,8 @@ impl Ctx {
             // still gets it, nobody else, and the old entry goes.
             Err(reason) => {
                 self.record(Event::NotStored(reason));
-                if let Some((guard, _lease)) = flight {
-                    guard.fallback(!matches!(
+                if let Some(lead) = flight {
+                    lead.fallback(!matches!(
                         reason,
                         NotStoredReason::Authorization | NotStoredReason::Cookie
                     ));
@@ -100,7 +103,7 @@ impl<S> Call<S> {
     {
         let flight = match self.ctx.config.coalescer() {
             Some(coalescer) => match coalescer.join(key.as_str()) {
-                Join::Leader(guard) => Some((guard, None)),
+                Join::Leader(guard) => Some(Lead::new(guard, None)),
                 // Already being refreshed (or not to be serialized): once is enough.
                 Join::Waiter(_) | Join::Alone => return,
             },
