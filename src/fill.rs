@@ -171,9 +171,11 @@ impl Capture {
             );
             lead.fallback(not_cacheable);
         }
-        self.sink
-            .stats
-            .record(&self.sink.counters, Event::NotStored(reason));
+        observe::event(
+            &self.sink.stats,
+            &self.sink.counters,
+            Event::NotStored(reason),
+        );
     }
 
     /// Hands the complete entry to the store: spawned in the background, or returned to be
@@ -238,7 +240,8 @@ impl Drop for Capture {
     fn drop(&mut self) {
         // Dropped before the end: the client went away, or the response was discarded.
         if !self.done {
-            self.sink.stats.record(
+            observe::event(
+                &self.sink.stats,
                 &self.sink.counters,
                 Event::NotStored(NotStoredReason::Incomplete),
             );
@@ -304,8 +307,8 @@ async fn write_entry(
         }
     };
     match storing {
-        Storing::Stored => stats.record(&counters, Event::Stored),
-        Storing::No(reason) => stats.record(&counters, Event::NotStored(reason)),
+        Storing::Stored => observe::event(&stats, &counters, Event::Stored),
+        Storing::No(reason) => observe::event(&stats, &counters, Event::NotStored(reason)),
         Storing::Pending | Storing::Failed => {}
     }
     // Requests for the key now find the entry in the store: the flight can go, and other

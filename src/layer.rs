@@ -440,7 +440,12 @@ impl CacheLayer {
         self.config.stats.clone()
     }
 
-    /// The layer's store, for invalidation and inspection.
+    /// The layer's store, for inspection (what it holds, in tests and tools).
+    ///
+    /// Removing entries through it bypasses the layer: a fetch of the key already under way
+    /// may write its (older) response back afterwards, and requests waiting for that fetch
+    /// still get it. Unsafe requests (`POST`, `PUT`, …) through the layer invalidate their
+    /// URL's entries without that race.
     pub fn store(&self) -> Arc<dyn Store> {
         Arc::clone(&self.config.store)
     }

@@ -66,6 +66,13 @@ pub(crate) enum StoreOp {
 static THROTTLES: LazyLock<[Throttle; 5]> =
     LazyLock::new(|| std::array::from_fn(|_| Throttle::new(Duration::from_secs(10))));
 
+/// The event funnel: every event the layer counts passes here — a request's one outcome,
+/// what became of a response it meant to store, coalescing timeouts, store failures — for
+/// the total and the request's route. The stats consume it; observers and metrics hang here.
+pub(crate) fn event(stats: &CacheStats, route: &Counters, event: Event) {
+    stats.record(route, event);
+}
+
 /// A failed store operation: counted (in the total and in `route`) and logged.
 pub(crate) fn store_failed(
     stats: &CacheStats,
@@ -74,7 +81,7 @@ pub(crate) fn store_failed(
     key: &str,
     error: &StoreError,
 ) {
-    stats.record(route, Event::StoreError(error.kind()));
+    event(stats, route, Event::StoreError(error.kind()));
     store_error(op, key, error);
 }
 

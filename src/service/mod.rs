@@ -157,7 +157,7 @@ where
         let disabled = policy.is_some_and(|policy| !policy.enabled);
         if !cacheable_method || disabled || attached {
             if !attached {
-                config.stats.record(&route.counters, Event::Pass);
+                observe::event(&config.stats, &route.counters, Event::Pass);
             }
             if !disabled && invalidates(request.method(), config.invalidate_unknown_methods) {
                 let invalidation = Invalidation {
@@ -316,7 +316,7 @@ impl Ctx {
     }
 
     fn record(&self, event: Event) {
-        self.config.stats.record(&self.route.counters, event);
+        observe::event(&self.config.stats, &self.route.counters, event);
     }
 }
 
