@@ -113,13 +113,22 @@ fn after_a_refresh_no_request_gets_the_older_body() {
             );
             tokio::task::yield_now().await;
         }
-        // Once every write has landed, the store holds the newer entry.
-        for _ in 0..200 {
-            if cache.in_flight() == 0 {
+        // The store comes to hold the newer entry (a background write lands when its task
+        // runs: bounded wait), and keeps it once every write has landed.
+        let newer = |store: MemoryStore| async move {
+            store
+                .get("cache:GET:/page")
+                .await
+                .unwrap()
+                .is_some_and(|entry| entry.body == "page #2")
+        };
+        for _ in 0..400 {
+            if cache.in_flight() == 0 && newer(store.clone()).await {
                 break;
             }
             tokio::time::sleep(std::time::Duration::from_millis(5)).await;
         }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         let stored = store.get("cache:GET:/page").await.unwrap().unwrap();
         assert_eq!(stored.body, "page #2", "{mode:?}");
         assert_eq!(calls.get(), 2, "{mode:?}");
