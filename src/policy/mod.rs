@@ -10,6 +10,7 @@
 
 pub(crate) mod cache_control;
 pub(crate) mod conditional;
+pub(crate) mod freshness;
 pub(crate) mod headers;
 pub mod request;
 pub mod response;

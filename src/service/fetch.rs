@@ -2,6 +2,7 @@
 //! storability decision, and the hand-off of a storable response to the fill.
 
 use super::*;
+use crate::policy::freshness::{FreshnessSettings, freshness};
 
 impl Ctx {
     /// Where entries go, with the layer's limits, for a fetch that started at `epoch`.
@@ -24,6 +25,29 @@ impl Ctx {
     }
 
     /// The entry to store for a response (without its body), or why there is none.
+    /// The route's freshness settings over the layer's.
+    pub(super) fn freshness_settings(&self) -> FreshnessSettings {
+        let policy = self.route.policy.as_deref();
+        let config = &self.config;
+        FreshnessSettings {
+            honor_origin: policy
+                .and_then(|policy| policy.honor_origin)
+                .unwrap_or(config.honor_origin),
+            ttl: policy.and_then(|policy| policy.ttl).or(config.default_ttl),
+            negative_ttl: policy
+                .and_then(|policy| policy.negative_ttl)
+                .or(config.negative_ttl),
+            stale_while_revalidate: policy
+                .and_then(|policy| policy.stale_while_revalidate)
+                .or(config.stale_while_revalidate),
+            stale_if_error: policy
+                .and_then(|policy| policy.stale_if_error)
+                .or(config.stale_if_error),
+            keep: config.rules.keep,
+            sliding: self.sliding(),
+        }
+    }
+
     pub(super) fn storable_entry(
         &self,
         head: &http::response::Parts,
@@ -33,10 +57,6 @@ impl Ctx {
     ) -> Result<CachedResponse, NotStoredReason> {
         let cc = CacheControl::from_headers(&head.headers);
         check_storable(head.status, &head.headers, &cc, request, &self.config.rules)?;
-        let policy = self.route.policy.as_deref();
-        let honor_origin = policy
-            .and_then(|policy| policy.honor_origin)
-            .unwrap_or(self.config.honor_origin);
         let explicit = head
             .extensions
             .get::<CacheTtl>()
@@ -47,83 +67,25 @@ impl Ctx {
                     .as_ref()
                     .and_then(|ttl_fn| ttl_fn.call(head))
             });
-        let sources = TtlSources {
+        let freshness = freshness(
+            head.status,
+            &head.headers,
+            &cc,
             explicit,
-            origin: honor_origin
-                .then(|| origin_lifetime(&head.headers, &cc, now))
-                .flatten(),
-            // An error ("not there", "not allowed") gets no default lifetime of its own: a
-            // 404 for a page about to be created must not outlive it by a whole TTL. Only
-            // `negative_ttl`, or the origin, the handler or `ttl_fn`, store one.
-            configured: if is_negative(head.status) {
-                policy
-                    .and_then(|policy| policy.negative_ttl)
-                    .or(self.config.negative_ttl)
-            } else {
-                policy
-                    .and_then(|policy| policy.ttl)
-                    .or(self.config.default_ttl)
-            },
-        };
-        let initial_age = initial_age(&head.headers, now);
-        let keep = self.config.rules.keep;
-        let sliding = self.sliding();
-        let ttl = match ttl_from_sources(sources, initial_age) {
-            // RFC 9111 §5.2.2.4: a `no-cache` response is never fresh: every reuse is
-            // revalidated first.
-            Ok(ttl) if !cc.no_cache => ttl,
-            // Kept out by the handler or `ttl_fn`; and on a sliding route, presence in the
-            // store is freshness: nothing is kept only to be revalidated.
-            _ if explicit.is_some_and(|ttl| ttl.is_zero()) || sliding => {
-                return Err(if cc.no_cache {
-                    NotStoredReason::NoCache
-                } else {
-                    NotStoredReason::NoFreshness
-                });
-            }
-            // Stale from the start, but worth keeping to revalidate (check_storable let a
-            // `no-cache` response through only for that).
-            _ if !keep.is_zero() && has_validator(&head.headers) => Duration::ZERO,
-            Ok(_) => return Err(NotStoredReason::NoCache),
-            Err(reason) => return Err(reason),
-        };
+            &self.freshness_settings(),
+            now,
+        )?;
         let mut entry = CachedResponse::new(
             head.status,
             stored_headers(&head.headers, self.config.rules.set_cookie),
             Bytes::new(),
         );
         entry.stored_at = now;
-        entry.initial_age = initial_age;
-        entry.ttl = ttl;
+        entry.initial_age = freshness.initial_age;
+        entry.ttl = freshness.ttl;
+        entry.stale_while_revalidate = freshness.stale_while_revalidate;
+        entry.stale_if_error = freshness.stale_if_error;
         entry.vary = vary_values(&head.headers, request_headers);
-        // Each stale window: the response's directive, else the route's, else the layer's.
-        // A stale `no-cache` response is never served without revalidation; nor, unless the
-        // response itself grants a stale window, one that says `must-revalidate`,
-        // `proxy-revalidate` or `s-maxage` (which implies `proxy-revalidate`): RFC 9111
-        // §4.2.4, §5.2.2.2, §5.2.2.8, §5.2.2.10.
-        let origin_only = cc.must_revalidate || cc.proxy_revalidate || cc.s_maxage.is_some();
-        let window = |directive: Option<u64>, route: Option<Duration>, layer: Option<Duration>| {
-            // On a sliding route an entry is served while it is in the store: no stale
-            // window may keep it there.
-            if cc.no_cache || sliding {
-                return Duration::ZERO;
-            }
-            let directive = directive.map(Duration::from_secs);
-            if origin_only {
-                return directive.unwrap_or_default();
-            }
-            directive.or(route).or(layer).unwrap_or_default()
-        };
-        entry.stale_while_revalidate = window(
-            cc.stale_while_revalidate,
-            policy.and_then(|policy| policy.stale_while_revalidate),
-            self.config.stale_while_revalidate,
-        );
-        entry.stale_if_error = window(
-            cc.stale_if_error,
-            policy.and_then(|policy| policy.stale_if_error),
-            self.config.stale_if_error,
-        );
         Ok(entry)
     }
 

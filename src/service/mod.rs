@@ -48,11 +48,8 @@ use crate::policy::cache_control::CacheControl;
 use crate::policy::conditional::{not_modified, not_modified_headers};
 use crate::policy::headers::{stored_headers, updated_headers};
 use crate::policy::request::{RequestMode, request_mode};
-use crate::policy::response::{
-    RequestFacts, TtlSources, check_storable, content_length, has_validator, initial_age,
-    origin_lifetime, ttl_from_sources,
-};
-use crate::policy::response::{explicitly_shared, is_negative};
+use crate::policy::response::explicitly_shared;
+use crate::policy::response::{RequestFacts, check_storable, content_length, initial_age};
 use crate::policy::vary::{variant_hash, variant_matches, vary_values};
 use crate::policy::{BypassReason, CacheTtl, NotStoredReason, RefreshReason, RequestCookies};
 use crate::routes::{Resolved, Route};
