@@ -128,7 +128,7 @@ impl CachedResponse {
     /// Whether the entry has a validator (`ETag` or `Last-Modified`): once stale, it can be
     /// revalidated with a conditional request instead of fetched again (RFC 9111 §4.3).
     pub fn has_validator(&self) -> bool {
-        crate::policy::response::has_validator(&self.headers)
+        has_validator(&self.headers)
     }
 
     /// How long a store keeps the entry when stale entries with a validator are kept `keep`
@@ -222,6 +222,12 @@ const HEADER_OVERHEAD: usize = 110;
 /// Per-entry bookkeeping besides the struct: the `Arc`'s counts (16 bytes) and the
 /// shared-buffer records of the body and of the header values (24 each).
 const ENTRY_OVERHEAD: usize = 64;
+
+/// Whether a response has a validator (`ETag` or `Last-Modified`) a conditional request can
+/// use (RFC 9110 §8.8).
+pub(crate) fn has_validator(headers: &HeaderMap) -> bool {
+    headers.contains_key(http::header::ETAG) || headers.contains_key(http::header::LAST_MODIFIED)
+}
 
 #[cfg(test)]
 mod tests {

@@ -361,11 +361,7 @@ pub(crate) fn check_storable(
     Ok(())
 }
 
-/// Whether a response has a validator (`ETag` or `Last-Modified`) a conditional request can
-/// use (RFC 9110 §8.8).
-pub(crate) fn has_validator(headers: &HeaderMap) -> bool {
-    headers.contains_key(header::ETAG) || headers.contains_key(header::LAST_MODIFIED)
-}
+pub(crate) use crate::entry::has_validator;
 
 fn vary_star(headers: &HeaderMap) -> bool {
     headers.get_all(header::VARY).iter().any(|value| {

@@ -1,6 +1,10 @@
 //! [`RedisStore`]: entries shared by every instance of a service, on Redis (standalone,
 //! Sentinel or Cluster) through [fred](https://docs.rs/fred).
 
+// Over 600 lines: one store over three topologies (standalone, Sentinel, Cluster) — the
+// configuration, the breaker-wrapped commands, the scripts and the fill locks; most of its
+// tests are the Redis suite (tests/redis).
+
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
