@@ -1,9 +1,121 @@
 //! The lookup: the entry of the request's variant, in place or from the store, whether it
 //! may answer the request, and coalescing with a fetch of the key already under way.
 
+use super::decide::{Decision, Directives, decide};
 use super::*;
 
 impl Ctx {
+    /// The lookup phase of a request that has a key: what its stored entry (of its
+    /// variant) means for it — answered now, or fetched, and how.
+    pub(super) async fn find(
+        &self,
+        mode: RequestMode,
+        key: &CacheKey,
+        headers: &HeaderMap,
+        missed: bool,
+        now: SystemTime,
+    ) -> Found {
+        match mode {
+            RequestMode::Lookup {
+                max_age,
+                only_if_cached,
+            } => {
+                let (entry, slot) = if missed {
+                    (None, None)
+                } else {
+                    self.stored_variant(key, headers).await
+                };
+                let usable = entry
+                    .as_ref()
+                    .is_some_and(|entry| self.usable(entry, headers, now, None));
+                let directives = Directives {
+                    max_age,
+                    only_if_cached,
+                };
+                match decide(entry, usable, directives, now) {
+                    Decision::Hit(entry) => Found::Hit(entry, slot),
+                    Decision::ServeStale(entry) => Found::Stale(entry, slot),
+                    Decision::OnlyIfCachedMiss => Found::OnlyIfCachedMiss,
+                    Decision::Fetch { refresh, entry } => Found::Fetch {
+                        slot,
+                        refresh,
+                        stored: Stored {
+                            entry,
+                            stands_in: true,
+                        },
+                    },
+                }
+            }
+            // A request's `no-cache` (or `max-age=0`) asks for the stored response to be
+            // validated with the origin before use (RFC 9111 §5.2.1.4): a conditional
+            // request when the entry has a validator; it may not stand in for a failure.
+            // The bypass header forces a full fetch: its lookup only finds the variant's
+            // slot.
+            RequestMode::Refresh(reason) => {
+                let (entry, slot) = self.stored_variant(key, headers).await;
+                Found::Fetch {
+                    slot,
+                    refresh: Some(reason),
+                    stored: Stored {
+                        entry: entry.filter(|_| reason != RefreshReason::BypassHeader),
+                        stands_in: false,
+                    },
+                }
+            }
+            RequestMode::Bypass(_) => Found::Fetch {
+                slot: None,
+                refresh: None,
+                stored: Stored::default(),
+            },
+        }
+    }
+
+    /// Joins the flight of `target` for a GET: `Err` with the response when another
+    /// request's fetch answered it, else the lead of this request's fetch, if it leads one.
+    /// The request is marked with the flight it leads, so that a cache layer inside this
+    /// one (the same layer mounted twice, or a route's own layer under the router's) does
+    /// not wait for it — that would be waiting for itself.
+    pub(super) async fn join_flight<B: Body>(
+        &self,
+        parts: &mut Parts,
+        (key, target): (&CacheKey, &CacheKey),
+        accept: Accept,
+        ended: u64,
+    ) -> Result<Option<Lead>, Response<CacheBody<B>>> {
+        let flight_id = FlightOf(xxhash_rust::xxh3::xxh3_64(target.as_str().as_bytes()));
+        let enclosed = parts.extensions.get::<FlightOf>() == Some(&flight_id);
+        let Some(coalescer) = self.config.coalescer() else {
+            return Ok(None);
+        };
+        if parts.method != Method::GET || enclosed {
+            return Ok(None);
+        }
+        match self
+            .coalesce(coalescer, (key, target), &parts.headers, accept, ended)
+            .await
+        {
+            Coalesced::Served { entry, waited } => {
+                let now = SystemTime::now();
+                let response = self.response_from(&entry, &parts.headers, false, now);
+                // Answered from an entry the fetch had delivered already: a hit. Waiting
+                // for a fetch under way: coalesced.
+                let outcome = if waited {
+                    Outcome::Coalesced
+                } else {
+                    Outcome::Hit {
+                        ttl: entry.remaining_ttl(now),
+                    }
+                };
+                Err(self.finish(response, outcome))
+            }
+            Coalesced::Lead(lead) => {
+                parts.extensions.insert(flight_id);
+                Ok(Some(lead))
+            }
+            Coalesced::Alone => Ok(None),
+        }
+    }
+
     /// A hit answered without a future, on a store that answers in place (`get_now`): no
     /// allocation for the lookup, no boxed future for the request.
     pub(super) fn in_place<B: Body>(

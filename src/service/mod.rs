@@ -54,7 +54,7 @@ use crate::policy::vary::{variant_hash, variant_matches, vary_values};
 use crate::policy::{BypassReason, CacheTtl, NotStoredReason, RefreshReason, RequestCookies};
 use crate::routes::{Resolved, Route};
 use crate::stats::Event;
-use decide::{Decision, Directives, decide, within_max_age};
+use decide::within_max_age;
 use plan::{build_key, claimed_on_the_way, matched_path, public_uri, watched_pattern};
 use revalidate::same_representation;
 use unsafe_method::{Invalidation, invalidates};
@@ -287,6 +287,23 @@ enum Coalesced {
     Alone,
 }
 
+/// What the lookup found for a request the cache may answer.
+enum Found {
+    /// A usable entry (and the variant slot it is in, when not the key itself).
+    Hit(Arc<CachedResponse>, Option<CacheKey>),
+    /// A stale entry to answer with while it is refreshed in the background.
+    Stale(Arc<CachedResponse>, Option<CacheKey>),
+    /// Nothing usable, and `only-if-cached`.
+    OnlyIfCachedMiss,
+    /// Go to the origin: the slot the response goes to, the refresh reason, and the entry
+    /// that may be revalidated or stand in for a failure.
+    Fetch {
+        slot: Option<CacheKey>,
+        refresh: Option<RefreshReason>,
+        stored: Stored,
+    },
+}
+
 /// One request through the cache: the inner service, and what the cache knows of the
 /// request. They are apart so that borrowing the context across an await does not need the
 /// inner service to be `Sync`.
@@ -341,123 +358,45 @@ impl<S> Call<S> {
             (_, None) => return self.bypass(parts, body, BypassReason::NoKey).await,
             (_, Some(key)) => key,
         };
-        let mut refresh = match mode {
-            RequestMode::Refresh(reason) => Some(reason),
-            _ => None,
-        };
-        let mut stored = Stored::default();
-        // The variant slot this request's response goes to, when not the key itself.
-        let mut slot = None;
-
-        match mode {
-            RequestMode::Lookup {
-                max_age,
-                only_if_cached,
-            } => {
-                let now = SystemTime::now();
-                let entry = if missed {
-                    None
-                } else {
-                    let (entry, variant_slot) = self.ctx.stored_variant(&key, &parts.headers).await;
-                    slot = variant_slot;
-                    entry
-                };
-                stored.stands_in = true;
-                let usable = entry
-                    .as_ref()
-                    .is_some_and(|entry| self.ctx.usable(entry, &parts.headers, now, None));
-                let directives = Directives {
-                    max_age,
-                    only_if_cached,
-                };
-                match decide(entry, usable, directives, now) {
-                    Decision::Hit(entry) => {
-                        let head = parts.method == Method::HEAD;
-                        let target = slot.unwrap_or(key);
-                        return Ok(self
-                            .ctx
-                            .hit(&entry, target, &parts.headers, head, now)
-                            .await);
-                    }
-                    Decision::ServeStale(entry) => {
-                        let head = parts.method == Method::HEAD;
-                        let response = self.ctx.serve_stale(&entry, &parts.headers, head, true);
-                        let target = slot.unwrap_or(key);
-                        self.revalidate_in_background(parts, body, target, entry);
-                        return Ok(response);
-                    }
-                    Decision::OnlyIfCachedMiss => {
-                        let mut response = Response::new(CacheBody::stored(Bytes::new()));
-                        *response.status_mut() = StatusCode::GATEWAY_TIMEOUT;
-                        return Ok(self.ctx.finish(response, Outcome::MissOnlyIfCached));
-                    }
-                    Decision::Fetch {
-                        refresh: reason,
-                        entry,
-                    } => {
-                        if reason.is_some() {
-                            refresh = reason;
-                        }
-                        stored.entry = entry;
-                    }
+        let head = parts.method == Method::HEAD;
+        let now = SystemTime::now();
+        let (slot, refresh, stored) =
+            match self.ctx.find(mode, &key, &parts.headers, missed, now).await {
+                Found::Hit(entry, slot) => {
+                    let target = slot.unwrap_or(key);
+                    return Ok(self
+                        .ctx
+                        .hit(&entry, target, &parts.headers, head, now)
+                        .await);
                 }
-            }
-            // A request's `no-cache` (or `max-age=0`) asks for the stored response to be
-            // validated with the origin before use (RFC 9111 §5.2.1.4): a conditional
-            // request when the entry has a validator; it may not stand in for a failure.
-            // The bypass header forces a full fetch: its lookup only finds the variant's slot.
-            RequestMode::Refresh(reason) => {
-                let (entry, variant_slot) = self.ctx.stored_variant(&key, &parts.headers).await;
-                slot = variant_slot;
-                if reason != RefreshReason::BypassHeader {
-                    stored.entry = entry;
+                Found::Stale(entry, slot) => {
+                    let response = self.ctx.serve_stale(&entry, &parts.headers, head, true);
+                    self.revalidate_in_background(parts, body, slot.unwrap_or(key), entry);
+                    return Ok(response);
                 }
-            }
-            _ => {}
-        }
+                Found::OnlyIfCachedMiss => return Ok(self.ctx.only_if_cached_miss()),
+                Found::Fetch {
+                    slot,
+                    refresh,
+                    stored,
+                } => (slot, refresh, stored),
+            };
         let target = slot.unwrap_or_else(|| key.clone());
-        // A cache layer around this one leads the flight of this very key for this very
-        // request (the same layer mounted twice, or a route's own layer under the
-        // router's on the route's first request): joining it would wait for itself.
-        let flight_id = FlightOf(xxhash_rust::xxh3::xxh3_64(target.as_str().as_bytes()));
-        let enclosed = parts.extensions.get::<FlightOf>() == Some(&flight_id);
-        let flight = match self.ctx.config.coalescer() {
-            Some(coalescer) if parts.method == Method::GET && !enclosed => {
-                let accept = Accept {
-                    max_age: match mode {
-                        RequestMode::Lookup { max_age, .. } => max_age,
-                        _ => None,
-                    },
-                    stored_after: refresh.map(|_| arrived),
-                };
-                match self
-                    .ctx
-                    .coalesce(coalescer, (&key, &target), &parts.headers, accept, ended)
-                    .await
-                {
-                    Coalesced::Served { entry, waited } => {
-                        let now = SystemTime::now();
-                        let response = self.ctx.response_from(&entry, &parts.headers, false, now);
-                        // Answered from an entry the fetch had delivered already: a hit.
-                        // Waiting for a fetch under way: coalesced.
-                        let outcome = if waited {
-                            Outcome::Coalesced
-                        } else {
-                            Outcome::Hit {
-                                ttl: entry.remaining_ttl(now),
-                            }
-                        };
-                        return Ok(self.ctx.finish(response, outcome));
-                    }
-                    Coalesced::Lead(lead) => Some(lead),
-                    Coalesced::Alone => None,
-                }
-            }
-            _ => None,
+        let accept = Accept {
+            max_age: match mode {
+                RequestMode::Lookup { max_age, .. } => max_age,
+                _ => None,
+            },
+            stored_after: refresh.map(|_| arrived),
         };
-        if flight.is_some() {
-            parts.extensions.insert(flight_id);
-        }
+        let flight = match self
+            .ctx
+            .join_flight(&mut parts, (&key, &target), accept, ended)
+            .await
+        {
+            Ok(flight) => flight,
+            Err(response) => return Ok(response),
+        };
         self.fetch(parts, body, target, refresh, flight, stored)
             .await
     }

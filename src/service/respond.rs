@@ -4,6 +4,14 @@
 use super::*;
 
 impl Ctx {
+    /// The answer to an `only-if-cached` request nothing stored may answer: `504` (RFC
+    /// 9111 §5.2.1.7).
+    pub(super) fn only_if_cached_miss<B: Body>(&self) -> Response<CacheBody<B>> {
+        let mut response = Response::new(CacheBody::stored(Bytes::new()));
+        *response.status_mut() = StatusCode::GATEWAY_TIMEOUT;
+        self.finish(response, Outcome::MissOnlyIfCached)
+    }
+
     /// Every response the cache answers with ends here: the outcome is counted (once per
     /// request) and said in the response's headers.
     pub(super) fn finish<B>(&self, mut response: Response<B>, outcome: Outcome) -> Response<B> {
