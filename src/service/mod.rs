@@ -150,6 +150,9 @@ where
                 ),
             };
         let policy = route.policy.as_deref();
+        // The route's own namespace, inside the layer's: resolved once, for the key and for
+        // the invalidations of unsafe requests.
+        let route_namespace = policy.and_then(|policy| policy.namespace.as_ref());
         let cacheable_method = request.method() == Method::GET || request.method() == Method::HEAD;
         let disabled = policy.is_some_and(|policy| !policy.enabled);
         if !cacheable_method || disabled || attached {
@@ -162,7 +165,7 @@ where
                     key_builder: self.key_builder.clone(),
                     uri: public_uri(request.uri(), request.extensions()).clone(),
                     headers: request.headers().clone(),
-                    route_namespace: policy.and_then(|policy| policy.namespace.clone()),
+                    route_namespace: route_namespace.cloned(),
                 };
                 let clone = self.inner.clone();
                 let inner = std::mem::replace(&mut self.inner, clone);
@@ -178,8 +181,11 @@ where
         let key = match mode {
             RequestMode::Bypass(_) => None,
             _ => build_key(self.key_builder.builder(), &mut parts).map(|key| {
-                let route = policy.and_then(|policy| policy.namespace.as_deref());
-                key.namespaced(&config.namespace, route, config.max_key_len)
+                key.namespaced(
+                    &config.namespace,
+                    route_namespace.map(|namespace| &**namespace),
+                    config.max_key_len,
+                )
             }),
         };
         let cookies = policy
