@@ -55,7 +55,7 @@ use crate::policy::{BypassReason, CacheTtl, NotStoredReason, RefreshReason, Requ
 use crate::routes::{Resolved, Route};
 use crate::stats::Event;
 use decide::within_max_age;
-use plan::{build_key, claimed_on_the_way, matched_path, public_uri, watched_pattern};
+use plan::{Plan, claimed_on_the_way, plan, watched_pattern};
 use revalidate::same_representation;
 use unsafe_method::{Invalidation, invalidates};
 
@@ -131,73 +131,22 @@ where
     }
 
     fn call(&mut self, request: Request<ReqB>) -> Self::Future {
-        let config = &self.config;
-        let (route, attached) =
-            match config
-                .routes
-                .resolve(matched_path(&request), request.uri().path(), &config.stats)
-            {
-                Resolved::Route(route) => (route, false),
-                // A layer on the route itself caches it (and counts it): this one passes
-                // it on, and invalidates with the route's namespace the unsafe requests
-                // that layer may not see.
-                Resolved::Attached(policy) => (
-                    Route {
-                        policy: Some(policy),
-                        counters: config.stats.other(),
-                    },
-                    true,
-                ),
-            };
-        let policy = route.policy.as_deref();
-        // The route's own namespace, inside the layer's: resolved once, for the key and for
-        // the invalidations of unsafe requests.
-        let route_namespace = policy.and_then(|policy| policy.namespace.as_ref());
-        let cacheable_method = request.method() == Method::GET || request.method() == Method::HEAD;
-        let disabled = policy.is_some_and(|policy| !policy.enabled);
-        if !cacheable_method || disabled || attached {
-            if !attached {
-                observe::event(&config.stats, &route.counters, Event::Pass);
-            }
-            if !disabled && invalidates(request.method(), config.invalidate_unknown_methods) {
-                let invalidation = Invalidation {
-                    config: Arc::clone(config),
-                    key_builder: self.key_builder.clone(),
-                    uri: public_uri(request.uri(), request.extensions()).clone(),
-                    headers: request.headers().clone(),
-                    route_namespace: route_namespace.cloned(),
-                };
+        let (ctx, mode, key, parts, body) = match plan(&self.config, &self.key_builder, request) {
+            Plan::Pass(request) => return ResponseFuture::pass(self.inner.call(request)),
+            Plan::Invalidate(invalidation, request) => {
                 let clone = self.inner.clone();
                 let inner = std::mem::replace(&mut self.inner, clone);
                 return ResponseFuture::cached(Box::pin(invalidation.run(inner, request)));
             }
-            return ResponseFuture::pass(self.inner.call(request));
-        }
-        let control = policy
-            .and_then(|policy| policy.client_control.as_ref())
-            .unwrap_or(&config.client_control);
-        let mode = request_mode(request.headers(), control, &config.bypass_header);
-        let (mut parts, body) = request.into_parts();
-        let key = match mode {
-            RequestMode::Bypass(_) => None,
-            _ => build_key(self.key_builder.builder(), &mut parts).map(|key| {
-                key.namespaced(
-                    &config.namespace,
-                    route_namespace.map(|namespace| &**namespace),
-                    config.max_key_len,
-                )
-            }),
+            Plan::Cache {
+                ctx,
+                mode,
+                key,
+                parts,
+                body,
+            } => (ctx, mode, key, parts, body),
         };
-        let cookies = policy
-            .and_then(|policy| policy.request_cookies)
-            .unwrap_or(config.request_cookies);
-        let ctx = Ctx {
-            config: Arc::clone(config),
-            route,
-            cookie: cookies == RequestCookies::RequireShared
-                && parts.headers.contains_key(header::COOKIE),
-            counted: true,
-        };
+        let config = &self.config;
         // Noted before the lookup: a miss that then finds no flight to join looks again if
         // a flight ended meanwhile.
         let ended = config.coalescer().map_or(0, |coalescer| coalescer.ended());

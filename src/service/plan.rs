@@ -93,3 +93,97 @@ pub(super) fn matched_path<B>(request: &Request<B>) -> Option<&str> {
 pub(super) fn matched_path<B>(_: &Request<B>) -> Option<&str> {
     None
 }
+
+/// What the cache makes of a request before anything is looked up.
+pub(super) enum Plan<B> {
+    /// Not the cache's (another method, a disabled route, a route whose own layer caches
+    /// it): passed on untouched, counted as a pass unless that layer counts it.
+    Pass(Request<B>),
+    /// An unsafe request: passed on, and its success invalidates its URL's entries.
+    Invalidate(Invalidation, Request<B>),
+    /// A GET or HEAD the cache may answer: its context, mode and key (`None`: bypassed).
+    Cache {
+        ctx: Ctx,
+        mode: RequestMode,
+        key: Option<CacheKey>,
+        parts: Parts,
+        body: B,
+    },
+}
+
+/// The plan phase: the request's route (its rule, its counters, an attached layer), method,
+/// request directives under the route's client control, and key (the route's namespace
+/// inside the layer's, resolved once).
+pub(super) fn plan<B>(config: &Arc<Config>, key_builder: &Keys, request: Request<B>) -> Plan<B> {
+    let (route, attached) =
+        match config
+            .routes
+            .resolve(matched_path(&request), request.uri().path(), &config.stats)
+        {
+            Resolved::Route(route) => (route, false),
+            // A layer on the route itself caches it (and counts it): this one passes
+            // it on, and invalidates with the route's namespace the unsafe requests
+            // that layer may not see.
+            Resolved::Attached(policy) => (
+                Route {
+                    policy: Some(policy),
+                    counters: config.stats.other(),
+                },
+                true,
+            ),
+        };
+    let policy = route.policy.as_deref();
+    // The route's own namespace, inside the layer's: resolved once, for the key and for
+    // the invalidations of unsafe requests.
+    let route_namespace = policy.and_then(|policy| policy.namespace.as_ref());
+    let cacheable_method = request.method() == Method::GET || request.method() == Method::HEAD;
+    let disabled = policy.is_some_and(|policy| !policy.enabled);
+    if !cacheable_method || disabled || attached {
+        if !attached {
+            observe::event(&config.stats, &route.counters, Event::Pass);
+        }
+        if !disabled && invalidates(request.method(), config.invalidate_unknown_methods) {
+            let invalidation = Invalidation {
+                config: Arc::clone(config),
+                key_builder: key_builder.clone(),
+                uri: public_uri(request.uri(), request.extensions()).clone(),
+                headers: request.headers().clone(),
+                route_namespace: route_namespace.cloned(),
+            };
+            return Plan::Invalidate(invalidation, request);
+        }
+        return Plan::Pass(request);
+    }
+    let control = policy
+        .and_then(|policy| policy.client_control.as_ref())
+        .unwrap_or(&config.client_control);
+    let mode = request_mode(request.headers(), control, &config.bypass_header);
+    let (mut parts, body) = request.into_parts();
+    let key = match mode {
+        RequestMode::Bypass(_) => None,
+        _ => build_key(key_builder.builder(), &mut parts).map(|key| {
+            key.namespaced(
+                &config.namespace,
+                route_namespace.map(|namespace| &**namespace),
+                config.max_key_len,
+            )
+        }),
+    };
+    let cookies = policy
+        .and_then(|policy| policy.request_cookies)
+        .unwrap_or(config.request_cookies);
+    let ctx = Ctx {
+        config: Arc::clone(config),
+        route,
+        cookie: cookies == RequestCookies::RequireShared
+            && parts.headers.contains_key(header::COOKIE),
+        counted: true,
+    };
+    Plan::Cache {
+        ctx,
+        mode,
+        key,
+        parts,
+        body,
+    }
+}
