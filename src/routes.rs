@@ -76,7 +76,12 @@ const MAX_ATTACHED: usize = 1024;
 
 impl AttachedRoutes {
     fn claim(&self, pattern: &str, policy: &Arc<RoutePolicy>) {
-        if self.get(pattern).is_some() {
+        let claimed = self.any()
+            && match self.patterns.read() {
+                Ok(patterns) => patterns.contains_key(pattern),
+                Err(poisoned) => poisoned.into_inner().contains_key(pattern),
+            };
+        if claimed {
             return;
         }
         let mut patterns = match self.patterns.write() {

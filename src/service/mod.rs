@@ -131,20 +131,18 @@ where
     }
 
     fn call(&mut self, request: Request<ReqB>) -> Self::Future {
-        let (ctx, mode, key, parts, body) = match plan(&self.config, &self.key_builder, request) {
-            Plan::Pass(request) => return ResponseFuture::pass(self.inner.call(request)),
-            Plan::Invalidate(invalidation, request) => {
+        let (mut parts, body) = request.into_parts();
+        let (ctx, mode, key) = match plan(&self.config, &self.key_builder, &mut parts) {
+            Plan::Pass => {
+                return ResponseFuture::pass(self.inner.call(Request::from_parts(parts, body)));
+            }
+            Plan::Invalidate(invalidation) => {
                 let clone = self.inner.clone();
                 let inner = std::mem::replace(&mut self.inner, clone);
+                let request = Request::from_parts(parts, body);
                 return ResponseFuture::cached(Box::pin(invalidation.run(inner, request)));
             }
-            Plan::Cache {
-                ctx,
-                mode,
-                key,
-                parts,
-                body,
-            } => (ctx, mode, key, parts, body),
+            Plan::Cache { ctx, mode, key } => (ctx, mode, key),
         };
         let config = &self.config;
         // Noted before the lookup: a miss that then finds no flight to join looks again if

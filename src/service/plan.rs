@@ -82,43 +82,42 @@ pub(super) fn claimed_on_the_way(_: &Config, _: Option<&std::convert::Infallible
 }
 
 #[cfg(feature = "axum")]
-pub(super) fn matched_path<B>(request: &Request<B>) -> Option<&str> {
-    request
-        .extensions()
+pub(super) fn matched_path(parts: &Parts) -> Option<&str> {
+    parts
+        .extensions
         .get::<axum::extract::MatchedPath>()
         .map(axum::extract::MatchedPath::as_str)
 }
 
 #[cfg(not(feature = "axum"))]
-pub(super) fn matched_path<B>(_: &Request<B>) -> Option<&str> {
+pub(super) fn matched_path(_: &Parts) -> Option<&str> {
     None
 }
 
 /// What the cache makes of a request before anything is looked up.
-pub(super) enum Plan<B> {
+pub(super) enum Plan {
     /// Not the cache's (another method, a disabled route, a route whose own layer caches
     /// it): passed on untouched, counted as a pass unless that layer counts it.
-    Pass(Request<B>),
+    Pass,
     /// An unsafe request: passed on, and its success invalidates its URL's entries.
-    Invalidate(Invalidation, Request<B>),
+    Invalidate(Invalidation),
     /// A GET or HEAD the cache may answer: its context, mode and key (`None`: bypassed).
     Cache {
         ctx: Ctx,
         mode: RequestMode,
         key: Option<CacheKey>,
-        parts: Parts,
-        body: B,
     },
 }
 
 /// The plan phase: the request's route (its rule, its counters, an attached layer), method,
 /// request directives under the route's client control, and key (the route's namespace
-/// inside the layer's, resolved once).
-pub(super) fn plan<B>(config: &Arc<Config>, key_builder: &Keys, request: Request<B>) -> Plan<B> {
+/// inside the layer's, resolved once). The request's head is planned in place: the
+/// request is not moved through the plan.
+pub(super) fn plan(config: &Arc<Config>, key_builder: &Keys, parts: &mut Parts) -> Plan {
     let (route, attached) =
         match config
             .routes
-            .resolve(matched_path(&request), request.uri().path(), &config.stats)
+            .resolve(matched_path(parts), parts.uri.path(), &config.stats)
         {
             Resolved::Route(route) => (route, false),
             // A layer on the route itself caches it (and counts it): this one passes
@@ -136,32 +135,31 @@ pub(super) fn plan<B>(config: &Arc<Config>, key_builder: &Keys, request: Request
     // The route's own namespace, inside the layer's: resolved once, for the key and for
     // the invalidations of unsafe requests.
     let route_namespace = policy.and_then(|policy| policy.namespace.as_ref());
-    let cacheable_method = request.method() == Method::GET || request.method() == Method::HEAD;
+    let cacheable_method = parts.method == Method::GET || parts.method == Method::HEAD;
     let disabled = policy.is_some_and(|policy| !policy.enabled);
     if !cacheable_method || disabled || attached {
         if !attached {
             observe::event(&config.stats, &route.counters, Event::Pass);
         }
-        if !disabled && invalidates(request.method(), config.invalidate_unknown_methods) {
+        if !disabled && invalidates(&parts.method, config.invalidate_unknown_methods) {
             let invalidation = Invalidation {
                 config: Arc::clone(config),
                 key_builder: key_builder.clone(),
-                uri: public_uri(request.uri(), request.extensions()).clone(),
-                headers: request.headers().clone(),
+                uri: public_uri(&parts.uri, &parts.extensions).clone(),
+                headers: parts.headers.clone(),
                 route_namespace: route_namespace.cloned(),
             };
-            return Plan::Invalidate(invalidation, request);
+            return Plan::Invalidate(invalidation);
         }
-        return Plan::Pass(request);
+        return Plan::Pass;
     }
     let control = policy
         .and_then(|policy| policy.client_control.as_ref())
         .unwrap_or(&config.client_control);
-    let mode = request_mode(request.headers(), control, &config.bypass_header);
-    let (mut parts, body) = request.into_parts();
+    let mode = request_mode(&parts.headers, control, &config.bypass_header);
     let key = match mode {
         RequestMode::Bypass(_) => None,
-        _ => build_key(key_builder.builder(), &mut parts).map(|key| {
+        _ => build_key(key_builder.builder(), parts).map(|key| {
             key.namespaced(
                 &config.namespace,
                 route_namespace.map(|namespace| &**namespace),
@@ -179,11 +177,5 @@ pub(super) fn plan<B>(config: &Arc<Config>, key_builder: &Keys, request: Request
             && parts.headers.contains_key(header::COOKIE),
         counted: true,
     };
-    Plan::Cache {
-        ctx,
-        mode,
-        key,
-        parts,
-        body,
-    }
+    Plan::Cache { ctx, mode, key }
 }
