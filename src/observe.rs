@@ -5,6 +5,7 @@ use std::sync::LazyLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use crate::outcome::Outcome;
 use crate::stats::{CacheStats, Counters, Event};
 use crate::store::StoreError;
 
@@ -71,6 +72,30 @@ static THROTTLES: LazyLock<[Throttle; 5]> =
 /// the total and the request's route. The stats consume it; observers and metrics hang here.
 pub(crate) fn event(stats: &CacheStats, route: &Counters, event: Event) {
     stats.record(route, event);
+}
+
+/// How a request ended, as counted: every request ends once, here.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Ended {
+    /// Passed on without the cache (a method it does not cache, a disabled route).
+    Passed,
+    /// Answered by the cache layer: the outcome its headers say.
+    Answered(Outcome),
+}
+
+/// A request's one outcome event: the one place where "this request ended as X" happens.
+/// Its counter is the one the `x-cache` value maps to; a request that waited for another's
+/// fetch counts `coalesced` as well.
+pub(crate) fn request_ended(stats: &CacheStats, route: &Counters, ended: Ended) {
+    match ended {
+        Ended::Passed => event(stats, route, Event::Pass),
+        Ended::Answered(outcome) => {
+            event(stats, route, outcome.event());
+            if outcome == Outcome::Coalesced {
+                event(stats, route, Event::Coalesced);
+            }
+        }
+    }
 }
 
 /// A failed store operation: counted (in the total and in `route`) and logged.

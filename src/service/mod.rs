@@ -41,7 +41,7 @@ use crate::entry::{CachedResponse, header_map_with_room};
 use crate::fill::{Capture, PendingWrite, Sink};
 use crate::future::ResponseFuture;
 use crate::key::{CacheKey, KeyBuilder, Keys};
-use crate::observe::{self, StoreOp};
+use crate::observe::{self, Ended, StoreOp};
 use crate::outcome::Storing;
 use crate::outcome::{self, Outcome};
 use crate::policy::cache_control::CacheControl;

@@ -139,7 +139,7 @@ pub(super) fn plan(config: &Arc<Config>, key_builder: &Keys, parts: &mut Parts) 
     let disabled = policy.is_some_and(|policy| !policy.enabled);
     if !cacheable_method || disabled || attached {
         if !attached {
-            observe::event(&config.stats, &route.counters, Event::Pass);
+            observe::request_ended(&config.stats, &route.counters, Ended::Passed);
         }
         if !disabled && invalidates(&parts.method, config.invalidate_unknown_methods) {
             let invalidation = Invalidation {

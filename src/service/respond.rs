@@ -29,15 +29,15 @@ impl Ctx {
         );
     }
 
-    /// Counts a request's outcome: one outcome counter, the one its `x-cache` value maps to,
-    /// and for a request that waited for another's fetch, `coalesced` as well.
+    /// Counts a client request's outcome ([`observe::request_ended`]); a background
+    /// refresh counts only what it stores.
     pub(super) fn count(&self, outcome: Outcome) {
-        if !self.counted {
-            return;
-        }
-        self.record(outcome.event());
-        if outcome == Outcome::Coalesced {
-            self.record(Event::Coalesced);
+        if self.counted {
+            observe::request_ended(
+                &self.config.stats,
+                &self.route.counters,
+                Ended::Answered(outcome),
+            );
         }
     }
 
