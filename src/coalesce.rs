@@ -363,7 +363,7 @@ impl Drop for Landed {
     }
 }
 
-/// A fill lock held in a shared store ([`Store::lock_fill`](crate::Store::lock_fill)):
+/// A fill lock held in a shared store ([`Store::lock_fill`]):
 /// released once the entry is written, or, if the fetch ends otherwise, when dropped (on a
 /// spawned task; the lock expires by itself anyway).
 pub(crate) struct FillLease {
