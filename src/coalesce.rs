@@ -294,6 +294,20 @@ impl Coalescer {
         self.take(&mut self.lock(), key);
     }
 
+    /// Drops the flights whose keys `covers` accepts (a purge of a prefix or of a tag).
+    pub(crate) fn forget_where(&self, covers: impl Fn(&str) -> bool) {
+        let mut flights = self.lock();
+        let keys: Vec<String> = flights
+            .in_flight
+            .keys()
+            .filter(|key| covers(key))
+            .cloned()
+            .collect();
+        for key in keys {
+            self.take(&mut flights, &key);
+        }
+    }
+
     /// How many flights are in the air (for tests and metrics).
     pub(crate) fn in_flight(&self) -> usize {
         self.lock().in_flight.len()

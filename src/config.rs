@@ -14,6 +14,7 @@ use crate::coalesce::Coalescer;
 use crate::invalidate::{Invalidations, Invalidator};
 use crate::outcome::CacheStatus;
 use crate::policy::response::StorageRules;
+use crate::policy::tags::TagRules;
 use crate::policy::{ClientControl, RequestCookies};
 use crate::routes::RouteTable;
 use crate::stats::CacheStats;
@@ -115,6 +116,8 @@ pub(crate) struct Config {
     pub(crate) max_variants: usize,
     /// Recent invalidations, which fetches that started before them may not overwrite.
     pub(crate) invalidations: Arc<Invalidations>,
+    /// Where tags come from, their limits, and whether the tag headers are stripped.
+    pub(crate) tags: TagRules,
 }
 
 /// Concurrent misses of a key share one fetch when `on`; the in-flight map holds the
@@ -157,6 +160,7 @@ impl Config {
             stale_while_revalidate: None,
             max_variants: DEFAULT_MAX_VARIANTS,
             invalidations: Arc::default(),
+            tags: TagRules::default(),
         }
     }
 

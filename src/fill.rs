@@ -285,13 +285,14 @@ async fn write_entry(
         ..
     } = sink;
     let ttl: Duration = entry.retention(keep);
-    let storing = if !invalidations.allows(&key, epoch) {
+    let storing = if !invalidations.allows(&key, &entry.tags, epoch) {
         Storing::No(NotStoredReason::Invalidated)
     } else {
+        let tags = (!entry.tags.is_empty()).then(|| entry.tags.clone());
         match store.put_newer(&key, entry, ttl).await {
             // An invalidation that removed the key while this write was under way must
             // not be undone by it.
-            Ok(true) if !invalidations.allows(&key, epoch) => {
+            Ok(true) if !invalidations.allows(&key, tags.as_deref().unwrap_or_default(), epoch) => {
                 if let Err(error) = store.remove(&key).await {
                     observe::store_failed(&stats, &counters, StoreOp::Remove, &key, &error);
                 }

@@ -220,18 +220,30 @@ pub(crate) struct Keys {
     builder: Arc<dyn KeyBuilder>,
     /// The builder's type, for `Debug` (closures have no other name).
     name: &'static str,
+    /// The builder, when it is a [`DefaultKeyBuilder`]: its keys' grammar is known, so that
+    /// purges can find the keys of a URL or of a path prefix among a store's.
+    default: Option<DefaultKeyBuilder>,
 }
 
 impl Keys {
     pub(crate) fn new<K: KeyBuilder>(builder: K) -> Self {
+        let default = (&builder as &dyn std::any::Any)
+            .downcast_ref::<DefaultKeyBuilder>()
+            .cloned();
         Self {
             builder: Arc::new(builder),
             name: std::any::type_name::<K>(),
+            default,
         }
     }
 
     pub(crate) fn builder(&self) -> &dyn KeyBuilder {
         &*self.builder
+    }
+
+    /// The builder, when it is a [`DefaultKeyBuilder`].
+    pub(crate) fn default_builder(&self) -> Option<&DefaultKeyBuilder> {
+        self.default.as_ref()
     }
 }
 
@@ -623,6 +635,18 @@ fn default_port(scheme: Option<&Scheme>) -> Option<u16> {
         scheme if *scheme == Scheme::HTTP => Some(80),
         scheme if *scheme == Scheme::HTTPS => Some(443),
         _ => None,
+    }
+}
+
+impl DefaultKeyBuilder {
+    /// Whether keys hold the host.
+    pub(crate) fn keys_host(&self) -> bool {
+        self.host
+    }
+
+    /// Whether keys hold request headers.
+    pub(crate) fn keys_headers(&self) -> bool {
+        !self.headers.is_empty()
     }
 }
 

@@ -11,9 +11,12 @@ use tower_layer::Layer;
 use crate::coalesce::Coalescer;
 use crate::config::{Config, TtlFn};
 pub use crate::config::{DEFAULT_BYPASS_HEADER, DEFAULT_STATUS_HEADER, WriteMode};
+use crate::invalidate::CacheHandle;
 use crate::key::{CacheKey, DefaultKeyBuilder, KeyBuilder, Keys};
 use crate::outcome::CacheStatus;
-use crate::policy::{ClientControl, RequestCookies, RoutePolicy, SetCookiePolicy, StatusSet};
+use crate::policy::{
+    ClientControl, RequestCookies, RoutePolicy, SetCookiePolicy, StatusSet, TagLimits, TagSeparator,
+};
 use crate::service::CacheService;
 use crate::stats::CacheStats;
 use crate::store::Store;
@@ -440,12 +443,60 @@ impl CacheLayer {
         self.config.stats.clone()
     }
 
+    /// A handle that purges this layer's entries from application code — by URL, key,
+    /// path prefix or tag, hard or soft — as completely as unsafe requests invalidate:
+    /// every variant, and no fetch under way writes a purged entry back. Take it once the
+    /// layer is configured (a later namespace change is not the handle's).
+    ///
+    /// ```
+    /// use tower_response_cache::{CacheLayer, MemoryStore};
+    ///
+    /// let cache = CacheLayer::new(MemoryStore::new(64 << 20)).namespace("app");
+    /// let handle = cache.handle(); // for axum `State`, `Extension`, a background task…
+    /// ```
+    pub fn handle(&self) -> CacheHandle {
+        CacheHandle::new(Arc::clone(&self.config), self.key_builder.clone())
+    }
+
+    /// Reads tags (surrogate keys) from the response header `name` as well, its tags
+    /// separated as `separator` says. `Surrogate-Key` (space-separated) and `Cache-Tag`
+    /// (comma-separated) are read by default; a header named again takes the new
+    /// separator.
+    pub fn tag_header(mut self, name: HeaderName, separator: TagSeparator) -> Self {
+        let headers = &mut self.config().tags.headers;
+        headers.retain(|(existing, _)| *existing != name);
+        headers.push((name, separator));
+        self
+    }
+
+    /// Reads tags from no response header: only from [`CacheTags`](crate::CacheTags)
+    /// extensions (and the headers named by [`tag_header`](Self::tag_header) after this).
+    pub fn no_tag_headers(mut self) -> Self {
+        self.config().tags.headers.clear();
+        self
+    }
+
+    /// Whether the tag headers are removed from the responses the cache answers with (and
+    /// from stored entries), so that clients do not see how pages are tagged. Default:
+    /// `true`.
+    pub fn strip_tag_headers(mut self, strip: bool) -> Self {
+        self.config().tags.strip = strip;
+        self
+    }
+
+    /// How many tags, and how large, an entry keeps. Default: [`TagLimits::default`] (a tag
+    /// of 1024 bytes, 16 KiB of tags, 64 tags).
+    pub fn tag_limits(mut self, limits: TagLimits) -> Self {
+        self.config().tags.limits = limits;
+        self
+    }
+
     /// The layer's store, for inspection (what it holds, in tests and tools).
     ///
     /// Removing entries through it bypasses the layer: a fetch of the key already under way
     /// may write its (older) response back afterwards, and requests waiting for that fetch
-    /// still get it. Unsafe requests (`POST`, `PUT`, …) through the layer invalidate their
-    /// URL's entries without that race.
+    /// still get it. Purges through [`handle`](Self::handle), and unsafe requests (`POST`,
+    /// `PUT`, …) through the layer, have no such race.
     pub fn store(&self) -> Arc<dyn Store> {
         Arc::clone(&self.config.store)
     }

@@ -44,6 +44,9 @@
 //!   the body completes (in the background by default).
 //! - **Hits** carry `Age`, `x-cache: HIT` and an RFC 9211 `Cache-Status`; a memory hit
 //!   shares the stored bytes, it does not copy them.
+//! - **Invalidation** from application code ([`CacheHandle`]): by URL, key, path prefix or
+//!   tag ([`CacheTags`], `Surrogate-Key`, `Cache-Tag`), hard or soft, complete (every
+//!   variant, no fetch under way writes back).
 //! - **Stats** per layer and per route ([`CacheStats`]).
 //!
 //! A store failure never fails a request: it is counted and the service answers.
@@ -74,9 +77,10 @@ pub mod axum;
 pub use body::CacheBody;
 pub use entry::CachedResponse;
 pub use future::ResponseFuture;
+pub use invalidate::CacheHandle;
 pub use key::{CacheKey, DefaultKeyBuilder, KeyBuilder};
 pub use layer::{CacheLayer, WriteMode};
-pub use policy::{CacheTtl, ClientControl, RoutePolicy};
+pub use policy::{CacheTags, CacheTtl, ClientControl, RoutePolicy, TagLimits, TagSeparator};
 pub use service::CacheService;
 pub use stats::{CacheStats, StatsSnapshot};
 pub use store::{MemoryStore, Store, StoreError};

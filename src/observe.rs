@@ -1,6 +1,6 @@
 //! The event funnel: every request's one outcome ([`request_ended`]), what became of the
-//! responses it meant to store, and store failures ([`store_failed`]) pass here on their way
-//! to the stats. Store failures are also logged without flooding: a store that is down
+//! responses it meant to store, purges ([`purged`]) and store failures ([`store_failed`])
+//! pass here on their way to the stats. Store failures are also logged without flooding: a store that is down
 //! fails every request, and one warning per failure would bury everything else in the logs.
 
 use std::sync::LazyLock;
@@ -8,8 +8,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::outcome::Outcome;
-use crate::stats::{CacheStats, Counters, Event};
-use crate::store::StoreError;
+use crate::stats::{CacheStats, Counters, Event, PurgeKind};
+use crate::store::{PurgeMode, StoreError};
 
 /// At most one message per interval; the ones in between are counted and reported with the
 /// next.
@@ -97,6 +97,19 @@ pub(crate) fn request_ended(stats: &CacheStats, route: &Counters, ended: Ended) 
                 event(stats, route, Event::Coalesced);
             }
         }
+    }
+}
+
+/// A purge (of `kind`, in `mode`) ended: with how many entries the store purged, or
+/// failed (`None`).
+pub(crate) fn purged(stats: &CacheStats, kind: PurgeKind, mode: PurgeMode, purged: Option<u64>) {
+    stats.record_purge(kind, mode, purged);
+}
+
+/// Tags past a limit were ignored when a response was stored.
+pub(crate) fn tags_ignored(stats: &CacheStats, ignored: u64) {
+    if ignored > 0 {
+        stats.record_tags_ignored(ignored);
     }
 }
 

@@ -94,6 +94,36 @@ impl AttachedRoutes {
         }
     }
 
+    /// The policy of the attached layer whose route pattern matches `path`, as
+    /// [`RouteTable::policy_for_path`] matches.
+    fn matching(&self, path: &str) -> Option<Arc<RoutePolicy>> {
+        if !self.any() {
+            return None;
+        }
+        let patterns = match self.patterns.read() {
+            Ok(patterns) => patterns,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        patterns
+            .get(path)
+            .or_else(|| best_match(patterns.iter(), path))
+            .cloned()
+    }
+
+    fn namespaces(&self) -> Vec<Arc<str>> {
+        if !self.any() {
+            return Vec::new();
+        }
+        let patterns = match self.patterns.read() {
+            Ok(patterns) => patterns,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        patterns
+            .values()
+            .filter_map(|policy| policy.namespace.clone())
+            .collect()
+    }
+
     /// Whether any route has an attached layer.
     pub(crate) fn any(&self) -> bool {
         self.any.load(Ordering::Acquire)
@@ -182,11 +212,20 @@ impl RouteTable {
         })
     }
 
-    /// The rule for a path outside a request (the target of a `Location`): pattern rules
-    /// by the literal path, then prefix rules.
+    /// The rule for a path outside a request (the target of a `Location`, a URL purged
+    /// through the handle), matched as the router would: a layer attached to a route whose
+    /// pattern matches, a pattern rule (a literal path first, then the matching pattern
+    /// with the most literal segments), then prefix rules.
     pub(crate) fn policy_for_path(&self, path: &str) -> Option<Arc<RoutePolicy>> {
+        if let Some(rule) = &self.attached {
+            return Some(Arc::clone(&rule.policy));
+        }
+        if let Some(policy) = self.attached_routes.matching(path) {
+            return Some(policy);
+        }
         self.exact
             .get(path)
+            .or_else(|| best_match(self.exact.iter(), path))
             .or_else(|| {
                 self.prefixes
                     .iter()
@@ -194,6 +233,22 @@ impl RouteTable {
                     .map(|(_, rule)| rule)
             })
             .map(|rule| Arc::clone(&rule.policy))
+    }
+
+    /// Every route namespace a key of this layer may carry: those of its rules and of the
+    /// layers attached to its routes.
+    pub(crate) fn namespaces(&self) -> Vec<Arc<str>> {
+        let mut namespaces: Vec<Arc<str>> = self
+            .exact
+            .values()
+            .chain(self.prefixes.iter().map(|(_, rule)| rule))
+            .chain(&self.attached)
+            .filter_map(|rule| rule.policy.namespace.clone())
+            .chain(self.attached_routes.namespaces())
+            .collect();
+        namespaces.sort();
+        namespaces.dedup();
+        namespaces
     }
 
     /// Whether this is the table of a layer attached to a route.
@@ -225,6 +280,46 @@ impl RouteTable {
             }
         }
     }
+}
+
+/// Of `(pattern, value)` pairs, the value of the pattern that matches `path` with the most
+/// literal segments (axum prefers a literal segment to a parameter).
+fn best_match<'a, V>(
+    patterns: impl Iterator<Item = (&'a Box<str>, &'a V)>,
+    path: &str,
+) -> Option<&'a V> {
+    patterns
+        .filter_map(|(pattern, value)| pattern_match(pattern, path).map(|literal| (literal, value)))
+        .max_by_key(|(literal, _)| *literal)
+        .map(|(_, value)| value)
+}
+
+/// Whether the axum route pattern `pattern` (`/users/{id}`, `/files/{*rest}`) matches
+/// `path`: with how many literal segments, if it does.
+pub(crate) fn pattern_match(pattern: &str, path: &str) -> Option<usize> {
+    let mut literal = 0;
+    let mut segments = path.split('/');
+    for part in pattern.split('/') {
+        let is_param = part.len() > 2 && part.starts_with('{') && part.ends_with('}');
+        if is_param && part.as_bytes()[1] == b'*' {
+            // A wildcard takes the rest of the path, at least one character of it.
+            return segments
+                .next()
+                .is_some_and(|segment| !segment.is_empty())
+                .then_some(literal);
+        }
+        let segment = segments.next()?;
+        if is_param {
+            if segment.is_empty() {
+                return None;
+            }
+        } else if part == segment {
+            literal += 1;
+        } else {
+            return None;
+        }
+    }
+    segments.next().is_none().then_some(literal)
 }
 
 /// The stats label of requests a layer attached to a route sees outside axum.
@@ -266,6 +361,34 @@ mod tests {
         assert_eq!(ttl(None, "/a/b/c"), Some(2));
         assert_eq!(ttl(Some("/a/{id}"), "/a/x"), Some(3));
         assert_eq!(ttl(None, "/elsewhere"), None);
+    }
+
+    #[test]
+    fn paths_find_their_rule_as_the_router_would() {
+        let stats = CacheStats::new();
+        let mut table = RouteTable::default();
+        let named = |ns: &str| RoutePolicy::new().namespace(ns);
+        table.insert_exact("/users/{id}", named("user"), &stats);
+        table.insert_exact("/users/me", named("me"), &stats);
+        table.insert_exact("/files/{*rest}", named("files"), &stats);
+        table.insert_prefix("/static/", named("static"), &stats);
+        let namespace = |path: &str| {
+            table
+                .policy_for_path(path)
+                .and_then(|policy| policy.namespace.clone())
+                .map(|ns| ns.to_string())
+        };
+        assert_eq!(namespace("/users/42").as_deref(), Some("user"));
+        assert_eq!(namespace("/users/me").as_deref(), Some("me"));
+        assert_eq!(namespace("/users/42/posts"), None);
+        assert_eq!(namespace("/users/"), None);
+        assert_eq!(namespace("/files/a/b/c").as_deref(), Some("files"));
+        assert_eq!(namespace("/files/"), None);
+        assert_eq!(namespace("/static/app.js").as_deref(), Some("static"));
+        let mut namespaces: Vec<String> =
+            table.namespaces().iter().map(|ns| ns.to_string()).collect();
+        namespaces.sort();
+        assert_eq!(namespaces, ["files", "me", "static", "user"]);
     }
 
     #[test]

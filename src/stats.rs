@@ -28,7 +28,7 @@ use serde::{Deserialize, Serialize};
 use xxhash_rust::xxh3::Xxh3DefaultBuilder;
 
 use crate::policy::NotStoredReason;
-use crate::store::StoreErrorKind;
+use crate::store::{PurgeMode, StoreErrorKind};
 
 /// Routes tracked separately at most (besides `(other)`); further routes share the
 /// `(other)` counters so that the map stays bounded whatever the traffic.
@@ -159,6 +159,107 @@ struct StatsInner {
     // hasher is safe.
     routes: RwLock<HashMap<Arc<str>, Arc<Counters>, Xxh3DefaultBuilder>>,
     other: Arc<Counters>,
+    purges: PurgeCounters,
+}
+
+/// The layer's purge counters.
+#[derive(Debug, Default)]
+struct PurgeCounters {
+    /// By kind, hard then soft.
+    by_kind: [[AtomicU64; 2]; PurgeKind::ALL.len()],
+    entries: AtomicU64,
+    failed: AtomicU64,
+    tags_ignored: AtomicU64,
+}
+
+/// What a purge was for, as counted: a stats label each.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum PurgeKind {
+    /// A URL ([`CacheHandle::invalidate`](crate::CacheHandle::invalidate)).
+    Url,
+    /// A key ([`CacheHandle::invalidate_key`](crate::CacheHandle::invalidate_key)).
+    Key,
+    /// A path prefix ([`CacheHandle::invalidate_prefix`](crate::CacheHandle::invalidate_prefix)).
+    Prefix,
+    /// A tag ([`CacheHandle::invalidate_tag`](crate::CacheHandle::invalidate_tag)).
+    Tag,
+    /// The layer's whole namespace ([`CacheHandle::clear`](crate::CacheHandle::clear)).
+    Clear,
+    /// The target of a successful unsafe request (RFC 9111 §4.4).
+    UnsafeMethod,
+}
+
+impl PurgeKind {
+    /// Every kind, in a stable order.
+    pub const ALL: [Self; 6] = [
+        Self::Url,
+        Self::Key,
+        Self::Prefix,
+        Self::Tag,
+        Self::Clear,
+        Self::UnsafeMethod,
+    ];
+
+    /// A short, stable label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Url => "url",
+            Self::Key => "key",
+            Self::Prefix => "prefix",
+            Self::Tag => "tag",
+            Self::Clear => "clear",
+            Self::UnsafeMethod => "unsafe-method",
+        }
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+impl PurgeCounters {
+    fn snapshot(&self) -> PurgeCounts {
+        let load = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+        let by_mode = |mode: usize| -> BTreeMap<String, u64> {
+            PurgeKind::ALL
+                .iter()
+                .map(|kind| {
+                    (
+                        kind.as_str().to_owned(),
+                        load(&self.by_kind[kind.index()][mode]),
+                    )
+                })
+                .filter(|(_, count)| *count > 0)
+                .collect()
+        };
+        PurgeCounts {
+            hard: by_mode(0),
+            soft: by_mode(1),
+            entries: load(&self.entries),
+            failed: load(&self.failed),
+            tags_ignored: load(&self.tags_ignored),
+        }
+    }
+}
+
+/// What the layer purged: counted for the whole layer, not per route (a purge by tag or
+/// prefix spans routes).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct PurgeCounts {
+    /// Hard purges by [`PurgeKind::as_str`] (`url`, `key`, `prefix`, `tag`, `clear`,
+    /// `unsafe-method`; kinds with a zero count are left out), failed ones included.
+    pub hard: BTreeMap<String, u64>,
+    /// Soft purges by kind, as `hard`.
+    pub soft: BTreeMap<String, u64>,
+    /// Entries the purges removed (or, soft, made stale), as the stores reported them.
+    pub entries: u64,
+    /// Purges whose store operation failed (each is a store error too).
+    pub failed: u64,
+    /// Tags ignored when responses were stored: past a [`TagLimits`](crate::TagLimits)
+    /// limit, empty once trimmed, or holding a control character.
+    pub tags_ignored: u64,
 }
 
 impl Default for StatsInner {
@@ -170,6 +271,7 @@ impl Default for StatsInner {
             total: Counters::default(),
             routes: RwLock::new(routes),
             other,
+            purges: PurgeCounters::default(),
         }
     }
 }
@@ -198,7 +300,30 @@ impl CacheStats {
                 })
                 .map(|(label, _, counts)| (label.to_string(), counts))
                 .collect(),
+            purges: self.inner.purges.snapshot(),
         }
+    }
+
+    /// Counts a purge of `kind` in `mode`: the entries it purged, or a failure (`None`).
+    pub(crate) fn record_purge(&self, kind: PurgeKind, mode: PurgeMode, purged: Option<u64>) {
+        let purges = &self.inner.purges;
+        let mode = match mode {
+            PurgeMode::Soft => 1,
+            _ => 0,
+        };
+        purges.by_kind[kind.index()][mode].fetch_add(1, Ordering::Relaxed);
+        match purged {
+            Some(entries) => purges.entries.fetch_add(entries, Ordering::Relaxed),
+            None => purges.failed.fetch_add(1, Ordering::Relaxed),
+        };
+    }
+
+    /// Counts tags ignored past a limit.
+    pub(crate) fn record_tags_ignored(&self, ignored: u64) {
+        self.inner
+            .purges
+            .tags_ignored
+            .fetch_add(ignored, Ordering::Relaxed);
     }
 
     /// Counts `event` for the total and for `route`.
@@ -364,9 +489,16 @@ impl Counts {
 ///   "not_stored": {}, "store_errors": 0, "store_errors_by_kind": {}, "hit_ratio": 0.5,
 ///   "routes": {
 ///     "/users/{id}": { "hits": 1, "misses": 1, "...": "the same fields" }
+///   },
+///   "purges": {
+///     "hard": { "tag": 2, "unsafe-method": 1 }, "soft": { "prefix": 1 },
+///     "entries": 14, "failed": 0, "tags_ignored": 0
 ///   }
 /// }
 /// ```
+///
+/// `purges` ([`PurgeCounts`]) counts the layer's purges by kind and mode; its labels are
+/// those of [`PurgeKind::as_str`].
 ///
 /// Each field is documented at [`Counts`]. `not_stored` and `store_errors_by_kind` list
 /// only the labels with a count above zero; the labels are:
@@ -419,6 +551,9 @@ pub struct StatsSnapshot {
     /// Per route: by route pattern (`/users/{id}`), rule (`/static/*` for a prefix rule) or
     /// `(other)`; only routes with a rule or with cached traffic.
     pub routes: BTreeMap<String, Counts>,
+    /// The layer's purges.
+    #[serde(default)]
+    pub purges: PurgeCounts,
 }
 
 impl StatsSnapshot {

@@ -5,6 +5,7 @@
 //!   [`ClientControl`] policy.
 //! - [`response`]: whether a response may be stored ([`NotStoredReason`]), and its TTL.
 //! - [`route`]: per-route rules ([`RoutePolicy`]).
+//! - [`tags`]: the tags (surrogate keys) an entry can be purged by ([`CacheTags`]).
 //! - `vary` and `headers`: how a stored variant is selected (RFC 9111 §4.1), and which
 //!   header fields an entry keeps and how a `304` updates them (RFC 9111 §3.2).
 
@@ -15,8 +16,10 @@ pub(crate) mod headers;
 pub mod request;
 pub mod response;
 pub mod route;
+pub mod tags;
 pub(crate) mod vary;
 
 pub use request::{BypassReason, ClientControl, RefreshReason};
 pub use response::{CacheTtl, NotStoredReason, RequestCookies, SetCookiePolicy, StatusSet};
 pub use route::RoutePolicy;
+pub use tags::{CacheTags, TagLimits, TagSeparator};

@@ -75,11 +75,13 @@ impl Ctx {
             &self.freshness_settings(),
             now,
         )?;
-        let mut entry = CachedResponse::new(
-            head.status,
-            stored_headers(&head.headers, self.config.rules.set_cookie),
-            Bytes::new(),
-        );
+        let mut headers = stored_headers(&head.headers, self.config.rules.set_cookie);
+        let tags = &self.config.tags;
+        tags.strip(&mut headers);
+        let tags = tags.extract(&head.headers, head.extensions.get::<CacheTags>());
+        observe::tags_ignored(&self.config.stats, tags.ignored);
+        let mut entry = CachedResponse::new(head.status, headers, Bytes::new());
+        entry.tags = tags.tags;
         entry.stored_at = now;
         entry.initial_age = freshness.initial_age;
         entry.ttl = freshness.ttl;
@@ -130,13 +132,14 @@ impl<S> Call<S> {
         if claimed_on_the_way(&self.ctx.config, watched.as_ref()) {
             return result.map(|response| response.map(CacheBody::passthrough));
         }
-        let response = match result {
+        let mut response = match result {
             Ok(response) => response,
             Err(error) => {
                 self.ctx.count(outcome);
                 return Err(error);
             }
         };
+        self.ctx.config.tags.strip(response.headers_mut());
         Ok(self
             .ctx
             .finish(response.map(CacheBody::passthrough), outcome))
@@ -337,6 +340,7 @@ impl<S> Call<S> {
             Some(reason) => Outcome::Refresh { reason, stored },
             None => Outcome::Miss { stored },
         };
+        self.ctx.config.tags.strip(&mut head.headers);
         self.ctx.finish_head(&mut head.headers, outcome);
         Ok(Response::from_parts(head, body))
     }

@@ -51,7 +51,9 @@ use crate::policy::request::{RequestMode, request_mode};
 use crate::policy::response::explicitly_shared;
 use crate::policy::response::{RequestFacts, check_storable, content_length, initial_age};
 use crate::policy::vary::{variant_hash, variant_matches, vary_values};
-use crate::policy::{BypassReason, CacheTtl, NotStoredReason, RefreshReason, RequestCookies};
+use crate::policy::{
+    BypassReason, CacheTags, CacheTtl, NotStoredReason, RefreshReason, RequestCookies,
+};
 use crate::routes::{Resolved, Route};
 use crate::stats::Event;
 use decide::within_max_age;

@@ -38,6 +38,10 @@ impl Ctx {
         let (updated, stored) = match self.storable_entry(&head, storing, request_headers, now) {
             Ok(mut updated) => {
                 updated.body = entry.body.clone();
+                // A 304 that names no tags keeps the entry's.
+                if updated.tags.is_empty() {
+                    updated.tags.clone_from(&entry.tags);
+                }
                 updated.compact();
                 let updated = Arc::new(updated);
                 let (landed, lease) = match flight {

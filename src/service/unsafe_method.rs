@@ -6,8 +6,8 @@
 //! The key of each URI is what a GET of it would be keyed by: the layer's key builder over a
 //! GET request with the unsafe request's headers, under the namespace of the route the URI
 //! belongs to. A relative reference other than an absolute path (`../x`) is not resolved, and
-//! so not invalidated. A `Location` is matched to route rules by path prefix and literal
-//! path only: a namespace set on an axum route pattern (`/users/{id}`) is not found for it.
+//! so not invalidated. A `Location` is matched to route rules by its
+//! path as the router would (route patterns, then prefix rules).
 
 use std::sync::Arc;
 
@@ -18,7 +18,11 @@ use tower_service::Service;
 
 use crate::body::CacheBody;
 use crate::config::Config;
+use crate::invalidate::Scope;
+use crate::invalidate::urls::exact_keys;
 use crate::key::Keys;
+use crate::stats::PurgeKind;
+use crate::store::PurgeMode;
 
 /// Whether a successful response to `method` invalidates (RFC 9111 §4.4: methods not known
 /// to be safe; CONNECT opens a tunnel and targets no stored response). With
@@ -74,25 +78,21 @@ impl Invalidation {
     }
 
     async fn remove(&self, target: &Uri, route_namespace: Option<&str>) {
-        let Ok(request) = Request::get(target.clone()).body(()) else {
-            return;
-        };
-        let (mut parts, ()) = request.into_parts();
-        parts.headers = self.headers.clone();
-        let Some(key) = self.key_builder.builder().build_key(&parts) else {
-            return;
-        };
-        let key = key.namespaced(
-            &self.config.namespace,
+        let Some(keys) = exact_keys(
+            &self.config,
+            &self.key_builder,
+            target,
+            &self.headers,
             route_namespace,
-            self.config.max_key_len,
-        );
-        // The URL's entry and every variant slot (RFC 9111 §4.4 invalidates all of them).
-        let slots = self.config.max_variants as u64 - 1;
-        let mut keys = Vec::with_capacity(1 + slots as usize);
-        keys.extend((0..slots).map(|slot| key.variant(slot).into_string()));
-        keys.push(key.into_string());
-        self.config.invalidator().invalidate(&keys).await;
+        ) else {
+            return;
+        };
+        // A failure is counted and logged; the fence holds either way.
+        let _ = self
+            .config
+            .invalidator()
+            .purge(&Scope::Keys(keys), PurgeMode::Hard, PurgeKind::UnsafeMethod)
+            .await;
     }
 }
 

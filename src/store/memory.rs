@@ -1,10 +1,14 @@
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime};
 
 use moka::Expiry;
-use moka::ops::compute::Op;
+use moka::notification::RemovalCause;
+use moka::ops::compute::{CompResult, Op};
 use moka::sync::Cache;
 
+use super::purge::{KeyFilter, PurgeMode, PurgeTarget, softened};
 use super::{Store, StoreError, StoreFuture};
 use crate::entry::CachedResponse;
 
@@ -17,6 +21,11 @@ use crate::entry::CachedResponse;
 /// heap the entries take; an entry larger than the whole capacity is not kept.
 /// Cloning a `MemoryStore` shares its entries.
 ///
+/// Every [`PurgeTarget`] and [`PurgeMode`] is supported. Tagged entries are indexed by tag
+/// as they are stored, and leave the index as they leave the store (expired, evicted,
+/// replaced or removed): the index never holds more than the entries do. An untagged entry
+/// costs the index nothing.
+///
 /// ```
 /// use tower_response_cache::{CacheLayer, MemoryStore};
 ///
@@ -26,12 +35,102 @@ use crate::entry::CachedResponse;
 #[derive(Clone, Debug)]
 pub struct MemoryStore {
     cache: Cache<String, Slot>,
+    tags: Arc<TagIndex>,
 }
 
 #[derive(Clone, Debug)]
 struct Slot {
     entry: Arc<CachedResponse>,
-    ttl: Duration,
+    /// When the store drops the entry: kept as it is by a soft purge, which must not extend
+    /// an entry's life.
+    expires_at: Instant,
+    /// Which write this is, so that the tag index is cleaned by the removal of the slot it
+    /// describes, not by that of an older slot of the same key.
+    id: u64,
+}
+
+/// Tag → keys, and the tagged slot each key holds, behind one lock taken only by writes of
+/// tagged entries, removals of tagged entries and purges by tag.
+#[derive(Debug, Default)]
+struct TagIndex {
+    next_id: AtomicU64,
+    state: Mutex<Tagged>,
+}
+
+#[derive(Debug, Default)]
+struct Tagged {
+    by_tag: HashMap<String, HashSet<String>>,
+    /// The id of the tagged slot each key holds, with its tags.
+    by_key: HashMap<String, (u64, Vec<String>)>,
+}
+
+impl TagIndex {
+    fn next_id(&self) -> u64 {
+        self.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Tagged> {
+        match self.state.lock() {
+            Ok(state) => state,
+            Err(poisoned) => poisoned.into_inner(),
+        }
+    }
+
+    /// Records that `key` now holds slot `id` with `tags` (called as the slot is written,
+    /// under the key's lock): the key leaves the tags it no longer has.
+    fn set(&self, key: &str, id: u64, tags: &[String]) {
+        let mut state = self.lock();
+        let state = &mut *state;
+        if let Some((_, old)) = state.by_key.remove(key) {
+            for tag in old.iter().filter(|tag| !tags.contains(tag)) {
+                remove_member(&mut state.by_tag, tag, key);
+            }
+        }
+        if tags.is_empty() {
+            return;
+        }
+        for tag in tags {
+            state
+                .by_tag
+                .entry(tag.clone())
+                .or_default()
+                .insert(key.to_owned());
+        }
+        state.by_key.insert(key.to_owned(), (id, tags.to_vec()));
+    }
+
+    /// Slot `id` of `key` left the store: its tags leave the index, unless a later slot of
+    /// the key owns them now.
+    fn removed(&self, key: &str, id: u64) {
+        let mut state = self.lock();
+        let state = &mut *state;
+        if state.by_key.get(key).is_some_and(|(owner, _)| *owner == id) {
+            if let Some((_, tags)) = state.by_key.remove(key) {
+                for tag in &tags {
+                    remove_member(&mut state.by_tag, tag, key);
+                }
+            }
+        }
+    }
+
+    /// The keys tagged `tag` that start with `within`.
+    fn members(&self, tag: &str, within: &str) -> Vec<String> {
+        self.lock().by_tag.get(tag).map_or_else(Vec::new, |keys| {
+            keys.iter()
+                .filter(|key| key.starts_with(within))
+                .cloned()
+                .collect()
+        })
+    }
+}
+
+fn remove_member(by_tag: &mut HashMap<String, HashSet<String>>, tag: &str, key: &str) {
+    if let Some(keys) = by_tag.get_mut(tag) {
+        keys.remove(key);
+        if keys.is_empty() {
+            by_tag.remove(tag);
+        }
+    }
 }
 
 /// What moka itself keeps per entry (its node, the key's `Arc`, the expiry timer, the
@@ -41,28 +140,30 @@ const MOKA_OVERHEAD: usize = 300;
 /// The most entries the map is sized for up front.
 const MAX_INITIAL_ENTRIES: usize = 1 << 16;
 
-/// Expiry read from each slot, so that every entry lives for its own TTL.
+/// Expiry read from each slot, so that every entry lives until its own deadline.
 struct SlotExpiry;
 
 impl Expiry<String, Slot> for SlotExpiry {
-    fn expire_after_create(&self, _: &String, slot: &Slot, _: Instant) -> Option<Duration> {
-        Some(slot.ttl)
+    fn expire_after_create(&self, _: &String, slot: &Slot, now: Instant) -> Option<Duration> {
+        Some(slot.expires_at.saturating_duration_since(now))
     }
 
     fn expire_after_update(
         &self,
         _: &String,
         slot: &Slot,
-        _: Instant,
+        now: Instant,
         _: Option<Duration>,
     ) -> Option<Duration> {
-        Some(slot.ttl)
+        Some(slot.expires_at.saturating_duration_since(now))
     }
 }
 
 impl MemoryStore {
     /// A store that holds at most `max_bytes` bytes of entries.
     pub fn new(max_bytes: u64) -> Self {
+        let tags = Arc::new(TagIndex::default());
+        let index = Arc::clone(&tags);
         let cache = Cache::builder()
             .max_capacity(max_bytes)
             // Room for an entry per 2 KiB up to 65 536 entries (about 1 MiB of table): a
@@ -77,8 +178,15 @@ impl MemoryStore {
                 u32::try_from(key.len() + MOKA_OVERHEAD + slot.entry.weight()).unwrap_or(u32::MAX)
             })
             .expire_after(SlotExpiry)
+            // However a tagged slot leaves (expired, evicted, replaced, removed), its tags
+            // leave the index with it.
+            .eviction_listener(move |key: Arc<String>, slot: Slot, _: RemovalCause| {
+                if !slot.entry.tags.is_empty() {
+                    index.removed(&key, slot.id);
+                }
+            })
             .build();
-        Self { cache }
+        Self { cache, tags }
     }
 
     /// The number of entries (approximate until [`run_pending_tasks`](Self::run_pending_tasks)).
@@ -95,6 +203,14 @@ impl MemoryStore {
     /// Applies pending evictions and expirations now, so that the counts are exact.
     pub fn run_pending_tasks(&self) {
         self.cache.run_pending_tasks();
+    }
+
+    /// How many distinct tags the tag index holds, and how many tagged entries: for
+    /// inspection (the index shrinks as tagged entries leave; call
+    /// [`run_pending_tasks`](Self::run_pending_tasks) first for expired ones).
+    pub fn tag_index_len(&self) -> (usize, usize) {
+        let state = self.tags.lock();
+        (state.by_tag.len(), state.by_key.len())
     }
 
     /// The keys of the entries held now, in no particular order: for inspection and tests
@@ -118,6 +234,78 @@ impl MemoryStore {
     pub fn keys(&self) -> Vec<String> {
         self.cache.iter().map(|(key, _)| (*key).clone()).collect()
     }
+
+    fn lookup(&self, key: &str) -> Option<Arc<CachedResponse>> {
+        self.cache.get(key).map(|slot| slot.entry)
+    }
+
+    /// A new slot for `entry`, indexed by its tags if it has any (called where the slot is
+    /// written: under the key's lock, or before an insert that replaces no tagged slot).
+    fn slot(&self, key: &str, entry: Arc<CachedResponse>, expires_at: Instant) -> Slot {
+        let id = self.tags.next_id();
+        if !entry.tags.is_empty() {
+            self.tags.set(key, id, &entry.tags);
+        }
+        Slot {
+            entry,
+            expires_at,
+            id,
+        }
+    }
+
+    /// Removes the entry under `key` if `condition` holds for it; whether it did.
+    fn remove_if(&self, key: &str, condition: impl FnOnce(&CachedResponse) -> bool) -> bool {
+        let result = self
+            .cache
+            .entry_by_ref(key)
+            .and_compute_with(|existing| match existing {
+                Some(existing) if condition(&existing.value().entry) => Op::Remove,
+                _ => Op::Nop,
+            });
+        matches!(result, CompResult::Removed(_))
+    }
+
+    /// Makes the entry under `key` stale now if `condition` holds for it and it is fresh;
+    /// whether it did. Atomic with respect to the key's other writers: a removed entry is
+    /// not revived, and the entry's deadline in the store stays as it was.
+    fn soften_if(&self, key: &str, condition: impl FnOnce(&CachedResponse) -> bool) -> bool {
+        let now = SystemTime::now();
+        let result = self.cache.entry_by_ref(key).and_compute_with(|existing| {
+            let Some(existing) = existing else {
+                return Op::Nop;
+            };
+            let slot = existing.value();
+            if !condition(&slot.entry) {
+                return Op::Nop;
+            }
+            match softened(&slot.entry, now) {
+                Some(soft) => Op::Put(self.slot(key, Arc::new(soft), slot.expires_at)),
+                None => Op::Nop,
+            }
+        });
+        matches!(result, CompResult::ReplacedWith(_))
+    }
+
+    fn purge_keys<'k>(
+        &self,
+        keys: impl IntoIterator<Item = &'k str>,
+        mode: PurgeMode,
+        condition: impl Fn(&CachedResponse) -> bool,
+    ) -> u64 {
+        let purged = keys.into_iter().filter(|key| match mode {
+            PurgeMode::Hard => self.remove_if(key, &condition),
+            PurgeMode::Soft => self.soften_if(key, &condition),
+        });
+        purged.count() as u64
+    }
+
+    fn keys_matching(&self, prefix: &str, filter: Option<&KeyFilter>) -> Vec<Arc<String>> {
+        self.cache
+            .iter()
+            .filter(|(key, _)| PurgeTarget::prefix_matches(prefix, filter, key))
+            .map(|(key, _)| key)
+            .collect()
+    }
 }
 
 // moka's operations do not wait on I/O: every method completes in its first poll, and a
@@ -137,7 +325,23 @@ impl Store for MemoryStore {
         entry: Arc<CachedResponse>,
         ttl: Duration,
     ) -> StoreFuture<'a, ()> {
-        self.cache.insert(key.to_owned(), Slot { entry, ttl });
+        let expires_at = deadline(ttl);
+        if entry.tags.is_empty() {
+            // Nothing to index: a tagged slot it replaces is cleaned by its removal.
+            let id = self.tags.next_id();
+            self.cache.insert(
+                key.to_owned(),
+                Slot {
+                    entry,
+                    expires_at,
+                    id,
+                },
+            );
+        } else {
+            self.cache
+                .entry_by_ref(key)
+                .and_compute_with(|_| Op::Put(self.slot(key, entry, expires_at)));
+        }
         Box::pin(std::future::ready(Ok(())))
     }
 
@@ -153,13 +357,9 @@ impl Store for MemoryStore {
             .entry_by_ref(key)
             .and_compute_with(|existing| match existing {
                 Some(existing) if existing.value().entry.stored_at > entry.stored_at => Op::Nop,
-                _ => Op::Put(Slot { entry, ttl }),
+                _ => Op::Put(self.slot(key, entry, deadline(ttl))),
             });
-        let stored = !matches!(
-            result,
-            moka::ops::compute::CompResult::Unchanged(_)
-                | moka::ops::compute::CompResult::StillNone(_)
-        );
+        let stored = !matches!(result, CompResult::Unchanged(_) | CompResult::StillNone(_));
         Box::pin(std::future::ready(Ok(stored)))
     }
 
@@ -182,35 +382,52 @@ impl Store for MemoryStore {
             .cache
             .entry_by_ref(key)
             .and_compute_with(|existing| match existing {
-                Some(existing) => Op::Put(Slot {
-                    entry: Arc::clone(&existing.into_value().entry),
-                    ttl,
-                }),
+                Some(existing) => {
+                    let entry = Arc::clone(&existing.into_value().entry);
+                    Op::Put(self.slot(key, entry, deadline(ttl)))
+                }
                 None => Op::Nop,
             });
-        let touched = matches!(result, moka::ops::compute::CompResult::ReplacedWith(_));
+        let touched = matches!(result, CompResult::ReplacedWith(_));
         Box::pin(std::future::ready(Ok(touched)))
     }
 
     fn remove_prefix<'a>(&'a self, prefix: &'a str) -> StoreFuture<'a, u64> {
-        let keys: Vec<Arc<String>> = self
-            .cache
-            .iter()
-            .filter(|(key, _)| key.starts_with(prefix))
-            .map(|(key, _)| key)
-            .collect();
+        let keys = self.keys_matching(prefix, None);
         let removed = keys
             .iter()
             .filter(|key| self.cache.remove(key.as_str()).is_some())
             .count();
         Box::pin(std::future::ready(Ok(removed as u64)))
     }
+
+    fn purge<'a>(&'a self, target: PurgeTarget<'a>, mode: PurgeMode) -> StoreFuture<'a, u64> {
+        let purged = match target {
+            PurgeTarget::Keys(keys) => {
+                self.purge_keys(keys.iter().map(String::as_str), mode, |_| true)
+            }
+            PurgeTarget::Prefix { prefix, filter } => {
+                let keys = self.keys_matching(prefix, filter);
+                self.purge_keys(keys.iter().map(|key| key.as_str()), mode, |_| true)
+            }
+            // Whatever slot the key holds when it is reached: removed (or softened) if it
+            // has the tag, so that a copy written meanwhile (a soft purge's) is not missed.
+            PurgeTarget::Tag { tag, within } => {
+                let keys = self.tags.members(tag, within);
+                self.purge_keys(keys.iter().map(String::as_str), mode, |entry| {
+                    entry.tags.iter().any(|has| has == tag)
+                })
+            }
+        };
+        Box::pin(std::future::ready(Ok(purged)))
+    }
 }
 
-impl MemoryStore {
-    fn lookup(&self, key: &str) -> Option<Arc<CachedResponse>> {
-        self.cache.get(key).map(|slot| slot.entry)
-    }
+/// The instant `ttl` from now (far ahead when that is past what an `Instant` holds).
+fn deadline(ttl: Duration) -> Instant {
+    let now = Instant::now();
+    now.checked_add(ttl)
+        .unwrap_or_else(|| now + Duration::from_secs(100 * 365 * 24 * 3600))
 }
 
 #[cfg(test)]
@@ -308,6 +525,181 @@ mod tests {
             .unwrap();
         store.clear().await.unwrap();
         assert!(store.get("c").await.unwrap().is_none());
+    }
+
+    fn tagged(body: &'static [u8], tags: &[&str]) -> Arc<CachedResponse> {
+        let mut entry = (*entry(body)).clone();
+        entry.ttl = Duration::from_secs(60);
+        entry.tags = tags.iter().map(|tag| (*tag).to_owned()).collect();
+        Arc::new(entry)
+    }
+
+    #[tokio::test]
+    async fn a_tag_purge_takes_its_entries_within_the_scope_only() {
+        let store = MemoryStore::new(1 << 20);
+        let ttl = Duration::from_secs(60);
+        store
+            .put("a:1", tagged(b"1", &["user:4"]), ttl)
+            .await
+            .unwrap();
+        store
+            .put("a:2", tagged(b"2", &["user:42", "users"]), ttl)
+            .await
+            .unwrap();
+        store
+            .put("a:3", tagged(b"3", &["user:4", "users"]), ttl)
+            .await
+            .unwrap();
+        store
+            .put("b:1", tagged(b"4", &["user:4"]), ttl)
+            .await
+            .unwrap();
+        let purge = |tag| PurgeTarget::Tag { tag, within: "a:" };
+        assert_eq!(
+            store.purge(purge("user:4"), PurgeMode::Hard).await.unwrap(),
+            2
+        );
+        let mut keys = store.keys();
+        keys.sort();
+        assert_eq!(keys, ["a:2", "b:1"], "user:42 and the other namespace stay");
+        assert_eq!(
+            store.purge(purge("user:4"), PurgeMode::Hard).await.unwrap(),
+            0
+        );
+        assert_eq!(
+            store.purge(purge("users"), PurgeMode::Hard).await.unwrap(),
+            1
+        );
+    }
+
+    #[tokio::test]
+    async fn the_tag_index_follows_entries_out_of_the_store() {
+        let store = MemoryStore::new(1 << 20);
+        let ttl = Duration::from_secs(60);
+        store
+            .put("k", tagged(b"1", &["a", "b"]), ttl)
+            .await
+            .unwrap();
+        assert_eq!(store.tag_index_len(), (2, 1));
+        // Replaced by an entry with other tags: the old ones leave.
+        store
+            .put("k", tagged(b"2", &["b", "c"]), ttl)
+            .await
+            .unwrap();
+        store.run_pending_tasks();
+        assert_eq!(store.tag_index_len(), (2, 1));
+        let purge = |tag| PurgeTarget::Tag { tag, within: "" };
+        assert_eq!(store.purge(purge("a"), PurgeMode::Hard).await.unwrap(), 0);
+        // Replaced by an untagged entry: nothing left.
+        store.put("k", entry(b"3"), ttl).await.unwrap();
+        store.run_pending_tasks();
+        assert_eq!(store.tag_index_len(), (0, 0));
+        // Removed, expired, cleared.
+        store.put("r", tagged(b"4", &["r"]), ttl).await.unwrap();
+        store.remove("r").await.unwrap();
+        store
+            .put("e", tagged(b"5", &["e"]), Duration::from_millis(20))
+            .await
+            .unwrap();
+        store.put("c", tagged(b"6", &["c"]), ttl).await.unwrap();
+        // moka's timer wheel hands expired entries over within about a second.
+        for _ in 0..40 {
+            store.run_pending_tasks();
+            if store.tag_index_len() == (1, 1) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert_eq!(store.tag_index_len(), (1, 1), "only c is left");
+        store.clear().await.unwrap();
+        store.run_pending_tasks();
+        assert_eq!(store.tag_index_len(), (0, 0));
+    }
+
+    #[tokio::test]
+    async fn the_tag_index_stays_bounded_under_churn() {
+        let store = MemoryStore::new(256 * 1024);
+        for i in 0..20_000 {
+            let ttl = if i % 2 == 0 {
+                Duration::from_millis(1)
+            } else {
+                Duration::from_secs(60)
+            };
+            let tags = [format!("t{}", i % 1000), "all".to_owned()];
+            let mut entry = (*entry(b"x")).clone();
+            entry.tags = tags.to_vec();
+            store
+                .put(&format!("k{i}"), Arc::new(entry), ttl)
+                .await
+                .unwrap();
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        store.run_pending_tasks();
+        let (tags, keys) = store.tag_index_len();
+        assert_eq!(
+            keys as u64,
+            store.entry_count(),
+            "one record per tagged entry held"
+        );
+        assert!(tags <= 1001, "{tags}");
+    }
+
+    #[tokio::test]
+    async fn a_soft_purge_makes_entries_stale_without_reviving_or_extending_them() {
+        let store = MemoryStore::new(1 << 20);
+        let mut fresh = (*tagged(b"1", &["t"])).clone();
+        fresh.stale_while_revalidate = Duration::from_secs(30);
+        store
+            .put("k", Arc::new(fresh), Duration::from_millis(300))
+            .await
+            .unwrap();
+        let soft = PurgeTarget::Tag {
+            tag: "t",
+            within: "",
+        };
+        assert_eq!(store.purge(soft, PurgeMode::Soft).await.unwrap(), 1);
+        let got = store.get("k").await.unwrap().unwrap();
+        assert!(!got.is_fresh(SystemTime::now()));
+        assert!(got.may_serve_while_revalidating(SystemTime::now()));
+        assert_eq!(got.tags, ["t"], "still found by its tag");
+        assert_eq!(
+            store.purge(soft, PurgeMode::Soft).await.unwrap(),
+            0,
+            "stale already"
+        );
+        // Its life in the store is what it was: 300 ms, not the stale window.
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        assert!(store.get("k").await.unwrap().is_none());
+        // A soft purge of a key that is gone revives nothing.
+        let keys = ["k".to_owned()];
+        assert_eq!(
+            store
+                .purge(PurgeTarget::Keys(&keys), PurgeMode::Soft)
+                .await
+                .unwrap(),
+            0
+        );
+        assert!(store.get("k").await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn a_filtered_prefix_purge_takes_what_the_filter_accepts() {
+        let store = MemoryStore::new(1 << 20);
+        for key in ["a:1", "a:2", "a:22", "b:2"] {
+            store
+                .put(key, tagged(b"x", &[]), Duration::from_secs(60))
+                .await
+                .unwrap();
+        }
+        let filter = |key: &str| key.ends_with('2');
+        let target = PurgeTarget::Prefix {
+            prefix: "a:",
+            filter: Some(&filter),
+        };
+        assert_eq!(store.purge(target, PurgeMode::Hard).await.unwrap(), 2);
+        let mut keys = store.keys();
+        keys.sort();
+        assert_eq!(keys, ["a:1", "b:2"]);
     }
 
     #[tokio::test]

@@ -12,6 +12,7 @@
 #[cfg(feature = "redis")]
 mod breaker;
 mod memory;
+mod purge;
 #[cfg(feature = "redis")]
 mod redis;
 
@@ -23,6 +24,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use memory::MemoryStore;
+pub use purge::{KeyFilter, PurgeMode, PurgeTarget, softened};
 #[cfg(feature = "redis")]
 pub use redis::{CircuitStats, RedisConfig, RedisStore};
 
@@ -117,6 +119,39 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
         Box::pin(async { Err(StoreError::unsupported("remove_prefix")) })
     }
 
+    /// Purges the entries `target` names, removing them or, in [`PurgeMode::Soft`], making
+    /// them stale; returns how many entries it purged. Every purge of the layer's
+    /// [`CacheHandle`](crate::CacheHandle) comes here.
+    ///
+    /// A store that supports tags indexes entries by their [`CachedResponse::tags`] when
+    /// it stores them, keeps that index bounded (cleaned as entries expire or are evicted),
+    /// and purges a tag in bounded batches. A soft purge must be atomic per entry: it never
+    /// revives an entry removed in the meantime, never replaces a newer one, and never
+    /// extends an entry's life.
+    ///
+    /// The default supports hard purges of keys ([`remove_many`](Self::remove_many)) and
+    /// of prefixes without a filter ([`remove_prefix`](Self::remove_prefix)), and reports
+    /// [`StoreErrorKind::Unsupported`] for the rest.
+    fn purge<'a>(&'a self, target: PurgeTarget<'a>, mode: PurgeMode) -> StoreFuture<'a, u64> {
+        match (target, mode) {
+            (PurgeTarget::Keys(keys), PurgeMode::Hard) => self.remove_many(keys),
+            (
+                PurgeTarget::Prefix {
+                    prefix,
+                    filter: None,
+                },
+                PurgeMode::Hard,
+            ) => self.remove_prefix(prefix),
+            (PurgeTarget::Tag { .. }, _) => {
+                Box::pin(async { Err(StoreError::unsupported("purging by tag")) })
+            }
+            (_, PurgeMode::Soft) => Box::pin(async { Err(StoreError::unsupported("soft purges")) }),
+            (PurgeTarget::Prefix { .. }, PurgeMode::Hard) => {
+                Box::pin(async { Err(StoreError::unsupported("filtered prefix purges")) })
+            }
+        }
+    }
+
     /// Whether this store is shared between processes and coordinates their fetches with
     /// [`lock_fill`](Self::lock_fill): one process fetches a missing entry while the others
     /// wait for it to appear. Default: `false` (a process-local store needs no more than the
@@ -197,6 +232,19 @@ impl<S: Store + ?Sized> Store for Arc<S> {
         (**self).put(key, entry, ttl)
     }
 
+    fn put_newer<'a>(
+        &'a self,
+        key: &'a str,
+        entry: Arc<CachedResponse>,
+        ttl: Duration,
+    ) -> StoreFuture<'a, bool> {
+        (**self).put_newer(key, entry, ttl)
+    }
+
+    fn writes_in_place(&self) -> bool {
+        (**self).writes_in_place()
+    }
+
     fn remove<'a>(&'a self, key: &'a str) -> StoreFuture<'a, bool> {
         (**self).remove(key)
     }
@@ -215,6 +263,10 @@ impl<S: Store + ?Sized> Store for Arc<S> {
 
     fn remove_prefix<'a>(&'a self, prefix: &'a str) -> StoreFuture<'a, u64> {
         (**self).remove_prefix(prefix)
+    }
+
+    fn purge<'a>(&'a self, target: PurgeTarget<'a>, mode: PurgeMode) -> StoreFuture<'a, u64> {
+        (**self).purge(target, mode)
     }
 
     fn coordinates_fills(&self) -> bool {

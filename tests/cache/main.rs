@@ -12,6 +12,7 @@ mod coalescing;
 mod consistency;
 mod harness;
 mod hostile_input;
+mod invalidation;
 mod keys_and_routes;
 mod lookup;
 mod over_http1;
