@@ -9,6 +9,7 @@
 mod client;
 mod config;
 mod faults;
+mod invalidation;
 mod load;
 mod proxy;
 mod rfc9111;

@@ -16,12 +16,12 @@ use fred::interfaces::{ClientLike, KeysInterface, LuaInterface};
 use fred::types::config::{
     Config as FredConfig, Options, ReconnectPolicy, ServerConfig, TcpConfig,
 };
-use fred::types::scan::Scanner;
 use fred::types::{Expiration, Key, SetOptions};
-use futures_util::StreamExt;
+
+mod purge;
 
 use super::breaker::Breaker;
-use super::{FillLock, Store, StoreError, StoreErrorKind, StoreFuture};
+use super::{FillLock, PurgeMode, PurgeTarget, Store, StoreError, StoreErrorKind, StoreFuture};
 use crate::codec::{BINARY_PREFIX, BINARY_STORED_AT, BinaryCodec, Codec, binary_stored_at};
 use crate::entry::CachedResponse;
 
@@ -409,6 +409,31 @@ impl RedisStore {
         lock
     }
 
+    /// Runs `write` (of `entry` under `key`, for `ttl`) and, for a tagged entry, adds it
+    /// to its tags' sets alongside. An entry whose tags could not be indexed would escape
+    /// their purges: it is removed again, and the write reported failed.
+    async fn indexed<T>(
+        &self,
+        key: &str,
+        entry: &CachedResponse,
+        ttl: Duration,
+        write: impl Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
+        if entry.tags.is_empty() {
+            return write.await;
+        }
+        let redis_key = self.redis_key(key);
+        let (written, indexed) =
+            futures_util::future::join(write, self.index_tags(&redis_key, &entry.tags, ttl)).await;
+        if let Err(error) = indexed {
+            let inner = &self.inner;
+            let client = inner.pool.next_connected().with_options(&inner.options);
+            let _: Result<i64, _> = self.command(client.unlink(redis_key)).await;
+            return Err(error);
+        }
+        written
+    }
+
     /// Runs one command through the breaker, mapping fred's errors.
     async fn command<T, F>(&self, command: F) -> Result<T, StoreError>
     where
@@ -431,81 +456,6 @@ impl RedisStore {
                 Err(store_error(error))
             }
         }
-    }
-
-    /// Removes every key that starts with `prefix` (already namespaced), with `SCAN` on
-    /// each primary and `UNLINK` in batches (of keys that share a hash slot, on a cluster).
-    /// Every page is bounded by the command timeout and passes the circuit breaker.
-    async fn unlink_matching(&self, prefix: &str) -> Result<u64, StoreError> {
-        if prefix.is_empty() {
-            return Err(StoreError::new(
-                StoreErrorKind::Unsupported,
-                "refusing to remove by an empty prefix: it would remove every key",
-            ));
-        }
-        let inner = &self.inner;
-        // While the circuit is open (or a probe decides), a scan is not the probe.
-        if inner.breaker.is_open() {
-            return Err(StoreError::new(
-                StoreErrorKind::Unavailable,
-                "Redis skipped: circuit open after consecutive failures",
-            ));
-        }
-        let pattern = format!("{}*", escape_glob(prefix));
-        let client = inner.pool.next_connected();
-        let clustered = client.is_clustered();
-        let mut pages = if clustered {
-            client
-                .scan_cluster(pattern, Some(inner.scan_count), None)
-                .boxed()
-        } else {
-            client.scan(pattern, Some(inner.scan_count), None).boxed()
-        };
-        let timeout = inner.options.timeout.unwrap_or(Duration::from_secs(1));
-        let mut removed = 0u64;
-        loop {
-            let page = match tokio::time::timeout(timeout, pages.next()).await {
-                Ok(Some(page)) => page,
-                Ok(None) => break,
-                Err(_) => {
-                    inner.breaker.on_failure();
-                    return Err(StoreError::new(
-                        StoreErrorKind::Timeout,
-                        "Redis SCAN timed out",
-                    ));
-                }
-            };
-            let mut page = match page {
-                Ok(page) => page,
-                Err(error) => {
-                    inner.breaker.on_failure();
-                    return Err(store_error(error));
-                }
-            };
-            let keys = page.take_results().unwrap_or_default();
-            let batches = if clustered {
-                by_slot(keys)
-            } else if keys.is_empty() {
-                Vec::new()
-            } else {
-                vec![keys]
-            };
-            for batch in batches {
-                let unlinked: Result<i64, StoreError> = self
-                    .command(client.with_options(&inner.options).unlink(batch))
-                    .await;
-                match unlinked {
-                    Ok(count) => removed += u64::try_from(count).unwrap_or_default(),
-                    Err(error) => {
-                        // Stop the scan rather than let the dropped page carry on.
-                        page.cancel();
-                        return Err(error);
-                    }
-                }
-            }
-            page.next();
-        }
-        Ok(removed)
     }
 }
 
@@ -594,7 +544,7 @@ impl Store for RedisStore {
                 None,
                 false,
             );
-            self.command(set).await
+            self.indexed(key, &entry, ttl, self.command(set)).await
         })
     }
 
@@ -636,9 +586,8 @@ return 1";
                 (BINARY_STORED_AT.end as i64).into(),
                 (BINARY_STORED_AT.start as i64).into(),
             ];
-            let stored: i64 = self
-                .command(client.eval(PUT_NEWER, self.redis_key(key), args))
-                .await?;
+            let put_newer = self.command(client.eval(PUT_NEWER, self.redis_key(key), args));
+            let stored: i64 = self.indexed(key, &entry, ttl, put_newer).await?;
             Ok(stored == 1)
         })
     }
@@ -685,7 +634,9 @@ return 1";
                     "refusing to clear a RedisStore without a namespace: it would remove every key",
                 ));
             }
-            self.unlink_matching(&self.inner.prefix).await.map(|_| ())
+            self.purge_matching(&self.inner.prefix, None, PurgeMode::Hard)
+                .await
+                .map(|_| ())
         })
     }
 
@@ -701,7 +652,29 @@ return 1";
     }
 
     fn remove_prefix<'a>(&'a self, prefix: &'a str) -> StoreFuture<'a, u64> {
-        Box::pin(async move { self.unlink_matching(&self.redis_key(prefix)).await })
+        Box::pin(async move {
+            self.purge_matching(&self.redis_key(prefix), None, PurgeMode::Hard)
+                .await
+        })
+    }
+
+    /// Every target and mode: tags through the tag index, prefixes by `SCAN` (see the
+    /// `purge` module's notes on costs and bounds).
+    fn purge<'a>(&'a self, target: PurgeTarget<'a>, mode: PurgeMode) -> StoreFuture<'a, u64> {
+        Box::pin(async move {
+            match target {
+                PurgeTarget::Keys(keys) if mode == PurgeMode::Hard => self.remove_many(keys).await,
+                PurgeTarget::Keys(keys) => {
+                    let keys = keys.iter().map(|key| self.redis_key(key).into()).collect();
+                    self.purge_keys(keys, mode, None).await
+                }
+                PurgeTarget::Prefix { prefix, filter } => {
+                    self.purge_matching(&self.redis_key(prefix), filter, mode)
+                        .await
+                }
+                PurgeTarget::Tag { tag, within } => self.purge_tag(tag, within, mode).await,
+            }
+        })
     }
 
     fn coordinates_fills(&self) -> bool {

@@ -1,0 +1,289 @@
+//! Purges on Redis: the tag index, and purges of keys, prefixes and tags, hard or soft, in
+//! bounded batches of cluster-safe commands.
+//!
+//! - **The tag index** is one sorted set per tag, `<namespace>:#tag:<tag>`, whose members
+//!   are the Redis keys of the entries with that tag, scored by when they expire (server
+//!   time). A write of a tagged entry adds it with one single-key script per tag, sent
+//!   alongside the entry's `SET` (no added round trip); the script first drops the members
+//!   that have expired and keeps the set alive as long as its longest-lived member, so the
+//!   index is cleaned as entries expire and stays bounded under churn. An untagged entry
+//!   costs the index nothing, and no lookup ever reads it.
+//! - **A tag purge** walks its set with `ZSCAN` (a page at a time, so a tag with 100 000
+//!   entries never blocks Redis), `UNLINK`s each page's keys (grouped by hash slot on a
+//!   cluster) and removes them from the set. A key whose entry was replaced since by one
+//!   without the tag is purged all the same (until the index forgets it at the old entry's
+//!   expiry): a tag purge may take an entry too many, never one too few.
+//! - **A prefix purge** `SCAN`s each primary with an escaped, anchored pattern; a filter
+//!   then decides on each key by parsing it.
+//! - **A soft purge** rewrites each entry stale (its freshness cut to its age) with a
+//!   one-key compare-and-set that keeps the key's TTL (`SET … KEEPTTL`): an entry removed
+//!   or replaced in between is left alone, so a hard purge stays hard and a newer entry is
+//!   never replaced by an older one.
+
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use fred::error::Error as FredError;
+use fred::interfaces::{ClientLike, KeysInterface, LuaInterface, SortedSetsInterface};
+use fred::types::scan::Scanner;
+use fred::types::{Key, Value};
+use futures_util::StreamExt;
+use futures_util::stream::BoxStream;
+
+use super::{RedisStore, by_slot, escape_glob, millis, store_error};
+use crate::store::purge::{KeyFilter, PurgeMode, softened};
+use crate::store::{StoreError, StoreErrorKind};
+
+/// Adds a key to a tag's set: drops the members that have expired, adds the key scored by
+/// its expiry (server time, in milliseconds), and makes the set live a second past its
+/// longest-lived member.
+const INDEX_TAG: &str = r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', string.format('%.0f', now))
+redis.call('ZADD', KEYS[1], string.format('%.0f', now + tonumber(ARGV[2])), ARGV[1])
+local last = redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')
+redis.call('PEXPIREAT', KEYS[1], string.format('%.0f', tonumber(last[2]) + 1000))
+return 1";
+
+/// Replaces the value at a key, keeping its TTL, if it is still the one that was read.
+const COMPARE_AND_SET: &str = r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('SET', KEYS[1], ARGV[2], 'KEEPTTL')
+  return 1
+end
+return 0";
+
+/// How many soft purges of single entries run at once.
+const SOFT_CONCURRENCY: usize = 32;
+
+impl RedisStore {
+    /// The Redis key of `tag`'s set. Entry keys are the layers' (`<namespace>:<layer>:…`);
+    /// a layer's namespace does not start with `#`.
+    pub(super) fn tag_key(&self, tag: &str) -> String {
+        let mut key = String::with_capacity(self.inner.prefix.len() + 5 + tag.len());
+        key.push_str(&self.inner.prefix);
+        key.push_str("#tag:");
+        key.push_str(tag);
+        key
+    }
+
+    /// Adds the entry at `redis_key`, stored for `ttl`, to the sets of its `tags`: one
+    /// script per tag, sent together.
+    pub(super) async fn index_tags(
+        &self,
+        redis_key: &str,
+        tags: &[String],
+        ttl: Duration,
+    ) -> Result<(), StoreError> {
+        let inner = &self.inner;
+        let client = inner.pool.next_connected().with_options(&inner.options);
+        let adds = tags.iter().map(|tag| {
+            let args: Vec<Value> = vec![redis_key.into(), millis(ttl).into()];
+            self.command::<i64, _>(client.eval(INDEX_TAG, self.tag_key(tag), args))
+        });
+        for added in futures_util::future::join_all(adds).await {
+            added?;
+        }
+        Ok(())
+    }
+
+    /// Refuses to start a scan while the circuit is open: a scan is no probe.
+    fn check_circuit(&self) -> Result<(), StoreError> {
+        if self.inner.breaker.is_open() {
+            return Err(StoreError::new(
+                StoreErrorKind::Unavailable,
+                "Redis skipped: circuit open after consecutive failures",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Purges every key that starts with `prefix` (already namespaced) and that `filter`
+    /// accepts (given the key without the store's namespace), with `SCAN` on each primary.
+    pub(super) async fn purge_matching(
+        &self,
+        prefix: &str,
+        filter: Option<&KeyFilter>,
+        mode: PurgeMode,
+    ) -> Result<u64, StoreError> {
+        if prefix.is_empty() {
+            return Err(StoreError::new(
+                StoreErrorKind::Unsupported,
+                "refusing to purge by an empty prefix: it would take every key",
+            ));
+        }
+        self.check_circuit()?;
+        let inner = &self.inner;
+        let pattern = format!("{}*", escape_glob(prefix));
+        let client = inner.pool.next_connected();
+        let pages = if client.is_clustered() {
+            client
+                .scan_cluster(pattern, Some(inner.scan_count), None)
+                .boxed()
+        } else {
+            client.scan(pattern, Some(inner.scan_count), None).boxed()
+        };
+        let keep = |key: &Key| {
+            let Some(key) = key.as_str() else {
+                return false;
+            };
+            let key = key.strip_prefix(inner.prefix.as_str()).unwrap_or(key);
+            filter.is_none_or(|filter| filter(key))
+        };
+        self.purge_pages(pages, |keys| keys, keep, mode, None).await
+    }
+
+    /// Purges the entries tagged `tag` whose keys (without the store's namespace) start
+    /// with `within`, walking the tag's set with `ZSCAN`.
+    pub(super) async fn purge_tag(
+        &self,
+        tag: &str,
+        within: &str,
+        mode: PurgeMode,
+    ) -> Result<u64, StoreError> {
+        self.check_circuit()?;
+        let inner = &self.inner;
+        let tag_key = self.tag_key(tag);
+        let pages = inner
+            .pool
+            .next_connected()
+            .zscan(tag_key.as_str(), "*", Some(inner.scan_count))
+            .boxed();
+        let members = |page: Vec<(Value, f64)>| {
+            page.into_iter()
+                .filter_map(|(member, _)| member.as_bytes().map(Key::from))
+                .collect()
+        };
+        let within = format!("{}{within}", inner.prefix);
+        let ours = |key: &Key| key.as_bytes().starts_with(within.as_bytes());
+        self.purge_pages(pages, members, ours, mode, Some((tag, &tag_key)))
+            .await
+    }
+
+    /// Purges the keys of each page of a scan that `keep` accepts, a page at a time; each
+    /// page is bounded by the command timeout and counted by the circuit breaker.
+    async fn purge_pages<S: Scanner>(
+        &self,
+        mut pages: BoxStream<'_, Result<S, FredError>>,
+        keys_of: impl Fn(S::Page) -> Vec<Key>,
+        keep: impl Fn(&Key) -> bool,
+        mode: PurgeMode,
+        tag: Option<(&str, &str)>,
+    ) -> Result<u64, StoreError> {
+        let inner = &self.inner;
+        let timeout = inner.options.timeout.unwrap_or(Duration::from_secs(1));
+        let mut purged = 0u64;
+        loop {
+            let page = match tokio::time::timeout(timeout, pages.next()).await {
+                Ok(Some(page)) => page,
+                Ok(None) => break,
+                Err(_) => {
+                    inner.breaker.on_failure();
+                    return Err(StoreError::new(
+                        StoreErrorKind::Timeout,
+                        "Redis SCAN timed out",
+                    ));
+                }
+            };
+            let mut page = match page {
+                Ok(page) => page,
+                Err(error) => {
+                    inner.breaker.on_failure();
+                    return Err(store_error(error));
+                }
+            };
+            let keys: Vec<Key> = page
+                .take_results()
+                .map(&keys_of)
+                .unwrap_or_default()
+                .into_iter()
+                .filter(&keep)
+                .collect();
+            match self.purge_keys(keys, mode, tag).await {
+                Ok(count) => purged += count,
+                Err(error) => {
+                    // Stop the scan rather than let the dropped page carry on.
+                    page.cancel();
+                    return Err(error);
+                }
+            }
+            page.next();
+        }
+        Ok(purged)
+    }
+
+    /// Purges `keys` (Redis keys): one `UNLINK` per hash slot, sent together, and, for a
+    /// tag, their removal from its set; or, soft, a compare-and-set per entry that has the
+    /// tag (if any), a few at a time.
+    pub(super) async fn purge_keys(
+        &self,
+        keys: Vec<Key>,
+        mode: PurgeMode,
+        tag: Option<(&str, &str)>,
+    ) -> Result<u64, StoreError> {
+        if keys.is_empty() {
+            return Ok(0);
+        }
+        let inner = &self.inner;
+        match mode {
+            PurgeMode::Soft => {
+                let softens = futures_util::stream::iter(keys)
+                    .map(|key| self.soften(key, tag.map(|(tag, _)| tag)))
+                    .buffer_unordered(SOFT_CONCURRENCY);
+                let results: Vec<Result<bool, StoreError>> = softens.collect().await;
+                let mut softened = 0;
+                for result in results {
+                    softened += u64::from(result?);
+                }
+                Ok(softened)
+            }
+            _ => {
+                let client = inner.pool.next_connected();
+                let batches = if client.is_clustered() {
+                    by_slot(keys.clone())
+                } else {
+                    vec![keys.clone()]
+                };
+                let client = client.with_options(&inner.options);
+                let unlinks = batches
+                    .into_iter()
+                    .map(|batch| self.command::<i64, _>(client.unlink(batch)));
+                let mut removed = 0u64;
+                for unlinked in futures_util::future::join_all(unlinks).await {
+                    removed += u64::try_from(unlinked?).unwrap_or_default();
+                }
+                if let Some((_, tag_key)) = tag {
+                    self.command::<i64, _>(client.zrem(tag_key, keys)).await?;
+                }
+                Ok(removed)
+            }
+        }
+    }
+
+    /// Makes the entry at `key` (a Redis key) stale, if it is fresh (and has `tag`, if
+    /// given); whether it did.
+    async fn soften(&self, key: Key, tag: Option<&str>) -> Result<bool, StoreError> {
+        let inner = &self.inner;
+        let client = inner.pool.next_connected().with_options(&inner.options);
+        let stored: Option<Bytes> = self.command(client.get(key.clone())).await?;
+        let Some(stored) = stored else {
+            return Ok(false);
+        };
+        // What this codec cannot read is no entry to soften.
+        let Ok(entry) = inner.codec.decode_shared(&stored) else {
+            return Ok(false);
+        };
+        if tag.is_some_and(|tag| !entry.tags.iter().any(|has| has == tag)) {
+            return Ok(false);
+        }
+        let Some(soft) = softened(&entry, SystemTime::now()) else {
+            return Ok(false);
+        };
+        let args: Vec<Value> = vec![stored.into(), inner.codec.encode(&soft).into()];
+        let set: i64 = self
+            .command(client.eval(COMPARE_AND_SET, key, args))
+            .await?;
+        Ok(set == 1)
+    }
+}
