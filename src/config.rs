@@ -11,7 +11,7 @@ use http::HeaderName;
 use http::response::Parts;
 
 use crate::coalesce::Coalescer;
-use crate::invalidate::{Invalidations, Invalidator};
+use crate::invalidate::{Invalidations, Invalidator, Started};
 use crate::outcome::CacheStatus;
 use crate::policy::response::StorageRules;
 use crate::policy::tags::TagRules;
@@ -176,6 +176,15 @@ impl Config {
             coalescer: self.coalescer().map(|coalescer| &**coalescer),
             store: &*self.store,
             stats: &self.stats,
+        }
+    }
+
+    /// Where purges stand as a fetch starts: this process's and the store's (for stores
+    /// other processes purge). Read without waiting.
+    pub(crate) fn fetch_started(&self) -> Started {
+        Started {
+            epoch: self.invalidations.epoch(),
+            mark: self.store.purge_mark(),
         }
     }
 

@@ -15,7 +15,7 @@ use bytes::{Bytes, BytesMut};
 
 use crate::coalesce::{FillLease, Landed, Lead};
 use crate::entry::CachedResponse;
-use crate::invalidate::Invalidations;
+use crate::invalidate::{Invalidations, Started};
 use crate::observe::{self, StoreOp};
 use crate::outcome::Storing;
 use crate::policy::NotStoredReason;
@@ -95,10 +95,10 @@ pub(crate) struct Sink {
     pub(crate) inline: bool,
     /// How much longer than its stale windows an entry with a validator is kept.
     pub(crate) keep: Duration,
-    /// Recent invalidations, and the epoch when this fetch started: an entry whose key was
-    /// invalidated since is not written.
+    /// Recent invalidations, and where purges stood when this fetch started: an entry a
+    /// purge covered since is not written (or is removed again).
     pub(crate) invalidations: Arc<Invalidations>,
-    pub(crate) epoch: u64,
+    pub(crate) started: Started,
 }
 
 /// A storable response on its way to the client: the entry without its body, and the body
@@ -281,18 +281,28 @@ async fn write_entry(
         counters,
         keep,
         invalidations,
-        epoch,
+        started,
         ..
     } = sink;
     let ttl: Duration = entry.retention(keep);
-    let storing = if !invalidations.allows(&key, &entry.tags, epoch) {
+    let storing = if !invalidations.allows(&key, &entry.tags, started.epoch) {
         Storing::No(NotStoredReason::Invalidated)
     } else {
-        let tags = (!entry.tags.is_empty()).then(|| entry.tags.clone());
-        match store.put_newer(&key, entry, ttl).await {
-            // An invalidation that removed the key while this write was under way must
-            // not be undone by it.
-            Ok(true) if !invalidations.allows(&key, tags.as_deref().unwrap_or_default(), epoch) => {
+        match store.put_newer(&key, Arc::clone(&entry), ttl).await {
+            // A purge while this write was under way — in this process, or in another
+            // that shares the store — must not be undone by it.
+            Ok(true)
+                if !invalidations.allows(&key, &entry.tags, started.epoch)
+                    || purged_elsewhere(
+                        &*store,
+                        started.mark,
+                        &key,
+                        &entry.tags,
+                        &stats,
+                        &counters,
+                    )
+                    .await =>
+            {
                 if let Err(error) = store.remove(&key).await {
                     observe::store_failed(&stats, &counters, StoreOp::Remove, &key, &error);
                 }
@@ -319,4 +329,27 @@ async fn write_entry(
         lease.release().await;
     }
     storing
+}
+
+/// Whether a purge recorded in the store since `mark` (by any process sharing it) covers
+/// the entry just written. Unknown (the store failed to say) counts as covered: the write
+/// is undone rather than risk an entry a purge meant to take.
+async fn purged_elsewhere(
+    store: &dyn Store,
+    mark: Option<u64>,
+    key: &str,
+    tags: &[String],
+    stats: &CacheStats,
+    counters: &Counters,
+) -> bool {
+    let Some(mark) = mark else {
+        return false;
+    };
+    match store.purged_since(mark, key, tags).await {
+        Ok(purged) => purged,
+        Err(error) => {
+            observe::store_failed(stats, counters, StoreOp::Read, key, &error);
+            true
+        }
+    }
 }

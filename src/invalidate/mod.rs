@@ -69,6 +69,14 @@ impl Scope {
     }
 }
 
+/// Where purges stood when a fetch started: this process's epoch, and the store's mark of
+/// the purges of every process sharing it ([`Store::purge_mark`]).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Started {
+    pub(crate) epoch: u64,
+    pub(crate) mark: Option<u64>,
+}
+
 /// Recent invalidations, so that a fetch that started before one does not store its
 /// response after it (the response may predate the change).
 ///

@@ -5,8 +5,9 @@ use super::*;
 use crate::policy::freshness::{FreshnessSettings, freshness};
 
 impl Ctx {
-    /// Where entries go, with the layer's limits, for a fetch that started at `epoch`.
-    pub(super) fn sink(&self, epoch: u64) -> Sink {
+    /// Where entries go, with the layer's limits, for a fetch that started when purges
+    /// stood at `started`.
+    pub(super) fn sink(&self, started: Started) -> Sink {
         Sink {
             store: Arc::clone(&self.config.store),
             stats: self.config.stats.clone(),
@@ -20,7 +21,7 @@ impl Ctx {
                 self.config.rules.keep
             },
             invalidations: Arc::clone(&self.config.invalidations),
-            epoch,
+            started,
         }
     }
 
@@ -197,7 +198,7 @@ impl<S> Call<S> {
             }
         }
         // An invalidation from now on means the response may predate a change.
-        let epoch = self.ctx.config.invalidations.epoch();
+        let started = self.ctx.config.fetch_started();
         let watched = watched_pattern(&self.ctx.config, &parts);
         let result = self.inner.call(Request::from_parts(parts, body)).await;
         if claimed_on_the_way(&self.ctx.config, watched.as_ref()) {
@@ -258,7 +259,11 @@ impl<S> Call<S> {
                         .revalidated(
                             entry,
                             head,
-                            Fill { key, flight, epoch },
+                            Fill {
+                                key,
+                                flight,
+                                started,
+                            },
                             &request_headers,
                             facts,
                         )
@@ -310,7 +315,7 @@ impl<S> Call<S> {
                     entry,
                     expected,
                     flight,
-                    self.ctx.sink(epoch),
+                    self.ctx.sink(started),
                 );
                 CacheBody::capture(body, capture).await
             }

@@ -40,6 +40,7 @@ use crate::config::Config;
 use crate::entry::{CachedResponse, header_map_with_room};
 use crate::fill::{Capture, PendingWrite, Sink};
 use crate::future::ResponseFuture;
+use crate::invalidate::Started;
 use crate::key::{CacheKey, KeyBuilder, Keys};
 use crate::observe::{self, Ended, StoreOp};
 use crate::outcome::Storing;
@@ -221,12 +222,12 @@ impl Accept {
     }
 }
 
-/// A fetch that may write the entry: the key it writes, the flight it leads, and the
-/// invalidation epoch when it started.
+/// A fetch that may write the entry: the key it writes, the flight it leads, and where
+/// purges stood when it started.
 struct Fill {
     key: CacheKey,
     flight: Option<Lead>,
-    epoch: u64,
+    started: Started,
 }
 
 /// What coalescing decided for a request.

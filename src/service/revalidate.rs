@@ -15,7 +15,11 @@ impl Ctx {
         request_headers: &HeaderMap,
         facts: RequestFacts,
     ) -> Response<CacheBody<B>> {
-        let Fill { key, flight, epoch } = fill;
+        let Fill {
+            key,
+            flight,
+            started,
+        } = fill;
         let now = SystemTime::now();
         let not_modified = std::mem::take(&mut head.headers);
         head.status = entry.status;
@@ -51,7 +55,7 @@ impl Ctx {
                     }
                     None => (None, None),
                 };
-                let write = self.sink(epoch).write(
+                let write = self.sink(started).write(
                     key.into_string(),
                     Arc::clone(&updated),
                     (landed, lease),

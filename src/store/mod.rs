@@ -152,6 +152,31 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
         }
     }
 
+    /// A mark of the purges recorded in this store so far, by every process that shares
+    /// it, for a fetch that is starting; `None` (the default) for a store that no other
+    /// process purges. It is read on every miss, so it must not wait: a store keeps the
+    /// latest mark it has seen, which may lag behind (a lower mark only makes
+    /// [`purged_since`](Self::purged_since) look further back).
+    fn purge_mark(&self) -> Option<u64> {
+        None
+    }
+
+    /// Whether a purge recorded since `mark` (by any process) may cover an entry that was
+    /// just stored under `key` with `tags`: the layer then removes it again, so that a
+    /// fetch that was under way during another process's purge does not write back what
+    /// the purge took. A store that returns marks records every purge before carrying it
+    /// out, which makes either the purge find the entry or this check find the purge.
+    /// Records it no longer holds count as covering. Default: `false`.
+    fn purged_since<'a>(
+        &'a self,
+        mark: u64,
+        key: &'a str,
+        tags: &'a [String],
+    ) -> StoreFuture<'a, bool> {
+        let _ = (mark, key, tags);
+        Box::pin(async { Ok(false) })
+    }
+
     /// Whether this store is shared between processes and coordinates their fetches with
     /// [`lock_fill`](Self::lock_fill): one process fetches a missing entry while the others
     /// wait for it to appear. Default: `false` (a process-local store needs no more than the
@@ -267,6 +292,19 @@ impl<S: Store + ?Sized> Store for Arc<S> {
 
     fn purge<'a>(&'a self, target: PurgeTarget<'a>, mode: PurgeMode) -> StoreFuture<'a, u64> {
         (**self).purge(target, mode)
+    }
+
+    fn purge_mark(&self) -> Option<u64> {
+        (**self).purge_mark()
+    }
+
+    fn purged_since<'a>(
+        &'a self,
+        mark: u64,
+        key: &'a str,
+        tags: &'a [String],
+    ) -> StoreFuture<'a, bool> {
+        (**self).purged_since(mark, key, tags)
     }
 
     fn coordinates_fills(&self) -> bool {

@@ -22,11 +22,17 @@ on_both_topologies!(
     a_soft_purge_serves_stale_once_and_revalidates_once,
     tags_needing_care_are_stored_and_matched_as_they_are,
     the_index_forgets_expired_entries,
+    a_fetch_under_way_on_one_instance_during_a_purge_on_another_stores_nothing,
 );
 
 /// `/t/{tag}/{page}`: tagged `{tag}` (and `all`) by `Surrogate-Key`, answering
 /// `{tag}/{page} #<call>`.
 fn tagged_app(store: RedisStore, calls: &Calls) -> (Router, CacheLayer) {
+    slow_tagged_app(store, calls, Duration::ZERO)
+}
+
+/// [`tagged_app`] whose handler reads its call count, then takes `delay` to answer.
+fn slow_tagged_app(store: RedisStore, calls: &Calls, delay: Duration) -> (Router, CacheLayer) {
     let layer = CacheLayer::new(store)
         .namespace("app")
         .write_mode(WriteMode::Inline)
@@ -35,8 +41,9 @@ fn tagged_app(store: RedisStore, calls: &Calls) -> (Router, CacheLayer) {
         .route(
             "/t/{tag}/{page}",
             get(
-                |State(calls): State<Calls>, Path((tag, page)): Path<(String, String)>| async move {
+                move |State(calls): State<Calls>, Path((tag, page)): Path<(String, String)>| async move {
                     let n = calls.hit();
+                    tokio::time::sleep(delay).await;
                     (
                         [("surrogate-key", format!("{tag} all"))],
                         format!("{tag}/{page} #{n}"),
@@ -219,4 +226,52 @@ async fn the_index_forgets_expired_entries(topology: &mut Topology) {
         (59_000..=61_000).contains(&ttl),
         "lives as long as its last member: {ttl}"
     );
+}
+
+async fn a_fetch_under_way_on_one_instance_during_a_purge_on_another_stores_nothing(
+    topology: &mut Topology,
+) {
+    let url = topology.url();
+    for purge_log in [true, false] {
+        let namespace = format!("inflight-{purge_log}");
+        let config = |namespace: &str| tower_response_cache::store::RedisConfig {
+            namespace: namespace.to_owned(),
+            command_timeout: Duration::from_secs(2),
+            purge_log,
+            ..tower_response_cache::store::RedisConfig::from_url(&url).unwrap()
+        };
+        let store_a = RedisStore::connect(config(&namespace)).await.unwrap();
+        let store_b = RedisStore::connect(config(&namespace)).await.unwrap();
+        let (calls_a, calls_b) = (Calls::default(), Calls::default());
+        let (app_a, layer_a) = tagged_app(store_a, &calls_a);
+        let (app_b, _) = slow_tagged_app(store_b.clone(), &calls_b, Duration::from_millis(400));
+        // B starts a fetch: its origin answers as things stand now, then takes its time.
+        let slow = tokio::spawn({
+            let app_b = app_b.clone();
+            async move { fetch(&app_b, "/t/v/1").await }
+        });
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        // Meanwhile A purges the tag (the page changed).
+        layer_a.handle().invalidate_tag("v").await.unwrap();
+        assert_eq!(
+            slow.await.unwrap().text(),
+            "v/1 #1",
+            "B's client gets its answer"
+        );
+        let written_back = store_b.get("app:GET:/t/v/1").await.unwrap().is_some();
+        let after = fetch(&app_a, "/t/v/1").await;
+        if purge_log {
+            assert!(!written_back, "B's pre-purge body is not in the store");
+            assert_eq!(
+                (after.x_cache(), after.text().as_str()),
+                ("MISS", "v/1 #1"),
+                "A fetches anew (its own first call)"
+            );
+        } else {
+            // Without the log only B's own purges fence its writes: this is what the log
+            // is for.
+            assert!(written_back);
+            assert_eq!(after.x_cache(), "HIT");
+        }
+    }
 }

@@ -7,6 +7,7 @@
 
 use std::fmt;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -94,6 +95,13 @@ pub struct RedisConfig {
     /// process uses the store, or when one origin fetch per process and key is acceptable:
     /// coalescing within each process stays. Default: `true`.
     pub fill_locks: bool,
+    /// Whether purges are recorded in a short log in Redis (a counter and the last 1 000
+    /// records, under one hash tag) that every process sharing the store checks after it
+    /// writes a fetched entry: a fetch under way in one process while another purges does
+    /// not write back what the purge took. It costs a purge one command and each write of a
+    /// fetched entry one more round trip (after the write; in the background by default);
+    /// lookups nothing. Turn it off when one process uses the store. Default: `true`.
+    pub purge_log: bool,
     /// The TLS connector, e.g. one that trusts a private CA (`fred::types::config::TlsConnector`
     /// converts from a `rustls::ClientConfig`; fred re-exports `rustls`). When set,
     /// connections use TLS whatever the URL's scheme. Default: `None` (a `rediss://` URL
@@ -121,6 +129,7 @@ impl Default for RedisConfig {
             breaker_cooldown: Duration::from_secs(1),
             scan_count: 500,
             fill_locks: true,
+            purge_log: true,
             #[cfg(feature = "redis-tls")]
             tls: None,
         }
@@ -212,6 +221,7 @@ impl fmt::Debug for RedisConfig {
             .field("breaker_cooldown", &self.breaker_cooldown)
             .field("scan_count", &self.scan_count)
             .field("fill_locks", &self.fill_locks)
+            .field("purge_log", &self.purge_log)
             .finish_non_exhaustive()
     }
 }
@@ -273,6 +283,9 @@ struct Inner {
     breaker: Breaker,
     scan_count: u32,
     fill_locks: bool,
+    purge_log: bool,
+    /// The latest count of purges seen in the purge log.
+    purge_count: AtomicU64,
 }
 
 impl fmt::Debug for RedisStore {
@@ -341,7 +354,7 @@ impl RedisStore {
         } else {
             format!("{}:", config.namespace)
         };
-        Self {
+        let store = Self {
             inner: Arc::new(Inner {
                 pool,
                 prefix,
@@ -356,8 +369,21 @@ impl RedisStore {
                 breaker: Breaker::new(config.breaker_threshold, config.breaker_cooldown),
                 scan_count: config.scan_count.max(1),
                 fill_locks: config.fill_locks,
+                purge_log: config.purge_log,
+                purge_count: AtomicU64::new(0),
             }),
+        };
+        if config.purge_log {
+            // The log's count so far: until it is known, the first writes check every
+            // record the log holds.
+            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                let learner = store.clone();
+                runtime.spawn(async move {
+                    let _ = learner.purges_since(u64::MAX, "", &[]).await;
+                });
+            }
         }
+        store
     }
 
     /// A store on a client you already run (connected or connecting), as a pool of one.
@@ -662,6 +688,9 @@ return 1";
     /// `purge` module's notes on costs and bounds).
     fn purge<'a>(&'a self, target: PurgeTarget<'a>, mode: PurgeMode) -> StoreFuture<'a, u64> {
         Box::pin(async move {
+            if self.inner.purge_log {
+                self.record_purge(&target).await?;
+            }
             match target {
                 PurgeTarget::Keys(keys) if mode == PurgeMode::Hard => self.remove_many(keys).await,
                 PurgeTarget::Keys(keys) => {
@@ -675,6 +704,22 @@ return 1";
                 PurgeTarget::Tag { tag, within } => self.purge_tag(tag, within, mode).await,
             }
         })
+    }
+
+    fn purge_mark(&self) -> Option<u64> {
+        let inner = &self.inner;
+        inner
+            .purge_log
+            .then(|| inner.purge_count.load(Ordering::Acquire))
+    }
+
+    fn purged_since<'a>(
+        &'a self,
+        mark: u64,
+        key: &'a str,
+        tags: &'a [String],
+    ) -> StoreFuture<'a, bool> {
+        Box::pin(self.purges_since(mark, key, tags))
     }
 
     fn coordinates_fills(&self) -> bool {

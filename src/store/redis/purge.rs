@@ -15,6 +15,14 @@
 //!   expiry): a tag purge may take an entry too many, never one too few.
 //! - **A prefix purge** `SCAN`s each primary with an escaped, anchored pattern; a filter
 //!   then decides on each key by parsing it.
+//! - **The purge log** makes purges complete across processes. Every purge is first
+//!   recorded — a counter (`INCR`) and a sorted set of the last records by count — under
+//!   one hash tag, then carried out. A process notes the latest count it has seen when a
+//!   fetch starts (no command: it learns counts from its own purges and checks), writes
+//!   the fetched entry, then reads the records since: one that covers the entry makes it
+//!   remove the entry again. Either the purge finds the entry, or the check finds the
+//!   purge. A purge by a filtered prefix is recorded as its plain prefix (a check then
+//!   undoes any write under it), and records the log no longer holds count as covering.
 //! - **A soft purge** rewrites each entry stale (its freshness cut to its age) with a
 //!   one-key compare-and-set that keeps the key's TTL (`SET … KEEPTTL`): an entry removed
 //!   or replaced in between is left alone, so a hard purge stays hard and a newer entry is
@@ -30,8 +38,10 @@ use fred::types::{Key, Value};
 use futures_util::StreamExt;
 use futures_util::stream::BoxStream;
 
+use std::sync::atomic::Ordering;
+
 use super::{RedisStore, by_slot, escape_glob, millis, store_error};
-use crate::store::purge::{KeyFilter, PurgeMode, softened};
+use crate::store::purge::{KeyFilter, PurgeMode, PurgeTarget, softened};
 use crate::store::{StoreError, StoreErrorKind};
 
 /// Adds a key to a tag's set: drops the members that have expired, adds the key scored by
@@ -53,6 +63,29 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then
   return 1
 end
 return 0";
+
+/// Records a purge: the next count, and the record under it; keeps the last ARGV[2]
+/// records, for ARGV[3] ms after the last purge.
+const RECORD_PURGE: &str = r"
+local g = redis.call('INCR', KEYS[1])
+redis.call('ZADD', KEYS[2], g, g .. ':' .. ARGV[1])
+redis.call('ZREMRANGEBYRANK', KEYS[2], 0, -(tonumber(ARGV[2]) + 1))
+redis.call('PEXPIRE', KEYS[2], ARGV[3])
+return g";
+
+/// The latest count, the oldest count the log holds, and the records after ARGV[1].
+const PURGES_SINCE: &str = r"
+local g = tonumber(redis.call('GET', KEYS[1]) or '0')
+if g <= tonumber(ARGV[1]) then return {g, 0, {}} end
+local first = redis.call('ZRANGE', KEYS[2], 0, 0, 'WITHSCORES')
+local oldest = 0
+if first[2] then oldest = tonumber(first[2]) end
+return {g, oldest, redis.call('ZRANGEBYSCORE', KEYS[2], '(' .. ARGV[1], '+inf')}";
+
+/// How many purge records the log keeps.
+const LOG_RECORDS: i64 = 1_000;
+/// How long the log is kept after the last purge.
+const LOG_RETENTION: Duration = Duration::from_secs(3600);
 
 /// How many soft purges of single entries run at once.
 const SOFT_CONCURRENCY: usize = 32;
@@ -285,5 +318,124 @@ impl RedisStore {
             .command(client.eval(COMPARE_AND_SET, key, args))
             .await?;
         Ok(set == 1)
+    }
+
+    /// The keys of the purge log's counter and records: one hash tag, one slot.
+    fn log_keys(&self) -> (String, String) {
+        let tag = format!("{{{}#purge}}", self.inner.prefix);
+        (format!("{tag}gen"), format!("{tag}log"))
+    }
+
+    /// Records a purge of `target` in the log, before it is carried out.
+    pub(super) async fn record_purge(&self, target: &PurgeTarget<'_>) -> Result<(), StoreError> {
+        let record = match target {
+            PurgeTarget::Keys(keys) => {
+                let mut record = vec!["k"];
+                record.extend(keys.iter().map(String::as_str));
+                serde_json::to_string(&record)
+            }
+            // A filter cannot be recorded: the plain prefix covers more, never less.
+            PurgeTarget::Prefix { prefix, .. } => serde_json::to_string(&["p", prefix]),
+            PurgeTarget::Tag { tag, within } => serde_json::to_string(&["t", tag, within]),
+        }
+        .map_err(|error| StoreError::with_source(StoreErrorKind::Other, "purge record", error))?;
+        let inner = &self.inner;
+        let client = inner.pool.next_connected().with_options(&inner.options);
+        let (gen_key, log_key) = self.log_keys();
+        let args: Vec<Value> = vec![
+            record.into(),
+            LOG_RECORDS.into(),
+            millis(LOG_RETENTION).into(),
+        ];
+        let count: i64 = self
+            .command(client.eval(RECORD_PURGE, vec![gen_key, log_key], args))
+            .await?;
+        self.saw_purges(count);
+        Ok(())
+    }
+
+    /// Notes a count of purges seen in the log.
+    pub(super) fn saw_purges(&self, count: i64) {
+        let count = u64::try_from(count).unwrap_or_default();
+        self.inner.purge_count.fetch_max(count, Ordering::AcqRel);
+    }
+
+    /// Whether a record after `mark` covers an entry under `key` with `tags`; records the
+    /// log no longer holds count as covering.
+    pub(super) async fn purges_since(
+        &self,
+        mark: u64,
+        key: &str,
+        tags: &[String],
+    ) -> Result<bool, StoreError> {
+        let inner = &self.inner;
+        let client = inner.pool.next_connected().with_options(&inner.options);
+        let (gen_key, log_key) = self.log_keys();
+        let mark = i64::try_from(mark).unwrap_or(i64::MAX);
+        let reply: Vec<Value> = self
+            .command(client.eval(PURGES_SINCE, vec![gen_key, log_key], vec![mark]))
+            .await?;
+        let mut reply = reply.into_iter();
+        let count = reply
+            .next()
+            .and_then(|value| value.as_i64())
+            .unwrap_or_default();
+        let oldest = reply
+            .next()
+            .and_then(|value| value.as_i64())
+            .unwrap_or_default();
+        let records = match reply.next() {
+            Some(Value::Array(records)) => records,
+            _ => Vec::new(),
+        };
+        self.saw_purges(count);
+        if count <= mark {
+            return Ok(false);
+        }
+        if oldest == 0 || oldest > mark + 1 {
+            return Ok(true);
+        }
+        Ok(records.iter().any(|record| {
+            let Some(record) = record.as_str() else {
+                return true;
+            };
+            let json = record.split_once(':').map_or("", |(_, json)| json);
+            covers(json, key, tags)
+        }))
+    }
+}
+
+/// Whether the purge recorded as `json` covers an entry under `key` with `tags`; a record
+/// this version cannot read covers everything.
+fn covers(json: &str, key: &str, tags: &[String]) -> bool {
+    let Ok(record) = serde_json::from_str::<Vec<String>>(json) else {
+        return true;
+    };
+    match record.split_first() {
+        Some((kind, keys)) if kind == "k" => keys.iter().any(|purged| purged == key),
+        Some((kind, [prefix])) if kind == "p" => key.starts_with(prefix.as_str()),
+        Some((kind, [tag, within])) if kind == "t" => {
+            key.starts_with(within.as_str()) && tags.iter().any(|has| has == tag)
+        }
+        _ => true,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::covers;
+
+    #[test]
+    fn records_cover_what_they_purged_and_unknown_ones_everything() {
+        let tags = ["user:42".to_owned()];
+        assert!(covers(r#"["k","a","b"]"#, "b", &[]));
+        assert!(!covers(r#"["k","a","b"]"#, "c", &[]));
+        assert!(covers(r#"["p","ns:"]"#, "ns:GET:/", &[]));
+        assert!(!covers(r#"["p","ns:"]"#, "other:GET:/", &[]));
+        assert!(covers(r#"["t","user:42","ns:"]"#, "ns:GET:/", &tags));
+        assert!(!covers(r#"["t","user:4","ns:"]"#, "ns:GET:/", &tags));
+        assert!(!covers(r#"["t","user:42","ns:"]"#, "other:GET:/", &tags));
+        assert!(covers(r#"["x","new kind"]"#, "anything", &[]));
+        assert!(covers("not json", "anything", &[]));
     }
 }
