@@ -87,6 +87,28 @@ impl fmt::Debug for TtlFn {
     }
 }
 
+/// The predicate that allows `PURGE` requests, printed as `<fn>`.
+#[derive(Clone)]
+pub(crate) struct PurgeGate(Arc<DynPurgeGate>);
+
+type DynPurgeGate = dyn Fn(&http::request::Parts) -> bool + Send + Sync;
+
+impl PurgeGate {
+    pub(crate) fn new(f: impl Fn(&http::request::Parts) -> bool + Send + Sync + 'static) -> Self {
+        Self(Arc::new(f))
+    }
+
+    pub(crate) fn call(&self, parts: &http::request::Parts) -> bool {
+        (self.0)(parts)
+    }
+}
+
+impl fmt::Debug for PurgeGate {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<fn>")
+    }
+}
+
 /// Everything but the key builder that a [`CacheService`](crate::CacheService) needs, shared
 /// by all its clones: the layer's settings and its runtime state (store, stats, in-flight
 /// fetches, invalidations).
@@ -118,6 +140,8 @@ pub(crate) struct Config {
     pub(crate) invalidations: Arc<Invalidations>,
     /// Where tags come from, their limits, and whether the tag headers are stripped.
     pub(crate) tags: TagRules,
+    /// Whether the layer answers `PURGE` requests itself, and which it allows.
+    pub(crate) purge_method: Option<PurgeGate>,
 }
 
 /// Concurrent misses of a key share one fetch when `on`; the in-flight map holds the
@@ -161,6 +185,7 @@ impl Config {
             max_variants: DEFAULT_MAX_VARIANTS,
             invalidations: Arc::default(),
             tags: TagRules::default(),
+            purge_method: None,
         }
     }
 

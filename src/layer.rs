@@ -9,7 +9,7 @@ use http::response::Parts;
 use tower_layer::Layer;
 
 use crate::coalesce::Coalescer;
-use crate::config::{Config, TtlFn};
+use crate::config::{Config, PurgeGate, TtlFn};
 pub use crate::config::{DEFAULT_BYPASS_HEADER, DEFAULT_STATUS_HEADER, WriteMode};
 use crate::invalidate::CacheHandle;
 use crate::key::{CacheKey, DefaultKeyBuilder, KeyBuilder, Keys};
@@ -488,6 +488,38 @@ impl CacheLayer {
     /// of 1024 bytes, 16 KiB of tags, 64 tags).
     pub fn tag_limits(mut self, limits: TagLimits) -> Self {
         self.config().tags.limits = limits;
+        self
+    }
+
+    /// Answers `PURGE` requests (as Varnish and nginx users send them) in the layer itself:
+    /// when `allow` accepts the request, every stored variant of its URL on its host is
+    /// purged and the answer is `200` with `{"purged": <entries>}`; otherwise `403`. The
+    /// inner service never sees a `PURGE` then. Default: off — `PURGE` goes to the inner
+    /// service like any unknown method (see
+    /// [`invalidate_unknown_methods`](Self::invalidate_unknown_methods)).
+    ///
+    /// Decide on something a client cannot forge: the peer address (axum's
+    /// `ConnectInfo`), a secret header, a mutual-TLS identity a proxy in front vouches for.
+    ///
+    /// ```
+    /// use std::net::SocketAddr;
+    /// use axum::extract::ConnectInfo;
+    /// use tower_response_cache::{CacheLayer, MemoryStore};
+    ///
+    /// // Purges from this machine only (serve the app with
+    /// // `into_make_service_with_connect_info::<SocketAddr>()`).
+    /// let cache = CacheLayer::new(MemoryStore::new(64 << 20)).purge_method(|parts| {
+    ///     parts
+    ///         .extensions
+    ///         .get::<ConnectInfo<SocketAddr>>()
+    ///         .is_some_and(|ConnectInfo(peer)| peer.ip().is_loopback())
+    /// });
+    /// ```
+    pub fn purge_method<F>(mut self, allow: F) -> Self
+    where
+        F: Fn(&http::request::Parts) -> bool + Send + Sync + 'static,
+    {
+        self.config().purge_method = Some(PurgeGate::new(allow));
         self
     }
 

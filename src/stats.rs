@@ -188,17 +188,20 @@ pub enum PurgeKind {
     Clear,
     /// The target of a successful unsafe request (RFC 9111 §4.4).
     UnsafeMethod,
+    /// A `PURGE` request ([`CacheLayer::purge_method`](crate::CacheLayer::purge_method)).
+    PurgeMethod,
 }
 
 impl PurgeKind {
     /// Every kind, in a stable order.
-    pub const ALL: [Self; 6] = [
+    pub const ALL: [Self; 7] = [
         Self::Url,
         Self::Key,
         Self::Prefix,
         Self::Tag,
         Self::Clear,
         Self::UnsafeMethod,
+        Self::PurgeMethod,
     ];
 
     /// A short, stable label.
@@ -210,6 +213,7 @@ impl PurgeKind {
             Self::Tag => "tag",
             Self::Clear => "clear",
             Self::UnsafeMethod => "unsafe-method",
+            Self::PurgeMethod => "purge-method",
         }
     }
 
@@ -249,7 +253,8 @@ impl PurgeCounters {
 #[non_exhaustive]
 pub struct PurgeCounts {
     /// Hard purges by [`PurgeKind::as_str`] (`url`, `key`, `prefix`, `tag`, `clear`,
-    /// `unsafe-method`; kinds with a zero count are left out), failed ones included.
+    /// `unsafe-method`, `purge-method`; kinds with a zero count are left out), failed ones
+    /// included.
     pub hard: BTreeMap<String, u64>,
     /// Soft purges by kind, as `hard`.
     pub soft: BTreeMap<String, u64>,

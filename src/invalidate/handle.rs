@@ -3,7 +3,11 @@
 use std::fmt;
 use std::sync::Arc;
 
-use http::Uri;
+use bytes::Bytes;
+use http::{Request, Response, Uri};
+use http_body::Body;
+use http_body_util::BodyExt;
+use tower_service::Service;
 
 use super::Scope;
 use super::urls::{UrlPurge, url_scope, with_slots};
@@ -180,6 +184,50 @@ impl CacheHandle {
         self.purge(scope, PurgeKind::Clear).await
     }
 
+    /// Fetches `request` through `service` now and stores the response (cache warming):
+    /// `service` is one with this layer in it — your app's `Router`, say. The layer takes
+    /// the request as a refresh whatever its headers say of the cache and whatever it lets
+    /// clients do ([`ClientControl`](crate::ClientControl)); the response is stored if it
+    /// may be, like any other. The body is read to its end (so that the entry is complete)
+    /// and returned with the response's head.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), tower::BoxError> {
+    /// use axum::{body::Body, routing::get, Router};
+    /// use http::Request;
+    /// use tower_response_cache::{CacheLayer, MemoryStore};
+    ///
+    /// let cache = CacheLayer::new(MemoryStore::new(64 << 20));
+    /// let handle = cache.handle();
+    /// let app: Router = Router::new()
+    ///     .route("/home", get(|| async { "home" }))
+    ///     .layer(cache);
+    /// let warmed = handle.refresh(app.clone(), Request::get("/home").body(Body::empty())?).await?;
+    /// assert_eq!(warmed.headers()["x-cache"], "REFRESH");
+    /// # Ok(()) }
+    /// ```
+    pub async fn refresh<S, ReqB, ResB>(
+        &self,
+        mut service: S,
+        mut request: Request<ReqB>,
+    ) -> Result<Response<Bytes>, BoxError>
+    where
+        S: Service<Request<ReqB>, Response = Response<ResB>>,
+        S::Error: Into<BoxError>,
+        ResB: Body,
+        ResB::Error: Into<BoxError>,
+    {
+        request.extensions_mut().insert(Warm);
+        std::future::poll_fn(|cx| service.poll_ready(cx))
+            .await
+            .map_err(Into::into)?;
+        let response = service.call(request).await.map_err(Into::into)?;
+        let (head, body) = response.into_parts();
+        let body = body.collect().await.map_err(Into::into)?.to_bytes();
+        Ok(Response::from_parts(head, body))
+    }
+
     async fn purge(&self, scope: Scope, kind: PurgeKind) -> Result<u64, StoreError> {
         self.config
             .invalidator()
@@ -187,6 +235,14 @@ impl CacheHandle {
             .await
     }
 }
+
+/// An error of a service or a body, boxed.
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Marks a request as a warming refresh ([`CacheHandle::refresh`]): an extension, which no
+/// client can set.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Warm;
 
 fn parse(uri: &str) -> Result<Uri, StoreError> {
     let uri: Uri = uri.parse().map_err(|error| {

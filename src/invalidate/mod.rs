@@ -13,6 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 pub use handle::CacheHandle;
+pub(crate) use handle::Warm;
 
 use crate::coalesce::Coalescer;
 use crate::observe::{self, StoreOp};

@@ -65,6 +65,8 @@ pub enum RefreshReason {
     /// A stale entry was served and is refreshed in the background
     /// (`stale-while-revalidate`).
     StaleWhileRevalidate,
+    /// The application warmed the cache ([`CacheHandle::refresh`](crate::CacheHandle::refresh)).
+    Warm,
 }
 
 impl RefreshReason {
@@ -76,6 +78,7 @@ impl RefreshReason {
             Self::Pragma => "pragma",
             Self::BypassHeader => "bypass-header",
             Self::StaleWhileRevalidate => "stale-while-revalidate",
+            Self::Warm => "warm",
         }
     }
 }
@@ -166,13 +169,12 @@ fn pragma_no_cache(headers: &HeaderMap) -> bool {
     })
 }
 
-/// Compares without an early exit, so that timing does not reveal how much of a guessed
-/// secret was right.
+/// Compares in constant time (`subtle`, which keeps the optimizer from adding an early
+/// exit), so that timing does not reveal how much of a guessed secret was right; only the
+/// length may show.
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    use subtle::ConstantTimeEq;
+    bool::from(a.ct_eq(b))
 }
 
 #[cfg(test)]

@@ -49,15 +49,17 @@ impl Ctx {
             // A request's `no-cache` (or `max-age=0`) asks for the stored response to be
             // validated with the origin before use (RFC 9111 §5.2.1.4): a conditional
             // request when the entry has a validator; it may not stand in for a failure.
-            // The bypass header forces a full fetch: its lookup only finds the variant's
-            // slot.
+            // The bypass header and a warming refresh force a full fetch: their lookup only
+            // finds the variant's slot.
             RequestMode::Refresh(reason) => {
                 let (entry, slot) = self.stored_variant(key, headers).await;
                 Found::Fetch {
                     slot,
                     refresh: Some(reason),
                     stored: Stored {
-                        entry: entry.filter(|_| reason != RefreshReason::BypassHeader),
+                        entry: entry.filter(|_| {
+                            !matches!(reason, RefreshReason::BypassHeader | RefreshReason::Warm)
+                        }),
                         stands_in: false,
                     },
                 }

@@ -18,6 +18,7 @@ mod decide;
 mod fetch;
 mod lookup;
 mod plan;
+mod purge_method;
 mod respond;
 mod revalidate;
 mod unsafe_method;
@@ -59,6 +60,7 @@ use crate::routes::{Resolved, Route};
 use crate::stats::Event;
 use decide::within_max_age;
 use plan::{Plan, claimed_on_the_way, plan, watched_pattern};
+use purge_method::{PurgeMethod, is_purge};
 use revalidate::same_representation;
 use unsafe_method::{Invalidation, invalidates};
 
@@ -144,6 +146,9 @@ where
                 let inner = std::mem::replace(&mut self.inner, clone);
                 let request = Request::from_parts(parts, body);
                 return ResponseFuture::cached(Box::pin(invalidation.run(inner, request)));
+            }
+            Plan::Purge(purge) => {
+                return ResponseFuture::cached(Box::pin(async move { Ok(purge.run().await) }));
             }
             Plan::Cache { ctx, mode, key } => (ctx, mode, key),
         };

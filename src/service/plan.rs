@@ -3,6 +3,7 @@
 //! takes it over.
 
 use super::*;
+use crate::invalidate::Warm;
 
 /// The request's URI as the client sent it: under a nested axum router the request's own
 /// URI has lost the nest prefix (`/users/1` for `/api/users/1`), which would give two
@@ -101,6 +102,8 @@ pub(super) enum Plan {
     Pass,
     /// An unsafe request: passed on, and its success invalidates its URL's entries.
     Invalidate(Invalidation),
+    /// A `PURGE` the layer answers itself.
+    Purge(PurgeMethod),
     /// A GET or HEAD the cache may answer: its context, mode and key (`None`: bypassed).
     Cache {
         ctx: Ctx,
@@ -135,6 +138,11 @@ pub(super) fn plan(config: &Arc<Config>, key_builder: &Keys, parts: &mut Parts) 
     // The route's own namespace, inside the layer's: resolved once, for the key and for
     // the invalidations of unsafe requests.
     let route_namespace = policy.and_then(|policy| policy.namespace.as_ref());
+    if config.purge_method.is_some() && is_purge(&parts.method) {
+        observe::request_ended(&config.stats, &route.counters, Ended::Passed);
+        let uri = public_uri(&parts.uri, &parts.extensions);
+        return Plan::Purge(PurgeMethod::new(config, key_builder, uri, parts));
+    }
     let cacheable_method = parts.method == Method::GET || parts.method == Method::HEAD;
     let disabled = policy.is_some_and(|policy| !policy.enabled);
     if !cacheable_method || disabled || attached {
@@ -156,7 +164,11 @@ pub(super) fn plan(config: &Arc<Config>, key_builder: &Keys, parts: &mut Parts) 
     let control = policy
         .and_then(|policy| policy.client_control.as_ref())
         .unwrap_or(&config.client_control);
-    let mode = request_mode(&parts.headers, control, &config.bypass_header);
+    let mode = if parts.extensions.get::<Warm>().is_some() {
+        RequestMode::Refresh(RefreshReason::Warm)
+    } else {
+        request_mode(&parts.headers, control, &config.bypass_header)
+    };
     let key = match mode {
         RequestMode::Bypass(_) => None,
         _ => build_key(key_builder.builder(), parts).map(|key| {

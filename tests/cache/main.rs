@@ -16,6 +16,7 @@ mod invalidation;
 mod keys_and_routes;
 mod lookup;
 mod over_http1;
+mod purge_http;
 mod revalidation;
 mod rfc9111;
 mod security;

@@ -1,7 +1,8 @@
 //! axum integration (feature `axum`, on by default).
 //!
 //! Route rules match axum's `MatchedPath` (see [`CacheLayer::route`](crate::CacheLayer::route));
-//! this module adds a ready handler for the stats.
+//! this module adds a ready handler for the stats, and the [`admin_router`] for operators
+//! (purges and stats behind a bearer token).
 //!
 //! ```
 //! use axum::{routing::get, Router};
@@ -13,6 +14,10 @@
 //!     .layer(cache.clone())
 //!     .route("/stats", tower_response_cache::axum::stats_route(cache.stats()));
 //! ```
+
+mod admin;
+
+pub use admin::{MAX_PURGE_ITEMS, PurgeFailure, PurgeReply, PurgeRequest, admin_router};
 
 use axum::Json;
 use axum::response::{IntoResponse, Response};
