@@ -12,6 +12,7 @@ mod faults;
 mod invalidation;
 mod load;
 mod proxy;
+mod purge_load;
 mod rfc9111;
 mod security;
 mod servers;

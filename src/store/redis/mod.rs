@@ -6,8 +6,8 @@
 // tests are the Redis suite (tests/redis).
 
 use std::fmt;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -17,7 +17,7 @@ use fred::interfaces::{ClientLike, KeysInterface, LuaInterface};
 use fred::types::config::{
     Config as FredConfig, Options, ReconnectPolicy, ServerConfig, TcpConfig,
 };
-use fred::types::{Expiration, Key, SetOptions};
+use fred::types::{Expiration, FromValue, Key, MultipleKeys, SetOptions};
 
 mod purge;
 
@@ -460,6 +460,28 @@ impl RedisStore {
         written
     }
 
+    /// Runs `lua` by its SHA-1 (`EVALSHA`), sending the whole script only when the server
+    /// does not have it yet (a restarted server, a new cluster node), through the breaker.
+    pub(super) async fn eval<R: FromValue>(
+        &self,
+        lua: &Lua,
+        keys: impl Into<MultipleKeys>,
+        args: Vec<fred::types::Value>,
+    ) -> Result<R, StoreError> {
+        let inner = &self.inner;
+        let client = inner.pool.next_connected().with_options(&inner.options);
+        let keys: MultipleKeys = keys.into();
+        let run = async {
+            match client.evalsha(lua.sha(), keys.clone(), args.clone()).await {
+                Err(error) if error.details().starts_with("NOSCRIPT") => {
+                    client.eval(lua.source, keys, args).await
+                }
+                result => result,
+            }
+        };
+        self.command(run).await
+    }
+
     /// Runs one command through the breaker, mapping fred's errors.
     async fn command<T, F>(&self, command: F) -> Result<T, StoreError>
     where
@@ -511,6 +533,27 @@ fn escape_glob(prefix: &str) -> String {
         escaped.push(c);
     }
     escaped
+}
+
+/// A Lua script, and its SHA-1 (computed once) to run it by.
+pub(super) struct Lua {
+    source: &'static str,
+    sha: OnceLock<String>,
+}
+
+impl Lua {
+    pub(super) const fn new(source: &'static str) -> Self {
+        Self {
+            source,
+            sha: OnceLock::new(),
+        }
+    }
+
+    fn sha(&self) -> String {
+        self.sha
+            .get_or_init(|| fred::util::sha1_hash(self.source))
+            .clone()
+    }
 }
 
 fn store_error(error: FredError) -> StoreError {
@@ -585,7 +628,8 @@ impl Store for RedisStore {
     ) -> StoreFuture<'a, bool> {
         // Replaces the key unless it holds a binary entry of this format whose `stored_at`
         // (big-endian, so compared byte by byte) is later than ARGV[4].
-        const PUT_NEWER: &str = r"
+        static PUT_NEWER: Lua = Lua::new(
+            r"
 local head = redis.call('GETRANGE', KEYS[1], 0, ARGV[5] - 1)
 if #head == tonumber(ARGV[5]) and string.sub(head, 1, #ARGV[3]) == ARGV[3] then
   local stored = string.sub(head, ARGV[6] + 1, ARGV[5])
@@ -596,14 +640,14 @@ if #head == tonumber(ARGV[5]) and string.sub(head, 1, #ARGV[3]) == ARGV[3] then
   end
 end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-return 1";
+return 1",
+        );
         if self.inner.codec.name() != BinaryCodec.name() {
             return Box::pin(super::read_compare_put(self, key, entry, ttl));
         }
         Box::pin(async move {
             let inner = &self.inner;
             let value = inner.codec.encode(&entry);
-            let client = inner.pool.next_connected().with_options(&inner.options);
             let args: Vec<fred::types::Value> = vec![
                 value.into(),
                 millis(ttl).into(),
@@ -612,7 +656,7 @@ return 1";
                 (BINARY_STORED_AT.end as i64).into(),
                 (BINARY_STORED_AT.start as i64).into(),
             ];
-            let put_newer = self.command(client.eval(PUT_NEWER, self.redis_key(key), args));
+            let put_newer = self.eval(&PUT_NEWER, self.redis_key(key), args);
             let stored: i64 = self.indexed(key, &entry, ttl, put_newer).await?;
             Ok(stored == 1)
         })
@@ -760,11 +804,11 @@ return 1";
         Box::pin(async move {
             // Delete only if the lock is still ours: it may have expired and been taken by
             // another process.
-            const RELEASE: &str = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) else return 0 end";
-            let inner = &self.inner;
-            let client = inner.pool.next_connected().with_options(&inner.options);
+            static RELEASE: Lua = Lua::new(
+                "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) else return 0 end",
+            );
             let _: i64 = self
-                .command(client.eval(RELEASE, self.lock_key(key), lock.token().to_owned()))
+                .eval(&RELEASE, self.lock_key(key), vec![lock.token().into()])
                 .await?;
             Ok(())
         })

@@ -32,7 +32,7 @@ use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use fred::error::Error as FredError;
-use fred::interfaces::{ClientLike, KeysInterface, LuaInterface, SortedSetsInterface};
+use fred::interfaces::{ClientLike, KeysInterface, SortedSetsInterface};
 use fred::types::scan::Scanner;
 use fred::types::{Key, Value};
 use futures_util::StreamExt;
@@ -40,47 +40,55 @@ use futures_util::stream::BoxStream;
 
 use std::sync::atomic::Ordering;
 
-use super::{RedisStore, by_slot, escape_glob, millis, store_error};
+use super::{Lua, RedisStore, by_slot, escape_glob, millis, store_error};
 use crate::store::purge::{KeyFilter, PurgeMode, PurgeTarget, softened};
 use crate::store::{StoreError, StoreErrorKind};
 
 /// Adds a key to a tag's set: drops the members that have expired, adds the key scored by
 /// its expiry (server time, in milliseconds), and makes the set live a second past its
 /// longest-lived member.
-const INDEX_TAG: &str = r"
+static INDEX_TAG: Lua = Lua::new(
+    r"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', string.format('%.0f', now))
 redis.call('ZADD', KEYS[1], string.format('%.0f', now + tonumber(ARGV[2])), ARGV[1])
 local last = redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')
 redis.call('PEXPIREAT', KEYS[1], string.format('%.0f', tonumber(last[2]) + 1000))
-return 1";
+return 1",
+);
 
 /// Replaces the value at a key, keeping its TTL, if it is still the one that was read.
-const COMPARE_AND_SET: &str = r"
+static COMPARE_AND_SET: Lua = Lua::new(
+    r"
 if redis.call('GET', KEYS[1]) == ARGV[1] then
   redis.call('SET', KEYS[1], ARGV[2], 'KEEPTTL')
   return 1
 end
-return 0";
+return 0",
+);
 
 /// Records a purge: the next count, and the record under it; keeps the last ARGV[2]
 /// records, for ARGV[3] ms after the last purge.
-const RECORD_PURGE: &str = r"
+static RECORD_PURGE: Lua = Lua::new(
+    r"
 local g = redis.call('INCR', KEYS[1])
 redis.call('ZADD', KEYS[2], g, g .. ':' .. ARGV[1])
 redis.call('ZREMRANGEBYRANK', KEYS[2], 0, -(tonumber(ARGV[2]) + 1))
 redis.call('PEXPIRE', KEYS[2], ARGV[3])
-return g";
+return g",
+);
 
 /// The latest count, the oldest count the log holds, and the records after ARGV[1].
-const PURGES_SINCE: &str = r"
+static PURGES_SINCE: Lua = Lua::new(
+    r"
 local g = tonumber(redis.call('GET', KEYS[1]) or '0')
 if g <= tonumber(ARGV[1]) then return {g, 0, {}} end
 local first = redis.call('ZRANGE', KEYS[2], 0, 0, 'WITHSCORES')
 local oldest = 0
 if first[2] then oldest = tonumber(first[2]) end
-return {g, oldest, redis.call('ZRANGEBYSCORE', KEYS[2], '(' .. ARGV[1], '+inf')}";
+return {g, oldest, redis.call('ZRANGEBYSCORE', KEYS[2], '(' .. ARGV[1], '+inf')}",
+);
 
 /// How many purge records the log keeps.
 const LOG_RECORDS: i64 = 1_000;
@@ -109,11 +117,9 @@ impl RedisStore {
         tags: &[String],
         ttl: Duration,
     ) -> Result<(), StoreError> {
-        let inner = &self.inner;
-        let client = inner.pool.next_connected().with_options(&inner.options);
         let adds = tags.iter().map(|tag| {
             let args: Vec<Value> = vec![redis_key.into(), millis(ttl).into()];
-            self.command::<i64, _>(client.eval(INDEX_TAG, self.tag_key(tag), args))
+            self.eval::<i64>(&INDEX_TAG, self.tag_key(tag), args)
         });
         for added in futures_util::future::join_all(adds).await {
             added?;
@@ -314,9 +320,7 @@ impl RedisStore {
             return Ok(false);
         };
         let args: Vec<Value> = vec![stored.into(), inner.codec.encode(&soft).into()];
-        let set: i64 = self
-            .command(client.eval(COMPARE_AND_SET, key, args))
-            .await?;
+        let set: i64 = self.eval(&COMPARE_AND_SET, key, args).await?;
         Ok(set == 1)
     }
 
@@ -339,8 +343,6 @@ impl RedisStore {
             PurgeTarget::Tag { tag, within } => serde_json::to_string(&["t", tag, within]),
         }
         .map_err(|error| StoreError::with_source(StoreErrorKind::Other, "purge record", error))?;
-        let inner = &self.inner;
-        let client = inner.pool.next_connected().with_options(&inner.options);
         let (gen_key, log_key) = self.log_keys();
         let args: Vec<Value> = vec![
             record.into(),
@@ -348,7 +350,7 @@ impl RedisStore {
             millis(LOG_RETENTION).into(),
         ];
         let count: i64 = self
-            .command(client.eval(RECORD_PURGE, vec![gen_key, log_key], args))
+            .eval(&RECORD_PURGE, vec![gen_key, log_key], args)
             .await?;
         self.saw_purges(count);
         Ok(())
@@ -368,12 +370,10 @@ impl RedisStore {
         key: &str,
         tags: &[String],
     ) -> Result<bool, StoreError> {
-        let inner = &self.inner;
-        let client = inner.pool.next_connected().with_options(&inner.options);
         let (gen_key, log_key) = self.log_keys();
         let mark = i64::try_from(mark).unwrap_or(i64::MAX);
         let reply: Vec<Value> = self
-            .command(client.eval(PURGES_SINCE, vec![gen_key, log_key], vec![mark]))
+            .eval(&PURGES_SINCE, vec![gen_key, log_key], vec![mark.into()])
             .await?;
         let mut reply = reply.into_iter();
         let count = reply
