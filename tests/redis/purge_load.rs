@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use fred::interfaces::{ClientLike, KeysInterface, SortedSetsInterface};
+use fred::interfaces::{ClientLike, SortedSetsInterface};
 use futures_util::StreamExt;
 use http::{HeaderMap, StatusCode};
 use tower_response_cache::store::{PurgeMode, PurgeTarget, RedisConfig};
