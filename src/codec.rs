@@ -207,13 +207,16 @@ const BINARY_VERSION: u8 = 1;
 
 /// What a [`BinaryCodec`] encoding starts with: the magic and the version. A store that
 /// compares entries by age without decoding them (Redis, in a script) checks it first.
+#[cfg_attr(not(feature = "redis"), allow(dead_code))]
 pub(crate) const BINARY_PREFIX: [u8; 4] = [MAGIC[0], MAGIC[1], MAGIC[2], BINARY_VERSION];
 
 /// Where a [`BinaryCodec`] encoding holds `stored_at`: after the prefix and the status, as
 /// big-endian nanoseconds, whose byte order is their numeric order.
+#[cfg_attr(not(feature = "redis"), allow(dead_code))]
 pub(crate) const BINARY_STORED_AT: std::ops::Range<usize> = 6..14;
 
 /// `stored_at` as a [`BinaryCodec`] encoding holds it.
+#[cfg_attr(not(feature = "redis"), allow(dead_code))]
 pub(crate) fn binary_stored_at(entry: &CachedResponse) -> [u8; 8] {
     time_to_nanos(entry.stored_at).to_be_bytes()
 }

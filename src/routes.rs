@@ -252,6 +252,7 @@ impl RouteTable {
     }
 
     /// Whether this is the table of a layer attached to a route.
+    #[cfg_attr(not(feature = "axum"), allow(dead_code))]
     pub(crate) fn is_attached(&self) -> bool {
         self.attached.is_some()
     }
