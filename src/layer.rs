@@ -128,9 +128,14 @@ impl CacheLayer {
     /// share a namespace. A namespace that is a prefix of another layer's at a `:` (`shop`
     /// and `shop:eu`) contains it: give layers that share a store namespaces that are not.
     /// Keys longer than [`max_key_len`](Self::max_key_len) are hashed after the namespaces,
-    /// which stay as they are.
+    /// which stay as they are. A leading `#` is written `%23`: names starting with `#` are
+    /// the store's own records (a tag's index, `trc:#tag:…`).
     pub fn namespace(mut self, namespace: impl AsRef<str>) -> Self {
-        self.config().namespace = Arc::from(namespace.as_ref());
+        let namespace = namespace.as_ref();
+        self.config().namespace = match namespace.strip_prefix('#') {
+            Some(rest) => Arc::from(format!("%23{rest}")),
+            None => Arc::from(namespace),
+        };
         self
     }
 

@@ -382,3 +382,14 @@ async fn bad_urls_are_errors_not_panics() {
         assert!(handle.invalidate_prefix(bad).await.is_err(), "{bad:?}");
     }
 }
+
+#[tokio::test]
+async fn a_namespace_cannot_pass_for_the_stores_own_records() {
+    let calls = Calls::default();
+    let store = MemoryStore::new(1 << 20);
+    let cache = CacheLayer::new(store.clone()).namespace("#tag");
+    let app = app(&calls, cache.clone());
+    fetch(&app, "/users/1").await;
+    assert_eq!(store.keys(), ["%23tag:GET:/users/1"]);
+    assert_eq!(cache.handle().clear().await.unwrap(), 1);
+}

@@ -99,7 +99,7 @@ async fn sentinel_urls_reach_the_primary() {
         .await
         .unwrap();
     let calls = Calls::default();
-    let (app, _) = app(store, &calls);
+    let (app, layer) = app(store, &calls);
     fetch(&app, "/via-sentinel").await;
     assert_eq!(fetch(&app, "/via-sentinel").await.x_cache(), "HIT");
     assert_eq!(
@@ -107,6 +107,13 @@ async fn sentinel_urls_reach_the_primary() {
         "1",
         "the entry is on the primary"
     );
+    // Purges go to the primary too: by URL, and by prefix (a scan).
+    let handle = layer.handle();
+    assert_eq!(handle.invalidate("/via-sentinel").await.unwrap(), 1);
+    assert_eq!(fetch(&app, "/via-sentinel").await.x_cache(), "MISS");
+    fetch(&app, "/via-sentinel/more").await;
+    assert_eq!(handle.invalidate_prefix("/via-sentinel").await.unwrap(), 2);
+    assert_eq!(fetch(&app, "/via-sentinel").await.x_cache(), "MISS");
 }
 
 #[cfg(feature = "redis-tls")]
