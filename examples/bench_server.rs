@@ -12,6 +12,9 @@
 //! `redis-nolocks` is `redis` with `RedisConfig::fill_locks` off: a miss goes to the origin
 //! without taking the cross-process fill lock first.
 //!
+//! `TAGS=N` tags every cacheable response with `N` tags (`Surrogate-Key: t1 … tN`), to
+//! measure what tags cost a write and a hit.
+//!
 //! The runtime has one worker thread (`WORKERS` to change it), so that the server can be
 //! pinned to one core and the load generator to another. `REDIS_POOL` sets the Redis pool
 //! size (default 8; on the 2-core VM, 1 to 8 connections made no difference beyond noise).
@@ -23,7 +26,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::extract::State;
 use axum::http::header;
-use axum::response::IntoResponse;
+use axum::response::{AppendHeaders, IntoResponse};
 use axum::routing::get;
 use bytes::Bytes;
 use tower_response_cache::{CacheLayer, MemoryStore, RedisConfig, RedisStore};
@@ -33,6 +36,14 @@ struct Origin {
     calls: Arc<AtomicU64>,
     small: Bytes,
     big: Bytes,
+    /// The `Surrogate-Key` of every cacheable response (`TAGS`), if any.
+    tags: Option<header::HeaderValue>,
+}
+
+impl Origin {
+    fn tags(&self) -> AppendHeaders<Option<(&'static str, header::HeaderValue)>> {
+        AppendHeaders(self.tags.clone().map(|tags| ("surrogate-key", tags)))
+    }
 }
 
 const CACHEABLE: [(header::HeaderName, &str); 2] = [
@@ -42,18 +53,18 @@ const CACHEABLE: [(header::HeaderName, &str); 2] = [
 
 async fn hello(State(origin): State<Origin>) -> impl IntoResponse {
     origin.calls.fetch_add(1, Ordering::Relaxed);
-    (CACHEABLE, origin.small.clone())
+    (CACHEABLE, origin.tags(), origin.small.clone())
 }
 
 async fn big(State(origin): State<Origin>) -> impl IntoResponse {
     origin.calls.fetch_add(1, Ordering::Relaxed);
-    (CACHEABLE, origin.big.clone())
+    (CACHEABLE, origin.tags(), origin.big.clone())
 }
 
 async fn slow(State(origin): State<Origin>) -> impl IntoResponse {
     origin.calls.fetch_add(1, Ordering::Relaxed);
     tokio::time::sleep(Duration::from_millis(50)).await;
-    (CACHEABLE, origin.small.clone())
+    (CACHEABLE, origin.tags(), origin.small.clone())
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -83,6 +94,15 @@ async fn serve(
         calls: Arc::new(AtomicU64::new(0)),
         small: Bytes::from(vec![b'x'; 1024]),
         big: Bytes::from(vec![b'y'; 64 * 1024]),
+        tags: std::env::var("TAGS")
+            .ok()
+            .and_then(|count| count.parse::<usize>().ok())
+            .filter(|count| *count > 0)
+            .map(|count| {
+                let tags: Vec<String> = (1..=count).map(|i| format!("t{i}")).collect();
+                header::HeaderValue::from_str(&tags.join(" "))
+            })
+            .transpose()?,
     };
     let routes = Router::new()
         .route("/hello", get(hello))

@@ -5,6 +5,7 @@
 
 use std::fmt;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use http::HeaderName;
@@ -142,6 +143,9 @@ pub(crate) struct Config {
     pub(crate) tags: TagRules,
     /// Whether the layer answers `PURGE` requests itself, and which it allows.
     pub(crate) purge_method: Option<PurgeGate>,
+    /// Whether a handle ever sent a warming refresh ([`CacheHandle::refresh`](crate::CacheHandle::refresh)):
+    /// until then, requests are not looked at for its mark.
+    pub(crate) warming: Arc<AtomicBool>,
 }
 
 /// Concurrent misses of a key share one fetch when `on`; the in-flight map holds the
@@ -186,6 +190,7 @@ impl Config {
             invalidations: Arc::default(),
             tags: TagRules::default(),
             purge_method: None,
+            warming: Arc::default(),
         }
     }
 
@@ -211,6 +216,12 @@ impl Config {
             epoch: self.invalidations.epoch(),
             mark: self.store.purge_mark(),
         }
+    }
+
+    /// Whether `parts` is a warming refresh sent through a handle.
+    pub(crate) fn is_warming(&self, parts: &http::request::Parts) -> bool {
+        self.warming.load(Ordering::Relaxed)
+            && parts.extensions.get::<crate::invalidate::Warm>().is_some()
     }
 
     /// How long a request waits for another's fetch.

@@ -199,7 +199,7 @@ impl AsRef<str> for CacheKey {
 ///     (!path.starts_with("/admin")).then(|| CacheKey::new(path))
 /// });
 /// ```
-pub trait KeyBuilder: Send + Sync + 'static {
+pub trait KeyBuilder: std::any::Any + Send + Sync {
     /// The key for a request, or `None` to bypass the cache.
     fn build_key(&self, parts: &Parts) -> Option<CacheKey>;
 }
@@ -220,20 +220,13 @@ pub(crate) struct Keys {
     builder: Arc<dyn KeyBuilder>,
     /// The builder's type, for `Debug` (closures have no other name).
     name: &'static str,
-    /// The builder, when it is a [`DefaultKeyBuilder`]: its keys' grammar is known, so that
-    /// purges can find the keys of a URL or of a path prefix among a store's.
-    default: Option<DefaultKeyBuilder>,
 }
 
 impl Keys {
     pub(crate) fn new<K: KeyBuilder>(builder: K) -> Self {
-        let default = (&builder as &dyn std::any::Any)
-            .downcast_ref::<DefaultKeyBuilder>()
-            .cloned();
         Self {
             builder: Arc::new(builder),
             name: std::any::type_name::<K>(),
-            default,
         }
     }
 
@@ -241,9 +234,11 @@ impl Keys {
         &*self.builder
     }
 
-    /// The builder, when it is a [`DefaultKeyBuilder`].
+    /// The builder, when it is a [`DefaultKeyBuilder`]: its keys' grammar is known, so that
+    /// purges can find the keys of a URL or of a path prefix among a store's.
     pub(crate) fn default_builder(&self) -> Option<&DefaultKeyBuilder> {
-        self.default.as_ref()
+        let builder: &dyn std::any::Any = &*self.builder;
+        builder.downcast_ref()
     }
 }
 

@@ -189,3 +189,47 @@ async fn load_a_refresh_flood_makes_one_origin_call_per_key_at_a_time() {
         "refreshes shared origin calls: {calls}"
     );
 }
+
+/// A tag of 100 000 entries on the memory store, purged through the handle: the purge's
+/// rate, the other tag's entries kept, and the tag index emptied of the purged ones.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn load_a_tag_of_100_000_entries_is_purged_from_the_memory_store() {
+    use std::time::Instant;
+    use tower_response_cache::{CachedResponse, Store};
+    let store = MemoryStore::new(512 * 1024 * 1024);
+    let cache = CacheLayer::new(store.clone()).namespace("bulk");
+    let handle = cache.handle();
+    let started = Instant::now();
+    for id in 0..101_000u32 {
+        let mut entry =
+            CachedResponse::new(http::StatusCode::OK, http::HeaderMap::new(), "page".into());
+        entry.ttl = Duration::from_secs(300);
+        entry.tags = vec![if id < 100_000 { "big" } else { "small" }.to_owned()];
+        let key = format!("bulk:GET:/p/{id}");
+        store
+            .put(&key, Arc::new(entry), Duration::from_secs(300))
+            .await
+            .unwrap();
+    }
+    let filled = started.elapsed();
+    store.run_pending_tasks();
+    assert_eq!(store.tag_index_len(), (2, 101_000));
+
+    let started = Instant::now();
+    let purged = handle.invalidate_tag("big").await.unwrap();
+    let took = started.elapsed();
+    println!(
+        "[memory purge] 101 000 tagged entries stored in {filled:?}; purged the 100 000 of one \
+         tag in {took:?} ({:.0} entries/s)",
+        purged as f64 / took.as_secs_f64()
+    );
+    assert_eq!(purged, 100_000);
+    store.run_pending_tasks();
+    assert_eq!(store.entry_count(), 1_000);
+    assert_eq!(
+        store.tag_index_len(),
+        (1, 1_000),
+        "the purged entries left the index"
+    );
+    assert!(store.get("bulk:GET:/p/100500").await.unwrap().is_some());
+}

@@ -219,6 +219,9 @@ impl CacheHandle {
         ResB::Error: Into<BoxError>,
     {
         request.extensions_mut().insert(Warm);
+        self.config
+            .warming
+            .store(true, std::sync::atomic::Ordering::Relaxed);
         std::future::poll_fn(|cx| service.poll_ready(cx))
             .await
             .map_err(Into::into)?;

@@ -326,6 +326,74 @@ mod tests {
         drop(config);
     }
 
+    fn segment() -> impl proptest::strategy::Strategy<Value = String> {
+        use proptest::prelude::*;
+        proptest::collection::vec(
+            prop_oneof![
+                Just("a"),
+                Just("%41"),
+                Just("%2F"),
+                Just("%7c"),
+                Just("~"),
+                Just("*"),
+                Just("["),
+                Just("%23"),
+                Just("b"),
+                Just("é"),
+            ],
+            1..6,
+        )
+        .prop_map(|parts| parts.concat())
+    }
+
+    proptest::proptest! {
+        /// The key a request stores under is found by a purge of its URL (with or without
+        /// the host), and of every path prefix of it at a segment boundary — whatever the
+        /// escaping, the variant slot, or the hashing of a long key; and not by a purge of
+        /// a sibling path.
+        #[test]
+        fn a_stored_key_is_found_by_its_url_and_its_prefixes(
+            segments in proptest::collection::vec(segment(), 1..6),
+            query in proptest::option::of(segment()),
+            slot in proptest::option::of(0u64..7),
+            long in proptest::bool::ANY,
+        ) {
+            use crate::key::KeyBuilder;
+            let mut path = format!("/{}", segments.join("/"));
+            if long {
+                path.push_str(&"/x".repeat(150));
+            }
+            let url = match &query {
+                Some(query) => format!("{path}?q={query}"),
+                None => path.clone(),
+            };
+            let Ok(uri) = format!("http://shop.example{url}").parse::<Uri>() else {
+                return Ok(());
+            };
+            let (parts, ()) = Request::get(uri).body(()).unwrap().into_parts();
+            let built = DefaultKeyBuilder::new().build_key(&parts).unwrap();
+            let stored = built.namespaced("ns", None, 250);
+            let stored = match slot {
+                Some(slot) => stored.variant(slot),
+                None => stored,
+            };
+            let key = stored.as_str();
+            let with_host = format!("http://shop.example{url}");
+            proptest::prop_assert!(matcher(&url, UrlPurge::Exact, DefaultKeyBuilder::new()).matches(key), "{} by {}", key, url);
+            proptest::prop_assert!(matcher(&with_host, UrlPurge::Exact, DefaultKeyBuilder::new()).matches(key), "{} by {}", key, with_host);
+            let other_host = format!("http://other.example{url}");
+            proptest::prop_assert!(!matcher(&other_host, UrlPurge::Exact, DefaultKeyBuilder::new()).matches(key));
+            for end in 1..=segments.len() {
+                let prefix = format!("/{}", segments[..end].join("/"));
+                proptest::prop_assert!(matcher(&prefix, UrlPurge::Under, DefaultKeyBuilder::new()).matches(key), "{} under {}", key, prefix);
+            }
+            let sibling = format!("/{}z", segments[0]);
+            if !without_slot(key).contains('#') {
+                proptest::prop_assert!(!matcher(&sibling, UrlPurge::Under, DefaultKeyBuilder::new()).matches(key), "{} under {}", key, sibling);
+            }
+        }
+    }
+
     #[test]
     fn slots_are_stripped_only_when_they_are_slots() {
         assert_eq!(without_slot("GET:h/a#v12"), "GET:h/a");

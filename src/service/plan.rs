@@ -3,7 +3,6 @@
 //! takes it over.
 
 use super::*;
-use crate::invalidate::Warm;
 
 /// The request's URI as the client sent it: under a nested axum router the request's own
 /// URI has lost the nest prefix (`/users/1` for `/api/users/1`), which would give two
@@ -164,7 +163,7 @@ pub(super) fn plan(config: &Arc<Config>, key_builder: &Keys, parts: &mut Parts) 
     let control = policy
         .and_then(|policy| policy.client_control.as_ref())
         .unwrap_or(&config.client_control);
-    let mode = if parts.extensions.get::<Warm>().is_some() {
+    let mode = if config.is_warming(parts) {
         RequestMode::Refresh(RefreshReason::Warm)
     } else {
         request_mode(&parts.headers, control, &config.bypass_header)

@@ -673,26 +673,8 @@ return 1",
 
     fn remove_many<'a>(&'a self, keys: &'a [String]) -> StoreFuture<'a, u64> {
         Box::pin(async move {
-            let inner = &self.inner;
-            let client = inner.pool.next_connected();
-            let keys: Vec<Key> = keys.iter().map(|key| self.redis_key(key).into()).collect();
-            // One `UNLINK` for all of them; on a cluster, one per hash slot, sent together.
-            let batches = if client.is_clustered() {
-                by_slot(keys)
-            } else if keys.is_empty() {
-                Vec::new()
-            } else {
-                vec![keys]
-            };
-            let client = client.with_options(&inner.options);
-            let unlinks = batches
-                .into_iter()
-                .map(|batch| self.command::<i64, _>(client.unlink(batch)));
-            let mut removed = 0u64;
-            for unlinked in futures_util::future::join_all(unlinks).await {
-                removed += u64::try_from(unlinked?).unwrap_or_default();
-            }
-            Ok(removed)
+            let keys = keys.iter().map(|key| self.redis_key(key).into()).collect();
+            self.unlink(keys).await
         })
     }
 

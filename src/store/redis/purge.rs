@@ -278,26 +278,38 @@ impl RedisStore {
                 Ok(softened)
             }
             _ => {
-                let client = inner.pool.next_connected();
-                let batches = if client.is_clustered() {
-                    by_slot(keys.clone())
-                } else {
-                    vec![keys.clone()]
-                };
-                let client = client.with_options(&inner.options);
-                let unlinks = batches
-                    .into_iter()
-                    .map(|batch| self.command::<i64, _>(client.unlink(batch)));
-                let mut removed = 0u64;
-                for unlinked in futures_util::future::join_all(unlinks).await {
-                    removed += u64::try_from(unlinked?).unwrap_or_default();
-                }
+                let removed = self.unlink(keys.clone()).await?;
                 if let Some((_, tag_key)) = tag {
+                    let client = inner.pool.next_connected().with_options(&inner.options);
                     self.command::<i64, _>(client.zrem(tag_key, keys)).await?;
                 }
                 Ok(removed)
             }
         }
+    }
+
+    /// Removes `keys` (Redis keys): one `UNLINK` for all of them, or on a cluster one per
+    /// hash slot, sent together; how many there were.
+    pub(super) async fn unlink(&self, keys: Vec<Key>) -> Result<u64, StoreError> {
+        if keys.is_empty() {
+            return Ok(0);
+        }
+        let inner = &self.inner;
+        let client = inner.pool.next_connected();
+        let batches = if client.is_clustered() {
+            by_slot(keys)
+        } else {
+            vec![keys]
+        };
+        let client = client.with_options(&inner.options);
+        let unlinks = batches
+            .into_iter()
+            .map(|batch| self.command::<i64, _>(client.unlink(batch)));
+        let mut removed = 0u64;
+        for unlinked in futures_util::future::join_all(unlinks).await {
+            removed += u64::try_from(unlinked?).unwrap_or_default();
+        }
+        Ok(removed)
     }
 
     /// Makes the entry at `key` (a Redis key) stale, if it is fresh (and has `tag`, if
