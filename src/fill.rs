@@ -285,7 +285,12 @@ async fn write_entry(
         ..
     } = sink;
     let ttl: Duration = entry.retention(keep);
-    let storing = if !invalidations.allows(&key, &entry.tags, started.epoch) {
+    // A purge since the fetch started — here, or in another process sharing the store (the
+    // latter checked before the write too, so that no other process reads what a purge that
+    // ended long ago took, even for the moment between the write and the check after it).
+    let storing = if !invalidations.allows(&key, &entry.tags, started.epoch)
+        || purged_elsewhere(&*store, started.mark, &key, &entry.tags, &stats, &counters).await
+    {
         Storing::No(NotStoredReason::Invalidated)
     } else {
         match store.put_newer(&key, Arc::clone(&entry), ttl).await {

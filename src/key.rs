@@ -118,6 +118,19 @@ impl CacheKey {
         Self(key)
     }
 
+    /// The key without a variant slot's suffix ([`variant`](Self::variant)).
+    pub(crate) fn without_slot(key: &str) -> &str {
+        match key.rfind("#v") {
+            Some(at)
+                if key.len() > at + 2
+                    && key[at + 2..].bytes().all(|byte| byte.is_ascii_digit()) =>
+            {
+                &key[..at]
+            }
+            _ => key,
+        }
+    }
+
     /// `namespace:key` — `namespace:route:key` with a route's own namespace — or a hashed
     /// form when that is longer than `max_len` bytes: the namespaces, the first bytes of the
     /// key, `#` and the hex XXH3-128 of the whole key. Either way the key starts with the

@@ -481,9 +481,10 @@ impl CacheLayer {
         self
     }
 
-    /// Whether the tag headers are removed from the responses the cache answers with (and
-    /// from stored entries), so that clients do not see how pages are tagged. Default:
-    /// `true`.
+    /// Whether the tag headers are removed from the responses to the GET and HEAD requests
+    /// the cache takes and from stored entries, so that clients do not see how pages are
+    /// tagged. Responses the cache passes on untouched (other methods, disabled routes) keep
+    /// them. Default: `true`.
     pub fn strip_tag_headers(mut self, strip: bool) -> Self {
         self.config().tags.strip = strip;
         self

@@ -263,7 +263,7 @@ pub struct PurgeCounts {
     /// Purges whose store operation failed (each is a store error too).
     pub failed: u64,
     /// Tags ignored when responses were stored: past a [`TagLimits`](crate::TagLimits)
-    /// limit, empty once trimmed, or holding a control character.
+    /// limit, holding a control character, or not UTF-8.
     pub tags_ignored: u64,
 }
 

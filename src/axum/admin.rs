@@ -77,7 +77,7 @@ pub struct PurgeFailure {
 ///
 /// # Panics
 ///
-/// If `token` is empty: that would be no protection.
+/// If `token` is empty (once trimmed): that would be no protection.
 ///
 /// ```
 /// use axum::{routing::get, Router};
@@ -95,6 +95,9 @@ pub fn admin_router<S>(handle: CacheHandle, token: &str) -> Router<S>
 where
     S: Clone + Send + Sync + 'static,
 {
+    // A token read from a file or the environment may end with a newline; the one a client
+    // presents is trimmed as well.
+    let token = token.trim();
     assert!(
         !token.is_empty(),
         "the admin router needs a non-empty token"

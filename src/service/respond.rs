@@ -114,7 +114,7 @@ impl Ctx {
         let ttl = if self.sliding() {
             // Another full lifetime, the entry's own (whatever set it: handler, origin,
             // route or default).
-            self.touch(key, entry.storage_ttl()).await;
+            self.touch(key, &entry.tags, entry.storage_ttl()).await;
             entry.ttl
         } else {
             entry.remaining_ttl(now)
@@ -122,13 +122,14 @@ impl Ctx {
         self.finish(response, Outcome::Hit { ttl })
     }
 
-    /// Moves the entry's expiry a full TTL ahead (sliding routes).
-    pub(super) async fn touch(&self, key: CacheKey, ttl: Duration) {
+    /// Moves the entry's expiry a full TTL ahead (sliding routes), its tags' index with it.
+    pub(super) async fn touch(&self, key: CacheKey, tags: &[String], ttl: Duration) {
         let store = Arc::clone(&self.config.store);
         let stats = self.config.stats.clone();
         let counters = Arc::clone(&self.route.counters);
+        let tags = tags.to_vec();
         let touch = async move {
-            if let Err(error) = store.touch(key.as_str(), ttl).await {
+            if let Err(error) = store.touch_tagged(key.as_str(), &tags, ttl).await {
                 observe::store_failed(&stats, &counters, StoreOp::Touch, key.as_str(), &error);
             }
         };

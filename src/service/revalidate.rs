@@ -78,6 +78,7 @@ impl Ctx {
                 }
                 self.withdraw(&key, reason).await;
                 head.headers.remove(header::AGE);
+                self.config.tags.strip(&mut head.headers);
                 let mut served =
                     CachedResponse::new(entry.status, head.headers, entry.body.clone());
                 served.stored_at = now;

@@ -112,6 +112,19 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
         Box::pin(async { Err(StoreError::unsupported("touch")) })
     }
 
+    /// [`touch`](Self::touch) for an entry tagged `tags` (sliding expiry): a store whose
+    /// tag index records when entries expire keeps it in step, so that the entry's tags
+    /// still find it for its whole new life. The default touches.
+    fn touch_tagged<'a>(
+        &'a self,
+        key: &'a str,
+        tags: &'a [String],
+        ttl: Duration,
+    ) -> StoreFuture<'a, bool> {
+        let _ = tags;
+        self.touch(key, ttl)
+    }
+
     /// Removes every entry whose key starts with `prefix`; returns how many. The default
     /// reports [`StoreErrorKind::Unsupported`].
     fn remove_prefix<'a>(&'a self, prefix: &'a str) -> StoreFuture<'a, u64> {
@@ -284,6 +297,15 @@ impl<S: Store + ?Sized> Store for Arc<S> {
 
     fn touch<'a>(&'a self, key: &'a str, ttl: Duration) -> StoreFuture<'a, bool> {
         (**self).touch(key, ttl)
+    }
+
+    fn touch_tagged<'a>(
+        &'a self,
+        key: &'a str,
+        tags: &'a [String],
+        ttl: Duration,
+    ) -> StoreFuture<'a, bool> {
+        (**self).touch_tagged(key, tags, ttl)
     }
 
     fn remove_prefix<'a>(&'a self, prefix: &'a str) -> StoreFuture<'a, u64> {

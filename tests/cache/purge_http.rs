@@ -136,6 +136,14 @@ async fn the_admin_router_refuses_what_it_cannot_read_or_is_too_much() {
     assert!(reply.text().contains("not a URL"), "{}", reply.text());
 }
 
+#[tokio::test]
+async fn an_admin_token_read_with_a_newline_still_matches() {
+    let (cache, _) = layer();
+    let app: Router = admin_router(cache.handle(), "tok\n");
+    let reply = send(&app, admin_request(Method::POST, "/clear", Some("tok"), "")).await;
+    assert_eq!(reply.status, StatusCode::OK);
+}
+
 #[test]
 #[should_panic(expected = "non-empty token")]
 fn an_empty_admin_token_is_refused_at_startup() {

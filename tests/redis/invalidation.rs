@@ -23,6 +23,8 @@ on_both_topologies!(
     tags_needing_care_are_stored_and_matched_as_they_are,
     the_index_forgets_expired_entries,
     a_fetch_under_way_on_one_instance_during_a_purge_on_another_stores_nothing,
+    a_sliding_entry_stays_indexed_for_its_new_life,
+    a_flushed_purge_log_makes_writes_under_way_cautious,
 );
 
 /// `/t/{tag}/{page}`: tagged `{tag}` (and `all`) by `Surrogate-Key`, answering
@@ -98,6 +100,18 @@ async fn url_and_prefix_purges_take_their_keys_on_every_slot(topology: &mut Topo
     assert_eq!(handle.invalidate_prefix("/t/a").await.unwrap(), 40);
     assert!(store.get("app:GET:/t/a/3").await.unwrap().is_none());
     assert!(store.get("app:GET:/t/ab/3").await.unwrap().is_some());
+    // Keys that need escaping: `*` and `[` are literals, never patterns.
+    fetch(&app, "/t/g*b/1").await;
+    fetch(&app, "/t/gXb/1").await;
+    fetch(&app, "/t/g%5Bb%5D/1").await;
+    assert_eq!(handle.invalidate_prefix("/t/g*b").await.unwrap(), 1);
+    assert!(store.get("app:GET:/t/gXb/1").await.unwrap().is_some());
+    assert_eq!(handle.invalidate("/t/g%5Bb%5D/1").await.unwrap(), 1);
+    assert!(store.get("app:GET:/t/gXb/1").await.unwrap().is_some());
+    // By key, as the key builder gives it.
+    let key = tower_response_cache::CacheKey::new("GET:/t/gXb/1");
+    assert_eq!(handle.invalidate_key(&key).await.unwrap(), 1);
+    assert!(store.get("app:GET:/t/gXb/1").await.unwrap().is_none());
     // Soft, by prefix: stale, not gone.
     assert_eq!(handle.soft().invalidate_prefix("/t/ab/").await.unwrap(), 40);
     let stale = store.get("app:GET:/t/ab/3").await.unwrap().unwrap();
@@ -274,4 +288,67 @@ async fn a_fetch_under_way_on_one_instance_during_a_purge_on_another_stores_noth
             assert_eq!(after.x_cache(), "HIT");
         }
     }
+}
+
+async fn a_sliding_entry_stays_indexed_for_its_new_life(topology: &mut Topology) {
+    let store = store(&topology.url(), "slide").await;
+    let tags = ["t".to_owned()];
+    store
+        .put("ns:GET:/slides", tagged(&["t"]), Duration::from_millis(400))
+        .await
+        .unwrap();
+    // A sliding hit gives it another, longer life.
+    assert!(
+        store
+            .touch_tagged("ns:GET:/slides", &tags, Duration::from_secs(60))
+            .await
+            .unwrap()
+    );
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    // The next write of the tag drops the members that have expired by their score.
+    store
+        .put("ns:GET:/other", tagged(&["t"]), Duration::from_secs(60))
+        .await
+        .unwrap();
+    let purged = store
+        .purge(
+            PurgeTarget::Tag {
+                tag: "t",
+                within: "ns:",
+            },
+            PurgeMode::Hard,
+        )
+        .await
+        .unwrap();
+    assert_eq!(purged, 2, "the touched entry is still found by its tag");
+    assert!(store.get("ns:GET:/slides").await.unwrap().is_none());
+}
+
+async fn a_flushed_purge_log_makes_writes_under_way_cautious(topology: &mut Topology) {
+    let url = topology.url();
+    let (calls_a, calls_b) = (Calls::default(), Calls::default());
+    let (app_a, layer_a) = tagged_app(store(&url, "flush").await, &calls_a);
+    let store_b = store(&url, "flush").await;
+    let (app_b, _) = slow_tagged_app(store_b.clone(), &calls_b, Duration::from_millis(400));
+    // A purges a few times; B learns the count with a write of its own.
+    for _ in 0..3 {
+        layer_a.handle().invalidate_tag("other").await.unwrap();
+    }
+    fetch(&app_b, "/t/w/0").await;
+    // An operator flushes Redis: the log's counter starts again from zero.
+    for server in topology.servers() {
+        server.cli(&["FLUSHALL"]);
+    }
+    let slow = tokio::spawn({
+        let app_b = app_b.clone();
+        async move { fetch(&app_b, "/t/w/1").await }
+    });
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    layer_a.handle().invalidate_tag("w").await.unwrap();
+    slow.await.unwrap();
+    assert!(
+        store_b.get("app:GET:/t/w/1").await.unwrap().is_none(),
+        "B did not trust a count that went back"
+    );
+    assert_eq!(fetch(&app_a, "/t/w/1").await.x_cache(), "MISS");
 }

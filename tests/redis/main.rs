@@ -40,7 +40,7 @@ impl Topology {
         }
     }
 
-    fn servers(&mut self) -> Vec<&mut RedisServer> {
+    pub(crate) fn servers(&mut self) -> Vec<&mut RedisServer> {
         match self {
             Self::Standalone(server) => vec![server],
             Self::Cluster(cluster) => cluster.nodes.iter_mut().collect(),

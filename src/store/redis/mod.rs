@@ -96,10 +96,10 @@ pub struct RedisConfig {
     /// coalescing within each process stays. Default: `true`.
     pub fill_locks: bool,
     /// Whether purges are recorded in a short log in Redis (a counter and the last 1 000
-    /// records, under one hash tag) that every process sharing the store checks after it
-    /// writes a fetched entry: a fetch under way in one process while another purges does
-    /// not write back what the purge took. It costs a purge one command and each write of a
-    /// fetched entry one more round trip (after the write; in the background by default);
+    /// records, under one hash tag) that every process sharing the store checks before and
+    /// after it writes a fetched entry: a fetch under way in one process while another
+    /// purges does not write back what the purge took. It costs a purge one command and
+    /// each write of a fetched entry two more round trips (in the background by default);
     /// lookups nothing. Turn it off when one process uses the store. Default: `true`.
     pub purge_log: bool,
     /// The TLS connector, e.g. one that trusts a private CA (`fred::types::config::TlsConnector`
@@ -700,6 +700,28 @@ return 1",
                 .command(client.pexpire(self.redis_key(key), millis(ttl), None))
                 .await?;
             Ok(touched)
+        })
+    }
+
+    /// `PEXPIRE`, and the entry's tags indexed for its new expiry alongside.
+    fn touch_tagged<'a>(
+        &'a self,
+        key: &'a str,
+        tags: &'a [String],
+        ttl: Duration,
+    ) -> StoreFuture<'a, bool> {
+        if tags.is_empty() {
+            return self.touch(key, ttl);
+        }
+        Box::pin(async move {
+            let redis_key = self.redis_key(key);
+            let (touched, indexed) = futures_util::future::join(
+                self.touch(key, ttl),
+                self.index_tags(&redis_key, tags, ttl),
+            )
+            .await;
+            indexed?;
+            touched
         })
     }
 

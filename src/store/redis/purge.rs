@@ -3,26 +3,30 @@
 //!
 //! - **The tag index** is one sorted set per tag, `<namespace>:#tag:<tag>`, whose members
 //!   are the Redis keys of the entries with that tag, scored by when they expire (server
-//!   time). A write of a tagged entry adds it with one single-key script per tag, sent
-//!   alongside the entry's `SET` (no added round trip); the script first drops the members
-//!   that have expired and keeps the set alive as long as its longest-lived member, so the
-//!   index is cleaned as entries expire and stays bounded under churn. An untagged entry
-//!   costs the index nothing, and no lookup ever reads it.
+//!   time; never below an entry's expiry, and changed by every write). A write of a tagged
+//!   entry adds it with one single-key script per tag, sent alongside the entry's `SET` (no
+//!   added round trip); a sliding hit re-scores it. The script first drops the members that
+//!   have expired and keeps the set alive as long as its longest-lived member, so the index
+//!   is cleaned as entries expire and stays bounded under churn. An untagged entry costs the
+//!   index nothing, and no lookup ever reads it.
 //! - **A tag purge** walks its set with `ZSCAN` (a page at a time, so a tag with 100 000
 //!   entries never blocks Redis), `UNLINK`s each page's keys (grouped by hash slot on a
-//!   cluster) and removes them from the set. A key whose entry was replaced since by one
-//!   without the tag is purged all the same (until the index forgets it at the old entry's
-//!   expiry): a tag purge may take an entry too many, never one too few.
+//!   cluster), then removes from the set the members whose score is still the one it read
+//!   (a key written again meanwhile stays indexed). A key whose entry was replaced since by
+//!   one without the tag is purged all the same (until the index forgets it at the old
+//!   entry's expiry): a tag purge may take an entry too many, never one too few.
 //! - **A prefix purge** `SCAN`s each primary with an escaped, anchored pattern; a filter
 //!   then decides on each key by parsing it.
 //! - **The purge log** makes purges complete across processes. Every purge is first
 //!   recorded — a counter (`INCR`) and a sorted set of the last records by count — under
 //!   one hash tag, then carried out. A process notes the latest count it has seen when a
-//!   fetch starts (no command: it learns counts from its own purges and checks), writes
-//!   the fetched entry, then reads the records since: one that covers the entry makes it
-//!   remove the entry again. Either the purge finds the entry, or the check finds the
-//!   purge. A purge by a filtered prefix is recorded as its plain prefix (a check then
-//!   undoes any write under it), and records the log no longer holds count as covering.
+//!   fetch starts (no command: it learns counts from its own purges and checks), reads the
+//!   records since before it writes the fetched entry (and does not write if one covers
+//!   it), and again after (removing the entry if one does): either the purge finds the
+//!   entry, or the check finds the purge. A purge by a filtered prefix is recorded as its
+//!   plain prefix (a check then refuses any write under it); records the log no longer
+//!   holds, more than a check reads (256), or a count that went back (a flushed log) count
+//!   as covering.
 //! - **A soft purge** rewrites each entry stale (its freshness cut to its age) with a
 //!   one-key compare-and-set that keeps the key's TTL (`SET … KEEPTTL`): an entry removed
 //!   or replaced in between is left alone, so a hard purge stays hard and a newer entry is
@@ -32,7 +36,7 @@ use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use fred::error::Error as FredError;
-use fred::interfaces::{ClientLike, KeysInterface, SortedSetsInterface};
+use fred::interfaces::{ClientLike, KeysInterface};
 use fred::types::scan::Scanner;
 use fred::types::{Key, Value};
 use futures_util::StreamExt;
@@ -41,21 +45,42 @@ use futures_util::stream::BoxStream;
 use std::sync::atomic::Ordering;
 
 use super::{Lua, RedisStore, by_slot, escape_glob, millis, store_error};
+use crate::key::CacheKey;
 use crate::store::purge::{KeyFilter, PurgeMode, PurgeTarget, softened};
 use crate::store::{StoreError, StoreErrorKind};
 
-/// Adds a key to a tag's set: drops the members that have expired, adds the key scored by
-/// its expiry (server time, in milliseconds), and makes the set live a second past its
-/// longest-lived member.
+/// Adds a key to a tag's set: drops the members that have expired, and scores the key by
+/// its expiry (server time, in milliseconds) — or, when the set scores it later already (a
+/// longer-lived write of the key, landed first), a thousandth of a millisecond above that:
+/// a member's score never falls below its entry's expiry, and every write changes it, so
+/// that a purge can tell a member written since it read the set. The set lives a second
+/// past its longest-lived member.
 static INDEX_TAG: Lua = Lua::new(
     r"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', string.format('%.0f', now))
-redis.call('ZADD', KEYS[1], string.format('%.0f', now + tonumber(ARGV[2])), ARGV[1])
+local score = now + tonumber(ARGV[2])
+local old = redis.call('ZSCORE', KEYS[1], ARGV[1])
+if old and tonumber(old) >= score then score = tonumber(old) + 0.001 end
+redis.call('ZADD', KEYS[1], string.format('%.3f', score), ARGV[1])
 local last = redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')
 redis.call('PEXPIREAT', KEYS[1], string.format('%.0f', tonumber(last[2]) + 1000))
 return 1",
+);
+
+/// Removes members from a tag's set (ARGV: member, score, member, score, …) whose score is
+/// still the one a purge read: a member written again since stays.
+static UNINDEX_PURGED: Lua = Lua::new(
+    r"
+local removed = 0
+for i = 1, #ARGV, 2 do
+  local score = redis.call('ZSCORE', KEYS[1], ARGV[i])
+  if score and tonumber(score) == tonumber(ARGV[i + 1]) then
+    removed = removed + redis.call('ZREM', KEYS[1], ARGV[i])
+  end
+end
+return removed",
 );
 
 /// Replaces the value at a key, keeping its TTL, if it is still the one that was read.
@@ -79,7 +104,8 @@ redis.call('PEXPIRE', KEYS[2], ARGV[3])
 return g",
 );
 
-/// The latest count, the oldest count the log holds, and the records after ARGV[1].
+/// The latest count, the oldest count the log holds, and the records after ARGV[1] (at
+/// most ARGV[2]).
 static PURGES_SINCE: Lua = Lua::new(
     r"
 local g = tonumber(redis.call('GET', KEYS[1]) or '0')
@@ -87,11 +113,13 @@ if g <= tonumber(ARGV[1]) then return {g, 0, {}} end
 local first = redis.call('ZRANGE', KEYS[2], 0, 0, 'WITHSCORES')
 local oldest = 0
 if first[2] then oldest = tonumber(first[2]) end
-return {g, oldest, redis.call('ZRANGEBYSCORE', KEYS[2], '(' .. ARGV[1], '+inf')}",
+return {g, oldest, redis.call('ZRANGEBYSCORE', KEYS[2], '(' .. ARGV[1], '+inf', 'LIMIT', 0, ARGV[2])}",
 );
 
 /// How many purge records the log keeps.
 const LOG_RECORDS: i64 = 1_000;
+/// The most records a check reads; more since a fetch started count as covering it.
+const MAX_CHECKED_RECORDS: i64 = 256;
 /// How long the log is kept after the last purge.
 const LOG_RETENTION: Duration = Duration::from_secs(3600);
 
@@ -170,7 +198,8 @@ impl RedisStore {
             let key = key.strip_prefix(inner.prefix.as_str()).unwrap_or(key);
             filter.is_none_or(|filter| filter(key))
         };
-        self.purge_pages(pages, |keys| keys, keep, mode, None).await
+        let unscored = |keys: Vec<Key>| keys.into_iter().map(|key| (key, 0.0)).collect();
+        self.purge_pages(pages, unscored, keep, mode, None).await
     }
 
     /// Purges the entries tagged `tag` whose keys (without the store's namespace) start
@@ -191,7 +220,7 @@ impl RedisStore {
             .boxed();
         let members = |page: Vec<(Value, f64)>| {
             page.into_iter()
-                .filter_map(|(member, _)| member.as_bytes().map(Key::from))
+                .filter_map(|(member, score)| member.as_bytes().map(|key| (Key::from(key), score)))
                 .collect()
         };
         let within = format!("{}{within}", inner.prefix);
@@ -205,7 +234,7 @@ impl RedisStore {
     async fn purge_pages<S: Scanner>(
         &self,
         mut pages: BoxStream<'_, Result<S, FredError>>,
-        keys_of: impl Fn(S::Page) -> Vec<Key>,
+        keys_of: impl Fn(S::Page) -> Vec<(Key, f64)>,
         keep: impl Fn(&Key) -> bool,
         mode: PurgeMode,
         tag: Option<(&str, &str)>,
@@ -232,14 +261,21 @@ impl RedisStore {
                     return Err(store_error(error));
                 }
             };
-            let keys: Vec<Key> = page
+            let (keys, scores): (Vec<Key>, Vec<f64>) = page
                 .take_results()
                 .map(&keys_of)
                 .unwrap_or_default()
                 .into_iter()
-                .filter(&keep)
-                .collect();
-            match self.purge_keys(keys, mode, tag).await {
+                .filter(|(key, _)| keep(key))
+                .unzip();
+            let purged_page = match tag {
+                Some((_, tag_key)) if mode == PurgeMode::Hard => {
+                    self.purge_tagged(keys, &scores, tag_key).await
+                }
+                Some((tag, _)) => self.purge_keys(keys, mode, Some(tag)).await,
+                None => self.purge_keys(keys, mode, None).await,
+            };
+            match purged_page {
                 Ok(count) => purged += count,
                 Err(error) => {
                     // Stop the scan rather than let the dropped page carry on.
@@ -252,23 +288,21 @@ impl RedisStore {
         Ok(purged)
     }
 
-    /// Purges `keys` (Redis keys): one `UNLINK` per hash slot, sent together, and, for a
-    /// tag, their removal from its set; or, soft, a compare-and-set per entry that has the
-    /// tag (if any), a few at a time.
+    /// Purges `keys` (Redis keys): one `UNLINK` per hash slot, sent together; or, soft, a
+    /// compare-and-set per entry that has `tag` (if given), a few at a time.
     pub(super) async fn purge_keys(
         &self,
         keys: Vec<Key>,
         mode: PurgeMode,
-        tag: Option<(&str, &str)>,
+        tag: Option<&str>,
     ) -> Result<u64, StoreError> {
         if keys.is_empty() {
             return Ok(0);
         }
-        let inner = &self.inner;
         match mode {
             PurgeMode::Soft => {
                 let softens = futures_util::stream::iter(keys)
-                    .map(|key| self.soften(key, tag.map(|(tag, _)| tag)))
+                    .map(|key| self.soften(key, tag))
                     .buffer_unordered(SOFT_CONCURRENCY);
                 let results: Vec<Result<bool, StoreError>> = softens.collect().await;
                 let mut softened = 0;
@@ -277,15 +311,30 @@ impl RedisStore {
                 }
                 Ok(softened)
             }
-            _ => {
-                let removed = self.unlink(keys.clone()).await?;
-                if let Some((_, tag_key)) = tag {
-                    let client = inner.pool.next_connected().with_options(&inner.options);
-                    self.command::<i64, _>(client.zrem(tag_key, keys)).await?;
-                }
-                Ok(removed)
-            }
+            _ => self.unlink(keys).await,
         }
+    }
+
+    /// Removes a page of a tag's members (`keys`, with the `scores` the scan read) and
+    /// then takes them out of the tag's set — those not written again meanwhile, which
+    /// must stay indexed.
+    async fn purge_tagged(
+        &self,
+        keys: Vec<Key>,
+        scores: &[f64],
+        tag_key: &str,
+    ) -> Result<u64, StoreError> {
+        if keys.is_empty() {
+            return Ok(0);
+        }
+        let mut members: Vec<Value> = Vec::with_capacity(keys.len() * 2);
+        for (key, score) in keys.iter().zip(scores) {
+            members.push(key.as_bytes().into());
+            members.push(score.to_string().into());
+        }
+        let removed = self.unlink(keys).await?;
+        self.eval::<i64>(&UNINDEX_PURGED, tag_key, members).await?;
+        Ok(removed)
     }
 
     /// Removes `keys` (Redis keys): one `UNLINK` for all of them, or on a cluster one per
@@ -345,9 +394,14 @@ impl RedisStore {
     /// Records a purge of `target` in the log, before it is carried out.
     pub(super) async fn record_purge(&self, target: &PurgeTarget<'_>) -> Result<(), StoreError> {
         let record = match target {
+            // A key stands for its variant slots (`key#v<slot>`) too: a URL's record names
+            // the key once, not once per slot.
             PurgeTarget::Keys(keys) => {
                 let mut record = vec!["k"];
-                record.extend(keys.iter().map(String::as_str));
+                record.extend(keys.iter().map(String::as_str).filter(|key| {
+                    CacheKey::without_slot(key) == *key
+                        || !keys.iter().any(|k| k == CacheKey::without_slot(key))
+                }));
                 serde_json::to_string(&record)
             }
             // A filter cannot be recorded: the plain prefix covers more, never less.
@@ -368,10 +422,16 @@ impl RedisStore {
         Ok(())
     }
 
-    /// Notes a count of purges seen in the log.
+    /// Notes the count of purges the log holds: the latest, or, when the count went back
+    /// (the log's keys were flushed or evicted, and counting started again), the new one.
     pub(super) fn saw_purges(&self, count: i64) {
         let count = u64::try_from(count).unwrap_or_default();
-        self.inner.purge_count.fetch_max(count, Ordering::AcqRel);
+        let known = &self.inner.purge_count;
+        if count < known.load(Ordering::Acquire) {
+            known.store(count, Ordering::Release);
+        } else {
+            known.fetch_max(count, Ordering::AcqRel);
+        }
     }
 
     /// Whether a record after `mark` covers an entry under `key` with `tags`; records the
@@ -385,7 +445,11 @@ impl RedisStore {
         let (gen_key, log_key) = self.log_keys();
         let mark = i64::try_from(mark).unwrap_or(i64::MAX);
         let reply: Vec<Value> = self
-            .eval(&PURGES_SINCE, vec![gen_key, log_key], vec![mark.into()])
+            .eval(
+                &PURGES_SINCE,
+                vec![gen_key, log_key],
+                vec![mark.into(), (MAX_CHECKED_RECORDS + 1).into()],
+            )
             .await?;
         let mut reply = reply.into_iter();
         let count = reply
@@ -401,10 +465,15 @@ impl RedisStore {
             _ => Vec::new(),
         };
         self.saw_purges(count);
-        if count <= mark {
+        if count < mark {
+            // Counting started again (the log was flushed): what happened is not known.
+            return Ok(true);
+        }
+        if count == mark {
             return Ok(false);
         }
-        if oldest == 0 || oldest > mark + 1 {
+        // Records the log no longer holds, or more than a check reads.
+        if oldest == 0 || oldest > mark + 1 || records.len() as i64 > MAX_CHECKED_RECORDS {
             return Ok(true);
         }
         Ok(records.iter().any(|record| {
@@ -424,7 +493,10 @@ fn covers(json: &str, key: &str, tags: &[String]) -> bool {
         return true;
     };
     match record.split_first() {
-        Some((kind, keys)) if kind == "k" => keys.iter().any(|purged| purged == key),
+        Some((kind, keys)) if kind == "k" => {
+            let base = CacheKey::without_slot(key);
+            keys.iter().any(|purged| purged == key || purged == base)
+        }
         Some((kind, [prefix])) if kind == "p" => key.starts_with(prefix.as_str()),
         Some((kind, [tag, within])) if kind == "t" => {
             key.starts_with(within.as_str()) && tags.iter().any(|has| has == tag)
@@ -441,6 +513,11 @@ mod tests {
     fn records_cover_what_they_purged_and_unknown_ones_everything() {
         let tags = ["user:42".to_owned()];
         assert!(covers(r#"["k","a","b"]"#, "b", &[]));
+        assert!(
+            covers(r#"["k","a","b"]"#, "a#v3", &[]),
+            "a key covers its slots"
+        );
+        assert!(!covers(r#"["k","a"]"#, "a#x3", &[]));
         assert!(!covers(r#"["k","a","b"]"#, "c", &[]));
         assert!(covers(r#"["p","ns:"]"#, "ns:GET:/", &[]));
         assert!(!covers(r#"["p","ns:"]"#, "other:GET:/", &[]));
