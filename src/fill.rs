@@ -285,43 +285,15 @@ async fn write_entry(
         ..
     } = sink;
     let ttl: Duration = entry.retention(keep);
-    // A purge since the fetch started — here, or in another process sharing the store (the
-    // latter checked before the write too, so that no other process reads what a purge that
-    // ended long ago took, even for the moment between the write and the check after it).
-    let storing = if !invalidations.allows(&key, &entry.tags, started.epoch)
-        || purged_elsewhere(&*store, started.mark, &key, &entry.tags, &stats, &counters).await
-    {
-        Storing::No(NotStoredReason::Invalidated)
-    } else {
-        match store.put_newer(&key, Arc::clone(&entry), ttl).await {
-            // A purge while this write was under way — in this process, or in another
-            // that shares the store — must not be undone by it.
-            Ok(true)
-                if !invalidations.allows(&key, &entry.tags, started.epoch)
-                    || purged_elsewhere(
-                        &*store,
-                        started.mark,
-                        &key,
-                        &entry.tags,
-                        &stats,
-                        &counters,
-                    )
-                    .await =>
-            {
-                if let Err(error) = store.remove(&key).await {
-                    observe::store_failed(&stats, &counters, StoreOp::Remove, &key, &error);
-                }
-                Storing::No(NotStoredReason::Invalidated)
-            }
-            Ok(true) => Storing::Stored,
-            // Overtaken: a newer response for the key is stored already.
-            Ok(false) => Storing::No(NotStoredReason::Superseded),
-            Err(error) => {
-                observe::store_failed(&stats, &counters, StoreOp::Write, &key, &error);
-                Storing::Failed
-            }
-        }
-    };
+    let storing = write_fenced(
+        &*store,
+        (&invalidations, started),
+        &key,
+        &entry,
+        ttl,
+        (&stats, &counters),
+    )
+    .await;
     match storing {
         Storing::Stored => observe::event(&stats, &counters, Event::Stored),
         Storing::No(reason) => observe::event(&stats, &counters, Event::NotStored(reason)),
@@ -336,25 +308,65 @@ async fn write_entry(
     storing
 }
 
-/// Whether a purge recorded in the store since `mark` (by any process sharing it) covers
-/// the entry just written. Unknown (the store failed to say) counts as covered: the write
-/// is undone rather than risk an entry a purge meant to take.
-async fn purged_elsewhere(
+/// Writes `entry` under `key` unless a purge since the fetch started covers it — in this
+/// process (the fence), or in another that shares the store (its purge log, read before the
+/// write so that no other process reads what a purge that ended long ago took, and after
+/// it for a purge during the write, which undoes the write). A store that cannot say
+/// whether a purge covers the entry fails the write (undoing it if it was made).
+async fn write_fenced(
     store: &dyn Store,
-    mark: Option<u64>,
+    (invalidations, started): (&Invalidations, Started),
     key: &str,
-    tags: &[String],
-    stats: &CacheStats,
-    counters: &Counters,
-) -> bool {
-    let Some(mark) = mark else {
-        return false;
+    entry: &Arc<CachedResponse>,
+    ttl: Duration,
+    (stats, counters): (&CacheStats, &Counters),
+) -> Storing {
+    let fenced = || !invalidations.allows(key, &entry.tags, started.epoch);
+    let purged_elsewhere = || async {
+        match started.mark {
+            Some(mark) => store.purged_since(mark, key, &entry.tags).await,
+            None => Ok(false),
+        }
     };
-    match store.purged_since(mark, key, tags).await {
-        Ok(purged) => purged,
+    if fenced() {
+        return Storing::No(NotStoredReason::Invalidated);
+    }
+    match purged_elsewhere().await {
+        Ok(false) => {}
+        Ok(true) => return Storing::No(NotStoredReason::Invalidated),
         Err(error) => {
             observe::store_failed(stats, counters, StoreOp::Read, key, &error);
-            true
+            return Storing::Failed;
+        }
+    }
+    match store.put_newer(key, Arc::clone(entry), ttl).await {
+        // Overtaken: a newer response for the key is stored already.
+        Ok(false) => Storing::No(NotStoredReason::Superseded),
+        Err(error) => {
+            observe::store_failed(stats, counters, StoreOp::Write, key, &error);
+            Storing::Failed
+        }
+        Ok(true) => {
+            let after = if fenced() {
+                Ok(true)
+            } else {
+                purged_elsewhere().await
+            };
+            if let Ok(false) = after {
+                return Storing::Stored;
+            }
+            // Covered by a purge made while the write was under way, or not known whether:
+            // the write must not stand.
+            if let Err(error) = store.remove(key).await {
+                observe::store_failed(stats, counters, StoreOp::Remove, key, &error);
+            }
+            match after {
+                Err(error) => {
+                    observe::store_failed(stats, counters, StoreOp::Read, key, &error);
+                    Storing::Failed
+                }
+                _ => Storing::No(NotStoredReason::Invalidated),
+            }
         }
     }
 }
