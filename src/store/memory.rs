@@ -36,6 +36,54 @@ use crate::entry::CachedResponse;
 pub struct MemoryStore {
     cache: Cache<String, Slot>,
     tags: Arc<TagIndex>,
+    removals: Arc<RemovalCounters>,
+}
+
+/// How many entries left a [`MemoryStore`], by cause ([`MemoryStore::removals`]).
+/// Expired and evicted entries are counted when moka's housekeeping hands them over
+/// (within about a second, or at [`MemoryStore::run_pending_tasks`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Removals {
+    /// Entries whose time was up.
+    pub expired: u64,
+    /// Entries evicted to keep the store within its capacity (or too large to admit).
+    pub evicted: u64,
+    /// Entries replaced by a newer write of their key (a refresh, a revalidation, a soft
+    /// purge, a sliding hit's new expiry).
+    pub replaced: u64,
+    /// Entries removed on purpose: invalidations, purges, `clear`.
+    pub removed: u64,
+}
+
+#[derive(Debug, Default)]
+struct RemovalCounters {
+    expired: AtomicU64,
+    evicted: AtomicU64,
+    replaced: AtomicU64,
+    removed: AtomicU64,
+}
+
+impl RemovalCounters {
+    fn count(&self, cause: RemovalCause) {
+        let counter = match cause {
+            RemovalCause::Expired => &self.expired,
+            RemovalCause::Size => &self.evicted,
+            RemovalCause::Replaced => &self.replaced,
+            RemovalCause::Explicit => &self.removed,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn snapshot(&self) -> Removals {
+        let load = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+        Removals {
+            expired: load(&self.expired),
+            evicted: load(&self.evicted),
+            replaced: load(&self.replaced),
+            removed: load(&self.removed),
+        }
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -164,6 +212,8 @@ impl MemoryStore {
     pub fn new(max_bytes: u64) -> Self {
         let tags = Arc::new(TagIndex::default());
         let index = Arc::clone(&tags);
+        let removals = Arc::new(RemovalCounters::default());
+        let counted = Arc::clone(&removals);
         let cache = Cache::builder()
             .max_capacity(max_bytes)
             // Room for an entry per 2 KiB up to 65 536 entries (about 1 MiB of table): a
@@ -179,14 +229,33 @@ impl MemoryStore {
             })
             .expire_after(SlotExpiry)
             // However a tagged slot leaves (expired, evicted, replaced, removed), its tags
-            // leave the index with it.
-            .eviction_listener(move |key: Arc<String>, slot: Slot, _: RemovalCause| {
+            // leave the index with it; and every removal is counted by its cause.
+            .eviction_listener(move |key: Arc<String>, slot: Slot, cause: RemovalCause| {
                 if !slot.entry.tags.is_empty() {
                     index.removed(&key, slot.id);
                 }
+                counted.count(cause);
             })
             .build();
-        Self { cache, tags }
+        Self {
+            cache,
+            tags,
+            removals,
+        }
+    }
+
+    /// How many entries left the store so far, by cause: for gauges and for telling a
+    /// store too small (many `evicted`) from short TTLs (many `expired`).
+    ///
+    /// ```
+    /// use tower_response_cache::MemoryStore;
+    ///
+    /// let store = MemoryStore::new(64 << 20);
+    /// let removals = store.removals();
+    /// assert_eq!(removals.evicted + removals.expired, 0);
+    /// ```
+    pub fn removals(&self) -> Removals {
+        self.removals.snapshot()
     }
 
     /// The number of entries (approximate until [`run_pending_tasks`](Self::run_pending_tasks)).
@@ -700,6 +769,54 @@ mod tests {
         let mut keys = store.keys();
         keys.sort();
         assert_eq!(keys, ["a:1", "b:2"]);
+    }
+
+    #[tokio::test]
+    async fn removals_are_counted_by_cause() {
+        let store = MemoryStore::new(1 << 20);
+        let ttl = Duration::from_secs(60);
+        store.put("a", entry(b"1"), ttl).await.unwrap();
+        store.put("a", entry(b"2"), ttl).await.unwrap();
+        store.remove("a").await.unwrap();
+        store
+            .put("short", entry(b"3"), Duration::from_millis(10))
+            .await
+            .unwrap();
+        // moka's timer wheel hands expired entries over within about a second.
+        for _ in 0..40 {
+            store.run_pending_tasks();
+            if store.removals().expired == 1 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let removals = store.removals();
+        assert_eq!(
+            (
+                removals.replaced,
+                removals.removed,
+                removals.expired,
+                removals.evicted
+            ),
+            (1, 1, 1, 0)
+        );
+
+        let small = MemoryStore::new(64 * 1024);
+        let body: &'static [u8] = Box::leak(vec![0u8; 4096].into_boxed_slice());
+        for i in 0..64 {
+            small
+                .put(&format!("big{i}"), entry(body), ttl)
+                .await
+                .unwrap();
+        }
+        small.run_pending_tasks();
+        let removals = small.removals();
+        assert_eq!(
+            removals.evicted + small.entry_count(),
+            64,
+            "every entry is held or counted as evicted: {removals:?}"
+        );
+        assert!(removals.evicted > 40, "{removals:?}");
     }
 
     #[tokio::test]

@@ -23,7 +23,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use memory::MemoryStore;
+pub use memory::{MemoryStore, Removals};
 pub use purge::{KeyFilter, PurgeMode, PurgeTarget, softened};
 #[cfg(feature = "redis")]
 pub use redis::{CircuitStats, RedisConfig, RedisStore};
