@@ -13,7 +13,8 @@
 //! without taking the cross-process fill lock first.
 //!
 //! `TAGS=N` tags every cacheable response with `N` tags (`Surrogate-Key: t1 … tN`), to
-//! measure what tags cost a write and a hit.
+//! measure what tags cost a write and a hit; `OUTCOME=1` puts the `CacheOutcome` on every
+//! response the cache answers.
 //!
 //! The runtime has one worker thread (`WORKERS` to change it), so that the server can be
 //! pinned to one core and the load generator to another. `REDIS_POOL` sets the Redis pool
@@ -108,9 +109,11 @@ async fn serve(
         .route("/hello", get(hello))
         .route("/big", get(big))
         .route("/slow", get(slow));
+    let outcome = std::env::var("OUTCOME").is_ok_and(|on| on == "1");
     let routes = match mode {
         "none" => routes,
-        "memory" => routes.layer(CacheLayer::new(MemoryStore::new(512 * 1024 * 1024))),
+        "memory" => routes
+            .layer(CacheLayer::new(MemoryStore::new(512 * 1024 * 1024)).outcome_extension(outcome)),
         "redis" | "redis-nolocks" => {
             let config = RedisConfig {
                 fill_locks: mode == "redis",
@@ -122,7 +125,9 @@ async fn serve(
                 command_timeout: Duration::from_secs(1),
                 ..RedisConfig::from_url(redis_url)?
             };
-            routes.layer(CacheLayer::new(RedisStore::connect(config).await?))
+            routes.layer(
+                CacheLayer::new(RedisStore::connect(config).await?).outcome_extension(outcome),
+            )
         }
         other => {
             let modes = "none, memory, redis or redis-nolocks";

@@ -141,6 +141,8 @@ pub(crate) struct Config {
     pub(crate) invalidations: Arc<Invalidations>,
     /// Where tags come from, their limits, and whether the tag headers are stripped.
     pub(crate) tags: TagRules,
+    /// Whether responses carry their [`CacheOutcome`](crate::CacheOutcome) as an extension.
+    pub(crate) outcome_extension: bool,
     /// Whether the layer answers `PURGE` requests itself, and which it allows.
     pub(crate) purge_method: Option<PurgeGate>,
     /// Whether a handle ever sent a warming refresh ([`CacheHandle::refresh`](crate::CacheHandle::refresh)):
@@ -189,6 +191,7 @@ impl Config {
             max_variants: DEFAULT_MAX_VARIANTS,
             invalidations: Arc::default(),
             tags: TagRules::default(),
+            outcome_extension: false,
             purge_method: None,
             warming: Arc::default(),
         }

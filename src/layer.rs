@@ -242,6 +242,26 @@ impl CacheLayer {
         self
     }
 
+    /// Sends neither the status header (`x-cache`) nor `Cache-Status`: the same as
+    /// `status_header(None)` and `cache_status_name(None)`. What the cache did is still
+    /// counted, and can still be put on the response as a
+    /// [`CacheOutcome`](crate::CacheOutcome) ([`outcome_extension`](Self::outcome_extension)).
+    pub fn no_status_headers(mut self) -> Self {
+        let config = self.config();
+        config.status_header = None;
+        config.cache_status = None;
+        self
+    }
+
+    /// Whether each response the cache answers (GET and HEAD) carries what the cache did
+    /// as a [`CacheOutcome`](crate::CacheOutcome) extension, for middleware and handlers
+    /// around the layer to read. It costs a hit an allocation or two (the extension map),
+    /// hence off by default. Default: `false`.
+    pub fn outcome_extension(mut self, on: bool) -> Self {
+        self.config().outcome_extension = on;
+        self
+    }
+
     /// How long past freshness an entry may answer when the origin fails (an error, or
     /// 500/502/503/504; RFC 5861 §4), unless the response's own `stale-if-error` directive
     /// says otherwise. Entries are kept that much longer. Routes can override it. Default:

@@ -347,6 +347,7 @@ impl<S> Call<S> {
         };
         self.ctx.config.tags.strip(&mut head.headers);
         self.ctx.finish_head(&mut head.headers, outcome);
+        self.ctx.attach_outcome(&mut head.extensions, outcome);
         Ok(Response::from_parts(head, body))
     }
 }

@@ -16,10 +16,12 @@ impl Ctx {
     /// request) and said in the response's headers.
     pub(super) fn finish<B>(&self, mut response: Response<B>, outcome: Outcome) -> Response<B> {
         self.finish_head(response.headers_mut(), outcome);
+        self.attach_outcome(response.extensions_mut(), outcome);
         response
     }
 
-    /// [`finish`](Self::finish) for a response head.
+    /// [`finish`](Self::finish) for a response head's headers (its extensions:
+    /// [`attach_outcome`](Self::attach_outcome)).
     pub(super) fn finish_head(&self, headers: &mut HeaderMap, outcome: Outcome) {
         self.count(outcome);
         outcome.write_headers(
@@ -27,6 +29,13 @@ impl Ctx {
             self.config.status_header.as_ref(),
             self.config.cache_status.as_deref(),
         );
+    }
+
+    /// Puts the outcome in the response's extensions, when the layer does.
+    pub(super) fn attach_outcome(&self, extensions: &mut http::Extensions, outcome: Outcome) {
+        if self.config.outcome_extension {
+            extensions.insert(outcome.public());
+        }
     }
 
     /// Counts a client request's outcome ([`observe::request_ended`]); a background

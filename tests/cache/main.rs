@@ -15,6 +15,7 @@ mod hostile_input;
 mod invalidation;
 mod keys_and_routes;
 mod lookup;
+mod outcome;
 mod over_http1;
 mod purge_http;
 mod revalidation;

@@ -1,4 +1,5 @@
-//! What the cache did with a request, and the response headers that say so.
+//! What the cache did with a request ([`CacheOutcome`]), and the response headers that say
+//! so.
 //!
 //! | outcome | `x-cache` | `Cache-Status` (RFC 9211) |
 //! |---|---|---|
@@ -25,6 +26,10 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use http::{HeaderMap, HeaderValue};
+
+mod public;
+
+pub use public::{CacheOutcome, Detail, Forward, OutcomeStatus};
 
 use crate::policy::{BypassReason, NotStoredReason, RefreshReason};
 use crate::stats::Event;
@@ -96,9 +101,10 @@ impl Outcome {
         }
     }
 
-    fn x_cache(self) -> HeaderValue {
-        HeaderValue::from_static(match self {
-            Self::Hit { .. } | Self::Coalesced => "HIT",
+    /// The outcome in one word: the `x-cache` value.
+    fn status(self) -> OutcomeStatus {
+        match self {
+            Self::Hit { .. } | Self::Coalesced => OutcomeStatus::Hit,
             // Not stored because of the response (or request) itself; a response the store
             // did not take (a newer one is there, the key was invalidated, the store failed)
             // was cacheable all the same.
@@ -109,71 +115,86 @@ impl Outcome {
                 NotStoredReason::Superseded | NotStoredReason::Invalidated
             ) =>
             {
-                "UNCACHEABLE"
+                OutcomeStatus::Uncacheable
             }
-            Self::Miss { .. } | Self::MissOnlyIfCached => "MISS",
-            Self::Refresh { .. } => "REFRESH",
-            Self::Revalidated { .. } => "REVALIDATED",
-            Self::StaleIfError { .. } | Self::StaleWhileRevalidate { .. } => "STALE",
-            Self::Bypass { .. } => "BYPASS",
-        })
+            Self::Miss { .. } | Self::MissOnlyIfCached => OutcomeStatus::Miss,
+            Self::Refresh { .. } => OutcomeStatus::Refresh,
+            Self::Revalidated { .. } => OutcomeStatus::Revalidated,
+            Self::StaleIfError { .. } | Self::StaleWhileRevalidate { .. } => OutcomeStatus::Stale,
+            Self::Bypass { .. } => OutcomeStatus::Bypass,
+        }
     }
 
+    /// The `Cache-Status` member: the cache's name and the outcome's parameters.
     fn cache_status(self, name: &str) -> Option<HeaderValue> {
         use std::fmt::Write;
         // One allocation, which the header value then owns.
         let mut value = String::with_capacity(name.len() + 40);
-        value.push_str(name);
-        let stored = |value: &mut String, stored: Storing| match stored {
-            Storing::Stored => value.push_str("; stored"),
+        let _ = write!(value, "{name}; {}", self.public());
+        HeaderValue::try_from(value).ok()
+    }
+
+    /// The outcome as the public [`CacheOutcome`]: the `x-cache` status and the RFC 9211
+    /// parameters.
+    pub(crate) fn public(self) -> CacheOutcome {
+        let mut outcome = CacheOutcome {
+            status: self.status(),
+            hit: false,
+            forward: None,
+            forward_status: None,
+            ttl: None,
+            stored: false,
+            collapsed: false,
+            detail: None,
+        };
+        let stored = |outcome: &mut CacheOutcome, stored: Storing| match stored {
+            Storing::Stored => outcome.stored = true,
             Storing::Pending => {}
-            Storing::No(reason) => {
-                value.push_str("; detail=");
-                value.push_str(reason.as_str());
-            }
-            Storing::Failed => value.push_str("; detail=store-error"),
+            Storing::No(reason) => outcome.detail = Some(Detail::NotStored(reason)),
+            Storing::Failed => outcome.detail = Some(Detail::StoreError),
         };
         match self {
             Self::Hit { ttl } => {
-                let _ = write!(value, "; hit; ttl={}", ttl.as_secs());
+                outcome.hit = true;
+                outcome.ttl = Some(i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX));
             }
             Self::Miss { stored: result } => {
-                value.push_str("; fwd=miss");
-                stored(&mut value, result);
+                outcome.forward = Some(Forward::Miss);
+                stored(&mut outcome, result);
             }
-            Self::Coalesced => value.push_str("; fwd=miss; collapsed"),
-            Self::StaleWhileRevalidate { stale_for } => {
-                let _ = write!(
-                    value,
-                    "; hit; ttl=-{}; detail=stale-while-revalidate",
-                    stale_for.as_secs()
-                );
+            Self::Coalesced => {
+                outcome.forward = Some(Forward::Miss);
+                outcome.collapsed = true;
             }
             // RFC 9211 §2.4: a negative ttl says how stale the hit is.
+            Self::StaleWhileRevalidate { stale_for } => {
+                outcome.hit = true;
+                outcome.ttl = Some(stale_ttl(stale_for));
+                outcome.detail = Some(Detail::StaleWhileRevalidate);
+            }
             Self::StaleIfError { stale_for } => {
-                let _ = write!(
-                    value,
-                    "; hit; ttl=-{}; detail=stale-if-error",
-                    stale_for.as_secs()
-                );
+                outcome.hit = true;
+                outcome.ttl = Some(stale_ttl(stale_for));
+                outcome.detail = Some(Detail::StaleIfError);
             }
             // Not forwarded, so no `fwd` (RFC 9211 §2.2).
-            Self::MissOnlyIfCached => value.push_str("; detail=only-if-cached"),
+            Self::MissOnlyIfCached => outcome.detail = Some(Detail::OnlyIfCached),
             Self::Refresh { stored: result, .. } => {
-                value.push_str("; fwd=request");
-                stored(&mut value, result);
+                outcome.forward = Some(Forward::Request);
+                stored(&mut outcome, result);
             }
             // RFC 9211 §2.2, §2.3: forwarded because stale; the origin said 304.
             Self::Revalidated { stored: result } => {
-                value.push_str("; fwd=stale; fwd-status=304");
-                stored(&mut value, result);
+                outcome.forward = Some(Forward::Stale);
+                outcome.forward_status = Some(304);
+                stored(&mut outcome, result);
             }
             Self::Bypass { reason } => {
-                value.push_str("; fwd=bypass; detail=");
-                value.push_str(reason.as_str());
+                outcome.forward = Some(Forward::Bypass);
+                outcome.detail = Some(Detail::Bypass(reason));
             }
         }
-        HeaderValue::try_from(value).ok()
+        outcome
     }
 
     /// Adds the status header and appends to `Cache-Status` (RFC 9211 §2: caches closer to
@@ -185,7 +206,8 @@ impl Outcome {
         cache_status: Option<&CacheStatus>,
     ) {
         if let Some(name) = status_header {
-            let _ = headers.try_insert(name.clone(), self.x_cache());
+            let value = HeaderValue::from_static(self.status().x_cache());
+            let _ = headers.try_insert(name.clone(), value);
         }
         let value = match (cache_status, self) {
             (Some(cache_status), Self::Hit { ttl }) => cache_status.hit(ttl),
@@ -197,6 +219,12 @@ impl Outcome {
             let _ = headers.try_append(CACHE_STATUS, value);
         }
     }
+}
+
+/// How stale an entry is, as a negative `ttl` (RFC 9211 §2.4): whole seconds, at least
+/// one.
+fn stale_ttl(stale_for: Duration) -> i64 {
+    -i64::try_from(stale_for.as_secs().max(1)).unwrap_or(i64::MAX)
 }
 
 /// Hits with a remaining TTL up to this many seconds reuse a rendered `Cache-Status`.
@@ -349,6 +377,21 @@ mod tests {
                 "REVALIDATED",
                 "c; fwd=stale; fwd-status=304",
             ),
+            (Outcome::Coalesced, "HIT", "c; fwd=miss; collapsed"),
+            (
+                Outcome::StaleIfError {
+                    stale_for: Duration::from_millis(12_400),
+                },
+                "STALE",
+                "c; hit; ttl=-12; detail=stale-if-error",
+            ),
+            (
+                Outcome::StaleWhileRevalidate {
+                    stale_for: Duration::from_millis(300),
+                },
+                "STALE",
+                "c; hit; ttl=-1; detail=stale-while-revalidate",
+            ),
             (
                 Outcome::MissOnlyIfCached,
                 "MISS",
@@ -375,6 +418,10 @@ mod tests {
                 headers(outcome),
                 (x_cache.to_owned(), cache_status.to_owned())
             );
+            // The public outcome says the same, one to one.
+            let public = outcome.public();
+            assert_eq!(public.status.x_cache(), x_cache);
+            assert_eq!(format!("c; {public}"), cache_status);
         }
     }
 
