@@ -1,7 +1,8 @@
 //! The event funnel: every request's one outcome ([`request_ended`]), what became of the
 //! responses it meant to store, purges ([`purged`]) and store failures ([`store_failed`])
-//! pass here on their way to the stats. Store failures are also logged without flooding: a store that is down
-//! fails every request, and one warning per failure would bury everything else in the logs.
+//! pass here on their way to the stats. Store failures are also logged without flooding: a
+//! store that is down fails every request, and one warning per failure would bury
+//! everything else in the logs.
 
 use std::sync::LazyLock;
 use std::sync::atomic::{AtomicU64, Ordering};

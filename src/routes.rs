@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, RwLock, RwLockReadGuard};
 
 use crate::policy::RoutePolicy;
 use crate::stats::{CacheStats, Counters};
@@ -76,12 +76,7 @@ const MAX_ATTACHED: usize = 1024;
 
 impl AttachedRoutes {
     fn claim(&self, pattern: &str, policy: &Arc<RoutePolicy>) {
-        let claimed = self.any()
-            && match self.patterns.read() {
-                Ok(patterns) => patterns.contains_key(pattern),
-                Err(poisoned) => poisoned.into_inner().contains_key(pattern),
-            };
-        if claimed {
+        if self.any() && self.read().contains_key(pattern) {
             return;
         }
         let mut patterns = match self.patterns.write() {
@@ -94,16 +89,22 @@ impl AttachedRoutes {
         }
     }
 
+    /// The patterns, read-locked (a poisoned lock still holds a whole map: inserts are
+    /// single calls).
+    fn read(&self) -> RwLockReadGuard<'_, HashMap<Box<str>, Arc<RoutePolicy>>> {
+        match self.patterns.read() {
+            Ok(patterns) => patterns,
+            Err(poisoned) => poisoned.into_inner(),
+        }
+    }
+
     /// The policy of the attached layer whose route pattern matches `path`, as
     /// [`RouteTable::policy_for_path`] matches.
     fn matching(&self, path: &str) -> Option<Arc<RoutePolicy>> {
         if !self.any() {
             return None;
         }
-        let patterns = match self.patterns.read() {
-            Ok(patterns) => patterns,
-            Err(poisoned) => poisoned.into_inner(),
-        };
+        let patterns = self.read();
         patterns
             .get(path)
             .or_else(|| best_match(patterns.iter(), path))
@@ -114,11 +115,7 @@ impl AttachedRoutes {
         if !self.any() {
             return Vec::new();
         }
-        let patterns = match self.patterns.read() {
-            Ok(patterns) => patterns,
-            Err(poisoned) => poisoned.into_inner(),
-        };
-        patterns
+        self.read()
             .values()
             .filter_map(|policy| policy.namespace.clone())
             .collect()
@@ -134,10 +131,7 @@ impl AttachedRoutes {
         if !self.any() {
             return None;
         }
-        match self.patterns.read() {
-            Ok(patterns) => patterns.get(pattern).cloned(),
-            Err(poisoned) => poisoned.into_inner().get(pattern).cloned(),
-        }
+        self.read().get(pattern).cloned()
     }
 }
 
@@ -297,7 +291,7 @@ fn best_match<'a, V>(
 
 /// Whether the axum route pattern `pattern` (`/users/{id}`, `/files/{*rest}`) matches
 /// `path`: with how many literal segments, if it does.
-pub(crate) fn pattern_match(pattern: &str, path: &str) -> Option<usize> {
+fn pattern_match(pattern: &str, path: &str) -> Option<usize> {
     let mut literal = 0;
     let mut segments = path.split('/');
     for part in pattern.split('/') {

@@ -29,10 +29,16 @@ pub(crate) fn exact_keys(
     headers: &HeaderMap,
     route_namespace: Option<&str>,
 ) -> Option<Vec<String>> {
+    let key = keys.builder().build_key(&get_parts(uri, headers)?)?;
+    Some(with_slots(config, key, route_namespace))
+}
+
+/// The head of a GET of `uri` with `headers`: what a key builder is given for a request
+/// to the URL.
+fn get_parts(uri: &Uri, headers: &HeaderMap) -> Option<http::request::Parts> {
     let (mut parts, ()) = Request::get(uri.clone()).body(()).ok()?.into_parts();
     parts.headers = headers.clone();
-    let key = keys.builder().build_key(&parts)?;
-    Some(with_slots(config, key, route_namespace))
+    Some(parts)
 }
 
 /// `key` under the layer's namespace (and `route_namespace`), and its variant slots (RFC
@@ -145,9 +151,7 @@ impl UrlMatcher {
         purge: UrlPurge,
     ) -> Option<Self> {
         use crate::key::KeyBuilder;
-        let (mut parts, ()) = Request::get(uri.clone()).body(()).ok()?.into_parts();
-        parts.headers = headers.clone();
-        let built = builder.build_key(&parts)?.into_string();
+        let built = builder.build_key(&get_parts(uri, headers)?)?.into_string();
         let url = built.strip_prefix("GET:")?;
         let url = url.split('|').next().unwrap_or_default();
         let slash = url.find('/')?;

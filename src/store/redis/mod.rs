@@ -86,7 +86,8 @@ pub struct RedisConfig {
     /// How long Redis is skipped once the breaker opens; then one request probes it.
     /// Default: 1 s.
     pub breaker_cooldown: Duration,
-    /// Keys asked for per `SCAN` call when clearing or removing by prefix. Default: `500`.
+    /// Keys asked for per `SCAN` call when clearing or purging by prefix, and members per
+    /// `ZSCAN` call when purging a tag: the size of a purge's batches. Default: `500`.
     pub scan_count: u32,
     /// Whether the processes that share this Redis coordinate their misses: the one that
     /// takes a short lock (`SET key#lock token NX PX`) fetches, the others wait for its
@@ -347,7 +348,8 @@ impl RedisStore {
     }
 
     /// A store on a pool you already run (connected or connecting). From `config`, only the
-    /// namespace, codec, command timeout, breaker, scan and fill-lock settings are used.
+    /// namespace, codec, command timeout, breaker, scan, fill-lock and purge-log settings
+    /// are used.
     pub fn from_pool(pool: Pool, config: &RedisConfig) -> Self {
         let prefix = if config.namespace.is_empty() {
             String::new()
@@ -387,8 +389,8 @@ impl RedisStore {
     }
 
     /// A store on a client you already run (connected or connecting), as a pool of one.
-    /// From `config`, only the namespace, codec, command timeout, breaker, scan and
-    /// fill-lock settings are used.
+    /// From `config`, only the namespace, codec, command timeout, breaker, scan, fill-lock
+    /// and purge-log settings are used.
     pub fn from_client(
         client: fred::clients::Client,
         config: &RedisConfig,
