@@ -13,12 +13,13 @@ use http::response::Parts;
 
 use crate::coalesce::Coalescer;
 use crate::invalidate::{Invalidations, Invalidator, Started};
+use crate::observe::Funnel;
+use crate::observe::trace::TraceSettings;
 use crate::outcome::CacheStatus;
 use crate::policy::response::StorageRules;
 use crate::policy::tags::TagRules;
 use crate::policy::{ClientControl, RequestCookies};
 use crate::routes::RouteTable;
-use crate::stats::CacheStats;
 use crate::store::Store;
 
 /// How long a request waits for another's fetch.
@@ -116,7 +117,10 @@ impl fmt::Debug for PurgeGate {
 #[derive(Clone, Debug)]
 pub(crate) struct Config {
     pub(crate) store: Arc<dyn Store>,
-    pub(crate) stats: CacheStats,
+    /// The stats and observers every event goes to.
+    pub(crate) funnel: Funnel,
+    /// The request span's level and key.
+    pub(crate) trace: TraceSettings,
     pub(crate) namespace: Arc<str>,
     pub(crate) max_key_len: usize,
     pub(crate) default_ttl: Option<Duration>,
@@ -163,7 +167,8 @@ impl Config {
     pub(crate) fn new(store: Arc<dyn Store>) -> Self {
         Self {
             store,
-            stats: CacheStats::new(),
+            funnel: Funnel::default(),
+            trace: TraceSettings::default(),
             namespace: Arc::from("cache"),
             max_key_len: 250,
             default_ttl: Some(Duration::from_secs(60)),
@@ -208,7 +213,7 @@ impl Config {
             fence: &self.invalidations,
             coalescer: self.coalescer().map(|coalescer| &**coalescer),
             store: &*self.store,
-            stats: &self.stats,
+            funnel: &self.funnel,
         }
     }
 

@@ -9,18 +9,20 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
+use http::Method;
 
 use crate::coalesce::{FillLease, Landed, Lead};
 use crate::entry::CachedResponse;
 use crate::invalidate::{Invalidations, Started};
-use crate::observe::{self, StoreOp};
+use crate::observe::trace;
+use crate::observe::{EventKind, Funnel, Scope, StoreOperation, Timings};
 use crate::outcome::Storing;
 use crate::policy::NotStoredReason;
-use crate::stats::{CacheStats, Counters, Event};
-use crate::store::Store;
+use crate::stats::Counters;
+use crate::store::{Store, StoreError};
 
 pub(crate) type WriteFuture = Pin<Box<dyn Future<Output = Storing> + Send>>;
 
@@ -88,8 +90,12 @@ pub(crate) enum Progress {
 #[derive(Clone)]
 pub(crate) struct Sink {
     pub(crate) store: Arc<dyn Store>,
-    pub(crate) stats: CacheStats,
+    pub(crate) funnel: Funnel,
     pub(crate) counters: Arc<Counters>,
+    /// The request's method, for events.
+    pub(crate) method: Method,
+    /// The request's span, told whether the response was stored.
+    pub(crate) span: tracing::Span,
     pub(crate) max_body_size: usize,
     /// Write before the body ends, rather than on a spawned task.
     pub(crate) inline: bool,
@@ -171,11 +177,9 @@ impl Capture {
             );
             lead.fallback(not_cacheable);
         }
-        observe::event(
-            &self.sink.stats,
-            &self.sink.counters,
-            Event::NotStored(reason),
-        );
+        self.sink
+            .record(EventKind::NotStored { reason }, Timings::default());
+        trace::record_stored(&self.sink.span, Storing::No(reason));
     }
 
     /// Hands the complete entry to the store: spawned in the background, or returned to be
@@ -240,16 +244,21 @@ impl Drop for Capture {
     fn drop(&mut self) {
         // Dropped before the end: the client went away, or the response was discarded.
         if !self.done {
-            observe::event(
-                &self.sink.stats,
-                &self.sink.counters,
-                Event::NotStored(NotStoredReason::Incomplete),
-            );
+            let reason = NotStoredReason::Incomplete;
+            self.sink
+                .record(EventKind::NotStored { reason }, Timings::default());
+            trace::record_stored(&self.sink.span, Storing::No(reason));
         }
     }
 }
 
 impl Sink {
+    /// Counts and tells `kind`, under the request's route and method.
+    fn record(&self, kind: EventKind, timings: Timings) {
+        let scope = Scope::request(&self.counters, &self.method);
+        self.funnel.record(scope, kind, timings);
+    }
+
     /// Writes `entry` under `key`, then ends the flight and releases the fill lock: on a
     /// spawned task, or returned to be awaited (inline writes, or no runtime to spawn on).
     pub(crate) fn write(
@@ -275,30 +284,26 @@ async fn write_entry(
     entry: Arc<CachedResponse>,
     (landed, lease): (Option<Landed>, Option<FillLease>),
 ) -> Storing {
-    let Sink {
-        store,
-        stats,
-        counters,
-        keep,
-        invalidations,
-        started,
-        ..
-    } = sink;
-    let ttl: Duration = entry.retention(keep);
-    let storing = write_fenced(
-        &*store,
-        (&invalidations, started),
-        &key,
-        &entry,
-        ttl,
-        (&stats, &counters),
-    )
-    .await;
+    let ttl: Duration = entry.retention(sink.keep);
+    let started = sink.funnel.observed().then(Instant::now);
+    let storing = write_fenced(&sink, &key, &entry, ttl).await;
     match storing {
-        Storing::Stored => observe::event(&stats, &counters, Event::Stored),
-        Storing::No(reason) => observe::event(&stats, &counters, Event::NotStored(reason)),
+        Storing::Stored => {
+            let stored = EventKind::Stored {
+                bytes: entry.body.len(),
+                ttl: entry.ttl,
+                tags: entry.tags.len(),
+            };
+            let timings = Timings {
+                store_write: started.map(|started| started.elapsed()),
+                ..Timings::default()
+            };
+            sink.record(stored, timings);
+        }
+        Storing::No(reason) => sink.record(EventKind::NotStored { reason }, Timings::default()),
         Storing::Pending | Storing::Failed => {}
     }
+    trace::record_stored(&sink.span, storing);
     // Requests for the key now find the entry in the store: the flight can go, and other
     // processes waiting on the lock can look.
     drop(landed);
@@ -314,13 +319,17 @@ async fn write_entry(
 /// it for a purge during the write, which undoes the write). A store that cannot say
 /// whether a purge covers the entry fails the write (undoing it if it was made).
 async fn write_fenced(
-    store: &dyn Store,
-    (invalidations, started): (&Invalidations, Started),
+    sink: &Sink,
     key: &str,
     entry: &Arc<CachedResponse>,
     ttl: Duration,
-    (stats, counters): (&CacheStats, &Counters),
 ) -> Storing {
+    let store = &*sink.store;
+    let (invalidations, started) = (&sink.invalidations, sink.started);
+    let failed = |operation: StoreOperation, error: &StoreError| {
+        let scope = Scope::request(&sink.counters, &sink.method);
+        sink.funnel.store_failed(scope, operation, key, error);
+    };
     let fenced = || !invalidations.allows(key, &entry.tags, started.epoch);
     let purged_elsewhere = || async {
         match started.mark {
@@ -335,7 +344,7 @@ async fn write_fenced(
         Ok(false) => {}
         Ok(true) => return Storing::No(NotStoredReason::Invalidated),
         Err(error) => {
-            observe::store_failed(stats, counters, StoreOp::Read, key, &error);
+            failed(StoreOperation::Read, &error);
             return Storing::Failed;
         }
     }
@@ -343,7 +352,7 @@ async fn write_fenced(
         // Overtaken: a newer response for the key is stored already.
         Ok(false) => Storing::No(NotStoredReason::Superseded),
         Err(error) => {
-            observe::store_failed(stats, counters, StoreOp::Write, key, &error);
+            failed(StoreOperation::Write, &error);
             Storing::Failed
         }
         Ok(true) => {
@@ -358,11 +367,11 @@ async fn write_fenced(
             // Covered by a purge made while the write was under way, or not known whether:
             // the write must not stand.
             if let Err(error) = store.remove(key).await {
-                observe::store_failed(stats, counters, StoreOp::Remove, key, &error);
+                failed(StoreOperation::Remove, &error);
             }
             match after {
                 Err(error) => {
-                    observe::store_failed(stats, counters, StoreOp::Read, key, &error);
+                    failed(StoreOperation::Read, &error);
                     Storing::Failed
                 }
                 _ => Storing::No(NotStoredReason::Invalidated),

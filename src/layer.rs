@@ -13,6 +13,7 @@ use crate::config::{Config, PurgeGate, TtlFn};
 pub use crate::config::{DEFAULT_BYPASS_HEADER, DEFAULT_STATUS_HEADER, WriteMode};
 use crate::invalidate::CacheHandle;
 use crate::key::{CacheKey, DefaultKeyBuilder, KeyBuilder, Keys};
+use crate::observe::{CacheObserver, Observers, TraceKeys};
 use crate::outcome::CacheStatus;
 use crate::policy::{
     ClientControl, RequestCookies, RoutePolicy, SetCookiePolicy, StatusSet, TagLimits, TagSeparator,
@@ -262,6 +263,80 @@ impl CacheLayer {
         self
     }
 
+    /// Attaches an [observer](CacheObserver): told of every event of this layer (hits,
+    /// misses, stale answers, stores, store errors, purges, removals from the store), with
+    /// the route label, the method and timings. Several can be attached; they are called in
+    /// order. With none, the request path reads no clock and builds no event value. See
+    /// [`CacheObserver`] for what an observer may do, and what happens when one panics.
+    ///
+    /// ```
+    /// use tower_response_cache::observe::{CacheEvent, HitMissRatio, TimingObserver};
+    /// use tower_response_cache::{CacheLayer, MemoryStore};
+    ///
+    /// let ratio = HitMissRatio::new();
+    /// let timings = TimingObserver::new();
+    /// let cache = CacheLayer::new(MemoryStore::new(64 << 20))
+    ///     .observer(ratio.clone())
+    ///     .observer(timings.clone())
+    ///     .observer(|event: &CacheEvent<'_>| {
+    ///         if let (Some(route), Some(lookup)) = (event.route, event.timings.lookup) {
+    ///             println!("{route}: {} in {lookup:?}", event.kind);
+    ///         }
+    ///     });
+    /// ```
+    pub fn observer(mut self, observer: impl CacheObserver) -> Self {
+        let config = self.config();
+        let mut list: Vec<Arc<dyn CacheObserver>> = config
+            .funnel
+            .observers
+            .as_ref()
+            .map(|observers| observers.list().to_vec())
+            .unwrap_or_default();
+        list.push(Arc::new(observer));
+        let observers = Observers::new(list, config.funnel.stats.clone(), &*config.store);
+        config.funnel.observers = Some(observers);
+        self
+    }
+
+    /// Records the layer's counters, gauges and histograms through the
+    /// [`metrics`](https://docs.rs/metrics) facade, to the recorder the application
+    /// installed (for Prometheus: `metrics-exporter-prometheus`); the names and labels are
+    /// listed at [`CacheMetrics`]. One more observer ([`observer`](Self::observer)).
+    ///
+    /// ```
+    /// use tower_response_cache::observe::CacheMetrics;
+    /// use tower_response_cache::{CacheLayer, MemoryStore};
+    ///
+    /// let cache = CacheLayer::new(MemoryStore::new(64 << 20)).metrics(CacheMetrics::new());
+    /// ```
+    #[cfg(feature = "metrics")]
+    pub fn metrics(mut self, metrics: crate::observe::CacheMetrics) -> Self {
+        let config = self.config();
+        let recorder = metrics.observer(
+            Arc::clone(&config.store),
+            Arc::clone(&config.coalescing.coalescer),
+        );
+        self.observer(recorder)
+    }
+
+    /// The level of the `cache` span each looked-up request gets, inside the span it is in
+    /// (tower-http's `TraceLayer` request span): with the route, method, store, key (see
+    /// [`trace_keys`](Self::trace_keys)), outcome, detail, ttl, age, whether it waited for
+    /// another's fetch, and whether its response was stored (fields listed at
+    /// [`observe`](crate::observe)). A span no subscriber wants costs a request a level
+    /// check. Default: `DEBUG`, as tower-http's request spans.
+    pub fn trace_level(mut self, level: tracing::Level) -> Self {
+        self.config().trace.level = level;
+        self
+    }
+
+    /// How the `cache` span shows the key: hashed by default, since keys can carry user
+    /// ids ([`TraceKeys`]).
+    pub fn trace_keys(mut self, keys: TraceKeys) -> Self {
+        self.config().trace.keys = keys;
+        self
+    }
+
     /// How long past freshness an entry may answer when the origin fails (an error, or
     /// 500/502/503/504; RFC 5861 §4), unless the response's own `stale-if-error` directive
     /// says otherwise. Entries are kept that much longer. Routes can override it. Default:
@@ -377,7 +452,7 @@ impl CacheLayer {
         let config = self.config();
         config
             .routes
-            .insert_exact(pattern.as_ref(), policy, &config.stats);
+            .insert_exact(pattern.as_ref(), policy, &config.funnel.stats);
         self
     }
 
@@ -423,7 +498,7 @@ impl CacheLayer {
         let config = self.config();
         config
             .routes
-            .insert_prefix(prefix.as_ref(), policy, &config.stats);
+            .insert_prefix(prefix.as_ref(), policy, &config.funnel.stats);
         self
     }
 
@@ -465,7 +540,7 @@ impl CacheLayer {
     /// The layer's counters. Every service made by this layer (and its clones) counts into
     /// them.
     pub fn stats(&self) -> CacheStats {
-        self.config.stats.clone()
+        self.config.funnel.stats.clone()
     }
 
     /// A handle that purges this layer's entries from application code — by URL, key,

@@ -63,7 +63,7 @@ pub mod future;
 mod invalidate;
 pub mod key;
 pub mod layer;
-mod observe;
+pub mod observe;
 pub mod outcome;
 pub mod policy;
 mod routes;

@@ -55,6 +55,8 @@ pub(crate) struct Counters {
     store_errors: [AtomicU64; StoreErrorKind::ALL.len()],
     /// A configured rule's counters: listed in snapshots before any traffic.
     rule: AtomicBool,
+    /// The route label the counters are listed under (events carry it).
+    label: Arc<str>,
 }
 
 /// What happened, for the counters.
@@ -76,6 +78,19 @@ pub(crate) enum Event {
 }
 
 impl Counters {
+    /// Counters for the route labelled `label`.
+    pub(crate) fn labelled(label: Arc<str>) -> Self {
+        Self {
+            label,
+            ..Self::default()
+        }
+    }
+
+    /// The route label: the axum route pattern, the rule, `(other)`.
+    pub(crate) fn label(&self) -> &str {
+        &self.label
+    }
+
     fn counter(&self, event: Event) -> &AtomicU64 {
         match event {
             Event::Hit => &self.hits,
@@ -160,6 +175,7 @@ struct StatsInner {
     routes: RwLock<HashMap<Arc<str>, Arc<Counters>, Xxh3DefaultBuilder>>,
     other: Arc<Counters>,
     purges: PurgeCounters,
+    observer_panics: AtomicU64,
 }
 
 /// The layer's purge counters.
@@ -269,14 +285,16 @@ pub struct PurgeCounts {
 
 impl Default for StatsInner {
     fn default() -> Self {
-        let other = Arc::new(Counters::default());
+        let label: Arc<str> = Arc::from(OTHER_ROUTE);
+        let other = Arc::new(Counters::labelled(Arc::clone(&label)));
         let mut routes = HashMap::with_hasher(Xxh3DefaultBuilder);
-        routes.insert(Arc::from(OTHER_ROUTE), Arc::clone(&other));
+        routes.insert(label, Arc::clone(&other));
         Self {
-            total: Counters::default(),
+            total: Counters::labelled(Arc::from("(total)")),
             routes: RwLock::new(routes),
             other,
             purges: PurgeCounters::default(),
+            observer_panics: AtomicU64::new(0),
         }
     }
 }
@@ -306,7 +324,13 @@ impl CacheStats {
                 .map(|(label, _, counts)| (label.to_string(), counts))
                 .collect(),
             purges: self.inner.purges.snapshot(),
+            observer_panics: self.inner.observer_panics.load(Ordering::Relaxed),
         }
+    }
+
+    /// Counts an observer's panic.
+    pub(crate) fn record_observer_panic(&self) {
+        self.inner.observer_panics.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Counts a purge of `kind` in `mode`: the entries it purged, or a failure (`None`).
@@ -380,7 +404,9 @@ impl CacheStats {
         if routes.len() > MAX_ROUTES {
             return Arc::clone(&self.inner.other);
         }
-        let counters = Arc::clone(routes.entry(Arc::from(label)).or_default());
+        let label: Arc<str> = Arc::from(label);
+        let counters = Arc::new(Counters::labelled(Arc::clone(&label)));
+        routes.insert(label, Arc::clone(&counters));
         drop(routes);
         first_seen();
         counters
@@ -559,6 +585,9 @@ pub struct StatsSnapshot {
     /// The layer's purges.
     #[serde(default)]
     pub purges: PurgeCounts,
+    /// Panics of [observers](crate::observe::CacheObserver), caught (the requests went on).
+    #[serde(default)]
+    pub observer_panics: u64,
 }
 
 impl StatsSnapshot {

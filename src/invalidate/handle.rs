@@ -108,7 +108,7 @@ impl CacheHandle {
 
     /// The layer's counters, purges included.
     pub fn stats(&self) -> CacheStats {
-        self.config.stats.clone()
+        self.config.funnel.stats.clone()
     }
 
     /// Purges every stored variant of the URL `uri` — an absolute path with its query

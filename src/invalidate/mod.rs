@@ -16,8 +16,8 @@ pub use handle::CacheHandle;
 pub(crate) use handle::Warm;
 
 use crate::coalesce::Coalescer;
-use crate::observe::{self, StoreOp};
-use crate::stats::{CacheStats, PurgeKind};
+use crate::observe::{self, EventKind, Funnel, StoreOperation, Timings};
+use crate::stats::PurgeKind;
 use crate::store::{KeyFilter, PurgeMode, PurgeTarget, Store, StoreError};
 
 /// What a purge is for, owned, so that the fence can remember it.
@@ -202,7 +202,7 @@ pub(crate) struct Invalidator<'a> {
     pub(crate) fence: &'a Invalidations,
     pub(crate) coalescer: Option<&'a Coalescer>,
     pub(crate) store: &'a dyn Store,
-    pub(crate) stats: &'a CacheStats,
+    pub(crate) funnel: &'a Funnel,
 }
 
 impl Invalidator<'_> {
@@ -230,9 +230,16 @@ impl Invalidator<'_> {
                 Scope::Prefix { prefix, .. } => prefix,
                 Scope::Tag { within, .. } => within,
             };
-            observe::store_failed(self.stats, &self.stats.other(), StoreOp::Remove, key, error);
+            self.funnel
+                .store_failed(observe::Scope::LAYER, StoreOperation::Purge, key, error);
         }
-        observe::purged(self.stats, kind, mode, result.as_ref().ok().copied());
+        let purged = EventKind::Purged {
+            kind,
+            mode,
+            entries: result.as_ref().ok().copied(),
+        };
+        self.funnel
+            .record(observe::Scope::LAYER, purged, Timings::default());
         result
     }
 }

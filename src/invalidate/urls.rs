@@ -235,7 +235,7 @@ mod tests {
     fn config() -> Config {
         let mut config = Config::new(Arc::new(MemoryStore::new(1 << 20)));
         config.namespace = Arc::from("ns");
-        let stats = config.stats.clone();
+        let stats = config.funnel.stats.clone();
         config
             .routes
             .insert_exact("/users/{id}", RoutePolicy::new().namespace("users"), &stats);

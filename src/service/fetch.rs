@@ -10,8 +10,10 @@ impl Ctx {
     pub(super) fn sink(&self, started: Started) -> Sink {
         Sink {
             store: Arc::clone(&self.config.store),
-            stats: self.config.stats.clone(),
+            funnel: self.config.funnel.clone(),
             counters: Arc::clone(&self.route.counters),
+            method: self.method.clone(),
+            span: self.span.clone(),
             max_body_size: self.config.rules.max_body_size,
             inline: self.config.write_mode.inline_for(&*self.config.store),
             // On a sliding route presence is freshness: nothing stays past it.
@@ -80,7 +82,7 @@ impl Ctx {
         let tags = &self.config.tags;
         tags.strip(&mut headers);
         let tags = tags.extract(&head.headers, head.extensions.get::<CacheTags>());
-        observe::tags_ignored(&self.config.stats, tags.ignored);
+        self.config.funnel.tags_ignored(tags.ignored);
         let mut entry = CachedResponse::new(head.status, headers, Bytes::new());
         entry.tags = tags.tags;
         entry.stored_at = now;
@@ -108,10 +110,21 @@ impl Ctx {
         }
     }
 
+    /// The origin's future, its time on the request's clock.
+    pub(super) async fn origin<F: std::future::Future>(&self, future: F) -> F::Output {
+        let Some(clock) = &self.clock else {
+            return future.await;
+        };
+        clock.origin_started();
+        let output = future.await;
+        clock.origin_done();
+        output
+    }
+
     /// Removes the entry under `key`; a store error is counted.
     pub(super) async fn remove(&self, key: &CacheKey) {
         if let Err(error) = self.config.store.remove(key.as_str()).await {
-            self.store_failed(StoreOp::Remove, key.as_str(), &error);
+            self.store_failed(StoreOperation::Remove, key.as_str(), &error);
         }
     }
 }
@@ -129,7 +142,10 @@ impl<S> Call<S> {
     {
         let outcome = Outcome::Bypass { reason };
         let watched = watched_pattern(&self.ctx.config, &parts);
-        let result = self.inner.call(Request::from_parts(parts, body)).await;
+        let result = self
+            .ctx
+            .origin(self.inner.call(Request::from_parts(parts, body)))
+            .await;
         if claimed_on_the_way(&self.ctx.config, watched.as_ref()) {
             return result.map(|response| response.map(CacheBody::passthrough));
         }
@@ -200,7 +216,10 @@ impl<S> Call<S> {
         // An invalidation from now on means the response may predate a change.
         let started = self.ctx.config.fetch_started();
         let watched = watched_pattern(&self.ctx.config, &parts);
-        let result = self.inner.call(Request::from_parts(parts, body)).await;
+        let result = self
+            .ctx
+            .origin(self.inner.call(Request::from_parts(parts, body)))
+            .await;
         if claimed_on_the_way(&self.ctx.config, watched.as_ref()) {
             if let Some(lead) = flight {
                 // The waiters go on to the route's own layer.
@@ -320,7 +339,7 @@ impl<S> Call<S> {
                 CacheBody::capture(body, capture).await
             }
             Err(reason) => {
-                self.ctx.record(Event::NotStored(reason));
+                self.ctx.record(EventKind::NotStored { reason });
                 if let Some(lead) = flight {
                     // Waiters fetch for themselves, and for a while the key's requests are
                     // not serialized (hit-for-miss) — unless it was this request (its

@@ -5,6 +5,22 @@ use super::decide::{Decision, Directives, decide};
 use super::*;
 
 impl Ctx {
+    /// [`find`](Self::find), its time on the request's clock.
+    pub(super) async fn find_timed(
+        &self,
+        mode: RequestMode,
+        key: &CacheKey,
+        headers: &HeaderMap,
+        missed: bool,
+        now: SystemTime,
+    ) -> Found {
+        let found = self.find(mode, key, headers, missed, now).await;
+        if let Some(clock) = &self.clock {
+            clock.lookup_done();
+        }
+        found
+    }
+
     /// The lookup phase of a request that has a key: what its stored entry (of its
     /// variant) means for it — answered now, or fetched, and how.
     pub(super) async fn find(
@@ -92,11 +108,15 @@ impl Ctx {
         if parts.method != Method::GET || enclosed {
             return Ok(None);
         }
+        let joined = self.clock.as_ref().map(|_| std::time::Instant::now());
         match self
             .coalesce(coalescer, (key, target), &parts.headers, accept, ended)
             .await
         {
             Coalesced::Served { entry, waited } => {
+                if let (Some(clock), Some(joined)) = (&self.clock, joined) {
+                    clock.set_waited(joined.elapsed());
+                }
                 let now = SystemTime::now();
                 let response = self.response_from(&entry, &parts.headers, false, now);
                 // Answered from an entry the fetch had delivered already: a hit. Waiting
@@ -145,6 +165,9 @@ impl Ctx {
         let head = parts.method == Method::HEAD;
         let response = self.response_from(&entry, &parts.headers, head, now);
         let ttl = entry.remaining_ttl(now);
+        if let Some(clock) = &self.clock {
+            clock.lookup_done();
+        }
         InPlace::Hit(self.finish(response, Outcome::Hit { ttl }))
     }
 
@@ -206,7 +229,7 @@ impl Ctx {
         match found {
             Ok(entry) => entry.map(|entry| self.newest(key, entry)),
             Err(error) => {
-                self.store_failed(StoreOp::Read, key.as_str(), &error);
+                self.store_failed(StoreOperation::Read, key.as_str(), &error);
                 None
             }
         }
@@ -305,7 +328,7 @@ impl Ctx {
                 // Nothing to share (not storable, or the fetch failed): each fetches alone.
                 Some(Landing::Fallback { retry: false }) => return Coalesced::Alone,
                 None => {
-                    self.record(Event::CoalesceTimeout);
+                    self.record(EventKind::CoalesceTimeout);
                     return Coalesced::Alone;
                 }
             }
@@ -353,13 +376,13 @@ impl Ctx {
                 Ok(None) => {}
                 // Without the lock service, coalescing stays within this process.
                 Err(error) => {
-                    self.store_failed(StoreOp::Lock, target.as_str(), &error);
+                    self.store_failed(StoreOperation::Lock, target.as_str(), &error);
                     return Coalesced::Lead(Lead::new(guard, None));
                 }
             }
             let now = tokio::time::Instant::now();
             if now >= deadline {
-                self.record(Event::CoalesceTimeout);
+                self.record(EventKind::CoalesceTimeout);
                 return Coalesced::Lead(Lead::new(guard, None));
             }
             tokio::time::sleep(delay.min(deadline - now)).await;

@@ -43,7 +43,8 @@ use crate::fill::{Capture, PendingWrite, Sink};
 use crate::future::ResponseFuture;
 use crate::invalidate::Started;
 use crate::key::{CacheKey, KeyBuilder, Keys};
-use crate::observe::{self, Ended, StoreOp};
+use crate::observe::trace;
+use crate::observe::{Clock, Ended, EventKind, Scope, StoreOperation, Timings};
 use crate::outcome::Storing;
 use crate::outcome::{self, Outcome};
 use crate::policy::cache_control::CacheControl;
@@ -57,7 +58,6 @@ use crate::policy::{
     BypassReason, CacheTags, CacheTtl, NotStoredReason, RefreshReason, RequestCookies,
 };
 use crate::routes::{Resolved, Route};
-use crate::stats::Event;
 use decide::within_max_age;
 use plan::{Plan, claimed_on_the_way, plan, watched_pattern};
 use purge_method::{PurgeMethod, is_purge};
@@ -165,8 +165,14 @@ where
         // usual swap, so that the ready one is the one called).
         let clone = self.inner.clone();
         let inner = std::mem::replace(&mut self.inner, clone);
+        let span = ctx.span.clone();
         let call = Call { inner, ctx };
-        ResponseFuture::cached(Box::pin(call.run(parts, body, key, mode, (missed, ended))))
+        let run = call.run(parts, body, key, mode, (missed, ended));
+        if span.is_disabled() {
+            ResponseFuture::cached(Box::pin(run))
+        } else {
+            ResponseFuture::cached(Box::pin(tracing::Instrument::instrument(run, span)))
+        }
     }
 }
 
@@ -276,22 +282,37 @@ struct Call<S> {
 struct Ctx {
     config: Arc<Config>,
     route: Route,
+    /// The request's method (GET or HEAD), for events.
+    method: Method,
     /// The request carries cookies its route does not declare irrelevant: only entries the
     /// origin marked shared may answer it ([`RequestCookies`]).
     cookie: bool,
     /// Whether this is a client's request, whose outcome is counted (a background refresh
     /// counts only what it stores).
     counted: bool,
+    /// The request's timings, when observers will read them.
+    clock: Option<Clock>,
+    /// The request's span (disabled unless a subscriber wants it).
+    span: tracing::Span,
 }
 
 impl Ctx {
-    /// A failed store operation: counted under the request's route, and logged.
-    fn store_failed(&self, op: StoreOp, key: &str, error: &crate::store::StoreError) {
-        observe::store_failed(&self.config.stats, &self.route.counters, op, key, error);
+    /// The request's scope, for events.
+    fn scope(&self) -> Scope<'_> {
+        Scope::request(&self.route.counters, &self.method)
     }
 
-    fn record(&self, event: Event) {
-        observe::event(&self.config.stats, &self.route.counters, event);
+    /// A failed store operation: counted under the request's route, told and logged.
+    fn store_failed(&self, operation: StoreOperation, key: &str, error: &crate::store::StoreError) {
+        self.config
+            .funnel
+            .store_failed(self.scope(), operation, key, error);
+    }
+
+    fn record(&self, kind: EventKind) {
+        self.config
+            .funnel
+            .record(self.scope(), kind, Timings::default());
     }
 }
 
@@ -321,27 +342,30 @@ impl<S> Call<S> {
         };
         let head = parts.method == Method::HEAD;
         let now = SystemTime::now();
-        let (slot, refresh, stored) =
-            match self.ctx.find(mode, &key, &parts.headers, missed, now).await {
-                Found::Hit(entry, slot) => {
-                    let target = slot.unwrap_or(key);
-                    return Ok(self
-                        .ctx
-                        .hit(&entry, target, &parts.headers, head, now)
-                        .await);
-                }
-                Found::Stale(entry, slot) => {
-                    let response = self.ctx.serve_stale(&entry, &parts.headers, head, true);
-                    self.revalidate_in_background(parts, body, slot.unwrap_or(key), entry);
-                    return Ok(response);
-                }
-                Found::OnlyIfCachedMiss => return Ok(self.ctx.only_if_cached_miss()),
-                Found::Fetch {
-                    slot,
-                    refresh,
-                    stored,
-                } => (slot, refresh, stored),
-            };
+        let (slot, refresh, stored) = match self
+            .ctx
+            .find_timed(mode, &key, &parts.headers, missed, now)
+            .await
+        {
+            Found::Hit(entry, slot) => {
+                let target = slot.unwrap_or(key);
+                return Ok(self
+                    .ctx
+                    .hit(&entry, target, &parts.headers, head, now)
+                    .await);
+            }
+            Found::Stale(entry, slot) => {
+                let response = self.ctx.serve_stale(&entry, &parts.headers, head, true);
+                self.revalidate_in_background(parts, body, slot.unwrap_or(key), entry);
+                return Ok(response);
+            }
+            Found::OnlyIfCachedMiss => return Ok(self.ctx.only_if_cached_miss()),
+            Found::Fetch {
+                slot,
+                refresh,
+                stored,
+            } => (slot, refresh, stored),
+        };
         let target = slot.unwrap_or_else(|| key.clone());
         let accept = Accept {
             max_age: match mode {

@@ -119,7 +119,7 @@ pub(super) fn plan(config: &Arc<Config>, key_builder: &Keys, parts: &mut Parts) 
     let (route, attached) =
         match config
             .routes
-            .resolve(matched_path(parts), parts.uri.path(), &config.stats)
+            .resolve(matched_path(parts), parts.uri.path(), &config.funnel.stats)
         {
             Resolved::Route(route) => (route, false),
             // A layer on the route itself caches it (and counts it): this one passes
@@ -128,7 +128,7 @@ pub(super) fn plan(config: &Arc<Config>, key_builder: &Keys, parts: &mut Parts) 
             Resolved::Attached(policy) => (
                 Route {
                     policy: Some(policy),
-                    counters: config.stats.other(),
+                    counters: config.funnel.stats.other(),
                 },
                 true,
             ),
@@ -137,8 +137,10 @@ pub(super) fn plan(config: &Arc<Config>, key_builder: &Keys, parts: &mut Parts) 
     // The route's own namespace, inside the layer's: resolved once, for the key and for
     // the invalidations of unsafe requests.
     let route_namespace = policy.and_then(|policy| policy.namespace.as_ref());
+    let funnel = &config.funnel;
     if config.purge_method.is_some() && is_purge(&parts.method) {
-        observe::request_ended(&config.stats, &route.counters, Ended::Passed);
+        let scope = Scope::request(&route.counters, &parts.method);
+        funnel.request_ended(scope, Ended::Passed, None);
         let uri = public_uri(&parts.uri, &parts.extensions);
         return Plan::Purge(PurgeMethod::new(config, key_builder, uri, parts));
     }
@@ -146,7 +148,8 @@ pub(super) fn plan(config: &Arc<Config>, key_builder: &Keys, parts: &mut Parts) 
     let disabled = policy.is_some_and(|policy| !policy.enabled);
     if !cacheable_method || disabled || attached {
         if !attached {
-            observe::request_ended(&config.stats, &route.counters, Ended::Passed);
+            let scope = Scope::request(&route.counters, &parts.method);
+            funnel.request_ended(scope, Ended::Passed, None);
         }
         if !disabled && invalidates(&parts.method, config.invalidate_unknown_methods) {
             let invalidation = Invalidation {
@@ -181,12 +184,22 @@ pub(super) fn plan(config: &Arc<Config>, key_builder: &Keys, parts: &mut Parts) 
     let cookies = policy
         .and_then(|policy| policy.request_cookies)
         .unwrap_or(config.request_cookies);
+    let span = trace::request_span(
+        config.trace,
+        route.counters.label(),
+        &parts.method,
+        &*config.store,
+        key.as_ref(),
+    );
     let ctx = Ctx {
         config: Arc::clone(config),
         route,
+        method: parts.method.clone(),
         cookie: cookies == RequestCookies::RequireShared
             && parts.headers.contains_key(header::COOKIE),
         counted: true,
+        clock: funnel.clock(),
+        span,
     };
     Plan::Cache { ctx, mode, key }
 }

@@ -24,6 +24,7 @@ impl Ctx {
     /// [`attach_outcome`](Self::attach_outcome)).
     pub(super) fn finish_head(&self, headers: &mut HeaderMap, outcome: Outcome) {
         self.count(outcome);
+        trace::record_outcome(&self.span, outcome, headers);
         outcome.write_headers(
             headers,
             self.config.status_header.as_ref(),
@@ -38,14 +39,14 @@ impl Ctx {
         }
     }
 
-    /// Counts a client request's outcome ([`observe::request_ended`]); a background
+    /// Counts a client request's outcome (the event funnel); a background
     /// refresh counts only what it stores.
     pub(super) fn count(&self, outcome: Outcome) {
         if self.counted {
-            observe::request_ended(
-                &self.config.stats,
-                &self.route.counters,
+            self.config.funnel.request_ended(
+                self.scope(),
                 Ended::Answered(outcome),
+                self.clock.as_ref(),
             );
         }
     }
@@ -134,12 +135,14 @@ impl Ctx {
     /// Moves the entry's expiry a full TTL ahead (sliding routes), its tags' index with it.
     pub(super) async fn touch(&self, key: CacheKey, tags: &[String], ttl: Duration) {
         let store = Arc::clone(&self.config.store);
-        let stats = self.config.stats.clone();
+        let funnel = self.config.funnel.clone();
         let counters = Arc::clone(&self.route.counters);
+        let method = self.method.clone();
         let tags = tags.to_vec();
         let touch = async move {
             if let Err(error) = store.touch_tagged(key.as_str(), &tags, ttl).await {
-                observe::store_failed(&stats, &counters, StoreOp::Touch, key.as_str(), &error);
+                let scope = Scope::request(&counters, &method);
+                funnel.store_failed(scope, StoreOperation::Touch, key.as_str(), &error);
             }
         };
         let inline = self.config.write_mode.inline_for(&*self.config.store);

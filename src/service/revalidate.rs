@@ -69,7 +69,7 @@ impl Ctx {
             // Updated to something the cache may not keep (say, `no-store`): this request
             // still gets it, nobody else, and the old entry goes.
             Err(reason) => {
-                self.record(Event::NotStored(reason));
+                self.record(EventKind::NotStored { reason });
                 if let Some(lead) = flight {
                     lead.fallback(!matches!(
                         reason,
@@ -129,6 +129,7 @@ impl<S> Call<S> {
         // only by what it stores.
         let mut this = self;
         this.ctx.counted = false;
+        this.ctx.span = tracing::Span::none();
         runtime.spawn(async move {
             let this = this;
             let refresh = Some(RefreshReason::StaleWhileRevalidate);

@@ -1,16 +1,18 @@
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::fmt;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, Weak};
 use std::time::{Duration, Instant, SystemTime};
 
 use moka::Expiry;
-use moka::notification::RemovalCause;
+use moka::notification::RemovalCause as MokaCause;
 use moka::ops::compute::{CompResult, Op};
 use moka::sync::Cache;
 
 use super::purge::{KeyFilter, PurgeMode, PurgeTarget, softened};
-use super::{Store, StoreError, StoreFuture};
+use super::{Store, StoreError, StoreFuture, StoreGauges};
 use crate::entry::CachedResponse;
+use crate::observe::{RemovalCause, RemovalListener};
 
 /// An in-process store on [moka](https://docs.rs/moka): bounded in bytes, with a TTL per
 /// entry and TinyLFU admission and eviction.
@@ -56,23 +58,55 @@ pub struct Removals {
     pub removed: u64,
 }
 
-#[derive(Debug, Default)]
+#[derive(Default)]
 struct RemovalCounters {
     expired: AtomicU64,
     evicted: AtomicU64,
     replaced: AtomicU64,
     removed: AtomicU64,
+    /// Observers of layers on this store, told of each removal
+    /// ([`Store::listen_removals`]); looked at only once there is one.
+    any_listener: AtomicBool,
+    listeners: RwLock<Vec<Weak<RemovalListener>>>,
+}
+
+impl fmt::Debug for RemovalCounters {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RemovalCounters")
+            .field("removals", &self.snapshot())
+            .finish_non_exhaustive()
+    }
 }
 
 impl RemovalCounters {
     fn count(&self, cause: RemovalCause) {
         let counter = match cause {
             RemovalCause::Expired => &self.expired,
-            RemovalCause::Size => &self.evicted,
+            RemovalCause::Evicted => &self.evicted,
             RemovalCause::Replaced => &self.replaced,
-            RemovalCause::Explicit => &self.removed,
+            _ => &self.removed,
         };
         counter.fetch_add(1, Ordering::Relaxed);
+        if self.any_listener.load(Ordering::Acquire) {
+            let listeners = match self.listeners.read() {
+                Ok(listeners) => listeners,
+                Err(poisoned) => poisoned.into_inner(),
+            };
+            for listener in listeners.iter().filter_map(Weak::upgrade) {
+                listener(cause);
+            }
+        }
+    }
+
+    fn listen(&self, listener: Weak<RemovalListener>) {
+        let mut listeners = match self.listeners.write() {
+            Ok(listeners) => listeners,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        // Layers that are gone (or replaced their observers) are forgotten here.
+        listeners.retain(|listener| listener.strong_count() > 0);
+        listeners.push(listener);
+        self.any_listener.store(true, Ordering::Release);
     }
 
     fn snapshot(&self) -> Removals {
@@ -230,11 +264,16 @@ impl MemoryStore {
             .expire_after(SlotExpiry)
             // However a tagged slot leaves (expired, evicted, replaced, removed), its tags
             // leave the index with it; and every removal is counted by its cause.
-            .eviction_listener(move |key: Arc<String>, slot: Slot, cause: RemovalCause| {
+            .eviction_listener(move |key: Arc<String>, slot: Slot, cause: MokaCause| {
                 if !slot.entry.tags.is_empty() {
                     index.removed(&key, slot.id);
                 }
-                counted.count(cause);
+                counted.count(match cause {
+                    MokaCause::Expired => RemovalCause::Expired,
+                    MokaCause::Size => RemovalCause::Evicted,
+                    MokaCause::Replaced => RemovalCause::Replaced,
+                    MokaCause::Explicit => RemovalCause::Removed,
+                });
             })
             .build();
         Self {
@@ -380,6 +419,26 @@ impl MemoryStore {
 // moka's operations do not wait on I/O: every method completes in its first poll, and a
 // lookup is answered by `get_now` without a future at all.
 impl Store for MemoryStore {
+    fn name(&self) -> &'static str {
+        "memory"
+    }
+
+    /// Entries and bytes (approximate until moka's housekeeping has run: within about a
+    /// second), and the capacity.
+    fn gauges(&self) -> StoreGauges {
+        StoreGauges {
+            entries: Some(self.cache.entry_count()),
+            bytes: Some(self.cache.weighted_size()),
+            capacity: self.cache.policy().max_capacity(),
+            open_breakers: None,
+        }
+    }
+
+    fn listen_removals(&self, listener: Weak<RemovalListener>) -> bool {
+        self.removals.listen(listener);
+        true
+    }
+
     fn get<'a>(&'a self, key: &'a str) -> StoreFuture<'a, Option<Arc<CachedResponse>>> {
         Box::pin(std::future::ready(Ok(self.lookup(key))))
     }

@@ -20,9 +20,10 @@ use std::borrow::Cow;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
+pub use crate::observe::RemovalListener;
 pub use memory::{MemoryStore, Removals};
 pub use purge::{KeyFilter, PurgeMode, PurgeTarget, softened};
 #[cfg(feature = "redis")]
@@ -212,6 +213,26 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
         let _ = (key, lock);
         Box::pin(async { Ok(()) })
     }
+
+    /// A short, stable name for metrics and spans (`memory`, `redis`). Default: `custom`.
+    fn name(&self) -> &'static str {
+        "custom"
+    }
+
+    /// What the store can say about its size and health now, for gauges: cheap to call
+    /// (no I/O). Default: nothing known.
+    fn gauges(&self) -> StoreGauges {
+        StoreGauges::default()
+    }
+
+    /// Calls `listener` with the cause of every entry that leaves the store from now on,
+    /// for as long as `listener` lives (the store holds it weakly): what feeds observers'
+    /// [`Removed`](crate::observe::EventKind::Removed) events. Returns whether the store
+    /// reports removals; the default does not.
+    fn listen_removals(&self, listener: Weak<RemovalListener>) -> bool {
+        let _ = listener;
+        false
+    }
 }
 
 /// [`Store::put_newer`] in three steps: read, compare, put. What the store holds but cannot
@@ -229,6 +250,21 @@ async fn read_compare_put<S: Store + ?Sized>(
     }
     store.put(key, entry, ttl).await?;
     Ok(true)
+}
+
+/// A store's size and health as it knows them now ([`Store::gauges`]); `None` where it does
+/// not know.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct StoreGauges {
+    /// Entries held.
+    pub entries: Option<u64>,
+    /// Bytes the entries take, as the store weighs them.
+    pub bytes: Option<u64>,
+    /// The most bytes the store holds.
+    pub capacity: Option<u64>,
+    /// Circuit breakers open now (the store is skipped while one is).
+    pub open_breakers: Option<u64>,
 }
 
 /// Proof of a fill lock taken with [`Store::lock_fill`]: the token the store released it
@@ -339,6 +375,18 @@ impl<S: Store + ?Sized> Store for Arc<S> {
 
     fn unlock_fill<'a>(&'a self, key: &'a str, lock: FillLock) -> StoreFuture<'a, ()> {
         (**self).unlock_fill(key, lock)
+    }
+
+    fn name(&self) -> &'static str {
+        (**self).name()
+    }
+
+    fn gauges(&self) -> StoreGauges {
+        (**self).gauges()
+    }
+
+    fn listen_removals(&self, listener: Weak<RemovalListener>) -> bool {
+        (**self).listen_removals(listener)
     }
 }
 

@@ -22,7 +22,9 @@ use fred::types::{Expiration, FromValue, Key, MultipleKeys, SetOptions};
 mod purge;
 
 use super::breaker::Breaker;
-use super::{FillLock, PurgeMode, PurgeTarget, Store, StoreError, StoreErrorKind, StoreFuture};
+use super::{
+    FillLock, PurgeMode, PurgeTarget, Store, StoreError, StoreErrorKind, StoreFuture, StoreGauges,
+};
 use crate::codec::{BINARY_PREFIX, BINARY_STORED_AT, BinaryCodec, Codec, binary_stored_at};
 use crate::entry::CachedResponse;
 
@@ -576,6 +578,18 @@ fn millis(ttl: Duration) -> i64 {
 }
 
 impl Store for RedisStore {
+    fn name(&self) -> &'static str {
+        "redis"
+    }
+
+    /// Whether its circuit breaker is open (entries and bytes are Redis's to report).
+    fn gauges(&self) -> StoreGauges {
+        StoreGauges {
+            open_breakers: Some(u64::from(self.inner.breaker.is_open())),
+            ..StoreGauges::default()
+        }
+    }
+
     fn get<'a>(&'a self, key: &'a str) -> StoreFuture<'a, Option<Arc<CachedResponse>>> {
         Box::pin(async move {
             let inner = &self.inner;

@@ -1,0 +1,341 @@
+//! Observability: the event funnel every event passes — a request's one outcome, what
+//! became of the responses it meant to store, purges, store failures, removals from the
+//! store — on its way to the stats, the [observers](CacheObserver) (the built-in
+//! [`HitMissRatio`] and [`TimingObserver`], [`CacheMetrics`] for the `metrics` facade, your
+//! own), and the request's tracing span.
+//!
+//! Store failures are also logged without flooding: a store that is down fails every
+//! request, and one warning per failure would bury everything else in the logs.
+//!
+//! With no observer attached, none of this costs a request more than the stats' counters:
+//! no clock is read and no event value is built.
+
+mod builtin;
+mod event;
+#[cfg(feature = "metrics")]
+mod metrics;
+mod observer;
+pub(crate) mod trace;
+
+pub use trace::TraceKeys;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, LazyLock};
+use std::time::{Duration, Instant};
+
+use http::Method;
+
+pub use builtin::{HitMissCounts, HitMissRatio, OperationTimes, TimingObserver};
+pub use event::{CacheEvent, EventKind, RemovalCause, StaleWindow, StoreOperation, Timings};
+#[cfg(feature = "metrics")]
+pub use metrics::CacheMetrics;
+pub(crate) use observer::Observers;
+pub use observer::{CacheObserver, RemovalListener};
+
+use crate::outcome::Outcome;
+use crate::stats::{CacheStats, Counters, Event};
+use crate::store::StoreError;
+/// At most one message per interval; the ones in between are counted and reported with the
+/// next.
+#[derive(Debug)]
+pub(crate) struct Throttle {
+    start: Instant,
+    interval: Duration,
+    /// Milliseconds after `start` when the next message may be logged.
+    next_ms: AtomicU64,
+    suppressed: AtomicU64,
+}
+
+impl Throttle {
+    pub(crate) fn new(interval: Duration) -> Self {
+        Self {
+            start: Instant::now(),
+            interval,
+            next_ms: AtomicU64::new(0),
+            suppressed: AtomicU64::new(0),
+        }
+    }
+
+    /// `Some(suppressed)` when a message may be logged now (with how many were held back
+    /// since the last one); `None` when it is to be held back.
+    pub(crate) fn allow(&self) -> Option<u64> {
+        let now = u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX);
+        let next = self.next_ms.load(Ordering::Relaxed);
+        let interval = u64::try_from(self.interval.as_millis()).unwrap_or(u64::MAX);
+        if now >= next
+            && self
+                .next_ms
+                .compare_exchange(
+                    next,
+                    now.saturating_add(interval),
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                )
+                .is_ok()
+        {
+            return Some(self.suppressed.swap(0, Ordering::Relaxed));
+        }
+        self.suppressed.fetch_add(1, Ordering::Relaxed);
+        None
+    }
+}
+
+static THROTTLES: LazyLock<[Throttle; StoreOperation::COUNT]> =
+    LazyLock::new(|| std::array::from_fn(|_| Throttle::new(Duration::from_secs(10))));
+
+/// Where a layer's events go: its stats, and its observers when it has any.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Funnel {
+    pub(crate) stats: CacheStats,
+    pub(crate) observers: Option<Arc<Observers>>,
+}
+
+/// How a request ended, as counted: every request ends once, here.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Ended {
+    /// Passed on without the cache (a method it does not cache, a disabled route).
+    Passed,
+    /// Answered by the cache layer: the outcome its headers say.
+    Answered(Outcome),
+}
+
+/// Whose event it is: a request's (its route's counters and its method), or the layer's
+/// (purges, removals; counted under `(other)` where a route's counters are needed).
+#[derive(Clone, Copy)]
+pub(crate) struct Scope<'a> {
+    pub(crate) route: Option<&'a Counters>,
+    pub(crate) method: Option<&'a Method>,
+}
+
+impl<'a> Scope<'a> {
+    /// A request's scope.
+    pub(crate) fn request(route: &'a Counters, method: &'a Method) -> Self {
+        Self {
+            route: Some(route),
+            method: Some(method),
+        }
+    }
+
+    /// The layer's own scope: not a request's.
+    pub(crate) const LAYER: Scope<'static> = Scope {
+        route: None,
+        method: None,
+    };
+}
+
+impl Funnel {
+    /// Whether observers are attached: what only they need is skipped otherwise.
+    pub(crate) fn observed(&self) -> bool {
+        self.observers.is_some()
+    }
+
+    /// A request's clock, when someone will read it.
+    pub(crate) fn clock(&self) -> Option<Clock> {
+        self.observed().then(Clock::start)
+    }
+
+    /// The one door: counts `kind` (for the total and the scope's route) and tells the
+    /// observers.
+    pub(crate) fn record(&self, scope: Scope<'_>, kind: EventKind, timings: Timings) {
+        self.count(scope, kind);
+        if let Some(observers) = &self.observers {
+            observers.emit(&CacheEvent {
+                kind,
+                route: scope.route.map(Counters::label),
+                method: scope.method,
+                timings,
+            });
+        }
+    }
+
+    fn count(&self, scope: Scope<'_>, kind: EventKind) {
+        let stats = &self.stats;
+        let route = |event: Event| match scope.route {
+            Some(route) => stats.record(route, event),
+            None => stats.record(&stats.other(), event),
+        };
+        match kind {
+            EventKind::Hit { .. } => route(Event::Hit),
+            EventKind::Coalesced { .. } => {
+                route(Event::Hit);
+                route(Event::Coalesced);
+            }
+            EventKind::Stale { window, .. } => route(match window {
+                StaleWindow::WhileRevalidate => Event::StaleWhileRevalidate,
+                StaleWindow::IfError => Event::StaleIfError,
+            }),
+            EventKind::Revalidated => route(Event::Revalidated),
+            EventKind::Miss | EventKind::OnlyIfCachedMiss => route(Event::Miss),
+            EventKind::Refresh { .. } => route(Event::Refresh),
+            EventKind::Bypass { .. } => route(Event::Bypass),
+            EventKind::Pass => route(Event::Pass),
+            EventKind::CoalesceTimeout => route(Event::CoalesceTimeout),
+            EventKind::Stored { .. } => route(Event::Stored),
+            EventKind::NotStored { reason } => route(Event::NotStored(reason)),
+            EventKind::StoreError { kind, .. } => route(Event::StoreError(kind)),
+            EventKind::Purged {
+                kind,
+                mode,
+                entries,
+            } => stats.record_purge(kind, mode, entries),
+            EventKind::TagsIgnored { count } => stats.record_tags_ignored(count),
+            EventKind::Removed { .. } => {}
+        }
+    }
+
+    /// A request's one outcome event: the one place where "this request ended as X"
+    /// happens. Its counter is the one the `x-cache` value maps to; a request that waited
+    /// for another's fetch counts `coalesced` as well.
+    pub(crate) fn request_ended(&self, scope: Scope<'_>, ended: Ended, clock: Option<&Clock>) {
+        let kind = match ended {
+            Ended::Passed => EventKind::Pass,
+            Ended::Answered(outcome) => {
+                outcome.event_kind(clock.map_or(Duration::ZERO, Clock::waited))
+            }
+        };
+        let timings = match clock {
+            Some(clock) if self.observed() => clock.timings(),
+            _ => Timings::default(),
+        };
+        self.record(scope, kind, timings);
+    }
+
+    /// Tags past a limit were ignored when a response was stored.
+    pub(crate) fn tags_ignored(&self, ignored: u64) {
+        if ignored > 0 {
+            self.record(
+                Scope::LAYER,
+                EventKind::TagsIgnored { count: ignored },
+                Timings::default(),
+            );
+        }
+    }
+
+    /// A failed store operation: counted (in the total and in the scope's route), told and
+    /// logged.
+    pub(crate) fn store_failed(
+        &self,
+        scope: Scope<'_>,
+        operation: StoreOperation,
+        key: &str,
+        error: &StoreError,
+    ) {
+        let kind = EventKind::StoreError {
+            operation,
+            kind: error.kind(),
+        };
+        self.record(scope, kind, Timings::default());
+        store_error(operation, key, error);
+    }
+}
+
+/// When a request's steps began and ended, for the timings of its events: read only when
+/// observers are attached. Nanoseconds after `start`, plus one (0: not yet).
+#[derive(Debug)]
+pub(crate) struct Clock {
+    start: Instant,
+    lookup: AtomicU64,
+    origin_from: AtomicU64,
+    origin: AtomicU64,
+    waited: AtomicU64,
+}
+
+impl Clock {
+    fn start() -> Self {
+        Self {
+            start: Instant::now(),
+            lookup: AtomicU64::new(0),
+            origin_from: AtomicU64::new(0),
+            origin: AtomicU64::new(0),
+            waited: AtomicU64::new(0),
+        }
+    }
+
+    fn elapsed(&self) -> u64 {
+        u64::try_from(self.start.elapsed().as_nanos())
+            .unwrap_or(u64::MAX - 1)
+            .saturating_add(1)
+    }
+
+    fn read(cell: &AtomicU64) -> Option<Duration> {
+        match cell.load(Ordering::Relaxed) {
+            0 => None,
+            nanos => Some(Duration::from_nanos(nanos - 1)),
+        }
+    }
+
+    /// The lookup answered (the first answer counts).
+    pub(crate) fn lookup_done(&self) {
+        let _ =
+            self.lookup
+                .compare_exchange(0, self.elapsed(), Ordering::Relaxed, Ordering::Relaxed);
+    }
+
+    /// The request goes to the origin now.
+    pub(crate) fn origin_started(&self) {
+        self.origin_from.store(self.elapsed(), Ordering::Relaxed);
+    }
+
+    /// The origin's response head (or error) arrived.
+    pub(crate) fn origin_done(&self) {
+        let from = self.origin_from.load(Ordering::Relaxed);
+        if from > 0 {
+            let took = self.elapsed().saturating_sub(from);
+            self.origin.store(took.saturating_add(1), Ordering::Relaxed);
+        }
+    }
+
+    /// The request waited `waited` for another's fetch.
+    pub(crate) fn set_waited(&self, waited: Duration) {
+        let nanos = u64::try_from(waited.as_nanos()).unwrap_or(u64::MAX - 1);
+        self.waited
+            .store(nanos.saturating_add(1), Ordering::Relaxed);
+    }
+
+    fn waited(&self) -> Duration {
+        Self::read(&self.waited).unwrap_or_default()
+    }
+
+    /// The timings so far.
+    pub(crate) fn timings(&self) -> Timings {
+        Timings {
+            lookup: Self::read(&self.lookup),
+            origin: Self::read(&self.origin),
+            store_write: None,
+        }
+    }
+}
+
+/// Warns of a failed store operation, at most once per 10 s per operation.
+fn store_error(operation: StoreOperation, key: &str, error: &StoreError) {
+    let Some(suppressed) = THROTTLES[operation.index()].allow() else {
+        return;
+    };
+    let operation = match operation {
+        StoreOperation::Lock => "fill lock",
+        other => other.as_str(),
+    };
+    // The key's length, not the key: a URL may carry tokens that do not belong in logs.
+    tracing::warn!(
+        %error,
+        key_len = key.len(),
+        operation,
+        suppressed,
+        "cache store {operation} failed; the request is served without the cache ({suppressed} similar failures not logged)"
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn throttle_lets_one_through_per_interval_and_counts_the_rest() {
+        let throttle = Throttle::new(Duration::from_millis(300));
+        assert_eq!(throttle.allow(), Some(0));
+        assert_eq!(throttle.allow(), None);
+        assert_eq!(throttle.allow(), None);
+        std::thread::sleep(Duration::from_millis(350));
+        assert_eq!(throttle.allow(), Some(2));
+    }
+}
