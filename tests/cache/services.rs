@@ -59,7 +59,7 @@ async fn works_over_any_service_and_keeps_its_error_type() {
 
 /// A store that fails every operation, as a dead backend would.
 #[derive(Debug)]
-struct BrokenStore;
+pub(crate) struct BrokenStore;
 
 impl Store for BrokenStore {
     fn get<'a>(&'a self, _: &'a str) -> StoreFuture<'a, Option<Arc<CachedResponse>>> {
