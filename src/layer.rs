@@ -301,7 +301,7 @@ impl CacheLayer {
     /// Records the layer's counters, gauges and histograms through the
     /// [`metrics`](https://docs.rs/metrics) facade, to the recorder the application
     /// installed (for Prometheus: `metrics-exporter-prometheus`); the names and labels are
-    /// listed at [`CacheMetrics`]. One more observer ([`observer`](Self::observer)).
+    /// listed at [`CacheMetrics`](crate::observe::CacheMetrics). One more observer ([`observer`](Self::observer)).
     ///
     /// ```
     /// use tower_response_cache::observe::CacheMetrics;

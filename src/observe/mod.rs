@@ -9,6 +9,28 @@
 //!
 //! With no observer attached, none of this costs a request more than the stats' counters:
 //! no clock is read and no event value is built.
+//!
+//! # The `cache` span
+//!
+//! Each request the cache looks up (GET and HEAD) gets a `cache` span inside whatever span
+//! it is in (tower-http's `TraceLayer` request span), at `DEBUG` unless
+//! [`CacheLayer::trace_level`](crate::CacheLayer::trace_level) says otherwise. A span no
+//! subscriber wants costs a request a level check. Its fields:
+//!
+//! | field | value |
+//! |---|---|
+//! | `route` | the route label (the axum pattern, the rule, `(other)`) |
+//! | `method` | `GET` or `HEAD` |
+//! | `store` | the store's [`name`](crate::Store::name) (`memory`, `redis`) |
+//! | `key` | the key, hashed (xxh3, 16 hex digits) by default: keys can carry user ids ([`TraceKeys`]) |
+//! | `outcome` | the `x-cache` status, lower case (`hit`, `miss`, `stale`, …) |
+//! | `detail` | the `Cache-Status` detail, when there is one (`stale-if-error`, `private`, …) |
+//! | `ttl` | seconds of freshness left (negative: stale), for answers from an entry |
+//! | `age` | the `Age` sent, for answers from an entry |
+//! | `collapsed` | `true` when the request waited for another's fetch |
+//! | `stored` | whether the response was stored, once that is known (the span lasts until then) |
+//!
+//! Store failures are logged at `WARN`, at most once per 10 seconds per operation.
 
 mod builtin;
 mod event;

@@ -1,18 +1,5 @@
-//! The request span: one `cache` span per request the cache looks up, inside whatever span
-//! the request is in (tower-http's `TraceLayer` request span), with what the cache did.
-//!
-//! | field | value |
-//! |---|---|
-//! | `route` | the route label (the axum pattern, the rule, `(other)`) |
-//! | `method` | `GET` or `HEAD` |
-//! | `store` | the store's [`name`](crate::Store::name) (`memory`, `redis`) |
-//! | `key` | the key, hashed (xxh3, 16 hex digits) by default: keys can carry user ids ([`TraceKeys`]) |
-//! | `outcome` | the `x-cache` status, lower case (`hit`, `miss`, `stale`, …) |
-//! | `detail` | the `Cache-Status` detail, when there is one (`stale-if-error`, `private`, …) |
-//! | `ttl` | seconds of freshness left (negative: stale), for answers from an entry |
-//! | `age` | the `Age` sent, for answers from an entry |
-//! | `collapsed` | `true` when the request waited for another's fetch |
-//! | `stored` | whether the response was stored, once that is known (the span lasts until then) |
+//! The request span ([`CacheLayer::trace_level`](crate::CacheLayer::trace_level)): its
+//! settings, its creation, and the fields recorded as the request goes.
 
 use http::{HeaderMap, Method, header};
 use tracing::{Level, Span, field::Empty};

@@ -15,6 +15,8 @@ mod hostile_input;
 mod invalidation;
 mod keys_and_routes;
 mod lookup;
+#[cfg(feature = "metrics")]
+mod metrics;
 mod observers;
 mod outcome;
 mod over_http1;

@@ -10,9 +10,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::get;
-use tower_response_cache::observe::{
-    CacheEvent, EventKind, HitMissRatio, TimingObserver, Timings,
-};
+use tower_response_cache::observe::{CacheEvent, EventKind, HitMissRatio, TimingObserver, Timings};
 use tower_response_cache::{CacheLayer, CacheTags, MemoryStore, WriteMode};
 
 use crate::harness::{Calls, fetch, get_with, layer, post};
@@ -54,7 +52,10 @@ impl Log {
 
     /// The events so far (and forgets them).
     fn take(&self) -> Vec<String> {
-        self.take_timed().into_iter().map(|(line, _)| line).collect()
+        self.take_timed()
+            .into_iter()
+            .map(|(line, _)| line)
+            .collect()
     }
 
     fn take_timed(&self) -> Vec<(String, Timings)> {
@@ -83,14 +84,21 @@ fn app(origin: &Origin, cache: CacheLayer) -> Router {
     async fn flaky(State(origin): State<Origin>) -> impl IntoResponse {
         origin.calls.hit();
         if origin.failing.load(Ordering::SeqCst) {
-            return (StatusCode::SERVICE_UNAVAILABLE, [("cache-control", "no-store")], "down")
+            return (
+                StatusCode::SERVICE_UNAVAILABLE,
+                [("cache-control", "no-store")],
+                "down",
+            )
                 .into_response();
         }
         ([("cache-control", "max-age=60, stale-if-error=60")], "up").into_response()
     }
     async fn etag(State(origin): State<Origin>, headers: HeaderMap) -> impl IntoResponse {
         origin.calls.hit();
-        if headers.get("if-none-match").is_some_and(|tag| tag == "\"v1\"") {
+        if headers
+            .get("if-none-match")
+            .is_some_and(|tag| tag == "\"v1\"")
+        {
             return (StatusCode::NOT_MODIFIED, [("etag", "\"v1\"")], "").into_response();
         }
         (
@@ -253,12 +261,22 @@ async fn a_coalesced_wait_is_told_with_how_long_it_waited() {
     let events = log.take_timed();
     let lines: Vec<&str> = events.iter().map(|(line, _)| line.as_str()).collect();
     assert_eq!(lines.len(), 3, "{lines:?}");
-    assert!(lines.contains(&"stored:tags=2 @/slow/{id} GET"), "{lines:?}");
+    assert!(
+        lines.contains(&"stored:tags=2 @/slow/{id} GET"),
+        "{lines:?}"
+    );
     assert!(lines.contains(&"miss @/slow/{id} GET"), "{lines:?}");
     assert!(lines.contains(&"coalesced @/slow/{id} GET"), "{lines:?}");
     // The waiter's wait is in the event; the leader's origin time in its miss.
-    let miss = &events.iter().find(|(line, _)| line.starts_with("miss")).unwrap().1;
-    assert!(miss.origin.unwrap() >= Duration::from_millis(50), "{miss:?}");
+    let miss = &events
+        .iter()
+        .find(|(line, _)| line.starts_with("miss"))
+        .unwrap()
+        .1;
+    assert!(
+        miss.origin.unwrap() >= Duration::from_millis(50),
+        "{miss:?}"
+    );
 }
 
 #[tokio::test]
@@ -320,13 +338,20 @@ async fn a_panicking_observer_leaves_responses_intact() {
     let origin = Origin::default();
     let app = app(&origin, cache);
     let first = fetch(&app, "/page").await;
-    assert_eq!((first.status, first.text().as_str()), (StatusCode::OK, "#1"));
+    assert_eq!(
+        (first.status, first.text().as_str()),
+        (StatusCode::OK, "#1")
+    );
     let hit = fetch(&app, "/page").await;
     assert_eq!((hit.x_cache(), hit.text().as_str()), ("HIT", "#1"));
     // The observer after the panicking one saw everything; every panic was counted.
     assert_eq!(
         log.take(),
-        ["stored:tags=0 @/page GET", "miss @/page GET", "hit @/page GET"]
+        [
+            "stored:tags=0 @/page GET",
+            "miss @/page GET",
+            "hit @/page GET"
+        ]
     );
     assert_eq!(stats.snapshot().observer_panics, 3);
     assert_eq!(origin.calls.get(), 1);
@@ -357,7 +382,10 @@ async fn the_built_in_ratio_and_timing_observers_add_up() {
     assert_eq!(ratio.routes()["/page"].misses, 1);
 
     let lookup = timings.lookup();
-    assert_eq!(lookup.count, 5, "every lookup: 2 misses and 3 hits, not the bypass");
+    assert_eq!(
+        lookup.count, 5,
+        "every lookup: 2 misses and 3 hits, not the bypass"
+    );
     assert!(lookup.min.unwrap() <= lookup.average().unwrap());
     assert!(lookup.average().unwrap() <= lookup.max.unwrap());
     let origin_times = timings.origin();

@@ -22,7 +22,10 @@ use tracing_subscriber::{Layer, registry};
 /// The fields of every `cache` span, in the order the spans were created, with the name of
 /// the span each was inside.
 #[derive(Clone, Default)]
-struct Spans(Arc<Mutex<Vec<(u64, HashMap<String, String>)>>>);
+struct Spans(Arc<Mutex<Vec<(u64, SpanFields)>>>);
+
+/// A span's fields by name.
+type SpanFields = HashMap<String, String>;
 
 struct Fields<'a>(&'a mut HashMap<String, String>);
 
