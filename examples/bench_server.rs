@@ -16,6 +16,12 @@
 //! measure what tags cost a write and a hit; `OUTCOME=1` puts the `CacheOutcome` on every
 //! response the cache answers.
 //!
+//! `OBSERVE` measures what observability costs: `observer` attaches an observer that does
+//! nothing (the clocks and event values alone); `metrics` records `CacheMetrics` to an
+//! installed Prometheus recorder; `tracing` installs a subscriber at `INFO` (the `cache`
+//! span, at `DEBUG`, is not wanted); `span` the same with the `cache` span at `INFO`.
+//! Unset: no observer, no subscriber.
+//!
 //! The runtime has one worker thread (`WORKERS` to change it), so that the server can be
 //! pinned to one core and the load generator to another. `REDIS_POOL` sets the Redis pool
 //! size (default 8; on the 2-core VM, 1 to 8 connections made no difference beyond noise).
@@ -30,6 +36,7 @@ use axum::http::header;
 use axum::response::{AppendHeaders, IntoResponse};
 use axum::routing::get;
 use bytes::Bytes;
+use tower_response_cache::observe::{CacheEvent, CacheMetrics};
 use tower_response_cache::{CacheLayer, MemoryStore, RedisConfig, RedisStore};
 
 #[derive(Clone)]
@@ -110,10 +117,35 @@ async fn serve(
         .route("/big", get(big))
         .route("/slow", get(slow));
     let outcome = std::env::var("OUTCOME").is_ok_and(|on| on == "1");
+    let observe = std::env::var("OBSERVE").unwrap_or_default();
+    let configure = |layer: CacheLayer| -> Result<CacheLayer, Box<dyn std::error::Error>> {
+        let layer = layer.outcome_extension(outcome);
+        Ok(match observe.as_str() {
+            "" => layer,
+            "observer" => layer.observer(|_: &CacheEvent<'_>| {}),
+            "metrics" => {
+                metrics_exporter_prometheus::PrometheusBuilder::new().install_recorder()?;
+                layer.metrics(CacheMetrics::new())
+            }
+            "tracing" | "span" => {
+                let subscriber = tracing_subscriber::fmt()
+                    .with_max_level(tracing::Level::INFO)
+                    .with_writer(std::io::sink)
+                    .finish();
+                tracing::subscriber::set_global_default(subscriber)?;
+                match observe.as_str() {
+                    "span" => layer.trace_level(tracing::Level::INFO),
+                    _ => layer,
+                }
+            }
+            other => return Err(format!("unknown OBSERVE {other:?}").into()),
+        })
+    };
     let routes = match mode {
         "none" => routes,
-        "memory" => routes
-            .layer(CacheLayer::new(MemoryStore::new(512 * 1024 * 1024)).outcome_extension(outcome)),
+        "memory" => routes.layer(configure(CacheLayer::new(MemoryStore::new(
+            512 * 1024 * 1024,
+        )))?),
         "redis" | "redis-nolocks" => {
             let config = RedisConfig {
                 fill_locks: mode == "redis",
@@ -125,9 +157,9 @@ async fn serve(
                 command_timeout: Duration::from_secs(1),
                 ..RedisConfig::from_url(redis_url)?
             };
-            routes.layer(
-                CacheLayer::new(RedisStore::connect(config).await?).outcome_extension(outcome),
-            )
+            routes.layer(configure(CacheLayer::new(
+                RedisStore::connect(config).await?,
+            ))?)
         }
         other => {
             let modes = "none, memory, redis or redis-nolocks";

@@ -93,9 +93,9 @@ pub(crate) struct Sink {
     pub(crate) funnel: Funnel,
     pub(crate) counters: Arc<Counters>,
     /// The request's method, for events.
-    pub(crate) method: Method,
+    pub(crate) method: &'static Method,
     /// The request's span, told whether the response was stored.
-    pub(crate) span: tracing::Span,
+    pub(crate) span: Option<tracing::Span>,
     pub(crate) max_body_size: usize,
     /// Write before the body ends, rather than on a spawned task.
     pub(crate) inline: bool,
@@ -179,7 +179,7 @@ impl Capture {
         }
         self.sink
             .record(EventKind::NotStored { reason }, Timings::default());
-        trace::record_stored(&self.sink.span, Storing::No(reason));
+        trace::record_stored(self.sink.span.as_ref(), Storing::No(reason));
     }
 
     /// Hands the complete entry to the store: spawned in the background, or returned to be
@@ -247,7 +247,7 @@ impl Drop for Capture {
             let reason = NotStoredReason::Incomplete;
             self.sink
                 .record(EventKind::NotStored { reason }, Timings::default());
-            trace::record_stored(&self.sink.span, Storing::No(reason));
+            trace::record_stored(self.sink.span.as_ref(), Storing::No(reason));
         }
     }
 }
@@ -255,7 +255,7 @@ impl Drop for Capture {
 impl Sink {
     /// Counts and tells `kind`, under the request's route and method.
     fn record(&self, kind: EventKind, timings: Timings) {
-        let scope = Scope::request(&self.counters, &self.method);
+        let scope = Scope::request(&self.counters, self.method);
         self.funnel.record(scope, kind, timings);
     }
 
@@ -303,7 +303,7 @@ async fn write_entry(
         Storing::No(reason) => sink.record(EventKind::NotStored { reason }, Timings::default()),
         Storing::Pending | Storing::Failed => {}
     }
-    trace::record_stored(&sink.span, storing);
+    trace::record_stored(sink.span.as_ref(), storing);
     // Requests for the key now find the entry in the store: the flight can go, and other
     // processes waiting on the lock can look.
     drop(landed);
@@ -327,7 +327,7 @@ async fn write_fenced(
     let store = &*sink.store;
     let (invalidations, started) = (&sink.invalidations, sink.started);
     let failed = |operation: StoreOperation, error: &StoreError| {
-        let scope = Scope::request(&sink.counters, &sink.method);
+        let scope = Scope::request(&sink.counters, sink.method);
         sink.funnel.store_failed(scope, operation, key, error);
     };
     let fenced = || !invalidations.allows(key, &entry.tags, started.epoch);

@@ -7,7 +7,7 @@ use http::Method;
 
 use crate::policy::{BypassReason, NotStoredReason, RefreshReason};
 use crate::stats::PurgeKind;
-use crate::store::{PurgeMode, StoreErrorKind};
+use crate::store::{PurgeMode, RemovalCause, StoreErrorKind};
 
 /// One thing the cache did, as an [observer](super::CacheObserver) sees it.
 ///
@@ -102,35 +102,6 @@ impl StoreOperation {
     }
 
     pub(crate) const COUNT: usize = 6;
-}
-
-/// Why an entry left a store that reports it ([`MemoryStore`](crate::MemoryStore)).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum RemovalCause {
-    /// Its time was up.
-    Expired,
-    /// Evicted to keep the store within its capacity (or too large to admit).
-    Evicted,
-    /// Replaced by a newer write of its key.
-    Replaced,
-    /// Removed on purpose: an invalidation, a purge, a clear.
-    Removed,
-}
-
-impl RemovalCause {
-    /// Every cause, in a stable order.
-    pub const ALL: [Self; 4] = [Self::Expired, Self::Evicted, Self::Replaced, Self::Removed];
-
-    /// `expired`, `evicted`, `replaced` or `removed`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Expired => "expired",
-            Self::Evicted => "evicted",
-            Self::Replaced => "replaced",
-            Self::Removed => "removed",
-        }
-    }
 }
 
 /// What happened ([`CacheEvent::kind`]).

@@ -1,13 +1,16 @@
 //! [`CacheMetrics`]: the layer's events as counters, gauges and histograms through the
 //! [`metrics`](https://docs.rs/metrics) facade.
 
-use std::sync::{Arc, Once};
+use std::collections::HashMap;
+use std::sync::{Arc, Once, OnceLock, RwLock};
 
-use metrics::{Label, SharedString, Unit};
+use metrics::{Counter, Histogram, Label, SharedString, Unit};
+use xxhash_rust::xxh3::Xxh3DefaultBuilder;
 
 use super::event::{CacheEvent, EventKind, StaleWindow};
 use super::observer::CacheObserver;
 use crate::coalesce::Coalescer;
+use crate::policy::NotStoredReason;
 use crate::store::Store;
 
 /// The layer's metrics through the [`metrics`](https://docs.rs/metrics) facade, to whatever
@@ -40,7 +43,8 @@ use crate::store::Store;
 /// | `http_cache_store_write_duration_seconds` | histogram | `route` | |
 /// | `http_cache_coalesce_wait_seconds` | histogram | `route` | |
 ///
-/// Gauges are set as events pass — the store's on stores, removals and purges (where the
+/// A route's handles are registered with the recorder on its first event and kept: install
+/// the recorder before the layer serves. Gauges are set as events pass — the store's on stores, removals and purges (where the
 /// store knows them: [`Store::gauges`]), the fetches in flight on every request that does
 /// not hit — so they are as fresh as the traffic. Every metric also carries the labels
 /// given to [`label`](Self::label), to tell several layers apart.
@@ -120,6 +124,7 @@ impl CacheMetrics {
             store,
             coalescer,
             described: Once::new(),
+            routes: RwLock::default(),
         }
     }
 }
@@ -155,6 +160,37 @@ pub(crate) struct Recorder {
     store_name: &'static str,
     coalescer: Arc<Coalescer>,
     described: Once,
+    /// Each route's metric handles, registered on first use: a hit then costs a map lookup
+    /// and two atomic updates, not a registration.
+    routes: RwLock<HashMap<Box<str>, Arc<RouteHandles>, Xxh3DefaultBuilder>>,
+}
+
+/// The methods with a label of their own, then `other` and none.
+const METHODS: usize = 9;
+/// The `outcome` labels ([`outcome`]).
+const OUTCOMES: [&str; 8] = [
+    "hit",
+    "miss",
+    "stale_if_error",
+    "stale_while_revalidate",
+    "revalidated",
+    "refresh",
+    "bypass",
+    "pass",
+];
+
+/// One route's metric handles.
+#[derive(Default)]
+struct RouteHandles {
+    requests: [[OnceLock<Counter>; OUTCOMES.len()]; METHODS],
+    coalesced: [OnceLock<Counter>; METHODS],
+    coalesce_timeouts: OnceLock<Counter>,
+    stores: OnceLock<Counter>,
+    not_stored: [OnceLock<Counter>; NotStoredReason::ALL.len()],
+    lookup: OnceLock<Histogram>,
+    origin: OnceLock<Histogram>,
+    store_write: OnceLock<Histogram>,
+    coalesce_wait: OnceLock<Histogram>,
 }
 
 impl std::fmt::Debug for Recorder {
@@ -176,11 +212,6 @@ impl Recorder {
 
     fn count(&self, name: &SharedString, labels: Vec<Label>, n: u64) {
         metrics::counter!(name.clone(), labels).increment(n);
-    }
-
-    fn seconds(&self, name: &SharedString, route: &str, took: std::time::Duration) {
-        let labels = self.labels([("route", SharedString::from(route.to_owned()))]);
-        metrics::histogram!(name.clone(), labels).record(took.as_secs_f64());
     }
 
     fn describe(&self) {
@@ -289,39 +320,141 @@ impl Recorder {
     }
 }
 
-/// The `outcome` label of a request's event: the stats field it counts in, singular.
-fn outcome(kind: &EventKind) -> Option<&'static str> {
+/// The `outcome` label of a request's event — the stats field it counts in, singular — as
+/// an index into [`OUTCOMES`].
+fn outcome(kind: &EventKind) -> Option<usize> {
     Some(match kind {
-        EventKind::Hit { .. } | EventKind::Coalesced { .. } => "hit",
-        EventKind::Miss | EventKind::OnlyIfCachedMiss => "miss",
+        EventKind::Hit { .. } | EventKind::Coalesced { .. } => 0,
+        EventKind::Miss | EventKind::OnlyIfCachedMiss => 1,
         EventKind::Stale {
             window: StaleWindow::IfError,
             ..
-        } => "stale_if_error",
+        } => 2,
         EventKind::Stale {
             window: StaleWindow::WhileRevalidate,
             ..
-        } => "stale_while_revalidate",
-        EventKind::Revalidated => "revalidated",
-        EventKind::Refresh { .. } => "refresh",
-        EventKind::Bypass { .. } => "bypass",
-        EventKind::Pass => "pass",
+        } => 3,
+        EventKind::Revalidated => 4,
+        EventKind::Refresh { .. } => 5,
+        EventKind::Bypass { .. } => 6,
+        EventKind::Pass => 7,
         _ => return None,
     })
 }
 
-fn method_label(method: Option<&http::Method>) -> SharedString {
+/// The `method` label's index and value. Methods are the client's to invent: those without
+/// a label of their own share `other`.
+fn method_label(method: Option<&http::Method>) -> (usize, &'static str) {
+    use http::Method;
     match method {
-        Some(method) if *method == http::Method::GET => SharedString::const_str("GET"),
-        Some(method) if *method == http::Method::HEAD => SharedString::const_str("HEAD"),
-        Some(method) if *method == http::Method::POST => SharedString::const_str("POST"),
-        Some(method) if *method == http::Method::PUT => SharedString::const_str("PUT"),
-        Some(method) if *method == http::Method::PATCH => SharedString::const_str("PATCH"),
-        Some(method) if *method == http::Method::DELETE => SharedString::const_str("DELETE"),
-        Some(method) if *method == http::Method::OPTIONS => SharedString::const_str("OPTIONS"),
-        // Methods are the client's to invent: the rest share one label.
-        Some(_) => SharedString::const_str("other"),
-        None => SharedString::const_str(""),
+        Some(method) if *method == Method::GET => (0, "GET"),
+        Some(method) if *method == Method::HEAD => (1, "HEAD"),
+        Some(method) if *method == Method::POST => (2, "POST"),
+        Some(method) if *method == Method::PUT => (3, "PUT"),
+        Some(method) if *method == Method::PATCH => (4, "PATCH"),
+        Some(method) if *method == Method::DELETE => (5, "DELETE"),
+        Some(method) if *method == Method::OPTIONS => (6, "OPTIONS"),
+        Some(_) => (7, "other"),
+        None => (8, ""),
+    }
+}
+
+impl Recorder {
+    /// The handles of the route labelled `route`.
+    fn route(&self, route: &str) -> Arc<RouteHandles> {
+        if let Ok(routes) = self.routes.read() {
+            if let Some(handles) = routes.get(route) {
+                return Arc::clone(handles);
+            }
+        }
+        let mut routes = match self.routes.write() {
+            Ok(routes) => routes,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        Arc::clone(routes.entry(route.into()).or_default())
+    }
+
+    fn route_labels(&self, route: &str, extra: &[(&'static str, &'static str)]) -> Vec<Label> {
+        let mut labels = self.labels([("route", SharedString::from(route.to_owned()))]);
+        labels.extend(
+            extra
+                .iter()
+                .map(|(key, value)| Label::new(*key, SharedString::const_str(value))),
+        );
+        labels
+    }
+
+    fn histogram<'a>(
+        &self,
+        slot: &'a OnceLock<Histogram>,
+        name: &SharedString,
+        route: &str,
+    ) -> &'a Histogram {
+        slot.get_or_init(|| metrics::histogram!(name.clone(), self.route_labels(route, &[])))
+    }
+
+    /// A request's outcome, its timings, and what became of its response.
+    fn route_event(&self, route: &str, event: &CacheEvent<'_>) {
+        let n = &self.names;
+        let handles = self.route(route);
+        let kind = &event.kind;
+        if let Some(outcome) = outcome(kind) {
+            let (method, method_name) = method_label(event.method);
+            handles.requests[method][outcome]
+                .get_or_init(|| {
+                    let labels = self.route_labels(
+                        route,
+                        &[("method", method_name), ("outcome", OUTCOMES[outcome])],
+                    );
+                    metrics::counter!(n.requests.clone(), labels)
+                })
+                .increment(1);
+            if let EventKind::Coalesced { waited } = kind {
+                handles.coalesced[method]
+                    .get_or_init(|| {
+                        let labels = self.route_labels(route, &[("method", method_name)]);
+                        metrics::counter!(n.coalesced.clone(), labels)
+                    })
+                    .increment(1);
+                self.histogram(&handles.coalesce_wait, &n.coalesce_wait, route)
+                    .record(waited.as_secs_f64());
+            }
+            if !matches!(kind, EventKind::Hit { .. } | EventKind::Pass) {
+                self.inflight();
+            }
+        }
+        let timings = event.timings;
+        for (took, slot, name) in [
+            (timings.lookup, &handles.lookup, &n.lookup),
+            (timings.origin, &handles.origin, &n.origin),
+            (timings.store_write, &handles.store_write, &n.store_write),
+        ] {
+            if let Some(took) = took {
+                self.histogram(slot, name, route).record(took.as_secs_f64());
+            }
+        }
+        let counter = |slot: &OnceLock<Counter>,
+                       name: &SharedString,
+                       extra: &[(&'static str, &'static str)]| {
+            slot.get_or_init(|| metrics::counter!(name.clone(), self.route_labels(route, extra)))
+                .increment(1);
+        };
+        match *kind {
+            EventKind::CoalesceTimeout => {
+                counter(&handles.coalesce_timeouts, &n.coalesce_timeouts, &[])
+            }
+            EventKind::Stored { .. } => {
+                counter(&handles.stores, &n.stores, &[]);
+                self.store_gauges();
+                self.inflight();
+            }
+            EventKind::NotStored { reason } => {
+                let slot = &handles.not_stored[reason.index()];
+                counter(slot, &n.not_stored, &[("reason", reason.as_str())]);
+                self.inflight();
+            }
+            _ => {}
+        }
     }
 }
 
@@ -329,57 +462,11 @@ impl CacheObserver for Recorder {
     fn on_event(&self, event: &CacheEvent<'_>) {
         self.described.call_once(|| self.describe());
         let n = &self.names;
-        let route = || SharedString::from(event.route.unwrap_or("").to_owned());
         let kind = &event.kind;
-        if let Some(outcome) = outcome(kind) {
-            let method = method_label(event.method);
-            let labels = self.labels([
-                ("route", route()),
-                ("method", method.clone()),
-                ("outcome", SharedString::const_str(outcome)),
-            ]);
-            self.count(&n.requests, labels, 1);
-            if let EventKind::Coalesced { waited } = kind {
-                self.count(
-                    &n.coalesced,
-                    self.labels([("route", route()), ("method", method)]),
-                    1,
-                );
-                self.seconds(&n.coalesce_wait, event.route.unwrap_or(""), *waited);
-            }
-            if !matches!(kind, EventKind::Hit { .. } | EventKind::Pass) {
-                self.inflight();
-            }
-        }
         if let Some(route) = event.route {
-            let timings = event.timings;
-            if let Some(took) = timings.lookup {
-                self.seconds(&n.lookup, route, took);
-            }
-            if let Some(took) = timings.origin {
-                self.seconds(&n.origin, route, took);
-            }
-            if let Some(took) = timings.store_write {
-                self.seconds(&n.store_write, route, took);
-            }
+            self.route_event(route, event);
         }
         match *kind {
-            EventKind::CoalesceTimeout => {
-                self.count(&n.coalesce_timeouts, self.labels([("route", route())]), 1);
-            }
-            EventKind::Stored { .. } => {
-                self.count(&n.stores, self.labels([("route", route())]), 1);
-                self.store_gauges();
-                self.inflight();
-            }
-            EventKind::NotStored { reason } => {
-                let labels = self.labels([
-                    ("route", route()),
-                    ("reason", SharedString::const_str(reason.as_str())),
-                ]);
-                self.count(&n.not_stored, labels, 1);
-                self.inflight();
-            }
             EventKind::StoreError { operation, kind } => {
                 let labels = self.labels([
                     ("store", SharedString::const_str(self.store_name)),

@@ -47,12 +47,13 @@ use std::time::{Duration, Instant};
 
 use http::Method;
 
+pub use crate::store::{RemovalCause, RemovalListener};
 pub use builtin::{HitMissCounts, HitMissRatio, OperationTimes, TimingObserver};
-pub use event::{CacheEvent, EventKind, RemovalCause, StaleWindow, StoreOperation, Timings};
+pub use event::{CacheEvent, EventKind, StaleWindow, StoreOperation, Timings};
 #[cfg(feature = "metrics")]
 pub use metrics::CacheMetrics;
+pub use observer::CacheObserver;
 pub(crate) use observer::Observers;
-pub use observer::{CacheObserver, RemovalListener};
 
 use crate::outcome::Outcome;
 use crate::stats::{CacheStats, Counters, Event};
@@ -209,10 +210,31 @@ impl Funnel {
     /// happens. Its counter is the one the `x-cache` value maps to; a request that waited
     /// for another's fetch counts `coalesced` as well.
     pub(crate) fn request_ended(&self, scope: Scope<'_>, ended: Ended, clock: Option<&Clock>) {
+        if self.observers.is_none() {
+            // The hit path's case: the counters alone, without building the event.
+            let other;
+            let route = match scope.route {
+                Some(route) => route,
+                None => {
+                    other = self.stats.other();
+                    &other
+                }
+            };
+            match ended {
+                Ended::Passed => self.stats.record(route, Event::Pass),
+                Ended::Answered(outcome) => {
+                    self.stats.record(route, outcome.counter());
+                    if outcome == Outcome::Coalesced {
+                        self.stats.record(route, Event::Coalesced);
+                    }
+                }
+            }
+            return;
+        }
         let kind = match ended {
             Ended::Passed => EventKind::Pass,
             Ended::Answered(outcome) => {
-                outcome.event_kind(clock.map_or(Duration::ZERO, Clock::waited))
+                event_kind(outcome, clock.map_or(Duration::ZERO, Clock::waited))
             }
         };
         let timings = match clock {
@@ -248,6 +270,28 @@ impl Funnel {
         };
         self.record(scope, kind, Timings::default());
         store_error(operation, key, error);
+    }
+}
+
+/// The event for a request's outcome (a coalesced request waited `waited`), which counts in
+/// the counter its `x-cache` value maps to ([`Outcome::counter`]).
+fn event_kind(outcome: Outcome, waited: Duration) -> EventKind {
+    match outcome {
+        Outcome::Hit { ttl } => EventKind::Hit { ttl },
+        Outcome::Coalesced => EventKind::Coalesced { waited },
+        Outcome::Miss { .. } => EventKind::Miss,
+        Outcome::MissOnlyIfCached => EventKind::OnlyIfCachedMiss,
+        Outcome::Refresh { reason, .. } => EventKind::Refresh { reason },
+        Outcome::Revalidated { .. } => EventKind::Revalidated,
+        Outcome::StaleIfError { stale_for } => EventKind::Stale {
+            window: StaleWindow::IfError,
+            stale_for,
+        },
+        Outcome::StaleWhileRevalidate { stale_for } => EventKind::Stale {
+            window: StaleWindow::WhileRevalidate,
+            stale_for,
+        },
+        Outcome::Bypass { reason } => EventKind::Bypass { reason },
     }
 }
 

@@ -6,9 +6,9 @@ use std::sync::{Arc, LazyLock, Weak};
 use std::time::Duration;
 
 use super::Throttle;
-use super::event::{CacheEvent, EventKind, RemovalCause, Timings};
+use super::event::{CacheEvent, EventKind, Timings};
 use crate::stats::CacheStats;
-use crate::store::Store;
+use crate::store::{RemovalListener, Store};
 
 /// Told of every event of a layer ([`CacheLayer::observer`](crate::CacheLayer::observer)):
 /// hits, misses, stale answers, stores, store errors, purges, removals — each with its route
@@ -60,9 +60,6 @@ impl<O: CacheObserver + ?Sized> CacheObserver for Arc<O> {
         (**self).on_event(event);
     }
 }
-
-/// What a store calls as entries leave it (see [`Store::listen_removals`]).
-pub type RemovalListener = dyn Fn(RemovalCause) + Send + Sync;
 
 /// A layer's observers. With none attached the layer holds no `Observers` at all, and the
 /// request path skips every step that only observers need (clocks, event values).

@@ -1,7 +1,10 @@
 //! The request span ([`CacheLayer::trace_level`](crate::CacheLayer::trace_level)): its
 //! settings, its creation, and the fields recorded as the request goes.
 
+use std::fmt;
+
 use http::{HeaderMap, Method, header};
+use tracing::level_filters::LevelFilter;
 use tracing::{Level, Span, field::Empty};
 
 use crate::key::CacheKey;
@@ -51,48 +54,65 @@ macro_rules! cache_span {
     };
 }
 
-/// The span of a request the cache looks up: disabled (and nothing computed for it) unless
-/// a subscriber wants it.
+/// The key as the span shows it: formatted (hashed, when so) only if a subscriber records
+/// the span.
+struct TracedKey<'a>(&'a CacheKey, TraceKeys);
+
+impl fmt::Display for TracedKey<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.1 {
+            TraceKeys::Full => f.write_str(self.0.as_str()),
+            _ => write!(
+                f,
+                "{:016x}",
+                xxhash_rust::xxh3::xxh3_64(self.0.as_str().as_bytes())
+            ),
+        }
+    }
+}
+
+/// The span of a request the cache looks up, if a subscriber wants it (none of its fields
+/// is computed otherwise).
+#[inline]
 pub(crate) fn request_span(
     settings: TraceSettings,
     route: &str,
     method: &Method,
     store: &dyn Store,
     key: Option<&CacheKey>,
+) -> Option<Span> {
+    // No subscriber wants spans this verbose: the usual case, settled with one load.
+    if settings.level > LevelFilter::current() {
+        return None;
+    }
+    Some(new_span(settings, route, method, store, key)).filter(|span| !span.is_disabled())
+}
+
+#[inline(never)]
+fn new_span(
+    settings: TraceSettings,
+    route: &str,
+    method: &Method,
+    store: &dyn Store,
+    key: Option<&CacheKey>,
 ) -> Span {
-    let span = cache_span!(
+    let key = key
+        .filter(|_| settings.keys != TraceKeys::Omit)
+        .map(|key| tracing::field::display(TracedKey(key, settings.keys)));
+    cache_span!(
         settings.level,
         "cache",
-        route = Empty,
-        method = Empty,
-        store = Empty,
-        key = Empty,
+        route,
+        method = method.as_str(),
+        store = store.name(),
+        key,
         outcome = Empty,
         detail = Empty,
         ttl = Empty,
         age = Empty,
         collapsed = Empty,
         stored = Empty,
-    );
-    if span.is_disabled() {
-        return span;
-    }
-    span.record("route", route);
-    span.record("method", method.as_str());
-    span.record("store", store.name());
-    if let Some(key) = key {
-        match settings.keys {
-            TraceKeys::Hashed => {
-                let hash = xxhash_rust::xxh3::xxh3_64(key.as_str().as_bytes());
-                span.record("key", format_args!("{hash:016x}"));
-            }
-            TraceKeys::Full => {
-                span.record("key", key.as_str());
-            }
-            TraceKeys::Omit => {}
-        }
-    }
-    span
+    )
 }
 
 /// Records the request's outcome on its span, from the response head it leaves with.
@@ -127,10 +147,10 @@ pub(crate) fn record_outcome(span: &Span, outcome: Outcome, headers: &HeaderMap)
 }
 
 /// Records what became of the response the request meant to store.
-pub(crate) fn record_stored(span: &Span, storing: Storing) {
-    if span.is_disabled() {
+pub(crate) fn record_stored(span: Option<&Span>, storing: Storing) {
+    let Some(span) = span else {
         return;
-    }
+    };
     match storing {
         Storing::Stored => span.record("stored", true),
         Storing::Pending => return,

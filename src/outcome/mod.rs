@@ -31,8 +31,8 @@ mod public;
 
 pub use public::{CacheOutcome, Detail, Forward, OutcomeStatus};
 
-use crate::observe::{EventKind, StaleWindow};
 use crate::policy::{BypassReason, NotStoredReason, RefreshReason};
+use crate::stats::Event;
 
 /// What became of a response the cache meant to store, as far as is known when its head
 /// leaves.
@@ -85,28 +85,17 @@ pub(crate) enum Outcome {
 }
 
 impl Outcome {
-    /// The event for this outcome (a coalesced request waited `waited`), which counts in
-    /// the counter its `x-cache` value maps to (`HIT` → hits, coalesced requests included;
-    /// `MISS` and `UNCACHEABLE` → misses; `REFRESH` → refreshes; `REVALIDATED` →
-    /// revalidated; `STALE` → stale_if_error or stale_while_revalidate, as `Cache-Status`
-    /// says; `BYPASS` → bypasses).
-    pub(crate) fn event_kind(self, waited: Duration) -> EventKind {
+    /// The counter this outcome counts in: the one its `x-cache` value maps to (a coalesced
+    /// request counts `coalesced` as well). Observers get the same outcome as an event.
+    pub(crate) fn counter(self) -> Event {
         match self {
-            Self::Hit { ttl } => EventKind::Hit { ttl },
-            Self::Coalesced => EventKind::Coalesced { waited },
-            Self::Miss { .. } => EventKind::Miss,
-            Self::MissOnlyIfCached => EventKind::OnlyIfCachedMiss,
-            Self::Refresh { reason, .. } => EventKind::Refresh { reason },
-            Self::Revalidated { .. } => EventKind::Revalidated,
-            Self::StaleIfError { stale_for } => EventKind::Stale {
-                window: StaleWindow::IfError,
-                stale_for,
-            },
-            Self::StaleWhileRevalidate { stale_for } => EventKind::Stale {
-                window: StaleWindow::WhileRevalidate,
-                stale_for,
-            },
-            Self::Bypass { reason } => EventKind::Bypass { reason },
+            Self::Hit { .. } | Self::Coalesced => Event::Hit,
+            Self::Miss { .. } | Self::MissOnlyIfCached => Event::Miss,
+            Self::Refresh { .. } => Event::Refresh,
+            Self::Revalidated { .. } => Event::Revalidated,
+            Self::StaleIfError { .. } => Event::StaleIfError,
+            Self::StaleWhileRevalidate { .. } => Event::StaleWhileRevalidate,
+            Self::Bypass { .. } => Event::Bypass,
         }
     }
 

@@ -12,8 +12,8 @@ impl Ctx {
             store: Arc::clone(&self.config.store),
             funnel: self.config.funnel.clone(),
             counters: Arc::clone(&self.route.counters),
-            method: self.method.clone(),
-            span: self.span.clone(),
+            method: self.method,
+            span: self.span().cloned(),
             max_body_size: self.config.rules.max_body_size,
             inline: self.config.write_mode.inline_for(&*self.config.store),
             // On a sliding route presence is freshness: nothing stays past it.
@@ -112,7 +112,7 @@ impl Ctx {
 
     /// The origin's future, its time on the request's clock.
     pub(super) async fn origin<F: std::future::Future>(&self, future: F) -> F::Output {
-        let Some(clock) = &self.clock else {
+        let Some(clock) = self.clock() else {
             return future.await;
         };
         clock.origin_started();

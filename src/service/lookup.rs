@@ -15,7 +15,7 @@ impl Ctx {
         now: SystemTime,
     ) -> Found {
         let found = self.find(mode, key, headers, missed, now).await;
-        if let Some(clock) = &self.clock {
+        if let Some(clock) = self.clock() {
             clock.lookup_done();
         }
         found
@@ -108,13 +108,13 @@ impl Ctx {
         if parts.method != Method::GET || enclosed {
             return Ok(None);
         }
-        let joined = self.clock.as_ref().map(|_| std::time::Instant::now());
+        let joined = self.clock().map(|_| std::time::Instant::now());
         match self
             .coalesce(coalescer, (key, target), &parts.headers, accept, ended)
             .await
         {
             Coalesced::Served { entry, waited } => {
-                if let (Some(clock), Some(joined)) = (&self.clock, joined) {
+                if let (Some(clock), Some(joined)) = (self.clock(), joined) {
                     clock.set_waited(joined.elapsed());
                 }
                 let now = SystemTime::now();
@@ -165,7 +165,7 @@ impl Ctx {
         let head = parts.method == Method::HEAD;
         let response = self.response_from(&entry, &parts.headers, head, now);
         let ttl = entry.remaining_ttl(now);
-        if let Some(clock) = &self.clock {
+        if let Some(clock) = self.clock() {
             clock.lookup_done();
         }
         InPlace::Hit(self.finish(response, Outcome::Hit { ttl }))

@@ -165,13 +165,14 @@ where
         // usual swap, so that the ready one is the one called).
         let clone = self.inner.clone();
         let inner = std::mem::replace(&mut self.inner, clone);
-        let span = ctx.span.clone();
+        let span = ctx.span().cloned();
         let call = Call { inner, ctx };
         let run = call.run(parts, body, key, mode, (missed, ended));
-        if span.is_disabled() {
-            ResponseFuture::cached(Box::pin(run))
-        } else {
-            ResponseFuture::cached(Box::pin(tracing::Instrument::instrument(run, span)))
+        match span {
+            None => ResponseFuture::cached(Box::pin(run)),
+            Some(span) => {
+                ResponseFuture::cached(Box::pin(tracing::Instrument::instrument(run, span)))
+            }
         }
     }
 }
@@ -283,23 +284,41 @@ struct Ctx {
     config: Arc<Config>,
     route: Route,
     /// The request's method (GET or HEAD), for events.
-    method: Method,
+    method: &'static Method,
     /// The request carries cookies its route does not declare irrelevant: only entries the
     /// origin marked shared may answer it ([`RequestCookies`]).
     cookie: bool,
     /// Whether this is a client's request, whose outcome is counted (a background refresh
     /// counts only what it stores).
     counted: bool,
-    /// The request's timings, when observers will read them.
+    /// The request's clock and span, when observers or a subscriber want them: boxed, so
+    /// that a request neither is watched costs one word.
+    watch: Option<Box<Watch>>,
+}
+
+/// What watches a request: its clock (for observers' timings) and its span.
+struct Watch {
     clock: Option<Clock>,
-    /// The request's span (disabled unless a subscriber wants it).
     span: tracing::Span,
 }
 
 impl Ctx {
+    /// The request's clock, when observers will read it.
+    fn clock(&self) -> Option<&Clock> {
+        self.watch.as_ref().and_then(|watch| watch.clock.as_ref())
+    }
+
+    /// The request's span, when a subscriber wants it.
+    fn span(&self) -> Option<&tracing::Span> {
+        self.watch
+            .as_ref()
+            .map(|watch| &watch.span)
+            .filter(|span| !span.is_disabled())
+    }
+
     /// The request's scope, for events.
     fn scope(&self) -> Scope<'_> {
-        Scope::request(&self.route.counters, &self.method)
+        Scope::request(&self.route.counters, self.method)
     }
 
     /// A failed store operation: counted under the request's route, told and logged.

@@ -194,12 +194,21 @@ pub(super) fn plan(config: &Arc<Config>, key_builder: &Keys, parts: &mut Parts) 
     let ctx = Ctx {
         config: Arc::clone(config),
         route,
-        method: parts.method.clone(),
+        // Only GET and HEAD get here.
+        method: if parts.method == Method::HEAD {
+            &Method::HEAD
+        } else {
+            &Method::GET
+        },
         cookie: cookies == RequestCookies::RequireShared
             && parts.headers.contains_key(header::COOKIE),
         counted: true,
-        clock: funnel.clock(),
-        span,
+        watch: (span.is_some() || funnel.observed()).then(|| {
+            Box::new(Watch {
+                clock: funnel.clock(),
+                span: span.unwrap_or_else(tracing::Span::none),
+            })
+        }),
     };
     Plan::Cache { ctx, mode, key }
 }

@@ -24,7 +24,9 @@ impl Ctx {
     /// [`attach_outcome`](Self::attach_outcome)).
     pub(super) fn finish_head(&self, headers: &mut HeaderMap, outcome: Outcome) {
         self.count(outcome);
-        trace::record_outcome(&self.span, outcome, headers);
+        if let Some(span) = self.span() {
+            trace::record_outcome(span, outcome, headers);
+        }
         outcome.write_headers(
             headers,
             self.config.status_header.as_ref(),
@@ -43,11 +45,9 @@ impl Ctx {
     /// refresh counts only what it stores.
     pub(super) fn count(&self, outcome: Outcome) {
         if self.counted {
-            self.config.funnel.request_ended(
-                self.scope(),
-                Ended::Answered(outcome),
-                self.clock.as_ref(),
-            );
+            self.config
+                .funnel
+                .request_ended(self.scope(), Ended::Answered(outcome), self.clock());
         }
     }
 
@@ -137,11 +137,11 @@ impl Ctx {
         let store = Arc::clone(&self.config.store);
         let funnel = self.config.funnel.clone();
         let counters = Arc::clone(&self.route.counters);
-        let method = self.method.clone();
+        let method = self.method;
         let tags = tags.to_vec();
         let touch = async move {
             if let Err(error) = store.touch_tagged(key.as_str(), &tags, ttl).await {
-                let scope = Scope::request(&counters, &method);
+                let scope = Scope::request(&counters, method);
                 funnel.store_failed(scope, StoreOperation::Touch, key.as_str(), &error);
             }
         };

@@ -129,7 +129,10 @@ impl<S> Call<S> {
         // only by what it stores.
         let mut this = self;
         this.ctx.counted = false;
-        this.ctx.span = tracing::Span::none();
+        if let Some(watch) = &mut this.ctx.watch {
+            watch.span = tracing::Span::none();
+        }
+        this.ctx.method = &Method::GET;
         runtime.spawn(async move {
             let this = this;
             let refresh = Some(RefreshReason::StaleWhileRevalidate);

@@ -10,9 +10,8 @@ use moka::ops::compute::{CompResult, Op};
 use moka::sync::Cache;
 
 use super::purge::{KeyFilter, PurgeMode, PurgeTarget, softened};
-use super::{Store, StoreError, StoreFuture, StoreGauges};
+use super::{RemovalCause, RemovalListener, Store, StoreError, StoreFuture, StoreGauges};
 use crate::entry::CachedResponse;
-use crate::observe::{RemovalCause, RemovalListener};
 
 /// An in-process store on [moka](https://docs.rs/moka): bounded in bytes, with a TTL per
 /// entry and TinyLFU admission and eviction.

@@ -23,7 +23,6 @@ use std::pin::Pin;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-pub use crate::observe::RemovalListener;
 pub use memory::{MemoryStore, Removals};
 pub use purge::{KeyFilter, PurgeMode, PurgeTarget, softened};
 #[cfg(feature = "redis")]
@@ -251,6 +250,38 @@ async fn read_compare_put<S: Store + ?Sized>(
     store.put(key, entry, ttl).await?;
     Ok(true)
 }
+
+/// Why an entry left a store that reports it ([`MemoryStore`](crate::MemoryStore)).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum RemovalCause {
+    /// Its time was up.
+    Expired,
+    /// Evicted to keep the store within its capacity (or too large to admit).
+    Evicted,
+    /// Replaced by a newer write of its key.
+    Replaced,
+    /// Removed on purpose: an invalidation, a purge, a clear.
+    Removed,
+}
+
+impl RemovalCause {
+    /// Every cause, in a stable order.
+    pub const ALL: [Self; 4] = [Self::Expired, Self::Evicted, Self::Replaced, Self::Removed];
+
+    /// `expired`, `evicted`, `replaced` or `removed`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Expired => "expired",
+            Self::Evicted => "evicted",
+            Self::Replaced => "replaced",
+            Self::Removed => "removed",
+        }
+    }
+}
+
+/// What a store calls as entries leave it ([`Store::listen_removals`]).
+pub type RemovalListener = dyn Fn(RemovalCause) + Send + Sync;
 
 /// A store's size and health as it knows them now ([`Store::gauges`]); `None` where it does
 /// not know.
