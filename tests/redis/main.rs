@@ -11,6 +11,7 @@ mod config;
 mod faults;
 mod invalidation;
 mod load;
+mod observe;
 mod proxy;
 mod purge_load;
 mod rfc9111;

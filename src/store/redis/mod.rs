@@ -568,6 +568,11 @@ fn store_error(error: FredError) -> StoreError {
         | FredErrorKind::Routing
         | FredErrorKind::Cluster
         | FredErrorKind::Auth => StoreErrorKind::Unavailable,
+        // What fred says of a command it has no connection to send on (the server died, the
+        // pool is reconnecting): the store is unavailable, not failing in some other way.
+        FredErrorKind::Unknown if error.details().contains("Failed to route command") => {
+            StoreErrorKind::Unavailable
+        }
         _ => StoreErrorKind::Other,
     };
     StoreError::with_source(kind, "Redis command failed", error)
