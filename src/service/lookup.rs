@@ -5,22 +5,6 @@ use super::decide::{Decision, Directives, decide};
 use super::*;
 
 impl Ctx {
-    /// [`find`](Self::find), its time on the request's clock.
-    pub(super) async fn find_timed(
-        &self,
-        mode: RequestMode,
-        key: &CacheKey,
-        headers: &HeaderMap,
-        missed: bool,
-        now: SystemTime,
-    ) -> Found {
-        let found = self.find(mode, key, headers, missed, now).await;
-        if let Some(clock) = self.clock() {
-            clock.lookup_done();
-        }
-        found
-    }
-
     /// The lookup phase of a request that has a key: what its stored entry (of its
     /// variant) means for it — answered now, or fetched, and how.
     pub(super) async fn find(

@@ -361,11 +361,11 @@ impl<S> Call<S> {
         };
         let head = parts.method == Method::HEAD;
         let now = SystemTime::now();
-        let (slot, refresh, stored) = match self
-            .ctx
-            .find_timed(mode, &key, &parts.headers, missed, now)
-            .await
-        {
+        let found = self.ctx.find(mode, &key, &parts.headers, missed, now).await;
+        if let Some(clock) = self.ctx.clock() {
+            clock.lookup_done();
+        }
+        let (slot, refresh, stored) = match found {
             Found::Hit(entry, slot) => {
                 let target = slot.unwrap_or(key);
                 return Ok(self
