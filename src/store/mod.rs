@@ -251,7 +251,7 @@ async fn read_compare_put<S: Store + ?Sized>(
     Ok(true)
 }
 
-/// Why an entry left a store that reports it ([`MemoryStore`](crate::MemoryStore)).
+/// Why an entry left a store that reports it ([`MemoryStore`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum RemovalCause {
