@@ -86,7 +86,7 @@ pub use service::CacheService;
 pub use stats::{CacheStats, StatsSnapshot};
 pub use store::{MemoryStore, Store, StoreError};
 #[cfg(feature = "redis")]
-pub use store::{RedisConfig, RedisStore};
+pub use store::{RedisConfig, RedisStore, TieredConfig, TieredStore};
 
 /// The README's examples, compiled and run as doctests.
 #[cfg(doctest)]

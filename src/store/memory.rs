@@ -307,6 +307,11 @@ impl MemoryStore {
         self.cache.weighted_size()
     }
 
+    /// Empties the store now (what `clear` does, without the future).
+    pub(crate) fn clear_now(&self) {
+        self.cache.invalidate_all();
+    }
+
     /// Applies pending evictions and expirations now, so that the counts are exact.
     pub fn run_pending_tasks(&self) {
         self.cache.run_pending_tasks();

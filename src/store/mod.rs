@@ -15,6 +15,8 @@ mod memory;
 mod purge;
 #[cfg(feature = "redis")]
 mod redis;
+#[cfg(feature = "redis")]
+mod tiered;
 
 use std::borrow::Cow;
 use std::fmt;
@@ -27,6 +29,8 @@ pub use memory::{MemoryStore, Removals};
 pub use purge::{KeyFilter, PurgeMode, PurgeTarget, softened};
 #[cfg(feature = "redis")]
 pub use redis::{CircuitStats, RedisConfig, RedisStore};
+#[cfg(feature = "redis")]
+pub use tiered::{L1Flushes, TieredConfig, TieredStore};
 
 use crate::entry::CachedResponse;
 

@@ -18,6 +18,7 @@ mod rfc9111;
 mod security;
 mod servers;
 mod shared;
+mod tiered;
 
 use axum::Router;
 use axum::extract::State;

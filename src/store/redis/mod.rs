@@ -402,6 +402,11 @@ impl RedisStore {
         Ok(Self::from_pool(pool, config))
     }
 
+    /// `namespace:`, or empty: what every key of this store starts with in Redis.
+    pub(crate) fn prefix(&self) -> &str {
+        &self.inner.prefix
+    }
+
     /// The fred pool underneath, for commands of your own. Its clients carry the store's
     /// settings: the command timeout and a single attempt per command.
     pub fn pool(&self) -> &Pool {

@@ -1,0 +1,797 @@
+//! [`TieredStore`]: a per-instance [`MemoryStore`] (L1) in front of a shared store (L2),
+//! kept coherent across instances through a Redis pub/sub channel.
+//!
+//! Every change an instance makes — a write, a removal, a purge of keys, a prefix or a tag,
+//! a clear — evicts its own L1 copies at once and is published on the channel; the other
+//! instances evict theirs as the message arrives. An instance publishes a heartbeat on the
+//! same channel and listens for its own: while its heartbeats come back, every message
+//! published before them has arrived too (Redis delivers a channel's messages in order on
+//! a connection). When they stop coming back — the subscriber disconnected, the channel
+//! lags, Redis restarted or was flushed — L1 is emptied and bypassed until a heartbeat sent
+//! after the doubt began comes back: doubt costs speed, never correctness.
+
+use std::fmt;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant, SystemTime};
+
+use fred::interfaces::{ClientLike, EventInterface, KeysInterface, PubsubInterface};
+use fred::types::{Expiration, SetOptions, Value};
+
+use super::purge::{PurgeMode, PurgeTarget};
+use super::{
+    FillLock, MemoryStore, RedisStore, RemovalListener, Store, StoreError, StoreFuture, StoreGauges,
+};
+use crate::entry::CachedResponse;
+
+/// The settings of a [`TieredStore`]; build one with struct-update syntax over
+/// [`TieredConfig::default`].
+#[derive(Clone, Debug)]
+pub struct TieredConfig {
+    /// The bytes each instance's L1 holds at most. Default: 64 MiB.
+    pub l1_capacity: u64,
+    /// The longest an entry stays in L1 (and never longer than it stays in L2): the bound
+    /// on an L1 copy's life whatever the channel does. Default: 60 s.
+    pub l1_max_ttl: Duration,
+    /// How often an instance publishes its heartbeat (and checks that Redis was not
+    /// flushed). Default: 100 ms.
+    pub heartbeat: Duration,
+    /// How long after its last heartbeat came back an instance still answers from L1:
+    /// past it, L1 is emptied and bypassed until the channel is confirmed again. The worst
+    /// case for an invalidation the channel lost is an L1 copy served this long after it
+    /// (plus the heartbeat's own round trip). Default: 500 ms.
+    pub max_staleness: Duration,
+}
+
+impl Default for TieredConfig {
+    fn default() -> Self {
+        Self {
+            l1_capacity: 64 << 20,
+            l1_max_ttl: Duration::from_secs(60),
+            heartbeat: Duration::from_millis(100),
+            max_staleness: Duration::from_millis(500),
+        }
+    }
+}
+
+/// Why an instance emptied its L1 ([`TieredStore::flushes`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct L1Flushes {
+    /// The subscriber's connection dropped and reconnected.
+    pub reconnected: u64,
+    /// Its heartbeat did not come back within `max_staleness` (or could not be sent).
+    pub heartbeat: u64,
+    /// The subscriber fell behind the channel and lost messages.
+    pub lagged: u64,
+    /// Redis lost the generation marker: flushed, or restarted empty.
+    pub flushed: u64,
+    /// A `clear` from any instance.
+    pub cleared: u64,
+}
+
+/// A per-instance [`MemoryStore`] (L1) in front of a shared store (L2, a [`RedisStore`]),
+/// coherent across every instance that shares the L2 and its namespace.
+///
+/// - An L1 hit is answered in place, as a memory hit: no network, no decoding.
+/// - A miss in L1 reads L2; what it finds is copied into L1 for at most
+///   `min(its remaining life, l1_max_ttl)` — unless an invalidation arrived meanwhile, so
+///   that a read racing a purge never puts the older entry into L1.
+/// - Writes go to L2, then to this instance's L1; removals and purges (keys, prefixes,
+///   tags, clear; hard or soft — L1 copies are dropped either way) go to L2 and evict from
+///   L1. Each is published so that every other instance evicts its copies too, within the
+///   channel's latency.
+/// - While the channel is in doubt (see the [module](self) docs) L1 is empty and bypassed:
+///   requests read L2. [`TieredConfig::max_staleness`] bounds how long an L1 copy can be
+///   served after an invalidation the channel lost.
+///
+/// Fill locks, the purge log and store errors are L2's. Needs the `redis` feature.
+///
+/// ```no_run
+/// use tower_response_cache::store::{RedisStore, TieredConfig, TieredStore};
+/// use tower_response_cache::CacheLayer;
+///
+/// # async fn run() -> Result<(), tower_response_cache::StoreError> {
+/// let redis = RedisStore::connect_url("redis://127.0.0.1:6379").await?;
+/// let store = TieredStore::connect(redis, TieredConfig::default()).await?;
+/// let cache = CacheLayer::new(store);
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct TieredStore {
+    inner: Arc<Tiered>,
+}
+
+struct Tiered {
+    l1: MemoryStore,
+    l2: RedisStore,
+    l1_max_ttl: Duration,
+    channel: String,
+    health: Arc<Health>,
+    /// This instance's id in messages: its own are not applied twice.
+    id: u64,
+    /// The subscriber (its own connection) and the background tasks: ended with the last
+    /// handle.
+    subscriber: fred::clients::Client,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for Tiered {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+        let subscriber = self.subscriber.clone();
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                let _ = subscriber.quit().await;
+            });
+        }
+    }
+}
+
+impl fmt::Debug for TieredStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TieredStore")
+            .field("l1", &self.inner.l1)
+            .field("l2", &self.inner.l2)
+            .field("channel", &self.inner.channel)
+            .field("l1_in_use", &self.inner.health.usable())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Whether L1 may be used, and what invalidated it.
+struct Health {
+    start: Instant,
+    max_staleness_ms: u64,
+    /// Milliseconds after `start` when this instance's last confirmed heartbeat came back
+    /// (0: never).
+    confirmed_ms: AtomicU64,
+    /// Cleared when the channel is in doubt; set again by a heartbeat sent after.
+    trusted: AtomicBool,
+    /// The heartbeat number before which none confirms the channel (those sent before the
+    /// doubt began).
+    doubt_from: AtomicU64,
+    /// The heartbeats sent so far.
+    sent: AtomicU64,
+    /// Advanced by every invalidation that may concern L1: a copy read from L2 before it
+    /// is not put into L1.
+    epoch: AtomicU64,
+    flushes: FlushCounters,
+    l1: MemoryStore,
+}
+
+#[derive(Default)]
+struct FlushCounters {
+    reconnected: AtomicU64,
+    heartbeat: AtomicU64,
+    lagged: AtomicU64,
+    flushed: AtomicU64,
+    cleared: AtomicU64,
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Doubt {
+    Reconnected,
+    Heartbeat,
+    Lagged,
+    Flushed,
+}
+
+impl Health {
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.start.elapsed().as_millis())
+            .unwrap_or(u64::MAX)
+            .max(1)
+    }
+
+    /// Whether L1 may answer now: trusted, and a heartbeat came back recently.
+    fn usable(&self) -> bool {
+        self.trusted.load(Ordering::Acquire)
+            && self
+                .now_ms()
+                .saturating_sub(self.confirmed_ms.load(Ordering::Acquire))
+                <= self.max_staleness_ms
+    }
+
+    /// The channel is in doubt: L1 is emptied, and not used until a heartbeat sent from now
+    /// on comes back.
+    fn doubt(&self, why: Doubt) {
+        let counter = match why {
+            Doubt::Reconnected => &self.flushes.reconnected,
+            Doubt::Heartbeat => &self.flushes.heartbeat,
+            Doubt::Lagged => &self.flushes.lagged,
+            Doubt::Flushed => &self.flushes.flushed,
+        };
+        self.doubt_from
+            .store(self.sent.load(Ordering::Acquire), Ordering::Release);
+        let was_trusted = self.trusted.swap(false, Ordering::AcqRel);
+        self.epoch.fetch_add(1, Ordering::AcqRel);
+        self.l1.clear_now();
+        if was_trusted {
+            counter.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(
+                reason = ?why,
+                "tiered cache: the invalidation channel is in doubt; the memory tier is emptied and bypassed until it is confirmed"
+            );
+        }
+    }
+
+    /// Heartbeat `number` of this instance came back: the channel delivered everything
+    /// published before it.
+    fn confirmed(&self, number: u64) {
+        if number <= self.doubt_from.load(Ordering::Acquire) {
+            // Sent before the doubt began: it proves nothing about the channel since.
+            return;
+        }
+        let now = self.now_ms();
+        let previous = self.confirmed_ms.swap(now, Ordering::AcqRel);
+        if self.trusted.load(Ordering::Acquire)
+            && now.saturating_sub(previous) > self.max_staleness_ms
+        {
+            // A gap no doubt covered (the heartbeat task itself ran late): L1 was not used
+            // during it, and what it holds may have missed an invalidation.
+            self.doubt(Doubt::Heartbeat);
+            self.doubt_from.store(number - 1, Ordering::Release);
+            self.confirmed_ms.store(now, Ordering::Release);
+        }
+        if !self.trusted.load(Ordering::Acquire) {
+            self.trusted.store(true, Ordering::Release);
+        }
+    }
+
+    /// An invalidation that may concern L1 is under way or arrived.
+    fn invalidated(&self) {
+        self.epoch.fetch_add(1, Ordering::AcqRel);
+    }
+}
+
+/// What a message asks the other instances to evict from L1.
+#[derive(Debug, PartialEq, Eq)]
+enum Evict<'a> {
+    Key(&'a str),
+    Prefix(&'a str),
+    Tag(&'a str),
+    All,
+    /// Not an eviction: instance `from`'s heartbeat `number`.
+    Heartbeat(u64),
+}
+
+impl Evict<'_> {
+    fn encode(&self, from: u64) -> String {
+        match self {
+            Self::Key(key) => format!("{from:016x} k {key}"),
+            Self::Prefix(prefix) => format!("{from:016x} p {prefix}"),
+            Self::Tag(tag) => format!("{from:016x} t {tag}"),
+            Self::All => format!("{from:016x} c"),
+            Self::Heartbeat(number) => format!("{from:016x} h {number}"),
+        }
+    }
+}
+
+/// A message: who sent it, and what it asks. `None` for one this version cannot read.
+fn decode(message: &str) -> Option<(u64, Evict<'_>)> {
+    let (from, rest) = message.split_once(' ')?;
+    let from = u64::from_str_radix(from, 16).ok()?;
+    let (op, arg) = rest.split_once(' ').unwrap_or((rest, ""));
+    let evict = match op {
+        "k" => Evict::Key(arg),
+        "p" => Evict::Prefix(arg),
+        "t" => Evict::Tag(arg),
+        "c" => Evict::All,
+        "h" => Evict::Heartbeat(arg.parse().ok()?),
+        _ => return None,
+    };
+    Some((from, evict))
+}
+
+impl TieredStore {
+    /// An L1 of `config.l1_capacity` bytes in front of `l2`, coherent through a channel on
+    /// `l2`'s Redis (named after its namespace: `<namespace>:#l1`). Returns once subscribed
+    /// (or after the connect timeout, with L1 unused until the channel is confirmed); must
+    /// be called within a Tokio runtime.
+    pub async fn connect(l2: RedisStore, config: TieredConfig) -> Result<Self, StoreError> {
+        let l1 = MemoryStore::new(config.l1_capacity);
+        let channel = format!("{}#l1", l2.prefix());
+        let marker = format!("{}#l1:generation", l2.prefix());
+        let health = Arc::new(Health {
+            start: Instant::now(),
+            max_staleness_ms: u64::try_from(config.max_staleness.as_millis())
+                .unwrap_or(u64::MAX)
+                .max(1),
+            confirmed_ms: AtomicU64::new(0),
+            trusted: AtomicBool::new(false),
+            doubt_from: AtomicU64::new(0),
+            sent: AtomicU64::new(0),
+            epoch: AtomicU64::new(0),
+            flushes: FlushCounters::default(),
+            l1: l1.clone(),
+        });
+        let id = random_id();
+        let subscriber = l2.pool().next().clone_new();
+        subscriber.connect();
+        let connect_timeout = Duration::from_secs(5);
+        let _ = tokio::time::timeout(connect_timeout, subscriber.wait_for_connect()).await;
+        let listen = tokio::spawn(listen(
+            subscriber.clone(),
+            channel.clone(),
+            id,
+            Arc::downgrade(&health),
+        ));
+        // Subscribed before the first heartbeat, so that it can come back.
+        let _ = tokio::time::timeout(connect_timeout, subscriber.subscribe(channel.as_str())).await;
+        let beat = tokio::spawn(heartbeat(
+            l2.clone(),
+            channel.clone(),
+            marker,
+            id,
+            config.heartbeat,
+            Arc::downgrade(&health),
+        ));
+        Ok(Self {
+            inner: Arc::new(Tiered {
+                l1,
+                l2,
+                l1_max_ttl: config.l1_max_ttl,
+                channel,
+                health,
+                id,
+                subscriber,
+                tasks: vec![listen, beat],
+            }),
+        })
+    }
+
+    /// This instance's L1.
+    pub fn l1(&self) -> &MemoryStore {
+        &self.inner.l1
+    }
+
+    /// The shared L2.
+    pub fn l2(&self) -> &RedisStore {
+        &self.inner.l2
+    }
+
+    /// Whether L1 answers now (the channel is confirmed).
+    pub fn l1_in_use(&self) -> bool {
+        self.inner.health.usable()
+    }
+
+    /// How often L1 was emptied, by reason.
+    pub fn flushes(&self) -> L1Flushes {
+        let flushes = &self.inner.health.flushes;
+        let load = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+        L1Flushes {
+            reconnected: load(&flushes.reconnected),
+            heartbeat: load(&flushes.heartbeat),
+            lagged: load(&flushes.lagged),
+            flushed: load(&flushes.flushed),
+            cleared: load(&flushes.cleared),
+        }
+    }
+
+    /// Tells the other instances to evict `evict`. A failure is logged: their heartbeats
+    /// fail as well while Redis cannot take a publish, which puts their L1 in doubt.
+    async fn publish(&self, evict: Evict<'_>) {
+        let message = evict.encode(self.inner.id);
+        let client = self.inner.l2.pool().next();
+        let published: Result<i64, _> = client.publish(self.inner.channel.as_str(), message).await;
+        if let Err(error) = published {
+            tracing::debug!(%error, "tiered cache: an invalidation could not be published");
+        }
+    }
+
+    /// An entry read from L2 goes into L1 — unless an invalidation began since `epoch`, or
+    /// L1 is not in use. Checked again after the write, which is undone if one began
+    /// meanwhile.
+    async fn fill_l1(&self, key: &str, entry: &Arc<CachedResponse>, epoch: u64) {
+        let health = &self.inner.health;
+        let unchanged = || health.epoch.load(Ordering::Acquire) == epoch && health.usable();
+        if !unchanged() {
+            return;
+        }
+        let now = SystemTime::now();
+        let lived = now.duration_since(entry.stored_at).unwrap_or_default();
+        let left = entry.storage_ttl().saturating_sub(lived);
+        let ttl = left.min(self.inner.l1_max_ttl);
+        if ttl.is_zero() {
+            return;
+        }
+        let _ = self.inner.l1.put(key, Arc::clone(entry), ttl).await;
+        if !unchanged() {
+            let _ = self.inner.l1.remove(key).await;
+        }
+    }
+
+    /// Evicts `keys` from L1 here, and from every other instance's.
+    async fn evict_keys(&self, keys: &[String]) {
+        self.inner.health.invalidated();
+        for key in keys {
+            let _ = self.inner.l1.remove(key).await;
+        }
+        for key in keys {
+            self.publish(Evict::Key(key)).await;
+        }
+    }
+}
+
+/// A random id for this instance: the clock and the address of a fresh allocation, mixed.
+fn random_id() -> u64 {
+    let nanos = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_nanos();
+    let place = Box::new(0u8);
+    let address = std::ptr::addr_of!(*place) as usize as u64;
+    let mut bytes = [0u8; 24];
+    bytes[..16].copy_from_slice(&nanos.to_le_bytes());
+    bytes[16..].copy_from_slice(&address.to_le_bytes());
+    xxhash_rust::xxh3::xxh3_64(&bytes)
+}
+
+/// Receives the channel's messages: applies the others' evictions, confirms this
+/// instance's heartbeats, and doubts on reconnection or lag.
+async fn listen(subscriber: fred::clients::Client, channel: String, id: u64, health: Weak<Health>) {
+    use tokio::sync::broadcast::error::RecvError;
+    let mut messages = subscriber.message_rx();
+    let mut reconnects = subscriber.reconnect_rx();
+    loop {
+        tokio::select! {
+            message = messages.recv() => {
+                let Some(health) = health.upgrade() else { return };
+                match message {
+                    Ok(message) => {
+                        let text = match &message.value {
+                            Value::String(text) => text.to_string(),
+                            Value::Bytes(bytes) => String::from_utf8_lossy(bytes).into_owned(),
+                            _ => continue,
+                        };
+                        apply(&health, id, &text).await;
+                    }
+                    Err(RecvError::Lagged(_)) => health.doubt(Doubt::Lagged),
+                    Err(RecvError::Closed) => {
+                        health.doubt(Doubt::Reconnected);
+                        return;
+                    }
+                }
+            }
+            reconnect = reconnects.recv() => {
+                let Some(health) = health.upgrade() else { return };
+                // Messages may have been lost while disconnected; the subscription is
+                // the connection's, so it is made again.
+                health.doubt(Doubt::Reconnected);
+                if matches!(reconnect, Err(RecvError::Closed)) {
+                    return;
+                }
+                let _ = subscriber.subscribe(channel.as_str()).await;
+            }
+        }
+    }
+}
+
+/// Applies one message.
+async fn apply(health: &Health, id: u64, text: &str) {
+    let Some((from, evict)) = decode(text) else {
+        return;
+    };
+    if let Evict::Heartbeat(number) = evict {
+        if from == id {
+            health.confirmed(number);
+        }
+        return;
+    }
+    if from == id {
+        // Evicted here already, when it was published.
+        return;
+    }
+    health.invalidated();
+    let l1 = &health.l1;
+    match evict {
+        Evict::Key(key) => {
+            let _ = l1.remove(key).await;
+        }
+        Evict::Prefix(prefix) => {
+            let _ = l1.remove_prefix(prefix).await;
+        }
+        Evict::Tag(tag) => {
+            let _ = l1
+                .purge(PurgeTarget::Tag { tag, within: "" }, PurgeMode::Hard)
+                .await;
+        }
+        Evict::All => {
+            l1.clear_now();
+            health.flushes.cleared.fetch_add(1, Ordering::Relaxed);
+        }
+        Evict::Heartbeat(_) => {}
+    }
+}
+
+/// Publishes this instance's heartbeats, doubts when they stop coming back, and watches
+/// the generation marker that a flush or an empty restart of Redis loses.
+async fn heartbeat(
+    l2: RedisStore,
+    channel: String,
+    marker: String,
+    id: u64,
+    every: Duration,
+    health: Weak<Health>,
+) {
+    let mut generation: Option<String> = None;
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // No command may hold the heartbeat up: a dead Redis must not keep L1 trusted.
+    let limit = every.max(Duration::from_millis(50));
+    loop {
+        tick.tick().await;
+        let Some(health) = health.upgrade() else {
+            return;
+        };
+        let stale = health
+            .now_ms()
+            .saturating_sub(health.confirmed_ms.load(Ordering::Acquire))
+            > health.max_staleness_ms;
+        if stale && health.trusted.load(Ordering::Acquire) {
+            health.doubt(Doubt::Heartbeat);
+        }
+        let client = l2
+            .pool()
+            .next()
+            .with_options(&fred::types::config::Options {
+                timeout: Some(limit),
+                fail_fast: true,
+                max_attempts: Some(1),
+                ..fred::types::config::Options::default()
+            });
+        // The generation marker: set once by whichever instance comes first; a changed or
+        // missing one means Redis lost its data (and so, possibly, invalidations).
+        let current: Result<Option<String>, _> = client.get(marker.as_str()).await;
+        match current {
+            Ok(Some(current)) if generation.as_deref() == Some(current.as_str()) => {}
+            Ok(current) => {
+                if generation.is_some() {
+                    health.doubt(Doubt::Flushed);
+                }
+                let fresh = format!("{:016x}", random_id());
+                let set: Result<Option<String>, _> = client
+                    .set(
+                        marker.as_str(),
+                        fresh.as_str(),
+                        None::<Expiration>,
+                        Some(SetOptions::NX),
+                        false,
+                    )
+                    .await;
+                generation = match (current, set) {
+                    (Some(current), _) => Some(current),
+                    (None, Ok(_)) => client.get(marker.as_str()).await.ok().flatten(),
+                    (None, Err(_)) => None,
+                };
+            }
+            // Unreachable: the heartbeats below fail too, and staleness decides.
+            Err(_) => continue,
+        }
+        let number = health.sent.fetch_add(1, Ordering::AcqRel) + 1;
+        let beat = Evict::Heartbeat(number).encode(id);
+        let published: Result<i64, _> = client.publish(channel.as_str(), beat).await;
+        if published.is_err() && health.trusted.load(Ordering::Acquire) {
+            health.doubt(Doubt::Heartbeat);
+        }
+    }
+}
+
+impl Store for TieredStore {
+    fn name(&self) -> &'static str {
+        "tiered"
+    }
+
+    /// L1's entries, bytes and capacity; L2's breaker.
+    fn gauges(&self) -> StoreGauges {
+        StoreGauges {
+            open_breakers: self.inner.l2.gauges().open_breakers,
+            ..self.inner.l1.gauges()
+        }
+    }
+
+    fn listen_removals(&self, listener: Weak<RemovalListener>) -> bool {
+        self.inner.l1.listen_removals(listener)
+    }
+
+    fn get<'a>(&'a self, key: &'a str) -> StoreFuture<'a, Option<Arc<CachedResponse>>> {
+        Box::pin(async move {
+            let health = &self.inner.health;
+            if health.usable() {
+                if let Some(Ok(Some(entry))) = self.inner.l1.get_now(key) {
+                    return Ok(Some(entry));
+                }
+            }
+            let epoch = health.epoch.load(Ordering::Acquire);
+            let found = self.inner.l2.get(key).await?;
+            if let Some(entry) = &found {
+                self.fill_l1(key, entry, epoch).await;
+            }
+            Ok(found)
+        })
+    }
+
+    /// An L1 hit, in place; anything else (an L1 miss, L1 not in use) is for
+    /// [`get`](Store::get) to answer from L2.
+    fn get_now(&self, key: &str) -> Option<Result<Option<Arc<CachedResponse>>, StoreError>> {
+        if !self.inner.health.usable() {
+            return None;
+        }
+        match self.inner.l1.get_now(key) {
+            Some(Ok(Some(entry))) => Some(Ok(Some(entry))),
+            _ => None,
+        }
+    }
+
+    fn put<'a>(
+        &'a self,
+        key: &'a str,
+        entry: Arc<CachedResponse>,
+        ttl: Duration,
+    ) -> StoreFuture<'a, ()> {
+        Box::pin(async move {
+            self.inner.health.invalidated();
+            let _ = self.inner.l1.remove(key).await;
+            self.inner.l2.put(key, Arc::clone(&entry), ttl).await?;
+            self.publish(Evict::Key(key)).await;
+            let epoch = self.inner.health.epoch.load(Ordering::Acquire);
+            self.fill_l1(key, &entry, epoch).await;
+            Ok(())
+        })
+    }
+
+    fn put_newer<'a>(
+        &'a self,
+        key: &'a str,
+        entry: Arc<CachedResponse>,
+        ttl: Duration,
+    ) -> StoreFuture<'a, bool> {
+        Box::pin(async move {
+            self.inner.health.invalidated();
+            let _ = self.inner.l1.remove(key).await;
+            let written = self
+                .inner
+                .l2
+                .put_newer(key, Arc::clone(&entry), ttl)
+                .await?;
+            if written {
+                self.publish(Evict::Key(key)).await;
+                let epoch = self.inner.health.epoch.load(Ordering::Acquire);
+                self.fill_l1(key, &entry, epoch).await;
+            }
+            Ok(written)
+        })
+    }
+
+    fn remove<'a>(&'a self, key: &'a str) -> StoreFuture<'a, bool> {
+        Box::pin(async move {
+            let removed = self.inner.l2.remove(key).await;
+            self.evict_keys(&[key.to_owned()]).await;
+            removed
+        })
+    }
+
+    fn remove_many<'a>(&'a self, keys: &'a [String]) -> StoreFuture<'a, u64> {
+        Box::pin(async move {
+            let removed = self.inner.l2.remove_many(keys).await;
+            self.evict_keys(keys).await;
+            removed
+        })
+    }
+
+    fn clear(&self) -> StoreFuture<'_, ()> {
+        Box::pin(async move {
+            let cleared = self.inner.l2.clear().await;
+            self.inner.health.invalidated();
+            self.inner.l1.clear_now();
+            self.publish(Evict::All).await;
+            cleared
+        })
+    }
+
+    fn touch<'a>(&'a self, key: &'a str, ttl: Duration) -> StoreFuture<'a, bool> {
+        // The entry is the same: L1 keeps its copy (and its own, shorter, life).
+        self.inner.l2.touch(key, ttl)
+    }
+
+    fn touch_tagged<'a>(
+        &'a self,
+        key: &'a str,
+        tags: &'a [String],
+        ttl: Duration,
+    ) -> StoreFuture<'a, bool> {
+        self.inner.l2.touch_tagged(key, tags, ttl)
+    }
+
+    fn remove_prefix<'a>(&'a self, prefix: &'a str) -> StoreFuture<'a, u64> {
+        Box::pin(async move {
+            let removed = self.inner.l2.remove_prefix(prefix).await;
+            self.inner.health.invalidated();
+            let _ = self.inner.l1.remove_prefix(prefix).await;
+            self.publish(Evict::Prefix(prefix)).await;
+            removed
+        })
+    }
+
+    fn purge<'a>(&'a self, target: PurgeTarget<'a>, mode: PurgeMode) -> StoreFuture<'a, u64> {
+        Box::pin(async move {
+            let purged = self.inner.l2.purge(target, mode).await;
+            self.inner.health.invalidated();
+            // L1 copies go whatever the mode: a soft purge's stale entry is read from L2.
+            match target {
+                PurgeTarget::Keys(keys) => self.evict_keys(keys).await,
+                PurgeTarget::Prefix { prefix, .. } => {
+                    // Every key under the prefix, the filter aside: more than the purge,
+                    // never less.
+                    let _ = self.inner.l1.remove_prefix(prefix).await;
+                    self.publish(Evict::Prefix(prefix)).await;
+                }
+                PurgeTarget::Tag { tag, within } => {
+                    let _ = self
+                        .inner
+                        .l1
+                        .purge(PurgeTarget::Tag { tag, within }, PurgeMode::Hard)
+                        .await;
+                    self.publish(Evict::Tag(tag)).await;
+                }
+            }
+            purged
+        })
+    }
+
+    fn purge_mark(&self) -> Option<u64> {
+        self.inner.l2.purge_mark()
+    }
+
+    fn purged_since<'a>(
+        &'a self,
+        mark: u64,
+        key: &'a str,
+        tags: &'a [String],
+    ) -> StoreFuture<'a, bool> {
+        self.inner.l2.purged_since(mark, key, tags)
+    }
+
+    fn coordinates_fills(&self) -> bool {
+        self.inner.l2.coordinates_fills()
+    }
+
+    fn lock_fill<'a>(&'a self, key: &'a str, ttl: Duration) -> StoreFuture<'a, Option<FillLock>> {
+        self.inner.l2.lock_fill(key, ttl)
+    }
+
+    fn unlock_fill<'a>(&'a self, key: &'a str, lock: FillLock) -> StoreFuture<'a, ()> {
+        self.inner.l2.unlock_fill(key, lock)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_round_trip() {
+        for evict in [
+            Evict::Key("app:GET:/a b"),
+            Evict::Prefix("app:GET:/users/"),
+            Evict::Tag("team 7"),
+            Evict::All,
+            Evict::Heartbeat(42),
+        ] {
+            let text = evict.encode(0xabc);
+            assert_eq!(decode(&text), Some((0xabc, evict)), "{text}");
+        }
+        assert_eq!(decode("zz k key"), None);
+        assert_eq!(decode("00000000000000ab x key"), None);
+        assert_eq!(decode("00000000000000ab h notanumber"), None);
+        assert_eq!(decode(""), None);
+    }
+
+    #[test]
+    fn instance_ids_differ() {
+        assert_ne!(random_id(), random_id());
+    }
+}

@@ -1,0 +1,300 @@
+//! `TieredStore`: three app instances in one process, each with its own layer, L1 and Redis
+//! clients, sharing one Redis (standalone and the 3-primary cluster). A miss on one is a hit
+//! on the others; a purge or overwrite on one evicts the others' L1 copies within a bound;
+//! a cut subscriber, a flushed Redis and a restarted one empty L1 and bypass it until the
+//! channel is confirmed again.
+
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::extract::{Path, State};
+use axum::routing::get;
+use tower_response_cache::{CacheHandle, CacheLayer, TieredConfig, TieredStore, WriteMode};
+
+use crate::{Calls, Topology, fetch, on_both_topologies, store};
+
+on_both_topologies!(
+    a_miss_on_one_instance_is_an_l1_hit_on_the_others_after_one_l2_read,
+    a_purge_or_overwrite_on_one_instance_evicts_every_other_l1_copy,
+    a_cut_subscriber_empties_and_bypasses_l1_until_the_channel_is_back,
+    flushing_redis_empties_every_l1,
+    killing_redis_under_load_fails_nothing_and_serves_nothing_stale_after,
+);
+
+/// The staleness bound the tests configure.
+const MAX_STALENESS: Duration = Duration::from_millis(400);
+
+struct Instance {
+    app: Router,
+    store: TieredStore,
+    handle: CacheHandle,
+}
+
+/// `count` instances on `topology`, sharing `calls` (the origin they all front).
+async fn instances(topology: &Topology, calls: &Calls, count: usize) -> Vec<Instance> {
+    let mut instances = Vec::new();
+    for _ in 0..count {
+        let config = TieredConfig {
+            heartbeat: Duration::from_millis(50),
+            max_staleness: MAX_STALENESS,
+            ..TieredConfig::default()
+        };
+        let store = TieredStore::connect(store(&topology.url(), "tiered").await, config)
+            .await
+            .unwrap();
+        let layer = CacheLayer::new(store.clone())
+            .namespace("app")
+            .write_mode(WriteMode::Inline);
+        let handle = layer.handle();
+        let app = Router::new()
+            .route(
+                "/p/{page}",
+                get(
+                    |State(calls): State<Calls>, Path(page): Path<String>| async move {
+                        (
+                            [("surrogate-key", "pages")],
+                            format!("{page} #{}", calls.hit()),
+                        )
+                    },
+                ),
+            )
+            .with_state(calls.clone())
+            .layer(layer);
+        instances.push(Instance { app, store, handle });
+    }
+    // Each instance's channel is confirmed before the test relies on L1.
+    for instance in &instances {
+        wait_for(Duration::from_secs(10), "L1 in use", || {
+            instance.store.l1_in_use()
+        })
+        .await;
+    }
+    instances
+}
+
+async fn wait_for(limit: Duration, what: &str, mut done: impl FnMut() -> bool) -> Duration {
+    let start = Instant::now();
+    while !done() {
+        assert!(start.elapsed() < limit, "{what} within {limit:?}");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    start.elapsed()
+}
+
+/// Whether `instance`'s L1 holds the entry of `/p/{page}`.
+fn in_l1(instance: &Instance, page: &str) -> bool {
+    instance
+        .store
+        .l1()
+        .keys()
+        .iter()
+        .any(|key| key.contains(&format!("/p/{page}")))
+}
+
+async fn a_miss_on_one_instance_is_an_l1_hit_on_the_others_after_one_l2_read(
+    topology: &mut Topology,
+) {
+    let calls = Calls::default();
+    let nodes = instances(topology, &calls, 3).await;
+    let first = fetch(&nodes[0].app, "/p/a").await;
+    assert_eq!(first.x_cache(), "MISS");
+    assert!(in_l1(&nodes[0], "a"), "the writer keeps a copy");
+    for node in &nodes[1..] {
+        assert!(!in_l1(node, "a"));
+        let reply = fetch(&node.app, "/p/a").await;
+        assert_eq!((reply.x_cache(), reply.text()), ("HIT", first.text()));
+        assert!(in_l1(node, "a"), "an L2 hit fills L1");
+        let again = fetch(&node.app, "/p/a").await;
+        assert_eq!((again.x_cache(), again.text()), ("HIT", first.text()));
+    }
+    assert_eq!(calls.get(), 1);
+}
+
+async fn a_purge_or_overwrite_on_one_instance_evicts_every_other_l1_copy(topology: &mut Topology) {
+    let calls = Calls::default();
+    let nodes = instances(topology, &calls, 3).await;
+    // An overwrite on C (a refresh): the others' older copies go, and they read C's.
+    for node in &nodes {
+        fetch(&node.app, "/p/g").await;
+        assert!(in_l1(node, "g"));
+    }
+    let refresh = http::Request::get("/p/g")
+        .header("x-cache-bypass", "1")
+        .body(axum::body::Body::empty())
+        .unwrap();
+    let newer = crate::client::send(&nodes[2].app, refresh).await;
+    assert_eq!(newer.x_cache(), "REFRESH");
+    for node in [&nodes[0], &nodes[1]] {
+        wait_for(
+            Duration::from_millis(250),
+            "the overwrite reached L1",
+            || !in_l1(node, "g"),
+        )
+        .await;
+        let reply = fetch(&node.app, "/p/g").await;
+        assert_eq!((reply.x_cache(), reply.text()), ("HIT", newer.text()));
+    }
+
+    // A purge on B: gone from B's L1 when the call returns, from the others' within the
+    // channel's latency.
+    for node in &nodes {
+        fetch(&node.app, "/p/b").await;
+        assert!(in_l1(node, "b"));
+    }
+    assert_eq!(nodes[1].handle.invalidate("/p/b").await.unwrap(), 1);
+    assert!(!in_l1(&nodes[1], "b"));
+    let mut slowest = Duration::ZERO;
+    for node in [&nodes[0], &nodes[2]] {
+        let took = wait_for(Duration::from_millis(250), "the purge reached L1", || {
+            !in_l1(node, "b")
+        })
+        .await;
+        slowest = slowest.max(took);
+    }
+    println!("purge reached every L1 in {slowest:?}");
+    assert_eq!(fetch(&nodes[0].app, "/p/b").await.x_cache(), "MISS");
+
+    // A tag purge and a clear reach every L1 too.
+    for node in &nodes {
+        fetch(&node.app, "/p/c").await;
+    }
+    nodes[0].handle.invalidate_tag("pages").await.unwrap();
+    for node in &nodes {
+        wait_for(
+            Duration::from_millis(250),
+            "the tag purge reached L1",
+            || !in_l1(node, "c") && !in_l1(node, "g"),
+        )
+        .await;
+    }
+    for node in &nodes {
+        for _ in 0..3 {
+            if fetch(&node.app, "/p/h").await.x_cache() == "HIT" {
+                break;
+            }
+        }
+    }
+    assert!(nodes.iter().any(|node| in_l1(node, "h")));
+    nodes[0].handle.clear().await.unwrap();
+    for node in &nodes {
+        wait_for(Duration::from_millis(250), "the clear reached L1", || {
+            node.store.l1().keys().is_empty()
+        })
+        .await;
+    }
+}
+
+async fn a_cut_subscriber_empties_and_bypasses_l1_until_the_channel_is_back(
+    topology: &mut Topology,
+) {
+    let calls = Calls::default();
+    let nodes = instances(topology, &calls, 2).await;
+    fetch(&nodes[0].app, "/p/d").await;
+    fetch(&nodes[1].app, "/p/d").await;
+    assert!(in_l1(&nodes[1], "d"));
+    for server in topology.servers() {
+        server.cli(&["CLIENT", "KILL", "TYPE", "pubsub"]);
+    }
+    // The subscriber's reconnection (or, at worst, the missing heartbeats) puts the
+    // channel in doubt: L1 emptied and unused within the staleness bound.
+    let took = wait_for(MAX_STALENESS * 3, "L1 bypassed", || {
+        !nodes[1].store.l1_in_use() && !in_l1(&nodes[1], "d")
+    })
+    .await;
+    println!("L1 bypassed {took:?} after the subscriber was cut");
+    let flushes = nodes[1].store.flushes();
+    assert!(flushes.reconnected + flushes.heartbeat >= 1, "{flushes:?}");
+    // Answered from L2 meanwhile; then the channel is back, and L1 with it.
+    assert_eq!(fetch(&nodes[1].app, "/p/d").await.x_cache(), "HIT");
+    wait_for(Duration::from_secs(10), "L1 back in use", || {
+        nodes[1].store.l1_in_use()
+    })
+    .await;
+    fetch(&nodes[1].app, "/p/d").await;
+    assert!(in_l1(&nodes[1], "d"));
+    // And it is coherent again: a purge on the other instance reaches it.
+    nodes[0].handle.invalidate("/p/d").await.unwrap();
+    wait_for(Duration::from_millis(250), "the purge reached L1", || {
+        !in_l1(&nodes[1], "d")
+    })
+    .await;
+    assert_eq!(calls.get(), 1);
+}
+
+async fn flushing_redis_empties_every_l1(topology: &mut Topology) {
+    let calls = Calls::default();
+    let nodes = instances(topology, &calls, 2).await;
+    for node in &nodes {
+        fetch(&node.app, "/p/e").await;
+        assert!(in_l1(node, "e"));
+    }
+    for server in topology.servers() {
+        // Replicas refuse (read-only): their primaries' flush reaches them.
+        server.cli(&["FLUSHALL"]);
+    }
+    for node in &nodes {
+        wait_for(MAX_STALENESS * 3, "L1 emptied after the flush", || {
+            !in_l1(node, "e")
+        })
+        .await;
+        assert!(
+            node.store.flushes().flushed >= 1,
+            "{:?}",
+            node.store.flushes()
+        );
+    }
+    // The entry is gone from Redis as well: the next request goes to the origin.
+    assert_eq!(fetch(&nodes[0].app, "/p/e").await.x_cache(), "MISS");
+    assert_eq!(calls.get(), 2);
+}
+
+async fn killing_redis_under_load_fails_nothing_and_serves_nothing_stale_after(
+    topology: &mut Topology,
+) {
+    let calls = Calls::default();
+    let nodes = instances(topology, &calls, 2).await;
+    for node in &nodes {
+        fetch(&node.app, "/p/f").await;
+    }
+    let before = fetch(&nodes[0].app, "/p/f").await.text();
+    let load = {
+        let app = nodes[1].app.clone();
+        tokio::spawn(async move {
+            let mut failed = 0;
+            let start = Instant::now();
+            while start.elapsed() < Duration::from_secs(3) {
+                let reply = fetch(&app, "/p/f").await;
+                if reply.status != http::StatusCode::OK || !reply.text().starts_with("f #") {
+                    failed += 1;
+                }
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            failed
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    topology.kill();
+    wait_for(
+        MAX_STALENESS * 3,
+        "L1 emptied and bypassed while Redis is down",
+        || !nodes[1].store.l1_in_use() && !in_l1(&nodes[1], "f"),
+    )
+    .await;
+    topology.restart();
+    assert_eq!(load.await.unwrap(), 0, "no request failed");
+    // Redis came back empty: neither instance answers with the entry of before the kill
+    // (one the load wrote since may answer).
+    wait_for(Duration::from_secs(15), "L1 back in use", || {
+        nodes.iter().all(|node| node.store.l1_in_use())
+    })
+    .await;
+    for node in &nodes {
+        let after = fetch(&node.app, "/p/f").await;
+        assert_eq!(after.status, http::StatusCode::OK);
+        assert_ne!(
+            after.text(),
+            before,
+            "nothing of before the restart was served"
+        );
+    }
+}
