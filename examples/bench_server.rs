@@ -1,13 +1,15 @@
 //! The server `scripts/bench.sh` measures: three routes behind an optional cache layer.
 //!
 //! ```text
-//! bench_server none|memory|redis|redis-nolocks [LISTEN] [REDIS_URL]
+//! bench_server none|memory|tiered|redis|redis-nolocks [LISTEN] [REDIS_URL]
 //! ```
 //!
 //! - `/hello`: 1 KiB, `/big`: 64 KiB, `/slow`: 50 ms then 1 KiB; all
 //!   `Cache-Control: public, max-age=60`.
 //! - `/calls` (never cached): how many times the origin handlers ran, so that the bench can
 //!   check that every measured request was a hit.
+//!
+//! `tiered` is a `TieredStore`: a 512 MiB memory tier in front of Redis.
 //!
 //! `redis-nolocks` is `redis` with `RedisConfig::fill_locks` off: a miss goes to the origin
 //! without taking the cross-process fill lock first.
@@ -37,7 +39,9 @@ use axum::response::{AppendHeaders, IntoResponse};
 use axum::routing::get;
 use bytes::Bytes;
 use tower_response_cache::observe::{CacheEvent, CacheMetrics};
-use tower_response_cache::{CacheLayer, MemoryStore, RedisConfig, RedisStore};
+use tower_response_cache::{
+    CacheLayer, MemoryStore, RedisConfig, RedisStore, TieredConfig, TieredStore,
+};
 
 #[derive(Clone)]
 struct Origin {
@@ -146,6 +150,22 @@ async fn serve(
         "memory" => routes.layer(configure(CacheLayer::new(MemoryStore::new(
             512 * 1024 * 1024,
         )))?),
+        "tiered" => {
+            let config = RedisConfig {
+                namespace: "bench-tiered".to_owned(),
+                command_timeout: Duration::from_secs(1),
+                ..RedisConfig::from_url(redis_url)?
+            };
+            let store = TieredStore::connect(
+                RedisStore::connect(config).await?,
+                TieredConfig {
+                    l1_capacity: 512 * 1024 * 1024,
+                    ..TieredConfig::default()
+                },
+            )
+            .await?;
+            routes.layer(configure(CacheLayer::new(store))?)
+        }
         "redis" | "redis-nolocks" => {
             let config = RedisConfig {
                 fill_locks: mode == "redis",
@@ -162,7 +182,7 @@ async fn serve(
             ))?)
         }
         other => {
-            let modes = "none, memory, redis or redis-nolocks";
+            let modes = "none, memory, tiered, redis or redis-nolocks";
             return Err(format!("unknown mode {other:?}: {modes}").into());
         }
     };

@@ -117,6 +117,8 @@ impl fmt::Debug for PurgeGate {
 #[derive(Clone, Debug)]
 pub(crate) struct Config {
     pub(crate) store: Arc<dyn Store>,
+    /// Whether the store has tiers ([`Store::tiered`]), read once.
+    pub(crate) tiered: bool,
     /// The stats and observers every event goes to.
     pub(crate) funnel: Funnel,
     /// The request span's level and key.
@@ -166,6 +168,7 @@ impl Config {
     /// The defaults listed at [`CacheLayer`](crate::CacheLayer), on `store`.
     pub(crate) fn new(store: Arc<dyn Store>) -> Self {
         Self {
+            tiered: store.tiered(),
             store,
             funnel: Funnel::default(),
             trace: TraceSettings::default(),

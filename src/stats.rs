@@ -28,7 +28,7 @@ use serde::{Deserialize, Serialize};
 use xxhash_rust::xxh3::Xxh3DefaultBuilder;
 
 use crate::policy::NotStoredReason;
-use crate::store::{PurgeMode, StoreErrorKind};
+use crate::store::{PurgeMode, StoreErrorKind, Tier};
 
 /// Routes tracked separately at most (besides `(other)`); further routes share the
 /// `(other)` counters so that the map stays bounded whatever the traffic.
@@ -41,6 +41,8 @@ pub(crate) const OTHER_ROUTE: &str = "(other)";
 #[derive(Debug, Default)]
 pub(crate) struct Counters {
     hits: AtomicU64,
+    /// Of the hits, those a tiered store answered from each tier.
+    tier_hits: [AtomicU64; 2],
     misses: AtomicU64,
     bypasses: AtomicU64,
     refreshes: AtomicU64,
@@ -63,6 +65,8 @@ pub(crate) struct Counters {
 #[derive(Clone, Copy, Debug)]
 pub(crate) enum Event {
     Hit,
+    /// A hit a tiered store answered from this tier (counted as a hit as well).
+    TierHit(Tier),
     Miss,
     Bypass,
     Refresh,
@@ -94,6 +98,7 @@ impl Counters {
     fn counter(&self, event: Event) -> &AtomicU64 {
         match event {
             Event::Hit => &self.hits,
+            Event::TierHit(tier) => &self.tier_hits[tier as usize],
             Event::Miss => &self.misses,
             Event::Bypass => &self.bypasses,
             Event::Refresh => &self.refreshes,
@@ -116,6 +121,8 @@ impl Counters {
         let coalesced = load(&self.coalesced);
         Counts {
             hits,
+            l1_hits: load(&self.tier_hits[Tier::L1 as usize]),
+            l2_hits: load(&self.tier_hits[Tier::L2 as usize]),
             misses,
             coalesced,
             coalesce_timeouts: load(&self.coalesce_timeouts),
@@ -420,6 +427,14 @@ pub struct Counts {
     /// Requests answered from a fresh entry (`x-cache: HIT`), those that waited for another
     /// request's fetch included (see `coalesced`).
     pub hits: u64,
+    /// Of the `hits`, those a [`TieredStore`](crate::TieredStore) answered from the
+    /// instance's memory tier.
+    #[serde(default)]
+    pub l1_hits: u64,
+    /// Of the `hits`, those a [`TieredStore`](crate::TieredStore) answered from the shared
+    /// tier (Redis).
+    #[serde(default)]
+    pub l2_hits: u64,
     /// Lookups that found no usable entry and went to the service (`x-cache: MISS`, or
     /// `UNCACHEABLE` when the response could not be stored), or answered 504 to an
     /// `only-if-cached` request.
@@ -469,6 +484,8 @@ impl Counts {
     fn saw_cached_traffic(&self) -> bool {
         let Self {
             hits,
+            l1_hits: _,
+            l2_hits: _,
             misses,
             bypasses,
             refreshes,

@@ -7,7 +7,7 @@ use http::Method;
 
 use crate::policy::{BypassReason, NotStoredReason, RefreshReason};
 use crate::stats::PurgeKind;
-use crate::store::{PurgeMode, RemovalCause, StoreErrorKind};
+use crate::store::{PurgeMode, RemovalCause, StoreErrorKind, Tier};
 
 /// One thing the cache did, as an [observer](super::CacheObserver) sees it.
 ///
@@ -111,10 +111,13 @@ impl StoreOperation {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum EventKind {
-    /// Answered from a fresh entry with `ttl` of freshness left (`hits`).
+    /// Answered from a fresh entry with `ttl` of freshness left (`hits`; on a tiered
+    /// store, `l1_hits` or `l2_hits` as well).
     Hit {
         /// The freshness the entry had left.
         ttl: Duration,
+        /// The tier that answered, on a [`TieredStore`](crate::TieredStore).
+        tier: Option<Tier>,
     },
     /// Waited `waited` for another request's fetch of the key and was answered with its
     /// response (`hits` and `coalesced`).
@@ -252,7 +255,13 @@ impl fmt::Display for EventKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())?;
         match self {
-            Self::Hit { ttl } => write!(f, " ttl={}s", ttl.as_secs()),
+            Self::Hit { ttl, tier } => {
+                write!(f, " ttl={}s", ttl.as_secs())?;
+                match tier {
+                    Some(tier) => write!(f, " {}", tier.as_str()),
+                    None => Ok(()),
+                }
+            }
             Self::Coalesced { waited } => write!(f, " waited={waited:?}"),
             Self::Stale { window, stale_for } => {
                 write!(f, " {} stale_for={}s", window.as_str(), stale_for.as_secs())

@@ -11,7 +11,7 @@ use super::event::{CacheEvent, EventKind, StaleWindow};
 use super::observer::CacheObserver;
 use crate::coalesce::Coalescer;
 use crate::policy::NotStoredReason;
-use crate::store::Store;
+use crate::store::{Store, Tier};
 
 /// The layer's metrics through the [`metrics`](https://docs.rs/metrics) facade, to whatever
 /// recorder the application installed (`metrics-exporter-prometheus` for Prometheus);
@@ -23,6 +23,7 @@ use crate::store::Store;
 /// | metric | type | labels | stats |
 /// |---|---|---|---|
 /// | `http_cache_requests_total` | counter | `route`, `method`, `outcome` | `hits` (coalesced included), `misses`, `bypasses`, `refreshes`, `passes`, `revalidated`, `stale_if_error`, `stale_while_revalidate`: the outcome label is the field's name, singular (`hit`, `miss`, `bypass`, `refresh`, `pass`, `revalidated`, `stale_if_error`, `stale_while_revalidate`) |
+/// | `http_cache_tier_hits_total` | counter | `route`, `tier` (`l1`, `l2`) | `l1_hits`, `l2_hits` ([`TieredStore`](crate::TieredStore)) |
 /// | `http_cache_coalesced_total` | counter | `route`, `method` | `coalesced` |
 /// | `http_cache_coalesce_timeouts_total` | counter | `route` | `coalesce_timeouts` |
 /// | `http_cache_stores_total` | counter | `route` | `stores` |
@@ -100,6 +101,7 @@ impl CacheMetrics {
             names: Names {
                 requests: name("requests_total"),
                 coalesced: name("coalesced_total"),
+                tier_hits: name("tier_hits_total"),
                 coalesce_timeouts: name("coalesce_timeouts_total"),
                 stores: name("stores_total"),
                 not_stored: name("not_stored_total"),
@@ -132,6 +134,7 @@ impl CacheMetrics {
 struct Names {
     requests: SharedString,
     coalesced: SharedString,
+    tier_hits: SharedString,
     coalesce_timeouts: SharedString,
     stores: SharedString,
     not_stored: SharedString,
@@ -184,6 +187,7 @@ const OUTCOMES: [&str; 8] = [
 struct RouteHandles {
     requests: [[OnceLock<Counter>; OUTCOMES.len()]; METHODS],
     coalesced: [OnceLock<Counter>; METHODS],
+    tier_hits: [OnceLock<Counter>; 2],
     coalesce_timeouts: OnceLock<Counter>,
     stores: OnceLock<Counter>,
     not_stored: [OnceLock<Counter>; NotStoredReason::ALL.len()],
@@ -225,6 +229,11 @@ impl Recorder {
             n.coalesced.clone(),
             Unit::Count,
             "Requests answered by another request's fetch."
+        );
+        metrics::describe_counter!(
+            n.tier_hits.clone(),
+            Unit::Count,
+            "Hits of a tiered store, by tier."
         );
         metrics::describe_counter!(
             n.coalesce_timeouts.clone(),
@@ -409,6 +418,17 @@ impl Recorder {
                     metrics::counter!(n.requests.clone(), labels)
                 })
                 .increment(1);
+            if let EventKind::Hit {
+                tier: Some(tier), ..
+            } = kind
+            {
+                let slot = &handles.tier_hits[usize::from(*tier == Tier::L2)];
+                slot.get_or_init(|| {
+                    let labels = self.route_labels(route, &[("tier", tier.as_str())]);
+                    metrics::counter!(n.tier_hits.clone(), labels)
+                })
+                .increment(1);
+            }
             if let EventKind::Coalesced { waited } = kind {
                 handles.coalesced[method]
                     .get_or_init(|| {

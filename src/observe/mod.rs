@@ -178,7 +178,12 @@ impl Funnel {
             None => stats.record(&stats.other(), event),
         };
         match kind {
-            EventKind::Hit { .. } => route(Event::Hit),
+            EventKind::Hit { tier, .. } => {
+                route(Event::Hit);
+                if let Some(tier) = tier {
+                    route(Event::TierHit(tier));
+                }
+            }
             EventKind::Coalesced { .. } => {
                 route(Event::Hit);
                 route(Event::Coalesced);
@@ -224,8 +229,12 @@ impl Funnel {
                 Ended::Passed => self.stats.record(route, Event::Pass),
                 Ended::Answered(outcome) => {
                     self.stats.record(route, outcome.counter());
-                    if outcome == Outcome::Coalesced {
-                        self.stats.record(route, Event::Coalesced);
+                    match outcome {
+                        Outcome::Coalesced => self.stats.record(route, Event::Coalesced),
+                        Outcome::Hit {
+                            tier: Some(tier), ..
+                        } => self.stats.record(route, Event::TierHit(tier)),
+                        _ => {}
                     }
                 }
             }
@@ -277,7 +286,7 @@ impl Funnel {
 /// the counter its `x-cache` value maps to ([`Outcome::counter`]).
 fn event_kind(outcome: Outcome, waited: Duration) -> EventKind {
     match outcome {
-        Outcome::Hit { ttl } => EventKind::Hit { ttl },
+        Outcome::Hit { ttl, tier } => EventKind::Hit { ttl, tier },
         Outcome::Coalesced => EventKind::Coalesced { waited },
         Outcome::Miss { .. } => EventKind::Miss,
         Outcome::MissOnlyIfCached => EventKind::OnlyIfCachedMiss,

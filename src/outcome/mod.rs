@@ -33,6 +33,7 @@ pub use public::{CacheOutcome, Detail, Forward, OutcomeStatus};
 
 use crate::policy::{BypassReason, NotStoredReason, RefreshReason};
 use crate::stats::Event;
+use crate::store::Tier;
 
 /// What became of a response the cache meant to store, as far as is known when its head
 /// leaves.
@@ -54,6 +55,8 @@ pub(crate) enum Storing {
 pub(crate) enum Outcome {
     Hit {
         ttl: Duration,
+        /// The tier that answered, on a tiered store.
+        tier: Option<Tier>,
     },
     Miss {
         stored: Storing,
@@ -152,7 +155,7 @@ impl Outcome {
             Storing::Failed => outcome.detail = Some(Detail::StoreError),
         };
         match self {
-            Self::Hit { ttl } => {
+            Self::Hit { ttl, .. } => {
                 outcome.hit = true;
                 outcome.ttl = Some(i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX));
             }
@@ -208,7 +211,7 @@ impl Outcome {
             let _ = headers.try_insert(name.clone(), value);
         }
         let value = match (cache_status, self) {
-            (Some(cache_status), Self::Hit { ttl }) => cache_status.hit(ttl),
+            (Some(cache_status), Self::Hit { ttl, .. }) => cache_status.hit(ttl),
             (Some(cache_status), _) => self.cache_status(&cache_status.name),
             (None, _) => None,
         };
@@ -245,7 +248,7 @@ impl CacheStatus {
     }
 
     fn hit(&self, ttl: Duration) -> Option<HeaderValue> {
-        let outcome = Outcome::Hit { ttl };
+        let outcome = Outcome::Hit { ttl, tier: None };
         let Some(slot) = usize::try_from(ttl.as_secs())
             .ok()
             .and_then(|secs| self.hits.get(secs))
@@ -329,6 +332,7 @@ mod tests {
             (
                 Outcome::Hit {
                     ttl: Duration::from_millis(42_900),
+                    tier: None,
                 },
                 "HIT",
                 "c; hit; ttl=42",

@@ -108,8 +108,10 @@ impl Ctx {
                 let outcome = if waited {
                     Outcome::Coalesced
                 } else {
+                    // Delivered by the flight, not read from a tier.
                     Outcome::Hit {
                         ttl: entry.remaining_ttl(now),
+                        tier: None,
                     }
                 };
                 Err(self.finish(response, outcome))
@@ -152,7 +154,8 @@ impl Ctx {
         if let Some(clock) = self.clock() {
             clock.lookup_done();
         }
-        InPlace::Hit(self.finish(response, Outcome::Hit { ttl }))
+        let tier = self.config.tiered.then_some(Tier::L1);
+        InPlace::Hit(self.finish(response, Outcome::Hit { ttl, tier }))
     }
 
     /// A usable entry for the request: present, fresh (or on a sliding route, not expired),
@@ -208,7 +211,14 @@ impl Ctx {
         let store = &self.config.store;
         let found = match store.get_now(key.as_str()) {
             Some(found) => found,
-            None => store.get(key.as_str()).await,
+            None => {
+                let found = store.get(key.as_str()).await;
+                if self.config.tiered && matches!(found, Ok(Some(_))) {
+                    self.read_l2
+                        .store(true, std::sync::atomic::Ordering::Relaxed);
+                }
+                found
+            }
         };
         match found {
             Ok(entry) => entry.map(|entry| self.newest(key, entry)),

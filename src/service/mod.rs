@@ -58,6 +58,7 @@ use crate::policy::{
     BypassReason, CacheTags, CacheTtl, NotStoredReason, RefreshReason, RequestCookies,
 };
 use crate::routes::{Resolved, Route};
+use crate::store::Tier;
 use decide::within_max_age;
 use plan::{Plan, claimed_on_the_way, plan, watched_pattern};
 use purge_method::{PurgeMethod, is_purge};
@@ -291,6 +292,8 @@ struct Ctx {
     /// Whether this is a client's request, whose outcome is counted (a background refresh
     /// counts only what it stores).
     counted: bool,
+    /// On a tiered store: whether the lookup read the shared tier (its hit is an L2 hit).
+    read_l2: std::sync::atomic::AtomicBool,
     /// The request's clock and span, when observers or a subscriber want them: boxed, so
     /// that a request neither is watched costs one word.
     watch: Option<Box<Watch>>,

@@ -129,7 +129,14 @@ impl Ctx {
         } else {
             entry.remaining_ttl(now)
         };
-        self.finish(response, Outcome::Hit { ttl })
+        let tier = self.config.tiered.then(|| {
+            if self.read_l2.load(std::sync::atomic::Ordering::Relaxed) {
+                Tier::L2
+            } else {
+                Tier::L1
+            }
+        });
+        self.finish(response, Outcome::Hit { ttl, tier })
     }
 
     /// Moves the entry's expiry a full TTL ahead (sliding routes), its tags' index with it.

@@ -228,6 +228,13 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
         StoreGauges::default()
     }
 
+    /// Whether the store has tiers: [`get_now`](Self::get_now) answers from the first
+    /// (per-instance memory), [`get`](Self::get) from the second (shared). The layer then
+    /// names the tier of each hit ([`Tier`]). Default: `false`.
+    fn tiered(&self) -> bool {
+        false
+    }
+
     /// Calls `listener` with the cause of every entry that leaves the store from now on,
     /// for as long as `listener` lives (the store holds it weakly): what feeds observers'
     /// [`Removed`](crate::observe::EventKind::Removed) events. Returns whether the store
@@ -280,6 +287,26 @@ impl RemovalCause {
             Self::Evicted => "evicted",
             Self::Replaced => "replaced",
             Self::Removed => "removed",
+        }
+    }
+}
+
+/// Which tier of a tiered store ([`TieredStore`](crate::TieredStore)) answered a hit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Tier {
+    /// The instance's own memory tier, in place.
+    L1,
+    /// The shared tier (Redis).
+    L2,
+}
+
+impl Tier {
+    /// `l1` or `l2`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::L1 => "l1",
+            Self::L2 => "l2",
         }
     }
 }
@@ -422,6 +449,10 @@ impl<S: Store + ?Sized> Store for Arc<S> {
 
     fn listen_removals(&self, listener: Weak<RemovalListener>) -> bool {
         (**self).listen_removals(listener)
+    }
+
+    fn tiered(&self) -> bool {
+        (**self).tiered()
     }
 }
 

@@ -597,6 +597,10 @@ impl Store for TieredStore {
         self.inner.l1.listen_removals(listener)
     }
 
+    fn tiered(&self) -> bool {
+        true
+    }
+
     fn get<'a>(&'a self, key: &'a str) -> StoreFuture<'a, Option<Arc<CachedResponse>>> {
         Box::pin(async move {
             let health = &self.inner.health;

@@ -9,7 +9,9 @@ use std::time::{Duration, Instant};
 use axum::Router;
 use axum::extract::{Path, State};
 use axum::routing::get;
-use tower_response_cache::{CacheHandle, CacheLayer, TieredConfig, TieredStore, WriteMode};
+use tower_response_cache::{
+    CacheHandle, CacheLayer, CacheStats, TieredConfig, TieredStore, WriteMode,
+};
 
 use crate::{Calls, Topology, fetch, on_both_topologies, store};
 
@@ -28,6 +30,7 @@ struct Instance {
     app: Router,
     store: TieredStore,
     handle: CacheHandle,
+    stats: CacheStats,
 }
 
 /// `count` instances on `topology`, sharing `calls` (the origin they all front).
@@ -46,6 +49,7 @@ async fn instances(topology: &Topology, calls: &Calls, count: usize) -> Vec<Inst
             .namespace("app")
             .write_mode(WriteMode::Inline);
         let handle = layer.handle();
+        let stats = layer.stats();
         let app = Router::new()
             .route(
                 "/p/{page}",
@@ -60,7 +64,12 @@ async fn instances(topology: &Topology, calls: &Calls, count: usize) -> Vec<Inst
             )
             .with_state(calls.clone())
             .layer(layer);
-        instances.push(Instance { app, store, handle });
+        instances.push(Instance {
+            app,
+            store,
+            handle,
+            stats,
+        });
     }
     // Each instance's channel is confirmed before the test relies on L1.
     for instance in &instances {
@@ -106,6 +115,9 @@ async fn a_miss_on_one_instance_is_an_l1_hit_on_the_others_after_one_l2_read(
         assert!(in_l1(node, "a"), "an L2 hit fills L1");
         let again = fetch(&node.app, "/p/a").await;
         assert_eq!((again.x_cache(), again.text()), ("HIT", first.text()));
+        // The stats name the tiers: the first hit read Redis, the second L1.
+        let total = node.stats.snapshot().total;
+        assert_eq!((total.hits, total.l2_hits, total.l1_hits), (2, 1, 1));
     }
     assert_eq!(calls.get(), 1);
 }
