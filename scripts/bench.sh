@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Load benchmarks on loopback, written to BENCHMARKS.md.
 #
-# Builds examples/bench_server and runs it in three modes — no cache layer (the floor),
-# MemoryStore, RedisStore — pinned to core 0, with wrk pinned to core 1. For each route
+# Builds examples/bench_server and runs it in four modes — no cache layer (the floor),
+# MemoryStore, TieredStore (its memory tier in front of Redis), RedisStore — pinned to core 0, with wrk pinned to core 1. For each route
 # (/hello 1 KiB, /big 64 KiB, /slow 50 ms + 1 KiB) it warms up, then measures requests/s,
 # p50/p99 latency and the server's CPU time per request (utime+stime from /proc/PID/stat),
 # and checks through /calls that the origin did not run during a measured cached run (every
@@ -190,7 +190,7 @@ count_instructions() {
 
 : >"$RAW/runs.tsv"
 for round in $(seq 1 "$REPEAT"); do
-  for mode in none memory redis; do
+  for mode in none memory tiered redis; do
     for route in hello big slow; do
       echo "round $round: $mode /$route" >&2
       measure "$mode" "/$route" "$route"
@@ -208,7 +208,7 @@ done
 mkdir -p target && cp "$RAW/runs.tsv" target/bench-runs.tsv
 : >"$RAW/instructions.tsv"
 if [ "$CALLGRIND" != 0 ]; then
-  for mode in none memory redis; do
+  for mode in none memory tiered redis; do
     for route in hello big; do
       echo "callgrind: $mode /$route" >&2
       count_instructions "$mode" "/$route" "$route" || echo "callgrind: $mode /$route not counted" >&2
@@ -266,7 +266,7 @@ w("")
 w("| mode | route | requests/s | p50 (µs) | p99 (µs) | CPU/request (µs) | of it user (µs) | syscalls/request | origin calls | vs floor: req/s | vs floor: CPU/request |")
 w("|---|---|---|---|---|---|---|---|---|---|---|")
 for label in ["hello", "big", "slow", "slow-miss"]:
-    for mode in ["none", "memory", "redis"]:
+    for mode in ["none", "memory", "tiered", "redis"]:
         if (mode, label) not in rows:
             continue
         rps, p50, p99, cpu, user, syscalls = (med(k, mode, label) for k in ["rps", "p50", "p99", "cpu", "user", "syscalls"])
@@ -275,7 +275,7 @@ for label in ["hello", "big", "slow", "slow-miss"]:
         frps, fcpu = med("rps", "none", label), med("cpu", "none", label)
         ratio = "" if mode == "none" else f"{rps / frps:.2f}×"
         cratio = "" if mode == "none" else f"{cpu / fcpu:.2f}×"
-        name = {"none": "no cache (floor)", "memory": "MemoryStore", "redis": "RedisStore"}[mode]
+        name = {"none": "no cache (floor)", "memory": "MemoryStore", "tiered": "TieredStore (L1 hits)", "redis": "RedisStore"}[mode]
         route = {"hello": "/hello 1 KiB", "big": "/big 64 KiB", "slow": "/slow 50 ms", "slow-miss": "/slow, every request a miss"}[label]
         calls_text = "—" if mode == "none" else str(calls)
         w(f"| {name} | {route} | {rps:,.0f} | {p50:,.0f} | {p99:,.0f} | {cpu:.2f} | {user:.2f} | {syscalls_text} | {calls_text} | {ratio} | {cratio} |")
@@ -284,15 +284,15 @@ if instructions:
     w("Instructions per request in the server's user space, counted by callgrind (`wrk -t1 -c16`, 3 s after a 2 s "
       "warm-up; the same from run to run, unlike CPU time):")
     w("")
-    w("| route | no cache (floor) | MemoryStore | vs floor | RedisStore | vs floor |")
-    w("|---|---|---|---|---|---|")
+    w("| route | no cache (floor) | MemoryStore | vs floor | TieredStore | vs floor | RedisStore | vs floor |")
+    w("|---|---|---|---|---|---|---|---|")
     routes = {"hello": "/hello", "big": "/big", "slow-miss": "/slow, every request a miss"}
     for label, route in routes.items():
         floor = instructions.get(("none", label))
         if not floor:
             continue
         cells = [f"{floor:,.0f}"]
-        for mode in ["memory", "redis"]:
+        for mode in ["memory", "tiered", "redis"]:
             count = instructions.get((mode, label))
             cells += [f"{count:,.0f}", f"{count / floor:.2f}×"] if count else ["—", ""]
         w(f"| {route} | " + " | ".join(cells) + " |")
@@ -320,7 +320,7 @@ w(f"`redis-benchmark -t get -d 1024 -c {connections}` against the same server, s
   f"= **{redis_hit / rb_rps:.2f}×** of it. The HTTP floor itself is {med('rps', 'none', 'hello') / rb_rps:.2f}× of it: every "
   f"Redis hit costs an HTTP exchange and a Redis exchange on the same two cores.")
 w("")
-miss_modes = {"memory": "MemoryStore", "redis": "RedisStore", "redis-nolocks": "RedisStore without fill locks (`fill_locks: false`)"}
+miss_modes = {"memory": "MemoryStore", "tiered": "TieredStore", "redis": "RedisStore", "redis-nolocks": "RedisStore without fill locks (`fill_locks: false`)"}
 miss_p50 = {m: med("p50", m, "slow-miss") for m in ["none", *miss_modes] if (m, "slow-miss") in rows}
 if "none" in miss_p50:
     w("A miss over the origin's own time (p50 of `/slow` with a unique query per request, minus the floor's):")

@@ -38,6 +38,7 @@ use crate::store::{Store, Tier};
 /// | `http_cache_stored_bytes` | gauge | `store` | |
 /// | `http_cache_capacity_bytes` | gauge | `store` | |
 /// | `http_cache_open_circuit_breakers` | gauge | `store` | |
+/// | `http_cache_l1_flushes_total` | counter | `store`, `reason` (`reconnected`, `heartbeat`, `lagged`, `flushed`, `cleared`) | [`TieredStore::flushes`](crate::TieredStore::flushes) |
 /// | `http_cache_inflight_fetches` | gauge | | |
 /// | `http_cache_lookup_duration_seconds` | histogram | `route` | |
 /// | `http_cache_origin_duration_seconds` | histogram | `route` | |
@@ -115,6 +116,7 @@ impl CacheMetrics {
                 stored_bytes: name("stored_bytes"),
                 capacity: name("capacity_bytes"),
                 open_breakers: name("open_circuit_breakers"),
+                l1_flushes: name("l1_flushes_total"),
                 inflight: name("inflight_fetches"),
                 lookup: name("lookup_duration_seconds"),
                 origin: name("origin_duration_seconds"),
@@ -148,6 +150,7 @@ struct Names {
     stored_bytes: SharedString,
     capacity: SharedString,
     open_breakers: SharedString,
+    l1_flushes: SharedString,
     inflight: SharedString,
     lookup: SharedString,
     origin: SharedString,
@@ -319,6 +322,19 @@ impl Recorder {
         ] {
             if let Some(value) = value {
                 metrics::gauge!(name.clone(), labels()).set(value as f64);
+            }
+        }
+        if let Some(flushes) = gauges.l1_flushes {
+            for (reason, count) in [
+                ("reconnected", flushes.reconnected),
+                ("heartbeat", flushes.heartbeat),
+                ("lagged", flushes.lagged),
+                ("flushed", flushes.flushed),
+                ("cleared", flushes.cleared),
+            ] {
+                let mut labels = labels();
+                labels.push(Label::new("reason", reason));
+                metrics::counter!(n.l1_flushes.clone(), labels).absolute(count);
             }
         }
     }

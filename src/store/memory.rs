@@ -435,6 +435,7 @@ impl Store for MemoryStore {
             bytes: Some(self.cache.weighted_size()),
             capacity: self.cache.policy().max_capacity(),
             open_breakers: None,
+            l1_flushes: None,
         }
     }
 

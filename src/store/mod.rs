@@ -30,7 +30,7 @@ pub use purge::{KeyFilter, PurgeMode, PurgeTarget, softened};
 #[cfg(feature = "redis")]
 pub use redis::{CircuitStats, RedisConfig, RedisStore};
 #[cfg(feature = "redis")]
-pub use tiered::{L1Flushes, TieredConfig, TieredStore};
+pub use tiered::{TieredConfig, TieredStore};
 
 use crate::entry::CachedResponse;
 
@@ -314,6 +314,23 @@ impl Tier {
 /// What a store calls as entries leave it ([`Store::listen_removals`]).
 pub type RemovalListener = dyn Fn(RemovalCause) + Send + Sync;
 
+/// How often a tiered store emptied its memory tier, by reason
+/// ([`TieredStore::flushes`](crate::TieredStore::flushes), [`StoreGauges::l1_flushes`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct L1Flushes {
+    /// The subscriber's connection dropped and reconnected.
+    pub reconnected: u64,
+    /// Its heartbeat did not come back within `max_staleness` (or could not be sent).
+    pub heartbeat: u64,
+    /// The subscriber fell behind the channel and lost messages.
+    pub lagged: u64,
+    /// Redis lost the generation marker: flushed, or restarted empty.
+    pub flushed: u64,
+    /// A `clear` from any instance.
+    pub cleared: u64,
+}
+
 /// A store's size and health as it knows them now ([`Store::gauges`]); `None` where it does
 /// not know.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -327,6 +344,8 @@ pub struct StoreGauges {
     pub capacity: Option<u64>,
     /// Circuit breakers open now (the store is skipped while one is).
     pub open_breakers: Option<u64>,
+    /// A tiered store's memory-tier flushes so far, by reason.
+    pub l1_flushes: Option<L1Flushes>,
 }
 
 /// Proof of a fill lock taken with [`Store::lock_fill`]: the token the store released it

@@ -20,7 +20,8 @@ use fred::types::{Expiration, SetOptions, Value};
 
 use super::purge::{PurgeMode, PurgeTarget};
 use super::{
-    FillLock, MemoryStore, RedisStore, RemovalListener, Store, StoreError, StoreFuture, StoreGauges,
+    FillLock, L1Flushes, MemoryStore, RedisStore, RemovalListener, Store, StoreError, StoreFuture,
+    StoreGauges,
 };
 use crate::entry::CachedResponse;
 
@@ -52,22 +53,6 @@ impl Default for TieredConfig {
             max_staleness: Duration::from_millis(500),
         }
     }
-}
-
-/// Why an instance emptied its L1 ([`TieredStore::flushes`]).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct L1Flushes {
-    /// The subscriber's connection dropped and reconnected.
-    pub reconnected: u64,
-    /// Its heartbeat did not come back within `max_staleness` (or could not be sent).
-    pub heartbeat: u64,
-    /// The subscriber fell behind the channel and lost messages.
-    pub lagged: u64,
-    /// Redis lost the generation marker: flushed, or restarted empty.
-    pub flushed: u64,
-    /// A `clear` from any instance.
-    pub cleared: u64,
 }
 
 /// A per-instance [`MemoryStore`] (L1) in front of a shared store (L2, a [`RedisStore`]),
@@ -585,10 +570,11 @@ impl Store for TieredStore {
         "tiered"
     }
 
-    /// L1's entries, bytes and capacity; L2's breaker.
+    /// L1's entries, bytes and capacity; L2's breaker; L1's flushes.
     fn gauges(&self) -> StoreGauges {
         StoreGauges {
             open_breakers: self.inner.l2.gauges().open_breakers,
+            l1_flushes: Some(self.flushes()),
             ..self.inner.l1.gauges()
         }
     }
