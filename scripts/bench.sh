@@ -2,7 +2,8 @@
 # Load benchmarks on loopback, written to BENCHMARKS.md.
 #
 # Builds examples/bench_server and runs it in four modes — no cache layer (the floor),
-# MemoryStore, TieredStore (its memory tier in front of Redis), RedisStore — pinned to core 0, with wrk pinned to core 1. For each route
+# MemoryStore, TieredStore (its memory tier in front of Redis), RedisStore — pinned to
+# core 0, with wrk pinned to core 1. For each route
 # (/hello 1 KiB, /big 64 KiB, /slow 50 ms + 1 KiB) it warms up, then measures requests/s,
 # p50/p99 latency and the server's CPU time per request (utime+stime from /proc/PID/stat),
 # and checks through /calls that the origin did not run during a measured cached run (every
