@@ -308,6 +308,7 @@ impl MemoryStore {
     }
 
     /// Empties the store now (what `clear` does, without the future).
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     pub(crate) fn clear_now(&self) {
         self.cache.invalidate_all();
     }

@@ -291,7 +291,7 @@ impl RemovalCause {
     }
 }
 
-/// Which tier of a tiered store ([`TieredStore`](crate::TieredStore)) answered a hit.
+/// Which tier of a tiered store (`TieredStore`, feature `redis`) answered a hit.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum Tier {

@@ -66,8 +66,10 @@ impl Default for TieredConfig {
 ///   tags, clear; hard or soft — L1 copies are dropped either way) go to L2 and evict from
 ///   L1. Each is published so that every other instance evicts its copies too, within the
 ///   channel's latency.
-/// - While the channel is in doubt (see the [module](self) docs) L1 is empty and bypassed:
-///   requests read L2. [`TieredConfig::max_staleness`] bounds how long an L1 copy can be
+/// - While the channel is in doubt — the subscriber reconnected or lags, this instance's
+///   heartbeats do not come back within `max_staleness`, Redis lost its data (flushed,
+///   restarted empty) — L1 is empty and bypassed: requests read L2, until a heartbeat sent
+///   after the doubt began comes back. [`TieredConfig::max_staleness`] bounds how long an L1 copy can be
 ///   served after an invalidation the channel lost.
 ///
 /// Fill locks, the purge log and store errors are L2's. Needs the `redis` feature.
