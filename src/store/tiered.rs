@@ -232,6 +232,27 @@ impl Health {
     fn invalidated(&self) {
         self.epoch.fetch_add(1, Ordering::AcqRel);
     }
+
+    /// Puts `entry`, read from L2 when the epoch was `epoch`, into L1 for at most
+    /// `min(its remaining life, max_ttl)` — unless an invalidation began since, or L1 is
+    /// not in use. Checked again after the write, which is undone if one began meanwhile.
+    async fn fill(&self, key: &str, entry: &Arc<CachedResponse>, epoch: u64, max_ttl: Duration) {
+        let unchanged = || self.epoch.load(Ordering::Acquire) == epoch && self.usable();
+        if !unchanged() {
+            return;
+        }
+        let lived = SystemTime::now()
+            .duration_since(entry.stored_at)
+            .unwrap_or_default();
+        let ttl = entry.storage_ttl().saturating_sub(lived).min(max_ttl);
+        if ttl.is_zero() {
+            return;
+        }
+        let _ = self.l1.put(key, Arc::clone(entry), ttl).await;
+        if !unchanged() {
+            let _ = self.l1.remove(key).await;
+        }
+    }
 }
 
 /// What a message asks the other instances to evict from L1.
@@ -373,22 +394,10 @@ impl TieredStore {
     /// L1 is not in use. Checked again after the write, which is undone if one began
     /// meanwhile.
     async fn fill_l1(&self, key: &str, entry: &Arc<CachedResponse>, epoch: u64) {
-        let health = &self.inner.health;
-        let unchanged = || health.epoch.load(Ordering::Acquire) == epoch && health.usable();
-        if !unchanged() {
-            return;
-        }
-        let now = SystemTime::now();
-        let lived = now.duration_since(entry.stored_at).unwrap_or_default();
-        let left = entry.storage_ttl().saturating_sub(lived);
-        let ttl = left.min(self.inner.l1_max_ttl);
-        if ttl.is_zero() {
-            return;
-        }
-        let _ = self.inner.l1.put(key, Arc::clone(entry), ttl).await;
-        if !unchanged() {
-            let _ = self.inner.l1.remove(key).await;
-        }
+        self.inner
+            .health
+            .fill(key, entry, epoch, self.inner.l1_max_ttl)
+            .await;
     }
 
     /// Evicts `keys` from L1 here, and from every other instance's.
@@ -780,6 +789,90 @@ mod tests {
         assert_eq!(decode("00000000000000ab x key"), None);
         assert_eq!(decode("00000000000000ab h notanumber"), None);
         assert_eq!(decode(""), None);
+    }
+
+    fn health() -> Health {
+        Health {
+            start: Instant::now(),
+            max_staleness_ms: 500,
+            confirmed_ms: AtomicU64::new(0),
+            trusted: AtomicBool::new(false),
+            doubt_from: AtomicU64::new(0),
+            sent: AtomicU64::new(0),
+            epoch: AtomicU64::new(0),
+            flushes: FlushCounters::default(),
+            l1: MemoryStore::new(1 << 20),
+        }
+    }
+
+    fn entry() -> Arc<CachedResponse> {
+        let mut entry = CachedResponse::new(
+            http::StatusCode::OK,
+            http::HeaderMap::new(),
+            bytes::Bytes::from_static(b"body"),
+        );
+        entry.ttl = Duration::from_secs(60);
+        Arc::new(entry)
+    }
+
+    #[tokio::test]
+    async fn l1_is_used_only_once_a_heartbeat_sent_after_the_doubt_comes_back() {
+        let health = health();
+        assert!(!health.usable(), "not before the first heartbeat");
+        health.sent.store(1, Ordering::Release);
+        health.confirmed(1);
+        assert!(health.usable());
+        let epoch = health.epoch.load(Ordering::Acquire);
+        health
+            .fill("k", &entry(), epoch, Duration::from_secs(60))
+            .await;
+        assert!(health.l1.get_now("k").unwrap().unwrap().is_some());
+
+        health.sent.store(2, Ordering::Release);
+        health.doubt(Doubt::Lagged);
+        assert!(!health.usable());
+        assert!(
+            health.l1.get_now("k").unwrap().unwrap().is_none(),
+            "emptied"
+        );
+        assert_eq!(health.flushes.lagged.load(Ordering::Relaxed), 1);
+        // Heartbeats 1 and 2 were sent before the doubt: they prove nothing.
+        health.confirmed(2);
+        assert!(!health.usable());
+        health.confirmed(3);
+        assert!(health.usable());
+    }
+
+    #[tokio::test]
+    async fn a_read_that_raced_an_invalidation_does_not_fill_l1() {
+        let health = health();
+        health.sent.store(1, Ordering::Release);
+        health.confirmed(1);
+        // Read from L2 at this epoch; an invalidation arrives before the copy goes to L1.
+        let epoch = health.epoch.load(Ordering::Acquire);
+        health.invalidated();
+        health
+            .fill("k", &entry(), epoch, Duration::from_secs(60))
+            .await;
+        assert!(health.l1.get_now("k").unwrap().unwrap().is_none());
+        // Read after it: filled, for no longer than the L1 limit.
+        let epoch = health.epoch.load(Ordering::Acquire);
+        health
+            .fill("k", &entry(), epoch, Duration::from_secs(60))
+            .await;
+        assert!(health.l1.get_now("k").unwrap().unwrap().is_some());
+        // An entry past its life is not filled at all.
+        let mut old = CachedResponse::new(
+            http::StatusCode::OK,
+            http::HeaderMap::new(),
+            bytes::Bytes::new(),
+        );
+        old.stored_at = SystemTime::now() - Duration::from_secs(120);
+        old.ttl = Duration::from_secs(60);
+        health
+            .fill("old", &Arc::new(old), epoch, Duration::from_secs(60))
+            .await;
+        assert!(health.l1.get_now("old").unwrap().unwrap().is_none());
     }
 
     #[test]
