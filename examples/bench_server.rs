@@ -9,7 +9,8 @@
 //! - `/calls` (never cached): how many times the origin handlers ran, so that the bench can
 //!   check that every measured request was a hit.
 //!
-//! `tiered` is a `TieredStore`: a 512 MiB memory tier in front of Redis.
+//! `tiered` is a `TieredStore`: a 512 MiB memory tier in front of Redis (`L1_BYTES` to
+//! change it; `L1_BYTES=0` makes every hit an L2 hit).
 //!
 //! `redis-nolocks` is `redis` with `RedisConfig::fill_locks` off: a miss goes to the origin
 //! without taking the cross-process fill lock first.
@@ -159,7 +160,10 @@ async fn serve(
             let store = TieredStore::connect(
                 RedisStore::connect(config).await?,
                 TieredConfig {
-                    l1_capacity: 512 * 1024 * 1024,
+                    l1_capacity: std::env::var("L1_BYTES")
+                        .ok()
+                        .and_then(|bytes| bytes.parse().ok())
+                        .unwrap_or(512 * 1024 * 1024),
                     ..TieredConfig::default()
                 },
             )

@@ -21,6 +21,7 @@ on_both_topologies!(
     a_cut_subscriber_empties_and_bypasses_l1_until_the_channel_is_back,
     flushing_redis_empties_every_l1,
     killing_redis_under_load_fails_nothing_and_serves_nothing_stale_after,
+    under_concurrent_overwrites_no_instance_serves_an_older_version_past_the_bound,
 );
 
 /// The staleness bound the tests configure.
@@ -309,4 +310,118 @@ async fn killing_redis_under_load_fails_nothing_and_serves_nothing_stale_after(
             "nothing of before the restart was served"
         );
     }
+}
+
+async fn under_concurrent_overwrites_no_instance_serves_an_older_version_past_the_bound(
+    topology: &mut Topology,
+) {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    // The origin answers the version the writer set last.
+    let version = Arc::new(AtomicU64::new(0));
+    let mut nodes = Vec::new();
+    for _ in 0..3 {
+        let store = TieredStore::connect(
+            store(&topology.url(), "tiered-versions").await,
+            TieredConfig {
+                heartbeat: Duration::from_millis(50),
+                max_staleness: MAX_STALENESS,
+                ..TieredConfig::default()
+            },
+        )
+        .await
+        .unwrap();
+        let served = Arc::clone(&version);
+        let app = Router::new()
+            .route(
+                "/v",
+                get(move || {
+                    let served = Arc::clone(&served);
+                    async move { format!("{}", served.load(Ordering::SeqCst)) }
+                }),
+            )
+            .layer(
+                CacheLayer::new(store.clone())
+                    .namespace("app")
+                    .write_mode(WriteMode::Inline),
+            );
+        nodes.push((app, store));
+    }
+    for (_, store) in &nodes {
+        wait_for(Duration::from_secs(10), "L1 in use", || store.l1_in_use()).await;
+    }
+    let start = Instant::now();
+    let run = Duration::from_secs(2);
+    // Readers on every instance: (when the response arrived, the version it carried).
+    let readers: Vec<_> = nodes
+        .iter()
+        .map(|(app, _)| {
+            let app = app.clone();
+            tokio::spawn(async move {
+                let mut seen = Vec::new();
+                while start.elapsed() < run {
+                    let reply = fetch(&app, "/v").await;
+                    assert_eq!(reply.status, http::StatusCode::OK);
+                    seen.push((start.elapsed(), reply.text().parse::<u64>().unwrap()));
+                    // An L1 hit completes without yielding: let the writer run.
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+                seen
+            })
+        })
+        .collect();
+    // The writer: a new version, stored by a refresh on one instance after another; a
+    // version counts as written once its refresh says it was stored.
+    let mut written: Vec<(Duration, u64)> = Vec::new();
+    let mut n = 0;
+    while start.elapsed() < run - Duration::from_millis(300) {
+        n += 1;
+        version.store(n, Ordering::SeqCst);
+        let (app, _) = &nodes[(n % 3) as usize];
+        let request = http::Request::get("/v")
+            .header("x-cache-bypass", "1")
+            .body(axum::body::Body::empty())
+            .unwrap();
+        let reply = crate::client::send(app, request).await;
+        if reply
+            .header("cache-status")
+            .is_some_and(|status| status.contains("stored"))
+        {
+            written.push((start.elapsed(), n));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(written.len() > 10, "{} versions written", written.len());
+    let bound = Duration::from_millis(250);
+    let (mut reads, mut worst) = (0, Duration::ZERO);
+    for reader in readers {
+        for (at, seen) in reader.await.unwrap() {
+            reads += 1;
+            // How long ago a newer version than the one read was stored, if one was.
+            if let Some((newer_at, _)) = written
+                .iter()
+                .find(|(written_at, version)| *version > seen && *written_at <= at)
+            {
+                worst = worst.max(at - *newer_at);
+            }
+            // Every version written more than `bound` before this read is superseded in
+            // what the read may return.
+            let floor = written
+                .iter()
+                .filter(|(written_at, _)| *written_at + bound <= at)
+                .map(|(_, version)| *version)
+                .max()
+                .unwrap_or(0);
+            assert!(
+                seen >= floor,
+                "a read at {at:?} returned version {seen}, though version {floor} was stored by then"
+            );
+        }
+    }
+    println!(
+        "{reads} reads, {} versions written: the stalest read came {worst:?} after a newer \
+         version was stored (bound {bound:?})",
+        written.len()
+    );
 }
