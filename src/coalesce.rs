@@ -58,6 +58,9 @@ struct Flight {
     id: u64,
     started: Instant,
     tx: watch::Sender<Landing>,
+    /// A shared store's fill lock a waiter took with its lookup, handed to the leader
+    /// (released with the flight if the leader does not take it).
+    handoff: Option<FillLease>,
 }
 
 #[derive(Debug, Default)]
@@ -236,6 +239,7 @@ impl Coalescer {
             id,
             started: Instant::now(),
             tx,
+            handoff: None,
         };
         flights.in_flight.insert(key.to_owned(), flight);
         Join::Leader(FlightGuard {
@@ -288,6 +292,19 @@ impl Coalescer {
         }
     }
 
+    /// Hands a fill lock taken by a request that then joined the flight for `key` as a
+    /// waiter to that flight's leader; given back when there is no flight to take it.
+    pub(crate) fn hand_off(&self, key: &str, lease: FillLease) -> Option<FillLease> {
+        let mut flights = self.lock();
+        match flights.in_flight.get_mut(key) {
+            Some(flight) if flight.handoff.is_none() => {
+                flight.handoff = Some(lease);
+                None
+            }
+            _ => Some(lease),
+        }
+    }
+
     /// Drops the flight for `key`, if any: a request that comes after an invalidation must
     /// not be answered by a fetch that began before it. Its waiters elect a new leader.
     pub(crate) fn forget(&self, key: &str) {
@@ -325,6 +342,16 @@ pub(crate) struct FlightGuard {
 }
 
 impl FlightGuard {
+    /// A fill lock a waiter of this flight handed over, if one did.
+    pub(crate) fn take_handoff(&self) -> Option<FillLease> {
+        let mut flights = self.coalescer.lock();
+        flights
+            .in_flight
+            .get_mut(&self.key)
+            .filter(|flight| flight.id == self.id)
+            .and_then(|flight| flight.handoff.take())
+    }
+
     /// The complete response: waiters, and requests that join until the entry is written,
     /// are answered with it. Drop the returned [`Landed`] once the store has the entry.
     pub(crate) fn ready(mut self, entry: Arc<CachedResponse>) -> Landed {
@@ -393,6 +420,11 @@ impl FillLease {
             key: key.to_owned(),
             lock: Some(lock),
         }
+    }
+
+    /// The key the lock is for.
+    pub(crate) fn key(&self) -> &str {
+        &self.key
     }
 
     pub(crate) async fn release(mut self) {

@@ -20,10 +20,13 @@ impl Ctx {
                 max_age,
                 only_if_cached,
             } => {
+                // A lookup that leads to a fetch when it finds nothing takes the shared
+                // store's fill lock along.
+                let lock = !only_if_cached && self.locks_with_lookup();
                 let (entry, slot) = if missed {
                     (None, None)
                 } else {
-                    self.stored_variant(key, headers).await
+                    self.stored_variant(key, headers, lock).await
                 };
                 let usable = entry
                     .as_ref()
@@ -52,7 +55,7 @@ impl Ctx {
             // The bypass header and a warming refresh force a full fetch: their lookup only
             // finds the variant's slot.
             RequestMode::Refresh(reason) => {
-                let (entry, slot) = self.stored_variant(key, headers).await;
+                let (entry, slot) = self.stored_variant(key, headers, false).await;
                 Found::Fetch {
                     slot,
                     refresh: Some(reason),
@@ -90,6 +93,7 @@ impl Ctx {
             return Ok(None);
         };
         if parts.method != Method::GET || enclosed {
+            self.release_prelock();
             return Ok(None);
         }
         let joined = self.clock().map(|_| std::time::Instant::now());
@@ -166,7 +170,7 @@ impl Ctx {
         request_headers: &HeaderMap,
         now: SystemTime,
     ) -> Option<Arc<CachedResponse>> {
-        let entry = self.stored_variant(key, request_headers).await.0?;
+        let entry = self.stored_variant(key, request_headers, false).await.0?;
         self.usable(&entry, request_headers, now, None)
             .then_some(entry)
     }
@@ -177,12 +181,20 @@ impl Ctx {
     /// The first variant of a URL is stored under its key; a request that the entry there
     /// does not match looks in one of `max_variants - 1` slots, chosen by a hash of its
     /// values of the headers that entry varies on.
+    /// With `lock`, a miss under `key` takes its fill lock in the same round trip
+    /// ([`stored_or_lock`](Self::stored_or_lock)).
     pub(super) async fn stored_variant(
         &self,
         key: &CacheKey,
         request_headers: &HeaderMap,
+        lock: bool,
     ) -> (Option<Arc<CachedResponse>>, Option<CacheKey>) {
-        let Some(entry) = self.stored(key).await else {
+        let stored = if lock {
+            self.stored_or_lock(key).await
+        } else {
+            self.stored(key).await
+        };
+        let Some(entry) = stored else {
             return (None, None);
         };
         if variant_matches(&entry, request_headers) {
@@ -227,6 +239,71 @@ impl Ctx {
                 None
             }
         }
+    }
+
+    /// Whether this request's lookup takes the shared store's fill lock along: a GET whose
+    /// miss leads a coalesced fetch, on a store that coordinates fills.
+    fn locks_with_lookup(&self) -> bool {
+        *self.method == Method::GET
+            && self.config.coalescer().is_some()
+            && self.config.store.coordinates_fills()
+    }
+
+    /// [`stored`](Self::stored), taking the fill lock of `key` in the same round trip when
+    /// nothing is there (or noting that another process holds it): the fetch this request
+    /// may lead then goes to the origin without another round trip.
+    pub(super) async fn stored_or_lock(&self, key: &CacheKey) -> Option<Arc<CachedResponse>> {
+        let store = &self.config.store;
+        match store
+            .get_or_lock_fill(key.as_str(), self.config.coalesce_timeout())
+            .await
+        {
+            Ok(Lookup::Found(entry)) => {
+                if self.config.tiered {
+                    self.read_l2
+                        .store(true, std::sync::atomic::Ordering::Relaxed);
+                }
+                Some(self.newest(key, entry))
+            }
+            Ok(Lookup::Locked(lock)) => {
+                let lease = FillLease::new(Arc::clone(store), key.as_str(), lock);
+                self.set_prelock(PreLock::Taken(lease));
+                None
+            }
+            Ok(Lookup::Held) => {
+                self.set_prelock(PreLock::Held);
+                None
+            }
+            Err(error) => {
+                self.store_failed(StoreOperation::Read, key.as_str(), &error);
+                None
+            }
+        }
+    }
+
+    fn prelock(&self) -> std::sync::MutexGuard<'_, Option<PreLock>> {
+        match self.prelock.lock() {
+            Ok(prelock) => prelock,
+            Err(poisoned) => poisoned.into_inner(),
+        }
+    }
+
+    fn set_prelock(&self, prelock: PreLock) {
+        *self.prelock() = Some(prelock);
+    }
+
+    /// The lock the lookup left, for a fetch of `target` (a lock for another key is
+    /// released).
+    fn take_prelock(&self, target: &CacheKey) -> Option<PreLock> {
+        match self.prelock().take() {
+            Some(PreLock::Taken(lease)) if lease.key() != target.as_str() => None,
+            prelock => prelock,
+        }
+    }
+
+    /// Lets go of the lock the lookup took, if any: this request leads no fetch.
+    pub(super) fn release_prelock(&self) {
+        drop(self.prelock().take());
     }
 
     /// `entry` as the store returned it — or the newer entry a fetch of `key` has just
@@ -281,6 +358,7 @@ impl Ctx {
                 Join::Leader(guard) if rejoined || coalescer.ended() != ended => {
                     return match self.lookup_accepting(key, headers, accept).await {
                         Some(entry) => {
+                            self.release_prelock();
                             drop(guard.ready(Arc::clone(&entry)));
                             // Found in the store without waiting: a hit.
                             Coalesced::Served {
@@ -294,8 +372,17 @@ impl Ctx {
                 Join::Leader(guard) => {
                     return self.lead(guard, key, target, headers, accept).await;
                 }
-                Join::Alone => return Coalesced::Alone,
-                Join::Waiter(rx) => rx,
+                Join::Alone => {
+                    self.release_prelock();
+                    return Coalesced::Alone;
+                }
+                Join::Waiter(rx) => {
+                    // The lock this request's lookup took goes to the flight's leader.
+                    if let Some(PreLock::Taken(lease)) = self.take_prelock(target) {
+                        drop(coalescer.hand_off(target.as_str(), lease));
+                    }
+                    rx
+                }
             };
             // A flight that has landed is answered at once, from its complete entry.
             let landed = matches!(*rx.borrow(), Landing::Ready(_));
@@ -342,18 +429,27 @@ impl Ctx {
     ) -> Coalesced {
         let store = &self.config.store;
         if !store.coordinates_fills() {
+            self.release_prelock();
             return Coalesced::Lead(Lead::new(guard, None));
         }
         let deadline = tokio::time::Instant::now() + self.config.coalesce_timeout() / 2;
         let mut delay = Duration::from_millis(5);
         let mut waited = false;
+        // The lookup's own attempt at the lock, if it made one: not made again.
+        let mut prelock = self.take_prelock(target);
         loop {
-            match store
-                .lock_fill(target.as_str(), self.config.coalesce_timeout())
-                .await
-            {
-                Ok(Some(lock)) => {
-                    let lease = FillLease::new(Arc::clone(store), target.as_str(), lock);
+            let attempt = match (guard.take_handoff(), prelock.take()) {
+                (Some(lease), _) | (None, Some(PreLock::Taken(lease))) => Ok(Some(lease)),
+                (None, Some(PreLock::Held)) => Ok(None),
+                (None, None) => store
+                    .lock_fill(target.as_str(), self.config.coalesce_timeout())
+                    .await
+                    .map(|lock| {
+                        lock.map(|lock| FillLease::new(Arc::clone(store), target.as_str(), lock))
+                    }),
+            };
+            match attempt {
+                Ok(Some(lease)) => {
                     // After waiting, the holder before may have just written the entry and
                     // let go. (On the first try the miss was a moment ago: no second read.)
                     if waited {

@@ -58,6 +58,7 @@ use crate::policy::{
     BypassReason, CacheTags, CacheTtl, NotStoredReason, RefreshReason, RequestCookies,
 };
 use crate::routes::{Resolved, Route};
+use crate::store::Lookup;
 use crate::store::Tier;
 use decide::within_max_age;
 use plan::{Plan, claimed_on_the_way, plan, watched_pattern};
@@ -292,11 +293,22 @@ struct Ctx {
     /// Whether this is a client's request, whose outcome is counted (a background refresh
     /// counts only what it stores).
     counted: bool,
+    /// The shared store's fill lock this request's lookup took (or found held), for the
+    /// fetch it may lead: the lookup and the lock in one round trip.
+    prelock: std::sync::Mutex<Option<PreLock>>,
     /// On a tiered store: whether the lookup read the shared tier (its hit is an L2 hit).
     read_l2: std::sync::atomic::AtomicBool,
     /// The request's clock and span, when observers or a subscriber want them: boxed, so
     /// that a request neither is watched costs one word.
     watch: Option<Box<Watch>>,
+}
+
+/// A shared store's fill lock, as the request's lookup left it ([`Store::get_or_lock_fill`]).
+enum PreLock {
+    /// Taken: this request may fetch for every process sharing the store.
+    Taken(FillLease),
+    /// Held by another process.
+    Held,
 }
 
 /// What watches a request: its clock (for observers' timings) and its span.

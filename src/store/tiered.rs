@@ -20,8 +20,8 @@ use fred::types::{Expiration, SetOptions, Value};
 
 use super::purge::{PurgeMode, PurgeTarget};
 use super::{
-    FillLock, L1Flushes, MemoryStore, RedisStore, RemovalListener, Store, StoreError, StoreFuture,
-    StoreGauges,
+    FillLock, L1Flushes, Lookup, MemoryStore, RedisStore, RemovalListener, Store, StoreError,
+    StoreFuture, StoreGauges,
 };
 use crate::entry::CachedResponse;
 
@@ -142,9 +142,12 @@ struct Health {
     doubt_from: AtomicU64,
     /// The heartbeats sent so far.
     sent: AtomicU64,
-    /// Advanced by every invalidation that may concern L1: a copy read from L2 before it
-    /// is not put into L1.
+    /// Advanced by every invalidation that may concern any key (a prefix, a tag, a clear,
+    /// a doubt): a copy read from L2 before it is not put into L1.
     epoch: AtomicU64,
+    /// The same per stripe of keys, advanced by an invalidation of one key: a write of one
+    /// key does not keep every other key's reads out of L1.
+    stripes: Box<[AtomicU64]>,
     flushes: FlushCounters,
     l1: MemoryStore,
 }
@@ -228,16 +231,34 @@ impl Health {
         }
     }
 
-    /// An invalidation that may concern L1 is under way or arrived.
+    /// An invalidation that may concern any key is under way or arrived.
     fn invalidated(&self) {
         self.epoch.fetch_add(1, Ordering::AcqRel);
     }
 
-    /// Puts `entry`, read from L2 when the epoch was `epoch`, into L1 for at most
-    /// `min(its remaining life, max_ttl)` — unless an invalidation began since, or L1 is
-    /// not in use. Checked again after the write, which is undone if one began meanwhile.
-    async fn fill(&self, key: &str, entry: &Arc<CachedResponse>, epoch: u64, max_ttl: Duration) {
-        let unchanged = || self.epoch.load(Ordering::Acquire) == epoch && self.usable();
+    fn stripe(&self, key: &str) -> &AtomicU64 {
+        let hash = xxhash_rust::xxh3::xxh3_64(key.as_bytes());
+        &self.stripes[(hash % self.stripes.len() as u64) as usize]
+    }
+
+    /// An invalidation of `key` is under way or arrived.
+    fn invalidated_key(&self, key: &str) {
+        self.stripe(key).fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// Where invalidations of `key` stand: taken before reading it from L2.
+    fn epoch_of(&self, key: &str) -> Epoch {
+        Epoch {
+            all: self.epoch.load(Ordering::Acquire),
+            key: self.stripe(key).load(Ordering::Acquire),
+        }
+    }
+
+    /// Puts `entry`, read from L2 when invalidations stood at `epoch`, into L1 for at most
+    /// `min(its remaining life, max_ttl)` — unless an invalidation of it began since, or L1
+    /// is not in use. Checked again after the write, which is undone if one began meanwhile.
+    async fn fill(&self, key: &str, entry: &Arc<CachedResponse>, epoch: Epoch, max_ttl: Duration) {
+        let unchanged = || self.epoch_of(key) == epoch && self.usable();
         if !unchanged() {
             return;
         }
@@ -254,6 +275,16 @@ impl Health {
         }
     }
 }
+
+/// Where invalidations stood ([`Health::epoch_of`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Epoch {
+    all: u64,
+    key: u64,
+}
+
+/// Stripes of keys with an invalidation count each.
+const STRIPES: usize = 1024;
 
 /// What a message asks the other instances to evict from L1.
 #[derive(Debug, PartialEq, Eq)]
@@ -313,6 +344,7 @@ impl TieredStore {
             doubt_from: AtomicU64::new(0),
             sent: AtomicU64::new(0),
             epoch: AtomicU64::new(0),
+            stripes: (0..STRIPES).map(|_| AtomicU64::new(0)).collect(),
             flushes: FlushCounters::default(),
             l1: l1.clone(),
         });
@@ -393,7 +425,7 @@ impl TieredStore {
     /// An entry read from L2 goes into L1 — unless an invalidation began since `epoch`, or
     /// L1 is not in use. Checked again after the write, which is undone if one began
     /// meanwhile.
-    async fn fill_l1(&self, key: &str, entry: &Arc<CachedResponse>, epoch: u64) {
+    async fn fill_l1(&self, key: &str, entry: &Arc<CachedResponse>, epoch: Epoch) {
         self.inner
             .health
             .fill(key, entry, epoch, self.inner.l1_max_ttl)
@@ -402,7 +434,9 @@ impl TieredStore {
 
     /// Evicts `keys` from L1 here, and from every other instance's.
     async fn evict_keys(&self, keys: &[String]) {
-        self.inner.health.invalidated();
+        for key in keys {
+            self.inner.health.invalidated_key(key);
+        }
         for key in keys {
             let _ = self.inner.l1.remove(key).await;
         }
@@ -481,7 +515,10 @@ async fn apply(health: &Health, id: u64, text: &str) {
         // Evicted here already, when it was published.
         return;
     }
-    health.invalidated();
+    match evict {
+        Evict::Key(key) => health.invalidated_key(key),
+        _ => health.invalidated(),
+    }
     let l1 = &health.l1;
     match evict {
         Evict::Key(key) => {
@@ -606,7 +643,7 @@ impl Store for TieredStore {
                     return Ok(Some(entry));
                 }
             }
-            let epoch = health.epoch.load(Ordering::Acquire);
+            let epoch = health.epoch_of(key);
             let found = self.inner.l2.get(key).await?;
             if let Some(entry) = &found {
                 self.fill_l1(key, entry, epoch).await;
@@ -634,11 +671,11 @@ impl Store for TieredStore {
         ttl: Duration,
     ) -> StoreFuture<'a, ()> {
         Box::pin(async move {
-            self.inner.health.invalidated();
+            self.inner.health.invalidated_key(key);
             let _ = self.inner.l1.remove(key).await;
             self.inner.l2.put(key, Arc::clone(&entry), ttl).await?;
             self.publish(Evict::Key(key)).await;
-            let epoch = self.inner.health.epoch.load(Ordering::Acquire);
+            let epoch = self.inner.health.epoch_of(key);
             self.fill_l1(key, &entry, epoch).await;
             Ok(())
         })
@@ -651,7 +688,7 @@ impl Store for TieredStore {
         ttl: Duration,
     ) -> StoreFuture<'a, bool> {
         Box::pin(async move {
-            self.inner.health.invalidated();
+            self.inner.health.invalidated_key(key);
             let _ = self.inner.l1.remove(key).await;
             let written = self
                 .inner
@@ -660,7 +697,7 @@ impl Store for TieredStore {
                 .await?;
             if written {
                 self.publish(Evict::Key(key)).await;
-                let epoch = self.inner.health.epoch.load(Ordering::Acquire);
+                let epoch = self.inner.health.epoch_of(key);
                 self.fill_l1(key, &entry, epoch).await;
             }
             Ok(written)
@@ -720,7 +757,9 @@ impl Store for TieredStore {
     fn purge<'a>(&'a self, target: PurgeTarget<'a>, mode: PurgeMode) -> StoreFuture<'a, u64> {
         Box::pin(async move {
             let purged = self.inner.l2.purge(target, mode).await;
-            self.inner.health.invalidated();
+            if !matches!(target, PurgeTarget::Keys(_)) {
+                self.inner.health.invalidated();
+            }
             // L1 copies go whatever the mode: a soft purge's stale entry is read from L2.
             match target {
                 PurgeTarget::Keys(keys) => self.evict_keys(keys).await,
@@ -767,6 +806,24 @@ impl Store for TieredStore {
     fn unlock_fill<'a>(&'a self, key: &'a str, lock: FillLock) -> StoreFuture<'a, ()> {
         self.inner.l2.unlock_fill(key, lock)
     }
+
+    /// L1 first (when in use); then L2's lookup-or-lock, whose entry fills L1.
+    fn get_or_lock_fill<'a>(&'a self, key: &'a str, ttl: Duration) -> StoreFuture<'a, Lookup> {
+        Box::pin(async move {
+            let health = &self.inner.health;
+            if health.usable() {
+                if let Some(Ok(Some(entry))) = self.inner.l1.get_now(key) {
+                    return Ok(Lookup::Found(entry));
+                }
+            }
+            let epoch = health.epoch_of(key);
+            let found = self.inner.l2.get_or_lock_fill(key, ttl).await?;
+            if let Lookup::Found(entry) = &found {
+                self.fill_l1(key, entry, epoch).await;
+            }
+            Ok(found)
+        })
+    }
 }
 
 #[cfg(test)]
@@ -800,6 +857,7 @@ mod tests {
             doubt_from: AtomicU64::new(0),
             sent: AtomicU64::new(0),
             epoch: AtomicU64::new(0),
+            stripes: (0..STRIPES).map(|_| AtomicU64::new(0)).collect(),
             flushes: FlushCounters::default(),
             l1: MemoryStore::new(1 << 20),
         }
@@ -822,7 +880,7 @@ mod tests {
         health.sent.store(1, Ordering::Release);
         health.confirmed(1);
         assert!(health.usable());
-        let epoch = health.epoch.load(Ordering::Acquire);
+        let epoch = health.epoch_of("k");
         health
             .fill("k", &entry(), epoch, Duration::from_secs(60))
             .await;
@@ -849,14 +907,29 @@ mod tests {
         health.sent.store(1, Ordering::Release);
         health.confirmed(1);
         // Read from L2 at this epoch; an invalidation arrives before the copy goes to L1.
-        let epoch = health.epoch.load(Ordering::Acquire);
+        let epoch = health.epoch_of("k");
         health.invalidated();
         health
             .fill("k", &entry(), epoch, Duration::from_secs(60))
             .await;
         assert!(health.l1.get_now("k").unwrap().unwrap().is_none());
+        // An invalidation of another key does not keep this one out.
+        let epoch = health.epoch_of("k");
+        health.invalidated_key("another key");
+        health
+            .fill("k", &entry(), epoch, Duration::from_secs(60))
+            .await;
+        assert!(health.l1.get_now("k").unwrap().unwrap().is_some());
+        let _ = health.l1.remove("k").await;
+        // One of this key does.
+        let epoch = health.epoch_of("k");
+        health.invalidated_key("k");
+        health
+            .fill("k", &entry(), epoch, Duration::from_secs(60))
+            .await;
+        assert!(health.l1.get_now("k").unwrap().unwrap().is_none());
         // Read after it: filled, for no longer than the L1 limit.
-        let epoch = health.epoch.load(Ordering::Acquire);
+        let epoch = health.epoch_of("k");
         health
             .fill("k", &entry(), epoch, Duration::from_secs(60))
             .await;

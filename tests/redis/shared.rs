@@ -354,7 +354,8 @@ async fn a_miss_takes_the_fill_lock_unless_fill_locks_are_off(topology: &Topolog
             .expect("the miss reached the origin");
         let locked: i64 = store
             .pool()
-            .exists(store.redis_key("app:GET:/cold#lock"))
+            // The lock shares the entry's hash slot: `{entry key}#lock`.
+            .exists(format!("{{{}}}#lock", store.redis_key("app:GET:/cold")))
             .await
             .unwrap();
         assert_eq!(
@@ -420,4 +421,57 @@ async fn an_older_entry_never_replaces_a_newer_one(topology: &mut Topology) {
             "{codec}"
         );
     }
+}
+
+/// A miss reaches the origin after one round trip to Redis: the lookup takes the fill lock
+/// along (one script), where it used to wait for a `GET`, then a `SET … NX`. Measured
+/// through a proxy that delays every chunk by 100 ms each way: one round trip is 200 ms.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_miss_reaches_the_origin_after_one_round_trip() {
+    use crate::proxy::{Fault, Proxy};
+    if !crate::servers::available() {
+        return;
+    }
+    let server = crate::servers::RedisServer::start(&[]);
+    let proxy = Proxy::start(server.port).await;
+    let store = RedisStore::connect(RedisConfig {
+        namespace: "one-trip".into(),
+        command_timeout: Duration::from_secs(3),
+        ..RedisConfig::from_url(&proxy.url()).unwrap()
+    })
+    .await
+    .unwrap();
+    let entered = Arc::new(std::sync::Mutex::new(None));
+    let seen = Arc::clone(&entered);
+    let app = axum::Router::new()
+        .route(
+            "/cold",
+            axum::routing::get(move || {
+                let seen = Arc::clone(&seen);
+                async move {
+                    seen.lock()
+                        .unwrap()
+                        .get_or_insert(std::time::Instant::now());
+                    "cold"
+                }
+            }),
+        )
+        .layer(
+            tower_response_cache::CacheLayer::new(store.clone())
+                .namespace("app")
+                .write_mode(tower_response_cache::WriteMode::Background),
+        );
+    // Warm the connections (and load the script) before the delay.
+    fetch(&app, "/warm").await;
+    proxy.set(Fault::Delay(Duration::from_millis(100)));
+    let start = std::time::Instant::now();
+    let reply = fetch(&app, "/cold").await;
+    assert_eq!((reply.x_cache(), reply.text()), ("MISS", "cold".to_owned()));
+    let to_origin = entered.lock().unwrap().expect("the origin ran") - start;
+    println!("a miss reached the origin after {to_origin:?} (one round trip: ~200 ms)");
+    assert!(
+        to_origin >= Duration::from_millis(190) && to_origin < Duration::from_millis(380),
+        "one round trip before the origin, not two: {to_origin:?}"
+    );
+    proxy.set(Fault::Pass);
 }

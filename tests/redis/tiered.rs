@@ -109,6 +109,9 @@ async fn a_miss_on_one_instance_is_an_l1_hit_on_the_others_after_one_l2_read(
     let first = fetch(&nodes[0].app, "/p/a").await;
     assert_eq!(first.x_cache(), "MISS");
     assert!(in_l1(&nodes[0], "a"), "the writer keeps a copy");
+    // The write's eviction message reaches the others within milliseconds; a read racing it
+    // would (rightly) not fill L1. Let it arrive.
+    tokio::time::sleep(Duration::from_millis(100)).await;
     for node in &nodes[1..] {
         assert!(!in_l1(node, "a"));
         let reply = fetch(&node.app, "/p/a").await;

@@ -23,7 +23,8 @@ mod purge;
 
 use super::breaker::Breaker;
 use super::{
-    FillLock, PurgeMode, PurgeTarget, Store, StoreError, StoreErrorKind, StoreFuture, StoreGauges,
+    FillLock, Lookup, PurgeMode, PurgeTarget, Store, StoreError, StoreErrorKind, StoreFuture,
+    StoreGauges,
 };
 use crate::codec::{BINARY_PREFIX, BINARY_STORED_AT, BinaryCodec, Codec, binary_stored_at};
 use crate::entry::CachedResponse;
@@ -437,11 +438,58 @@ impl RedisStore {
     }
 
     /// The key of the fill lock for `key`: the entry's key with a suffix no default key ends
-    /// with (they escape `#`, and hashed keys end in hex digits).
+    /// with (they escape `#`, and hashed keys end in hex digits), in the entry's hash slot
+    /// where it can be (so that one script reads the entry and takes the lock on a
+    /// cluster): an entry key without a hash tag is wrapped into one (`{key}#lock`), one
+    /// with a hash tag keeps it (`key#lock`). An entry key with a `}` but no hash tag
+    /// cannot be wrapped; its lock's slot is its own (`key#lock`).
     fn lock_key(&self, key: &str) -> String {
-        let mut lock = self.redis_key(key);
+        let data = self.redis_key(key);
+        if hash_tag(&data).is_none() && !data.contains('}') {
+            return format!("{{{data}}}#lock");
+        }
+        let mut lock = data;
         lock.push_str("#lock");
         lock
+    }
+
+    /// An entry as the codec reads it from `bytes`.
+    fn decode(&self, bytes: &Bytes) -> Result<Arc<CachedResponse>, StoreError> {
+        self.inner
+            .codec
+            .decode_shared(bytes)
+            .map(Arc::new)
+            .map_err(|error| {
+                StoreError::with_source(
+                    StoreErrorKind::Decode,
+                    "the value in Redis is not an entry this codec reads",
+                    error,
+                )
+            })
+    }
+
+    /// [`Store::get_or_lock_fill`] in two round trips.
+    async fn get_then_lock(&self, key: &str, ttl: Duration) -> Result<Lookup, StoreError> {
+        if let Some(entry) = self.get(key).await? {
+            return Ok(Lookup::Found(entry));
+        }
+        Ok(match self.lock_fill(key, ttl).await? {
+            Some(lock) => Lookup::Locked(lock),
+            None => Lookup::Held,
+        })
+    }
+
+    /// Releases, on a spawned task, the fill lock of `key` if `token` holds it: after a
+    /// command that may have taken it but whose reply was lost.
+    fn release_later(&self, key: &str, token: &str) {
+        let store = self.clone();
+        let key = key.to_owned();
+        let lock = FillLock::new(token);
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                let _ = store.unlock_fill(&key, lock).await;
+            });
+        }
     }
 
     /// Runs `write` (of `entry` under `key`, for `ttl`) and, for a tagged entry, adds it
@@ -565,6 +613,14 @@ impl Lua {
     }
 }
 
+/// The hash tag of a Redis key (what its cluster slot is computed from), if it has one: the
+/// text between its first `{` and the first `}` after it, when not empty.
+fn hash_tag(key: &str) -> Option<&str> {
+    let open = key.find('{')?;
+    let close = key[open + 1..].find('}')?;
+    (close > 0).then(|| &key[open + 1..open + 1 + close])
+}
+
 fn store_error(error: FredError) -> StoreError {
     let kind = match error.kind() {
         FredErrorKind::Timeout => StoreErrorKind::Timeout,
@@ -605,20 +661,10 @@ impl Store for RedisStore {
             let inner = &self.inner;
             let client = inner.pool.next_connected().with_options(&inner.options);
             let bytes: Option<Bytes> = self.command(client.get(self.redis_key(key))).await?;
-            let Some(bytes) = bytes else {
-                return Ok(None);
-            };
-            inner
-                .codec
-                .decode_shared(&bytes)
-                .map(|entry| Some(Arc::new(entry)))
-                .map_err(|error| {
-                    StoreError::with_source(
-                        StoreErrorKind::Decode,
-                        "the value in Redis is not an entry this codec reads",
-                        error,
-                    )
-                })
+            match bytes {
+                Some(bytes) => self.decode(&bytes).map(Some),
+                None => Ok(None),
+            }
         })
     }
 
@@ -817,15 +863,60 @@ return 1",
                 Err(error) => {
                     // The SET may have been applied before the reply was lost: release what
                     // may be ours rather than leave others waiting for its expiry.
-                    let store = self.clone();
-                    let key = key.to_owned();
-                    if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-                        runtime.spawn(async move {
-                            let _ = store.unlock_fill(&key, FillLock::new(token)).await;
-                        });
-                    }
+                    self.release_later(key, &token);
                     Err(error)
                 }
+            }
+        })
+    }
+
+    /// One script: `GET` the entry, and when there is none, `SET` the fill lock `NX PX` —
+    /// a miss reaches the origin after one round trip. (An entry key whose lock cannot
+    /// share its slot: a `GET`, then the lock.)
+    fn get_or_lock_fill<'a>(&'a self, key: &'a str, ttl: Duration) -> StoreFuture<'a, Lookup> {
+        Box::pin(async move {
+            let data = self.redis_key(key);
+            let lock = self.lock_key(key);
+            if hash_tag(&data).is_none() && data.contains('}') {
+                // The lock cannot share the entry's slot: two round trips.
+                return self.get_then_lock(key, ttl).await;
+            }
+            static GET_OR_LOCK: Lua = Lua::new(
+                "local v = redis.call('GET', KEYS[1]) \
+                 if v then return {1, v} end \
+                 if redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then return {0, 1} end \
+                 return {0, 0}",
+            );
+            let token = lock_token();
+            let reply: Result<Vec<fred::types::Value>, StoreError> = self
+                .eval(
+                    &GET_OR_LOCK,
+                    vec![data, lock],
+                    vec![token.as_str().into(), millis(ttl).into()],
+                )
+                .await;
+            let mut reply = match reply {
+                Ok(reply) => reply.into_iter(),
+                Err(error) => {
+                    // The lock may have been taken before the reply was lost.
+                    self.release_later(key, &token);
+                    return Err(error);
+                }
+            };
+            let (found, value) = (reply.next(), reply.next());
+            match (found.and_then(|found| found.as_i64()), value) {
+                (Some(1), Some(value)) => {
+                    let bytes = value.into_bytes().unwrap_or_default();
+                    self.decode(&bytes).map(Lookup::Found)
+                }
+                (Some(0), Some(taken)) if taken.as_i64() == Some(1) => {
+                    Ok(Lookup::Locked(FillLock::new(token)))
+                }
+                (Some(0), Some(_)) => Ok(Lookup::Held),
+                _ => Err(StoreError::new(
+                    StoreErrorKind::Other,
+                    "unexpected reply to the lookup-or-lock script",
+                )),
             }
         })
     }
@@ -859,6 +950,16 @@ fn lock_token() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hash_tags_are_found_as_redis_finds_them() {
+        assert_eq!(hash_tag("app:GET:/a"), None);
+        assert_eq!(hash_tag("{user1}:a"), Some("user1"));
+        assert_eq!(hash_tag("a{b}c{d}"), Some("b"));
+        assert_eq!(hash_tag("a{}b{c}"), None, "an empty first tag: the whole key");
+        assert_eq!(hash_tag("a{b"), None);
+        assert_eq!(hash_tag("a}b{c}"), Some("c"));
+    }
 
     #[test]
     fn glob_characters_are_escaped() {
