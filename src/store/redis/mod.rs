@@ -93,9 +93,10 @@ pub struct RedisConfig {
     /// `ZSCAN` call when purging a tag: the size of a purge's batches. Default: `500`.
     pub scan_count: u32,
     /// Whether the processes that share this Redis coordinate their misses: the one that
-    /// takes a short lock (`SET key#lock token NX PX`) fetches, the others wait for its
-    /// entry (for at most half the layer's coalescing timeout). The lock costs a round trip
-    /// before a miss reaches the service and one after (its release). Turn it off when one
+    /// takes a short lock (`SET {key}#lock token NX PX`, in the lookup's own script: no
+    /// round trip of its own) fetches, the others wait for its entry (for at most half the
+    /// layer's coalescing timeout). The lock costs a round trip after the fetch (its
+    /// release). Turn it off when one
     /// process uses the store, or when one origin fetch per process and key is acceptable:
     /// coalescing within each process stays. Default: `true`.
     pub fill_locks: bool,
@@ -252,8 +253,10 @@ pub struct CircuitStats {
 ///
 /// - One round trip per operation: `GET`, `SET key value PX ttl`, `UNLINK`, `PEXPIRE`.
 /// - Instances coordinate their fetches: the first to miss a key takes a short lock
-///   (`SET key#lock token NX PX`), the others wait for the entry to appear (bounded by the
-///   layer's coalescing timeout) instead of calling their service too.
+///   (`SET {key}#lock token NX PX`, taken by the lookup's own script,
+///   [`get_or_lock_fill`](Store::get_or_lock_fill)), the others wait for the entry to
+///   appear (bounded by the layer's coalescing timeout) instead of calling their service
+///   too.
 ///   `KEYS` is never used: [`clear`](Store::clear) and
 ///   [`remove_prefix`](Store::remove_prefix) `SCAN` (on every primary of a cluster) and
 ///   `UNLINK` in batches of keys that share a hash slot.
@@ -290,7 +293,15 @@ struct Inner {
     purge_log: bool,
     /// The latest count of purges seen in the purge log.
     purge_count: AtomicU64,
+    /// Hashes of keys found lately, one per slot: a lookup of such a key (most likely a
+    /// hit) is a plain `GET`; the lookup-or-lock script, which costs Redis and the client
+    /// more, is for keys not seen lately (most likely misses). Only a guess: a wrong one
+    /// costs a round trip or a few microseconds, never a wrong answer.
+    present: Box<[AtomicU64]>,
 }
+
+/// Slots of [`Inner::present`]: 32 KiB.
+const PRESENT_SLOTS: usize = 4096;
 
 impl fmt::Debug for RedisStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -376,6 +387,7 @@ impl RedisStore {
                 fill_locks: config.fill_locks,
                 purge_log: config.purge_log,
                 purge_count: AtomicU64::new(0),
+                present: (0..PRESENT_SLOTS).map(|_| AtomicU64::new(0)).collect(),
             }),
         };
         if config.purge_log {
@@ -466,6 +478,25 @@ impl RedisStore {
                     error,
                 )
             })
+    }
+
+    /// Notes whether `key` was found (see [`Inner::present`]).
+    fn seen(&self, key: &str, found: bool) {
+        let hash = xxhash_rust::xxh3::xxh3_64(key.as_bytes()) | 1;
+        let slot = &self.inner.present[(hash % PRESENT_SLOTS as u64) as usize];
+        if found {
+            if slot.load(Ordering::Relaxed) != hash {
+                slot.store(hash, Ordering::Relaxed);
+            }
+        } else if slot.load(Ordering::Relaxed) == hash {
+            slot.store(0, Ordering::Relaxed);
+        }
+    }
+
+    /// Whether `key` was found lately (see [`Inner::present`]).
+    fn likely_present(&self, key: &str) -> bool {
+        let hash = xxhash_rust::xxh3::xxh3_64(key.as_bytes()) | 1;
+        self.inner.present[(hash % PRESENT_SLOTS as u64) as usize].load(Ordering::Relaxed) == hash
     }
 
     /// [`Store::get_or_lock_fill`] in two round trips.
@@ -661,6 +692,7 @@ impl Store for RedisStore {
             let inner = &self.inner;
             let client = inner.pool.next_connected().with_options(&inner.options);
             let bytes: Option<Bytes> = self.command(client.get(self.redis_key(key))).await?;
+            self.seen(key, bytes.is_some());
             match bytes {
                 Some(bytes) => self.decode(&bytes).map(Some),
                 None => Ok(None),
@@ -874,13 +906,19 @@ return 1",
     /// a miss reaches the origin after one round trip. (An entry key whose lock cannot
     /// share its slot: a `GET`, then the lock.)
     fn get_or_lock_fill<'a>(&'a self, key: &'a str, ttl: Duration) -> StoreFuture<'a, Lookup> {
+        // A key found lately is most likely found again: a plain `GET` (and, if it is gone
+        // after all, the lock in a second round trip) — decided before the script's larger
+        // future is made, which a hit would pay to move.
+        if self.likely_present(key) {
+            return Box::pin(self.get_then_lock(key, ttl));
+        }
         Box::pin(async move {
             let data = self.redis_key(key);
-            let lock = self.lock_key(key);
             if hash_tag(&data).is_none() && data.contains('}') {
                 // The lock cannot share the entry's slot: two round trips.
                 return self.get_then_lock(key, ttl).await;
             }
+            let lock = self.lock_key(key);
             static GET_OR_LOCK: Lua = Lua::new(
                 "local v = redis.call('GET', KEYS[1]) \
                  if v then return {1, v} end \
@@ -888,13 +926,12 @@ return 1",
                  return {0, 0}",
             );
             let token = lock_token();
-            let reply: Result<Vec<fred::types::Value>, StoreError> = self
-                .eval(
-                    &GET_OR_LOCK,
-                    vec![data, lock],
-                    vec![token.as_str().into(), millis(ttl).into()],
-                )
-                .await;
+            let reply: Result<Vec<fred::types::Value>, StoreError> = Box::pin(self.eval(
+                &GET_OR_LOCK,
+                vec![data, lock],
+                vec![token.as_str().into(), millis(ttl).into()],
+            ))
+            .await;
             let mut reply = match reply {
                 Ok(reply) => reply.into_iter(),
                 Err(error) => {
@@ -906,6 +943,7 @@ return 1",
             let (found, value) = (reply.next(), reply.next());
             match (found.and_then(|found| found.as_i64()), value) {
                 (Some(1), Some(value)) => {
+                    self.seen(key, true);
                     let bytes = value.into_bytes().unwrap_or_default();
                     self.decode(&bytes).map(Lookup::Found)
                 }
@@ -939,12 +977,17 @@ return 1",
 /// A token no other lock holder has: this process, a counter, and the time.
 fn lock_token() -> String {
     static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    // The process and the time it first took a lock: unique to this process, read once.
+    static PROCESS: OnceLock<String> = OnceLock::new();
+    let process = PROCESS.get_or_init(|| {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos();
+        format!("{}-{nanos}", std::process::id())
+    });
     let count = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_nanos();
-    format!("{}-{count}-{nanos}", std::process::id())
+    format!("{process}-{count}")
 }
 
 #[cfg(test)]
@@ -956,7 +999,11 @@ mod tests {
         assert_eq!(hash_tag("app:GET:/a"), None);
         assert_eq!(hash_tag("{user1}:a"), Some("user1"));
         assert_eq!(hash_tag("a{b}c{d}"), Some("b"));
-        assert_eq!(hash_tag("a{}b{c}"), None, "an empty first tag: the whole key");
+        assert_eq!(
+            hash_tag("a{}b{c}"),
+            None,
+            "an empty first tag: the whole key"
+        );
         assert_eq!(hash_tag("a{b"), None);
         assert_eq!(hash_tag("a}b{c}"), Some("c"));
     }
