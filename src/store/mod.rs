@@ -211,7 +211,7 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     }
 
     /// A lookup that, when `key` holds nothing, also tries to take its fill lock — in one
-    /// round trip on a store that can ([`RedisStore`](crate::RedisStore): one script), so
+    /// round trip on a store that can (`RedisStore`: one script), so
     /// that a miss reaches the origin after one round trip instead of two. Called for the
     /// lookups that lead to a fetch when nothing is found, on stores that
     /// [coordinate fills](Self::coordinates_fills). The default is

@@ -170,6 +170,24 @@ enum Doubt {
 }
 
 impl Health {
+    /// Nothing confirmed yet: L1 unused until the first heartbeat comes back.
+    fn new(l1: MemoryStore, max_staleness: Duration) -> Self {
+        Self {
+            start: Instant::now(),
+            max_staleness_ms: u64::try_from(max_staleness.as_millis())
+                .unwrap_or(u64::MAX)
+                .max(1),
+            confirmed_ms: AtomicU64::new(0),
+            trusted: AtomicBool::new(false),
+            doubt_from: AtomicU64::new(0),
+            sent: AtomicU64::new(0),
+            epoch: AtomicU64::new(0),
+            stripes: (0..STRIPES).map(|_| AtomicU64::new(0)).collect(),
+            flushes: FlushCounters::default(),
+            l1,
+        }
+    }
+
     fn now_ms(&self) -> u64 {
         u64::try_from(self.start.elapsed().as_millis())
             .unwrap_or(u64::MAX)
@@ -334,20 +352,7 @@ impl TieredStore {
         let l1 = MemoryStore::new(config.l1_capacity);
         let channel = format!("{}#l1", l2.prefix());
         let marker = format!("{}#l1:generation", l2.prefix());
-        let health = Arc::new(Health {
-            start: Instant::now(),
-            max_staleness_ms: u64::try_from(config.max_staleness.as_millis())
-                .unwrap_or(u64::MAX)
-                .max(1),
-            confirmed_ms: AtomicU64::new(0),
-            trusted: AtomicBool::new(false),
-            doubt_from: AtomicU64::new(0),
-            sent: AtomicU64::new(0),
-            epoch: AtomicU64::new(0),
-            stripes: (0..STRIPES).map(|_| AtomicU64::new(0)).collect(),
-            flushes: FlushCounters::default(),
-            l1: l1.clone(),
-        });
+        let health = Arc::new(Health::new(l1.clone(), config.max_staleness));
         let id = random_id();
         let subscriber = l2.pool().next().clone_new();
         subscriber.connect();
@@ -849,18 +854,7 @@ mod tests {
     }
 
     fn health() -> Health {
-        Health {
-            start: Instant::now(),
-            max_staleness_ms: 500,
-            confirmed_ms: AtomicU64::new(0),
-            trusted: AtomicBool::new(false),
-            doubt_from: AtomicU64::new(0),
-            sent: AtomicU64::new(0),
-            epoch: AtomicU64::new(0),
-            stripes: (0..STRIPES).map(|_| AtomicU64::new(0)).collect(),
-            flushes: FlushCounters::default(),
-            l1: MemoryStore::new(1 << 20),
-        }
+        Health::new(MemoryStore::new(1 << 20), Duration::from_millis(500))
     }
 
     fn entry() -> Arc<CachedResponse> {
