@@ -167,10 +167,12 @@ pub(crate) struct Coalescing {
 impl Config {
     /// The defaults listed at [`CacheLayer`](crate::CacheLayer), on `store`.
     pub(crate) fn new(store: Arc<dyn Store>) -> Self {
+        let funnel = Funnel::default();
+        funnel.stats.watch_store(Arc::clone(&store));
         Self {
             tiered: store.tiered(),
             store,
-            funnel: Funnel::default(),
+            funnel,
             trace: TraceSettings::default(),
             namespace: Arc::from("cache"),
             max_key_len: 250,

@@ -22,13 +22,13 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, OnceLock, RwLock};
 
 use serde::{Deserialize, Serialize};
 use xxhash_rust::xxh3::Xxh3DefaultBuilder;
 
 use crate::policy::NotStoredReason;
-use crate::store::{PurgeMode, StoreErrorKind, Tier};
+use crate::store::{L1Flushes, PurgeMode, Store, StoreErrorKind, Tier};
 
 /// Routes tracked separately at most (besides `(other)`); further routes share the
 /// `(other)` counters so that the map stays bounded whatever the traffic.
@@ -183,6 +183,8 @@ struct StatsInner {
     other: Arc<Counters>,
     purges: PurgeCounters,
     observer_panics: AtomicU64,
+    /// The layer's store, for what it counts itself (a tiered store's L1 flushes).
+    store: OnceLock<Arc<dyn Store>>,
 }
 
 /// The layer's purge counters.
@@ -302,6 +304,7 @@ impl Default for StatsInner {
             other,
             purges: PurgeCounters::default(),
             observer_panics: AtomicU64::new(0),
+            store: OnceLock::new(),
         }
     }
 }
@@ -332,7 +335,17 @@ impl CacheStats {
                 .collect(),
             purges: self.inner.purges.snapshot(),
             observer_panics: self.inner.observer_panics.load(Ordering::Relaxed),
+            l1_flushes: self
+                .inner
+                .store
+                .get()
+                .and_then(|store| store.gauges().l1_flushes),
         }
+    }
+
+    /// Reports, with the counters, what `store` counts itself.
+    pub(crate) fn watch_store(&self, store: Arc<dyn Store>) {
+        let _ = self.inner.store.set(store);
     }
 
     /// Counts an observer's panic.
@@ -605,6 +618,10 @@ pub struct StatsSnapshot {
     /// Panics of [observers](crate::observe::CacheObserver), caught (the requests went on).
     #[serde(default)]
     pub observer_panics: u64,
+    /// On a [`TieredStore`](crate::TieredStore): how often its memory tier was emptied,
+    /// by reason.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub l1_flushes: Option<L1Flushes>,
 }
 
 impl StatsSnapshot {

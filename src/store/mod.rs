@@ -334,7 +334,7 @@ pub type RemovalListener = dyn Fn(RemovalCause) + Send + Sync;
 
 /// How often a tiered store emptied its memory tier, by reason
 /// ([`TieredStore::flushes`](crate::TieredStore::flushes), [`StoreGauges::l1_flushes`]).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[non_exhaustive]
 pub struct L1Flushes {
     /// The subscriber's connection dropped and reconnected.

@@ -258,6 +258,13 @@ async fn flushing_redis_empties_every_l1(topology: &mut Topology) {
             "{:?}",
             node.store.flushes()
         );
+        // The layer's stats say so too.
+        let flushes = node
+            .stats
+            .snapshot()
+            .l1_flushes
+            .expect("a tiered store's flushes");
+        assert!(flushes.flushed >= 1);
     }
     // The entry is gone from Redis as well: the next request goes to the origin.
     assert_eq!(fetch(&nodes[0].app, "/p/e").await.x_cache(), "MISS");
