@@ -429,7 +429,6 @@ impl Ctx {
     ) -> Coalesced {
         let store = &self.config.store;
         if !store.coordinates_fills() {
-            self.release_prelock();
             return Coalesced::Lead(Lead::new(guard, None));
         }
         let deadline = tokio::time::Instant::now() + self.config.coalesce_timeout() / 2;

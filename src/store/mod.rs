@@ -217,15 +217,7 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     /// [coordinate fills](Self::coordinates_fills). The default is
     /// [`get`](Self::get), then [`lock_fill`](Self::lock_fill) on a miss.
     fn get_or_lock_fill<'a>(&'a self, key: &'a str, ttl: Duration) -> StoreFuture<'a, Lookup> {
-        Box::pin(async move {
-            if let Some(entry) = self.get(key).await? {
-                return Ok(Lookup::Found(entry));
-            }
-            Ok(match self.lock_fill(key, ttl).await? {
-                Some(lock) => Lookup::Locked(lock),
-                None => Lookup::Held,
-            })
-        })
+        Box::pin(get_then_lock(self, key, ttl))
     }
 
     /// Releases a lock taken with [`lock_fill`](Self::lock_fill), if this process still
@@ -261,6 +253,22 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
         let _ = listener;
         false
     }
+}
+
+/// [`Store::get_or_lock_fill`] in two round trips: [`Store::get`], then, on a miss,
+/// [`Store::lock_fill`].
+async fn get_then_lock<S: Store + ?Sized>(
+    store: &S,
+    key: &str,
+    ttl: Duration,
+) -> Result<Lookup, StoreError> {
+    if let Some(entry) = store.get(key).await? {
+        return Ok(Lookup::Found(entry));
+    }
+    Ok(match store.lock_fill(key, ttl).await? {
+        Some(lock) => Lookup::Locked(lock),
+        None => Lookup::Held,
+    })
 }
 
 /// [`Store::put_newer`] in three steps: read, compare, put. What the store holds but cannot

@@ -437,6 +437,17 @@ impl TieredStore {
             .await;
     }
 
+    /// The entry L1 holds under `key`, when L1 is in use.
+    fn l1_hit(&self, key: &str) -> Option<Arc<CachedResponse>> {
+        if !self.inner.health.usable() {
+            return None;
+        }
+        match self.inner.l1.get_now(key) {
+            Some(Ok(entry)) => entry,
+            _ => None,
+        }
+    }
+
     /// Evicts `keys` from L1 here, and from every other instance's.
     async fn evict_keys(&self, keys: &[String]) {
         for key in keys {
@@ -642,13 +653,10 @@ impl Store for TieredStore {
 
     fn get<'a>(&'a self, key: &'a str) -> StoreFuture<'a, Option<Arc<CachedResponse>>> {
         Box::pin(async move {
-            let health = &self.inner.health;
-            if health.usable() {
-                if let Some(Ok(Some(entry))) = self.inner.l1.get_now(key) {
-                    return Ok(Some(entry));
-                }
+            if let Some(entry) = self.l1_hit(key) {
+                return Ok(Some(entry));
             }
-            let epoch = health.epoch_of(key);
+            let epoch = self.inner.health.epoch_of(key);
             let found = self.inner.l2.get(key).await?;
             if let Some(entry) = &found {
                 self.fill_l1(key, entry, epoch).await;
@@ -660,13 +668,7 @@ impl Store for TieredStore {
     /// An L1 hit, in place; anything else (an L1 miss, L1 not in use) is for
     /// [`get`](Store::get) to answer from L2.
     fn get_now(&self, key: &str) -> Option<Result<Option<Arc<CachedResponse>>, StoreError>> {
-        if !self.inner.health.usable() {
-            return None;
-        }
-        match self.inner.l1.get_now(key) {
-            Some(Ok(Some(entry))) => Some(Ok(Some(entry))),
-            _ => None,
-        }
+        self.l1_hit(key).map(|entry| Ok(Some(entry)))
     }
 
     fn put<'a>(
@@ -815,13 +817,10 @@ impl Store for TieredStore {
     /// L1 first (when in use); then L2's lookup-or-lock, whose entry fills L1.
     fn get_or_lock_fill<'a>(&'a self, key: &'a str, ttl: Duration) -> StoreFuture<'a, Lookup> {
         Box::pin(async move {
-            let health = &self.inner.health;
-            if health.usable() {
-                if let Some(Ok(Some(entry))) = self.inner.l1.get_now(key) {
-                    return Ok(Lookup::Found(entry));
-                }
+            if let Some(entry) = self.l1_hit(key) {
+                return Ok(Lookup::Found(entry));
             }
-            let epoch = health.epoch_of(key);
+            let epoch = self.inner.health.epoch_of(key);
             let found = self.inner.l2.get_or_lock_fill(key, ttl).await?;
             if let Lookup::Found(entry) = &found {
                 self.fill_l1(key, entry, epoch).await;

@@ -24,7 +24,7 @@ mod purge;
 use super::breaker::Breaker;
 use super::{
     FillLock, Lookup, PurgeMode, PurgeTarget, Store, StoreError, StoreErrorKind, StoreFuture,
-    StoreGauges,
+    StoreGauges, get_then_lock,
 };
 use crate::codec::{BINARY_PREFIX, BINARY_STORED_AT, BinaryCodec, Codec, binary_stored_at};
 use crate::entry::CachedResponse;
@@ -457,12 +457,7 @@ impl RedisStore {
     /// cannot be wrapped; its lock's slot is its own (`key#lock`).
     fn lock_key(&self, key: &str) -> String {
         let data = self.redis_key(key);
-        if hash_tag(&data).is_none() && !data.contains('}') {
-            return format!("{{{data}}}#lock");
-        }
-        let mut lock = data;
-        lock.push_str("#lock");
-        lock
+        slot_lock_key(&data).unwrap_or_else(|| format!("{data}#lock"))
     }
 
     /// An entry as the codec reads it from `bytes`.
@@ -497,17 +492,6 @@ impl RedisStore {
     fn likely_present(&self, key: &str) -> bool {
         let hash = xxhash_rust::xxh3::xxh3_64(key.as_bytes()) | 1;
         self.inner.present[(hash % PRESENT_SLOTS as u64) as usize].load(Ordering::Relaxed) == hash
-    }
-
-    /// [`Store::get_or_lock_fill`] in two round trips.
-    async fn get_then_lock(&self, key: &str, ttl: Duration) -> Result<Lookup, StoreError> {
-        if let Some(entry) = self.get(key).await? {
-            return Ok(Lookup::Found(entry));
-        }
-        Ok(match self.lock_fill(key, ttl).await? {
-            Some(lock) => Lookup::Locked(lock),
-            None => Lookup::Held,
-        })
     }
 
     /// Releases, on a spawned task, the fill lock of `key` if `token` holds it: after a
@@ -650,6 +634,17 @@ fn hash_tag(key: &str) -> Option<&str> {
     let open = key.find('{')?;
     let close = key[open + 1..].find('}')?;
     (close > 0).then(|| &key[open + 1..open + 1 + close])
+}
+
+/// The fill lock's key for the entry key `data` in the entry's hash slot, where one can be:
+/// `{data}#lock` for a key without a hash tag, `data#lock` for one with a tag; `None` for a
+/// key with a `}` but no hash tag, which cannot be wrapped.
+fn slot_lock_key(data: &str) -> Option<String> {
+    match hash_tag(data) {
+        Some(_) => Some(format!("{data}#lock")),
+        None if data.contains('}') => None,
+        None => Some(format!("{{{data}}}#lock")),
+    }
 }
 
 fn store_error(error: FredError) -> StoreError {
@@ -910,15 +905,14 @@ return 1",
         // after all, the lock in a second round trip) — decided before the script's larger
         // future is made, which a hit would pay to move.
         if self.likely_present(key) {
-            return Box::pin(self.get_then_lock(key, ttl));
+            return Box::pin(get_then_lock(self, key, ttl));
         }
         Box::pin(async move {
             let data = self.redis_key(key);
-            if hash_tag(&data).is_none() && data.contains('}') {
+            let Some(lock) = slot_lock_key(&data) else {
                 // The lock cannot share the entry's slot: two round trips.
-                return self.get_then_lock(key, ttl).await;
-            }
-            let lock = self.lock_key(key);
+                return get_then_lock(self, key, ttl).await;
+            };
             static GET_OR_LOCK: Lua = Lua::new(
                 "local v = redis.call('GET', KEYS[1]) \
                  if v then return {1, v} end \
@@ -993,6 +987,22 @@ fn lock_token() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn fill_locks_share_their_entry_s_slot_where_they_can() {
+        assert_eq!(
+            slot_lock_key("app:GET:/a").as_deref(),
+            Some("{app:GET:/a}#lock")
+        );
+        assert_eq!(slot_lock_key("{u1}:a").as_deref(), Some("{u1}:a#lock"));
+        assert_eq!(slot_lock_key("a{b").as_deref(), Some("{a{b}#lock"));
+        assert_eq!(
+            hash_tag("{a{b}#lock"),
+            Some("a{b"),
+            "the wrapped key's own slot"
+        );
+        assert_eq!(slot_lock_key("a}b"), None);
+    }
 
     #[test]
     fn hash_tags_are_found_as_redis_finds_them() {
