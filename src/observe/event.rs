@@ -7,7 +7,7 @@ use http::Method;
 
 use crate::policy::{BypassReason, NotStoredReason, RefreshReason};
 use crate::stats::PurgeKind;
-use crate::store::{PurgeMode, RemovalCause, StoreErrorKind, Tier};
+use crate::store::{FlushReason, PurgeMode, RemovalCause, StoreErrorKind, Tier};
 
 /// One thing the cache did, as an [observer](super::CacheObserver) sees it.
 ///
@@ -195,12 +195,19 @@ pub enum EventKind {
         /// Why it left.
         cause: RemovalCause,
     },
+    /// A tiered store emptied this instance's memory tier (stores that report it:
+    /// [`TieredStore`](crate::TieredStore)); [`L1Flushes`](crate::store::L1Flushes) counts
+    /// them.
+    L1Flushed {
+        /// Why.
+        reason: FlushReason,
+    },
 }
 
 impl EventKind {
     /// A short, stable label: `hit`, `coalesced`, `stale`, `revalidated`, `miss`,
     /// `only-if-cached-miss`, `refresh`, `bypass`, `pass`, `coalesce-timeout`, `stored`,
-    /// `not-stored`, `store-error`, `purged`, `tags-ignored`, `removed`.
+    /// `not-stored`, `store-error`, `purged`, `tags-ignored`, `removed`, `l1-flushed`.
     pub fn as_str(&self) -> &'static str {
         match self {
             Self::Hit { .. } => "hit",
@@ -219,6 +226,7 @@ impl EventKind {
             Self::Purged { .. } => "purged",
             Self::TagsIgnored { .. } => "tags-ignored",
             Self::Removed { .. } => "removed",
+            Self::L1Flushed { .. } => "l1-flushed",
         }
     }
 
@@ -287,6 +295,7 @@ impl fmt::Display for EventKind {
             },
             Self::TagsIgnored { count } => write!(f, " {count}"),
             Self::Removed { cause } => write!(f, " {}", cause.as_str()),
+            Self::L1Flushed { reason } => write!(f, " {}", reason.as_str()),
             Self::Revalidated
             | Self::Miss
             | Self::OnlyIfCachedMiss

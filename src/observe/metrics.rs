@@ -539,6 +539,8 @@ impl CacheObserver for Recorder {
                 self.count(&n.evictions, labels, 1);
                 self.store_gauges();
             }
+            // Counted by the store: its counts are read as they change.
+            EventKind::L1Flushed { .. } => self.store_gauges(),
             _ => {}
         }
     }

@@ -47,7 +47,7 @@ use std::time::{Duration, Instant};
 
 use http::Method;
 
-pub use crate::store::{RemovalCause, RemovalListener};
+pub use crate::store::{FlushListener, FlushReason, RemovalCause, RemovalListener};
 pub use builtin::{HitMissCounts, HitMissRatio, OperationTimes, TimingObserver};
 pub use event::{CacheEvent, EventKind, StaleWindow, StoreOperation, Timings};
 #[cfg(feature = "metrics")]
@@ -207,7 +207,8 @@ impl Funnel {
                 entries,
             } => stats.record_purge(kind, mode, entries),
             EventKind::TagsIgnored { count } => stats.record_tags_ignored(count),
-            EventKind::Removed { .. } => {}
+            // Counted by the store itself (read into the stats at snapshot time).
+            EventKind::Removed { .. } | EventKind::L1Flushed { .. } => {}
         }
     }
 

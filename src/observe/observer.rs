@@ -8,7 +8,7 @@ use std::time::Duration;
 use super::Throttle;
 use super::event::{CacheEvent, EventKind, Timings};
 use crate::stats::CacheStats;
-use crate::store::{RemovalListener, Store};
+use crate::store::{FlushListener, RemovalListener, Store};
 
 /// Told of every event of a layer ([`CacheLayer::observer`](crate::CacheLayer::observer)):
 /// hits, misses, stale answers, stores, store errors, purges, removals — each with its route
@@ -66,8 +66,10 @@ impl<O: CacheObserver + ?Sized> CacheObserver for Arc<O> {
 pub(crate) struct Observers {
     list: Vec<Arc<dyn CacheObserver>>,
     stats: CacheStats,
-    /// Kept alive here: the store holds it weakly, so that a dropped layer stops being told.
+    /// Kept alive here: the store holds them weakly, so that a dropped layer stops being
+    /// told.
     _removals: Arc<RemovalListener>,
+    _flushes: Arc<FlushListener>,
 }
 
 impl fmt::Debug for Observers {
@@ -82,30 +84,40 @@ impl fmt::Debug for Observers {
 static PANICS: LazyLock<Throttle> = LazyLock::new(|| Throttle::new(Duration::from_secs(10)));
 
 impl Observers {
-    /// The observers `list`, their panics counted in `stats`, told of the removals from
-    /// `store` if it reports them.
+    /// The observers `list`, their panics counted in `stats`, told of the removals and flushes
+    /// of `store` if it reports them.
     pub(crate) fn new(
         list: Vec<Arc<dyn CacheObserver>>,
         stats: CacheStats,
         store: &dyn Store,
     ) -> Arc<Self> {
         Arc::new_cyclic(|me: &Weak<Self>| {
-            let me = Weak::clone(me);
-            let removals: Arc<RemovalListener> = Arc::new(move |cause| {
-                if let Some(observers) = me.upgrade() {
-                    observers.emit(&CacheEvent {
-                        kind: EventKind::Removed { cause },
-                        route: None,
-                        method: None,
-                        timings: Timings::default(),
-                    });
+            let told = |me: &Weak<Self>| {
+                let me = Weak::clone(me);
+                move |kind: EventKind| {
+                    if let Some(observers) = me.upgrade() {
+                        observers.emit(&CacheEvent {
+                            kind,
+                            route: None,
+                            method: None,
+                            timings: Timings::default(),
+                        });
+                    }
                 }
-            });
+            };
+            let tell = told(me);
+            let removals: Arc<RemovalListener> =
+                Arc::new(move |cause| tell(EventKind::Removed { cause }));
             store.listen_removals(Arc::downgrade(&removals));
+            let tell = told(me);
+            let flushes: Arc<FlushListener> =
+                Arc::new(move |reason| tell(EventKind::L1Flushed { reason }));
+            store.listen_flushes(Arc::downgrade(&flushes));
             Self {
                 list,
                 stats,
                 _removals: removals,
+                _flushes: flushes,
             }
         })
     }

@@ -253,6 +253,16 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
         let _ = listener;
         false
     }
+
+    /// Calls `listener` each time the store empties a memory tier of its own accord (a
+    /// tiered store whose invalidation channel is in doubt, or a `clear` from another
+    /// instance), for as long as `listener` lives: what feeds observers'
+    /// [`L1Flushed`](crate::observe::EventKind::L1Flushed) events. Returns whether the
+    /// store reports flushes; the default does not.
+    fn listen_flushes(&self, listener: Weak<FlushListener>) -> bool {
+        let _ = listener;
+        false
+    }
 }
 
 /// [`Store::get_or_lock_fill`] in two round trips: [`Store::get`], then, on a miss,
@@ -340,6 +350,41 @@ impl Tier {
 /// What a store calls as entries leave it ([`Store::listen_removals`]).
 pub type RemovalListener = dyn Fn(RemovalCause) + Send + Sync;
 
+/// What a store calls as it empties a memory tier ([`Store::listen_flushes`]).
+pub type FlushListener = dyn Fn(FlushReason) + Send + Sync;
+
+/// Why a tiered store emptied its memory tier ([`L1Flushes`] counts each).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum FlushReason {
+    /// The subscriber's connection dropped and reconnected.
+    Reconnected,
+    /// Its heartbeat did not come back within `max_staleness` (or could not be sent).
+    Heartbeat,
+    /// The subscriber fell behind the channel and lost messages.
+    Lagged,
+    /// Redis lost the generation marker: flushed, or restarted empty.
+    Flushed,
+    /// A store-wide [`Store::clear`] from another instance (the layer's
+    /// [`CacheHandle::clear`](crate::CacheHandle::clear) is a purge of its namespace, not
+    /// a flush).
+    Cleared,
+}
+
+impl FlushReason {
+    /// `reconnected`, `heartbeat`, `lagged`, `flushed` or `cleared`: the label of
+    /// `http_cache_l1_flushes_total`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Reconnected => "reconnected",
+            Self::Heartbeat => "heartbeat",
+            Self::Lagged => "lagged",
+            Self::Flushed => "flushed",
+            Self::Cleared => "cleared",
+        }
+    }
+}
+
 /// How often a tiered store emptied its memory tier, by reason
 /// ([`TieredStore::flushes`](crate::TieredStore::flushes), [`StoreGauges::l1_flushes`]).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -353,7 +398,7 @@ pub struct L1Flushes {
     pub lagged: u64,
     /// Redis lost the generation marker: flushed, or restarted empty.
     pub flushed: u64,
-    /// A `clear` from any instance.
+    /// A store-wide [`Store::clear`] from another instance.
     pub cleared: u64,
 }
 
@@ -510,6 +555,10 @@ impl<S: Store + ?Sized> Store for Arc<S> {
 
     fn listen_removals(&self, listener: Weak<RemovalListener>) -> bool {
         (**self).listen_removals(listener)
+    }
+
+    fn listen_flushes(&self, listener: Weak<FlushListener>) -> bool {
+        (**self).listen_flushes(listener)
     }
 
     fn tiered(&self) -> bool {

@@ -12,7 +12,7 @@
 
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Weak};
+use std::sync::{Arc, RwLock, Weak};
 use std::time::{Duration, Instant, SystemTime};
 
 use fred::interfaces::{ClientLike, EventInterface, KeysInterface, PubsubInterface};
@@ -20,8 +20,8 @@ use fred::types::{Expiration, SetOptions, Value};
 
 use super::purge::{PurgeMode, PurgeTarget};
 use super::{
-    FillLock, L1Flushes, Lookup, MemoryStore, RedisStore, RemovalListener, Store, StoreError,
-    StoreFuture, StoreGauges,
+    FillLock, FlushListener, FlushReason, L1Flushes, Lookup, MemoryStore, RedisStore,
+    RemovalListener, Store, StoreError, StoreFuture, StoreGauges,
 };
 use crate::entry::CachedResponse;
 
@@ -149,6 +149,8 @@ struct Health {
     /// key does not keep every other key's reads out of L1.
     stripes: Box<[AtomicU64]>,
     flushes: FlushCounters,
+    /// Told of each flush ([`Store::listen_flushes`]).
+    listeners: RwLock<Vec<Weak<FlushListener>>>,
     l1: MemoryStore,
 }
 
@@ -159,14 +161,6 @@ struct FlushCounters {
     lagged: AtomicU64,
     flushed: AtomicU64,
     cleared: AtomicU64,
-}
-
-#[derive(Clone, Copy, Debug)]
-enum Doubt {
-    Reconnected,
-    Heartbeat,
-    Lagged,
-    Flushed,
 }
 
 impl Health {
@@ -184,6 +178,7 @@ impl Health {
             epoch: AtomicU64::new(0),
             stripes: (0..STRIPES).map(|_| AtomicU64::new(0)).collect(),
             flushes: FlushCounters::default(),
+            listeners: RwLock::new(Vec::new()),
             l1,
         }
     }
@@ -205,12 +200,13 @@ impl Health {
 
     /// The channel is in doubt: L1 is emptied, and not used until a heartbeat sent from now
     /// on comes back.
-    fn doubt(&self, why: Doubt) {
+    fn doubt(&self, why: FlushReason) {
         let counter = match why {
-            Doubt::Reconnected => &self.flushes.reconnected,
-            Doubt::Heartbeat => &self.flushes.heartbeat,
-            Doubt::Lagged => &self.flushes.lagged,
-            Doubt::Flushed => &self.flushes.flushed,
+            FlushReason::Reconnected => &self.flushes.reconnected,
+            FlushReason::Heartbeat => &self.flushes.heartbeat,
+            FlushReason::Lagged => &self.flushes.lagged,
+            FlushReason::Flushed => &self.flushes.flushed,
+            FlushReason::Cleared => &self.flushes.cleared,
         };
         self.doubt_from
             .store(self.sent.load(Ordering::Acquire), Ordering::Release);
@@ -220,10 +216,39 @@ impl Health {
         if was_trusted {
             counter.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(
-                reason = ?why,
+                reason = why.as_str(),
                 "tiered cache: the invalidation channel is in doubt; the memory tier is emptied and bypassed until it is confirmed"
             );
+            self.tell(why);
         }
+    }
+
+    /// Another instance cleared the cache: L1 is emptied.
+    fn cleared(&self) {
+        self.l1.clear_now();
+        self.flushes.cleared.fetch_add(1, Ordering::Relaxed);
+        self.tell(FlushReason::Cleared);
+    }
+
+    /// Tells the listeners of a flush.
+    fn tell(&self, reason: FlushReason) {
+        let listeners = match self.listeners.read() {
+            Ok(listeners) => listeners,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        for listener in listeners.iter().filter_map(Weak::upgrade) {
+            listener(reason);
+        }
+    }
+
+    fn listen(&self, listener: Weak<FlushListener>) {
+        let mut listeners = match self.listeners.write() {
+            Ok(listeners) => listeners,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        // Layers that are gone (or replaced their observers) are forgotten here.
+        listeners.retain(|listener| listener.strong_count() > 0);
+        listeners.push(listener);
     }
 
     /// Heartbeat `number` of this instance came back: the channel delivered everything
@@ -240,7 +265,7 @@ impl Health {
         {
             // A gap no doubt covered (the heartbeat task itself ran late): L1 was not used
             // during it, and what it holds may have missed an invalidation.
-            self.doubt(Doubt::Heartbeat);
+            self.doubt(FlushReason::Heartbeat);
             self.doubt_from.store(number - 1, Ordering::Release);
             self.confirmed_ms.store(now, Ordering::Release);
         }
@@ -495,9 +520,9 @@ async fn listen(subscriber: fred::clients::Client, channel: String, id: u64, hea
                         };
                         apply(&health, id, &text).await;
                     }
-                    Err(RecvError::Lagged(_)) => health.doubt(Doubt::Lagged),
+                    Err(RecvError::Lagged(_)) => health.doubt(FlushReason::Lagged),
                     Err(RecvError::Closed) => {
-                        health.doubt(Doubt::Reconnected);
+                        health.doubt(FlushReason::Reconnected);
                         return;
                     }
                 }
@@ -506,7 +531,7 @@ async fn listen(subscriber: fred::clients::Client, channel: String, id: u64, hea
                 let Some(health) = health.upgrade() else { return };
                 // Messages may have been lost while disconnected; the subscription is
                 // the connection's, so it is made again.
-                health.doubt(Doubt::Reconnected);
+                health.doubt(FlushReason::Reconnected);
                 if matches!(reconnect, Err(RecvError::Closed)) {
                     return;
                 }
@@ -548,10 +573,7 @@ async fn apply(health: &Health, id: u64, text: &str) {
                 .purge(PurgeTarget::Tag { tag, within: "" }, PurgeMode::Hard)
                 .await;
         }
-        Evict::All => {
-            l1.clear_now();
-            health.flushes.cleared.fetch_add(1, Ordering::Relaxed);
-        }
+        Evict::All => health.cleared(),
         Evict::Heartbeat(_) => {}
     }
 }
@@ -581,7 +603,7 @@ async fn heartbeat(
             .saturating_sub(health.confirmed_ms.load(Ordering::Acquire))
             > health.max_staleness_ms;
         if stale && health.trusted.load(Ordering::Acquire) {
-            health.doubt(Doubt::Heartbeat);
+            health.doubt(FlushReason::Heartbeat);
         }
         let client = l2
             .pool()
@@ -599,7 +621,7 @@ async fn heartbeat(
             Ok(Some(current)) if generation.as_deref() == Some(current.as_str()) => {}
             Ok(current) => {
                 if generation.is_some() {
-                    health.doubt(Doubt::Flushed);
+                    health.doubt(FlushReason::Flushed);
                 }
                 let fresh = format!("{:016x}", random_id());
                 let set: Result<Option<String>, _> = client
@@ -624,7 +646,7 @@ async fn heartbeat(
         let beat = Evict::Heartbeat(number).encode(id);
         let published: Result<i64, _> = client.publish(channel.as_str(), beat).await;
         if published.is_err() && health.trusted.load(Ordering::Acquire) {
-            health.doubt(Doubt::Heartbeat);
+            health.doubt(FlushReason::Heartbeat);
         }
     }
 }
@@ -645,6 +667,11 @@ impl Store for TieredStore {
 
     fn listen_removals(&self, listener: Weak<RemovalListener>) -> bool {
         self.inner.l1.listen_removals(listener)
+    }
+
+    fn listen_flushes(&self, listener: Weak<FlushListener>) -> bool {
+        self.inner.health.listen(listener);
+        true
     }
 
     fn tiered(&self) -> bool {
@@ -880,7 +907,7 @@ mod tests {
         assert!(health.l1.get_now("k").unwrap().unwrap().is_some());
 
         health.sent.store(2, Ordering::Release);
-        health.doubt(Doubt::Lagged);
+        health.doubt(FlushReason::Lagged);
         assert!(!health.usable());
         assert!(
             health.l1.get_now("k").unwrap().unwrap().is_none(),
