@@ -24,7 +24,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 
 use crate::entry::CachedResponse;
 use crate::store::{FillLock, Store};
@@ -61,6 +61,9 @@ struct Flight {
     /// A shared store's fill lock a waiter took with its lookup, handed to the leader
     /// (released with the flight if the leader does not take it).
     handoff: Option<FillLease>,
+    /// Woken by a hand-off, for a leader waiting on another process's lock
+    /// ([`FlightGuard::handoff_wake`]).
+    handoff_wake: Option<Arc<Notify>>,
 }
 
 #[derive(Debug, Default)]
@@ -240,6 +243,7 @@ impl Coalescer {
             started: Instant::now(),
             tx,
             handoff: None,
+            handoff_wake: None,
         };
         flights.in_flight.insert(key.to_owned(), flight);
         Join::Leader(FlightGuard {
@@ -299,6 +303,10 @@ impl Coalescer {
         match flights.in_flight.get_mut(key) {
             Some(flight) if flight.handoff.is_none() => {
                 flight.handoff = Some(lease);
+                if let Some(wake) = &flight.handoff_wake {
+                    // A permit if the leader is not waiting yet: never lost.
+                    wake.notify_one();
+                }
                 None
             }
             _ => Some(lease),
@@ -350,6 +358,27 @@ impl FlightGuard {
             .get_mut(&self.key)
             .filter(|flight| flight.id == self.id)
             .and_then(|flight| flight.handoff.take())
+    }
+
+    /// What a hand-off to this flight wakes: a leader waiting for another process's lock
+    /// sleeps on it too, so that a lock a waiter took reaches it at once. `None` when the
+    /// flight is gone.
+    pub(crate) fn handoff_wake(&self) -> Option<Arc<Notify>> {
+        let mut flights = self.coalescer.lock();
+        let flight = flights
+            .in_flight
+            .get_mut(&self.key)
+            .filter(|flight| flight.id == self.id)?;
+        let pending = flight.handoff.is_some();
+        let wake = flight.handoff_wake.get_or_insert_with(|| {
+            let wake = Notify::new();
+            if pending {
+                // Handed off before anyone listened: the first wait ends at once.
+                wake.notify_one();
+            }
+            Arc::new(wake)
+        });
+        Some(Arc::clone(wake))
     }
 
     /// The complete response: waiters, and requests that join until the entry is written,
@@ -654,6 +683,45 @@ mod tests {
             "the old leader's landing leaves the new flight"
         );
         drop(new);
+        assert_eq!(coalescer.in_flight(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_hand_off_wakes_the_leader_whether_it_listened_before_or_after() {
+        let coalescer = coalescer();
+        let store: Arc<dyn Store> = Arc::new(crate::MemoryStore::new(1 << 20));
+        let lease = |key: &str| FillLease::new(Arc::clone(&store), key, FillLock::new("t"));
+        let woken = |wake: Arc<Notify>| async move {
+            tokio::time::timeout(Duration::from_secs(5), wake.notified())
+                .await
+                .is_ok()
+        };
+        // Listening, then handed off.
+        let Join::Leader(first) = coalescer.join("a") else {
+            panic!()
+        };
+        let wake = first.handoff_wake().expect("the flight is there");
+        assert!(coalescer.hand_off("a", lease("a")).is_none());
+        assert!(woken(wake).await);
+        assert_eq!(
+            first
+                .take_handoff()
+                .map(|lease| lease.key().to_owned())
+                .as_deref(),
+            Some("a")
+        );
+        // Handed off, then listening: the wait ends at once all the same.
+        let Join::Leader(second) = coalescer.join("b") else {
+            panic!()
+        };
+        assert!(coalescer.hand_off("b", lease("b")).is_none());
+        assert!(woken(second.handoff_wake().unwrap()).await);
+        assert!(second.take_handoff().is_some());
+        // No flight to take it, or one that has a lock already: given back.
+        assert!(coalescer.hand_off("c", lease("c")).is_some());
+        assert!(coalescer.hand_off("b", lease("b")).is_none());
+        assert!(coalescer.hand_off("b", lease("b")).is_some());
+        drop((first, second));
         assert_eq!(coalescer.in_flight(), 0);
     }
 

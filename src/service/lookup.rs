@@ -436,11 +436,17 @@ impl Ctx {
         let mut waited = false;
         // The lookup's own attempt at the lock, if it made one: not made again.
         let mut prelock = self.take_prelock(target);
+        // Made at the first back-off only: most leads take the lock at once.
+        let mut wake: Option<Option<Arc<tokio::sync::Notify>>> = None;
         loop {
-            let attempt = match (guard.take_handoff(), prelock.take()) {
-                (Some(lease), _) | (None, Some(PreLock::Taken(lease))) => Ok(Some(lease)),
-                (None, Some(PreLock::Held)) => Ok(None),
-                (None, None) => store
+            if let Some(lease) = guard.take_handoff() {
+                // A waiter's lookup missed and took the lock a moment ago: no second read.
+                return Coalesced::Lead(Lead::new(guard, Some(lease)));
+            }
+            let attempt = match prelock.take() {
+                Some(PreLock::Taken(lease)) => Ok(Some(lease)),
+                Some(PreLock::Held) => Ok(None),
+                None => store
                     .lock_fill(target.as_str(), self.config.coalesce_timeout())
                     .await
                     .map(|lock| {
@@ -474,7 +480,17 @@ impl Ctx {
                 self.record(EventKind::CoalesceTimeout);
                 return Coalesced::Lead(Lead::new(guard, None));
             }
-            tokio::time::sleep(delay.min(deadline - now)).await;
+            // A lock a waiter of this flight takes meanwhile wakes the sleep.
+            let pause = tokio::time::sleep(delay.min(deadline - now));
+            let wake = wake.get_or_insert_with(|| guard.handoff_wake());
+            if let Some(wake) = wake.as_deref() {
+                tokio::select! {
+                    () = pause => {}
+                    () = wake.notified() => continue,
+                }
+            } else {
+                pause.await;
+            }
             delay = (delay * 2).min(Duration::from_millis(100));
             waited = true;
             if let Some(entry) = self.lookup_accepting(key, headers, accept).await {

@@ -242,3 +242,144 @@ async fn authorized_requests_are_not_queued_behind_each_other() {
     );
     assert_eq!(cache.in_flight(), 0);
 }
+
+/// A shared store as another process holding a key's fill lock makes it look: the first
+/// lookup finds the lock held, the second takes it (the other process let go), and every
+/// separate attempt at the lock fails. Logs each operation in order.
+#[derive(Debug)]
+struct SplitLock {
+    inner: tower_response_cache::MemoryStore,
+    lookups: AtomicUsize,
+    log: std::sync::Mutex<Vec<&'static str>>,
+}
+
+impl SplitLock {
+    fn note(&self, operation: &'static str) {
+        self.log.lock().unwrap().push(operation);
+    }
+
+    fn log(&self) -> Vec<&'static str> {
+        self.log.lock().unwrap().clone()
+    }
+}
+
+mod split_lock {
+    use std::sync::Arc;
+    use std::sync::atomic::Ordering;
+    use std::time::Duration;
+
+    use tower_response_cache::store::{FillLock, Lookup, StoreFuture};
+    use tower_response_cache::{CachedResponse, Store};
+
+    impl Store for super::SplitLock {
+        fn get<'a>(&'a self, key: &'a str) -> StoreFuture<'a, Option<Arc<CachedResponse>>> {
+            self.note("get");
+            self.inner.get(key)
+        }
+
+        fn put<'a>(
+            &'a self,
+            key: &'a str,
+            entry: Arc<CachedResponse>,
+            ttl: Duration,
+        ) -> StoreFuture<'a, ()> {
+            self.note("put");
+            self.inner.put(key, entry, ttl)
+        }
+
+        fn put_newer<'a>(
+            &'a self,
+            key: &'a str,
+            entry: Arc<CachedResponse>,
+            ttl: Duration,
+        ) -> StoreFuture<'a, bool> {
+            self.note("put");
+            self.inner.put_newer(key, entry, ttl)
+        }
+
+        fn remove<'a>(&'a self, key: &'a str) -> StoreFuture<'a, bool> {
+            self.inner.remove(key)
+        }
+
+        fn clear(&self) -> StoreFuture<'_, ()> {
+            self.inner.clear()
+        }
+
+        fn coordinates_fills(&self) -> bool {
+            true
+        }
+
+        fn lock_fill<'a>(
+            &'a self,
+            _key: &'a str,
+            _ttl: Duration,
+        ) -> StoreFuture<'a, Option<FillLock>> {
+            self.note("lock");
+            Box::pin(async { Ok(None) })
+        }
+
+        fn unlock_fill<'a>(&'a self, _key: &'a str, _lock: FillLock) -> StoreFuture<'a, ()> {
+            self.note("unlock");
+            Box::pin(async { Ok(()) })
+        }
+
+        fn get_or_lock_fill<'a>(&'a self, key: &'a str, _ttl: Duration) -> StoreFuture<'a, Lookup> {
+            Box::pin(async move {
+                match self.lookups.fetch_add(1, Ordering::SeqCst) {
+                    0 => {
+                        self.note("lookup: held");
+                        Ok(Lookup::Held)
+                    }
+                    1 => {
+                        self.note("lookup: locked");
+                        Ok(Lookup::Locked(FillLock::new("second")))
+                    }
+                    _ => {
+                        self.note("lookup");
+                        Ok(match self.inner.get(key).await? {
+                            Some(entry) => Lookup::Found(entry),
+                            None => Lookup::Held,
+                        })
+                    }
+                }
+            })
+        }
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_lock_taken_by_a_waiter_reaches_the_leader_without_waiting_out_its_back_off() {
+    // The leader's lookup found another process's lock, so it waits (backing off) for the
+    // entry; a second request's lookup then takes the lock, which the other process let
+    // go, and joins the leader's flight. The lock is handed to the leader, which goes to
+    // the origin at once: no read or lock attempt of its back-off comes between.
+    // (Time is paused: a timer fires only once every task is idle.)
+    let store = Arc::new(SplitLock {
+        inner: tower_response_cache::MemoryStore::new(1 << 20),
+        lookups: AtomicUsize::new(0),
+        log: std::sync::Mutex::new(Vec::new()),
+    });
+    let origin = Origin::default();
+    let cache = CacheLayer::new(Arc::clone(&store))
+        .write_mode(tower_response_cache::WriteMode::Inline)
+        .coalesce_timeout(Duration::from_secs(10));
+    let app = app(&origin, cache);
+    let leader = tokio::spawn({
+        let app = app.clone();
+        async move { send(&app, Request::get("/slow").body(Body::empty()).unwrap()).await }
+    });
+    // The leader is in its first back-off.
+    tokio::time::sleep(Duration::from_millis(1)).await;
+    assert_eq!(store.log(), ["lookup: held"]);
+    let waiter = send(&app, Request::get("/slow").body(Body::empty()).unwrap()).await;
+    let leader = leader.await.unwrap();
+    assert_eq!(origin.calls.get(), 1);
+    assert_eq!(leader.x_cache(), "MISS");
+    assert_eq!(waiter.x_cache(), "HIT");
+    assert_eq!(leader.text(), waiter.text());
+    assert_eq!(
+        store.log(),
+        ["lookup: held", "lookup: locked", "put", "unlock"],
+        "the handed-off lock is used at once, and released after the write"
+    );
+}
