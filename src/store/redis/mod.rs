@@ -495,14 +495,25 @@ impl RedisStore {
     }
 
     /// Releases, on a spawned task, the fill lock of `key` if `token` holds it: after a
-    /// command that may have taken it but whose reply was lost.
+    /// command that may have taken it but whose reply was lost. That failure was counted
+    /// (by the breaker, and by the layer's stats); this follow-up is not, either way — one
+    /// lost reply is one failure — and is skipped while the breaker is open.
     fn release_later(&self, key: &str, token: &str) {
         let store = self.clone();
         let key = key.to_owned();
-        let lock = FillLock::new(token);
+        let token = token.to_owned();
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             runtime.spawn(async move {
-                let _ = store.unlock_fill(&key, lock).await;
+                if store.inner.breaker.is_open() {
+                    return;
+                }
+                let released: Result<i64, _> = store
+                    .eval_unaccounted(&RELEASE, store.lock_key(&key).into(), vec![token.into()])
+                    .await;
+                if let Err(error) = released {
+                    // Harmless: the lock expires by itself.
+                    tracing::debug!(%error, key, "releasing a fill lock after a lost reply failed");
+                }
             });
         }
     }
@@ -540,18 +551,26 @@ impl RedisStore {
         keys: impl Into<MultipleKeys>,
         args: Vec<fred::types::Value>,
     ) -> Result<R, StoreError> {
+        self.command(self.eval_unaccounted(lua, keys.into(), args))
+            .await
+    }
+
+    /// [`eval`](Self::eval) outside the breaker: neither its success nor its failure
+    /// counts.
+    async fn eval_unaccounted<R: FromValue>(
+        &self,
+        lua: &Lua,
+        keys: MultipleKeys,
+        args: Vec<fred::types::Value>,
+    ) -> Result<R, FredError> {
         let inner = &self.inner;
         let client = inner.pool.next_connected().with_options(&inner.options);
-        let keys: MultipleKeys = keys.into();
-        let run = async {
-            match client.evalsha(lua.sha(), keys.clone(), args.clone()).await {
-                Err(error) if error.details().starts_with("NOSCRIPT") => {
-                    client.eval(lua.source, keys, args).await
-                }
-                result => result,
+        match client.evalsha(lua.sha(), keys.clone(), args.clone()).await {
+            Err(error) if error.details().starts_with("NOSCRIPT") => {
+                client.eval(lua.source, keys, args).await
             }
-        };
-        self.command(run).await
+            result => result,
+        }
     }
 
     /// Runs one command through the breaker, mapping fred's errors.
@@ -955,11 +974,6 @@ return 1",
 
     fn unlock_fill<'a>(&'a self, key: &'a str, lock: FillLock) -> StoreFuture<'a, ()> {
         Box::pin(async move {
-            // Delete only if the lock is still ours: it may have expired and been taken by
-            // another process.
-            static RELEASE: Lua = Lua::new(
-                "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) else return 0 end",
-            );
             let _: i64 = self
                 .eval(&RELEASE, self.lock_key(key), vec![lock.token().into()])
                 .await?;
@@ -967,6 +981,12 @@ return 1",
         })
     }
 }
+
+/// Deletes a fill lock only if it is still the caller's (`ARGV[1]`, its token): it may
+/// have expired and been taken by another process.
+static RELEASE: Lua = Lua::new(
+    "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) else return 0 end",
+);
 
 /// A token no other lock holder has: this process, a counter, and the time.
 fn lock_token() -> String {
