@@ -481,15 +481,14 @@ impl Ctx {
                 return Coalesced::Lead(Lead::new(guard, None));
             }
             // A lock a waiter of this flight takes meanwhile wakes the sleep.
-            let pause = tokio::time::sleep(delay.min(deadline - now));
+            let pause = delay.min(deadline - now);
             let wake = wake.get_or_insert_with(|| guard.handoff_wake());
             if let Some(wake) = wake.as_deref() {
-                tokio::select! {
-                    () = pause => {}
-                    () = wake.notified() => continue,
+                if tokio::time::timeout(pause, wake.notified()).await.is_ok() {
+                    continue;
                 }
             } else {
-                pause.await;
+                tokio::time::sleep(pause).await;
             }
             delay = (delay * 2).min(Duration::from_millis(100));
             waited = true;

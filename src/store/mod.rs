@@ -30,7 +30,7 @@ pub use purge::{KeyFilter, PurgeMode, PurgeTarget, softened};
 #[cfg(feature = "redis")]
 pub use redis::{CircuitStats, RedisConfig, RedisStore};
 #[cfg(feature = "redis")]
-pub use tiered::{TieredConfig, TieredStore};
+pub use tiered::{ChannelMode, TieredConfig, TieredStore};
 
 use crate::entry::CachedResponse;
 

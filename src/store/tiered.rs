@@ -21,7 +21,7 @@ use fred::types::{Expiration, SetOptions, Value};
 use super::purge::{PurgeMode, PurgeTarget};
 use super::{
     FillLock, FlushListener, FlushReason, L1Flushes, Lookup, MemoryStore, RedisStore,
-    RemovalListener, Store, StoreError, StoreFuture, StoreGauges,
+    RemovalListener, Store, StoreError, StoreErrorKind, StoreFuture, StoreGauges,
 };
 use crate::entry::CachedResponse;
 
@@ -42,6 +42,27 @@ pub struct TieredConfig {
     /// case for an invalidation the channel lost is an L1 copy served this long after it
     /// (plus the heartbeat's own round trip). Default: 500 ms.
     pub max_staleness: Duration,
+    /// How the channel is carried. Default: [`ChannelMode::Auto`] — sharded on a cluster.
+    pub channel: ChannelMode,
+}
+
+/// How a [`TieredStore`]'s invalidation channel is carried.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ChannelMode {
+    /// Sharded on a Redis Cluster, classic on a single server (where both are the same).
+    /// A cluster that does not know sharded pub/sub (before Redis 7) gets classic, with a
+    /// warning.
+    #[default]
+    Auto,
+    /// `PUBLISH` / `SUBSCRIBE`. On a cluster, every message is sent to every node over the
+    /// cluster bus, whichever node the instances use.
+    Classic,
+    /// `SPUBLISH` / `SSUBSCRIBE` (Redis 7): messages stay in the shard that owns the
+    /// channel's slot (its primary and replicas). Every instance's subscriber connects to
+    /// that shard; a failover or a slot move ends the subscriptions, which are made again
+    /// (L1 is bypassed meanwhile, as for any doubt).
+    Sharded,
 }
 
 impl Default for TieredConfig {
@@ -51,6 +72,7 @@ impl Default for TieredConfig {
             l1_max_ttl: Duration::from_secs(60),
             heartbeat: Duration::from_millis(100),
             max_staleness: Duration::from_millis(500),
+            channel: ChannelMode::Auto,
         }
     }
 }
@@ -93,7 +115,7 @@ struct Tiered {
     l1: MemoryStore,
     l2: RedisStore,
     l1_max_ttl: Duration,
-    channel: String,
+    channel: Arc<Channel>,
     health: Arc<Health>,
     /// This instance's id in messages: its own are not applied twice.
     id: u64,
@@ -122,7 +144,8 @@ impl fmt::Debug for TieredStore {
         f.debug_struct("TieredStore")
             .field("l1", &self.inner.l1)
             .field("l2", &self.inner.l2)
-            .field("channel", &self.inner.channel)
+            .field("channel", &self.inner.channel.name)
+            .field("sharded", &self.inner.channel.sharded())
             .field("l1_in_use", &self.inner.health.usable())
             .finish_non_exhaustive()
     }
@@ -326,6 +349,52 @@ struct Epoch {
     key: u64,
 }
 
+/// The invalidation channel: its name, and whether it is sharded.
+#[derive(Debug)]
+struct Channel {
+    name: String,
+    /// Cleared when [`ChannelMode::Auto`] finds that the cluster has no sharded pub/sub.
+    sharded: AtomicBool,
+}
+
+impl Channel {
+    fn sharded(&self) -> bool {
+        self.sharded.load(Ordering::Relaxed)
+    }
+
+    async fn publish<C: PubsubInterface + Sync>(
+        &self,
+        client: &C,
+        message: String,
+    ) -> Result<i64, fred::error::Error> {
+        if self.sharded() {
+            client.spublish(self.name.as_str(), message).await
+        } else {
+            client.publish(self.name.as_str(), message).await
+        }
+    }
+
+    /// Subscribes `subscriber` (again: it is harmless when subscribed already).
+    async fn subscribe(
+        &self,
+        subscriber: &fred::clients::Client,
+    ) -> Result<(), fred::error::Error> {
+        if self.sharded() {
+            subscriber.ssubscribe(self.name.as_str()).await
+        } else {
+            subscriber.subscribe(self.name.as_str()).await
+        }
+    }
+}
+
+/// Whether `error` is Redis not knowing a command.
+fn unknown_command(error: &fred::error::Error) -> bool {
+    error
+        .details()
+        .to_ascii_lowercase()
+        .contains("unknown command")
+}
+
 /// Stripes of keys with an invalidation count each.
 const STRIPES: usize = 1024;
 
@@ -375,25 +444,53 @@ impl TieredStore {
     /// be called within a Tokio runtime.
     pub async fn connect(l2: RedisStore, config: TieredConfig) -> Result<Self, StoreError> {
         let l1 = MemoryStore::new(config.l1_capacity);
-        let channel = format!("{}#l1", l2.prefix());
         let marker = format!("{}#l1:generation", l2.prefix());
         let health = Arc::new(Health::new(l1.clone(), config.max_staleness));
         let id = random_id();
         let subscriber = l2.pool().next().clone_new();
+        let sharded = match config.channel {
+            ChannelMode::Auto => subscriber.is_clustered(),
+            ChannelMode::Classic => false,
+            ChannelMode::Sharded => true,
+        };
+        let channel = Arc::new(Channel {
+            name: format!("{}#l1", l2.prefix()),
+            sharded: AtomicBool::new(sharded),
+        });
         subscriber.connect();
         let connect_timeout = Duration::from_secs(5);
         let _ = tokio::time::timeout(connect_timeout, subscriber.wait_for_connect()).await;
         let listen = tokio::spawn(listen(
             subscriber.clone(),
-            channel.clone(),
+            Arc::clone(&channel),
             id,
             Arc::downgrade(&health),
         ));
         // Subscribed before the first heartbeat, so that it can come back.
-        let _ = tokio::time::timeout(connect_timeout, subscriber.subscribe(channel.as_str())).await;
+        let subscribed =
+            tokio::time::timeout(connect_timeout, channel.subscribe(&subscriber)).await;
+        if let Ok(Err(error)) = subscribed {
+            if channel.sharded() && unknown_command(&error) {
+                if config.channel == ChannelMode::Sharded {
+                    listen.abort();
+                    let _ = subscriber.quit().await;
+                    return Err(StoreError::new(
+                        StoreErrorKind::Unsupported,
+                        format!("sharded pub/sub (Redis 7) is not available: {error}"),
+                    ));
+                }
+                tracing::warn!(
+                    %error,
+                    "tiered cache: the cluster has no sharded pub/sub; the channel is classic (every message goes to every node)"
+                );
+                channel.sharded.store(false, Ordering::Relaxed);
+                let _ = tokio::time::timeout(connect_timeout, channel.subscribe(&subscriber)).await;
+            }
+        }
         let beat = tokio::spawn(heartbeat(
             l2.clone(),
-            channel.clone(),
+            subscriber.clone(),
+            Arc::clone(&channel),
             marker,
             id,
             config.heartbeat,
@@ -411,6 +508,11 @@ impl TieredStore {
                 tasks: vec![listen, beat],
             }),
         })
+    }
+
+    /// Whether the channel is sharded ([`ChannelMode`]).
+    pub fn sharded_channel(&self) -> bool {
+        self.inner.channel.sharded()
     }
 
     /// This instance's L1.
@@ -446,7 +548,7 @@ impl TieredStore {
     async fn publish(&self, evict: Evict<'_>) {
         let message = evict.encode(self.inner.id);
         let client = self.inner.l2.pool().next();
-        let published: Result<i64, _> = client.publish(self.inner.channel.as_str(), message).await;
+        let published = self.inner.channel.publish(client, message).await;
         if let Err(error) = published {
             tracing::debug!(%error, "tiered cache: an invalidation could not be published");
         }
@@ -503,7 +605,12 @@ fn random_id() -> u64 {
 
 /// Receives the channel's messages: applies the others' evictions, confirms this
 /// instance's heartbeats, and doubts on reconnection or lag.
-async fn listen(subscriber: fred::clients::Client, channel: String, id: u64, health: Weak<Health>) {
+async fn listen(
+    subscriber: fred::clients::Client,
+    channel: Arc<Channel>,
+    id: u64,
+    health: Weak<Health>,
+) {
     use tokio::sync::broadcast::error::RecvError;
     let mut messages = subscriber.message_rx();
     let mut reconnects = subscriber.reconnect_rx();
@@ -535,7 +642,7 @@ async fn listen(subscriber: fred::clients::Client, channel: String, id: u64, hea
                 if matches!(reconnect, Err(RecvError::Closed)) {
                     return;
                 }
-                let _ = subscriber.subscribe(channel.as_str()).await;
+                let _ = channel.subscribe(&subscriber).await;
             }
         }
     }
@@ -582,7 +689,8 @@ async fn apply(health: &Health, id: u64, text: &str) {
 /// the generation marker that a flush or an empty restart of Redis loses.
 async fn heartbeat(
     l2: RedisStore,
-    channel: String,
+    subscriber: fred::clients::Client,
+    channel: Arc<Channel>,
     marker: String,
     id: u64,
     every: Duration,
@@ -593,6 +701,9 @@ async fn heartbeat(
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // No command may hold the heartbeat up: a dead Redis must not keep L1 trusted.
     let limit = every.max(Duration::from_millis(50));
+    let resubscribe_every =
+        Duration::from_millis(health.upgrade().map_or(500, |h| h.max_staleness_ms));
+    let mut last_subscribed = Instant::now();
     loop {
         tick.tick().await;
         let Some(health) = health.upgrade() else {
@@ -604,6 +715,17 @@ async fn heartbeat(
             > health.max_staleness_ms;
         if stale && health.trusted.load(Ordering::Acquire) {
             health.doubt(FlushReason::Heartbeat);
+        }
+        if stale && last_subscribed.elapsed() >= resubscribe_every {
+            // Heartbeats that do not come back may mean a subscription the server ended
+            // without the connection dropping (a sharded channel's slot moved, its shard
+            // failed over): made again, on its own task, so that the beat goes on.
+            last_subscribed = Instant::now();
+            let (subscriber, channel) = (subscriber.clone(), Arc::clone(&channel));
+            tokio::spawn(async move {
+                let _ =
+                    tokio::time::timeout(resubscribe_every, channel.subscribe(&subscriber)).await;
+            });
         }
         let client = l2
             .pool()
@@ -644,7 +766,7 @@ async fn heartbeat(
         }
         let number = health.sent.fetch_add(1, Ordering::AcqRel) + 1;
         let beat = Evict::Heartbeat(number).encode(id);
-        let published: Result<i64, _> = client.publish(channel.as_str(), beat).await;
+        let published = channel.publish(&client, beat).await;
         if published.is_err() && health.trusted.load(Ordering::Acquire) {
             health.doubt(FlushReason::Heartbeat);
         }

@@ -11,10 +11,12 @@ use axum::Router;
 use axum::extract::{Path, State};
 use axum::routing::get;
 use tower_response_cache::observe::{CacheEvent, EventKind, FlushReason};
+use tower_response_cache::store::ChannelMode;
 use tower_response_cache::{
     CacheHandle, CacheLayer, CacheStats, TieredConfig, TieredStore, WriteMode,
 };
 
+use crate::servers::Cluster;
 use crate::{Calls, Topology, fetch, on_both_topologies, store};
 
 on_both_topologies!(
@@ -46,14 +48,20 @@ impl Instance {
 
 /// `count` instances on `topology`, sharing `calls` (the origin they all front).
 async fn instances(topology: &Topology, calls: &Calls, count: usize) -> Vec<Instance> {
+    instances_on(&topology.url(), ChannelMode::Auto, calls, count).await
+}
+
+/// `count` instances on the Redis at `url`, their channel carried as `mode` says.
+async fn instances_on(url: &str, mode: ChannelMode, calls: &Calls, count: usize) -> Vec<Instance> {
     let mut instances = Vec::new();
     for _ in 0..count {
         let config = TieredConfig {
             heartbeat: Duration::from_millis(50),
             max_staleness: MAX_STALENESS,
+            channel: mode,
             ..TieredConfig::default()
         };
-        let store = TieredStore::connect(store(&topology.url(), "tiered").await, config)
+        let store = TieredStore::connect(store(url, "tiered").await, config)
             .await
             .unwrap();
         let flushes = Arc::new(Mutex::new(Vec::new()));
@@ -494,4 +502,158 @@ async fn under_concurrent_overwrites_no_instance_serves_an_older_version_past_th
          version was stored (bound {bound:?})",
         written.len()
     );
+}
+
+/// The sum over `cluster`'s nodes of a `CLUSTER INFO` counter (absent: 0).
+fn cluster_counter(cluster: &Cluster, name: &str) -> u64 {
+    cluster
+        .nodes
+        .iter()
+        .filter(|node| node.child_running())
+        .map(|node| {
+            node.cli(&["cluster", "info"])
+                .lines()
+                .find_map(|line| {
+                    line.trim()
+                        .strip_prefix(name)?
+                        .strip_prefix(':')?
+                        .parse()
+                        .ok()
+                })
+                .unwrap_or(0)
+        })
+        .sum()
+}
+
+/// Invalidates `/p/{n}` on `nodes[0]` for `count` pages each in `nodes[1]`'s L1, and
+/// waits until every one is evicted there.
+async fn invalidate_across(nodes: &[Instance], count: usize) {
+    for n in 0..count {
+        let page = format!("c{n}");
+        fetch(&nodes[1].app, &format!("/p/{page}")).await;
+        fetch(&nodes[1].app, &format!("/p/{page}")).await;
+        assert!(in_l1(&nodes[1], &page), "{page} in L1");
+        nodes[0]
+            .handle
+            .invalidate(&format!("/p/{page}"))
+            .await
+            .unwrap();
+        wait_for(Duration::from_millis(500), "the purge reached L1", || {
+            !in_l1(&nodes[1], &page)
+        })
+        .await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_a_cluster_the_sharded_channel_stays_in_its_shard_where_the_classic_one_reaches_every_node()
+ {
+    if !crate::servers::available() {
+        return;
+    }
+    let cluster = tokio::task::spawn_blocking(Cluster::start).await.unwrap();
+    let calls = Calls::default();
+    // The default on a cluster is sharded.
+    let nodes = instances_on(&cluster.url(), ChannelMode::Auto, &calls, 2).await;
+    assert!(nodes.iter().all(|node| node.store.sharded_channel()));
+    drop(nodes);
+    let mut sent = Vec::new();
+    for mode in [ChannelMode::Sharded, ChannelMode::Classic] {
+        let nodes = instances_on(&cluster.url(), mode, &calls, 2).await;
+        let before = (
+            cluster_counter(&cluster, "cluster_stats_messages_publish_sent"),
+            cluster_counter(&cluster, "cluster_stats_messages_publishshard_sent"),
+        );
+        let start = Instant::now();
+        invalidate_across(&nodes, 50).await;
+        let took = start.elapsed();
+        let after = (
+            cluster_counter(&cluster, "cluster_stats_messages_publish_sent"),
+            cluster_counter(&cluster, "cluster_stats_messages_publishshard_sent"),
+        );
+        let bus = (after.0 - before.0, after.1 - before.1);
+        println!(
+            "{mode:?}: 50 invalidations (each a fill, an L1 hit, a purge and its arrival) in {took:?}; cluster bus messages: {} publish, {} publish-shard",
+            bus.0, bus.1
+        );
+        sent.push(bus);
+        drop(nodes);
+    }
+    // Sharded: nothing crosses the bus (the shard has no replicas to tell). Classic: each
+    // of the 50 invalidations (and every heartbeat) goes from its node to the 2 others.
+    assert_eq!(sent[0], (0, 0), "sharded messages stay on their node");
+    assert!(
+        sent[1].0 >= 100,
+        "classic messages reach every node: {:?}",
+        sent[1]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failover_of_the_sharded_channels_primary_empties_l1_then_brings_it_back_coherent() {
+    if !crate::servers::available() {
+        return;
+    }
+    let mut cluster = tokio::task::spawn_blocking(|| Cluster::start_with(1))
+        .await
+        .unwrap();
+    let calls = Calls::default();
+    let nodes = instances_on(&cluster.url(), ChannelMode::Sharded, &calls, 2).await;
+    fetch(&nodes[0].app, "/p/f").await;
+    fetch(&nodes[1].app, "/p/f").await;
+    assert!(in_l1(&nodes[1], "f"));
+    // The primary that holds the channel's subscribers.
+    let channel = "tiered:#l1";
+    let victim = cluster
+        .primaries()
+        .into_iter()
+        .find(|&i| {
+            cluster.nodes[i]
+                .cli(&["pubsub", "shardnumsub", channel])
+                .lines()
+                .nth(1)
+                .is_some_and(|count| count.trim() == "2")
+        })
+        .expect("a primary with both instances' subscribers");
+    cluster.nodes[victim].kill();
+    // Doubt, from the dropped connection or the missing heartbeats: L1 emptied.
+    for node in &nodes {
+        wait_for(MAX_STALENESS * 3, "L1 flushed after the kill", || {
+            !node.flush_events().is_empty() && !in_l1(node, "f")
+        })
+        .await;
+    }
+    let cluster = tokio::task::spawn_blocking(move || {
+        crate::servers::wait_until(
+            Duration::from_secs(20),
+            || cluster.primaries().len() == 3,
+            "a replica is promoted",
+        );
+        cluster.wait_until_ok_without(victim, Duration::from_secs(20));
+        cluster
+    })
+    .await
+    .unwrap();
+    // The subscriptions are made again on the new primary, and L1 with them.
+    for node in &nodes {
+        wait_for(
+            Duration::from_secs(20),
+            "L1 back in use after the failover",
+            || node.store.l1_in_use(),
+        )
+        .await;
+    }
+    let promoted = cluster.primaries().into_iter().find(|&i| {
+        cluster.nodes[i]
+            .cli(&["pubsub", "shardnumsub", channel])
+            .lines()
+            .nth(1)
+            .is_some_and(|count| count.trim() == "2")
+    });
+    assert!(
+        promoted.is_some(),
+        "both subscribed on the promoted primary"
+    );
+    // And coherent: an invalidation on one reaches the other's L1.
+    invalidate_across(&nodes, 5).await;
 }
