@@ -20,6 +20,10 @@
 //!   long `no-cache` responses with one are kept). Default 600.
 //! - `STATS_PATH`: if set (say `/__cache/stats`), the cache's counters as JSON there (that
 //!   path is then not forwarded).
+//! - `HEURISTIC_FRESHNESS`: `off` stores only what has explicit freshness. Default on: a
+//!   response without `max-age`, `s-maxage` or `Expires` but with a `Last-Modified` is fresh
+//!   for 10% of the time since then, at most a day (RFC 9111 §4.2.2), as Squid, Apache
+//!   httpd and Traffic Server do.
 //! - `PUBLIC_HOST`: if set (say `www.example.com`), the host the origin is told it serves
 //!   (`X-Forwarded-Host`), whatever `Host` the client sent; the cache's keys then leave the
 //!   host out. Unset, the client's `Host` is forwarded and is part of every key.
@@ -44,7 +48,9 @@
 //! - Answers `502 Bad Gateway` when the origin cannot be reached or closes the connection
 //!   before its response head, `504 Gateway Timeout` after `UPSTREAM_TIMEOUT_SECS`. A body
 //!   cut short by the origin is cut short to the client too (and not stored).
-//! - Caches by RFC 9111: the origin's `s-maxage` / `max-age` / `Expires`, `Age`, `Vary`,
+//! - Caches by RFC 9111: the origin's `s-maxage` / `max-age` / `Expires` (in any of RFC
+//!   9110's three date formats) for any final status, heuristic freshness from
+//!   `Last-Modified`, `Age`, `Vary`,
 //!   `no-cache` / `must-revalidate`, `stale-while-revalidate` / `stale-if-error`, conditional
 //!   requests from clients answered from the cache, revalidation with `If-None-Match` /
 //!   `If-Modified-Since`, invalidation after unsafe methods. Responses to requests with
@@ -68,6 +74,7 @@ use http::{StatusCode, Uri, Version};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
+use tower_response_cache::policy::HeuristicFreshness;
 use tower_response_cache::{CacheLayer, DefaultKeyBuilder, MemoryStore};
 
 /// The origin requests are forwarded to.
@@ -130,6 +137,8 @@ pub struct Settings {
     pub keep: Duration,
     /// Where to answer with the cache's counters, if anywhere.
     pub stats_path: Option<String>,
+    /// Heuristic freshness for responses without explicit freshness; `None` for off.
+    pub heuristic: Option<HeuristicFreshness>,
     /// The host the origin is told it serves, whatever the client's `Host`; `None` to
     /// forward the client's (which the cache then keys on).
     pub public_host: Option<HeaderValue>,
@@ -157,6 +166,11 @@ impl Settings {
             stats_path: std::env::var("STATS_PATH")
                 .ok()
                 .filter(|path| path.starts_with('/')),
+            heuristic: match std::env::var("HEURISTIC_FRESHNESS").as_deref() {
+                Ok("off") => None,
+                Ok("on") | Err(_) => Some(HeuristicFreshness::new()),
+                Ok(other) => return Err(format!("HEURISTIC_FRESHNESS={other:?} is not on or off")),
+            },
             public_host: match std::env::var("PUBLIC_HOST") {
                 Ok(host) => Some(
                     host.parse::<Authority>()
@@ -203,6 +217,10 @@ pub fn proxy(settings: &Settings) -> (Router, CacheLayer) {
         // Only what the origin's headers allow.
         .no_default_ttl()
         .keep(settings.keep);
+    let cache = match settings.heuristic {
+        Some(heuristic) => cache.heuristic_freshness(heuristic),
+        None => cache,
+    };
     let mut app = Router::new().fallback_service(forward).layer(cache.clone());
     if let Some(path) = &settings.stats_path {
         app = app.route(path, tower_response_cache::axum::stats_route(cache.stats()));

@@ -18,7 +18,7 @@ use crate::observe::trace::TraceSettings;
 use crate::outcome::CacheStatus;
 use crate::policy::response::StorageRules;
 use crate::policy::tags::TagRules;
-use crate::policy::{ClientControl, RequestCookies};
+use crate::policy::{ClientControl, HeuristicFreshness, RequestCookies};
 use crate::routes::RouteTable;
 use crate::store::Store;
 
@@ -129,6 +129,7 @@ pub(crate) struct Config {
     pub(crate) negative_ttl: Option<Duration>,
     pub(crate) ttl_fn: Option<TtlFn>,
     pub(crate) honor_origin: bool,
+    pub(crate) heuristic: Option<HeuristicFreshness>,
     pub(crate) client_control: ClientControl,
     pub(crate) request_cookies: RequestCookies,
     pub(crate) invalidate_unknown_methods: bool,
@@ -180,6 +181,7 @@ impl Config {
             negative_ttl: None,
             ttl_fn: None,
             honor_origin: true,
+            heuristic: None,
             client_control: ClientControl::Allow,
             request_cookies: RequestCookies::RequireShared,
             invalidate_unknown_methods: true,

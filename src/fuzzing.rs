@@ -118,7 +118,16 @@ pub fn directives(data: &[u8]) {
     let age = initial_age(&map, now);
     let lifetime = origin_lifetime(&map, &cc, now);
     let rules = StorageRules::default();
-    if check_storable(StatusCode::OK, &map, &cc, RequestFacts::default(), &rules).is_ok() {
+    if check_storable(
+        StatusCode::OK,
+        &map,
+        &cc,
+        RequestFacts::default(),
+        &rules,
+        true,
+    )
+    .is_ok()
+    {
         assert!(!cc.no_store && !cc.private, "{cc:?} stored");
         let sources = TtlSources {
             explicit: None,

@@ -215,6 +215,16 @@ impl CacheLayer {
         self
     }
 
+    /// Turns on heuristic freshness (RFC 9111 §4.2.2): a response without explicit freshness
+    /// is fresh for a fraction of the time since its `Last-Modified`, capped — ranked after
+    /// the handler's TTL and the origin's freshness, before the route's and the default TTL.
+    /// [`HeuristicFreshness`](crate::policy::HeuristicFreshness) says when it applies.
+    /// Default: off.
+    pub fn heuristic_freshness(mut self, heuristic: crate::policy::HeuristicFreshness) -> Self {
+        self.config().heuristic = Some(heuristic);
+        self
+    }
+
     /// Whether clients may bypass or refresh the cache. Routes can override it. Default:
     /// [`ClientControl::Allow`].
     pub fn client_control(mut self, control: ClientControl) -> Self {

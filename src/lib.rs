@@ -143,6 +143,7 @@ pub mod __bench {
             &cc,
             RequestFacts::default(),
             &StorageRules::default(),
+            true,
         )?;
         let sources = TtlSources {
             explicit: None,

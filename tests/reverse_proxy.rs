@@ -193,6 +193,65 @@ fn origin(hits: &Hits) -> Router {
         .route("/validated", get(validated))
         .route("/plain", counted("/plain", &[]))
         .route(
+            "/modified",
+            counted(
+                "/modified",
+                &[("last-modified", "Sat, 01 Jan 2000 00:00:00 GMT")],
+            ),
+        )
+        .route(
+            "/status/{code}",
+            get(
+                |State(hits): State<Hits>,
+                 axum::extract::Path(code): axum::extract::Path<u16>| async move {
+                    let n = hits.next(&format!("/status/{code}"));
+                    (
+                        StatusCode::from_u16(code).unwrap(),
+                        [("cache-control", "max-age=60"), ("location", "/elsewhere")],
+                        format!("{code} #{n}"),
+                    )
+                },
+            ),
+        )
+        .route(
+            "/dated",
+            get(|State(hits): State<Hits>| async move {
+                let n = hits.next("/dated");
+                let now = std::time::SystemTime::now();
+                // RFC 850 `Expires` and asctime `Date`, both obsolete, both valid.
+                let rfc850 = |time| {
+                    let imf = httpdate::fmt_http_date(time);
+                    let parts: Vec<&str> = imf.split_ascii_whitespace().collect();
+                    let weekday = [
+                        "Monday",
+                        "Tuesday",
+                        "Wednesday",
+                        "Thursday",
+                        "Friday",
+                        "Saturday",
+                        "Sunday",
+                    ]
+                    .into_iter()
+                    .find(|day| day.starts_with(&parts[0][..3]))
+                    .unwrap();
+                    format!(
+                        "{weekday}, {}-{}-{} {} GMT",
+                        parts[1],
+                        parts[2],
+                        &parts[3][2..],
+                        parts[4]
+                    )
+                };
+                (
+                    [
+                        ("expires", rfc850(now + Duration::from_secs(60))),
+                        ("date", rfc850(now).to_ascii_uppercase()),
+                    ],
+                    format!("dated #{n}"),
+                )
+            }),
+        )
+        .route(
             "/private",
             counted("/private", &[("cache-control", "private, max-age=60")]),
         )
@@ -248,6 +307,7 @@ fn settings(upstream: &str) -> Settings {
         timeout: Duration::from_secs(1),
         keep: Duration::from_secs(60),
         stats_path: Some("/__stats".to_owned()),
+        heuristic: Some(tower_response_cache::policy::HeuristicFreshness::new()),
         public_host: None,
     }
 }
@@ -681,4 +741,69 @@ fn upstream_urls_are_checked() {
         let error = Upstream::parse(bad).unwrap_err();
         assert!(error.starts_with("UPSTREAM"), "{bad}: {error}");
     }
+}
+
+#[tokio::test]
+async fn any_final_status_with_explicit_freshness_is_cached_through_the_proxy_rfc9111_3() {
+    let hits = Hits::default();
+    let proxy = setup(&hits).await;
+    for code in [302, 307, 404, 500, 503, 299] {
+        let path = format!("/status/{code}");
+        let first = get_path(proxy, &path).await;
+        let second = get_path(proxy, &path).await;
+        assert_eq!(first.status.as_u16(), code);
+        assert_eq!(
+            (
+                second.status.as_u16(),
+                second.header("x-cache"),
+                second.text()
+            ),
+            (code, Some("HIT"), format!("{code} #1")),
+            "{code} with max-age=60"
+        );
+        assert_eq!(second.header("location"), Some("/elsewhere"));
+        assert_eq!(hits.count(&path), 1);
+    }
+}
+
+#[tokio::test]
+async fn obsolete_date_formats_give_the_freshness_through_the_proxy_rfc9110_5_6_7() {
+    let hits = Hits::default();
+    let proxy = setup(&hits).await;
+    get_path(proxy, "/dated").await;
+    let second = get_path(proxy, "/dated").await;
+    assert_eq!(
+        (second.header("x-cache"), second.text()),
+        (Some("HIT"), "dated #1".to_owned()),
+        "RFC 850 `Expires` minus an upper-case RFC 850 `Date`: 60 s (RFC 9111 §4.2.1)"
+    );
+}
+
+#[tokio::test]
+async fn heuristic_freshness_is_on_in_the_proxy_and_can_be_turned_off_rfc9111_4_2_2() {
+    let hits = Hits::default();
+    let proxy = setup(&hits).await;
+    // Last modified in 2000: fresh for a day (10% of the time since, capped).
+    get_path(proxy, "/modified").await;
+    let second = get_path(proxy, "/modified").await;
+    assert_eq!(
+        (second.header("x-cache"), second.text()),
+        (Some("HIT"), "/modified #1".to_owned())
+    );
+    // `HEURISTIC_FRESHNESS=off`: only explicit freshness makes a response fresh.
+    let hits = Hits::default();
+    let (listener, addr) = listen().await;
+    let app = origin(&hits);
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let proxy = proxy_with(Settings {
+        heuristic: None,
+        ..settings(&format!("http://{addr}"))
+    })
+    .await;
+    get_path(proxy, "/modified").await;
+    let second = get_path(proxy, "/modified").await;
+    // Kept only to be revalidated (it has a validator): never fresh, so the origin answers.
+    assert_ne!(second.header("x-cache"), Some("HIT"));
+    assert_eq!(second.text(), "/modified #2");
+    assert_eq!(hits.count("/modified"), 2);
 }

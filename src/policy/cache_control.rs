@@ -21,6 +21,7 @@ pub(crate) struct CacheControl {
     pub(crate) public: bool,
     pub(crate) must_revalidate: bool,
     pub(crate) proxy_revalidate: bool,
+    pub(crate) must_understand: bool,
     pub(crate) only_if_cached: bool,
     pub(crate) max_age: Option<u64>,
     pub(crate) s_maxage: Option<u64>,
@@ -63,6 +64,8 @@ impl CacheControl {
             flag(&mut self.must_revalidate);
         } else if is(b"proxy-revalidate") {
             flag(&mut self.proxy_revalidate);
+        } else if is(b"must-understand") {
+            flag(&mut self.must_understand);
         } else if is(b"only-if-cached") {
             flag(&mut self.only_if_cached);
         } else if is(b"max-age") {

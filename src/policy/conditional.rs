@@ -63,7 +63,7 @@ pub(crate) fn not_modified_headers(headers: &HeaderMap) -> HeaderMap {
 }
 
 fn http_date(value: Option<&HeaderValue>) -> Option<std::time::SystemTime> {
-    httpdate::parse_http_date(value?.to_str().ok()?.trim()).ok()
+    super::date::parse_http_date(value?.as_bytes())
 }
 
 /// The quoted opaque tag of an entity tag, without its weakness indicator (`W/"x"` →

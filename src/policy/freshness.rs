@@ -9,7 +9,8 @@ use http::{HeaderMap, StatusCode};
 use super::NotStoredReason;
 use super::cache_control::CacheControl;
 use super::response::{
-    TtlSources, has_validator, initial_age, is_negative, origin_lifetime, ttl_from_sources,
+    HeuristicFreshness, TtlSources, has_validator, initial_age, is_negative, origin_lifetime,
+    ttl_from_sources,
 };
 
 /// A route's freshness settings, each the route's own else the layer's.
@@ -17,6 +18,9 @@ use super::response::{
 pub(crate) struct FreshnessSettings {
     /// Whether the origin's `s-maxage` / `max-age` / `Expires` set the TTL.
     pub(crate) honor_origin: bool,
+    /// Heuristic freshness for responses without explicit freshness, when on (and the
+    /// origin is honoured).
+    pub(crate) heuristic: Option<HeuristicFreshness>,
     /// The TTL of responses no other source gives one (not for negative statuses).
     pub(crate) ttl: Option<Duration>,
     /// The TTL of negative responses (404, 410, …) no other source gives one.
@@ -55,9 +59,17 @@ pub(crate) fn freshness(
 ) -> Result<Freshness, NotStoredReason> {
     let sources = TtlSources {
         explicit,
+        // The origin's explicit freshness, else (when on) a guess from its `Last-Modified`
+        // (RFC 9111 §4.2.2), which likewise counts from when the origin answered.
         origin: settings
             .honor_origin
-            .then(|| origin_lifetime(headers, cc, now))
+            .then(|| {
+                origin_lifetime(headers, cc, now).or_else(|| {
+                    settings
+                        .heuristic
+                        .and_then(|heuristic| heuristic.lifetime(status, headers, cc, now))
+                })
+            })
             .flatten(),
         // An error ("not there", "not allowed") gets no default lifetime of its own: a 404
         // for a page about to be created must not outlive it by a whole TTL. Only
@@ -190,6 +202,115 @@ mod tests {
             Err(NotStoredReason::NoFreshness),
             "a zero TTL from the handler keeps it out"
         );
+    }
+
+    #[test]
+    fn heuristic_freshness_is_a_capped_fraction_of_the_time_since_last_modified_rfc9111_4_2_2() {
+        // Whole seconds, as dates have: the response is no age at all.
+        let since_epoch = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap();
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(since_epoch.as_secs());
+        let date = httpdate::fmt_http_date(now);
+        let days_ago =
+            |days: u64| httpdate::fmt_http_date(now - Duration::from_secs(days * 86_400));
+        let on = FreshnessSettings {
+            heuristic: Some(HeuristicFreshness::new()),
+            ..settings()
+        };
+        let guess = |status: u16, extra: &[(&'static str, &str)], settings: &FreshnessSettings| {
+            let mut map = HeaderMap::new();
+            map.insert("date", date.parse().unwrap());
+            for (name, value) in extra {
+                map.append(*name, value.parse().unwrap());
+            }
+            let cc = CacheControl::from_headers(&map);
+            let status = StatusCode::from_u16(status).unwrap();
+            freshness(status, &map, &cc, None, settings, now).map(|f| f.ttl.as_secs())
+        };
+        let ten_days = days_ago(10);
+        let modified = [("last-modified", ten_days.as_str())];
+        // 10% of ten days: one day (86 400 s), which is the default cap too.
+        assert_eq!(guess(200, &modified, &on), Ok(86_400));
+        let two_days = days_ago(2);
+        assert_eq!(
+            guess(200, &[("last-modified", two_days.as_str())], &on),
+            Ok(17_280)
+        );
+        let capped = FreshnessSettings {
+            heuristic: Some(
+                HeuristicFreshness::new()
+                    .fraction(0.5)
+                    .max(Duration::from_secs(3600)),
+            ),
+            ..settings()
+        };
+        assert_eq!(guess(200, &modified, &capped), Ok(3600));
+        // Off: the configured TTL, as before.
+        assert_eq!(guess(200, &modified, &settings()), Ok(60));
+        // Never over explicit freshness.
+        assert_eq!(
+            guess(200, &[modified[0], ("cache-control", "max-age=7")], &on),
+            Ok(7)
+        );
+        // Never with what asks for revalidation: the configured TTL applies instead (or
+        // none, for no-cache).
+        for directive in ["must-revalidate", "proxy-revalidate"] {
+            assert_eq!(
+                guess(200, &[modified[0], ("cache-control", directive)], &on),
+                Ok(60),
+                "{directive}"
+            );
+        }
+        assert_eq!(
+            guess(200, &[modified[0], ("pragma", "no-cache")], &on),
+            Ok(60)
+        );
+        assert_eq!(
+            guess(200, &[modified[0], ("cache-control", "no-cache")], &on),
+            Err(NotStoredReason::NoCache)
+        );
+        // Only for heuristically cacheable statuses (RFC 9110 §15.1), or with `public`.
+        assert_eq!(guess(404, &modified, &on), Ok(86_400));
+        assert_eq!(guess(302, &modified, &on), Ok(60), "the configured TTL");
+        assert_eq!(
+            guess(302, &[modified[0], ("cache-control", "public")], &on),
+            Ok(86_400)
+        );
+        // Without a `Last-Modified`, or one after the `Date`, nothing to guess from.
+        assert_eq!(guess(200, &[], &on), Ok(60));
+        let future = httpdate::fmt_http_date(now + Duration::from_secs(600));
+        assert_eq!(
+            guess(200, &[("last-modified", future.as_str())], &on),
+            Ok(60)
+        );
+        // A route that ignores the origin guesses nothing.
+        let ignore = FreshnessSettings {
+            honor_origin: false,
+            ..on
+        };
+        assert_eq!(guess(200, &modified, &ignore), Ok(60));
+        // The guess counts from the response's date: its age is taken off.
+        assert_eq!(guess(200, &[modified[0], ("age", "400")], &on), Ok(86_000));
+    }
+
+    #[test]
+    fn heuristic_fractions_are_kept_within_zero_and_one() {
+        let now = SystemTime::now();
+        let mut map = HeaderMap::new();
+        let modified = httpdate::fmt_http_date(now - Duration::from_secs(1000));
+        map.insert("last-modified", modified.parse().unwrap());
+        let cc = CacheControl::from_headers(&map);
+        let lifetime =
+            |heuristic: HeuristicFreshness| heuristic.lifetime(StatusCode::OK, &map, &cc, now);
+        let long = HeuristicFreshness::new().max(Duration::from_secs(1 << 20));
+        assert_eq!(
+            lifetime(long.fraction(2.0)),
+            Some(Duration::from_secs(1000))
+        );
+        assert_eq!(lifetime(long.fraction(-1.0)), None);
+        assert_eq!(lifetime(long.fraction(f64::NAN)), None);
+        assert_eq!(lifetime(long.fraction(0.5)), Some(Duration::from_secs(500)));
     }
 
     #[test]

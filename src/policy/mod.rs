@@ -11,6 +11,7 @@
 
 pub(crate) mod cache_control;
 pub(crate) mod conditional;
+pub(crate) mod date;
 pub(crate) mod freshness;
 pub(crate) mod headers;
 pub mod request;
@@ -20,6 +21,8 @@ pub mod tags;
 pub(crate) mod vary;
 
 pub use request::{BypassReason, ClientControl, RefreshReason};
-pub use response::{CacheTtl, NotStoredReason, RequestCookies, SetCookiePolicy, StatusSet};
+pub use response::{
+    CacheTtl, HeuristicFreshness, NotStoredReason, RequestCookies, SetCookiePolicy, StatusSet,
+};
 pub use route::RoutePolicy;
 pub use tags::{CacheTags, TagLimits, TagSeparator};

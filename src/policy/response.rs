@@ -5,7 +5,12 @@
 //!
 //! - the request was a GET (a HEAD response has no body to give a later GET);
 //! - the status is in the [`StatusSet`] (200, 203, 204, 300, 301, 308, 404, 405, 410, 414,
-//!   501: the statuses RFC 9110 §15.1 calls heuristically cacheable);
+//!   501: the statuses RFC 9110 §15.1 calls heuristically cacheable) — or it is any other
+//!   final status (200–599, a `302`, `503` or an unknown `299` alike; not `206` or `304`)
+//!   and the origin gave it explicit freshness (`max-age`, `s-maxage`, `Expires`) on a
+//!   route that honours it: it is then stored for that freshness only (RFC 9111 §3);
+//! - with `must-understand`, the status is one RFC 9110 defines (RFC 9111 §5.2.2.3); it
+//!   then overrides `no-store`;
 //! - no `no-store` or `private` in the response's `Cache-Control`, and no `no-cache` unless
 //!   the layer keeps entries for revalidation ([`CacheLayer::keep`](crate::CacheLayer::keep))
 //!   and the response has a validator (it is then revalidated before every use);
@@ -200,6 +205,109 @@ pub(crate) fn explicitly_shared(cc: &CacheControl) -> bool {
     cc.public || cc.s_maxage.is_some()
 }
 
+/// Heuristic freshness (RFC 9111 §4.2.2), for a response the origin gave no explicit
+/// freshness: a fraction of the time since its `Last-Modified` (as of its `Date`), capped.
+/// Off by default; [`CacheLayer::heuristic_freshness`](crate::CacheLayer::heuristic_freshness)
+/// turns it on, as Squid, Apache httpd and Traffic Server have it on.
+///
+/// It applies only where the RFC lets a cache guess:
+/// - no `max-age`, `s-maxage` or `Expires` (§4.2.2: never over explicit freshness);
+/// - a heuristically cacheable status (RFC 9110 §15.1: 200, 203, 204, 300, 301, 308,
+///   404, 405, 410, 414, 501) — or any status the layer stores with `public`;
+/// - nothing that asks for revalidation: no `no-cache`, `must-revalidate`,
+///   `proxy-revalidate`, or `Pragma: no-cache`;
+/// - a `Last-Modified` in the past of its `Date` (or of now).
+///
+/// It ranks after the handler's TTL and the origin's explicit freshness, and before the
+/// route's and the default TTL; a route that does not honour the origin's freshness
+/// ([`RoutePolicy::honor_origin_ttl`](crate::RoutePolicy::honor_origin_ttl)) guesses
+/// nothing either.
+///
+/// ```
+/// use std::time::Duration;
+/// use tower_response_cache::policy::HeuristicFreshness;
+/// use tower_response_cache::{CacheLayer, MemoryStore};
+///
+/// // A page last changed 10 days ago is fresh for a day (10%), at most 12 hours here.
+/// let layer = CacheLayer::new(MemoryStore::new(64 << 20))
+///     .heuristic_freshness(HeuristicFreshness::new().max(Duration::from_secs(12 * 3600)));
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct HeuristicFreshness {
+    fraction: f64,
+    max: Duration,
+}
+
+impl Default for HeuristicFreshness {
+    /// 10% of the time since `Last-Modified` (the RFC's "typical setting"), at most 24
+    /// hours (beyond which RFC 7234 asked for a warning on every reuse).
+    fn default() -> Self {
+        Self {
+            fraction: 0.1,
+            max: Duration::from_secs(24 * 3600),
+        }
+    }
+}
+
+impl HeuristicFreshness {
+    /// The defaults: 10%, at most 24 hours.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The fraction of the time since `Last-Modified`, from 0 to 1 (a value outside is
+    /// brought within; not a number is 0).
+    #[must_use]
+    pub fn fraction(mut self, fraction: f64) -> Self {
+        self.fraction = if fraction.is_nan() {
+            0.0
+        } else {
+            fraction.clamp(0.0, 1.0)
+        };
+        self
+    }
+
+    /// The longest lifetime a guess gives.
+    #[must_use]
+    pub fn max(mut self, max: Duration) -> Self {
+        self.max = max;
+        self
+    }
+
+    /// The guessed lifetime of a response, counted from its `Date`; `None` where the rules
+    /// above do not allow a guess.
+    pub(crate) fn lifetime(
+        &self,
+        status: StatusCode,
+        headers: &HeaderMap,
+        cc: &CacheControl,
+        now: SystemTime,
+    ) -> Option<Duration> {
+        let pragma_no_cache = headers.get_all(header::PRAGMA).iter().any(|value| {
+            value
+                .as_bytes()
+                .split(|&b| b == b',')
+                .any(|directive| directive.trim_ascii().eq_ignore_ascii_case(b"no-cache"))
+        });
+        if explicitly_fresh(headers, cc)
+            || cc.no_cache
+            || cc.must_revalidate
+            || cc.proxy_revalidate
+            || pragma_no_cache
+            || !(StatusSet::default().contains(status) || cc.public)
+        {
+            return None;
+        }
+        let modified = http_date(headers, header::LAST_MODIFIED)?;
+        let date = http_date(headers, header::DATE).unwrap_or(now);
+        let since = date.duration_since(modified).ok()?;
+        let guess = since.mul_f64(self.fraction).min(self.max);
+        // Whole seconds, as every other lifetime.
+        let guess = Duration::from_secs(guess.as_secs());
+        (!guess.is_zero()).then_some(guess)
+    }
+}
+
 /// The set of statuses that may be stored.
 ///
 /// ```
@@ -308,22 +416,45 @@ pub(crate) struct RequestFacts {
     pub(crate) cookie: bool,
 }
 
+/// On what grounds a response's status lets it be stored ([`check_storable`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Admission {
+    /// The status is in the layer's [`StatusSet`]: every TTL source counts.
+    Listed,
+    /// Not in the set, but a final status with explicit freshness from the origin (RFC 9111
+    /// §3): only that freshness (or the handler's own TTL) counts, never a route's or the
+    /// default TTL, and nothing is kept past it.
+    ExplicitOnly,
+}
+
 /// Whether a response may be stored, judged on its head alone (the body is checked as it
-/// streams).
+/// streams), and on what grounds. `origin_freshness`: whether the route honours the
+/// origin's freshness.
 pub(crate) fn check_storable(
     status: StatusCode,
     headers: &HeaderMap,
     cc: &CacheControl,
     request: RequestFacts,
     rules: &StorageRules,
-) -> Result<(), NotStoredReason> {
+    origin_freshness: bool,
+) -> Result<Admission, NotStoredReason> {
     if request.head {
         return Err(NotStoredReason::Head);
     }
-    if !rules.statuses.contains(status) {
+    // RFC 9111 §5.2.2.3: with `must-understand`, a response whose status the cache does not
+    // understand is not stored; one whose status it does understands overrides `no-store`.
+    if cc.must_understand && !understood(status) {
         return Err(NotStoredReason::Status);
     }
-    if cc.no_store {
+    let admission = if rules.statuses.contains(status) {
+        Admission::Listed
+    } else if origin_freshness && final_status(status) && explicitly_fresh(headers, cc) {
+        // RFC 9111 §3, §4.2: any final status may be stored with explicit freshness.
+        Admission::ExplicitOnly
+    } else {
+        return Err(NotStoredReason::Status);
+    };
+    if cc.no_store && !cc.must_understand {
         return Err(NotStoredReason::NoStore);
     }
     if cc.private {
@@ -358,7 +489,31 @@ pub(crate) fn check_storable(
     if declared.is_some_and(|len| len > rules.max_body_size as u64) {
         return Err(NotStoredReason::TooLarge);
     }
-    Ok(())
+    Ok(admission)
+}
+
+/// A final status a response may be stored under with explicit freshness: 200–599 (known
+/// or not), but not `206` (partial content is stored only whole) or `304` (an answer to a
+/// conditional request, which the cache asks itself).
+fn final_status(status: StatusCode) -> bool {
+    (200..600).contains(&status.as_u16())
+        && status != StatusCode::PARTIAL_CONTENT
+        && status != StatusCode::NOT_MODIFIED
+}
+
+/// The final statuses RFC 9110 §15 defines, whose caching requirements the cache follows
+/// (`must-understand`, RFC 9111 §5.2.2.3) — less `206` and `304`, which it does not store.
+fn understood(status: StatusCode) -> bool {
+    matches!(
+        status.as_u16(),
+        200..=205 | 300..=303 | 307 | 308 | 400..=417 | 421 | 422 | 426 | 500..=505
+    )
+}
+
+/// Whether the origin gave the response an explicit freshness lifetime: `max-age`,
+/// `s-maxage` or `Expires` (RFC 9111 §4.2.1; an invalid `Expires` is one too, of zero).
+pub(crate) fn explicitly_fresh(headers: &HeaderMap, cc: &CacheControl) -> bool {
+    cc.max_age.is_some() || cc.s_maxage.is_some() || headers.contains_key(header::EXPIRES)
 }
 
 pub(crate) use crate::entry::has_validator;
@@ -382,23 +537,31 @@ pub(crate) fn content_length(headers: &HeaderMap) -> Option<u64> {
     value.to_str().ok()?.trim().parse().ok()
 }
 
+/// The `Age` a response carries (RFC 9111 §5.1). Of a list (`Age: 10, 20`, or several
+/// lines) the first value counts, as for any singleton field a sender wrongly repeated;
+/// one that is no number counts as none. A value too large to represent is 2^31 (§1.2.2),
+/// not unreadable: an `Age` of 10^20 says the response is very old, not new.
+pub(crate) fn age(headers: &HeaderMap) -> Option<Duration> {
+    let line = headers.get(header::AGE)?.as_bytes();
+    let first = line.split(|&b| b == b',').next()?.trim_ascii();
+    (!first.is_empty() && first.iter().all(u8::is_ascii_digit))
+        .then(|| Duration::from_secs(parse_delta_seconds(first)))
+}
+
 /// The response's age on arrival: the larger of its `Age` header and the time since its
 /// `Date` (RFC 9111 §4.2.3, without the request delay the cache cannot see).
 pub(crate) fn initial_age(headers: &HeaderMap, now: SystemTime) -> Duration {
-    // A value too large to represent is 2^31 (RFC 9111 §1.2.2), not unreadable: an `Age`
-    // of 10^20 says the response is very old, not new. One that is no number counts as none.
-    let age_value = headers.get(header::AGE).map_or(Duration::ZERO, |value| {
-        Duration::from_secs(parse_delta_seconds(value.as_bytes().trim_ascii()))
-    });
+    let age_value = age(headers).unwrap_or_default();
     let apparent_age = http_date(headers, header::DATE)
         .and_then(|date| now.duration_since(date).ok())
         .unwrap_or_default();
     age_value.max(apparent_age)
 }
 
+/// A date field's time, in any of the three formats ([`super::date`]); the first line of
+/// several.
 fn http_date(headers: &HeaderMap, name: header::HeaderName) -> Option<SystemTime> {
-    let value = headers.get(name)?.to_str().ok()?;
-    httpdate::parse_http_date(value.trim()).ok()
+    super::date::parse_http_date(headers.get(name)?.as_bytes())
 }
 
 /// The origin's freshness lifetime (RFC 9111 §4.2.1): `s-maxage`, else `max-age`, else
@@ -483,6 +646,15 @@ mod tests {
         pairs: &[(&str, &str)],
         request: RequestFacts,
     ) -> Result<(), NotStoredReason> {
+        admission(status, pairs, request, true).map(|_| ())
+    }
+
+    fn admission(
+        status: u16,
+        pairs: &[(&str, &str)],
+        request: RequestFacts,
+        origin_freshness: bool,
+    ) -> Result<Admission, NotStoredReason> {
         let map = headers(pairs);
         let cc = CacheControl::from_headers(&map);
         check_storable(
@@ -491,7 +663,84 @@ mod tests {
             &cc,
             request,
             &rules(),
+            origin_freshness,
         )
+    }
+
+    #[test]
+    fn any_final_status_with_explicit_freshness_is_admitted_rfc9111_3() {
+        for status in [201, 302, 303, 307, 400, 403, 500, 502, 503, 504, 299, 599] {
+            for freshness in [
+                ("cache-control", "max-age=30"),
+                ("cache-control", "s-maxage=30"),
+                ("expires", "Thu, 01 Jan 2099 00:00:00 GMT"),
+            ] {
+                assert_eq!(
+                    admission(status, &[freshness], GET, true),
+                    Ok(Admission::ExplicitOnly),
+                    "{status} {freshness:?}"
+                );
+            }
+            assert_eq!(
+                admission(status, &[], GET, true),
+                Err(NotStoredReason::Status),
+                "{status} without explicit freshness: the status set decides"
+            );
+            assert_eq!(
+                admission(status, &[("cache-control", "max-age=30")], GET, false),
+                Err(NotStoredReason::Status),
+                "{status} on a route that ignores the origin's freshness"
+            );
+        }
+        // Listed statuses stay listed, with or without.
+        assert_eq!(admission(200, &[], GET, true), Ok(Admission::Listed));
+        assert_eq!(
+            admission(404, &[("cache-control", "max-age=5")], GET, true),
+            Ok(Admission::Listed)
+        );
+        // Never: interim responses, partial content, 304, and what is no HTTP status.
+        for status in [100, 103, 199, 206, 304, 600, 999] {
+            assert_eq!(
+                admission(status, &[("cache-control", "max-age=30")], GET, true),
+                Err(NotStoredReason::Status),
+                "{status}"
+            );
+        }
+        // The other rules still hold.
+        assert_eq!(
+            admission(302, &[("cache-control", "max-age=30, private")], GET, true),
+            Err(NotStoredReason::Private)
+        );
+    }
+
+    #[test]
+    fn must_understand_overrides_no_store_for_understood_statuses_only_rfc9111_5_2_2_3() {
+        let both = ("cache-control", "must-understand, no-store, max-age=30");
+        assert_eq!(admission(200, &[both], GET, true), Ok(Admission::Listed));
+        assert_eq!(
+            admission(302, &[both], GET, true),
+            Ok(Admission::ExplicitOnly)
+        );
+        assert_eq!(
+            admission(299, &[both], GET, true),
+            Err(NotStoredReason::Status),
+            "a status the cache does not understand"
+        );
+        assert_eq!(
+            admission(
+                299,
+                &[("cache-control", "must-understand, max-age=30")],
+                GET,
+                true
+            ),
+            Err(NotStoredReason::Status),
+            "not stored even without no-store"
+        );
+        assert_eq!(
+            admission(200, &[("cache-control", "no-store, max-age=30")], GET, true),
+            Err(NotStoredReason::NoStore),
+            "no-store alone"
+        );
     }
 
     const GET: RequestFacts = RequestFacts {
@@ -572,7 +821,7 @@ mod tests {
         };
         let cc = CacheControl::default();
         assert_eq!(
-            check_storable(StatusCode::OK, &map, &cc, AUTHORIZED, &allowed),
+            check_storable(StatusCode::OK, &map, &cc, AUTHORIZED, &allowed, true).map(|_| ()),
             Ok(())
         );
     }
@@ -629,7 +878,7 @@ mod tests {
         let map = headers(&[("set-cookie", "a=b")]);
         let cc = CacheControl::default();
         assert_eq!(
-            check_storable(StatusCode::OK, &map, &cc, GET, &rules()),
+            check_storable(StatusCode::OK, &map, &cc, GET, &rules(), true).map(|_| ()),
             Err(NotStoredReason::SetCookie)
         );
         for policy in [SetCookiePolicy::Strip, SetCookiePolicy::Store] {
@@ -638,7 +887,7 @@ mod tests {
                 ..rules()
             };
             assert_eq!(
-                check_storable(StatusCode::OK, &map, &cc, GET, &rules),
+                check_storable(StatusCode::OK, &map, &cc, GET, &rules, true).map(|_| ()),
                 Ok(())
             );
         }

@@ -36,6 +36,7 @@ impl Ctx {
             honor_origin: policy
                 .and_then(|policy| policy.honor_origin)
                 .unwrap_or(config.honor_origin),
+            heuristic: config.heuristic,
             ttl: policy.and_then(|policy| policy.ttl).or(config.default_ttl),
             negative_ttl: policy
                 .and_then(|policy| policy.negative_ttl)
@@ -59,7 +60,22 @@ impl Ctx {
         now: SystemTime,
     ) -> Result<CachedResponse, NotStoredReason> {
         let cc = CacheControl::from_headers(&head.headers);
-        check_storable(head.status, &head.headers, &cc, request, &self.config.rules)?;
+        let mut settings = self.freshness_settings();
+        let admission = check_storable(
+            head.status,
+            &head.headers,
+            &cc,
+            request,
+            &self.config.rules,
+            settings.honor_origin,
+        )?;
+        if admission == Admission::ExplicitOnly {
+            // The status set governs the route's and the default TTL: a status outside it
+            // lives only as long as its explicit freshness.
+            settings.ttl = None;
+            settings.negative_ttl = None;
+            settings.keep = Duration::ZERO;
+        }
         let explicit = head
             .extensions
             .get::<CacheTtl>()
@@ -70,14 +86,7 @@ impl Ctx {
                     .as_ref()
                     .and_then(|ttl_fn| ttl_fn.call(head))
             });
-        let freshness = freshness(
-            head.status,
-            &head.headers,
-            &cc,
-            explicit,
-            &self.freshness_settings(),
-            now,
-        )?;
+        let freshness = freshness(head.status, &head.headers, &cc, explicit, &settings, now)?;
         let mut headers = stored_headers(&head.headers, self.config.rules.set_cookie);
         let tags = &self.config.tags;
         tags.strip(&mut headers);

@@ -52,7 +52,9 @@ use crate::policy::conditional::{not_modified, not_modified_headers};
 use crate::policy::headers::{stored_headers, updated_headers};
 use crate::policy::request::{RequestMode, request_mode};
 use crate::policy::response::explicitly_shared;
-use crate::policy::response::{RequestFacts, check_storable, content_length, initial_age};
+use crate::policy::response::{
+    Admission, RequestFacts, check_storable, content_length, initial_age,
+};
 use crate::policy::vary::{variant_hash, variant_matches, vary_values};
 use crate::policy::{
     BypassReason, CacheTags, CacheTtl, NotStoredReason, RefreshReason, RequestCookies,

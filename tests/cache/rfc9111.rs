@@ -539,3 +539,261 @@ async fn expires_and_date_give_the_freshness_and_an_invalid_expires_none() {
             .is_none()
     );
 }
+
+/// `time` in RFC 9110 §5.6.7's three formats: the IMF-fixdate (in lower case, which the
+/// section's grammar does not allow but recipients tolerate), the obsolete RFC 850 date and
+/// asctime.
+fn date_formats(time: std::time::SystemTime) -> [String; 3] {
+    // "Sun, 06 Nov 1994 08:49:37 GMT"
+    let imf = httpdate::fmt_http_date(time);
+    let parts: Vec<&str> = imf.split_ascii_whitespace().collect();
+    let (weekday, day, month, year, clock) =
+        (&parts[0][..3], parts[1], parts[2], parts[3], parts[4]);
+    let full = [
+        "Monday",
+        "Tuesday",
+        "Wednesday",
+        "Thursday",
+        "Friday",
+        "Saturday",
+        "Sunday",
+    ]
+    .into_iter()
+    .find(|name| name.starts_with(weekday))
+    .unwrap();
+    [
+        imf.to_ascii_lowercase(),
+        format!("{full}, {day}-{month}-{} {clock} GMT", &year[2..]),
+        format!(
+            "{weekday} {month} {:>2} {clock} {year}",
+            day.trim_start_matches('0')
+        ),
+    ]
+}
+
+#[tokio::test]
+async fn dates_in_the_obsolete_formats_and_any_case_are_read_rfc9110_5_6_7() {
+    let now = std::time::SystemTime::now();
+    for (i, (date, expires)) in date_formats(now)
+        .into_iter()
+        .zip(date_formats(now + std::time::Duration::from_secs(120)))
+        .enumerate()
+    {
+        let (cache, store) = layer();
+        let calls = Calls::default();
+        let app = Router::new()
+            .route(
+                "/dated",
+                get(move |State(calls): State<Calls>| {
+                    let (date, expires) = (date.clone(), expires.clone());
+                    async move {
+                        calls.hit();
+                        (
+                            [
+                                ("date", date),
+                                ("expires", expires),
+                                ("last-modified", "saturday, 01-jan-00 00:00:00 gmt".into()),
+                            ],
+                            "dated",
+                        )
+                    }
+                }),
+            )
+            .with_state(calls.clone())
+            .layer(cache);
+        // RFC 9111 §4.2.1: `Expires` minus `Date`, in whichever format, is the lifetime.
+        fetch(&app, "/dated").await;
+        assert_eq!(fetch(&app, "/dated").await.x_cache(), "HIT", "format {i}");
+        let entry = store
+            .get("t:GET:shop.example/dated")
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(
+            (118..=120).contains(&entry.ttl.as_secs()),
+            "format {i}: {:?}",
+            entry.ttl
+        );
+        // RFC 9110 §13.1.3: an `If-Modified-Since` in asctime, against a `Last-Modified`
+        // in the RFC 850 format, both of 2000-01-01.
+        let reply = get_with(
+            &app,
+            "/dated",
+            &[("if-modified-since", "Sat Jan  1 00:00:00 2000")],
+        )
+        .await;
+        assert_eq!(reply.status, StatusCode::NOT_MODIFIED, "format {i}");
+        assert_eq!(calls.get(), 1);
+    }
+}
+
+#[tokio::test]
+async fn of_an_age_list_or_several_age_lines_the_first_value_counts_rfc9111_5_1() {
+    let (cache, store) = layer();
+    let app = Router::new()
+        .route(
+            "/list",
+            get(|| async { ([("cache-control", "max-age=60"), ("age", "50, 10")], "list") }),
+        )
+        .route(
+            "/lines",
+            get(|| async {
+                let mut response = axum::response::IntoResponse::into_response("lines");
+                let headers = response.headers_mut();
+                headers.insert("cache-control", "max-age=60".parse().unwrap());
+                headers.append("age", "40".parse().unwrap());
+                headers.append("age", "5".parse().unwrap());
+                response
+            }),
+        )
+        .route(
+            "/invalid",
+            get(|| async {
+                (
+                    [("cache-control", "max-age=60"), ("age", "soon, 10")],
+                    "invalid",
+                )
+            }),
+        )
+        .layer(cache);
+    for (path, ttl) in [("/list", 10), ("/lines", 20), ("/invalid", 60)] {
+        fetch(&app, path).await;
+        let entry = store
+            .get(&format!("t:GET:shop.example{path}"))
+            .await
+            .unwrap()
+            .unwrap_or_else(|| panic!("{path} stored"));
+        assert!(
+            (ttl - 1..=ttl).contains(&entry.ttl.as_secs()),
+            "{path}: {:?}",
+            entry.ttl
+        );
+    }
+}
+
+/// Answers `/status/{code}` with that status and `cache-control: {cc}` (none when `cc` is
+/// `-`), counting calls.
+fn status_app(calls: &Calls) -> (Router, tower_response_cache::MemoryStore) {
+    let (cache, store) = layer();
+    let app = Router::new()
+        .route(
+            "/status/{code}/{cc}",
+            get(
+                |State(calls): State<Calls>,
+                 axum::extract::Path((code, cc)): axum::extract::Path<(u16, String)>| async move {
+                    let n = calls.hit();
+                    let mut response =
+                        axum::response::IntoResponse::into_response(format!("{code} #{n}"));
+                    *response.status_mut() = StatusCode::from_u16(code).unwrap();
+                    if cc != "-" {
+                        response
+                            .headers_mut()
+                            .insert("cache-control", cc.parse().unwrap());
+                    }
+                    response
+                },
+            ),
+        )
+        .with_state(calls.clone())
+        .layer(cache.default_ttl(std::time::Duration::from_secs(60)));
+    (app, store)
+}
+
+#[tokio::test]
+async fn any_final_status_with_explicit_freshness_is_reused_while_fresh_rfc9111_3_and_4_2() {
+    let calls = Calls::default();
+    let (app, _store) = status_app(&calls);
+    for code in [302, 303, 307, 400, 500, 502, 503, 504, 299, 599] {
+        let uri = format!("/status/{code}/max-age=60");
+        let first = fetch(&app, &uri).await;
+        assert_eq!((first.status.as_u16(), first.x_cache()), (code, "MISS"));
+        let second = fetch(&app, &uri).await;
+        assert_eq!(
+            (second.status.as_u16(), second.x_cache(), second.text()),
+            (code, "HIT", first.text()),
+            "{code} with max-age is reused"
+        );
+        // Without explicit freshness, the status set (and so the default TTL) decides.
+        let uri = format!("/status/{code}/-");
+        assert_eq!(fetch(&app, &uri).await.x_cache(), "UNCACHEABLE", "{code}");
+        assert_eq!(fetch(&app, &uri).await.x_cache(), "UNCACHEABLE", "{code}");
+    }
+    // Never an interim response's status, nor a 206 or a 304 of the origin's own.
+    for code in [206, 304] {
+        let uri = format!("/status/{code}/max-age=60");
+        fetch(&app, &uri).await;
+        assert_ne!(fetch(&app, &uri).await.x_cache(), "HIT", "{code}");
+    }
+}
+
+#[tokio::test]
+async fn a_status_outside_the_set_is_not_reused_after_its_explicit_freshness() {
+    let calls = Calls::default();
+    let (app, store) = status_app(&calls);
+    fetch(&app, "/status/503/max-age=1").await;
+    assert_eq!(fetch(&app, "/status/503/max-age=1").await.x_cache(), "HIT");
+    // Its entry lives as long as its freshness, not the default TTL's 60 s.
+    let entry = store
+        .get("t:GET:shop.example/status/503/max-age=1")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(entry.ttl, std::time::Duration::from_secs(1));
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let after = fetch(&app, "/status/503/max-age=1").await;
+    assert_eq!(after.x_cache(), "MISS");
+    assert_eq!(calls.get(), 2);
+}
+
+#[tokio::test]
+async fn must_understand_overrides_no_store_only_for_statuses_the_cache_knows_rfc9111_5_2_2_3() {
+    let calls = Calls::default();
+    let (app, _store) = status_app(&calls);
+    let known = "/status/200/must-understand,no-store,max-age=60";
+    fetch(&app, known).await;
+    assert_eq!(fetch(&app, known).await.x_cache(), "HIT");
+    let unknown = "/status/299/must-understand,no-store,max-age=60";
+    assert_eq!(fetch(&app, unknown).await.x_cache(), "UNCACHEABLE");
+    assert_eq!(fetch(&app, unknown).await.x_cache(), "UNCACHEABLE");
+    let plain = "/status/200/no-store,max-age=60";
+    fetch(&app, plain).await;
+    assert_eq!(fetch(&app, plain).await.x_cache(), "UNCACHEABLE");
+}
+
+#[tokio::test]
+async fn heuristic_freshness_when_on_guesses_from_last_modified_rfc9111_4_2_2() {
+    let ten_days_ago = httpdate::fmt_http_date(
+        std::time::SystemTime::now() - std::time::Duration::from_secs(10 * 86_400),
+    );
+    for on in [true, false] {
+        let (cache, store) = layer();
+        let cache = cache.no_default_ttl();
+        let cache = if on {
+            cache.heuristic_freshness(tower_response_cache::policy::HeuristicFreshness::new())
+        } else {
+            cache
+        };
+        let modified = ten_days_ago.clone();
+        let app = Router::new()
+            .route(
+                "/guessed",
+                get(move || {
+                    let modified = modified.clone();
+                    async move { ([("last-modified", modified)], "guessed") }
+                }),
+            )
+            .layer(cache);
+        fetch(&app, "/guessed").await;
+        let second = fetch(&app, "/guessed").await;
+        let entry = store.get("t:GET:shop.example/guessed").await.unwrap();
+        if on {
+            assert_eq!(second.x_cache(), "HIT");
+            // 10% of ten days: one day.
+            let ttl = entry.expect("stored").ttl.as_secs();
+            assert!((86_399..=86_400).contains(&ttl), "{ttl}");
+        } else {
+            assert_eq!(second.x_cache(), "UNCACHEABLE");
+            assert!(entry.is_none());
+        }
+    }
+}
