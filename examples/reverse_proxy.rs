@@ -55,7 +55,9 @@
 //!   requests from clients answered from the cache, revalidation with `If-None-Match` /
 //!   `If-Modified-Since`, invalidation after unsafe methods. Responses to requests with
 //!   `Authorization` are not stored unless the origin says `public`, `s-maxage` or
-//!   `must-revalidate` (RFC 9111 §3.5); responses that set cookies are never stored.
+//!   `must-revalidate` (RFC 9111 §3.5); responses that set cookies are never stored, unless
+//!   a qualified `no-cache="Set-Cookie"` or `private="Set-Cookie"` says to store the rest
+//!   (the fields such a directive lists are never stored).
 //!
 //! Not supported: protocol upgrades (WebSocket), HTTPS to the origin, HTTP/2 to clients.
 

@@ -193,6 +193,20 @@ fn origin(hits: &Hits) -> Router {
         .route("/validated", get(validated))
         .route("/plain", counted("/plain", &[]))
         .route(
+            "/qualified",
+            counted(
+                "/qualified",
+                &[
+                    (
+                        "cache-control",
+                        r#"max-age=60, no-cache="set-cookie", private="x-user""#,
+                    ),
+                    ("set-cookie", "id=1"),
+                    ("x-user", "alice"),
+                ],
+            ),
+        )
+        .route(
             "/modified",
             counted(
                 "/modified",
@@ -806,4 +820,24 @@ async fn heuristic_freshness_is_on_in_the_proxy_and_can_be_turned_off_rfc9111_4_
     assert_ne!(second.header("x-cache"), Some("HIT"));
     assert_eq!(second.text(), "/modified #2");
     assert_eq!(hits.count("/modified"), 2);
+}
+
+#[tokio::test]
+async fn qualified_directives_keep_their_fields_out_of_the_cache_rfc9111_5_2_2_4_and_5_2_2_7() {
+    let hits = Hits::default();
+    let proxy = setup(&hits).await;
+    let first = get_path(proxy, "/qualified").await;
+    assert_eq!(
+        (first.header("set-cookie"), first.header("x-user")),
+        (Some("id=1"), Some("alice"))
+    );
+    let second = get_path(proxy, "/qualified").await;
+    assert_eq!(
+        (second.header("x-cache"), second.text()),
+        (Some("HIT"), "/qualified #1".to_owned())
+    );
+    assert_eq!(
+        (second.header("set-cookie"), second.header("x-user")),
+        (None, None)
+    );
 }

@@ -27,6 +27,9 @@ pub(crate) struct CacheControl {
     pub(crate) s_maxage: Option<u64>,
     pub(crate) stale_while_revalidate: Option<u64>,
     pub(crate) stale_if_error: Option<u64>,
+    /// A qualified `no-cache="…"` or `private="…"` was seen: the response may be stored
+    /// without the fields it lists ([`qualified_fields`]).
+    pub(crate) qualified: bool,
 }
 
 impl CacheControl {
@@ -50,14 +53,23 @@ impl CacheControl {
         };
         // Case-insensitive names (§5.2), compared without allocating.
         let is = |directive: &[u8]| name.eq_ignore_ascii_case(directive);
+        // A qualified `no-cache` or `private` (RFC 9111 §5.2.2.4, §5.2.2.7) restricts only
+        // the fields it lists, which are not stored; an empty list is the unqualified form.
+        let qualified = field_list(value).next().is_some();
         if is(b"no-store") {
             flag(&mut self.no_store);
         } else if is(b"no-cache") {
-            // The qualified form (`no-cache="set-cookie"`) is treated as unqualified: the
-            // cache does not store partial header sets.
-            flag(&mut self.no_cache);
+            flag(if qualified {
+                &mut self.qualified
+            } else {
+                &mut self.no_cache
+            });
         } else if is(b"private") {
-            flag(&mut self.private);
+            flag(if qualified {
+                &mut self.qualified
+            } else {
+                &mut self.private
+            });
         } else if is(b"public") {
             flag(&mut self.public);
         } else if is(b"must-revalidate") {
@@ -89,6 +101,28 @@ pub(crate) fn parse_delta_seconds(value: &[u8]) -> u64 {
         acc.saturating_mul(10)
             .saturating_add(u64::from(digit - b'0'))
             .min(MAX_DELTA_SECONDS)
+    })
+}
+
+/// The field names of a directive's value (`"Set-Cookie, X-User"`), trimmed, empty ones
+/// skipped.
+fn field_list(value: Option<&[u8]>) -> impl Iterator<Item = &[u8]> {
+    value
+        .unwrap_or_default()
+        .split(|&b| b == b',')
+        .map(<[u8]>::trim_ascii)
+        .filter(|name| !name.is_empty())
+}
+
+/// Whether `headers`' qualified `no-cache="…"` / `private="…"` directives list `name`
+/// (compared without case): such a field is never stored (RFC 9111 §5.2.2.4, §5.2.2.7).
+pub(crate) fn qualified_field(headers: &HeaderMap, name: &[u8]) -> bool {
+    headers.get_all(CACHE_CONTROL).iter().any(|line| {
+        Directives::new(line.as_bytes()).any(|(directive, value)| {
+            (directive.eq_ignore_ascii_case(b"no-cache")
+                || directive.eq_ignore_ascii_case(b"private"))
+                && field_list(value).any(|listed| listed.eq_ignore_ascii_case(name))
+        })
     })
 }
 
@@ -172,9 +206,32 @@ mod tests {
     #[test]
     fn quoted_values_and_commas_inside_quotes() {
         let cc = parse(&[r#"private="set-cookie, x-a", max-age="30""#]);
-        assert!(cc.private);
+        assert!(!cc.private && cc.qualified);
         assert_eq!(cc.max_age, Some(30));
         assert!(!cc.no_store);
+    }
+
+    #[test]
+    fn qualified_no_cache_and_private_list_fields_rfc9111_5_2_2_4_and_5_2_2_7() {
+        let cc = parse(&[r#"no-cache="Set-Cookie", max-age=60"#]);
+        assert!(!cc.no_cache && cc.qualified);
+        let cc = parse(&[r#"no-cache, private="x-user""#]);
+        assert!(cc.no_cache && !cc.private && cc.qualified);
+        // An empty list is the unqualified form.
+        let cc = parse(&[r#"private="", no-cache=" , ""#]);
+        assert!(cc.private && cc.no_cache && !cc.qualified);
+        let mut headers = HeaderMap::new();
+        headers.append(
+            CACHE_CONTROL,
+            HeaderValue::from_static(r#"max-age=60, no-cache="Set-Cookie, X-Session""#),
+        );
+        headers.append(CACHE_CONTROL, HeaderValue::from_static("private=x-user"));
+        for name in ["set-cookie", "X-SESSION", "x-user"] {
+            assert!(qualified_field(&headers, name.as_bytes()), "{name}");
+        }
+        for name in ["max-age", "x-other", "no-cache", ""] {
+            assert!(!qualified_field(&headers, name.as_bytes()), "{name}");
+        }
     }
 
     #[test]

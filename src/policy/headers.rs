@@ -4,10 +4,12 @@
 use http::header::{self, HeaderMap, HeaderName};
 
 use super::SetCookiePolicy;
+use super::cache_control::{CacheControl, qualified_field};
 use crate::entry::header_map_with_room;
 
 /// The response headers worth replaying: all but hop-by-hop ones (RFC 9110 §7.6.1), those
-/// named by `Connection`, `Age` (recomputed on every hit) and, under
+/// named by `Connection`, `Age` (recomputed on every hit), those a qualified `no-cache="…"`
+/// or `private="…"` lists (RFC 9111 §5.2.2.4, §5.2.2.7) and, under
 /// [`SetCookiePolicy::Strip`], `Set-Cookie`.
 pub(crate) fn stored_headers(headers: &HeaderMap, set_cookie: SetCookiePolicy) -> HeaderMap {
     const HOP_BY_HOP: [HeaderName; 8] = [
@@ -40,7 +42,24 @@ pub(crate) fn stored_headers(headers: &HeaderMap, set_cookie: SetCookiePolicy) -
             let _ = stored.try_append(name.clone(), value.clone());
         }
     }
+    strip_qualified(&mut stored);
     stored
+}
+
+/// Removes the fields `headers`' own qualified `no-cache="…"` / `private="…"` list: they
+/// are never stored (RFC 9111 §5.2.2.4, §5.2.2.7).
+fn strip_qualified(headers: &mut HeaderMap) {
+    if !CacheControl::from_headers(headers).qualified {
+        return;
+    }
+    let listed: Vec<HeaderName> = headers
+        .keys()
+        .filter(|name| qualified_field(headers, name.as_str().as_bytes()))
+        .cloned()
+        .collect();
+    for name in listed {
+        headers.remove(name);
+    }
 }
 
 /// The stored header fields updated from a `304 Not Modified` (RFC 9111 §3.2): each field
@@ -72,5 +91,7 @@ pub(crate) fn updated_headers(
             let _ = merged.try_append(name.clone(), value.clone());
         }
     }
+    // The stored response's qualifiers still hold for fields the 304 brings.
+    strip_qualified(&mut merged);
     merged
 }

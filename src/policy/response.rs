@@ -19,7 +19,10 @@
 //!   `must-revalidate` (RFC 9111 §3.5) or you allowed it;
 //! - the request had no `Cookie`, unless the response says `public` or `s-maxage`, or the
 //!   route declares that its responses do not depend on cookies ([`RequestCookies`]);
-//! - no `Set-Cookie`, unless a [`SetCookiePolicy`] says otherwise;
+//! - no `Set-Cookie`, unless a [`SetCookiePolicy`] says otherwise, or a qualified
+//!   `no-cache="Set-Cookie"` / `private="Set-Cookie"` lists it. A qualified `no-cache` or
+//!   `private` (RFC 9111 §5.2.2.4, §5.2.2.7) restricts only the fields it lists: the
+//!   response is stored without them;
 //! - a `Content-Length`, if any, that is one whole number; no trailers; a body within the
 //!   layer's `max_body_size`, as long as declared;
 //! - a TTL above zero, from the first of: [`CacheTtl`] set by the handler, the layer's
@@ -36,7 +39,7 @@ use std::time::{Duration, SystemTime};
 
 use http::{HeaderMap, StatusCode, header};
 
-use super::cache_control::{CacheControl, parse_delta_seconds};
+use super::cache_control::{CacheControl, parse_delta_seconds, qualified_field};
 
 /// A TTL chosen by the handler, set as a response extension; it takes precedence over every
 /// other TTL source. `CacheTtl(Duration::ZERO)` keeps the response out of the cache.
@@ -479,7 +482,12 @@ pub(crate) fn check_storable(
     if request.cookie && !explicitly_shared(cc) {
         return Err(NotStoredReason::Cookie);
     }
-    if rules.set_cookie == SetCookiePolicy::Skip && headers.contains_key(header::SET_COOKIE) {
+    // A `Set-Cookie` a qualified `no-cache` or `private` lists is not stored: no reason to
+    // keep the rest out (RFC 9111 §5.2.2.4, §5.2.2.7).
+    if rules.set_cookie == SetCookiePolicy::Skip
+        && headers.contains_key(header::SET_COOKIE)
+        && !(cc.qualified && qualified_field(headers, b"set-cookie"))
+    {
         return Err(NotStoredReason::SetCookie);
     }
     let declared = content_length(headers);

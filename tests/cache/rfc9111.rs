@@ -797,3 +797,43 @@ async fn heuristic_freshness_when_on_guesses_from_last_modified_rfc9111_4_2_2() 
         }
     }
 }
+
+#[tokio::test]
+async fn qualified_no_cache_and_private_store_the_response_without_the_listed_fields_rfc9111_5_2_2_4_and_5_2_2_7()
+ {
+    let calls = Calls::default();
+    let (cache, _store) = layer();
+    let app = Router::new()
+        .route(
+            "/qualified",
+            get(|State(calls): State<Calls>| async move {
+                (
+                    [
+                        (
+                            "cache-control",
+                            r#"max-age=60, no-cache="Set-Cookie", private="X-User""#,
+                        ),
+                        ("set-cookie", "session=alice"),
+                        ("x-user", "alice"),
+                        ("x-shared", "yes"),
+                    ],
+                    format!("page #{}", calls.hit()),
+                )
+            }),
+        )
+        .with_state(calls.clone())
+        .layer(cache);
+    let first = fetch(&app, "/qualified").await;
+    assert_eq!(first.x_cache(), "MISS");
+    assert_eq!(first.header("set-cookie"), Some("session=alice"));
+    assert_eq!(first.header("x-user"), Some("alice"));
+    let second = fetch(&app, "/qualified").await;
+    assert_eq!(
+        (second.x_cache(), second.text()),
+        ("HIT", "page #1".to_owned())
+    );
+    assert_eq!(second.header("set-cookie"), None, "never replayed");
+    assert_eq!(second.header("x-user"), None, "never replayed");
+    assert_eq!(second.header("x-shared"), Some("yes"));
+    assert_eq!(calls.get(), 1);
+}
