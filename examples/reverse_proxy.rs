@@ -50,7 +50,8 @@
 //!   cut short by the origin is cut short to the client too (and not stored).
 //! - Caches by RFC 9111: the origin's `s-maxage` / `max-age` / `Expires` (in any of RFC
 //!   9110's three date formats) for any final status, heuristic freshness from
-//!   `Last-Modified`, `Age`, `Vary`,
+//!   `Last-Modified`, `CDN-Cache-Control` over `Cache-Control` and `Expires` when the origin
+//!   sends it (RFC 9213; forwarded to the client), `Age`, `Vary`,
 //!   `no-cache` / `must-revalidate`, `stale-while-revalidate` / `stale-if-error`, conditional
 //!   requests from clients answered from the cache, revalidation with `If-None-Match` /
 //!   `If-Modified-Since`, invalidation after unsafe methods. Responses to requests with
@@ -77,6 +78,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use tower_response_cache::policy::HeuristicFreshness;
+use tower_response_cache::policy::targeted::CDN_CACHE_CONTROL;
 use tower_response_cache::{CacheLayer, DefaultKeyBuilder, MemoryStore};
 
 /// The origin requests are forwarded to.
@@ -219,6 +221,9 @@ pub fn proxy(settings: &Settings) -> (Router, CacheLayer) {
         // Only what the origin's headers allow.
         .no_default_ttl()
         .keep(settings.keep);
+    // RFC 9213: a CDN-targeted field, when the origin sends one, decides over
+    // `Cache-Control` for this cache (and is forwarded for the caches after it).
+    let cache = cache.targeted_cache_control([CDN_CACHE_CONTROL]);
     let cache = match settings.heuristic {
         Some(heuristic) => cache.heuristic_freshness(heuristic),
         None => cache,

@@ -8,16 +8,18 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use http::HeaderName;
 use http::response::Parts;
+use http::{HeaderMap, HeaderName};
 
 use crate::coalesce::Coalescer;
 use crate::invalidate::{Invalidations, Invalidator, Started};
 use crate::observe::Funnel;
 use crate::observe::trace::TraceSettings;
 use crate::outcome::CacheStatus;
+use crate::policy::cache_control::CacheControl;
 use crate::policy::response::StorageRules;
 use crate::policy::tags::TagRules;
+use crate::policy::targeted::response_directives;
 use crate::policy::{ClientControl, HeuristicFreshness, RequestCookies};
 use crate::routes::RouteTable;
 use crate::store::Store;
@@ -148,6 +150,10 @@ pub(crate) struct Config {
     pub(crate) invalidations: Arc<Invalidations>,
     /// Where tags come from, their limits, and whether the tag headers are stripped.
     pub(crate) tags: TagRules,
+    /// Targeted cache-control fields (RFC 9213), in order, and whether they are removed
+    /// from responses.
+    pub(crate) targeted: Arc<[HeaderName]>,
+    pub(crate) strip_targeted: bool,
     /// Whether responses carry their [`CacheOutcome`](crate::CacheOutcome) as an extension.
     pub(crate) outcome_extension: bool,
     /// Whether the layer answers `PURGE` requests itself, and which it allows.
@@ -166,6 +172,22 @@ pub(crate) struct Coalescing {
 }
 
 impl Config {
+    /// Removes from a response's head the fields meant for this cache alone: the tag
+    /// headers and the targeted cache-control fields, when the layer strips them.
+    pub(crate) fn strip_own_fields(&self, headers: &mut HeaderMap) {
+        self.tags.strip(headers);
+        if self.strip_targeted {
+            for name in self.targeted.iter() {
+                headers.remove(name);
+            }
+        }
+    }
+
+    /// The caching directives of a response for this cache ([`response_directives`]).
+    pub(crate) fn response_directives(&self, headers: &HeaderMap) -> CacheControl {
+        response_directives(headers, &self.targeted)
+    }
+
     /// The defaults listed at [`CacheLayer`](crate::CacheLayer), on `store`.
     pub(crate) fn new(store: Arc<dyn Store>) -> Self {
         let funnel = Funnel::default();
@@ -203,6 +225,8 @@ impl Config {
             max_variants: DEFAULT_MAX_VARIANTS,
             invalidations: Arc::default(),
             tags: TagRules::default(),
+            targeted: Arc::from([]),
+            strip_targeted: false,
             outcome_extension: false,
             purge_method: None,
             warming: Arc::default(),

@@ -225,6 +225,41 @@ impl CacheLayer {
         self
     }
 
+    /// Targeted cache-control fields (RFC 9213), in order of preference: the first of them
+    /// with a valid, non-empty value in a response replaces its `Cache-Control` and
+    /// `Expires` for this cache's storing and freshness decisions (`Age` still counts). Each
+    /// is a Structured Field dictionary (RFC 9651) of `Cache-Control`'s directives; an
+    /// invalid one is ignored as a whole. The fields themselves reach the client unless
+    /// [`strip_targeted_cache_control`](Self::strip_targeted_cache_control) says otherwise.
+    /// Default: none.
+    ///
+    /// ```
+    /// use http::HeaderName;
+    /// use tower_response_cache::policy::targeted::CDN_CACHE_CONTROL;
+    /// use tower_response_cache::{CacheLayer, MemoryStore};
+    ///
+    /// // This cache's own field first, then the one for every CDN.
+    /// let layer = CacheLayer::new(MemoryStore::new(64 << 20)).targeted_cache_control([
+    ///     HeaderName::from_static("myapp-cache-control"),
+    ///     CDN_CACHE_CONTROL,
+    /// ]);
+    /// ```
+    pub fn targeted_cache_control<I>(mut self, names: I) -> Self
+    where
+        I: IntoIterator<Item = HeaderName>,
+    {
+        self.config().targeted = names.into_iter().collect();
+        self
+    }
+
+    /// Whether the targeted cache-control fields are removed from the responses this layer
+    /// sends (a cache they were meant for alone). Default: `false` — forwarded, as RFC 9213
+    /// §2.1 asks, for caches downstream that they target too.
+    pub fn strip_targeted_cache_control(mut self, strip: bool) -> Self {
+        self.config().strip_targeted = strip;
+        self
+    }
+
     /// Whether clients may bypass or refresh the cache. Routes can override it. Default:
     /// [`ClientControl::Allow`].
     pub fn client_control(mut self, control: ClientControl) -> Self {

@@ -193,6 +193,16 @@ fn origin(hits: &Hits) -> Router {
         .route("/validated", get(validated))
         .route("/plain", counted("/plain", &[]))
         .route(
+            "/cdn",
+            counted(
+                "/cdn",
+                &[
+                    ("cache-control", "no-store"),
+                    ("cdn-cache-control", "max-age=600"),
+                ],
+            ),
+        )
+        .route(
             "/qualified",
             counted(
                 "/qualified",
@@ -839,5 +849,24 @@ async fn qualified_directives_keep_their_fields_out_of_the_cache_rfc9111_5_2_2_4
     assert_eq!(
         (second.header("set-cookie"), second.header("x-user")),
         (None, None)
+    );
+}
+
+#[tokio::test]
+async fn cdn_cache_control_decides_for_the_proxy_and_is_forwarded_rfc9213_2_1() {
+    let hits = Hits::default();
+    let proxy = setup(&hits).await;
+    get_path(proxy, "/cdn").await;
+    let second = get_path(proxy, "/cdn").await;
+    assert_eq!(
+        (second.header("x-cache"), second.text()),
+        (Some("HIT"), "/cdn #1".to_owned())
+    );
+    assert_eq!(
+        (
+            second.header("cache-control"),
+            second.header("cdn-cache-control")
+        ),
+        (Some("no-store"), Some("max-age=600"))
     );
 }

@@ -28,8 +28,10 @@ pub(crate) struct CacheControl {
     pub(crate) stale_while_revalidate: Option<u64>,
     pub(crate) stale_if_error: Option<u64>,
     /// A qualified `no-cache="…"` or `private="…"` was seen: the response may be stored
-    /// without the fields it lists ([`qualified_fields`]).
+    /// without the fields it lists ([`qualified_field`]).
     pub(crate) qualified: bool,
+    /// Read from a targeted field (RFC 9213), which replaces `Expires` too.
+    pub(crate) targeted: bool,
 }
 
 impl CacheControl {

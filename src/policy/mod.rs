@@ -6,6 +6,7 @@
 //! - [`response`]: whether a response may be stored ([`NotStoredReason`]), and its TTL.
 //! - [`route`]: per-route rules ([`RoutePolicy`]).
 //! - [`tags`]: the tags (surrogate keys) an entry can be purged by ([`CacheTags`]).
+//! - [`targeted`]: targeted cache-control fields such as `CDN-Cache-Control` (RFC 9213).
 //! - `vary` and `headers`: how a stored variant is selected (RFC 9111 §4.1), and which
 //!   header fields an entry keeps and how a `304` updates them (RFC 9111 §3.2).
 
@@ -18,6 +19,7 @@ pub mod request;
 pub mod response;
 pub mod route;
 pub mod tags;
+pub mod targeted;
 pub(crate) mod vary;
 
 pub use request::{BypassReason, ClientControl, RefreshReason};

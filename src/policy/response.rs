@@ -521,7 +521,9 @@ fn understood(status: StatusCode) -> bool {
 /// Whether the origin gave the response an explicit freshness lifetime: `max-age`,
 /// `s-maxage` or `Expires` (RFC 9111 §4.2.1; an invalid `Expires` is one too, of zero).
 pub(crate) fn explicitly_fresh(headers: &HeaderMap, cc: &CacheControl) -> bool {
-    cc.max_age.is_some() || cc.s_maxage.is_some() || headers.contains_key(header::EXPIRES)
+    cc.max_age.is_some()
+        || cc.s_maxage.is_some()
+        || (!cc.targeted && headers.contains_key(header::EXPIRES))
 }
 
 pub(crate) use crate::entry::has_validator;
@@ -583,7 +585,8 @@ pub(crate) fn origin_lifetime(
     if let Some(secs) = cc.s_maxage.or(cc.max_age) {
         return Some(Duration::from_secs(secs));
     }
-    if !headers.contains_key(header::EXPIRES) {
+    // A targeted field (RFC 9213 §2.1) replaces `Expires` as well.
+    if cc.targeted || !headers.contains_key(header::EXPIRES) {
         return None;
     }
     let Some(expires) = http_date(headers, header::EXPIRES) else {

@@ -59,7 +59,7 @@ impl Ctx {
         request_headers: &HeaderMap,
         now: SystemTime,
     ) -> Result<CachedResponse, NotStoredReason> {
-        let cc = CacheControl::from_headers(&head.headers);
+        let cc = self.config.response_directives(&head.headers);
         let mut settings = self.freshness_settings();
         let admission = check_storable(
             head.status,
@@ -88,9 +88,11 @@ impl Ctx {
             });
         let freshness = freshness(head.status, &head.headers, &cc, explicit, &settings, now)?;
         let mut headers = stored_headers(&head.headers, self.config.rules.set_cookie);
-        let tags = &self.config.tags;
-        tags.strip(&mut headers);
-        let tags = tags.extract(&head.headers, head.extensions.get::<CacheTags>());
+        self.config.strip_own_fields(&mut headers);
+        let tags = self
+            .config
+            .tags
+            .extract(&head.headers, head.extensions.get::<CacheTags>());
         self.config.funnel.tags_ignored(tags.ignored);
         let mut entry = CachedResponse::new(head.status, headers, Bytes::new());
         entry.tags = tags.tags;
@@ -165,7 +167,7 @@ impl<S> Call<S> {
                 return Err(error);
             }
         };
-        self.ctx.config.tags.strip(response.headers_mut());
+        self.ctx.config.strip_own_fields(response.headers_mut());
         Ok(self
             .ctx
             .finish(response.map(CacheBody::passthrough), outcome))
@@ -373,7 +375,7 @@ impl<S> Call<S> {
             Some(reason) => Outcome::Refresh { reason, stored },
             None => Outcome::Miss { stored },
         };
-        self.ctx.config.tags.strip(&mut head.headers);
+        self.ctx.config.strip_own_fields(&mut head.headers);
         self.ctx.finish_head(&mut head.headers, outcome);
         self.ctx.attach_outcome(&mut head.extensions, outcome);
         Ok(Response::from_parts(head, body))

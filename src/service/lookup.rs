@@ -215,7 +215,7 @@ impl Ctx {
     /// Whether this request may take `entry` at all (fresh, stale or to revalidate): a
     /// request with cookies only one the origin marked shared.
     pub(super) fn cookie_allows(&self, entry: &CachedResponse) -> bool {
-        !self.cookie || explicitly_shared(&CacheControl::from_headers(&entry.headers))
+        !self.cookie || explicitly_shared(&self.config.response_directives(&entry.headers))
     }
 
     /// The entry under `key`, whatever its freshness; a store error counts and is a miss.

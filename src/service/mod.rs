@@ -47,7 +47,6 @@ use crate::observe::trace;
 use crate::observe::{Clock, Ended, EventKind, Scope, StoreOperation, Timings};
 use crate::outcome::Storing;
 use crate::outcome::{self, Outcome};
-use crate::policy::cache_control::CacheControl;
 use crate::policy::conditional::{not_modified, not_modified_headers};
 use crate::policy::headers::{stored_headers, updated_headers};
 use crate::policy::request::{RequestMode, request_mode};

@@ -78,7 +78,7 @@ impl Ctx {
                 }
                 self.withdraw(&key, reason).await;
                 head.headers.remove(header::AGE);
-                self.config.tags.strip(&mut head.headers);
+                self.config.strip_own_fields(&mut head.headers);
                 let mut served =
                     CachedResponse::new(entry.status, head.headers, entry.body.clone());
                 served.stored_at = now;

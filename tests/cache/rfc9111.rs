@@ -837,3 +837,87 @@ async fn qualified_no_cache_and_private_store_the_response_without_the_listed_fi
     assert_eq!(second.header("x-shared"), Some("yes"));
     assert_eq!(calls.get(), 1);
 }
+
+/// An app whose `/t/{cdn}/{cc}` answers with `CDN-Cache-Control: {cdn}` and
+/// `Cache-Control: {cc}` (`-`: none), behind a layer that reads `CDN-Cache-Control`.
+fn targeted_app(calls: &Calls, strip: bool) -> (Router, tower_response_cache::MemoryStore) {
+    let (cache, store) = layer();
+    let cache = cache
+        .no_default_ttl()
+        .targeted_cache_control([tower_response_cache::policy::targeted::CDN_CACHE_CONTROL])
+        .strip_targeted_cache_control(strip);
+    let app = Router::new()
+        .route(
+            "/t/{cdn}/{cc}",
+            get(
+                |State(calls): State<Calls>,
+                 axum::extract::Path((cdn, cc)): axum::extract::Path<(String, String)>| async move {
+                    let n = calls.hit();
+                    let mut response = axum::response::IntoResponse::into_response(format!("t #{n}"));
+                    let headers = response.headers_mut();
+                    if cdn != "-" {
+                        headers.insert("cdn-cache-control", cdn.parse().unwrap());
+                    }
+                    if cc != "-" {
+                        headers.insert("cache-control", cc.parse().unwrap());
+                    }
+                    response
+                },
+            ),
+        )
+        .with_state(calls.clone())
+        .layer(cache);
+    (app, store)
+}
+
+#[tokio::test]
+async fn cdn_cache_control_replaces_cache_control_for_this_cache_rfc9213_2_1() {
+    let calls = Calls::default();
+    let (app, store) = targeted_app(&calls, false);
+    // `no-store` for browsers, ten minutes for this cache.
+    let uri = "/t/max-age=600/no-store";
+    let first = fetch(&app, uri).await;
+    assert_eq!(first.x_cache(), "MISS");
+    let second = fetch(&app, uri).await;
+    assert_eq!(
+        (second.x_cache(), second.text()),
+        ("HIT", "t #1".to_owned())
+    );
+    // Both fields reach the client unchanged (§2.1: forwarded by default).
+    assert_eq!(second.header("cache-control"), Some("no-store"));
+    assert_eq!(second.header("cdn-cache-control"), Some("max-age=600"));
+    let entry = store
+        .get(&format!("t:GET:shop.example{uri}"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(entry.ttl.as_secs(), 600);
+    // The other way round: the origin lets browsers keep it, not this cache.
+    let uri = "/t/no-store/max-age=600";
+    fetch(&app, uri).await;
+    assert_eq!(fetch(&app, uri).await.x_cache(), "UNCACHEABLE");
+    // An invalid field is ignored as a whole: `Cache-Control` decides.
+    let uri = "/t/max-age=%2260/max-age=30";
+    fetch(&app, uri).await;
+    assert_eq!(fetch(&app, uri).await.x_cache(), "HIT");
+    let entry = store
+        .get("t:GET:shop.example/t/max-age=%2260/max-age=30")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(entry.ttl.as_secs(), 30);
+}
+
+#[tokio::test]
+async fn targeted_fields_can_be_stripped_from_what_clients_get() {
+    let calls = Calls::default();
+    let (app, _store) = targeted_app(&calls, true);
+    let uri = "/t/max-age=600/no-store";
+    let first = fetch(&app, uri).await;
+    let second = fetch(&app, uri).await;
+    assert_eq!(second.x_cache(), "HIT");
+    for reply in [first, second] {
+        assert_eq!(reply.header("cdn-cache-control"), None);
+        assert_eq!(reply.header("cache-control"), Some("no-store"));
+    }
+}
