@@ -193,6 +193,13 @@ fn origin(hits: &Hits) -> Router {
         .route("/validated", get(validated))
         .route("/plain", counted("/plain", &[]))
         .route(
+            "/negotiated",
+            counted(
+                "/negotiated",
+                &[("cache-control", "max-age=60"), ("vary", "Accept-Encoding")],
+            ),
+        )
+        .route(
             "/cdn",
             counted(
                 "/cdn",
@@ -869,4 +876,28 @@ async fn cdn_cache_control_decides_for_the_proxy_and_is_forwarded_rfc9213_2_1() 
         ),
         (Some("no-store"), Some("max-age=600"))
     );
+}
+
+#[tokio::test]
+async fn equivalent_accept_encoding_values_share_a_variant_through_the_proxy_rfc9111_4_1() {
+    let hits = Hits::default();
+    let proxy = setup(&hits).await;
+    let get = |encoding: &'static str| async move {
+        send(
+            proxy,
+            Method::GET,
+            "/negotiated",
+            &[("accept-encoding", encoding)],
+            "",
+        )
+        .await
+    };
+    assert_eq!(get("gzip, br").await.header("x-cache"), Some("MISS"));
+    let same = get("BR,gzip;q=1.0").await;
+    assert_eq!(
+        (same.header("x-cache"), same.text()),
+        (Some("HIT"), "/negotiated #1".to_owned())
+    );
+    assert_eq!(get("gzip;q=0.5, br").await.header("x-cache"), Some("MISS"));
+    assert_eq!(hits.count("/negotiated"), 2);
 }

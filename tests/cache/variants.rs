@@ -80,7 +80,7 @@ async fn values_are_compared_after_normalizing_whitespace() {
     assert_eq!(in_language(&app, " en ").await.0, "HIT");
     assert_eq!(in_language(&app, "fr,en;q=0.5").await.0, "HIT");
     assert_eq!(in_language(&app, "fr , en;q=0.5").await.0, "HIT");
-    assert_eq!(in_language(&app, "en, fr").await.0, "MISS", "order matters");
+    assert_eq!(in_language(&app, "en, fr").await.0, "MISS", "other weights");
     assert_eq!(calls.get(), 3);
 }
 
@@ -137,4 +137,27 @@ async fn an_unsafe_method_invalidates_every_variant() {
         assert_eq!(in_language(&app, lang).await.0, "MISS", "{lang}");
     }
     assert_eq!(calls.get(), 8);
+}
+
+#[tokio::test]
+async fn equivalent_accept_language_values_share_a_variant_rfc9111_4_1() {
+    let calls = Calls::default();
+    let (cache, _store) = layer();
+    let app = greeting(&calls, cache);
+    let first = in_language(&app, "en-US,en;q=0.9,fr;q=0.8").await;
+    assert_eq!(first.0, "MISS");
+    // Case, order, whitespace and the spelling of weights do not make another variant.
+    for equivalent in [
+        "fr;q=0.80, EN;q=0.9, en-us",
+        "en-us;q=1.0 ,  en;q=0.900,fr;q=0.8",
+    ] {
+        assert_eq!(
+            in_language(&app, equivalent).await,
+            ("HIT".to_owned(), first.1.clone()),
+            "{equivalent}"
+        );
+    }
+    // Other weights are another preference, and another variant.
+    assert_eq!(in_language(&app, "en;q=0.9, en-US;q=0.8").await.0, "MISS");
+    assert_eq!(calls.get(), 2);
 }
