@@ -193,6 +193,20 @@ fn origin(hits: &Hits) -> Router {
         .route("/validated", get(validated))
         .route("/plain", counted("/plain", &[]))
         .route(
+            "/described",
+            get(|State(hits): State<Hits>| async move {
+                let n = hits.next("/described");
+                (
+                    [
+                        ("cache-control", "max-age=60".to_owned()),
+                        ("etag", "\"v1\"".to_owned()),
+                        ("x-n", n.to_string()),
+                    ],
+                    "the body of v1",
+                )
+            }),
+        )
+        .route(
             "/negotiated",
             counted(
                 "/negotiated",
@@ -900,4 +914,28 @@ async fn equivalent_accept_encoding_values_share_a_variant_through_the_proxy_rfc
     );
     assert_eq!(get("gzip;q=0.5, br").await.header("x-cache"), Some("MISS"));
     assert_eq!(hits.count("/negotiated"), 2);
+}
+
+#[tokio::test]
+async fn a_200_to_a_head_updates_the_stored_get_through_the_proxy_rfc9111_4_3_5() {
+    let hits = Hits::default();
+    let proxy = setup(&hits).await;
+    assert_eq!(get_path(proxy, "/described").await.header("x-n"), Some("1"));
+    // A HEAD the client wants validated: the origin answers it with a 200 that describes
+    // the stored response, whose fields it updates.
+    let head = send(
+        proxy,
+        Method::HEAD,
+        "/described",
+        &[("cache-control", "no-cache")],
+        "",
+    )
+    .await;
+    assert_eq!(head.status, StatusCode::OK);
+    let hit = get_path(proxy, "/described").await;
+    assert_eq!(
+        (hit.header("x-cache"), hit.header("x-n"), hit.text()),
+        (Some("HIT"), Some("2"), "the body of v1".to_owned())
+    );
+    assert_eq!(hits.count("/described"), 2);
 }

@@ -278,6 +278,30 @@ impl<S> Call<S> {
                     .serve_stale(stale, &request_headers, facts.head, false));
             }
         }
+        // RFC 9111 §4.3.5: a 200 to a HEAD that describes the stored response updates its
+        // header fields as a 304 would; one that does not makes it outdated.
+        if let Some(entry) = &revalidate {
+            if facts.head && response.status() == StatusCode::OK {
+                if head_describes(entry, response.headers()) {
+                    let (head, _) = response.into_parts();
+                    return Ok(self
+                        .ctx
+                        .revalidated(
+                            entry,
+                            head,
+                            Fill {
+                                key,
+                                flight,
+                                started,
+                            },
+                            &request_headers,
+                            facts,
+                        )
+                        .await);
+                }
+                self.ctx.remove(&key).await;
+            }
+        }
         // RFC 9111 §4.3.3, §4.3.4: a 304 for the stored representation freshens it; the
         // body stays the stored one.
         if let Some(entry) = &revalidate {

@@ -64,7 +64,7 @@ use crate::store::Tier;
 use decide::within_max_age;
 use plan::{Plan, claimed_on_the_way, plan, watched_pattern};
 use purge_method::{PurgeMethod, is_purge};
-use revalidate::same_representation;
+use revalidate::{head_describes, same_representation};
 use unsafe_method::{Invalidation, invalidates};
 
 /// A [`Service`] that answers from the cache when it can and stores what it may; made by

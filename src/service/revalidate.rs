@@ -159,6 +159,27 @@ impl<S> Call<S> {
 /// Whether a 304 is about the stored representation: an `ETag` it carries matches the
 /// stored one by weak comparison (RFC 9110 §8.8.3.2); without one, the request's validators
 /// were the stored ones, so it is.
+/// Whether a `200` to a `HEAD` describes the stored response (RFC 9111 §4.3.5): every
+/// validator it carries (`ETag`, `Last-Modified`; at least one) matches the stored one, and
+/// its `Content-Length`, if any, is the stored body's length.
+pub(super) fn head_describes(entry: &CachedResponse, head: &HeaderMap) -> bool {
+    let matches = |name: header::HeaderName, stored: Option<&HeaderValue>| match head.get(&name) {
+        Some(received) => Some(stored.is_some_and(|stored| {
+            stored.as_bytes().trim_ascii() == received.as_bytes().trim_ascii()
+        })),
+        None => None,
+    };
+    let etag = matches(header::ETAG, entry.etag());
+    let modified = matches(header::LAST_MODIFIED, entry.last_modified());
+    let validated = match (etag, modified) {
+        (None, None) => false,
+        (etag, modified) => etag.unwrap_or(true) && modified.unwrap_or(true),
+    };
+    validated
+        && content_length(head).is_none_or(|length| length == entry.body.len() as u64)
+        && !(head.contains_key(header::CONTENT_LENGTH) && content_length(head).is_none())
+}
+
 pub(super) fn same_representation(entry: &CachedResponse, not_modified: &HeaderMap) -> bool {
     pub(super) fn opaque(value: &HeaderValue) -> &[u8] {
         let value = value.as_bytes().trim_ascii();

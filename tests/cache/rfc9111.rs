@@ -921,3 +921,59 @@ async fn targeted_fields_can_be_stripped_from_what_clients_get() {
         assert_eq!(reply.header("cache-control"), Some("no-store"));
     }
 }
+
+#[tokio::test]
+async fn a_200_to_a_head_updates_or_outdates_the_stored_get_rfc9111_4_3_5() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    // The origin ignores conditional requests: every answer is a 200. Its ETag is the
+    // version; `x-served` counts its answers.
+    let version = Arc::new(AtomicUsize::new(1));
+    let calls = Calls::default();
+    let (cache, store) = layer();
+    let cache = cache.keep(std::time::Duration::from_secs(60));
+    let app = Router::new()
+        .route(
+            "/doc",
+            get({
+                let version = Arc::clone(&version);
+                move |State(calls): State<Calls>| {
+                    let version = version.load(Ordering::SeqCst);
+                    async move {
+                        let n = calls.hit();
+                        (
+                            [
+                                // Stale at once: every request goes to the origin.
+                                ("cache-control", "max-age=0".to_owned()),
+                                ("etag", format!("\"v{version}\"")),
+                                ("x-served", n.to_string()),
+                            ],
+                            format!("version {version}"),
+                        )
+                    }
+                }
+            }),
+        )
+        .with_state(calls.clone())
+        .layer(cache);
+    let key = "t:GET:shop.example/doc";
+    fetch(&app, "/doc").await;
+    assert_eq!(
+        store.get(key).await.unwrap().unwrap().headers["x-served"],
+        "1"
+    );
+    // The same representation: the stored response takes the HEAD's fields.
+    let head = request(&app, Method::HEAD, "/doc").await;
+    assert_eq!(head.status, StatusCode::OK);
+    assert!(head.body.is_empty());
+    let entry = store.get(key).await.unwrap().expect("still stored");
+    assert_eq!(entry.headers["x-served"], "2");
+    assert_eq!(&entry.body[..], b"version 1");
+    // Another representation: the stored one is outdated, and goes.
+    version.store(2, Ordering::SeqCst);
+    request(&app, Method::HEAD, "/doc").await;
+    assert!(store.get(key).await.unwrap().is_none());
+    let get = fetch(&app, "/doc").await;
+    assert_eq!(get.text(), "version 2");
+    assert_eq!(calls.get(), 4);
+}
