@@ -163,11 +163,12 @@ impl<S> Call<S> {
 /// validator it carries (`ETag`, `Last-Modified`; at least one) matches the stored one, and
 /// its `Content-Length`, if any, is the stored body's length.
 pub(super) fn head_describes(entry: &CachedResponse, head: &HeaderMap) -> bool {
-    let matches = |name: header::HeaderName, stored: Option<&HeaderValue>| match head.get(&name) {
-        Some(received) => Some(stored.is_some_and(|stored| {
-            stored.as_bytes().trim_ascii() == received.as_bytes().trim_ascii()
-        })),
-        None => None,
+    let matches = |name: header::HeaderName, stored: Option<&HeaderValue>| {
+        head.get(&name).map(|received| {
+            stored.is_some_and(|stored| {
+                stored.as_bytes().trim_ascii() == received.as_bytes().trim_ascii()
+            })
+        })
     };
     let etag = matches(header::ETAG, entry.etag());
     let modified = matches(header::LAST_MODIFIED, entry.last_modified());
