@@ -60,7 +60,11 @@
 //!   a qualified `no-cache="Set-Cookie"` or `private="Set-Cookie"` says to store the rest
 //!   (the fields such a directive lists are never stored).
 //!
-//! Not supported: protocol upgrades (WebSocket), HTTPS to the origin, HTTP/2 to clients.
+//! Not supported: protocol upgrades (WebSocket), HTTPS to the origin, HTTP/2 to clients, and
+//! relaying interim responses: an origin's `103 Early Hints` or `102` is read and dropped
+//! by the hyper client (never stored, never replayed), because hyper's server has no way to
+//! send a `1xx` before the final response (RFC 9110 §15.2 lets a proxy drop them for a
+//! client it cannot send them to).
 
 use std::convert::Infallible;
 use std::error::Error;

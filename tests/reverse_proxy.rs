@@ -939,3 +939,58 @@ async fn a_200_to_a_head_updates_the_stored_get_through_the_proxy_rfc9111_4_3_5(
     );
     assert_eq!(hits.count("/described"), 2);
 }
+
+#[tokio::test]
+async fn interim_responses_from_the_origin_are_neither_stored_nor_replayed_rfc9110_15_2() {
+    // An origin that sends `103 Early Hints` before each final response.
+    let (listener, addr) = listen().await;
+    let answered = Arc::new(AtomicUsize::new(0));
+    let counter = Arc::clone(&answered);
+    tokio::spawn(async move {
+        loop {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            let counter = Arc::clone(&counter);
+            tokio::spawn(async move {
+                use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                let mut request = Vec::new();
+                let mut buffer = [0u8; 1024];
+                loop {
+                    let Ok(read) = socket.read(&mut buffer).await else {
+                        return;
+                    };
+                    if read == 0 {
+                        return;
+                    }
+                    request.extend_from_slice(&buffer[..read]);
+                    while let Some(end) = request.windows(4).position(|w| w == b"\r\n\r\n") {
+                        request.drain(..end + 4);
+                        let n = counter.fetch_add(1, Ordering::SeqCst) + 1;
+                        let body = format!("final #{n}");
+                        let reply = format!(
+                            "HTTP/1.1 103 Early Hints\r\nlink: </style.css>; rel=preload\r\n\r\n\
+                             HTTP/1.1 200 OK\r\ncache-control: max-age=60\r\ncontent-length: {}\r\n\r\n{body}",
+                            body.len()
+                        );
+                        if socket.write_all(reply.as_bytes()).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    let proxy = proxy_to(&format!("http://{addr}")).await;
+    let first = get_path(proxy, "/hinted").await;
+    assert_eq!(
+        (first.status, first.header("x-cache"), first.text()),
+        (StatusCode::OK, Some("MISS"), "final #1".to_owned())
+    );
+    let second = get_path(proxy, "/hinted").await;
+    assert_eq!(
+        (second.status, second.header("x-cache"), second.text()),
+        (StatusCode::OK, Some("HIT"), "final #1".to_owned())
+    );
+    // The hint's fields belong to the interim response alone.
+    assert_eq!(second.header("link"), None);
+    assert_eq!(answered.load(Ordering::SeqCst), 1);
+}

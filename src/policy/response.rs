@@ -444,6 +444,11 @@ pub(crate) fn check_storable(
     if request.head {
         return Err(NotStoredReason::Head);
     }
+    // RFC 9110 §15.2: an interim response (`103 Early Hints`, `102`, …) is not a response
+    // to store or replay, whatever the status set says.
+    if status.is_informational() {
+        return Err(NotStoredReason::Status);
+    }
     // RFC 9111 §5.2.2.3: with `must-understand`, a response whose status the cache does not
     // understand is not stored; one whose status it does understands overrides `no-store`.
     if cc.must_understand && !understood(status) {
@@ -708,6 +713,21 @@ mod tests {
         assert_eq!(
             admission(404, &[("cache-control", "max-age=5")], GET, true),
             Ok(Admission::Listed)
+        );
+        // An interim response even when the status set names it (RFC 9110 §15.2).
+        let mut with_hints = rules();
+        with_hints.statuses = with_hints.statuses.with(StatusCode::from_u16(103).unwrap());
+        let map = headers(&[("cache-control", "max-age=30")]);
+        assert_eq!(
+            check_storable(
+                StatusCode::from_u16(103).unwrap(),
+                &map,
+                &CacheControl::from_headers(&map),
+                GET,
+                &with_hints,
+                true
+            ),
+            Err(NotStoredReason::Status)
         );
         // Never: interim responses, partial content, 304, and what is no HTTP status.
         for status in [100, 103, 199, 206, 304, 600, 999] {

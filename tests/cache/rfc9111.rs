@@ -977,3 +977,27 @@ async fn a_200_to_a_head_updates_or_outdates_the_stored_get_rfc9111_4_3_5() {
     assert_eq!(get.text(), "version 2");
     assert_eq!(calls.get(), 4);
 }
+
+#[tokio::test]
+async fn an_interim_response_is_never_stored_or_replayed_rfc9110_15_2() {
+    let calls = Calls::default();
+    let (app, store) = status_app(&calls);
+    // A service that (wrongly) returns a 103 or 102 as its response: passed through,
+    // never stored, even with explicit freshness.
+    for code in [102, 103] {
+        let uri = format!("/status/{code}/max-age=60");
+        for _ in 0..2 {
+            let reply = fetch(&app, &uri).await;
+            assert_eq!(reply.status.as_u16(), code);
+            assert_eq!(reply.x_cache(), "UNCACHEABLE");
+        }
+        assert!(
+            store
+                .get(&format!("t:GET:shop.example{uri}"))
+                .await
+                .unwrap()
+                .is_none()
+        );
+    }
+    assert_eq!(calls.get(), 4);
+}
