@@ -20,6 +20,11 @@
 //!   long `no-cache` responses with one are kept). Default 600.
 //! - `STATS_PATH`: if set (say `/__cache/stats`), the cache's counters as JSON there (that
 //!   path is then not forwarded).
+//! - `STALE_IF_ERROR_SECS`: how long past its freshness an entry still answers when the
+//!   origin refuses or drops the connection, times out, or answers 500, 502, 503 or 504
+//!   (RFC 9111 §4.2.4, RFC 5861 §4; nginx's `proxy_cache_use_stale error timeout`) — never
+//!   one the origin marked `must-revalidate`, `proxy-revalidate`, `s-maxage` or `no-cache`.
+//!   Default 300; 0 turns it off.
 //! - `HEURISTIC_FRESHNESS`: `off` stores only what has explicit freshness. Default on: a
 //!   response without `max-age`, `s-maxage` or `Expires` but with a `Last-Modified` is fresh
 //!   for 10% of the time since then, at most a day (RFC 9111 §4.2.2), as Squid, Apache
@@ -145,6 +150,8 @@ pub struct Settings {
     pub keep: Duration,
     /// Where to answer with the cache's counters, if anywhere.
     pub stats_path: Option<String>,
+    /// How long past freshness an entry answers when the origin fails.
+    pub stale_if_error: Duration,
     /// Heuristic freshness for responses without explicit freshness; `None` for off.
     pub heuristic: Option<HeuristicFreshness>,
     /// The host the origin is told it serves, whatever the client's `Host`; `None` to
@@ -174,6 +181,7 @@ impl Settings {
             stats_path: std::env::var("STATS_PATH")
                 .ok()
                 .filter(|path| path.starts_with('/')),
+            stale_if_error: Duration::from_secs(number("STALE_IF_ERROR_SECS", 300)?),
             heuristic: match std::env::var("HEURISTIC_FRESHNESS").as_deref() {
                 Ok("off") => None,
                 Ok("on") | Err(_) => Some(HeuristicFreshness::new()),
@@ -228,6 +236,13 @@ pub fn proxy(settings: &Settings) -> (Router, CacheLayer) {
     // RFC 9213: a CDN-targeted field, when the origin sends one, decides over
     // `Cache-Control` for this cache (and is forwarded for the caches after it).
     let cache = cache.targeted_cache_control([CDN_CACHE_CONTROL]);
+    // The origin refused, dropped the connection or timed out (the 502 and 504 below), or
+    // failed: a stale entry within the window answers instead (RFC 9111 §4.2.4).
+    let cache = if settings.stale_if_error.is_zero() {
+        cache
+    } else {
+        cache.stale_if_error(settings.stale_if_error)
+    };
     let cache = match settings.heuristic {
         Some(heuristic) => cache.heuristic_freshness(heuristic),
         None => cache,

@@ -353,6 +353,7 @@ fn settings(upstream: &str) -> Settings {
         keep: Duration::from_secs(60),
         stats_path: Some("/__stats".to_owned()),
         heuristic: Some(tower_response_cache::policy::HeuristicFreshness::new()),
+        stale_if_error: Duration::from_secs(300),
         public_host: None,
     }
 }
@@ -993,4 +994,110 @@ async fn interim_responses_from_the_origin_are_neither_stored_nor_replayed_rfc91
     // The hint's fields belong to the interim response alone.
     assert_eq!(second.header("link"), None);
     assert_eq!(answered.load(Ordering::SeqCst), 1);
+}
+
+/// An origin on a raw socket that answers each request with `cache-control: {cc}` and
+/// closes the connection, until `gone` is set: then it closes every connection unanswered.
+async fn fragile_origin(cc: &'static str, gone: Arc<std::sync::atomic::AtomicBool>) -> SocketAddr {
+    let (listener, addr) = listen().await;
+    let answered = Arc::new(AtomicUsize::new(0));
+    tokio::spawn(async move {
+        loop {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            let (gone, answered) = (Arc::clone(&gone), Arc::clone(&answered));
+            tokio::spawn(async move {
+                use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                let mut buffer = [0u8; 4096];
+                let _ = socket.read(&mut buffer).await;
+                if gone.load(Ordering::SeqCst) {
+                    return;
+                }
+                let n = answered.fetch_add(1, Ordering::SeqCst) + 1;
+                let body = format!("answer #{n}");
+                let reply = format!(
+                    "HTTP/1.1 200 OK\r\ncache-control: {cc}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = socket.write_all(reply.as_bytes()).await;
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn a_stale_entry_answers_when_the_origin_is_gone_rfc9111_4_2_4() {
+    for (cc, stale_allowed) in [
+        ("max-age=1", true),
+        ("max-age=1, must-revalidate", false),
+        ("max-age=1, proxy-revalidate", false),
+        ("s-maxage=1", false),
+    ] {
+        let gone = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let origin = fragile_origin(cc, Arc::clone(&gone)).await;
+        let proxy = proxy_to(&format!("http://{origin}")).await;
+        assert_eq!(get_path(proxy, "/fragile").await.text(), "answer #1");
+        gone.store(true, Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        let reply = get_path(proxy, "/fragile").await;
+        if stale_allowed {
+            assert_eq!(
+                (reply.status, reply.header("x-cache"), reply.text()),
+                (StatusCode::OK, Some("STALE"), "answer #1".to_owned()),
+                "{cc}: the stale entry stands in for the dropped connection"
+            );
+        } else {
+            assert_eq!(reply.status, StatusCode::BAD_GATEWAY, "{cc}: never stale");
+        }
+    }
+    // Turned off: the failure goes through.
+    let gone = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let origin = fragile_origin("max-age=1", Arc::clone(&gone)).await;
+    let proxy = proxy_with(Settings {
+        stale_if_error: Duration::ZERO,
+        ..settings(&format!("http://{origin}"))
+    })
+    .await;
+    get_path(proxy, "/fragile").await;
+    gone.store(true, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(
+        get_path(proxy, "/fragile").await.status,
+        StatusCode::BAD_GATEWAY
+    );
+}
+
+#[tokio::test]
+async fn a_stale_entry_answers_when_the_origin_times_out_rfc9111_4_2_4() {
+    let hits = Hits::default();
+    let (listener, addr) = listen().await;
+    let slow = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let app = Router::new().route(
+        "/sometimes-slow",
+        get({
+            let slow = Arc::clone(&slow);
+            let hits = hits.clone();
+            move || {
+                let slow = slow.load(Ordering::SeqCst);
+                let n = hits.next("/sometimes-slow");
+                async move {
+                    if slow {
+                        tokio::time::sleep(Duration::from_secs(3)).await;
+                    }
+                    ([("cache-control", "max-age=1")], format!("timely #{n}"))
+                }
+            }
+        }),
+    );
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let proxy = proxy_to(&format!("http://{addr}")).await;
+    get_path(proxy, "/sometimes-slow").await;
+    slow.store(true, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    // The proxy gives the origin 1 s, then the stale entry answers.
+    let reply = get_path(proxy, "/sometimes-slow").await;
+    assert_eq!(
+        (reply.status, reply.header("x-cache"), reply.text()),
+        (StatusCode::OK, Some("STALE"), "timely #1".to_owned())
+    );
 }
