@@ -1101,3 +1101,29 @@ async fn a_stale_entry_answers_when_the_origin_times_out_rfc9111_4_2_4() {
         (StatusCode::OK, Some("STALE"), "timely #1".to_owned())
     );
 }
+
+#[tokio::test]
+async fn ranges_are_answered_from_the_cache_through_the_proxy_rfc9110_14() {
+    let hits = Hits::default();
+    let proxy = setup(&hits).await;
+    let whole = get_path(proxy, "/page").await;
+    let text = whole.text();
+    let partial = send(proxy, Method::GET, "/page", &[("range", "bytes=0-3")], "").await;
+    assert_eq!(partial.status, StatusCode::PARTIAL_CONTENT);
+    assert_eq!(partial.header("x-cache"), Some("HIT"));
+    assert_eq!(
+        partial.header("content-range"),
+        Some(format!("bytes 0-3/{}", text.len()).as_str())
+    );
+    assert_eq!(partial.text(), text[..4]);
+    let beyond = send(
+        proxy,
+        Method::GET,
+        "/page",
+        &[("range", "bytes=100000-")],
+        "",
+    )
+    .await;
+    assert_eq!(beyond.status, StatusCode::RANGE_NOT_SATISFIABLE);
+    assert_eq!(hits.count("/page"), 1);
+}

@@ -15,6 +15,7 @@ pub(crate) mod conditional;
 pub(crate) mod date;
 pub(crate) mod freshness;
 pub(crate) mod headers;
+pub(crate) mod range;
 pub mod request;
 pub mod response;
 pub mod route;

@@ -389,7 +389,11 @@ impl<S> Call<S> {
                 // The origin's latest answer for a stored entry may not be kept: nor may
                 // the entry — unless that answer is a server error, which says nothing
                 // about the entry (it may still be revalidated once the origin recovers).
-                if had_entry && !head.status.is_server_error() {
+                // Nor a 206 (RFC 9111 §3.4): a part never replaces a stored whole.
+                if had_entry
+                    && !head.status.is_server_error()
+                    && head.status != StatusCode::PARTIAL_CONTENT
+                {
                     self.ctx.withdraw(&key, reason).await;
                 }
                 (CacheBody::passthrough(body), Storing::No(reason))

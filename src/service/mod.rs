@@ -49,6 +49,9 @@ use crate::outcome::Storing;
 use crate::outcome::{self, Outcome};
 use crate::policy::conditional::{not_modified, not_modified_headers};
 use crate::policy::headers::{stored_headers, updated_headers};
+use crate::policy::range::{
+    RangeAnswer, content_range, multipart, range_answer, slice, unsatisfied_range,
+};
 use crate::policy::request::{RequestMode, request_mode};
 use crate::policy::response::explicitly_shared;
 use crate::policy::response::{

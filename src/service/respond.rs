@@ -95,6 +95,8 @@ impl Ctx {
             *response.status_mut() = StatusCode::NOT_MODIFIED;
             *response.headers_mut() = not_modified_headers(&entry.headers);
             response
+        } else if !head && entry.status == StatusCode::OK && request.contains_key(header::RANGE) {
+            ranged(entry, request)
         } else {
             let body = if head {
                 Bytes::new()
@@ -158,6 +160,44 @@ impl Ctx {
             _ => touch.await,
         }
     }
+}
+
+/// A stored 200 answering a GET with `Range` (RFC 9110 §14): a `206` with the bytes asked
+/// for (one range, or `multipart/byteranges`), a `416` when none is in the body, or the
+/// whole response when the ranges do not apply ([`range_answer`]).
+fn ranged<B: Body>(entry: &CachedResponse, request: &HeaderMap) -> Response<CacheBody<B>> {
+    let length = entry.body.len() as u64;
+    let mut headers = replayed_headers(&entry.headers);
+    let (status, body) = match range_answer(request, &entry.headers, length) {
+        RangeAnswer::Full => (entry.status, entry.body.clone()),
+        RangeAnswer::Single(range) => {
+            headers.insert(header::CONTENT_RANGE, content_range(&range, length));
+            (StatusCode::PARTIAL_CONTENT, slice(&entry.body, &range))
+        }
+        RangeAnswer::Multi(ranges) => {
+            let (body, content_type) = multipart(
+                &entry.body,
+                &ranges,
+                entry.headers.get(header::CONTENT_TYPE),
+            );
+            headers.insert(header::CONTENT_TYPE, content_type);
+            (StatusCode::PARTIAL_CONTENT, body)
+        }
+        RangeAnswer::Unsatisfiable => {
+            headers.insert(header::CONTENT_RANGE, unsatisfied_range(length));
+            headers.remove(header::CONTENT_TYPE);
+            (StatusCode::RANGE_NOT_SATISFIABLE, Bytes::new())
+        }
+    };
+    if status != entry.status || headers.contains_key(header::CONTENT_LENGTH) {
+        if let Ok(value) = HeaderValue::try_from(body.len().to_string()) {
+            headers.insert(header::CONTENT_LENGTH, value);
+        }
+    }
+    let mut response = Response::new(CacheBody::stored(body));
+    *response.status_mut() = status;
+    *response.headers_mut() = headers;
+    response
 }
 
 /// A hit's copy of the stored headers, with room for those it adds (`Age`, the status

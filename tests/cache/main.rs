@@ -21,6 +21,7 @@ mod observers;
 mod outcome;
 mod over_http1;
 mod purge_http;
+mod ranges;
 mod revalidation;
 mod rfc9111;
 mod security;
