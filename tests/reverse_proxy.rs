@@ -193,6 +193,17 @@ fn origin(hits: &Hits) -> Router {
         .route("/validated", get(validated))
         .route("/plain", counted("/plain", &[]))
         .route(
+            "/aged",
+            counted("/aged", &[("cache-control", "max-age=60"), ("age", "50, 5")]),
+        )
+        .route(
+            "/understood",
+            counted(
+                "/understood",
+                &[("cache-control", "must-understand, no-store, max-age=60")],
+            ),
+        )
+        .route(
             "/described",
             get(|State(hits): State<Hits>| async move {
                 let n = hits.next("/described");
@@ -1126,4 +1137,22 @@ async fn ranges_are_answered_from_the_cache_through_the_proxy_rfc9110_14() {
     .await;
     assert_eq!(beyond.status, StatusCode::RANGE_NOT_SATISFIABLE);
     assert_eq!(hits.count("/page"), 1);
+}
+
+#[tokio::test]
+async fn the_first_age_and_must_understand_hold_through_the_proxy_rfc9111_5_1_and_5_2_2_3() {
+    let hits = Hits::default();
+    let proxy = setup(&hits).await;
+    // Fresh for 60 - 50 = 10 s: a hit, and its `Age` counts on from 50.
+    get_path(proxy, "/aged").await;
+    let aged = get_path(proxy, "/aged").await;
+    assert_eq!(aged.header("x-cache"), Some("HIT"));
+    let age: u64 = aged.header("age").unwrap().parse().unwrap();
+    assert!((50..60).contains(&age), "{age}");
+    // `must-understand` with a status the cache knows overrides `no-store`.
+    get_path(proxy, "/understood").await;
+    assert_eq!(
+        get_path(proxy, "/understood").await.header("x-cache"),
+        Some("HIT")
+    );
 }
