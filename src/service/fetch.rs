@@ -278,51 +278,38 @@ impl<S> Call<S> {
                     .serve_stale(stale, &request_headers, facts.head, false));
             }
         }
-        // RFC 9111 §4.3.5: a 200 to a HEAD that describes the stored response updates its
-        // header fields as a 304 would; one that does not makes it outdated.
+        // RFC 9111 §4.3.3, §4.3.4: a 304 for the stored representation freshens it; the
+        // body stays the stored one. §4.3.5: so does a 200 to a HEAD that describes it,
+        // whose fields update the stored ones alike; one that does not outdates it.
         if let Some(entry) = &revalidate {
-            if facts.head && response.status() == StatusCode::OK {
-                if head_describes(entry, response.headers()) {
-                    let (head, _) = response.into_parts();
-                    return Ok(self
-                        .ctx
-                        .revalidated(
-                            entry,
-                            head,
-                            Fill {
-                                key,
-                                flight,
-                                started,
-                            },
-                            &request_headers,
-                            facts,
-                        )
-                        .await);
-                }
+            let status = response.status();
+            let head_update = facts.head && status == StatusCode::OK;
+            let describes = if head_update {
+                head_describes(entry, response.headers())
+            } else {
+                status == StatusCode::NOT_MODIFIED && same_representation(entry, response.headers())
+            };
+            if describes {
+                let (head, _) = response.into_parts();
+                return Ok(self
+                    .ctx
+                    .revalidated(
+                        entry,
+                        head,
+                        Fill {
+                            key,
+                            flight,
+                            started,
+                        },
+                        &request_headers,
+                        facts,
+                    )
+                    .await);
+            }
+            if head_update {
                 self.ctx.remove(&key).await;
             }
-        }
-        // RFC 9111 §4.3.3, §4.3.4: a 304 for the stored representation freshens it; the
-        // body stays the stored one.
-        if let Some(entry) = &revalidate {
-            if response.status() == StatusCode::NOT_MODIFIED {
-                if same_representation(entry, response.headers()) {
-                    let (head, _) = response.into_parts();
-                    return Ok(self
-                        .ctx
-                        .revalidated(
-                            entry,
-                            head,
-                            Fill {
-                                key,
-                                flight,
-                                started,
-                            },
-                            &request_headers,
-                            facts,
-                        )
-                        .await);
-                }
+            if status == StatusCode::NOT_MODIFIED {
                 // A 304 about another representation than the stored one (an origin that
                 // contradicts itself): it updates nothing (§4.3.4), the entry is outdated,
                 // and a client that did not ask conditionally cannot take a 304.

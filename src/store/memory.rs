@@ -1,7 +1,7 @@
 use std::collections::{HashMap, HashSet};
 use std::fmt;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, RwLock, Weak};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant, SystemTime};
 
 use moka::Expiry;
@@ -10,7 +10,9 @@ use moka::ops::compute::{CompResult, Op};
 use moka::sync::Cache;
 
 use super::purge::{KeyFilter, PurgeMode, PurgeTarget, softened};
-use super::{RemovalCause, RemovalListener, Store, StoreError, StoreFuture, StoreGauges};
+use super::{
+    Listeners, RemovalCause, RemovalListener, Store, StoreError, StoreFuture, StoreGauges,
+};
 use crate::entry::CachedResponse;
 
 /// An in-process store on [moka](https://docs.rs/moka): bounded in bytes, with a TTL per
@@ -64,9 +66,8 @@ struct RemovalCounters {
     replaced: AtomicU64,
     removed: AtomicU64,
     /// Observers of layers on this store, told of each removal
-    /// ([`Store::listen_removals`]); looked at only once there is one.
-    any_listener: AtomicBool,
-    listeners: RwLock<Vec<Weak<RemovalListener>>>,
+    /// ([`Store::listen_removals`]).
+    listeners: Listeners<RemovalListener>,
 }
 
 impl fmt::Debug for RemovalCounters {
@@ -86,26 +87,11 @@ impl RemovalCounters {
             _ => &self.removed,
         };
         counter.fetch_add(1, Ordering::Relaxed);
-        if self.any_listener.load(Ordering::Acquire) {
-            let listeners = match self.listeners.read() {
-                Ok(listeners) => listeners,
-                Err(poisoned) => poisoned.into_inner(),
-            };
-            for listener in listeners.iter().filter_map(Weak::upgrade) {
-                listener(cause);
-            }
-        }
+        self.listeners.tell(|listener| listener(cause));
     }
 
     fn listen(&self, listener: Weak<RemovalListener>) {
-        let mut listeners = match self.listeners.write() {
-            Ok(listeners) => listeners,
-            Err(poisoned) => poisoned.into_inner(),
-        };
-        // Layers that are gone (or replaced their observers) are forgotten here.
-        listeners.retain(|listener| listener.strong_count() > 0);
-        listeners.push(listener);
-        self.any_listener.store(true, Ordering::Release);
+        self.listeners.add(listener);
     }
 
     fn snapshot(&self) -> Removals {

@@ -347,6 +347,50 @@ impl Tier {
     }
 }
 
+/// The listeners of a store's events ([`Store::listen_removals`],
+/// [`Store::listen_flushes`]), held weakly: a dropped layer's are forgotten.
+pub(crate) struct Listeners<L: ?Sized> {
+    list: std::sync::RwLock<Vec<Weak<L>>>,
+    /// Whether one was ever added: until then, telling costs one load.
+    any: std::sync::atomic::AtomicBool,
+}
+
+impl<L: ?Sized> Default for Listeners<L> {
+    fn default() -> Self {
+        Self {
+            list: std::sync::RwLock::new(Vec::new()),
+            any: std::sync::atomic::AtomicBool::new(false),
+        }
+    }
+}
+
+impl<L: ?Sized> Listeners<L> {
+    /// Adds `listener`, forgetting those whose layers are gone.
+    pub(crate) fn add(&self, listener: Weak<L>) {
+        let mut list = match self.list.write() {
+            Ok(list) => list,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        list.retain(|listener| listener.strong_count() > 0);
+        list.push(listener);
+        self.any.store(true, std::sync::atomic::Ordering::Release);
+    }
+
+    /// Calls `tell` with each listener still alive.
+    pub(crate) fn tell(&self, mut tell: impl FnMut(&L)) {
+        if !self.any.load(std::sync::atomic::Ordering::Acquire) {
+            return;
+        }
+        let list = match self.list.read() {
+            Ok(list) => list,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        for listener in list.iter().filter_map(Weak::upgrade) {
+            tell(&listener);
+        }
+    }
+}
+
 /// What a store calls as entries leave it ([`Store::listen_removals`]).
 pub type RemovalListener = dyn Fn(RemovalCause) + Send + Sync;
 

@@ -12,7 +12,7 @@
 
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, RwLock, Weak};
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant, SystemTime};
 
 use fred::interfaces::{ClientLike, EventInterface, KeysInterface, PubsubInterface};
@@ -20,7 +20,7 @@ use fred::types::{Expiration, SetOptions, Value};
 
 use super::purge::{PurgeMode, PurgeTarget};
 use super::{
-    FillLock, FlushListener, FlushReason, L1Flushes, Lookup, MemoryStore, RedisStore,
+    FillLock, FlushListener, FlushReason, L1Flushes, Listeners, Lookup, MemoryStore, RedisStore,
     RemovalListener, Store, StoreError, StoreErrorKind, StoreFuture, StoreGauges,
 };
 use crate::entry::CachedResponse;
@@ -173,7 +173,7 @@ struct Health {
     stripes: Box<[AtomicU64]>,
     flushes: FlushCounters,
     /// Told of each flush ([`Store::listen_flushes`]).
-    listeners: RwLock<Vec<Weak<FlushListener>>>,
+    listeners: Listeners<FlushListener>,
     l1: MemoryStore,
 }
 
@@ -201,7 +201,7 @@ impl Health {
             epoch: AtomicU64::new(0),
             stripes: (0..STRIPES).map(|_| AtomicU64::new(0)).collect(),
             flushes: FlushCounters::default(),
-            listeners: RwLock::new(Vec::new()),
+            listeners: Listeners::default(),
             l1,
         }
     }
@@ -255,23 +255,7 @@ impl Health {
 
     /// Tells the listeners of a flush.
     fn tell(&self, reason: FlushReason) {
-        let listeners = match self.listeners.read() {
-            Ok(listeners) => listeners,
-            Err(poisoned) => poisoned.into_inner(),
-        };
-        for listener in listeners.iter().filter_map(Weak::upgrade) {
-            listener(reason);
-        }
-    }
-
-    fn listen(&self, listener: Weak<FlushListener>) {
-        let mut listeners = match self.listeners.write() {
-            Ok(listeners) => listeners,
-            Err(poisoned) => poisoned.into_inner(),
-        };
-        // Layers that are gone (or replaced their observers) are forgotten here.
-        listeners.retain(|listener| listener.strong_count() > 0);
-        listeners.push(listener);
+        self.listeners.tell(|listener| listener(reason));
     }
 
     /// Heartbeat `number` of this instance came back: the channel delivered everything
@@ -792,7 +776,7 @@ impl Store for TieredStore {
     }
 
     fn listen_flushes(&self, listener: Weak<FlushListener>) -> bool {
-        self.inner.health.listen(listener);
+        self.inner.health.listeners.add(listener);
         true
     }
 

@@ -320,12 +320,7 @@ async fn load_a_cluster_primary_killed_under_load_fails_over_to_its_replica() {
     let killed = start.elapsed();
     // The replica takes over once the others mark the primary failed (node timeout 2 s).
     let cluster = tokio::task::spawn_blocking(move || {
-        crate::servers::wait_until(
-            Duration::from_secs(20),
-            || cluster.primaries().len() == 3,
-            "a replica is promoted",
-        );
-        cluster.wait_until_ok_without(victim, Duration::from_secs(20));
+        cluster.wait_for_failover(victim);
         cluster
     })
     .await

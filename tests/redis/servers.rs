@@ -389,6 +389,17 @@ impl Cluster {
         );
     }
 
+    /// Waits until a replica took over from the killed primary `victim` and the cluster is
+    /// ok again on the nodes left.
+    pub(crate) fn wait_for_failover(&self, victim: usize) {
+        wait_until(
+            Duration::from_secs(20),
+            || self.primaries().len() == 3,
+            "a replica is promoted",
+        );
+        self.wait_until_ok_without(victim, Duration::from_secs(20));
+    }
+
     pub(crate) fn url(&self) -> String {
         let mut url = format!("redis-cluster://127.0.0.1:{}", self.nodes[0].port);
         for (i, node) in self.nodes.iter().enumerate().skip(1) {

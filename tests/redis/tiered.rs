@@ -624,12 +624,7 @@ async fn a_failover_of_the_sharded_channels_primary_empties_l1_then_brings_it_ba
         .await;
     }
     let cluster = tokio::task::spawn_blocking(move || {
-        crate::servers::wait_until(
-            Duration::from_secs(20),
-            || cluster.primaries().len() == 3,
-            "a replica is promoted",
-        );
-        cluster.wait_until_ok_without(victim, Duration::from_secs(20));
+        cluster.wait_for_failover(victim);
         cluster
     })
     .await
