@@ -43,11 +43,17 @@ fn app(calls: &Calls) -> Router {
         .layer(cache)
 }
 
-#[tokio::test]
-async fn a_stored_response_answers_ranges_with_206_rfc9110_14_2_and_15_3_7() {
+/// The app, with `/doc` stored.
+async fn stored() -> (Calls, Router) {
     let calls = Calls::default();
     let app = app(&calls);
     fetch(&app, "/doc").await;
+    (calls, app)
+}
+
+#[tokio::test]
+async fn a_stored_response_answers_ranges_with_206_rfc9110_14_2_and_15_3_7() {
+    let (calls, app) = stored().await;
     for (range, content_range, body) in [
         ("bytes=0-9", "bytes 0-9/100", "0123456789"),
         ("bytes=95-", "bytes 95-99/100", "56789"),
@@ -70,9 +76,7 @@ async fn a_stored_response_answers_ranges_with_206_rfc9110_14_2_and_15_3_7() {
 
 #[tokio::test]
 async fn several_ranges_are_a_multipart_byteranges_body_rfc9110_14_6() {
-    let calls = Calls::default();
-    let app = app(&calls);
-    fetch(&app, "/doc").await;
+    let (calls, app) = stored().await;
     let reply = get_with(&app, "/doc", &[("range", "bytes=0-1, 50-52")]).await;
     assert_eq!(reply.status, StatusCode::PARTIAL_CONTENT);
     let content_type = reply.header("content-type").unwrap();
@@ -91,13 +95,12 @@ async fn several_ranges_are_a_multipart_byteranges_body_rfc9110_14_6() {
         reply.header("content-length"),
         Some(reply.body.len().to_string().as_str())
     );
+    assert_eq!(calls.get(), 1, "all answered from the cache");
 }
 
 #[tokio::test]
 async fn an_unsatisfiable_range_is_a_416_and_an_invalid_one_the_whole_response_rfc9110_15_5_17() {
-    let calls = Calls::default();
-    let app = app(&calls);
-    fetch(&app, "/doc").await;
+    let (calls, app) = stored().await;
     let reply = get_with(&app, "/doc", &[("range", "bytes=100-")]).await;
     assert_eq!(reply.status, StatusCode::RANGE_NOT_SATISFIABLE);
     assert_eq!(reply.header("content-range"), Some("bytes */100"));
@@ -115,9 +118,7 @@ async fn an_unsatisfiable_range_is_a_416_and_an_invalid_one_the_whole_response_r
 
 #[tokio::test]
 async fn if_range_applies_the_range_only_to_the_same_representation_rfc9110_13_1_5() {
-    let calls = Calls::default();
-    let app = app(&calls);
-    fetch(&app, "/doc").await;
+    let (calls, app) = stored().await;
     let partial = get_with(
         &app,
         "/doc",
@@ -136,13 +137,12 @@ async fn if_range_applies_the_range_only_to_the_same_representation_rfc9110_13_1
             "{stale}: the whole response"
         );
     }
+    assert_eq!(calls.get(), 1, "all answered from the cache");
 }
 
 #[tokio::test]
 async fn a_head_or_a_conditional_match_wins_over_the_range() {
-    let calls = Calls::default();
-    let app = app(&calls);
-    fetch(&app, "/doc").await;
+    let (calls, app) = stored().await;
     // RFC 9110 §13.2.2: preconditions first.
     let reply = get_with(
         &app,
@@ -161,13 +161,12 @@ async fn a_head_or_a_conditional_match_wins_over_the_range() {
     )
     .await;
     assert_eq!(head.status, StatusCode::OK);
+    assert_eq!(calls.get(), 1, "all answered from the cache");
 }
 
 #[tokio::test]
 async fn a_206_from_the_origin_never_replaces_the_stored_whole_rfc9111_3_4() {
-    let calls = Calls::default();
-    let app = app(&calls);
-    fetch(&app, "/doc").await;
+    let (calls, app) = stored().await;
     // A refresh with a range the origin answers itself.
     let partial = get_with(
         &app,
