@@ -189,4 +189,5 @@ async fn a_206_from_the_origin_never_replaces_the_stored_whole_rfc9111_3_4() {
         ),
         (StatusCode::OK, "HIT", 100, Some("1"))
     );
+    assert_eq!(calls.get(), 2, "the whole, then the refresh's part");
 }
