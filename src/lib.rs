@@ -70,6 +70,7 @@ mod routes;
 pub mod service;
 pub mod stats;
 pub mod store;
+pub mod value;
 
 #[cfg(feature = "axum")]
 pub mod axum;

@@ -487,6 +487,26 @@ impl Store for MemoryStore {
         true
     }
 
+    fn put_if_absent<'a>(
+        &'a self,
+        key: &'a str,
+        entry: Arc<CachedResponse>,
+        ttl: Duration,
+    ) -> StoreFuture<'a, bool> {
+        // Atomic with respect to other writers of the key going through the entry API; an
+        // expired entry is absent.
+        let now = SystemTime::now();
+        let result = self
+            .cache
+            .entry_by_ref(key)
+            .and_compute_with(|existing| match existing {
+                Some(existing) if existing.value().entry.is_fresh(now) => Op::Nop,
+                _ => Op::Put(self.slot(key, entry, deadline(ttl))),
+            });
+        let stored = !matches!(result, CompResult::Unchanged(_) | CompResult::StillNone(_));
+        Box::pin(std::future::ready(Ok(stored)))
+    }
+
     fn remove<'a>(&'a self, key: &'a str) -> StoreFuture<'a, bool> {
         Box::pin(std::future::ready(Ok(self.cache.remove(key).is_some())))
     }

@@ -245,6 +245,24 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
         false
     }
 
+    /// Stores `entry` under `key` for `ttl` only if nothing is stored there; returns whether
+    /// it did. The default reads, then writes: not atomic. [`MemoryStore`], `RedisStore`
+    /// (`SET … NX`) and `TieredStore` are.
+    fn put_if_absent<'a>(
+        &'a self,
+        key: &'a str,
+        entry: Arc<CachedResponse>,
+        ttl: Duration,
+    ) -> StoreFuture<'a, bool> {
+        Box::pin(async move {
+            if self.get(key).await?.is_some() {
+                return Ok(false);
+            }
+            self.put(key, entry, ttl).await?;
+            Ok(true)
+        })
+    }
+
     /// Calls `listener` with the cause of every entry that leaves the store from now on,
     /// for as long as `listener` lives (the store holds it weakly): what feeds observers'
     /// [`Removed`](crate::observe::EventKind::Removed) events. Returns whether the store
@@ -603,6 +621,15 @@ impl<S: Store + ?Sized> Store for Arc<S> {
 
     fn listen_flushes(&self, listener: Weak<FlushListener>) -> bool {
         (**self).listen_flushes(listener)
+    }
+
+    fn put_if_absent<'a>(
+        &'a self,
+        key: &'a str,
+        entry: Arc<CachedResponse>,
+        ttl: Duration,
+    ) -> StoreFuture<'a, bool> {
+        (**self).put_if_absent(key, entry, ttl)
     }
 
     fn tiered(&self) -> bool {

@@ -844,6 +844,26 @@ impl Store for TieredStore {
         })
     }
 
+    fn put_if_absent<'a>(
+        &'a self,
+        key: &'a str,
+        entry: Arc<CachedResponse>,
+        ttl: Duration,
+    ) -> StoreFuture<'a, bool> {
+        Box::pin(async move {
+            let written = self
+                .inner
+                .l2
+                .put_if_absent(key, Arc::clone(&entry), ttl)
+                .await?;
+            if written {
+                // What L1 held under the key was stale or gone in L2: evicted everywhere.
+                self.evict_keys(&[key.to_owned()]).await;
+            }
+            Ok(written)
+        })
+    }
+
     fn remove<'a>(&'a self, key: &'a str) -> StoreFuture<'a, bool> {
         Box::pin(async move {
             let removed = self.inner.l2.remove(key).await;

@@ -29,4 +29,5 @@ mod services;
 mod spans;
 mod storing;
 mod streaming;
+mod values;
 mod variants;

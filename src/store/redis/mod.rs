@@ -735,6 +735,29 @@ impl Store for RedisStore {
         })
     }
 
+    /// `SET … NX PX`: atomic across instances.
+    fn put_if_absent<'a>(
+        &'a self,
+        key: &'a str,
+        entry: Arc<CachedResponse>,
+        ttl: Duration,
+    ) -> StoreFuture<'a, bool> {
+        Box::pin(async move {
+            let inner = &self.inner;
+            let value = inner.codec.encode(&entry);
+            let client = inner.pool.next_connected().with_options(&inner.options);
+            let set = client.set::<Option<String>, _, _>(
+                self.redis_key(key),
+                value,
+                Some(Expiration::PX(millis(ttl))),
+                Some(SetOptions::NX),
+                false,
+            );
+            let set = async { self.command(set).await.map(|set| set.is_some()) };
+            self.indexed(key, &entry, ttl, set).await
+        })
+    }
+
     /// With the binary codec, one script compares the stored entry's `stored_at` (read in
     /// place, without fetching the entry) and sets the new one: atomic, whichever instance
     /// writes. With another codec, the trait's read-compare-write.

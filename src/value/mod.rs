@@ -1,0 +1,1030 @@
+//! Caching values — what a handler computes (a database row, an outgoing API call's
+//! answer) — in the same stores as responses: aiocache's `get` / `set` / `add` / `delete`
+//! and its `@cached` decorator ([`ValueCache::get_or_insert_with`], [`Cached`]).
+//!
+//! A [`ValueCache`] keeps its values under its own namespace (`values:` by default) of any
+//! [`Store`]: memory, Redis, tiered. Each value is serialized ([`Json`] by default,
+//! [`MessagePack`](serializer::MessagePack) with the `msgpack` feature, or a [`Serializer`]
+//! of your own) and stored with its format, its TTL and its tags. A stored value that does
+//! not decode as the type asked for is a miss (counted), never a panic.
+//!
+//! ```
+//! use std::time::Duration;
+//! use tower_response_cache::MemoryStore;
+//! use tower_response_cache::value::{ValueCache, ValueKey};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let values = ValueCache::new(MemoryStore::new(16 << 20));
+//! let key = ValueKey::new("price").arg("EUR");
+//! // The loader runs once per key at a time; its answer is kept for a minute.
+//! let price: f64 = values
+//!     .get_or_insert_with(&key, Duration::from_secs(60), || async {
+//!         Ok::<_, std::io::Error>(42.5)
+//!     })
+//!     .await?;
+//! assert_eq!(values.get::<f64>(&key).await?, Some(42.5));
+//! # Ok(()) }
+//! ```
+
+mod key;
+pub mod serializer;
+
+use std::fmt;
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use http::StatusCode;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::coalesce::{self, Coalescer, Join, Landing};
+use crate::entry::CachedResponse;
+use crate::store::{PurgeMode, PurgeTarget};
+use crate::store::{Store, StoreError};
+
+pub use key::ValueKey;
+pub use serializer::{Json, Serializer};
+
+/// The header that marks an entry as a value, not a response: `ok` for a value, `error`
+/// for a cached loader error.
+const MARK: HeaderName = HeaderName::from_static("trc-value");
+
+/// What went wrong with a value operation.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum ValueError {
+    /// The store failed (down, slow, refused).
+    Store(StoreError),
+    /// The value could not be serialized.
+    Encode(String),
+    /// Stored bytes could not be read as the type asked for (reported only where a miss
+    /// would hide it: [`ValueCache::get`] counts it and answers `None`).
+    Decode(String),
+}
+
+impl ValueError {
+    /// A serializer's error turning a value into bytes.
+    pub fn encode(error: impl fmt::Display) -> Self {
+        Self::Encode(error.to_string())
+    }
+
+    /// A serializer's error reading bytes as a value.
+    pub fn decode(error: impl fmt::Display) -> Self {
+        Self::Decode(error.to_string())
+    }
+}
+
+impl fmt::Display for ValueError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Store(error) => write!(f, "value cache store: {error}"),
+            Self::Encode(error) => write!(f, "value cannot be serialized: {error}"),
+            Self::Decode(error) => write!(f, "stored value cannot be read: {error}"),
+        }
+    }
+}
+
+impl std::error::Error for ValueError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Self::Store(error) => Some(error),
+            _ => None,
+        }
+    }
+}
+
+impl From<StoreError> for ValueError {
+    fn from(error: StoreError) -> Self {
+        Self::Store(error)
+    }
+}
+
+/// A [`ValueCache`]'s counters so far ([`ValueCache::stats`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[non_exhaustive]
+pub struct ValueStats {
+    /// Lookups answered by a stored value (a wait for another caller's load included).
+    pub hits: u64,
+    /// Lookups that found nothing usable, and loads that did not look (a refresh).
+    pub misses: u64,
+    /// Of the misses, stored values that did not decode as the type asked for.
+    pub mismatches: u64,
+    /// Values written.
+    pub sets: u64,
+    /// Values removed by `delete`.
+    pub deletes: u64,
+    /// Loader calls (`get_or_insert_with`, [`Cached::load`]).
+    pub loads: u64,
+    /// Loader calls that returned an error.
+    pub load_errors: u64,
+    /// Callers that waited for another caller's load of the same key, in this process.
+    pub coalesced: u64,
+    /// Store operations that failed or timed out.
+    pub store_errors: u64,
+}
+
+impl ValueStats {
+    /// Hits over lookups; `0.0` before the first.
+    pub fn hit_ratio(&self) -> f64 {
+        let lookups = self.hits + self.misses;
+        if lookups == 0 {
+            0.0
+        } else {
+            self.hits as f64 / lookups as f64
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    hits: AtomicU64,
+    misses: AtomicU64,
+    mismatches: AtomicU64,
+    sets: AtomicU64,
+    deletes: AtomicU64,
+    loads: AtomicU64,
+    load_errors: AtomicU64,
+    coalesced: AtomicU64,
+    store_errors: AtomicU64,
+}
+
+fn bump(counter: &AtomicU64) {
+    counter.fetch_add(1, Ordering::Relaxed);
+}
+
+/// A cache of values over a [`Store`], under a namespace of its own; cheap to clone (share
+/// it through axum's `State`).
+///
+/// Operations that read or write report store errors ([`ValueError::Store`]) so that the
+/// caller can choose; [`get_or_insert_with`](Self::get_or_insert_with) never does: a store
+/// that is down or slower than [`store_timeout`](Self::store_timeout) makes it call the
+/// loader (fail open), counted in [`ValueStats::store_errors`].
+pub struct ValueCache<S = Json> {
+    inner: Arc<Inner>,
+    serializer: S,
+}
+
+impl<S: Clone> Clone for ValueCache<S> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: Arc::clone(&self.inner),
+            serializer: self.serializer.clone(),
+        }
+    }
+}
+
+impl<S> fmt::Debug for ValueCache<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ValueCache")
+            .field("namespace", &self.inner.namespace)
+            .field("store", &self.inner.store.name())
+            .field("default_ttl", &self.inner.default_ttl)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Clone)]
+struct Inner {
+    store: Arc<dyn Store>,
+    namespace: String,
+    /// `namespace:`, before every key.
+    prefix: String,
+    default_ttl: Duration,
+    store_timeout: Duration,
+    coalescer: Arc<Coalescer>,
+    max_key_len: usize,
+    counters: Arc<Counters>,
+}
+
+impl ValueCache<Json> {
+    /// A cache of JSON values on `store`, under the namespace `values`, kept for 5 minutes
+    /// unless told otherwise; store calls of `get_or_insert_with` wait at most 250 ms.
+    pub fn new(store: impl Store) -> Self {
+        Self::on(Arc::new(store))
+    }
+
+    /// [`new`](Self::new) on a store already shared.
+    pub fn on(store: Arc<dyn Store>) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                store,
+                namespace: "values".to_owned(),
+                prefix: "values:".to_owned(),
+                default_ttl: Duration::from_secs(300),
+                store_timeout: Duration::from_millis(250),
+                coalescer: Arc::new(Coalescer::new(Duration::ZERO, Duration::from_secs(10))),
+                max_key_len: 250,
+                counters: Arc::default(),
+            }),
+            serializer: Json,
+        }
+    }
+}
+
+impl<S: Serializer> ValueCache<S> {
+    fn settings(&mut self) -> &mut Inner {
+        Arc::make_mut(&mut self.inner)
+    }
+
+    /// The namespace the values live under (its keys start with `namespace:`): beside a
+    /// response cache's (`cache:`) in the same store, and what [`clear`](Self::clear)
+    /// empties. Default: `values`.
+    #[must_use]
+    pub fn namespace(mut self, namespace: impl Into<String>) -> Self {
+        let namespace = namespace.into();
+        let settings = self.settings();
+        settings.prefix = format!("{namespace}:");
+        settings.namespace = namespace;
+        self
+    }
+
+    /// The TTL of values set without one ([`Cached`] without `ttl`). Default: 5 minutes.
+    #[must_use]
+    pub fn default_ttl(mut self, ttl: Duration) -> Self {
+        self.settings().default_ttl = ttl;
+        self
+    }
+
+    /// How long `get_or_insert_with` waits for each store call before it goes on without
+    /// the store (fail open). Default: 250 ms.
+    #[must_use]
+    pub fn store_timeout(mut self, timeout: Duration) -> Self {
+        self.settings().store_timeout = timeout;
+        self
+    }
+
+    /// How long a caller waits for another caller's load of the same key before it loads
+    /// itself. Default: 10 s.
+    #[must_use]
+    pub fn coalesce_timeout(mut self, timeout: Duration) -> Self {
+        self.settings().coalescer = Arc::new(Coalescer::new(Duration::ZERO, timeout));
+        self
+    }
+
+    /// The same cache, values read and written with `serializer`.
+    pub fn serializer<S2: Serializer>(self, serializer: S2) -> ValueCache<S2> {
+        ValueCache {
+            inner: self.inner,
+            serializer,
+        }
+    }
+
+    /// The counters so far (shared by every clone).
+    pub fn stats(&self) -> ValueStats {
+        let c = &self.inner.counters;
+        let load = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+        ValueStats {
+            hits: load(&c.hits),
+            misses: load(&c.misses),
+            mismatches: load(&c.mismatches),
+            sets: load(&c.sets),
+            deletes: load(&c.deletes),
+            loads: load(&c.loads),
+            load_errors: load(&c.load_errors),
+            coalesced: load(&c.coalesced),
+            store_errors: load(&c.store_errors),
+        }
+    }
+
+    /// The store key of `key`: the namespace, then the key — or, past the store's key
+    /// length, a hash of it (SHA-256, 128 bits) after `#`.
+    pub fn store_key(&self, key: impl AsRef<str>) -> String {
+        let key = key.as_ref();
+        let full = format!("{}{key}", self.inner.prefix);
+        if full.len() <= self.inner.max_key_len {
+            return full;
+        }
+        use sha2::Digest;
+        let digest = sha2::Sha256::digest(key.as_bytes());
+        let mut hashed = format!("{}#", self.inner.prefix);
+        for byte in &digest[..16] {
+            hashed.push_str(&format!("{byte:02x}"));
+        }
+        hashed
+    }
+
+    /// The value under `key`, if one is stored, fresh and decodes as `T` (one that does not
+    /// is a miss, counted in [`ValueStats::mismatches`]); a store error is reported.
+    pub async fn get<T: DeserializeOwned>(
+        &self,
+        key: impl AsRef<str>,
+    ) -> Result<Option<T>, ValueError> {
+        let entry = self.read(&self.store_key(key)).await?;
+        Ok(self.value_of(entry.as_deref()))
+    }
+
+    /// The raw bytes stored under `key` by [`set_bytes`](Self::set_bytes), whatever this
+    /// cache's serializer.
+    pub async fn get_bytes(&self, key: impl AsRef<str>) -> Result<Option<Bytes>, ValueError> {
+        let entry = self.read(&self.store_key(key)).await?;
+        let bytes = entry
+            .filter(|entry| format_of(entry) == Some(RAW) && is_value(entry))
+            .map(|entry| entry.body.clone());
+        self.count_lookup(bytes.is_some(), false);
+        Ok(bytes)
+    }
+
+    /// Stores `value` under `key` for `ttl`.
+    pub async fn set<T: Serialize + ?Sized>(
+        &self,
+        key: impl AsRef<str>,
+        value: &T,
+        ttl: Duration,
+    ) -> Result<(), ValueError> {
+        self.set_tagged(key, value, ttl, std::iter::empty::<&str>())
+            .await
+    }
+
+    /// [`set`](Self::set), with tags the value can be purged by
+    /// ([`invalidate_tag`](Self::invalidate_tag)).
+    pub async fn set_tagged<T, I>(
+        &self,
+        key: impl AsRef<str>,
+        value: &T,
+        ttl: Duration,
+        tags: I,
+    ) -> Result<(), ValueError>
+    where
+        T: Serialize + ?Sized,
+        I: IntoIterator,
+        I::Item: AsRef<str>,
+    {
+        let entry = self.entry(self.serializer.encode(value)?, self.format(), ttl, tags);
+        self.write(&self.store_key(key), entry, ttl).await
+    }
+
+    /// Stores raw bytes under `key`, not serialized (read back with
+    /// [`get_bytes`](Self::get_bytes)).
+    pub async fn set_bytes(
+        &self,
+        key: impl AsRef<str>,
+        bytes: impl Into<Bytes>,
+        ttl: Duration,
+    ) -> Result<(), ValueError> {
+        let entry = self.entry(bytes.into(), RAW, ttl, std::iter::empty::<&str>());
+        self.write(&self.store_key(key), entry, ttl).await
+    }
+
+    /// Stores `value` under `key` only if nothing is stored there; returns whether it did.
+    /// Atomic on stores whose [`Store::put_if_absent`] is (memory, Redis, tiered).
+    pub async fn add<T: Serialize + ?Sized>(
+        &self,
+        key: impl AsRef<str>,
+        value: &T,
+        ttl: Duration,
+    ) -> Result<bool, ValueError> {
+        let entry = self.entry(
+            self.serializer.encode(value)?,
+            self.format(),
+            ttl,
+            std::iter::empty::<&str>(),
+        );
+        let added = self
+            .inner
+            .store
+            .put_if_absent(&self.store_key(key), Arc::new(entry), ttl)
+            .await
+            .inspect_err(|_| bump(&self.inner.counters.store_errors))?;
+        if added {
+            bump(&self.inner.counters.sets);
+        }
+        Ok(added)
+    }
+
+    /// Whether a fresh value is stored under `key` (of any type).
+    pub async fn exists(&self, key: impl AsRef<str>) -> Result<bool, ValueError> {
+        let entry = self.read(&self.store_key(key)).await?;
+        Ok(entry.is_some_and(|entry| is_value(&entry)))
+    }
+
+    /// Removes the value under `key`; returns whether there was one.
+    pub async fn delete(&self, key: impl AsRef<str>) -> Result<bool, ValueError> {
+        let removed = self
+            .inner
+            .store
+            .remove(&self.store_key(key))
+            .await
+            .inspect_err(|_| bump(&self.inner.counters.store_errors))?;
+        if removed {
+            bump(&self.inner.counters.deletes);
+        }
+        Ok(removed)
+    }
+
+    /// Gives the value under `key` a new life of `ttl` from now (aiocache's `expire`);
+    /// returns whether there was one.
+    pub async fn expire(&self, key: impl AsRef<str>, ttl: Duration) -> Result<bool, ValueError> {
+        let key = self.store_key(key);
+        let Some(entry) = self.read(&key).await? else {
+            return Ok(false);
+        };
+        if !is_value(&entry) {
+            return Ok(false);
+        }
+        // The entry's own TTL moves with its life in the store: rewritten, not touched.
+        let mut renewed = CachedResponse::clone(&entry);
+        renewed.stored_at = SystemTime::now();
+        renewed.ttl = ttl;
+        self.write(&key, renewed, ttl).await?;
+        Ok(true)
+    }
+
+    /// Removes every value of this namespace — and nothing else the store holds (a
+    /// response cache's entries, other namespaces): never a flush. Returns how many.
+    pub async fn clear(&self) -> Result<u64, ValueError> {
+        self.inner
+            .store
+            .remove_prefix(&self.inner.prefix)
+            .await
+            .inspect_err(|_| bump(&self.inner.counters.store_errors))
+            .map_err(ValueError::from)
+    }
+
+    /// Removes every value of this namespace tagged `tag`; returns how many.
+    pub async fn invalidate_tag(&self, tag: &str) -> Result<u64, ValueError> {
+        self.inner
+            .store
+            .purge(
+                PurgeTarget::Tag {
+                    tag: tag.trim_ascii(),
+                    within: &self.inner.prefix,
+                },
+                PurgeMode::Hard,
+            )
+            .await
+            .inspect_err(|_| bump(&self.inner.counters.store_errors))
+            .map_err(ValueError::from)
+    }
+
+    /// The values under `keys`, in order ([`get`](Self::get) for each); the first store
+    /// error is reported.
+    pub async fn multi_get<T, I>(&self, keys: I) -> Result<Vec<Option<T>>, ValueError>
+    where
+        T: DeserializeOwned,
+        I: IntoIterator,
+        I::Item: AsRef<str>,
+    {
+        let mut values = Vec::new();
+        for key in keys {
+            values.push(self.get(key).await?);
+        }
+        Ok(values)
+    }
+
+    /// Stores each `(key, value)` for `ttl` ([`set`](Self::set) for each); the first error
+    /// is reported, after the pairs before it were stored.
+    pub async fn multi_set<'v, T, K, I>(&self, pairs: I, ttl: Duration) -> Result<(), ValueError>
+    where
+        T: Serialize + ?Sized + 'v,
+        K: AsRef<str>,
+        I: IntoIterator<Item = (K, &'v T)>,
+    {
+        for (key, value) in pairs {
+            self.set(key, value, ttl).await?;
+        }
+        Ok(())
+    }
+
+    /// The value under `key`, or the loader's, stored for `ttl` — aiocache's `@cached`.
+    /// One loader call per key at a time in this process, and across instances on a store
+    /// that coordinates fills (Redis): the others wait for its value. A loader error is
+    /// passed through and not stored. The store never fails it: down or slow, the loader
+    /// runs. [`cached`](Self::cached) has the other options.
+    pub async fn get_or_insert_with<T, E, F, Fut>(
+        &self,
+        key: impl AsRef<str>,
+        ttl: Duration,
+        loader: F,
+    ) -> Result<T, E>
+    where
+        T: Serialize + DeserializeOwned,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+    {
+        self.cached(key).ttl(ttl).load(loader).await
+    }
+
+    /// A [`get_or_insert_with`](Self::get_or_insert_with) with options: a TTL computed from
+    /// the value, a predicate that keeps values out, tags, a bypass or refresh for this
+    /// call, a sliding TTL.
+    pub fn cached<T>(&self, key: impl AsRef<str>) -> Cached<'_, S, T> {
+        Cached {
+            cache: self,
+            key: self.store_key(key),
+            ttl: None,
+            ttl_fn: None,
+            skip: None,
+            tags: Vec::new(),
+            mode: Mode::Normal,
+            sliding: false,
+        }
+    }
+
+    fn format(&self) -> &'static str {
+        self.serializer.format()
+    }
+
+    /// A value's entry: its bytes, its format, `ttl` and its tags.
+    fn entry<I>(
+        &self,
+        bytes: impl Into<Bytes>,
+        format: &'static str,
+        ttl: Duration,
+        tags: I,
+    ) -> CachedResponse
+    where
+        I: IntoIterator,
+        I::Item: AsRef<str>,
+    {
+        let mut headers = HeaderMap::with_capacity(2);
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(format));
+        headers.insert(MARK, HeaderValue::from_static("ok"));
+        let mut entry = CachedResponse::new(StatusCode::OK, headers, bytes.into());
+        entry.ttl = ttl;
+        entry.tags = tags
+            .into_iter()
+            .map(|tag| tag.as_ref().trim_ascii().to_owned())
+            .filter(|tag| !tag.is_empty())
+            .collect();
+        entry
+    }
+
+    /// The entry under a store key, when fresh; a store error is counted and reported.
+    async fn read(&self, key: &str) -> Result<Option<Arc<CachedResponse>>, ValueError> {
+        let entry = self
+            .inner
+            .store
+            .get(key)
+            .await
+            .inspect_err(|_| bump(&self.inner.counters.store_errors))?;
+        Ok(entry.filter(|entry| entry.is_fresh(SystemTime::now())))
+    }
+
+    async fn write(
+        &self,
+        key: &str,
+        entry: CachedResponse,
+        ttl: Duration,
+    ) -> Result<(), ValueError> {
+        if ttl.is_zero() {
+            return Ok(());
+        }
+        self.inner
+            .store
+            .put(key, Arc::new(entry), ttl)
+            .await
+            .inspect_err(|_| bump(&self.inner.counters.store_errors))?;
+        bump(&self.inner.counters.sets);
+        Ok(())
+    }
+
+    /// The value an entry holds, counted as a hit or a miss (a mismatch when it does not
+    /// decode as `T`, or is no value of this cache's format).
+    fn value_of<T: DeserializeOwned>(&self, entry: Option<&CachedResponse>) -> Option<T> {
+        match self.decoded(entry) {
+            Decoded::Value(value) => {
+                self.count_lookup(true, false);
+                Some(value)
+            }
+            Decoded::Absent => {
+                self.count_lookup(false, false);
+                None
+            }
+            Decoded::Mismatch => {
+                self.count_lookup(false, true);
+                None
+            }
+        }
+    }
+
+    /// What an entry holds for a `T`, uncounted.
+    fn decoded<T: DeserializeOwned>(&self, entry: Option<&CachedResponse>) -> Decoded<T> {
+        let Some(entry) = entry else {
+            return Decoded::Absent;
+        };
+        if !is_value(entry) || format_of(entry) != Some(self.format()) {
+            return Decoded::Mismatch;
+        }
+        match self.serializer.decode::<T>(&entry.body) {
+            Ok(value) => Decoded::Value(value),
+            Err(_) => Decoded::Mismatch,
+        }
+    }
+
+    fn count_lookup(&self, hit: bool, mismatch: bool) {
+        let c = &self.inner.counters;
+        if hit {
+            bump(&c.hits);
+        } else {
+            bump(&c.misses);
+            if mismatch {
+                bump(&c.mismatches);
+            }
+        }
+    }
+
+    /// A store call bounded by the store timeout: `None` when it failed or took too long
+    /// (counted), so that the caller goes on without the store.
+    async fn bounded<R>(&self, call: impl Future<Output = Result<R, StoreError>>) -> Option<R> {
+        match tokio::time::timeout(self.inner.store_timeout, call).await {
+            Ok(Ok(result)) => Some(result),
+            Ok(Err(error)) => {
+                bump(&self.inner.counters.store_errors);
+                tracing::debug!(%error, "value cache: store call failed; going on without it");
+                None
+            }
+            Err(_) => {
+                bump(&self.inner.counters.store_errors);
+                tracing::debug!("value cache: store call timed out; going on without it");
+                None
+            }
+        }
+    }
+}
+
+/// What a stored entry holds for the type asked for.
+enum Decoded<T> {
+    Value(T),
+    Absent,
+    Mismatch,
+}
+
+/// The media type of raw values ([`ValueCache::set_bytes`]).
+const RAW: &str = "application/octet-stream";
+
+fn is_value(entry: &CachedResponse) -> bool {
+    entry.headers.get(MARK).is_some_and(|mark| mark == "ok")
+}
+
+fn format_of(entry: &CachedResponse) -> Option<&str> {
+    entry
+        .headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+}
+
+/// What a [`Cached`] call does with the stored value.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Mode {
+    Normal,
+    /// Neither read nor write: the loader answers.
+    Bypass,
+    /// Do not read; load and store.
+    Refresh,
+}
+
+/// A [`ValueCache::get_or_insert_with`] with options, run by [`load`](Self::load).
+///
+/// ```
+/// use std::time::Duration;
+/// use tower_response_cache::MemoryStore;
+/// use tower_response_cache::value::ValueCache;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let values = ValueCache::new(MemoryStore::new(16 << 20));
+/// let rows: Vec<u32> = values
+///     .cached("recent-orders")
+///     // Kept longer when there are many, not at all when there are none.
+///     .ttl_fn(|rows: &Vec<u32>| Duration::from_secs(10 * rows.len() as u64))
+///     .skip_if(|rows| rows.is_empty())
+///     .tags(["orders"])
+///     .load(|| async { Ok::<_, std::io::Error>(vec![7, 8, 9]) })
+///     .await
+///     .unwrap();
+/// assert_eq!(rows, [7, 8, 9]);
+/// # }
+/// ```
+#[must_use = "nothing happens until `load`"]
+pub struct Cached<'a, S, T> {
+    cache: &'a ValueCache<S>,
+    key: String,
+    ttl: Option<Duration>,
+    #[allow(clippy::type_complexity)]
+    ttl_fn: Option<Box<dyn Fn(&T) -> Duration + Send + Sync + 'a>>,
+    #[allow(clippy::type_complexity)]
+    skip: Option<Box<dyn Fn(&T) -> bool + Send + Sync + 'a>>,
+    tags: Vec<String>,
+    mode: Mode,
+    sliding: bool,
+}
+
+impl<'a, S: Serializer, T: Serialize + DeserializeOwned> Cached<'a, S, T> {
+    /// How long the loaded value is kept. Default: the cache's default TTL.
+    pub fn ttl(mut self, ttl: Duration) -> Self {
+        self.ttl = Some(ttl);
+        self
+    }
+
+    /// How long the loaded value is kept, from the value (zero: not kept).
+    pub fn ttl_fn(mut self, ttl: impl Fn(&T) -> Duration + Send + Sync + 'a) -> Self {
+        self.ttl_fn = Some(Box::new(ttl));
+        self
+    }
+
+    /// Values for which `skip` says `true` are returned but not stored (empty results,
+    /// error-shaped values).
+    pub fn skip_if(mut self, skip: impl Fn(&T) -> bool + Send + Sync + 'a) -> Self {
+        self.skip = Some(Box::new(skip));
+        self
+    }
+
+    /// Tags the stored value can be purged by ([`ValueCache::invalidate_tag`]).
+    pub fn tags<I>(mut self, tags: I) -> Self
+    where
+        I: IntoIterator,
+        I::Item: AsRef<str>,
+    {
+        self.tags = tags
+            .into_iter()
+            .map(|tag| tag.as_ref().to_owned())
+            .collect();
+        self
+    }
+
+    /// Skip the cache for this call, even with a value stored and fresh: the loader
+    /// answers and nothing is stored.
+    pub fn bypass(mut self, bypass: bool) -> Self {
+        if bypass {
+            self.mode = Mode::Bypass;
+        }
+        self
+    }
+
+    /// Load again for this call, even with a value stored and fresh, and store the new
+    /// value.
+    pub fn refresh(mut self, refresh: bool) -> Self {
+        if refresh {
+            self.mode = Mode::Refresh;
+        }
+        self
+    }
+
+    /// Give a value found a full TTL again on each hit.
+    pub fn sliding(mut self, sliding: bool) -> Self {
+        self.sliding = sliding;
+        self
+    }
+
+    /// The stored value, or `loader`'s (stored unless skipped); see
+    /// [`ValueCache::get_or_insert_with`].
+    pub async fn load<E, F, Fut>(self, loader: F) -> Result<T, E>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+    {
+        let cache = self.cache;
+        let counters = &cache.inner.counters;
+        if self.mode == Mode::Bypass {
+            return self.call(loader).await;
+        }
+        let coalescer = &cache.inner.coalescer;
+        // A load that ends between this lookup and the join below has stored its value:
+        // looked up again then, rather than loaded twice.
+        let ended = coalescer.ended();
+        if self.mode == Mode::Normal {
+            if let Some(value) = self.lookup().await {
+                return Ok(value);
+            }
+        }
+        let deadline = tokio::time::Instant::now() + coalescer.timeout();
+        let mut loader = Some(loader);
+        loop {
+            match coalescer.join(&self.key) {
+                Join::Leader(guard) => {
+                    if self.mode == Mode::Normal && coalescer.ended() != ended {
+                        if let Some(value) = self.lookup_again().await {
+                            drop(guard);
+                            return Ok(value);
+                        }
+                    }
+                    // Across instances: one of them loads; the others find its value.
+                    let lease = self.lock().await;
+                    if let Some(Found(value, entry)) = lease.found {
+                        drop(guard.ready(entry));
+                        return Ok(value);
+                    }
+                    let loader = loader.take().expect("the loader is used once");
+                    let value = self.call(loader).await?;
+                    if let Some(entry) = self.keep(&value) {
+                        let entry = Arc::new(entry);
+                        let landed = guard.ready(Arc::clone(&entry));
+                        let ttl = entry.ttl;
+                        let _ = cache
+                            .bounded(cache.inner.store.put(&self.key, entry, ttl))
+                            .await
+                            .map(|()| bump(&counters.sets));
+                        drop(landed);
+                    }
+                    if let Some(lease) = lease.lease {
+                        lease.release().await;
+                    }
+                    return Ok(value);
+                }
+                Join::Waiter(rx) => {
+                    let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+                    match coalesce::wait(rx, left).await {
+                        Some(Landing::Ready(entry)) => {
+                            if let Decoded::Value(value) = cache.decoded::<T>(Some(&entry)) {
+                                bump(&counters.coalesced);
+                                bump(&counters.hits);
+                                return Ok(value);
+                            }
+                        }
+                        // The leader failed or went away: elect another.
+                        Some(Landing::Fallback { retry: true } | Landing::Pending) => continue,
+                        Some(Landing::Fallback { retry: false }) | None => {}
+                    }
+                    let loader = loader.take().expect("the loader is used once");
+                    return self.load_alone(loader).await;
+                }
+                Join::Alone => {
+                    let loader = loader.take().expect("the loader is used once");
+                    return self.load_alone(loader).await;
+                }
+            }
+        }
+    }
+
+    /// A stored value for this call, counted; `None` to load.
+    async fn lookup(&self) -> Option<T> {
+        let cache = self.cache;
+        let entry = cache
+            .bounded(cache.inner.store.get(&self.key))
+            .await
+            .flatten()
+            .filter(|entry| entry.is_fresh(SystemTime::now()));
+        let value = match cache.decoded::<T>(entry.as_deref()) {
+            Decoded::Value(value) => value,
+            Decoded::Absent => return None,
+            Decoded::Mismatch => {
+                bump(&cache.inner.counters.mismatches);
+                return None;
+            }
+        };
+        bump(&cache.inner.counters.hits);
+        if self.sliding {
+            if let Some(entry) = &entry {
+                let ttl = entry.ttl;
+                let mut renewed = CachedResponse::clone(entry);
+                renewed.stored_at = SystemTime::now();
+                let _ = cache
+                    .bounded(cache.inner.store.put(&self.key, Arc::new(renewed), ttl))
+                    .await;
+            }
+        }
+        Some(value)
+    }
+
+    /// A second look, after a load ended meanwhile: the value another caller loaded, a
+    /// coalesced hit.
+    async fn lookup_again(&self) -> Option<T> {
+        let cache = self.cache;
+        let entry = cache
+            .bounded(cache.inner.store.get(&self.key))
+            .await
+            .flatten()
+            .filter(|entry| entry.is_fresh(SystemTime::now()) && is_value(entry))
+            .filter(|entry| format_of(entry) == Some(cache.format()))?;
+        let value = cache.serializer.decode::<T>(&entry.body).ok()?;
+        bump(&cache.inner.counters.coalesced);
+        bump(&cache.inner.counters.hits);
+        Some(value)
+    }
+
+    /// The cross-instance fill lock, on a store that coordinates fills: taken, or the
+    /// value another instance stored while this one waited for its lock.
+    async fn lock(&self) -> Lease<T> {
+        let cache = self.cache;
+        let store = &cache.inner.store;
+        let none = Lease {
+            lease: None,
+            found: None,
+        };
+        if !store.coordinates_fills() {
+            return none;
+        }
+        let deadline = tokio::time::Instant::now() + cache.inner.coalescer.timeout() / 2;
+        let mut delay = Duration::from_millis(5);
+        loop {
+            let lock_ttl = cache.inner.coalescer.timeout();
+            match cache.bounded(store.lock_fill(&self.key, lock_ttl)).await {
+                Some(Some(lock)) => {
+                    return Lease {
+                        lease: Some(coalesce::FillLease::new(Arc::clone(store), &self.key, lock)),
+                        found: None,
+                    };
+                }
+                // Another instance loads: its value appears, or the wait ends.
+                Some(None) => {}
+                // Without the store, this instance loads.
+                None => return none,
+            }
+            let now = tokio::time::Instant::now();
+            if now >= deadline {
+                return none;
+            }
+            tokio::time::sleep(delay.min(deadline - now)).await;
+            delay = (delay * 2).min(Duration::from_millis(100));
+            let entry = cache
+                .bounded(store.get(&self.key))
+                .await
+                .flatten()
+                .filter(|entry| entry.is_fresh(SystemTime::now()));
+            if let Some(entry) = entry {
+                if is_value(&entry) && format_of(&entry) == Some(cache.format()) {
+                    if let Ok(value) = cache.serializer.decode::<T>(&entry.body) {
+                        bump(&cache.inner.counters.hits);
+                        return Lease {
+                            lease: None,
+                            found: Some(Found(value, entry)),
+                        };
+                    }
+                }
+            }
+        }
+    }
+
+    async fn load_alone<E, F, Fut>(&self, loader: F) -> Result<T, E>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+    {
+        let value = self.call(loader).await?;
+        if let Some(entry) = self.keep(&value) {
+            let cache = self.cache;
+            let ttl = entry.ttl;
+            let _ = cache
+                .bounded(cache.inner.store.put(&self.key, Arc::new(entry), ttl))
+                .await
+                .map(|()| bump(&cache.inner.counters.sets));
+        }
+        Ok(value)
+    }
+
+    /// Calls the loader, counted (a miss, unless the call bypasses the cache).
+    async fn call<E, F, Fut>(&self, loader: F) -> Result<T, E>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+    {
+        let counters = &self.cache.inner.counters;
+        if self.mode != Mode::Bypass {
+            bump(&counters.misses);
+        }
+        bump(&counters.loads);
+        let result = loader().await;
+        if result.is_err() {
+            bump(&counters.load_errors);
+        }
+        result
+    }
+
+    /// The entry to store for a loaded value: `None` when skipped, of no TTL, or not
+    /// serializable (logged).
+    fn keep(&self, value: &T) -> Option<CachedResponse> {
+        if self.mode == Mode::Bypass || self.skip.as_ref().is_some_and(|skip| skip(value)) {
+            return None;
+        }
+        let cache = self.cache;
+        let ttl = match &self.ttl_fn {
+            Some(ttl_fn) => ttl_fn(value),
+            None => self.ttl.unwrap_or(cache.inner.default_ttl),
+        };
+        if ttl.is_zero() {
+            return None;
+        }
+        match cache.serializer.encode(value) {
+            Ok(bytes) => Some(cache.entry(bytes, cache.format(), ttl, &self.tags)),
+            Err(error) => {
+                tracing::warn!(%error, "value cache: a loaded value cannot be serialized; not stored");
+                None
+            }
+        }
+    }
+}
+
+impl<S, T> fmt::Debug for Cached<'_, S, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Cached")
+            .field("key", &self.key)
+            .field("ttl", &self.ttl)
+            .field("tags", &self.tags)
+            .field("mode", &self.mode)
+            .field("sliding", &self.sliding)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A value found while waiting for another instance's load, with its entry.
+struct Found<T>(T, Arc<CachedResponse>);
+
+struct Lease<T> {
+    lease: Option<coalesce::FillLease>,
+    found: Option<Found<T>>,
+}

@@ -1,0 +1,392 @@
+//! `ValueCache` on the memory store: each operation, the `@cached` loader with its options,
+//! coalescing, type mismatches, namespaces, and failing open.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tower_response_cache::value::{ValueCache, ValueError, ValueKey};
+use tower_response_cache::{MemoryStore, Store};
+
+use crate::harness::{fetch, layer};
+use crate::services::BrokenStore;
+
+const MINUTE: Duration = Duration::from_secs(60);
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+struct User {
+    id: u64,
+    name: String,
+}
+
+fn alice() -> User {
+    User {
+        id: 42,
+        name: "alice".into(),
+    }
+}
+
+fn values() -> (ValueCache, MemoryStore) {
+    let store = MemoryStore::new(16 << 20);
+    (ValueCache::new(store.clone()), store)
+}
+
+#[tokio::test]
+async fn set_get_exists_delete_and_their_counts() {
+    let (values, store) = values();
+    assert_eq!(values.get::<User>("user:42").await.unwrap(), None);
+    values.set("user:42", &alice(), MINUTE).await.unwrap();
+    assert_eq!(values.get::<User>("user:42").await.unwrap(), Some(alice()));
+    assert!(values.exists("user:42").await.unwrap());
+    // Stored as JSON under the namespace.
+    let entry = store.get("values:user:42").await.unwrap().unwrap();
+    assert_eq!(&entry.body[..], br#"{"id":42,"name":"alice"}"#);
+    assert_eq!(entry.ttl, MINUTE);
+    assert!(values.delete("user:42").await.unwrap());
+    assert!(!values.delete("user:42").await.unwrap());
+    assert!(!values.exists("user:42").await.unwrap());
+    let stats = values.stats();
+    assert_eq!(
+        (stats.hits, stats.misses, stats.sets, stats.deletes),
+        (1, 1, 1, 1)
+    );
+    assert!((stats.hit_ratio() - 0.5).abs() < f64::EPSILON);
+}
+
+#[tokio::test]
+async fn add_stores_only_what_is_absent() {
+    let (values, _store) = values();
+    assert!(values.add("k", &1u32, MINUTE).await.unwrap());
+    assert!(!values.add("k", &2u32, MINUTE).await.unwrap());
+    assert_eq!(values.get::<u32>("k").await.unwrap(), Some(1));
+    // An expired value is absent.
+    values
+        .set("short", &1u32, Duration::from_millis(50))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(80)).await;
+    assert!(values.add("short", &2u32, MINUTE).await.unwrap());
+    assert_eq!(values.get::<u32>("short").await.unwrap(), Some(2));
+}
+
+#[tokio::test]
+async fn add_under_contention_stores_once() {
+    let (values, _store) = values();
+    let tasks: Vec<_> = (0..64u32)
+        .map(|i| {
+            let values = values.clone();
+            tokio::spawn(async move { values.add("once", &i, MINUTE).await.unwrap() })
+        })
+        .collect();
+    let mut added = 0;
+    for task in tasks {
+        added += usize::from(task.await.unwrap());
+    }
+    assert_eq!(added, 1);
+}
+
+#[tokio::test]
+async fn expire_gives_a_new_life_and_values_expire() {
+    let (values, store) = values();
+    values
+        .set("k", &"v", Duration::from_millis(100))
+        .await
+        .unwrap();
+    assert!(values.expire("k", MINUTE).await.unwrap());
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    assert_eq!(
+        values.get::<String>("k").await.unwrap().as_deref(),
+        Some("v")
+    );
+    assert_eq!(store.get("values:k").await.unwrap().unwrap().ttl, MINUTE);
+    assert!(!values.expire("absent", MINUTE).await.unwrap());
+    values
+        .set("gone", &"v", Duration::from_millis(50))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(80)).await;
+    assert_eq!(values.get::<String>("gone").await.unwrap(), None);
+}
+
+#[tokio::test]
+async fn a_value_of_another_type_is_a_miss_never_a_panic() {
+    let (values, store) = values();
+    values.set("k", &"not a user", MINUTE).await.unwrap();
+    assert_eq!(values.get::<User>("k").await.unwrap(), None);
+    assert_eq!(values.get::<u64>("k").await.unwrap(), None);
+    // A response entry (no value mark) under a value key is no value either.
+    let mut response = tower_response_cache::CachedResponse::new(
+        http::StatusCode::OK,
+        http::HeaderMap::new(),
+        bytes::Bytes::from_static(br#"{"id":1,"name":"x"}"#),
+    );
+    response.ttl = MINUTE;
+    store
+        .put("values:raw", Arc::new(response), MINUTE)
+        .await
+        .unwrap();
+    assert_eq!(values.get::<User>("raw").await.unwrap(), None);
+    let stats = values.stats();
+    assert_eq!((stats.misses, stats.mismatches), (3, 3));
+}
+
+#[tokio::test]
+async fn raw_bytes_and_many_at_once() {
+    let (values, _store) = values();
+    values
+        .set_bytes("blob", &b"\x00\x01\xff"[..], MINUTE)
+        .await
+        .unwrap();
+    assert_eq!(
+        values.get_bytes("blob").await.unwrap().as_deref(),
+        Some(&b"\x00\x01\xff"[..])
+    );
+    // Raw bytes are not JSON.
+    assert_eq!(values.get::<Vec<u8>>("blob").await.unwrap(), None);
+    values
+        .multi_set([("a", &1u8), ("b", &2u8)], MINUTE)
+        .await
+        .unwrap();
+    assert_eq!(
+        values
+            .multi_get::<u8, _>(["a", "missing", "b"])
+            .await
+            .unwrap(),
+        [Some(1), None, Some(2)]
+    );
+}
+
+#[tokio::test]
+async fn clear_empties_its_namespace_and_nothing_else() {
+    let store = MemoryStore::new(16 << 20);
+    let values = ValueCache::new(store.clone());
+    let others = ValueCache::new(store.clone()).namespace("other");
+    // A response cache on the same store.
+    let (cache, _) = layer();
+    let cache = cache.clone();
+    let app = axum::Router::new()
+        .route("/page", axum::routing::get(|| async { "page" }))
+        .layer(tower_response_cache::CacheLayer::new(store.clone()).namespace("t"));
+    drop(cache);
+    fetch(&app, "/page").await;
+    values.set("a", &1u8, MINUTE).await.unwrap();
+    values.set("b", &2u8, MINUTE).await.unwrap();
+    others.set("a", &3u8, MINUTE).await.unwrap();
+    assert_eq!(values.clear().await.unwrap(), 2);
+    assert_eq!(values.get::<u8>("a").await.unwrap(), None);
+    assert_eq!(others.get::<u8>("a").await.unwrap(), Some(3));
+    assert_eq!(fetch(&app, "/page").await.x_cache(), "HIT");
+}
+
+#[tokio::test]
+async fn tags_purge_values() {
+    let (values, _store) = values();
+    values
+        .set_tagged("user:42", &alice(), MINUTE, ["user:42"])
+        .await
+        .unwrap();
+    values
+        .set_tagged("user:7", &"bob", MINUTE, ["user:7"])
+        .await
+        .unwrap();
+    assert_eq!(values.invalidate_tag("user:42").await.unwrap(), 1);
+    assert_eq!(values.get::<User>("user:42").await.unwrap(), None);
+    assert!(values.exists("user:7").await.unwrap());
+}
+
+#[tokio::test]
+async fn keys_from_arguments_are_readable_and_long_ones_hashed() {
+    let (values, store) = values();
+    let key = ValueKey::new("search").arg("a:b").arg(7);
+    values.set(&key, &1u8, MINUTE).await.unwrap();
+    assert!(store.get("values:search:a\\:b:7").await.unwrap().is_some());
+    let long = ValueKey::new("q").arg("x".repeat(400));
+    values.set(&long, &2u8, MINUTE).await.unwrap();
+    let stored = values.store_key(&long);
+    assert!(
+        stored.len() < 100 && stored.starts_with("values:#"),
+        "{stored}"
+    );
+    assert_eq!(values.get::<u8>(&long).await.unwrap(), Some(2));
+}
+
+#[tokio::test]
+async fn a_thousand_concurrent_loads_of_one_key_call_the_loader_once() {
+    let (values, _store) = values();
+    let calls = Arc::new(AtomicUsize::new(0));
+    let tasks: Vec<_> = (0..1000)
+        .map(|_| {
+            let (values, calls) = (values.clone(), Arc::clone(&calls));
+            tokio::spawn(async move {
+                values
+                    .get_or_insert_with("hot", MINUTE, || async move {
+                        calls.fetch_add(1, Ordering::SeqCst);
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        Ok::<_, std::io::Error>(alice())
+                    })
+                    .await
+                    .unwrap()
+            })
+        })
+        .collect();
+    for task in tasks {
+        assert_eq!(task.await.unwrap(), alice());
+    }
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    let stats = values.stats();
+    assert_eq!((stats.loads, stats.sets), (1, 1));
+    assert_eq!(stats.hits + stats.misses, 1000);
+}
+
+#[tokio::test]
+async fn the_loader_runs_on_a_miss_only_and_its_errors_pass_through_unstored() {
+    let (values, _store) = values();
+    let calls = AtomicUsize::new(0);
+    let load = |fail: bool| {
+        let calls = &calls;
+        move || async move {
+            let n = calls.fetch_add(1, Ordering::SeqCst) + 1;
+            if fail {
+                Err(format!("failed #{n}"))
+            } else {
+                Ok(n)
+            }
+        }
+    };
+    assert_eq!(
+        values.get_or_insert_with("e", MINUTE, load(true)).await,
+        Err("failed #1".to_owned())
+    );
+    assert_eq!(values.get::<usize>("e").await.unwrap(), None, "not cached");
+    assert_eq!(
+        values.get_or_insert_with("e", MINUTE, load(false)).await,
+        Ok(2)
+    );
+    assert_eq!(
+        values.get_or_insert_with("e", MINUTE, load(false)).await,
+        Ok(2)
+    );
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+    assert_eq!(values.stats().load_errors, 1);
+}
+
+#[tokio::test]
+async fn ttl_from_the_value_skip_bypass_refresh_and_sliding() {
+    let (values, store) = values();
+    let n = AtomicUsize::new(0);
+    let load = || async { Ok::<_, ()>(vec![n.fetch_add(1, Ordering::SeqCst); 3]) };
+    // A TTL from the value.
+    values
+        .cached("ttl")
+        .ttl_fn(|rows: &Vec<usize>| Duration::from_secs(10 * rows.len() as u64))
+        .load(load)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.get("values:ttl").await.unwrap().unwrap().ttl,
+        Duration::from_secs(30)
+    );
+    // Skipped values are returned, not stored.
+    let empty = values
+        .cached("empty")
+        .skip_if(|rows: &Vec<usize>| rows.len() == 3)
+        .load(load)
+        .await
+        .unwrap();
+    assert_eq!(empty.len(), 3);
+    assert!(!values.exists("empty").await.unwrap());
+    // Bypass: the loader answers, nothing read or written.
+    values.set("b", &vec![100usize], MINUTE).await.unwrap();
+    let bypassed = values.cached("b").bypass(true).load(load).await.unwrap();
+    assert_ne!(bypassed, [100]);
+    assert_eq!(
+        values.get::<Vec<usize>>("b").await.unwrap(),
+        Some(vec![100])
+    );
+    // Refresh: loaded and stored even though a value is fresh.
+    let refreshed = values.cached("b").refresh(true).load(load).await.unwrap();
+    assert_eq!(
+        values.get::<Vec<usize>>("b").await.unwrap(),
+        Some(refreshed)
+    );
+    // Sliding: a hit gives the value a full life again.
+    values
+        .cached("s")
+        .ttl(Duration::from_millis(200))
+        .load(load)
+        .await
+        .unwrap();
+    for _ in 0..3 {
+        tokio::time::sleep(Duration::from_millis(120)).await;
+        values
+            .cached("s")
+            .ttl(Duration::from_millis(200))
+            .sliding(true)
+            .load(|| async { Err::<Vec<usize>, ()>(()) })
+            .await
+            .expect("still stored");
+    }
+}
+
+#[tokio::test]
+async fn a_failing_store_makes_loads_run_and_plain_reads_report() {
+    let values = ValueCache::new(BrokenStore);
+    let got = values
+        .get_or_insert_with("k", MINUTE, || async { Ok::<_, ()>(7u8) })
+        .await;
+    assert_eq!(got, Ok(7));
+    assert!(matches!(
+        values.get::<u8>("k").await,
+        Err(ValueError::Store(_))
+    ));
+    assert!(values.set("k", &1u8, MINUTE).await.is_err());
+    assert!(values.stats().store_errors >= 3);
+}
+
+#[tokio::test]
+async fn a_slow_store_is_waited_for_at_most_the_store_timeout() {
+    /// Every operation takes a minute.
+    #[derive(Debug)]
+    struct Stalled;
+    impl Store for Stalled {
+        fn get<'a>(
+            &'a self,
+            _: &'a str,
+        ) -> tower_response_cache::store::StoreFuture<
+            'a,
+            Option<Arc<tower_response_cache::CachedResponse>>,
+        > {
+            Box::pin(async {
+                tokio::time::sleep(MINUTE).await;
+                Ok(None)
+            })
+        }
+        fn put<'a>(
+            &'a self,
+            _: &'a str,
+            _: Arc<tower_response_cache::CachedResponse>,
+            _: Duration,
+        ) -> tower_response_cache::store::StoreFuture<'a, ()> {
+            Box::pin(async {
+                tokio::time::sleep(MINUTE).await;
+                Ok(())
+            })
+        }
+        fn remove<'a>(&'a self, _: &'a str) -> tower_response_cache::store::StoreFuture<'a, bool> {
+            Box::pin(async { Ok(false) })
+        }
+        fn clear(&self) -> tower_response_cache::store::StoreFuture<'_, ()> {
+            Box::pin(async { Ok(()) })
+        }
+    }
+    let values = ValueCache::new(Stalled).store_timeout(Duration::from_millis(50));
+    let started = tokio::time::Instant::now();
+    let got = values
+        .get_or_insert_with("k", MINUTE, || async { Ok::<_, ()>(7u8) })
+        .await;
+    assert_eq!(got, Ok(7));
+    // A read and a write, each given up after 50 ms (a wide margin for a loaded machine).
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert_eq!(values.stats().store_errors, 2);
+}
