@@ -19,6 +19,7 @@ mod security;
 mod servers;
 mod shared;
 mod tiered;
+mod values;
 
 use axum::Router;
 use axum::extract::State;

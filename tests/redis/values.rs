@@ -1,0 +1,194 @@
+//! `ValueCache` on Redis, standalone and the 3-primary cluster: each operation, loads
+//! coalesced across two instances, multi operations across slots, a killed server.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use fred::interfaces::KeysInterface;
+use serde::{Deserialize, Serialize};
+use tower_response_cache::RedisStore;
+use tower_response_cache::value::{ValueCache, ValueError};
+
+use crate::{Calls, Topology, app, fetch, on_both_topologies, store};
+
+on_both_topologies!(
+    each_operation_works_on_redis,
+    add_is_atomic_across_instances,
+    a_thousand_concurrent_loads_on_two_instances_call_the_loader_once,
+    multi_operations_span_hash_slots,
+    clear_leaves_responses_and_other_namespaces_alone,
+    a_killed_server_makes_loads_run_and_reads_report,
+);
+
+const MINUTE: Duration = Duration::from_secs(60);
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+struct User {
+    id: u64,
+    name: String,
+}
+
+fn alice() -> User {
+    User {
+        id: 42,
+        name: "alice".into(),
+    }
+}
+
+async fn values(topology: &Topology) -> (ValueCache, RedisStore) {
+    let store = store(&topology.url(), "trc").await;
+    (ValueCache::new(store.clone()), store)
+}
+
+async fn each_operation_works_on_redis(topology: &Topology) {
+    let (values, store) = values(topology).await;
+    values
+        .set_tagged("user:42", &alice(), MINUTE, ["user:42"])
+        .await
+        .unwrap();
+    assert_eq!(values.get::<User>("user:42").await.unwrap(), Some(alice()));
+    // The JSON is there to read in Redis.
+    let raw: Option<Vec<u8>> = store
+        .pool()
+        .get(store.redis_key("values:user:42"))
+        .await
+        .unwrap();
+    let raw = String::from_utf8_lossy(&raw.expect("stored")).into_owned();
+    assert!(raw.contains(r#"{"id":42,"name":"alice"}"#), "{raw}");
+    // Another type: a miss.
+    assert_eq!(values.get::<Vec<u8>>("user:42").await.unwrap(), None);
+    assert!(values.exists("user:42").await.unwrap());
+    assert!(
+        values
+            .expire("user:42", Duration::from_secs(600))
+            .await
+            .unwrap()
+    );
+    let ttl: i64 = store
+        .pool()
+        .pttl(store.redis_key("values:user:42"))
+        .await
+        .unwrap();
+    assert!(ttl > 590_000, "{ttl}");
+    // Tags reach the value.
+    assert_eq!(values.invalidate_tag("user:42").await.unwrap(), 1);
+    assert!(!values.exists("user:42").await.unwrap());
+    values.set("n", &7u32, MINUTE).await.unwrap();
+    assert!(values.delete("n").await.unwrap());
+    assert!(!values.delete("n").await.unwrap());
+    values
+        .set_bytes("blob", &b"\x00\xff"[..], MINUTE)
+        .await
+        .unwrap();
+    assert_eq!(
+        values.get_bytes("blob").await.unwrap().as_deref(),
+        Some(&b"\x00\xff"[..])
+    );
+    let stats = values.stats();
+    assert_eq!((stats.mismatches, stats.deletes), (1, 1));
+}
+
+async fn add_is_atomic_across_instances(topology: &Topology) {
+    let (a, _) = values(topology).await;
+    let (b, _) = values(topology).await;
+    let tasks: Vec<_> = (0..32u32)
+        .map(|i| {
+            let cache = if i % 2 == 0 { a.clone() } else { b.clone() };
+            tokio::spawn(async move { cache.add("once", &i, MINUTE).await.unwrap() })
+        })
+        .collect();
+    let mut added = 0;
+    for task in tasks {
+        added += usize::from(task.await.unwrap());
+    }
+    assert_eq!(added, 1);
+    assert!(a.get::<u32>("once").await.unwrap().is_some());
+}
+
+async fn a_thousand_concurrent_loads_on_two_instances_call_the_loader_once(topology: &Topology) {
+    let (a, _) = values(topology).await;
+    let (b, _) = values(topology).await;
+    let calls = Arc::new(AtomicUsize::new(0));
+    let tasks: Vec<_> = (0..1000)
+        .map(|i| {
+            let cache = if i % 2 == 0 { a.clone() } else { b.clone() };
+            let calls = Arc::clone(&calls);
+            tokio::spawn(async move {
+                cache
+                    .get_or_insert_with("hot", MINUTE, || async move {
+                        calls.fetch_add(1, Ordering::SeqCst);
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                        Ok::<_, std::io::Error>(alice())
+                    })
+                    .await
+                    .unwrap()
+            })
+        })
+        .collect();
+    for task in tasks {
+        assert_eq!(task.await.unwrap(), alice());
+    }
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        1,
+        "one loader call for both instances"
+    );
+}
+
+async fn multi_operations_span_hash_slots(topology: &Topology) {
+    let (values, _) = values(topology).await;
+    // Keys that land on different slots (and so, on a cluster, different nodes).
+    let keys: Vec<String> = (0..20).map(|i| format!("key-{i}")).collect();
+    let numbers: Vec<u32> = (0..20).collect();
+    values
+        .multi_set(keys.iter().zip(numbers.iter()), MINUTE)
+        .await
+        .unwrap();
+    let got = values.multi_get::<u32, _>(&keys).await.unwrap();
+    assert_eq!(got, numbers.iter().copied().map(Some).collect::<Vec<_>>());
+}
+
+async fn clear_leaves_responses_and_other_namespaces_alone(topology: &Topology) {
+    let (values, store) = values(topology).await;
+    let others = ValueCache::new(store.clone()).namespace("others");
+    let calls = Calls::default();
+    let (app, _layer) = app(store.clone(), &calls);
+    fetch(&app, "/page").await;
+    values.set("a", &1u8, MINUTE).await.unwrap();
+    values.set("b", &2u8, MINUTE).await.unwrap();
+    others.set("a", &3u8, MINUTE).await.unwrap();
+    assert_eq!(values.clear().await.unwrap(), 2);
+    assert_eq!(values.get::<u8>("a").await.unwrap(), None);
+    assert_eq!(others.get::<u8>("a").await.unwrap(), Some(3));
+    assert_eq!(fetch(&app, "/page").await.x_cache(), "HIT");
+}
+
+async fn a_killed_server_makes_loads_run_and_reads_report(topology: &mut Topology) {
+    let store = tower_response_cache::RedisStore::connect(tower_response_cache::RedisConfig {
+        command_timeout: Duration::from_millis(200),
+        connect_timeout: Duration::from_secs(5),
+        ..tower_response_cache::RedisConfig::from_url(&topology.url()).unwrap()
+    })
+    .await
+    .unwrap();
+    let values = ValueCache::new(store);
+    values.set("k", &1u8, MINUTE).await.unwrap();
+    topology.kill();
+    let calls = AtomicUsize::new(0);
+    for _ in 0..5 {
+        let got = values
+            .get_or_insert_with("k", MINUTE, || async {
+                calls.fetch_add(1, Ordering::SeqCst);
+                Ok::<_, ()>(9u8)
+            })
+            .await;
+        assert_eq!(got, Ok(9), "no error surfaces");
+    }
+    assert_eq!(calls.load(Ordering::SeqCst), 5);
+    assert!(matches!(
+        values.get::<u8>("k").await,
+        Err(ValueError::Store(_))
+    ));
+    assert!(values.stats().store_errors >= 5);
+}
