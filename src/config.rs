@@ -154,6 +154,9 @@ pub(crate) struct Config {
     /// from responses.
     pub(crate) targeted: Arc<[HeaderName]>,
     pub(crate) strip_targeted: bool,
+    /// The key prefixes of the value caches made from this layer
+    /// ([`CacheLayer::values`](crate::CacheLayer::values)): its tag purges reach them too.
+    pub(crate) value_prefixes: Arc<std::sync::RwLock<Vec<String>>>,
     /// Whether responses carry their [`CacheOutcome`](crate::CacheOutcome) as an extension.
     pub(crate) outcome_extension: bool,
     /// Whether the layer answers `PURGE` requests itself, and which it allows.
@@ -227,6 +230,7 @@ impl Config {
             tags: TagRules::default(),
             targeted: Arc::from([]),
             strip_targeted: false,
+            value_prefixes: Arc::default(),
             outcome_extension: false,
             purge_method: None,
             warming: Arc::default(),

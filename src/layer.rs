@@ -588,6 +588,41 @@ impl CacheLayer {
         self.config.funnel.stats.clone()
     }
 
+    /// A [`ValueCache`](crate::value::ValueCache) on this layer's store, under `namespace`
+    /// (beside the layer's own): for what handlers compute. The layer's tag purges
+    /// ([`CacheHandle::invalidate_tag`]) reach its values too, so that one purge drops the
+    /// pages and the values of one thing.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tower_response_cache::{CacheLayer, MemoryStore};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let layer = CacheLayer::new(MemoryStore::new(64 << 20));
+    /// let values = layer.values("values");
+    /// values
+    ///     .set_tagged("user:42", &"alice", Duration::from_secs(60), ["user:42"])
+    ///     .await
+    ///     .unwrap();
+    /// layer.handle().invalidate_tag("user:42").await.unwrap();
+    /// assert_eq!(values.get::<String>("user:42").await.unwrap(), None);
+    /// # }
+    /// ```
+    pub fn values(&self, namespace: impl Into<String>) -> crate::value::ValueCache {
+        let values =
+            crate::value::ValueCache::on(Arc::clone(&self.config.store)).namespace(namespace);
+        let prefix = values.prefix().to_owned();
+        let mut prefixes = match self.config.value_prefixes.write() {
+            Ok(prefixes) => prefixes,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        if !prefixes.contains(&prefix) {
+            prefixes.push(prefix);
+        }
+        values
+    }
+
     /// A handle that purges this layer's entries from application code — by URL, key,
     /// path prefix or tag, hard or soft — as completely as unsafe requests invalidate:
     /// every variant, and no fetch under way writes a purged entry back. Take it once the

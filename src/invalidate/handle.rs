@@ -150,14 +150,29 @@ impl CacheHandle {
     }
 
     /// Purges every entry tagged `tag` (by a tag header or [`CacheTags`](crate::CacheTags))
-    /// in this layer's namespace. A tag matches as a whole: `user:4` does not take
-    /// `user:42`'s entries.
+    /// in this layer's namespace, and every value so tagged in the value caches made from
+    /// it ([`CacheLayer::values`](crate::CacheLayer::values)). A tag matches as a whole:
+    /// `user:4` does not take `user:42`'s entries.
     pub async fn invalidate_tag(&self, tag: &str) -> Result<u64, StoreError> {
+        let tag = tag.trim_ascii();
         let scope = Scope::Tag {
-            tag: tag.trim_ascii().to_owned(),
+            tag: tag.to_owned(),
             within: format!("{}:", self.config.namespace),
         };
-        self.purge(scope, PurgeKind::Tag).await
+        let mut purged = self.purge(scope, PurgeKind::Tag).await?;
+        // The values of the value caches made from this layer ([`CacheLayer::values`]).
+        let prefixes = match self.config.value_prefixes.read() {
+            Ok(prefixes) => prefixes.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        };
+        for within in prefixes {
+            let scope = Scope::Tag {
+                tag: tag.to_owned(),
+                within,
+            };
+            purged += self.purge(scope, PurgeKind::Tag).await?;
+        }
+        Ok(purged)
     }
 
     /// Purges every entry tagged with any of `tags`, one tag after another; stops at the

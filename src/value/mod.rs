@@ -274,6 +274,11 @@ impl<S: Serializer> ValueCache<S> {
         }
     }
 
+    /// What every store key of this cache starts with: `namespace:`.
+    pub fn prefix(&self) -> &str {
+        &self.inner.prefix
+    }
+
     /// The counters so far (shared by every clone).
     pub fn stats(&self) -> ValueStats {
         let c = &self.inner.counters;

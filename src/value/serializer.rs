@@ -81,3 +81,88 @@ impl Serializer for MessagePack {
         rmp_serde::from_slice(bytes).map_err(super::ValueError::decode)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+    use serde::{Deserialize, Serialize};
+
+    use super::*;
+
+    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+    struct Row {
+        id: u64,
+        name: String,
+        tags: Vec<String>,
+        score: Option<i32>,
+        bytes: Vec<u8>,
+    }
+
+    fn row() -> impl Strategy<Value = Row> {
+        (
+            any::<u64>(),
+            ".{0,20}",
+            proptest::collection::vec(".{0,8}", 0..4),
+            any::<Option<i32>>(),
+            proptest::collection::vec(any::<u8>(), 0..32),
+        )
+            .prop_map(|(id, name, tags, score, bytes)| Row {
+                id,
+                name,
+                tags,
+                score,
+                bytes,
+            })
+    }
+
+    fn round_trip<S: Serializer>(serializer: &S, row: &Row) -> Result<(), TestCaseError> {
+        let bytes = serializer.encode(row).unwrap();
+        prop_assert_eq!(&serializer.decode::<Row>(&bytes).unwrap(), row);
+        // Another type is an error, never a panic.
+        let _ = serializer.decode::<Vec<bool>>(&bytes);
+        Ok(())
+    }
+
+    proptest! {
+        #[test]
+        fn json_round_trips(row in row()) {
+            round_trip(&Json, &row)?;
+        }
+
+        #[cfg(feature = "msgpack")]
+        #[test]
+        fn msgpack_round_trips(row in row()) {
+            round_trip(&MessagePack, &row)?;
+        }
+
+        #[test]
+        fn any_bytes_decode_or_fail_without_panicking(bytes in proptest::collection::vec(any::<u8>(), 0..64)) {
+            let _ = Json.decode::<Row>(&bytes);
+            #[cfg(feature = "msgpack")]
+            let _ = MessagePack.decode::<Row>(&bytes);
+        }
+    }
+
+    #[cfg(feature = "msgpack")]
+    #[test]
+    fn msgpack_keeps_field_names_so_fields_can_be_added() {
+        #[derive(Serialize)]
+        struct Old {
+            id: u64,
+        }
+        #[derive(Debug, PartialEq, Deserialize)]
+        struct New {
+            id: u64,
+            #[serde(default)]
+            name: String,
+        }
+        let bytes = MessagePack.encode(&Old { id: 7 }).unwrap();
+        assert_eq!(
+            MessagePack.decode::<New>(&bytes).unwrap(),
+            New {
+                id: 7,
+                name: String::new()
+            }
+        );
+    }
+}

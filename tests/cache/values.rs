@@ -390,3 +390,52 @@ async fn a_slow_store_is_waited_for_at_most_the_store_timeout() {
     assert!(started.elapsed() < Duration::from_secs(5));
     assert_eq!(values.stats().store_errors, 2);
 }
+
+#[tokio::test]
+async fn a_layers_tag_purge_drops_its_pages_and_its_values() {
+    let store = MemoryStore::new(16 << 20);
+    let cache = tower_response_cache::CacheLayer::new(store.clone())
+        .namespace("t")
+        .write_mode(tower_response_cache::WriteMode::Inline);
+    let values = cache.values("values");
+    let unrelated = ValueCache::new(store.clone()).namespace("elsewhere");
+    let handle = cache.handle();
+    let app = axum::Router::new()
+        .route(
+            "/users/42",
+            axum::routing::get(|| async { ([("surrogate-key", "user:42")], "alice's page") }),
+        )
+        .layer(cache);
+    fetch(&app, "/users/42").await;
+    assert_eq!(fetch(&app, "/users/42").await.x_cache(), "HIT");
+    values
+        .set_tagged("user:42", &alice(), MINUTE, ["user:42"])
+        .await
+        .unwrap();
+    unrelated
+        .set_tagged("user:42", &alice(), MINUTE, ["user:42"])
+        .await
+        .unwrap();
+    assert_eq!(handle.invalidate_tag("user:42").await.unwrap(), 2);
+    assert_eq!(fetch(&app, "/users/42").await.x_cache(), "MISS");
+    assert_eq!(values.get::<User>("user:42").await.unwrap(), None);
+    // A value cache not made from the layer is not the layer's to purge.
+    assert_eq!(
+        unrelated.get::<User>("user:42").await.unwrap(),
+        Some(alice())
+    );
+}
+
+#[cfg(feature = "msgpack")]
+#[tokio::test]
+async fn messagepack_values_round_trip_and_json_ones_are_not_theirs() {
+    use tower_response_cache::value::serializer::MessagePack;
+    let store = MemoryStore::new(16 << 20);
+    let json = ValueCache::new(store.clone());
+    let packed = ValueCache::new(store.clone()).serializer(MessagePack);
+    packed.set("u", &alice(), MINUTE).await.unwrap();
+    assert_eq!(packed.get::<User>("u").await.unwrap(), Some(alice()));
+    // One key, two formats: each reads only its own.
+    assert_eq!(json.get::<User>("u").await.unwrap(), None);
+    assert_eq!(json.stats().mismatches, 1);
+}
