@@ -11,7 +11,8 @@ use moka::sync::Cache;
 
 use super::purge::{KeyFilter, PurgeMode, PurgeTarget, softened};
 use super::{
-    Listeners, RemovalCause, RemovalListener, Store, StoreError, StoreFuture, StoreGauges,
+    Listeners, RemovalCause, RemovalListener, Store, StoreError, StoreErrorKind, StoreFuture,
+    StoreGauges,
 };
 use crate::entry::CachedResponse;
 
@@ -487,6 +488,45 @@ impl Store for MemoryStore {
         true
     }
 
+    fn increment<'a>(&'a self, key: &'a str, delta: i64, ttl: Duration) -> StoreFuture<'a, i64> {
+        // Atomic with respect to other writers of the key going through the entry API. The
+        // counter keeps the life it was created with.
+        let mut updated = Ok(0);
+        self.cache.entry_by_ref(key).and_compute_with(|existing| {
+            let (current, expires_at) = match &existing {
+                Some(existing) => match counter_value(&existing.value().entry) {
+                    Some(current) => (current, existing.value().expires_at),
+                    None => {
+                        updated = Err(StoreError::new(
+                            StoreErrorKind::Other,
+                            "the key holds an entry, not a counter",
+                        ));
+                        return Op::Nop;
+                    }
+                },
+                None => (0, deadline(ttl)),
+            };
+            let Some(next) = current.checked_add(delta) else {
+                updated = Err(StoreError::new(
+                    StoreErrorKind::Other,
+                    "the counter would overflow",
+                ));
+                return Op::Nop;
+            };
+            updated = Ok(next);
+            Op::Put(self.slot(key, Arc::new(counter_entry(next)), expires_at))
+        });
+        Box::pin(std::future::ready(updated))
+    }
+
+    fn counter<'a>(&'a self, key: &'a str) -> StoreFuture<'a, Option<i64>> {
+        let value = self
+            .cache
+            .get(key)
+            .and_then(|slot| counter_value(&slot.entry));
+        Box::pin(std::future::ready(Ok(value)))
+    }
+
     fn put_if_absent<'a>(
         &'a self,
         key: &'a str,
@@ -564,6 +604,26 @@ impl Store for MemoryStore {
 }
 
 /// The instant `ttl` from now (far ahead when that is past what an `Instant` holds).
+/// The entry that holds a counter in memory: marked, its value in decimal.
+fn counter_entry(value: i64) -> CachedResponse {
+    let mut headers = http::HeaderMap::with_capacity(1);
+    headers.insert(COUNTER, http::HeaderValue::from_static("1"));
+    CachedResponse::new(
+        http::StatusCode::OK,
+        headers,
+        bytes::Bytes::from(value.to_string()),
+    )
+}
+
+/// The value of a counter's entry; `None` for any other entry.
+fn counter_value(entry: &CachedResponse) -> Option<i64> {
+    entry.headers.contains_key(COUNTER).then_some(())?;
+    std::str::from_utf8(&entry.body).ok()?.parse().ok()
+}
+
+/// Marks a memory entry as a counter.
+const COUNTER: http::HeaderName = http::HeaderName::from_static("trc-counter");
+
 fn deadline(ttl: Duration) -> Instant {
     let now = Instant::now();
     now.checked_add(ttl)

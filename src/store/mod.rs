@@ -263,6 +263,29 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
         })
     }
 
+    /// Adds `delta` to the counter under `key` — created at 0, to live `ttl`, when absent —
+    /// and returns its new value; atomic on [`MemoryStore`], `RedisStore` (`INCRBY`) and
+    /// `TieredStore`. A counter is no entry: [`get`](Self::get) does not read it,
+    /// [`counter`](Self::counter) does. The default reports
+    /// [`StoreErrorKind::Unsupported`].
+    fn increment<'a>(&'a self, key: &'a str, delta: i64, ttl: Duration) -> StoreFuture<'a, i64> {
+        let _ = (key, delta, ttl);
+        Box::pin(std::future::ready(Err(StoreError::new(
+            StoreErrorKind::Unsupported,
+            "this store has no counters",
+        ))))
+    }
+
+    /// The counter under `key` ([`increment`](Self::increment)), if there is one. The
+    /// default reports [`StoreErrorKind::Unsupported`].
+    fn counter<'a>(&'a self, key: &'a str) -> StoreFuture<'a, Option<i64>> {
+        let _ = key;
+        Box::pin(std::future::ready(Err(StoreError::new(
+            StoreErrorKind::Unsupported,
+            "this store has no counters",
+        ))))
+    }
+
     /// Calls `listener` with the cause of every entry that leaves the store from now on,
     /// for as long as `listener` lives (the store holds it weakly): what feeds observers'
     /// [`Removed`](crate::observe::EventKind::Removed) events. Returns whether the store
@@ -630,6 +653,14 @@ impl<S: Store + ?Sized> Store for Arc<S> {
         ttl: Duration,
     ) -> StoreFuture<'a, bool> {
         (**self).put_if_absent(key, entry, ttl)
+    }
+
+    fn increment<'a>(&'a self, key: &'a str, delta: i64, ttl: Duration) -> StoreFuture<'a, i64> {
+        (**self).increment(key, delta, ttl)
+    }
+
+    fn counter<'a>(&'a self, key: &'a str) -> StoreFuture<'a, Option<i64>> {
+        (**self).counter(key)
     }
 
     fn tiered(&self) -> bool {

@@ -864,6 +864,15 @@ impl Store for TieredStore {
         })
     }
 
+    /// L2's counter (L1 holds none: every increment is shared).
+    fn increment<'a>(&'a self, key: &'a str, delta: i64, ttl: Duration) -> StoreFuture<'a, i64> {
+        self.inner.l2.increment(key, delta, ttl)
+    }
+
+    fn counter<'a>(&'a self, key: &'a str) -> StoreFuture<'a, Option<i64>> {
+        self.inner.l2.counter(key)
+    }
+
     fn remove<'a>(&'a self, key: &'a str) -> StoreFuture<'a, bool> {
         Box::pin(async move {
             let removed = self.inner.l2.remove(key).await;

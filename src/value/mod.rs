@@ -45,7 +45,7 @@ use serde::de::DeserializeOwned;
 use crate::coalesce::{self, Coalescer, Join, Landing};
 use crate::entry::CachedResponse;
 use crate::store::{PurgeMode, PurgeTarget};
-use crate::store::{Store, StoreError};
+use crate::store::{Store, StoreError, StoreErrorKind};
 
 pub use key::ValueKey;
 pub use serializer::{Json, Serializer};
@@ -401,6 +401,28 @@ impl<S: Serializer> ValueCache<S> {
         Ok(added)
     }
 
+    /// Adds `delta` to the counter under `key` — created at 0, to live the default TTL,
+    /// when absent — and returns its new value (aiocache's `increment`); atomic on the
+    /// memory store, Redis and tiered stores. Read it with [`counter`](Self::counter).
+    pub async fn increment(&self, key: impl AsRef<str>, delta: i64) -> Result<i64, ValueError> {
+        self.inner
+            .store
+            .increment(&self.store_key(key), delta, self.inner.default_ttl)
+            .await
+            .inspect_err(|_| bump(&self.inner.counters.store_errors))
+            .map_err(ValueError::from)
+    }
+
+    /// The counter under `key` ([`increment`](Self::increment)), if there is one.
+    pub async fn counter(&self, key: impl AsRef<str>) -> Result<Option<i64>, ValueError> {
+        self.inner
+            .store
+            .counter(&self.store_key(key))
+            .await
+            .inspect_err(|_| bump(&self.inner.counters.store_errors))
+            .map_err(ValueError::from)
+    }
+
     /// Whether a fresh value is stored under `key` (of any type).
     pub async fn exists(&self, key: impl AsRef<str>) -> Result<bool, ValueError> {
         let entry = self.read(&self.store_key(key)).await?;
@@ -562,12 +584,22 @@ impl<S: Serializer> ValueCache<S> {
     /// The entry under a store key, when fresh; a store error is counted and reported.
     async fn read(&self, key: &str) -> Result<Option<Arc<CachedResponse>>, ValueError> {
         let entry = self
-            .inner
-            .store
-            .get(key)
+            .get_entry(key)
             .await
             .inspect_err(|_| bump(&self.inner.counters.store_errors))?;
         Ok(entry.filter(|entry| entry.is_fresh(SystemTime::now())))
+    }
+
+    /// The store's entry under `key`; what the store cannot read as an entry (a counter, a
+    /// foreign value) is none, counted as a mismatch.
+    async fn get_entry(&self, key: &str) -> Result<Option<Arc<CachedResponse>>, StoreError> {
+        match self.inner.store.get(key).await {
+            Err(error) if error.kind() == StoreErrorKind::Decode => {
+                bump(&self.inner.counters.mismatches);
+                Ok(None)
+            }
+            result => result,
+        }
     }
 
     async fn write(
@@ -860,7 +892,7 @@ impl<'a, S: Serializer, T: Serialize + DeserializeOwned> Cached<'a, S, T> {
     async fn lookup(&self) -> Option<T> {
         let cache = self.cache;
         let entry = cache
-            .bounded(cache.inner.store.get(&self.key))
+            .bounded(cache.get_entry(&self.key))
             .await
             .flatten()
             .filter(|entry| entry.is_fresh(SystemTime::now()));
@@ -891,7 +923,7 @@ impl<'a, S: Serializer, T: Serialize + DeserializeOwned> Cached<'a, S, T> {
     async fn lookup_again(&self) -> Option<T> {
         let cache = self.cache;
         let entry = cache
-            .bounded(cache.inner.store.get(&self.key))
+            .bounded(cache.get_entry(&self.key))
             .await
             .flatten()
             .filter(|entry| entry.is_fresh(SystemTime::now()) && is_value(entry))
@@ -937,7 +969,7 @@ impl<'a, S: Serializer, T: Serialize + DeserializeOwned> Cached<'a, S, T> {
             tokio::time::sleep(delay.min(deadline - now)).await;
             delay = (delay * 2).min(Duration::from_millis(100));
             let entry = cache
-                .bounded(store.get(&self.key))
+                .bounded(cache.get_entry(&self.key))
                 .await
                 .flatten()
                 .filter(|entry| entry.is_fresh(SystemTime::now()));

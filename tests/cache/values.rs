@@ -439,3 +439,37 @@ async fn messagepack_values_round_trip_and_json_ones_are_not_theirs() {
     assert_eq!(json.get::<User>("u").await.unwrap(), None);
     assert_eq!(json.stats().mismatches, 1);
 }
+
+#[tokio::test]
+async fn counters_increment_atomically_and_expire() {
+    let store = MemoryStore::new(16 << 20);
+    let values = ValueCache::new(store).default_ttl(Duration::from_millis(300));
+    assert_eq!(values.counter("hits").await.unwrap(), None);
+    let tasks: Vec<_> = (0..100)
+        .map(|_| {
+            let values = values.clone();
+            tokio::spawn(async move { values.increment("hits", 1).await.unwrap() })
+        })
+        .collect();
+    let mut seen = Vec::new();
+    for task in tasks {
+        seen.push(task.await.unwrap());
+    }
+    seen.sort_unstable();
+    assert_eq!(
+        seen,
+        (1..=100).collect::<Vec<i64>>(),
+        "each increment saw its own value"
+    );
+    assert_eq!(values.increment("hits", -10).await.unwrap(), 90);
+    assert_eq!(values.counter("hits").await.unwrap(), Some(90));
+    // A counter is no value, and a value no counter.
+    assert_eq!(values.get::<i64>("hits").await.unwrap(), None);
+    values.set("v", &1i64, MINUTE).await.unwrap();
+    assert!(values.increment("v", 1).await.is_err());
+    assert_eq!(values.counter("v").await.unwrap(), None);
+    // It lives the TTL it was made with, increments or not.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(values.counter("hits").await.unwrap(), None);
+    assert_eq!(values.increment("hits", 5).await.unwrap(), 5);
+}

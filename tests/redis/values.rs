@@ -19,6 +19,7 @@ on_both_topologies!(
     multi_operations_span_hash_slots,
     clear_leaves_responses_and_other_namespaces_alone,
     a_killed_server_makes_loads_run_and_reads_report,
+    counters_are_shared_and_atomic_across_instances,
 );
 
 const MINUTE: Duration = Duration::from_secs(60);
@@ -191,4 +192,29 @@ async fn a_killed_server_makes_loads_run_and_reads_report(topology: &mut Topolog
         Err(ValueError::Store(_))
     ));
     assert!(values.stats().store_errors >= 5);
+}
+
+async fn counters_are_shared_and_atomic_across_instances(topology: &Topology) {
+    let (a, store) = values(topology).await;
+    let (b, _) = values(topology).await;
+    let tasks: Vec<_> = (0..200)
+        .map(|i| {
+            let cache = if i % 2 == 0 { a.clone() } else { b.clone() };
+            tokio::spawn(async move { cache.increment("visits", 1).await.unwrap() })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap();
+    }
+    assert_eq!(a.counter("visits").await.unwrap(), Some(200));
+    assert_eq!(b.increment("visits", -50).await.unwrap(), 150);
+    // A plain integer in Redis, with the default TTL from its creation.
+    let ttl: i64 = store
+        .pool()
+        .pttl(store.redis_key("values:visits"))
+        .await
+        .unwrap();
+    assert!(ttl > 0 && ttl <= 300_000, "{ttl}");
+    // A counter is no value.
+    assert_eq!(a.get::<i64>("visits").await.unwrap(), None);
 }

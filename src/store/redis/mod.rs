@@ -735,6 +735,34 @@ impl Store for RedisStore {
         })
     }
 
+    /// `INCRBY`, and a `PEXPIRE` when the counter has no life yet (it was just made): one
+    /// script, atomic across instances.
+    fn increment<'a>(&'a self, key: &'a str, delta: i64, ttl: Duration) -> StoreFuture<'a, i64> {
+        Box::pin(async move {
+            static INCREMENT: Lua = Lua::new(
+                "local v = redis.call('INCRBY', KEYS[1], ARGV[1]) \
+                 if redis.call('PTTL', KEYS[1]) == -1 then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end \
+                 return v",
+            );
+            self.eval(
+                &INCREMENT,
+                self.redis_key(key),
+                vec![delta.into(), millis(ttl).into()],
+            )
+            .await
+        })
+    }
+
+    fn counter<'a>(&'a self, key: &'a str) -> StoreFuture<'a, Option<i64>> {
+        Box::pin(async move {
+            let inner = &self.inner;
+            let client = inner.pool.next_connected().with_options(&inner.options);
+            let value: Option<String> = self.command(client.get(self.redis_key(key))).await?;
+            // Anything but a whole number (an entry) is no counter.
+            Ok(value.and_then(|value| value.parse().ok()))
+        })
+    }
+
     /// `SET … NX PX`: atomic across instances.
     fn put_if_absent<'a>(
         &'a self,
