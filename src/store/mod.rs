@@ -263,6 +263,25 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
         })
     }
 
+    /// The entries under `keys`, in order; what is absent or unreadable is `None`. The
+    /// default reads them one after another; `RedisStore` sends one `MGET` per hash slot
+    /// (one in all on a single server).
+    fn get_many<'a>(
+        &'a self,
+        keys: &'a [String],
+    ) -> StoreFuture<'a, Vec<Option<Arc<CachedResponse>>>> {
+        Box::pin(async move {
+            let mut found = Vec::with_capacity(keys.len());
+            for key in keys {
+                found.push(match self.get(key).await {
+                    Err(error) if error.kind() == StoreErrorKind::Decode => None,
+                    result => result?,
+                });
+            }
+            Ok(found)
+        })
+    }
+
     /// Adds `delta` to the counter under `key` — created at 0, to live `ttl`, when absent —
     /// and returns its new value; atomic on [`MemoryStore`], `RedisStore` (`INCRBY`) and
     /// `TieredStore`. A counter is no entry: [`get`](Self::get) does not read it,
@@ -657,6 +676,13 @@ impl<S: Store + ?Sized> Store for Arc<S> {
 
     fn increment<'a>(&'a self, key: &'a str, delta: i64, ttl: Duration) -> StoreFuture<'a, i64> {
         (**self).increment(key, delta, ttl)
+    }
+
+    fn get_many<'a>(
+        &'a self,
+        keys: &'a [String],
+    ) -> StoreFuture<'a, Vec<Option<Arc<CachedResponse>>>> {
+        (**self).get_many(keys)
     }
 
     fn counter<'a>(&'a self, key: &'a str) -> StoreFuture<'a, Option<i64>> {

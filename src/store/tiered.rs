@@ -864,6 +864,35 @@ impl Store for TieredStore {
         })
     }
 
+    /// L1's entries where it has them, the rest in one [`Store::get_many`] of L2 (which
+    /// fill L1).
+    fn get_many<'a>(
+        &'a self,
+        keys: &'a [String],
+    ) -> StoreFuture<'a, Vec<Option<Arc<CachedResponse>>>> {
+        Box::pin(async move {
+            let mut found: Vec<Option<Arc<CachedResponse>>> =
+                keys.iter().map(|key| self.l1_hit(key)).collect();
+            let missing: Vec<usize> = (0..keys.len()).filter(|&i| found[i].is_none()).collect();
+            if missing.is_empty() {
+                return Ok(found);
+            }
+            let epochs: Vec<Epoch> = missing
+                .iter()
+                .map(|&i| self.inner.health.epoch_of(&keys[i]))
+                .collect();
+            let wanted: Vec<String> = missing.iter().map(|&i| keys[i].clone()).collect();
+            let read = self.inner.l2.get_many(&wanted).await?;
+            for ((&i, epoch), entry) in missing.iter().zip(epochs).zip(read) {
+                if let Some(entry) = &entry {
+                    self.fill_l1(&keys[i], entry, epoch).await;
+                }
+                found[i] = entry;
+            }
+            Ok(found)
+        })
+    }
+
     /// L2's counter (L1 holds none: every increment is shared).
     fn increment<'a>(&'a self, key: &'a str, delta: i64, ttl: Duration) -> StoreFuture<'a, i64> {
         self.inner.l2.increment(key, delta, ttl)

@@ -488,19 +488,29 @@ impl<S: Serializer> ValueCache<S> {
             .map_err(ValueError::from)
     }
 
-    /// The values under `keys`, in order ([`get`](Self::get) for each); the first store
-    /// error is reported.
+    /// The values under `keys`, in order, each as [`get`](Self::get) reads it — in one
+    /// round trip per Redis hash slot ([`Store::get_many`]).
     pub async fn multi_get<T, I>(&self, keys: I) -> Result<Vec<Option<T>>, ValueError>
     where
         T: DeserializeOwned,
         I: IntoIterator,
         I::Item: AsRef<str>,
     {
-        let mut values = Vec::new();
-        for key in keys {
-            values.push(self.get(key).await?);
-        }
-        Ok(values)
+        let keys: Vec<String> = keys.into_iter().map(|key| self.store_key(key)).collect();
+        let entries = self
+            .inner
+            .store
+            .get_many(&keys)
+            .await
+            .inspect_err(|_| bump(&self.inner.counters.store_errors))?;
+        let now = SystemTime::now();
+        Ok(entries
+            .iter()
+            .map(|entry| {
+                let fresh = entry.as_deref().filter(|entry| entry.is_fresh(now));
+                self.value_of(fresh)
+            })
+            .collect())
     }
 
     /// Stores each `(key, value)` for `ttl` ([`set`](Self::set) for each); the first error

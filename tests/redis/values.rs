@@ -20,6 +20,7 @@ on_both_topologies!(
     clear_leaves_responses_and_other_namespaces_alone,
     a_killed_server_makes_loads_run_and_reads_report,
     counters_are_shared_and_atomic_across_instances,
+    multi_get_is_one_round_trip_per_hash_slot,
 );
 
 const MINUTE: Duration = Duration::from_secs(60);
@@ -217,4 +218,47 @@ async fn counters_are_shared_and_atomic_across_instances(topology: &Topology) {
     assert!(ttl > 0 && ttl <= 300_000, "{ttl}");
     // A counter is no value.
     assert_eq!(a.get::<i64>("visits").await.unwrap(), None);
+}
+
+/// How often `command` ran, summed over the servers (`INFO commandstats`).
+fn calls(topology: &mut Topology, command: &str) -> u64 {
+    let prefix = format!("cmdstat_{command}:calls=");
+    topology
+        .servers()
+        .into_iter()
+        .map(|server| {
+            server
+                .cli(&["INFO", "commandstats"])
+                .lines()
+                .find_map(|line| {
+                    line.trim()
+                        .strip_prefix(&prefix)?
+                        .split(',')
+                        .next()?
+                        .parse::<u64>()
+                        .ok()
+                })
+                .unwrap_or(0)
+        })
+        .sum()
+}
+
+async fn multi_get_is_one_round_trip_per_hash_slot(topology: &mut Topology) {
+    let (values, _) = values(topology).await;
+    // One hash slot for all (the `{user}` hash tag), so one `MGET` even on a cluster.
+    let keys: Vec<String> = (0..10).map(|i| format!("{{user}}:{i}")).collect();
+    let numbers: Vec<u32> = (0..10).collect();
+    values
+        .multi_set(keys.iter().zip(numbers.iter()), MINUTE)
+        .await
+        .unwrap();
+    let (mgets, gets) = (calls(topology, "mget"), calls(topology, "get"));
+    let mut asked = keys.clone();
+    asked.push("{user}:absent".to_owned());
+    let got = values.multi_get::<u32, _>(&asked).await.unwrap();
+    let mut expected: Vec<Option<u32>> = numbers.iter().copied().map(Some).collect();
+    expected.push(None);
+    assert_eq!(got, expected);
+    assert_eq!(calls(topology, "mget") - mgets, 1, "one MGET");
+    assert_eq!(calls(topology, "get") - gets, 0, "no GET");
 }

@@ -714,6 +714,48 @@ impl Store for RedisStore {
         })
     }
 
+    /// One `MGET` per hash slot, all at once (one in all on a single server); what does
+    /// not decode is `None`.
+    fn get_many<'a>(
+        &'a self,
+        keys: &'a [String],
+    ) -> StoreFuture<'a, Vec<Option<Arc<CachedResponse>>>> {
+        Box::pin(async move {
+            let inner = &self.inner;
+            let client = inner.pool.next_connected().with_options(&inner.options);
+            let redis_keys: Vec<String> = keys.iter().map(|key| self.redis_key(key)).collect();
+            // Indices of the keys, grouped by slot on a cluster.
+            let mut groups: Vec<(u16, Vec<usize>)> = Vec::new();
+            for (i, key) in redis_keys.iter().enumerate() {
+                let slot = if client.is_clustered() {
+                    fred::util::redis_keyslot(key.as_bytes())
+                } else {
+                    0
+                };
+                match groups.iter_mut().find(|(group, _)| *group == slot) {
+                    Some((_, indices)) => indices.push(i),
+                    None => groups.push((slot, vec![i])),
+                }
+            }
+            let reads = groups.iter().map(|(_, indices)| {
+                let batch: Vec<String> = indices.iter().map(|&i| redis_keys[i].clone()).collect();
+                let client = &client;
+                async move {
+                    let values: Vec<Option<Bytes>> = self.command(client.mget(batch)).await?;
+                    Ok::<_, StoreError>(values)
+                }
+            });
+            let batches = futures_util::future::try_join_all(reads).await?;
+            let mut found = vec![None; keys.len()];
+            for ((_, indices), values) in groups.iter().zip(batches) {
+                for (&i, value) in indices.iter().zip(values) {
+                    found[i] = value.and_then(|bytes| self.decode(&bytes).ok());
+                }
+            }
+            Ok(found)
+        })
+    }
+
     fn put<'a>(
         &'a self,
         key: &'a str,
