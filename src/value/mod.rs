@@ -654,6 +654,10 @@ impl<S: Serializer> ValueCache<S> {
         let Some(entry) = entry else {
             return Decoded::Absent;
         };
+        if is_error(entry) {
+            // A loader's error, cached: no value, and no mismatch either.
+            return Decoded::Absent;
+        }
         if !is_value(entry) || format_of(entry) != Some(self.format()) {
             return Decoded::Mismatch;
         }
@@ -706,6 +710,10 @@ const RAW: &str = "application/octet-stream";
 
 fn is_value(entry: &CachedResponse) -> bool {
     entry.headers.get(MARK).is_some_and(|mark| mark == "ok")
+}
+
+fn is_error(entry: &CachedResponse) -> bool {
+    entry.headers.get(MARK).is_some_and(|mark| mark == "error")
 }
 
 fn format_of(entry: &CachedResponse) -> Option<&str> {
@@ -896,6 +904,60 @@ impl<'a, S: Serializer, T: Serialize + DeserializeOwned> Cached<'a, S, T> {
                 }
             }
         }
+    }
+
+    /// [`load`](Self::load), caching the loader's errors too, for `negative_ttl` (a short
+    /// one: "not found", "rate limited"), so that a failing source is not asked again at
+    /// once. A cached error answers (as `Err`) until it expires; a bypass neither reads
+    /// nor stores one, a refresh does not read one. Callers that were waiting for the
+    /// failed load when it failed may each load once.
+    pub async fn load_caching_errors<E, F, Fut>(
+        self,
+        negative_ttl: Duration,
+        loader: F,
+    ) -> Result<T, E>
+    where
+        E: Serialize + DeserializeOwned,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+    {
+        let cache = self.cache;
+        let key = self.key.clone();
+        let mode = self.mode;
+        if mode == Mode::Normal {
+            let entry = cache
+                .bounded(cache.get_entry(&key))
+                .await
+                .flatten()
+                .filter(|entry| entry.is_fresh(SystemTime::now()) && is_error(entry));
+            if let Some(entry) = entry {
+                if let Ok(error) = cache.serializer.decode::<E>(&entry.body) {
+                    bump(&cache.inner.counters.hits);
+                    return Err(error);
+                }
+            }
+        }
+        let result = self.load(loader).await;
+        if let Err(error) = &result {
+            if mode != Mode::Bypass && !negative_ttl.is_zero() {
+                if let Ok(bytes) = cache.serializer.encode(error) {
+                    let mut entry = cache.entry(
+                        bytes,
+                        cache.format(),
+                        negative_ttl,
+                        std::iter::empty::<&str>(),
+                    );
+                    entry
+                        .headers
+                        .insert(MARK, HeaderValue::from_static("error"));
+                    let _ = cache
+                        .bounded(cache.inner.store.put(&key, Arc::new(entry), negative_ttl))
+                        .await
+                        .map(|()| bump(&cache.inner.counters.sets));
+                }
+            }
+        }
+        result
     }
 
     /// A stored value for this call, counted; `None` to load.

@@ -473,3 +473,40 @@ async fn counters_increment_atomically_and_expire() {
     assert_eq!(values.counter("hits").await.unwrap(), None);
     assert_eq!(values.increment("hits", 5).await.unwrap(), 5);
 }
+
+#[tokio::test]
+async fn errors_are_cached_only_when_asked_and_for_their_own_ttl() {
+    let (values, _store) = values();
+    let calls = AtomicUsize::new(0);
+    let failing = || async {
+        calls.fetch_add(1, Ordering::SeqCst);
+        Err::<u32, String>("not found".to_owned())
+    };
+    let negative = Duration::from_millis(200);
+    for _ in 0..3 {
+        let got = values
+            .cached("missing")
+            .load_caching_errors(negative, failing)
+            .await;
+        assert_eq!(got, Err("not found".to_owned()));
+    }
+    assert_eq!(calls.load(Ordering::SeqCst), 1, "the error answered twice");
+    // Not a value: nothing to get, nothing that exists.
+    assert_eq!(values.get::<u32>("missing").await.unwrap(), None);
+    assert!(!values.exists("missing").await.unwrap());
+    // A bypass asks the loader; the error expires; a value replaces it.
+    let _ = values
+        .cached("missing")
+        .bypass(true)
+        .load_caching_errors(negative, failing)
+        .await;
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    let got = values
+        .cached("missing")
+        .load_caching_errors(negative, || async { Ok::<u32, String>(5) })
+        .await;
+    assert_eq!(got, Ok(5));
+    assert_eq!(values.get::<u32>("missing").await.unwrap(), Some(5));
+    assert_eq!(values.stats().mismatches, 0);
+}
