@@ -591,7 +591,9 @@ impl CacheLayer {
     /// A [`ValueCache`](crate::value::ValueCache) on this layer's store, under `namespace`
     /// (beside the layer's own): for what handlers compute. The layer's tag purges
     /// ([`CacheHandle::invalidate_tag`]) reach its values too, so that one purge drops the
-    /// pages and the values of one thing.
+    /// pages and the values of one thing; and the layer's observers (those attached before
+    /// this call) are told of its events — hits, misses, coalesced waits, stores, store
+    /// errors — with `namespace:` as their route.
     ///
     /// ```
     /// use std::time::Duration;
@@ -610,8 +612,9 @@ impl CacheLayer {
     /// # }
     /// ```
     pub fn values(&self, namespace: impl Into<String>) -> crate::value::ValueCache {
-        let values =
-            crate::value::ValueCache::on(Arc::clone(&self.config.store)).namespace(namespace);
+        let values = crate::value::ValueCache::on(Arc::clone(&self.config.store))
+            .namespace(namespace)
+            .observed(self.config.funnel.observers.clone());
         let prefix = values.prefix().to_owned();
         let mut prefixes = match self.config.value_prefixes.write() {
             Ok(prefixes) => prefixes,

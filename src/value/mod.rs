@@ -44,6 +44,8 @@ use serde::de::DeserializeOwned;
 
 use crate::coalesce::{self, Coalescer, Join, Landing};
 use crate::entry::CachedResponse;
+use crate::observe::Observers;
+use crate::observe::{CacheEvent, EventKind, StoreOperation, Timings};
 use crate::store::{PurgeMode, PurgeTarget};
 use crate::store::{Store, StoreError, StoreErrorKind};
 
@@ -199,6 +201,8 @@ struct Inner {
     coalescer: Arc<Coalescer>,
     max_key_len: usize,
     counters: Arc<Counters>,
+    /// Told of each event, for a cache made from a layer with observers.
+    observers: Option<Arc<Observers>>,
 }
 
 impl ValueCache<Json> {
@@ -220,6 +224,7 @@ impl ValueCache<Json> {
                 coalescer: Arc::new(Coalescer::new(Duration::ZERO, Duration::from_secs(10))),
                 max_key_len: 250,
                 counters: Arc::default(),
+                observers: None,
             }),
             serializer: Json,
         }
@@ -272,6 +277,12 @@ impl<S: Serializer> ValueCache<S> {
             inner: self.inner,
             serializer,
         }
+    }
+
+    /// The cache, its events told to `observers` (a layer's).
+    pub(crate) fn observed(mut self, observers: Option<Arc<Observers>>) -> Self {
+        self.settings().observers = observers;
+        self
     }
 
     /// What every store key of this cache starts with: `namespace:`.
@@ -330,7 +341,10 @@ impl<S: Serializer> ValueCache<S> {
         let bytes = entry
             .filter(|entry| format_of(entry) == Some(RAW) && is_value(entry))
             .map(|entry| entry.body.clone());
-        self.count_lookup(bytes.is_some(), false);
+        match &bytes {
+            Some(_) => self.on_hit(None),
+            None => self.on_miss(),
+        }
         Ok(bytes)
     }
 
@@ -383,20 +397,20 @@ impl<S: Serializer> ValueCache<S> {
         value: &T,
         ttl: Duration,
     ) -> Result<bool, ValueError> {
-        let entry = self.entry(
+        let entry = Arc::new(self.entry(
             self.serializer.encode(value)?,
             self.format(),
             ttl,
             std::iter::empty::<&str>(),
-        );
+        ));
         let added = self
             .inner
             .store
-            .put_if_absent(&self.store_key(key), Arc::new(entry), ttl)
+            .put_if_absent(&self.store_key(key), Arc::clone(&entry), ttl)
             .await
-            .inspect_err(|_| bump(&self.inner.counters.store_errors))?;
+            .inspect_err(|error| self.on_store_error(StoreOperation::Write, error))?;
         if added {
-            bump(&self.inner.counters.sets);
+            self.on_stored(&entry);
         }
         Ok(added)
     }
@@ -409,7 +423,7 @@ impl<S: Serializer> ValueCache<S> {
             .store
             .increment(&self.store_key(key), delta, self.inner.default_ttl)
             .await
-            .inspect_err(|_| bump(&self.inner.counters.store_errors))
+            .inspect_err(|error| self.on_store_error(StoreOperation::Write, error))
             .map_err(ValueError::from)
     }
 
@@ -419,7 +433,7 @@ impl<S: Serializer> ValueCache<S> {
             .store
             .counter(&self.store_key(key))
             .await
-            .inspect_err(|_| bump(&self.inner.counters.store_errors))
+            .inspect_err(|error| self.on_store_error(StoreOperation::Read, error))
             .map_err(ValueError::from)
     }
 
@@ -436,7 +450,7 @@ impl<S: Serializer> ValueCache<S> {
             .store
             .remove(&self.store_key(key))
             .await
-            .inspect_err(|_| bump(&self.inner.counters.store_errors))?;
+            .inspect_err(|error| self.on_store_error(StoreOperation::Remove, error))?;
         if removed {
             bump(&self.inner.counters.deletes);
         }
@@ -468,7 +482,7 @@ impl<S: Serializer> ValueCache<S> {
             .store
             .remove_prefix(&self.inner.prefix)
             .await
-            .inspect_err(|_| bump(&self.inner.counters.store_errors))
+            .inspect_err(|error| self.on_store_error(StoreOperation::Purge, error))
             .map_err(ValueError::from)
     }
 
@@ -484,7 +498,7 @@ impl<S: Serializer> ValueCache<S> {
                 PurgeMode::Hard,
             )
             .await
-            .inspect_err(|_| bump(&self.inner.counters.store_errors))
+            .inspect_err(|error| self.on_store_error(StoreOperation::Purge, error))
             .map_err(ValueError::from)
     }
 
@@ -502,7 +516,7 @@ impl<S: Serializer> ValueCache<S> {
             .store
             .get_many(&keys)
             .await
-            .inspect_err(|_| bump(&self.inner.counters.store_errors))?;
+            .inspect_err(|error| self.on_store_error(StoreOperation::Read, error))?;
         let now = SystemTime::now();
         Ok(entries
             .iter()
@@ -596,7 +610,7 @@ impl<S: Serializer> ValueCache<S> {
         let entry = self
             .get_entry(key)
             .await
-            .inspect_err(|_| bump(&self.inner.counters.store_errors))?;
+            .inspect_err(|error| self.on_store_error(StoreOperation::Read, error))?;
         Ok(entry.filter(|entry| entry.is_fresh(SystemTime::now())))
     }
 
@@ -621,12 +635,13 @@ impl<S: Serializer> ValueCache<S> {
         if ttl.is_zero() {
             return Ok(());
         }
+        let entry = Arc::new(entry);
         self.inner
             .store
-            .put(key, Arc::new(entry), ttl)
+            .put(key, Arc::clone(&entry), ttl)
             .await
-            .inspect_err(|_| bump(&self.inner.counters.store_errors))?;
-        bump(&self.inner.counters.sets);
+            .inspect_err(|error| self.on_store_error(StoreOperation::Write, error))?;
+        self.on_stored(&entry);
         Ok(())
     }
 
@@ -635,15 +650,16 @@ impl<S: Serializer> ValueCache<S> {
     fn value_of<T: DeserializeOwned>(&self, entry: Option<&CachedResponse>) -> Option<T> {
         match self.decoded(entry) {
             Decoded::Value(value) => {
-                self.count_lookup(true, false);
+                self.on_hit(entry);
                 Some(value)
             }
             Decoded::Absent => {
-                self.count_lookup(false, false);
+                self.on_miss();
                 None
             }
             Decoded::Mismatch => {
-                self.count_lookup(false, true);
+                bump(&self.inner.counters.mismatches);
+                self.on_miss();
                 None
             }
         }
@@ -667,34 +683,98 @@ impl<S: Serializer> ValueCache<S> {
         }
     }
 
-    fn count_lookup(&self, hit: bool, mismatch: bool) {
-        let c = &self.inner.counters;
-        if hit {
-            bump(&c.hits);
-        } else {
-            bump(&c.misses);
-            if mismatch {
-                bump(&c.mismatches);
-            }
-        }
-    }
-
     /// A store call bounded by the store timeout: `None` when it failed or took too long
     /// (counted), so that the caller goes on without the store.
-    async fn bounded<R>(&self, call: impl Future<Output = Result<R, StoreError>>) -> Option<R> {
+    async fn bounded<R>(
+        &self,
+        operation: StoreOperation,
+        call: impl Future<Output = Result<R, StoreError>>,
+    ) -> Option<R> {
         match tokio::time::timeout(self.inner.store_timeout, call).await {
             Ok(Ok(result)) => Some(result),
             Ok(Err(error)) => {
-                bump(&self.inner.counters.store_errors);
+                self.on_store_error(operation, &error);
                 tracing::debug!(%error, "value cache: store call failed; going on without it");
                 None
             }
             Err(_) => {
-                bump(&self.inner.counters.store_errors);
+                let error = StoreError::new(StoreErrorKind::Timeout, "past the store timeout");
+                self.on_store_error(operation, &error);
                 tracing::debug!("value cache: store call timed out; going on without it");
                 None
             }
         }
+    }
+}
+
+impl<S: Serializer> ValueCache<S> {
+    /// Stores a loaded value (or error), bounded by the store timeout; a failure is
+    /// counted, never reported.
+    async fn store_loaded(&self, key: &str, entry: Arc<CachedResponse>, ttl: Duration) {
+        let written = self
+            .bounded(
+                StoreOperation::Write,
+                self.inner.store.put(key, Arc::clone(&entry), ttl),
+            )
+            .await;
+        if written.is_some() {
+            self.on_stored(&entry);
+        }
+    }
+}
+
+/// Counting and telling observers, one method per event.
+impl<S> ValueCache<S> {
+    fn emit(&self, kind: EventKind) {
+        if let Some(observers) = &self.inner.observers {
+            observers.emit(&CacheEvent {
+                kind,
+                route: Some(&self.inner.prefix),
+                method: None,
+                timings: Timings::default(),
+            });
+        }
+    }
+
+    /// A lookup answered by a stored value.
+    fn on_hit(&self, entry: Option<&CachedResponse>) {
+        bump(&self.inner.counters.hits);
+        if self.inner.observers.is_some() {
+            let ttl = entry.map_or(Duration::ZERO, |entry| {
+                entry.remaining_ttl(SystemTime::now())
+            });
+            self.emit(EventKind::Hit { ttl, tier: None });
+        }
+    }
+
+    /// A lookup that found nothing usable, or a load that did not look.
+    fn on_miss(&self) {
+        bump(&self.inner.counters.misses);
+        self.emit(EventKind::Miss);
+    }
+
+    /// A caller answered by another caller's load.
+    fn on_coalesced(&self, waited: Duration) {
+        bump(&self.inner.counters.coalesced);
+        bump(&self.inner.counters.hits);
+        self.emit(EventKind::Coalesced { waited });
+    }
+
+    fn on_stored(&self, entry: &CachedResponse) {
+        bump(&self.inner.counters.sets);
+        self.emit(EventKind::Stored {
+            bytes: entry.body.len(),
+            ttl: entry.ttl,
+            tags: entry.tags.len(),
+        });
+    }
+
+    fn on_store_error(&self, operation: StoreOperation, error: &StoreError) {
+        bump(&self.inner.counters.store_errors);
+        self.emit(EventKind::StoreError {
+            operation,
+            kind: error.kind(),
+        });
     }
 }
 
@@ -834,7 +914,6 @@ impl<'a, S: Serializer, T: Serialize + DeserializeOwned> Cached<'a, S, T> {
         Fut: Future<Output = Result<T, E>>,
     {
         let cache = self.cache;
-        let counters = &cache.inner.counters;
         if self.mode == Mode::Bypass {
             return self.call(loader).await;
         }
@@ -847,7 +926,8 @@ impl<'a, S: Serializer, T: Serialize + DeserializeOwned> Cached<'a, S, T> {
                 return Ok(value);
             }
         }
-        let deadline = tokio::time::Instant::now() + coalescer.timeout();
+        let joined = tokio::time::Instant::now();
+        let deadline = joined + coalescer.timeout();
         let mut loader = Some(loader);
         loop {
             match coalescer.join(&self.key) {
@@ -870,10 +950,7 @@ impl<'a, S: Serializer, T: Serialize + DeserializeOwned> Cached<'a, S, T> {
                         let entry = Arc::new(entry);
                         let landed = guard.ready(Arc::clone(&entry));
                         let ttl = entry.ttl;
-                        let _ = cache
-                            .bounded(cache.inner.store.put(&self.key, entry, ttl))
-                            .await
-                            .map(|()| bump(&counters.sets));
+                        cache.store_loaded(&self.key, entry, ttl).await;
                         drop(landed);
                     }
                     if let Some(lease) = lease.lease {
@@ -886,8 +963,7 @@ impl<'a, S: Serializer, T: Serialize + DeserializeOwned> Cached<'a, S, T> {
                     match coalesce::wait(rx, left).await {
                         Some(Landing::Ready(entry)) => {
                             if let Decoded::Value(value) = cache.decoded::<T>(Some(&entry)) {
-                                bump(&counters.coalesced);
-                                bump(&counters.hits);
+                                cache.on_coalesced(joined.elapsed());
                                 return Ok(value);
                             }
                         }
@@ -926,13 +1002,13 @@ impl<'a, S: Serializer, T: Serialize + DeserializeOwned> Cached<'a, S, T> {
         let mode = self.mode;
         if mode == Mode::Normal {
             let entry = cache
-                .bounded(cache.get_entry(&key))
+                .bounded(StoreOperation::Read, cache.get_entry(&key))
                 .await
                 .flatten()
                 .filter(|entry| entry.is_fresh(SystemTime::now()) && is_error(entry));
             if let Some(entry) = entry {
                 if let Ok(error) = cache.serializer.decode::<E>(&entry.body) {
-                    bump(&cache.inner.counters.hits);
+                    cache.on_hit(Some(&entry));
                     return Err(error);
                 }
             }
@@ -950,10 +1026,9 @@ impl<'a, S: Serializer, T: Serialize + DeserializeOwned> Cached<'a, S, T> {
                     entry
                         .headers
                         .insert(MARK, HeaderValue::from_static("error"));
-                    let _ = cache
-                        .bounded(cache.inner.store.put(&key, Arc::new(entry), negative_ttl))
-                        .await
-                        .map(|()| bump(&cache.inner.counters.sets));
+                    cache
+                        .store_loaded(&key, Arc::new(entry), negative_ttl)
+                        .await;
                 }
             }
         }
@@ -964,7 +1039,7 @@ impl<'a, S: Serializer, T: Serialize + DeserializeOwned> Cached<'a, S, T> {
     async fn lookup(&self) -> Option<T> {
         let cache = self.cache;
         let entry = cache
-            .bounded(cache.get_entry(&self.key))
+            .bounded(StoreOperation::Read, cache.get_entry(&self.key))
             .await
             .flatten()
             .filter(|entry| entry.is_fresh(SystemTime::now()));
@@ -976,14 +1051,17 @@ impl<'a, S: Serializer, T: Serialize + DeserializeOwned> Cached<'a, S, T> {
                 return None;
             }
         };
-        bump(&cache.inner.counters.hits);
+        cache.on_hit(entry.as_deref());
         if self.sliding {
             if let Some(entry) = &entry {
                 let ttl = entry.ttl;
                 let mut renewed = CachedResponse::clone(entry);
                 renewed.stored_at = SystemTime::now();
                 let _ = cache
-                    .bounded(cache.inner.store.put(&self.key, Arc::new(renewed), ttl))
+                    .bounded(
+                        StoreOperation::Touch,
+                        cache.inner.store.put(&self.key, Arc::new(renewed), ttl),
+                    )
                     .await;
             }
         }
@@ -995,14 +1073,13 @@ impl<'a, S: Serializer, T: Serialize + DeserializeOwned> Cached<'a, S, T> {
     async fn lookup_again(&self) -> Option<T> {
         let cache = self.cache;
         let entry = cache
-            .bounded(cache.get_entry(&self.key))
+            .bounded(StoreOperation::Read, cache.get_entry(&self.key))
             .await
             .flatten()
             .filter(|entry| entry.is_fresh(SystemTime::now()) && is_value(entry))
             .filter(|entry| format_of(entry) == Some(cache.format()))?;
         let value = cache.serializer.decode::<T>(&entry.body).ok()?;
-        bump(&cache.inner.counters.coalesced);
-        bump(&cache.inner.counters.hits);
+        cache.on_coalesced(Duration::ZERO);
         Some(value)
     }
 
@@ -1022,7 +1099,10 @@ impl<'a, S: Serializer, T: Serialize + DeserializeOwned> Cached<'a, S, T> {
         let mut delay = Duration::from_millis(5);
         loop {
             let lock_ttl = cache.inner.coalescer.timeout();
-            match cache.bounded(store.lock_fill(&self.key, lock_ttl)).await {
+            match cache
+                .bounded(StoreOperation::Lock, store.lock_fill(&self.key, lock_ttl))
+                .await
+            {
                 Some(Some(lock)) => {
                     return Lease {
                         lease: Some(coalesce::FillLease::new(Arc::clone(store), &self.key, lock)),
@@ -1041,14 +1121,14 @@ impl<'a, S: Serializer, T: Serialize + DeserializeOwned> Cached<'a, S, T> {
             tokio::time::sleep(delay.min(deadline - now)).await;
             delay = (delay * 2).min(Duration::from_millis(100));
             let entry = cache
-                .bounded(cache.get_entry(&self.key))
+                .bounded(StoreOperation::Read, cache.get_entry(&self.key))
                 .await
                 .flatten()
                 .filter(|entry| entry.is_fresh(SystemTime::now()));
             if let Some(entry) = entry {
                 if is_value(&entry) && format_of(&entry) == Some(cache.format()) {
                     if let Ok(value) = cache.serializer.decode::<T>(&entry.body) {
-                        bump(&cache.inner.counters.hits);
+                        cache.on_hit(Some(&entry));
                         return Lease {
                             lease: None,
                             found: Some(Found(value, entry)),
@@ -1068,10 +1148,7 @@ impl<'a, S: Serializer, T: Serialize + DeserializeOwned> Cached<'a, S, T> {
         if let Some(entry) = self.keep(&value) {
             let cache = self.cache;
             let ttl = entry.ttl;
-            let _ = cache
-                .bounded(cache.inner.store.put(&self.key, Arc::new(entry), ttl))
-                .await
-                .map(|()| bump(&cache.inner.counters.sets));
+            cache.store_loaded(&self.key, Arc::new(entry), ttl).await;
         }
         Ok(value)
     }
@@ -1084,7 +1161,7 @@ impl<'a, S: Serializer, T: Serialize + DeserializeOwned> Cached<'a, S, T> {
     {
         let counters = &self.cache.inner.counters;
         if self.mode != Mode::Bypass {
-            bump(&counters.misses);
+            self.cache.on_miss();
         }
         bump(&counters.loads);
         let result = loader().await;

@@ -510,3 +510,59 @@ async fn errors_are_cached_only_when_asked_and_for_their_own_ttl() {
     assert_eq!(values.get::<u32>("missing").await.unwrap(), Some(5));
     assert_eq!(values.stats().mismatches, 0);
 }
+
+#[tokio::test]
+async fn a_layers_observers_are_told_of_its_values_events() {
+    use tower_response_cache::observe::{CacheEvent, EventKind};
+    let seen: Arc<std::sync::Mutex<Vec<(String, String)>>> = Arc::default();
+    let log = Arc::clone(&seen);
+    let cache = tower_response_cache::CacheLayer::new(MemoryStore::new(16 << 20)).observer(
+        move |event: &CacheEvent<'_>| {
+            log.lock().unwrap().push((
+                event.route.unwrap_or("-").to_owned(),
+                event.kind.as_str().to_owned(),
+            ));
+        },
+    );
+    let values = cache.values("values");
+    values
+        .get_or_insert_with("k", MINUTE, || async { Ok::<_, ()>(1u8) })
+        .await
+        .unwrap();
+    values
+        .get_or_insert_with("k", MINUTE, || async { Ok::<_, ()>(2u8) })
+        .await
+        .unwrap();
+    let events: Vec<(String, String)> = seen
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(route, _)| route == "values:")
+        .cloned()
+        .collect();
+    let kinds: Vec<&str> = events.iter().map(|(_, kind)| kind.as_str()).collect();
+    assert_eq!(kinds, ["miss", "stored", "hit"]);
+    // And a store that fails is told as such.
+    let failing = tower_response_cache::CacheLayer::new(BrokenStore).observer({
+        let seen = Arc::clone(&seen);
+        move |event: &CacheEvent<'_>| {
+            if let EventKind::StoreError { operation, .. } = event.kind {
+                seen.lock()
+                    .unwrap()
+                    .push(("broken".to_owned(), operation.as_str().to_owned()));
+            }
+        }
+    });
+    let broken = failing.values("values");
+    let _ = broken
+        .get_or_insert_with("k", MINUTE, || async { Ok::<_, ()>(1u8) })
+        .await;
+    let failures: Vec<String> = seen
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(route, _)| route == "broken")
+        .map(|(_, operation)| operation.clone())
+        .collect();
+    assert_eq!(failures, ["read", "write"]);
+}
