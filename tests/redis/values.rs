@@ -262,3 +262,62 @@ async fn multi_get_is_one_round_trip_per_hash_slot(topology: &mut Topology) {
     assert_eq!(calls(topology, "mget") - mgets, 1, "one MGET");
     assert_eq!(calls(topology, "get") - gets, 0, "no GET");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn values_on_a_tiered_store_are_coherent_across_instances() {
+    use tower_response_cache::{TieredConfig, TieredStore};
+    if !crate::servers::available() {
+        return;
+    }
+    let server = crate::servers::RedisServer::start(&[]);
+    let tiered = |_: ()| async {
+        let config = TieredConfig {
+            heartbeat: Duration::from_millis(50),
+            ..TieredConfig::default()
+        };
+        TieredStore::connect(store(&server.url(), "trc").await, config)
+            .await
+            .unwrap()
+    };
+    let (store_a, store_b) = (tiered(()).await, tiered(()).await);
+    for store in [&store_a, &store_b] {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !store.l1_in_use() {
+            assert!(std::time::Instant::now() < deadline, "L1 in use");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+    let (a, b) = (
+        ValueCache::new(store_a.clone()),
+        ValueCache::new(store_b.clone()),
+    );
+    a.set("user:42", &alice(), MINUTE).await.unwrap();
+    // Read on B: from Redis, then from B's own memory.
+    assert_eq!(b.get::<User>("user:42").await.unwrap(), Some(alice()));
+    assert!(
+        store_b
+            .l1()
+            .keys()
+            .iter()
+            .any(|key| key == "values:user:42")
+    );
+    // A delete on A reaches B's memory copy.
+    assert!(a.delete("user:42").await.unwrap());
+    let deadline = std::time::Instant::now() + Duration::from_millis(500);
+    while store_b
+        .l1()
+        .keys()
+        .iter()
+        .any(|key| key == "values:user:42")
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the delete reached B's L1"
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    assert_eq!(b.get::<User>("user:42").await.unwrap(), None);
+    // Counters live in Redis alone.
+    assert_eq!(a.increment("n", 2).await.unwrap(), 2);
+    assert_eq!(b.increment("n", 3).await.unwrap(), 5);
+}
