@@ -282,6 +282,20 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
         })
     }
 
+    /// Stores each `(key, entry, ttl)`. The default writes them one after another;
+    /// `RedisStore` pipelines the untagged ones, one pipeline per hash slot.
+    fn put_many<'a>(
+        &'a self,
+        entries: &'a [(String, Arc<CachedResponse>, Duration)],
+    ) -> StoreFuture<'a, ()> {
+        Box::pin(async move {
+            for (key, entry, ttl) in entries {
+                self.put(key, Arc::clone(entry), *ttl).await?;
+            }
+            Ok(())
+        })
+    }
+
     /// Adds `delta` to the counter under `key` — created at 0, to live `ttl`, when absent —
     /// and returns its new value; atomic on [`MemoryStore`], `RedisStore` (`INCRBY`) and
     /// `TieredStore`. A counter is no entry: [`get`](Self::get) does not read it,
@@ -683,6 +697,13 @@ impl<S: Store + ?Sized> Store for Arc<S> {
         keys: &'a [String],
     ) -> StoreFuture<'a, Vec<Option<Arc<CachedResponse>>>> {
         (**self).get_many(keys)
+    }
+
+    fn put_many<'a>(
+        &'a self,
+        entries: &'a [(String, Arc<CachedResponse>, Duration)],
+    ) -> StoreFuture<'a, ()> {
+        (**self).put_many(entries)
     }
 
     fn counter<'a>(&'a self, key: &'a str) -> StoreFuture<'a, Option<i64>> {

@@ -527,16 +527,34 @@ impl<S: Serializer> ValueCache<S> {
             .collect())
     }
 
-    /// Stores each `(key, value)` for `ttl` ([`set`](Self::set) for each); the first error
-    /// is reported, after the pairs before it were stored.
+    /// Stores each `(key, value)` for `ttl` — in one round trip per Redis hash slot
+    /// ([`Store::put_many`]). A value that cannot be serialized stores none.
     pub async fn multi_set<'v, T, K, I>(&self, pairs: I, ttl: Duration) -> Result<(), ValueError>
     where
         T: Serialize + ?Sized + 'v,
         K: AsRef<str>,
         I: IntoIterator<Item = (K, &'v T)>,
     {
+        if ttl.is_zero() {
+            return Ok(());
+        }
+        let mut entries = Vec::new();
         for (key, value) in pairs {
-            self.set(key, value, ttl).await?;
+            let entry = self.entry(
+                self.serializer.encode(value)?,
+                self.format(),
+                ttl,
+                std::iter::empty::<&str>(),
+            );
+            entries.push((self.store_key(key), Arc::new(entry), ttl));
+        }
+        self.inner
+            .store
+            .put_many(&entries)
+            .await
+            .inspect_err(|error| self.on_store_error(StoreOperation::Write, error))?;
+        for (_, entry, _) in &entries {
+            self.on_stored(entry);
         }
         Ok(())
     }

@@ -321,3 +321,45 @@ async fn values_on_a_tiered_store_are_coherent_across_instances() {
     assert_eq!(a.increment("n", 2).await.unwrap(), 2);
     assert_eq!(b.increment("n", 3).await.unwrap(), 5);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_values_are_read_and_written_in_one_round_trip() {
+    use crate::proxy::{Fault, Proxy};
+    if !crate::servers::available() {
+        return;
+    }
+    let server = crate::servers::RedisServer::start(&[]);
+    let proxy = Proxy::start(server.port).await;
+    let store = tower_response_cache::RedisStore::connect(tower_response_cache::RedisConfig {
+        command_timeout: Duration::from_secs(5),
+        ..tower_response_cache::RedisConfig::from_url(&proxy.url()).unwrap()
+    })
+    .await
+    .unwrap();
+    let values = ValueCache::new(store);
+    let keys: Vec<String> = (0..10).map(|i| format!("k{i}")).collect();
+    let numbers: Vec<u32> = (0..10).collect();
+    values.set("warm", &0u32, MINUTE).await.unwrap();
+    // 100 ms each way: a round trip is 200 ms, ten of them two seconds.
+    proxy.set(Fault::Delay(Duration::from_millis(100)));
+    let started = std::time::Instant::now();
+    values
+        .multi_set(keys.iter().zip(numbers.iter()), MINUTE)
+        .await
+        .unwrap();
+    let wrote = started.elapsed();
+    let started = std::time::Instant::now();
+    let got = values.multi_get::<u32, _>(&keys).await.unwrap();
+    let read = started.elapsed();
+    proxy.set(Fault::Pass);
+    println!("ten values written in {wrote:?}, read in {read:?} (one round trip: ~200 ms)");
+    assert_eq!(got, numbers.iter().copied().map(Some).collect::<Vec<_>>());
+    assert!(
+        wrote < Duration::from_millis(1000),
+        "one round trip, not ten: {wrote:?}"
+    );
+    assert!(
+        read < Duration::from_millis(1000),
+        "one round trip, not ten: {read:?}"
+    );
+}

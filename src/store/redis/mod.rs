@@ -756,6 +756,60 @@ impl Store for RedisStore {
         })
     }
 
+    /// Untagged entries in one pipeline of `SET … PX` per hash slot, all at once; tagged
+    /// ones (whose tag sets are written with them) one by one.
+    fn put_many<'a>(
+        &'a self,
+        entries: &'a [(String, Arc<CachedResponse>, Duration)],
+    ) -> StoreFuture<'a, ()> {
+        Box::pin(async move {
+            let inner = &self.inner;
+            let client = inner.pool.next_connected();
+            let mut groups: Vec<(u16, Vec<usize>)> = Vec::new();
+            for (i, (key, entry, _)) in entries.iter().enumerate() {
+                if !entry.tags.is_empty() {
+                    continue;
+                }
+                let slot = if client.is_clustered() {
+                    fred::util::redis_keyslot(self.redis_key(key).as_bytes())
+                } else {
+                    0
+                };
+                match groups.iter_mut().find(|(group, _)| *group == slot) {
+                    Some((_, indices)) => indices.push(i),
+                    None => groups.push((slot, vec![i])),
+                }
+            }
+            let writes = groups.iter().map(|(_, indices)| async move {
+                let pipeline = client.pipeline();
+                for &i in indices {
+                    let (key, entry, ttl) = &entries[i];
+                    let queued: Result<(), _> = pipeline
+                        .set(
+                            self.redis_key(key),
+                            inner.codec.encode(entry),
+                            Some(Expiration::PX(millis(*ttl))),
+                            None,
+                            false,
+                        )
+                        .await;
+                    // Queued in memory: only the pipeline's answer counts toward the breaker.
+                    queued.map_err(store_error)?;
+                }
+                let _: Vec<fred::types::Value> = self.command(pipeline.all()).await?;
+                Ok::<_, StoreError>(())
+            });
+            futures_util::future::try_join_all(writes).await?;
+            for (key, entry, ttl) in entries
+                .iter()
+                .filter(|(_, entry, _)| !entry.tags.is_empty())
+            {
+                self.put(key, Arc::clone(entry), *ttl).await?;
+            }
+            Ok(())
+        })
+    }
+
     fn put<'a>(
         &'a self,
         key: &'a str,
