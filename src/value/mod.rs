@@ -963,18 +963,29 @@ impl<'a, S: Serializer, T: Serialize + DeserializeOwned> Cached<'a, S, T> {
                         return Ok(value);
                     }
                     let loader = loader.take().expect("the loader is used once");
-                    let value = self.call(loader).await?;
-                    if let Some(entry) = self.keep(&value) {
-                        let entry = Arc::new(entry);
-                        let landed = guard.ready(Arc::clone(&entry));
-                        let ttl = entry.ttl;
-                        cache.store_loaded(&self.key, entry, ttl).await;
-                        drop(landed);
+                    let loaded = self.call(loader).await;
+                    match &loaded {
+                        // The waiters take the value, stored or not (skipped).
+                        Ok(value) => match self.prepare(value) {
+                            Some((entry, store)) => {
+                                let entry = Arc::new(entry);
+                                let landed = guard.ready(Arc::clone(&entry));
+                                if store {
+                                    let ttl = entry.ttl;
+                                    cache.store_loaded(&self.key, entry, ttl).await;
+                                }
+                                drop(landed);
+                            }
+                            None => guard.fallback(false),
+                        },
+                        // An error is not shared: the waiters load for themselves, at once
+                        // (not one after another).
+                        Err(_) => guard.fallback(false),
                     }
                     if let Some(lease) = lease.lease {
                         lease.release().await;
                     }
-                    return Ok(value);
+                    return loaded;
                 }
                 Join::Waiter(rx) => {
                     let left = deadline.saturating_duration_since(tokio::time::Instant::now());
@@ -1163,10 +1174,11 @@ impl<'a, S: Serializer, T: Serialize + DeserializeOwned> Cached<'a, S, T> {
         Fut: Future<Output = Result<T, E>>,
     {
         let value = self.call(loader).await?;
-        if let Some(entry) = self.keep(&value) {
-            let cache = self.cache;
+        if let Some((entry, true)) = self.prepare(&value) {
             let ttl = entry.ttl;
-            cache.store_loaded(&self.key, Arc::new(entry), ttl).await;
+            self.cache
+                .store_loaded(&self.key, Arc::new(entry), ttl)
+                .await;
         }
         Ok(value)
     }
@@ -1189,22 +1201,19 @@ impl<'a, S: Serializer, T: Serialize + DeserializeOwned> Cached<'a, S, T> {
         result
     }
 
-    /// The entry to store for a loaded value: `None` when skipped, of no TTL, or not
-    /// serializable (logged).
-    fn keep(&self, value: &T) -> Option<CachedResponse> {
-        if self.mode == Mode::Bypass || self.skip.as_ref().is_some_and(|skip| skip(value)) {
-            return None;
-        }
+    /// The entry of a loaded value, and whether it is to be stored (not when skipped, of
+    /// no TTL, or bypassing the cache); `None` when it cannot be serialized (logged).
+    fn prepare(&self, value: &T) -> Option<(CachedResponse, bool)> {
         let cache = self.cache;
         let ttl = match &self.ttl_fn {
             Some(ttl_fn) => ttl_fn(value),
             None => self.ttl.unwrap_or(cache.inner.default_ttl),
         };
-        if ttl.is_zero() {
-            return None;
-        }
+        let store = self.mode != Mode::Bypass
+            && !ttl.is_zero()
+            && !self.skip.as_ref().is_some_and(|skip| skip(value));
         match cache.serializer.encode(value) {
-            Ok(bytes) => Some(cache.entry(bytes, cache.format(), ttl, &self.tags)),
+            Ok(bytes) => Some((cache.entry(bytes, cache.format(), ttl, &self.tags), store)),
             Err(error) => {
                 tracing::warn!(%error, "value cache: a loaded value cannot be serialized; not stored");
                 None

@@ -566,3 +566,86 @@ async fn a_layers_observers_are_told_of_its_values_events() {
         .collect();
     assert_eq!(failures, ["read", "write"]);
 }
+
+#[tokio::test]
+async fn handlers_reach_values_through_axum_state() {
+    fn assert_shareable<T: Clone + Send + Sync + 'static>() {}
+    assert_shareable::<ValueCache>();
+    let loads = Arc::new(AtomicUsize::new(0));
+    let (values, _store) = values();
+    let app = axum::Router::new()
+        .route(
+            "/users/{id}",
+            axum::routing::get(
+                |axum::extract::State((values, loads)): axum::extract::State<(
+                    ValueCache,
+                    Arc<AtomicUsize>,
+                )>,
+                 axum::extract::Path(id): axum::extract::Path<u64>| async move {
+                    let user = values
+                        .get_or_insert_with(ValueKey::new("user").arg(id), MINUTE, || async {
+                            loads.fetch_add(1, Ordering::SeqCst);
+                            Ok::<_, std::io::Error>(User {
+                                id,
+                                name: format!("user {id}"),
+                            })
+                        })
+                        .await
+                        .unwrap();
+                    user.name
+                },
+            ),
+        )
+        .with_state((values.clone(), Arc::clone(&loads)));
+    for _ in 0..3 {
+        assert_eq!(fetch(&app, "/users/7").await.text(), "user 7");
+    }
+    assert_eq!(loads.load(Ordering::SeqCst), 1);
+    assert_eq!(values.stats().hits, 2);
+}
+
+#[tokio::test]
+async fn waiters_share_a_skipped_value_and_load_at_once_after_a_failure() {
+    let (values, _store) = values();
+    let loads = Arc::new(AtomicUsize::new(0));
+    let run = |fail: bool| {
+        let tasks: Vec<_> = (0..20)
+            .map(|_| {
+                let (values, loads) = (values.clone(), Arc::clone(&loads));
+                tokio::spawn(async move {
+                    values
+                        .cached::<u32>(if fail { "failing" } else { "skipped" })
+                        .skip_if(|_| true)
+                        .load(|| async move {
+                            loads.fetch_add(1, Ordering::SeqCst);
+                            tokio::time::sleep(Duration::from_millis(100)).await;
+                            if fail { Err(()) } else { Ok(7) }
+                        })
+                        .await
+                })
+            })
+            .collect::<Vec<_>>();
+        async move {
+            let mut results = Vec::new();
+            for task in tasks {
+                results.push(task.await.unwrap());
+            }
+            results
+        }
+    };
+    // A skipped value is not stored, but those who waited for it get it.
+    let results = run(false).await;
+    assert!(results.iter().all(|result| *result == Ok(7)));
+    assert_eq!(loads.swap(0, Ordering::SeqCst), 1);
+    assert!(!values.exists("skipped").await.unwrap());
+    // A failure is not shared: the waiters load for themselves, together, not in turn.
+    let started = std::time::Instant::now();
+    let results = run(true).await;
+    assert!(results.iter().all(Result::is_err));
+    let took = started.elapsed();
+    assert!(
+        took < Duration::from_millis(1500),
+        "in turn would take 2 s: {took:?}"
+    );
+    assert!(loads.load(Ordering::SeqCst) > 1);
+}
