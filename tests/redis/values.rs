@@ -292,15 +292,25 @@ async fn values_on_a_tiered_store_are_coherent_across_instances() {
         ValueCache::new(store_b.clone()),
     );
     a.set("user:42", &alice(), MINUTE).await.unwrap();
-    // Read on B: from Redis, then from B's own memory.
-    assert_eq!(b.get::<User>("user:42").await.unwrap(), Some(alice()));
-    assert!(
-        store_b
+    // Read on B: from Redis, then from B's own memory. (A read that races the arrival of
+    // A's write on the channel does not fill B's memory: read again until one has.)
+    let deadline = std::time::Instant::now() + Duration::from_secs(2);
+    loop {
+        assert_eq!(b.get::<User>("user:42").await.unwrap(), Some(alice()));
+        if store_b
             .l1()
             .keys()
             .iter()
             .any(|key| key == "values:user:42")
-    );
+        {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "B's memory tier holds it"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     // A delete on A reaches B's memory copy.
     assert!(a.delete("user:42").await.unwrap());
     let deadline = std::time::Instant::now() + Duration::from_millis(500);
