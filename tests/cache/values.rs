@@ -214,26 +214,13 @@ async fn keys_from_arguments_are_readable_and_long_ones_hashed() {
 #[tokio::test]
 async fn a_thousand_concurrent_loads_of_one_key_call_the_loader_once() {
     let (values, _store) = values();
-    let calls = Arc::new(AtomicUsize::new(0));
-    let tasks: Vec<_> = (0..1000)
-        .map(|_| {
-            let (values, calls) = (values.clone(), Arc::clone(&calls));
-            tokio::spawn(async move {
-                values
-                    .get_or_insert_with("hot", MINUTE, || async move {
-                        calls.fetch_add(1, Ordering::SeqCst);
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        Ok::<_, std::io::Error>(alice())
-                    })
-                    .await
-                    .unwrap()
-            })
-        })
-        .collect();
-    for task in tasks {
-        assert_eq!(task.await.unwrap(), alice());
-    }
-    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    let calls = crate::client::concurrent_loads(
+        std::slice::from_ref(&values),
+        1000,
+        Duration::from_millis(50),
+    )
+    .await;
+    assert_eq!(calls, 1);
     let stats = values.stats();
     assert_eq!((stats.loads, stats.sets), (1, 1));
     assert_eq!(stats.hits + stats.misses, 1000);
@@ -605,7 +592,7 @@ async fn handlers_reach_values_through_axum_state() {
 }
 
 #[tokio::test]
-async fn waiters_share_a_skipped_value_and_load_at_once_after_a_failure() {
+async fn waiters_share_a_skipped_value_and_run_their_own_loaders_after_a_failure() {
     let (values, _store) = values();
     let loads = Arc::new(AtomicUsize::new(0));
     let run = |fail: bool| {

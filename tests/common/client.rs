@@ -73,3 +73,34 @@ pub(crate) async fn get_with(app: &Router, uri: &str, headers: &[(&str, &str)]) 
 pub(crate) async fn post(app: &Router, uri: &str) -> Reply {
     send(app, Request::post(uri).body(Body::empty()).unwrap()).await
 }
+
+/// `callers` concurrent `get_or_insert_with` of one key, spread over `caches` in turn, each
+/// load taking `delay`: checks that every caller got the value, and returns how many
+/// times the loader ran.
+pub(crate) async fn concurrent_loads(
+    caches: &[tower_response_cache::value::ValueCache],
+    callers: usize,
+    delay: std::time::Duration,
+) -> usize {
+    let calls = Calls::default();
+    let tasks: Vec<_> = (0..callers)
+        .map(|i| {
+            let cache = caches[i % caches.len()].clone();
+            let calls = calls.clone();
+            tokio::spawn(async move {
+                cache
+                    .get_or_insert_with("hot", std::time::Duration::from_secs(60), || async move {
+                        calls.hit();
+                        tokio::time::sleep(delay).await;
+                        Ok::<_, std::io::Error>("the value".to_owned())
+                    })
+                    .await
+                    .unwrap()
+            })
+        })
+        .collect();
+    for task in tasks {
+        assert_eq!(task.await.unwrap(), "the value");
+    }
+    calls.get()
+}

@@ -1,7 +1,6 @@
 //! `ValueCache` on Redis, standalone and the 3-primary cluster: each operation, loads
 //! coalesced across two instances, multi operations across slots, a killed server.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
@@ -111,31 +110,8 @@ async fn add_is_atomic_across_instances(topology: &Topology) {
 async fn a_thousand_concurrent_loads_on_two_instances_call_the_loader_once(topology: &Topology) {
     let (a, _) = values(topology).await;
     let (b, _) = values(topology).await;
-    let calls = Arc::new(AtomicUsize::new(0));
-    let tasks: Vec<_> = (0..1000)
-        .map(|i| {
-            let cache = if i % 2 == 0 { a.clone() } else { b.clone() };
-            let calls = Arc::clone(&calls);
-            tokio::spawn(async move {
-                cache
-                    .get_or_insert_with("hot", MINUTE, || async move {
-                        calls.fetch_add(1, Ordering::SeqCst);
-                        tokio::time::sleep(Duration::from_millis(200)).await;
-                        Ok::<_, std::io::Error>(alice())
-                    })
-                    .await
-                    .unwrap()
-            })
-        })
-        .collect();
-    for task in tasks {
-        assert_eq!(task.await.unwrap(), alice());
-    }
-    assert_eq!(
-        calls.load(Ordering::SeqCst),
-        1,
-        "one loader call for both instances"
-    );
+    let calls = crate::client::concurrent_loads(&[a, b], 1000, Duration::from_millis(200)).await;
+    assert_eq!(calls, 1, "one loader call for both instances");
 }
 
 async fn multi_operations_span_hash_slots(topology: &Topology) {
