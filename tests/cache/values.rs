@@ -5,27 +5,14 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
 use tower_response_cache::value::{ValueCache, ValueError, ValueKey};
 use tower_response_cache::{MemoryStore, Store};
 
+use crate::client::{User, alice};
 use crate::harness::{fetch, layer};
 use crate::services::BrokenStore;
 
 const MINUTE: Duration = Duration::from_secs(60);
-
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-struct User {
-    id: u64,
-    name: String,
-}
-
-fn alice() -> User {
-    User {
-        id: 42,
-        name: "alice".into(),
-    }
-}
 
 fn values() -> (ValueCache, MemoryStore) {
     let store = MemoryStore::new(16 << 20);

@@ -104,3 +104,18 @@ pub(crate) async fn concurrent_loads(
     }
     calls.get()
 }
+
+/// A value to cache in the value-cache tests.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub(crate) struct User {
+    pub(crate) id: u64,
+    pub(crate) name: String,
+}
+
+/// User 42.
+pub(crate) fn alice() -> User {
+    User {
+        id: 42,
+        name: "alice".into(),
+    }
+}

@@ -5,10 +5,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use fred::interfaces::KeysInterface;
-use serde::{Deserialize, Serialize};
 use tower_response_cache::RedisStore;
 use tower_response_cache::value::{ValueCache, ValueError};
 
+use crate::client::{User, alice};
 use crate::{Calls, Topology, app, fetch, on_both_topologies, store};
 
 on_both_topologies!(
@@ -23,19 +23,6 @@ on_both_topologies!(
 );
 
 const MINUTE: Duration = Duration::from_secs(60);
-
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-struct User {
-    id: u64,
-    name: String,
-}
-
-fn alice() -> User {
-    User {
-        id: 42,
-        name: "alice".into(),
-    }
-}
 
 async fn values(topology: &Topology) -> (ValueCache, RedisStore) {
     let store = store(&topology.url(), "trc").await;
