@@ -7,13 +7,21 @@ cd "$(dirname "$0")/.."
 
 step() { printf '\n==> %s\n' "$*"; }
 
-# The Redis tests start their own redis-server processes (standalone and a local cluster);
-# install the server and redis-cli when the machine lacks them.
+# The Redis tests start their own redis-server processes (standalone and a local cluster),
+# the memcached tests their own memcached: install what the machine lacks (one
+# `apt-get update`, then one install).
+missing=()
 if ! command -v redis-server >/dev/null 2>&1 || ! command -v redis-cli >/dev/null 2>&1; then
-  step "installing redis-server and redis-tools"
+  missing+=(redis-server redis-tools)
+fi
+if ! command -v memcached >/dev/null 2>&1; then
+  missing+=(memcached)
+fi
+if [ "${#missing[@]}" -gt 0 ]; then
+  step "installing ${missing[*]}"
   if [ "$(id -u)" -eq 0 ]; then sudo=""; else sudo="sudo"; fi
   $sudo apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq redis-server redis-tools >/dev/null
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
 step "cargo fmt --check"

@@ -22,7 +22,7 @@ use crate::observe::{EventKind, Funnel, Scope, StoreOperation, Timings};
 use crate::outcome::Storing;
 use crate::policy::NotStoredReason;
 use crate::stats::Counters;
-use crate::store::{Store, StoreError};
+use crate::store::{Store, StoreError, StoreErrorKind};
 
 pub(crate) type WriteFuture = Pin<Box<dyn Future<Output = Storing> + Send>>;
 
@@ -351,6 +351,10 @@ async fn write_fenced(
     match store.put_newer(key, Arc::clone(entry), ttl).await {
         // Overtaken: a newer response for the key is stored already.
         Ok(false) => Storing::No(NotStoredReason::Superseded),
+        // Larger than the store takes: a limit, not a failure.
+        Err(error) if error.kind() == StoreErrorKind::TooLarge => {
+            Storing::No(NotStoredReason::TooLarge)
+        }
         Err(error) => {
             failed(StoreOperation::Write, &error);
             Storing::Failed

@@ -40,6 +40,7 @@ impl Breaker {
     }
 
     /// How often the circuit opened and closed so far.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     pub(crate) fn transitions(&self) -> (u64, u64) {
         (
             self.opened.load(Ordering::Relaxed),

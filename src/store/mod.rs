@@ -9,8 +9,10 @@
 //! as [`StoreError`]s: the layer counts them and serves the request from the inner service,
 //! so a store failure never fails a request.
 
-#[cfg(feature = "redis")]
+#[cfg(any(feature = "redis", feature = "memcached"))]
 mod breaker;
+#[cfg(feature = "memcached")]
+mod memcached;
 mod memory;
 mod purge;
 #[cfg(feature = "redis")]
@@ -25,6 +27,8 @@ use std::pin::Pin;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
+#[cfg(feature = "memcached")]
+pub use memcached::{MemcachedConfig, MemcachedStore};
 pub use memory::{MemoryStore, Removals};
 pub use purge::{KeyFilter, PurgeMode, PurgeTarget, softened};
 #[cfg(feature = "redis")]
@@ -727,17 +731,21 @@ pub enum StoreErrorKind {
     Decode,
     /// The store does not support the operation.
     Unsupported,
+    /// The entry is larger than the store takes (memcached's item size): not stored, which
+    /// the layer counts as not stored (`too-large`), not as a store error.
+    TooLarge,
     /// Anything else.
     Other,
 }
 
 impl StoreErrorKind {
     /// Every kind, in a stable order.
-    pub const ALL: [Self; 5] = [
+    pub const ALL: [Self; 6] = [
         Self::Unavailable,
         Self::Timeout,
         Self::Decode,
         Self::Unsupported,
+        Self::TooLarge,
         Self::Other,
     ];
 
@@ -752,6 +760,7 @@ impl StoreErrorKind {
             Self::Timeout => "timeout",
             Self::Decode => "decode",
             Self::Unsupported => "unsupported",
+            Self::TooLarge => "too-large",
             Self::Other => "other",
         }
     }
