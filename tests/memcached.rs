@@ -7,6 +7,9 @@
 #[allow(dead_code)]
 #[path = "common/client.rs"]
 mod client;
+#[allow(dead_code)]
+#[path = "common/contract.rs"]
+mod contract;
 
 use std::net::{TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
@@ -402,4 +405,23 @@ async fn values_live_on_memcached_too() {
         .unwrap();
     assert_eq!(loaded.id, 7);
     assert_eq!(values.get::<User>("user:7").await.unwrap(), Some(loaded));
+}
+
+#[tokio::test]
+async fn the_store_contract_holds_on_two_servers() {
+    if !available() {
+        return;
+    }
+    let (first, second) = (Memcached::start(&[]), Memcached::start(&[]));
+    let store = store_on(&[&first, &second], "contract");
+    // Memcached cannot list its keys: no prefix or tag purges.
+    contract::store_contract(
+        &store,
+        contract::Capabilities {
+            prefixes: false,
+            tags: false,
+            counters: true,
+        },
+    )
+    .await;
 }

@@ -491,6 +491,100 @@ impl Store for MemcachedStore {
         })
     }
 
+    /// `incr` / `decr` of a counter memcached keeps as decimal text; made with `add` (and
+    /// its TTL) when absent. Memcached's counters are unsigned: one taken below zero stays
+    /// at zero.
+    fn increment<'a>(&'a self, key: &'a str, delta: i64, ttl: Duration) -> StoreFuture<'a, i64> {
+        Box::pin(async move {
+            let key = self.memcached_key(key).await?;
+            let ttl = protocol_ttl(ttl);
+            let value = self
+                .command(&key, async |client: &mut Client| {
+                    let amount = delta.unsigned_abs();
+                    // Twice at most: a counter another instance made between the two.
+                    for _ in 0..2 {
+                        let changed = if delta >= 0 {
+                            client.increment(key.as_bytes(), amount).await
+                        } else {
+                            client.decrement(key.as_bytes(), amount).await
+                        };
+                        match changed {
+                            Err(async_memcached::Error::Protocol(
+                                async_memcached::Status::NotFound,
+                            )) => {}
+                            other => return other,
+                        }
+                        let start = delta.max(0).unsigned_abs();
+                        match client
+                            .add(key.as_bytes(), start.to_string().as_str(), Some(ttl), None)
+                            .await
+                        {
+                            Ok(()) => return Ok(start),
+                            Err(async_memcached::Error::Protocol(
+                                async_memcached::Status::NotStored,
+                            )) => {}
+                            Err(error) => return Err(error),
+                        }
+                    }
+                    Err(async_memcached::Error::Protocol(
+                        async_memcached::Status::NotFound,
+                    ))
+                })
+                .await?;
+            i64::try_from(value).map_err(|_| {
+                StoreError::new(StoreErrorKind::Other, "memcached counter past i64::MAX")
+            })
+        })
+    }
+
+    fn counter<'a>(&'a self, key: &'a str) -> StoreFuture<'a, Option<i64>> {
+        Box::pin(async move {
+            let key = self.memcached_key(key).await?;
+            let found = self
+                .command(&key, async |client: &mut Client| {
+                    client.get(key.as_bytes()).await
+                })
+                .await?;
+            // Anything but a whole number (an entry) is no counter.
+            Ok(found
+                .and_then(|value| value.data)
+                .and_then(|bytes| std::str::from_utf8(&bytes).ok()?.trim().parse().ok()))
+        })
+    }
+
+    /// `add`: atomic across instances.
+    fn put_if_absent<'a>(
+        &'a self,
+        key: &'a str,
+        entry: Arc<CachedResponse>,
+        ttl: Duration,
+    ) -> StoreFuture<'a, bool> {
+        Box::pin(async move {
+            let bytes: Bytes = self.inner.codec.encode(&entry);
+            if bytes.len() > self.inner.max_item_size {
+                return Err(StoreError::new(
+                    StoreErrorKind::TooLarge,
+                    "entry larger than memcached's item size: not stored",
+                ));
+            }
+            let key = self.memcached_key(key).await?;
+            let ttl = protocol_ttl(ttl);
+            self.command(&key, async |client: &mut Client| {
+                match client
+                    .add(key.as_bytes(), bytes.as_ref(), Some(ttl), None)
+                    .await
+                {
+                    Ok(()) => Ok(true),
+                    Err(async_memcached::Error::Protocol(async_memcached::Status::NotStored)) => {
+                        Ok(false)
+                    }
+                    Err(error) => Err(error),
+                }
+            })
+            .await
+        })
+    }
+
     /// A new namespace generation: every key of the old one is out of reach (and expires).
     fn clear(&self) -> StoreFuture<'_, ()> {
         Box::pin(async move {

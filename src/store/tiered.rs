@@ -548,6 +548,16 @@ impl TieredStore {
             .await;
     }
 
+    /// An entry this instance just wrote to L2 for `ttl` goes into L1 as well, never for
+    /// longer than L2 keeps it.
+    async fn fill_l1_written(&self, key: &str, entry: &Arc<CachedResponse>, ttl: Duration) {
+        let epoch = self.inner.health.epoch_of(key);
+        self.inner
+            .health
+            .fill(key, entry, epoch, self.inner.l1_max_ttl.min(ttl))
+            .await;
+    }
+
     /// The entry L1 holds under `key`, when L1 is in use.
     fn l1_hit(&self, key: &str) -> Option<Arc<CachedResponse>> {
         if !self.inner.health.usable() {
@@ -815,8 +825,7 @@ impl Store for TieredStore {
             let _ = self.inner.l1.remove(key).await;
             self.inner.l2.put(key, Arc::clone(&entry), ttl).await?;
             self.publish(Evict::Key(key)).await;
-            let epoch = self.inner.health.epoch_of(key);
-            self.fill_l1(key, &entry, epoch).await;
+            self.fill_l1_written(key, &entry, ttl).await;
             Ok(())
         })
     }
@@ -837,8 +846,7 @@ impl Store for TieredStore {
                 .await?;
             if written {
                 self.publish(Evict::Key(key)).await;
-                let epoch = self.inner.health.epoch_of(key);
-                self.fill_l1(key, &entry, epoch).await;
+                self.fill_l1_written(key, &entry, ttl).await;
             }
             Ok(written)
         })

@@ -8,6 +8,9 @@
 #[path = "../common/client.rs"]
 mod client;
 mod config;
+#[allow(dead_code)]
+#[path = "../common/contract.rs"]
+mod contract;
 mod faults;
 mod invalidation;
 mod load;

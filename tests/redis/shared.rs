@@ -24,6 +24,7 @@ on_both_topologies!(
     glob_characters_in_namespaces_match_only_themselves,
     a_miss_takes_the_fill_lock_unless_fill_locks_are_off,
     an_older_entry_never_replaces_a_newer_one,
+    the_store_contract_holds,
 );
 
 fn entry(body: &'static str) -> Arc<CachedResponse> {
@@ -474,4 +475,23 @@ async fn a_miss_reaches_the_origin_after_one_round_trip() {
         "one round trip before the origin, not two: {to_origin:?}"
     );
     proxy.set(Fault::Pass);
+}
+
+const EVERYTHING: crate::contract::Capabilities = crate::contract::Capabilities {
+    prefixes: true,
+    tags: true,
+    counters: true,
+};
+
+async fn the_store_contract_holds(topology: &Topology) {
+    let redis = store(&topology.url(), "contract").await;
+    crate::contract::store_contract(&redis, EVERYTHING).await;
+    // And with a memory tier in front, coherent as it is.
+    let tiered = tower_response_cache::TieredStore::connect(
+        store(&topology.url(), "contract-tiered").await,
+        tower_response_cache::TieredConfig::default(),
+    )
+    .await
+    .unwrap();
+    crate::contract::store_contract(&tiered, EVERYTHING).await;
 }

@@ -1,0 +1,186 @@
+//! What every `Store` promises, written once and run on each store (memory, Redis standalone
+//! and cluster, tiered, memcached). Included with `#[path]` by each test crate; a store
+//! says which optional operations it has.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue, StatusCode};
+use tower_response_cache::store::{PurgeMode, PurgeTarget, StoreErrorKind};
+use tower_response_cache::{CachedResponse, Store};
+
+/// The optional operations a store has.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Capabilities {
+    /// `remove_prefix` and prefix purges.
+    pub(crate) prefixes: bool,
+    /// Tag purges.
+    pub(crate) tags: bool,
+    /// `increment` / `counter`.
+    pub(crate) counters: bool,
+}
+
+const MINUTE: Duration = Duration::from_secs(60);
+
+fn entry(body: &'static str, tags: &[&str]) -> Arc<CachedResponse> {
+    let mut headers = HeaderMap::new();
+    headers.insert("content-type", HeaderValue::from_static("text/plain"));
+    headers.append("link", HeaderValue::from_static("</a>"));
+    headers.append("link", HeaderValue::from_static("</b>"));
+    let mut entry = CachedResponse::new(StatusCode::OK, headers, Bytes::from(body));
+    entry.ttl = MINUTE;
+    entry.tags = tags.iter().map(|tag| (*tag).to_owned()).collect();
+    Arc::new(entry)
+}
+
+fn body(entry: &Option<Arc<CachedResponse>>) -> Option<&[u8]> {
+    entry.as_deref().map(|entry| &entry.body[..])
+}
+
+/// Runs the contract on `store` (empty, or at least without keys under `c:`).
+pub(crate) async fn store_contract(store: &dyn Store, can: Capabilities) {
+    // Absent, then present with everything it was stored with.
+    assert!(store.get("c:a").await.unwrap().is_none(), "absent");
+    let stored = entry("alpha", &["t1"]);
+    store.put("c:a", Arc::clone(&stored), MINUTE).await.unwrap();
+    let found = store.get("c:a").await.unwrap().expect("stored");
+    assert_eq!(found.status, stored.status);
+    assert_eq!(found.body, stored.body);
+    assert_eq!(found.ttl, stored.ttl);
+    assert_eq!(found.tags, stored.tags);
+    assert_eq!(
+        found.headers.get_all("link").iter().collect::<Vec<_>>(),
+        ["</a>", "</b>"],
+        "every header line, in order"
+    );
+    // Overwritten.
+    store.put("c:a", entry("beta", &[]), MINUTE).await.unwrap();
+    assert_eq!(body(&store.get("c:a").await.unwrap()), Some(&b"beta"[..]));
+
+    // An older entry never replaces a newer one.
+    let mut older = CachedResponse::clone(&entry("older", &[]));
+    older.stored_at = SystemTime::now() - Duration::from_secs(30);
+    assert!(
+        !store
+            .put_newer("c:a", Arc::new(older), MINUTE)
+            .await
+            .unwrap()
+    );
+    assert_eq!(body(&store.get("c:a").await.unwrap()), Some(&b"beta"[..]));
+    assert!(
+        store
+            .put_newer("c:a", entry("newer", &[]), MINUTE)
+            .await
+            .unwrap()
+    );
+    assert_eq!(body(&store.get("c:a").await.unwrap()), Some(&b"newer"[..]));
+
+    // Only if absent.
+    assert!(
+        !store
+            .put_if_absent("c:a", entry("no", &[]), MINUTE)
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .put_if_absent("c:b", entry("bee", &[]), MINUTE)
+            .await
+            .unwrap()
+    );
+    assert_eq!(body(&store.get("c:b").await.unwrap()), Some(&b"bee"[..]));
+
+    // Many at once, in order.
+    let many = [
+        ("c:m1".to_owned(), entry("m1", &[]), MINUTE),
+        ("c:m2".to_owned(), entry("m2", &[]), MINUTE),
+    ];
+    store.put_many(&many).await.unwrap();
+    let keys = ["c:m2".to_owned(), "c:absent".to_owned(), "c:m1".to_owned()];
+    let found = store.get_many(&keys).await.unwrap();
+    assert_eq!(
+        found.iter().map(body).collect::<Vec<_>>(),
+        [Some(&b"m2"[..]), None, Some(&b"m1"[..])]
+    );
+
+    // Removed once.
+    assert!(store.remove("c:b").await.unwrap());
+    assert!(!store.remove("c:b").await.unwrap());
+    assert!(store.get("c:b").await.unwrap().is_none());
+    let removed = store
+        .remove_many(&["c:m1".to_owned(), "c:m2".to_owned(), "c:none".to_owned()])
+        .await
+        .unwrap();
+    assert_eq!(removed, 2);
+
+    // Expiry: after the TTL given to `put`, whatever the entry's own (a tiered store's
+    // memory tier included).
+    // (One second: memcached counts in whole seconds, and may keep an item up to a second
+    // past its time.)
+    store
+        .put("c:short", entry("short", &[]), Duration::from_secs(1))
+        .await
+        .unwrap();
+    assert!(store.get("c:short").await.unwrap().is_some());
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert!(store.get("c:short").await.unwrap().is_none(), "expired");
+
+    // Prefixes, or an honest "unsupported".
+    store.put("c:p:1", entry("p", &[]), MINUTE).await.unwrap();
+    match store.remove_prefix("c:p:").await {
+        Ok(removed) => {
+            assert!(can.prefixes, "removes prefixes");
+            assert_eq!(removed, 1);
+            assert!(store.get("c:p:1").await.unwrap().is_none());
+        }
+        Err(error) => {
+            assert!(!can.prefixes, "{error}");
+            assert_eq!(error.kind(), StoreErrorKind::Unsupported);
+        }
+    }
+
+    // Tags, or an honest "unsupported".
+    store
+        .put("c:t", entry("tagged", &["t2"]), MINUTE)
+        .await
+        .unwrap();
+    let target = PurgeTarget::Tag {
+        tag: "t2",
+        within: "c:",
+    };
+    match store.purge(target, PurgeMode::Hard).await {
+        Ok(purged) => {
+            assert!(can.tags, "purges tags");
+            assert_eq!(purged, 1);
+            assert!(store.get("c:t").await.unwrap().is_none());
+        }
+        Err(error) => {
+            assert!(!can.tags, "{error}");
+            assert_eq!(error.kind(), StoreErrorKind::Unsupported);
+        }
+    }
+
+    // Counters, or an honest "unsupported".
+    match store.increment("c:n", 2, MINUTE).await {
+        Ok(value) => {
+            assert!(can.counters, "counts");
+            assert_eq!(value, 2);
+            assert_eq!(store.increment("c:n", 3, MINUTE).await.unwrap(), 5);
+            assert_eq!(store.counter("c:n").await.unwrap(), Some(5));
+        }
+        Err(error) => {
+            assert!(!can.counters, "{error}");
+            assert_eq!(error.kind(), StoreErrorKind::Unsupported);
+        }
+    }
+
+    // Clear: nothing left.
+    store
+        .put("c:last", entry("last", &[]), MINUTE)
+        .await
+        .unwrap();
+    store.clear().await.unwrap();
+    assert!(store.get("c:last").await.unwrap().is_none());
+    assert!(store.get("c:a").await.unwrap().is_none());
+}
