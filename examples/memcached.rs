@@ -1,0 +1,71 @@
+//! The quick start on memcached: two or more instances of this app share one cache, spread
+//! over one or more memcached servers.
+//!
+//! ```text
+//! MEMCACHED=127.0.0.1:11211 cargo run --release --features memcached --example memcached
+//! LISTEN=127.0.0.1:3001 MEMCACHED=127.0.0.1:11211 cargo run --release --features memcached --example memcached
+//! curl -i localhost:3000/users/42     # MISS on the first instance
+//! curl -i localhost:3001/users/42     # HIT on the second: it never ran its handler
+//! ```
+//!
+//! `MEMCACHED` takes a comma-separated list of servers (`host:port,host:port`): keys are
+//! spread over them, and one that goes away costs only its own keys — requests keep being
+//! served by the handlers (and counted as store errors in `/stats`).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{Path, State};
+use axum::routing::get;
+use tower_response_cache::store::{MemcachedConfig, MemcachedStore};
+use tower_response_cache::{CacheLayer, RoutePolicy};
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let servers = std::env::var("MEMCACHED").unwrap_or_else(|_| "127.0.0.1:11211".to_owned());
+    let store = MemcachedStore::new(MemcachedConfig {
+        namespace: "example".to_owned(),
+        ..MemcachedConfig::new(servers.split(',').map(str::trim))
+    })?;
+    let cache = CacheLayer::new(store)
+        .namespace("app")
+        .default_ttl(Duration::from_secs(60))
+        .route(
+            "/users/{id}",
+            RoutePolicy::new().ttl(Duration::from_secs(30)),
+        );
+    let stats = cache.stats();
+
+    let calls = Arc::new(AtomicU64::new(0));
+    let app = Router::new()
+        .route(
+            "/users/{id}",
+            get(
+                |State(calls): State<Arc<AtomicU64>>, Path(id): Path<u64>| async move {
+                    let n = calls.fetch_add(1, Ordering::Relaxed) + 1;
+                    format!(
+                        "user {id} (handler call #{n} on pid {})\n",
+                        std::process::id()
+                    )
+                },
+            ),
+        )
+        .with_state(calls)
+        .layer(cache)
+        .route("/stats", tower_response_cache::axum::stats_route(stats));
+
+    let addr = std::env::var("LISTEN").unwrap_or_else(|_| "127.0.0.1:3000".to_owned());
+    let listener = tokio::net::TcpListener::bind(&addr).await?;
+    println!(
+        "memcached example on http://{} (cache on {servers})",
+        listener.local_addr()?
+    );
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+        .await?;
+    Ok(())
+}
