@@ -425,3 +425,51 @@ async fn the_store_contract_holds_on_two_servers() {
     )
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_make_one_origin_call_for_a_cold_key() {
+    if !available() {
+        return;
+    }
+    let server = Memcached::start(&[]);
+    let calls = Calls::default();
+    let instance = || {
+        axum::Router::new()
+            .route(
+                "/cold",
+                axum::routing::get(
+                    |axum::extract::State(calls): axum::extract::State<Calls>| async move {
+                        let n = calls.hit();
+                        tokio::time::sleep(Duration::from_millis(300)).await;
+                        format!("cold #{n}")
+                    },
+                ),
+            )
+            .with_state(calls.clone())
+            .layer(CacheLayer::new(store_on(&[&server], "trc")).write_mode(WriteMode::Inline))
+    };
+    let (a, b) = (instance(), instance());
+    let tasks: Vec<_> = (0..200)
+        .map(|i| {
+            let app = if i % 2 == 0 { a.clone() } else { b.clone() };
+            tokio::spawn(async move { fetch(&app, "/cold").await.text() })
+        })
+        .collect();
+    for task in tasks {
+        assert_eq!(task.await.unwrap(), "cold #1");
+    }
+    assert_eq!(calls.get(), 1, "one origin call for both instances");
+    // The fill lock was let go once the entry was written.
+    let store = store_on(&[&server], "trc");
+    assert!(
+        store.get("cache:GET:/cold").await.unwrap().is_some(),
+        "the entry's key, whose lock is looked at"
+    );
+    let lock = store.memcached_key("cache:GET:/cold#lock").await.unwrap();
+    let mut socket = TcpStream::connect(("127.0.0.1", server.port)).unwrap();
+    use std::io::{BufRead, BufReader, Write};
+    write!(socket, "get {lock}\r\n").unwrap();
+    let mut reply = String::new();
+    BufReader::new(&socket).read_line(&mut reply).unwrap();
+    assert_eq!(reply.trim(), "END", "no lock left");
+}

@@ -5,12 +5,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
-use async_memcached::{AsciiProtocol, Client};
+use async_memcached::{AsciiProtocol, Client, MetaProtocol};
 use bytes::Bytes;
 use tokio::sync::Mutex;
 
 use super::breaker::Breaker;
-use super::{Store, StoreError, StoreErrorKind, StoreFuture, StoreGauges};
+use super::{FillLock, Store, StoreError, StoreErrorKind, StoreFuture, StoreGauges, lock_token};
 use crate::codec::{BinaryCodec, Codec};
 use crate::entry::CachedResponse;
 
@@ -578,6 +578,71 @@ impl Store for MemcachedStore {
                     Err(async_memcached::Error::Protocol(async_memcached::Status::NotStored)) => {
                         Ok(false)
                     }
+                    Err(error) => Err(error),
+                }
+            })
+            .await
+        })
+    }
+
+    /// Fill locks (`add` of `<key>#lock`), so that one instance fetches a missing entry
+    /// and the others wait for it.
+    fn coordinates_fills(&self) -> bool {
+        true
+    }
+
+    fn lock_fill<'a>(&'a self, key: &'a str, ttl: Duration) -> StoreFuture<'a, Option<FillLock>> {
+        Box::pin(async move {
+            let generation = self.generation().await?;
+            let lock = self.key_in(generation, &format!("{key}#lock"));
+            let token = lock_token();
+            let ttl = protocol_ttl(ttl);
+            let taken = self
+                .command(&lock, async |client: &mut Client| {
+                    match client
+                        .add(lock.as_bytes(), token.as_str(), Some(ttl), None)
+                        .await
+                    {
+                        Ok(()) => Ok(true),
+                        Err(async_memcached::Error::Protocol(
+                            async_memcached::Status::NotStored,
+                        )) => Ok(false),
+                        Err(error) => Err(error),
+                    }
+                })
+                .await?;
+            Ok(taken.then(|| FillLock::new(token)))
+        })
+    }
+
+    /// Deleted only while it is still this holder's: read with its CAS value, and deleted
+    /// with that CAS (meta protocol), so that a lock that expired and went to another
+    /// process is left alone.
+    fn unlock_fill<'a>(&'a self, key: &'a str, lock: FillLock) -> StoreFuture<'a, ()> {
+        Box::pin(async move {
+            let generation = self.generation().await?;
+            let lock_key = self.key_in(generation, &format!("{key}#lock"));
+            self.command(&lock_key, async |client: &mut Client| {
+                let held = client
+                    .meta_get(lock_key.as_bytes(), false, None, Some(&["v", "c"]))
+                    .await?;
+                let Some(held) = held else {
+                    return Ok(());
+                };
+                if held.data.as_deref() != Some(lock.token().as_bytes()) {
+                    return Ok(());
+                }
+                let Some(cas) = held.cas else {
+                    return Ok(());
+                };
+                let cas = format!("C{cas}");
+                match client
+                    .meta_delete(lock_key.as_bytes(), false, None, Some(&[cas.as_str()]))
+                    .await
+                {
+                    Ok(_) => Ok(()),
+                    // Taken by another since: not ours to delete.
+                    Err(async_memcached::Error::Protocol(_)) => Ok(()),
                     Err(error) => Err(error),
                 }
             })

@@ -831,3 +831,19 @@ impl std::error::Error for StoreError {
             .map(|source| source as &(dyn std::error::Error + 'static))
     }
 }
+
+/// A token no other lock holder has: this process, a counter, and the time.
+pub(crate) fn lock_token() -> String {
+    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    // The process and the time it first took a lock: unique to this process, read once.
+    static PROCESS: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    let process = PROCESS.get_or_init(|| {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos();
+        format!("{}-{nanos}", std::process::id())
+    });
+    let count = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("{process}-{count}")
+}

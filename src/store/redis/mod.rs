@@ -24,7 +24,7 @@ mod purge;
 use super::breaker::Breaker;
 use super::{
     FillLock, Lookup, PurgeMode, PurgeTarget, Store, StoreError, StoreErrorKind, StoreFuture,
-    StoreGauges, get_then_lock,
+    StoreGauges, get_then_lock, lock_token,
 };
 use crate::codec::{BINARY_PREFIX, BINARY_STORED_AT, BinaryCodec, Codec, binary_stored_at};
 use crate::entry::CachedResponse;
@@ -1134,22 +1134,6 @@ return 1",
 static RELEASE: Lua = Lua::new(
     "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) else return 0 end",
 );
-
-/// A token no other lock holder has: this process, a counter, and the time.
-fn lock_token() -> String {
-    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    // The process and the time it first took a lock: unique to this process, read once.
-    static PROCESS: OnceLock<String> = OnceLock::new();
-    let process = PROCESS.get_or_init(|| {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_nanos();
-        format!("{}-{nanos}", std::process::id())
-    });
-    let count = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    format!("{process}-{count}")
-}
 
 #[cfg(test)]
 mod tests {
