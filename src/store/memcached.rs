@@ -10,7 +10,9 @@ use bytes::Bytes;
 use tokio::sync::Mutex;
 
 use super::breaker::Breaker;
-use super::{FillLock, Store, StoreError, StoreErrorKind, StoreFuture, StoreGauges, lock_token};
+use super::{
+    FillLock, Store, StoreError, StoreErrorKind, StoreFuture, StoreGauges, lock_token, random_id,
+};
 use crate::codec::{BinaryCodec, Codec};
 use crate::entry::CachedResponse;
 
@@ -362,6 +364,24 @@ impl MemcachedStore {
         outcome
     }
 
+    /// What a write sends: the memcached key, the encoded entry (refused when larger than
+    /// the item size) and the protocol's TTL.
+    async fn prepare(
+        &self,
+        key: &str,
+        entry: &CachedResponse,
+        ttl: Duration,
+    ) -> Result<(String, Bytes, i64), StoreError> {
+        let bytes: Bytes = self.inner.codec.encode(entry);
+        if bytes.len() > self.inner.max_item_size {
+            return Err(StoreError::new(
+                StoreErrorKind::TooLarge,
+                "entry larger than memcached's item size: not stored",
+            ));
+        }
+        Ok((self.memcached_key(key).await?, bytes, protocol_ttl(ttl)))
+    }
+
     fn decode(&self, bytes: &[u8]) -> Result<Arc<CachedResponse>, StoreError> {
         self.inner
             .codec
@@ -392,19 +412,10 @@ fn protocol_ttl(ttl: Duration) -> i64 {
     i64::try_from(now.saturating_add(seconds)).unwrap_or(i64::MAX)
 }
 
-/// A random start for a namespace generation: the clock and an allocation's address, mixed.
+/// A random start for a namespace generation: within 2^40, so that there is room to count
+/// up and it stays readable.
 fn random_start() -> u64 {
-    let nanos = SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_nanos();
-    let place = Box::new(0u8);
-    let address = std::ptr::addr_of!(*place) as usize as u64;
-    let mut bytes = [0u8; 24];
-    bytes[..16].copy_from_slice(&nanos.to_le_bytes());
-    bytes[16..].copy_from_slice(&address.to_le_bytes());
-    // Within 2^40: room to count up, readable.
-    xxhash_rust::xxh3::xxh3_64(&bytes) >> 24
+    random_id() >> 24
 }
 
 fn memcached_error(error: async_memcached::Error) -> StoreError {
@@ -455,15 +466,7 @@ impl Store for MemcachedStore {
         ttl: Duration,
     ) -> StoreFuture<'a, ()> {
         Box::pin(async move {
-            let bytes: Bytes = self.inner.codec.encode(&entry);
-            if bytes.len() > self.inner.max_item_size {
-                return Err(StoreError::new(
-                    StoreErrorKind::TooLarge,
-                    "entry larger than memcached's item size: not stored",
-                ));
-            }
-            let key = self.memcached_key(key).await?;
-            let ttl = protocol_ttl(ttl);
+            let (key, bytes, ttl) = self.prepare(key, &entry, ttl).await?;
             self.command(&key, async |client: &mut Client| {
                 client
                     .set(key.as_bytes(), bytes.as_ref(), Some(ttl), None)
@@ -560,15 +563,7 @@ impl Store for MemcachedStore {
         ttl: Duration,
     ) -> StoreFuture<'a, bool> {
         Box::pin(async move {
-            let bytes: Bytes = self.inner.codec.encode(&entry);
-            if bytes.len() > self.inner.max_item_size {
-                return Err(StoreError::new(
-                    StoreErrorKind::TooLarge,
-                    "entry larger than memcached's item size: not stored",
-                ));
-            }
-            let key = self.memcached_key(key).await?;
-            let ttl = protocol_ttl(ttl);
+            let (key, bytes, ttl) = self.prepare(key, &entry, ttl).await?;
             self.command(&key, async |client: &mut Client| {
                 match client
                     .add(key.as_bytes(), bytes.as_ref(), Some(ttl), None)

@@ -833,6 +833,7 @@ impl std::error::Error for StoreError {
 }
 
 /// A token no other lock holder has: this process, a counter, and the time.
+#[cfg_attr(not(any(feature = "redis", feature = "memcached")), allow(dead_code))]
 pub(crate) fn lock_token() -> String {
     static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     // The process and the time it first took a lock: unique to this process, read once.
@@ -846,4 +847,20 @@ pub(crate) fn lock_token() -> String {
     });
     let count = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     format!("{process}-{count}")
+}
+
+/// A random number, for ids and starts that must differ between processes: the clock and
+/// the address of a fresh allocation, mixed.
+#[cfg_attr(not(any(feature = "redis", feature = "memcached")), allow(dead_code))]
+pub(crate) fn random_id() -> u64 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::SystemTime::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_nanos();
+    let place = Box::new(0u8);
+    let address = std::ptr::addr_of!(*place) as usize as u64;
+    let mut bytes = [0u8; 24];
+    bytes[..16].copy_from_slice(&nanos.to_le_bytes());
+    bytes[16..].copy_from_slice(&address.to_le_bytes());
+    xxhash_rust::xxh3::xxh3_64(&bytes)
 }

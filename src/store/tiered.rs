@@ -21,7 +21,7 @@ use fred::types::{Expiration, SetOptions, Value};
 use super::purge::{PurgeMode, PurgeTarget};
 use super::{
     FillLock, FlushListener, FlushReason, L1Flushes, Listeners, Lookup, MemoryStore, RedisStore,
-    RemovalListener, Store, StoreError, StoreErrorKind, StoreFuture, StoreGauges,
+    RemovalListener, Store, StoreError, StoreErrorKind, StoreFuture, StoreGauges, random_id,
 };
 use crate::entry::CachedResponse;
 
@@ -581,20 +581,6 @@ impl TieredStore {
             self.publish(Evict::Key(key)).await;
         }
     }
-}
-
-/// A random id for this instance: the clock and the address of a fresh allocation, mixed.
-fn random_id() -> u64 {
-    let nanos = SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_nanos();
-    let place = Box::new(0u8);
-    let address = std::ptr::addr_of!(*place) as usize as u64;
-    let mut bytes = [0u8; 24];
-    bytes[..16].copy_from_slice(&nanos.to_le_bytes());
-    bytes[16..].copy_from_slice(&address.to_le_bytes());
-    xxhash_rust::xxh3::xxh3_64(&bytes)
 }
 
 /// Receives the channel's messages: applies the others' evictions, confirms this
