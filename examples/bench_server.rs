@@ -1,7 +1,7 @@
 //! The server `scripts/bench.sh` measures: three routes behind an optional cache layer.
 //!
 //! ```text
-//! bench_server none|memory|tiered|redis|redis-nolocks [LISTEN] [REDIS_URL]
+//! bench_server none|memory|tiered|redis|redis-nolocks|memcached [LISTEN] [REDIS_URL]
 //! ```
 //!
 //! - `/hello`: 1 KiB, `/big`: 64 KiB, `/slow`: 50 ms then 1 KiB; all
@@ -14,6 +14,9 @@
 //!
 //! `redis-nolocks` is `redis` with `RedisConfig::fill_locks` off: a miss goes to the origin
 //! without taking the cross-process fill lock first.
+//!
+//! `memcached` is a `MemcachedStore` on the servers in `MEMCACHED` (comma-separated;
+//! default `127.0.0.1:11211`).
 //!
 //! `TAGS=N` tags every cacheable response with `N` tags (`Surrogate-Key: t1 … tN`), to
 //! measure what tags cost a write and a hit; `OUTCOME=1` puts the `CacheOutcome` on every
@@ -40,6 +43,7 @@ use axum::response::{AppendHeaders, IntoResponse};
 use axum::routing::get;
 use bytes::Bytes;
 use tower_response_cache::observe::{CacheEvent, CacheMetrics};
+use tower_response_cache::store::{MemcachedConfig, MemcachedStore};
 use tower_response_cache::{
     CacheLayer, MemoryStore, RedisConfig, RedisStore, TieredConfig, TieredStore,
 };
@@ -185,8 +189,19 @@ async fn serve(
                 RedisStore::connect(config).await?,
             ))?)
         }
+        "memcached" => {
+            let servers =
+                std::env::var("MEMCACHED").unwrap_or_else(|_| "127.0.0.1:11211".to_owned());
+            let store = MemcachedStore::new(MemcachedConfig {
+                namespace: "bench".to_owned(),
+                pool_size: 8,
+                command_timeout: Duration::from_secs(1),
+                ..MemcachedConfig::new(servers.split(',').map(str::trim))
+            })?;
+            routes.layer(configure(CacheLayer::new(store))?)
+        }
         other => {
-            let modes = "none, memory, tiered, redis or redis-nolocks";
+            let modes = "none, memory, tiered, redis, redis-nolocks or memcached";
             return Err(format!("unknown mode {other:?}: {modes}").into());
         }
     };

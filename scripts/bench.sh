@@ -65,7 +65,7 @@ wait_for() {
 }
 
 install_missing
-cargo build --release --features redis,metrics --example bench_server
+cargo build --release --features redis,metrics,memcached --example bench_server
 SERVER=target/release/examples/bench_server
 
 REDIS_PORT=$(free_port)
