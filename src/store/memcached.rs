@@ -234,13 +234,9 @@ impl MemcachedStore {
         if plain.len() <= MAX_KEY && plain.bytes().all(|b| b > b' ' && b != 0x7f) {
             return plain;
         }
-        use sha2::Digest;
-        let digest = sha2::Sha256::digest(key.as_bytes());
-        let mut hashed = format!("{}:{generation}:#", self.inner.namespace);
-        for byte in &digest[..16] {
-            hashed.push_str(&format!("{byte:02x}"));
-        }
-        hashed
+        // Hex only: the readable part of the crate's other hashed keys may hold spaces.
+        let hash = crate::key::credential_hash(key.as_bytes());
+        format!("{}:{generation}:#{hash}", self.inner.namespace)
     }
 
     /// The key that holds the namespace generation.

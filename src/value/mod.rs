@@ -308,20 +308,12 @@ impl<S: Serializer> ValueCache<S> {
     }
 
     /// The store key of `key`: the namespace, then the key — or, past the store's key
-    /// length, a hash of it (SHA-256, 128 bits) after `#`.
+    /// length, the crate's hashed form (the key's first bytes, `#` and a hash of it), as
+    /// response keys are.
     pub fn store_key(&self, key: impl AsRef<str>) -> String {
-        let key = key.as_ref();
-        let full = format!("{}{key}", self.inner.prefix);
-        if full.len() <= self.inner.max_key_len {
-            return full;
-        }
-        use sha2::Digest;
-        let digest = sha2::Sha256::digest(key.as_bytes());
-        let mut hashed = format!("{}#", self.inner.prefix);
-        for byte in &digest[..16] {
-            hashed.push_str(&format!("{byte:02x}"));
-        }
-        hashed
+        crate::CacheKey::new(key.as_ref())
+            .namespaced(&self.inner.namespace, None, self.inner.max_key_len)
+            .into_string()
     }
 
     /// The value under `key`, if one is stored, fresh and decodes as `T` (one that does not

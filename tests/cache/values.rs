@@ -192,8 +192,12 @@ async fn keys_from_arguments_are_readable_and_long_ones_hashed() {
     values.set(&long, &2u8, MINUTE).await.unwrap();
     let stored = values.store_key(&long);
     assert!(
-        stored.len() < 100 && stored.starts_with("values:#"),
+        stored.len() <= 250 && stored.starts_with("values:q:x") && stored.contains('#'),
         "{stored}"
+    );
+    assert_ne!(
+        stored,
+        values.store_key(ValueKey::new("q").arg("x".repeat(401)))
     );
     assert_eq!(values.get::<u8>(&long).await.unwrap(), Some(2));
 }
