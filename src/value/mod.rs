@@ -1059,32 +1059,18 @@ impl<'a, S: Serializer, T: Serialize + DeserializeOwned> Cached<'a, S, T> {
     /// A stored value for this call, counted; `None` to load.
     async fn lookup(&self) -> Option<T> {
         let cache = self.cache;
-        let entry = cache
-            .bounded(StoreOperation::Read, cache.get_entry(&self.key))
-            .await
-            .flatten()
-            .filter(|entry| entry.is_fresh(SystemTime::now()));
-        let value = match cache.decoded::<T>(entry.as_deref()) {
-            Decoded::Value(value) => value,
-            Decoded::Absent => return None,
-            Decoded::Mismatch => {
-                bump(&cache.inner.counters.mismatches);
-                return None;
-            }
-        };
-        cache.on_hit(entry.as_deref());
+        let (value, entry) = self.stored().await?;
+        cache.on_hit(Some(&entry));
         if self.sliding {
-            if let Some(entry) = &entry {
-                let ttl = entry.ttl;
-                let mut renewed = CachedResponse::clone(entry);
-                renewed.stored_at = SystemTime::now();
-                let _ = cache
-                    .bounded(
-                        StoreOperation::Touch,
-                        cache.inner.store.put(&self.key, Arc::new(renewed), ttl),
-                    )
-                    .await;
-            }
+            let ttl = entry.ttl;
+            let mut renewed = CachedResponse::clone(&entry);
+            renewed.stored_at = SystemTime::now();
+            let _ = cache
+                .bounded(
+                    StoreOperation::Touch,
+                    cache.inner.store.put(&self.key, Arc::new(renewed), ttl),
+                )
+                .await;
         }
         Some(value)
     }
@@ -1092,16 +1078,27 @@ impl<'a, S: Serializer, T: Serialize + DeserializeOwned> Cached<'a, S, T> {
     /// A second look, after a load ended meanwhile: the value another caller loaded, a
     /// coalesced hit.
     async fn lookup_again(&self) -> Option<T> {
+        let (value, _) = self.stored().await?;
+        self.cache.on_coalesced(Duration::ZERO);
+        Some(value)
+    }
+
+    /// The fresh value stored under the key, with its entry (uncounted, but a mismatch).
+    async fn stored(&self) -> Option<(T, Arc<CachedResponse>)> {
         let cache = self.cache;
         let entry = cache
             .bounded(StoreOperation::Read, cache.get_entry(&self.key))
             .await
             .flatten()
-            .filter(|entry| entry.is_fresh(SystemTime::now()) && is_value(entry))
-            .filter(|entry| format_of(entry) == Some(cache.format()))?;
-        let value = cache.serializer.decode::<T>(&entry.body).ok()?;
-        cache.on_coalesced(Duration::ZERO);
-        Some(value)
+            .filter(|entry| entry.is_fresh(SystemTime::now()))?;
+        match cache.decoded::<T>(Some(&entry)) {
+            Decoded::Value(value) => Some((value, entry)),
+            Decoded::Absent => None,
+            Decoded::Mismatch => {
+                bump(&cache.inner.counters.mismatches);
+                None
+            }
+        }
     }
 
     /// The cross-instance fill lock, on a store that coordinates fills: taken, or the
@@ -1141,21 +1138,12 @@ impl<'a, S: Serializer, T: Serialize + DeserializeOwned> Cached<'a, S, T> {
             }
             tokio::time::sleep(delay.min(deadline - now)).await;
             delay = (delay * 2).min(Duration::from_millis(100));
-            let entry = cache
-                .bounded(StoreOperation::Read, cache.get_entry(&self.key))
-                .await
-                .flatten()
-                .filter(|entry| entry.is_fresh(SystemTime::now()));
-            if let Some(entry) = entry {
-                if is_value(&entry) && format_of(&entry) == Some(cache.format()) {
-                    if let Ok(value) = cache.serializer.decode::<T>(&entry.body) {
-                        cache.on_hit(Some(&entry));
-                        return Lease {
-                            lease: None,
-                            found: Some(Found(value, entry)),
-                        };
-                    }
-                }
+            if let Some((value, entry)) = self.stored().await {
+                cache.on_hit(Some(&entry));
+                return Lease {
+                    lease: None,
+                    found: Some(Found(value, entry)),
+                };
             }
         }
     }
