@@ -19,7 +19,9 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use client::{Calls, User, alice, fetch};
 use http::{HeaderMap, StatusCode};
-use tower_response_cache::store::{MemcachedConfig, MemcachedStore, StoreErrorKind};
+use tower_response_cache::store::{
+    MemcachedConfig, MemcachedStore, PurgeMode, PurgeTarget, StoreErrorKind,
+};
 use tower_response_cache::value::ValueCache;
 use tower_response_cache::{CacheLayer, CachedResponse, Store, WriteMode};
 
@@ -199,7 +201,7 @@ async fn clear_starts_a_new_generation_that_other_instances_see() {
     let server = Memcached::start(&[]);
     let a = store_on(&[&server], "trc");
     let b = MemcachedStore::new(MemcachedConfig {
-        generation_ttl: Duration::from_millis(100),
+        version_ttl: Duration::from_millis(100),
         ..MemcachedConfig::new([server.address()])
     })
     .unwrap();
@@ -414,12 +416,13 @@ async fn the_store_contract_holds_on_two_servers() {
     }
     let (first, second) = (Memcached::start(&[]), Memcached::start(&[]));
     let store = store_on(&[&first, &second], "contract");
-    // Memcached cannot list its keys: no prefix or tag purges.
+    // Memcached cannot list its keys: no prefix purges, and tag purges without a count.
     contract::store_contract(
         &store,
         contract::Capabilities {
             prefixes: false,
-            tags: false,
+            tags: true,
+            counts_tags: false,
             counters: true,
         },
     )
@@ -472,4 +475,189 @@ async fn two_instances_make_one_origin_call_for_a_cold_key() {
     let mut reply = String::new();
     BufReader::new(&socket).read_line(&mut reply).unwrap();
     assert_eq!(reply.trim(), "END", "no lock left");
+}
+
+fn tagged(body: &'static str, tags: &[&str]) -> Arc<CachedResponse> {
+    let mut entry = CachedResponse::new(StatusCode::OK, HeaderMap::new(), Bytes::from(body));
+    entry.ttl = MINUTE;
+    entry.tags = tags.iter().map(|tag| (*tag).to_owned()).collect();
+    Arc::new(entry)
+}
+
+fn instance(server: &Memcached, version_ttl: Duration) -> MemcachedStore {
+    MemcachedStore::new(MemcachedConfig {
+        command_timeout: Duration::from_secs(1),
+        version_ttl,
+        ..MemcachedConfig::new([server.address()])
+    })
+    .unwrap()
+}
+
+fn tag(tag: &'static str) -> PurgeTarget<'static> {
+    PurgeTarget::Tag { tag, within: "t:" }
+}
+
+#[tokio::test]
+async fn a_tag_purge_on_one_instance_reaches_the_others_within_their_version_ttl() {
+    if !available() {
+        return;
+    }
+    let server = Memcached::start(&[]);
+    let a = instance(&server, MINUTE);
+    let b = instance(&server, Duration::from_millis(200));
+    let c = instance(&server, Duration::ZERO);
+    a.put("t:1", tagged("one", &["user:1", "team:9"]), MINUTE)
+        .await
+        .unwrap();
+    a.put("t:2", tagged("two", &["user:2"]), MINUTE)
+        .await
+        .unwrap();
+    for store in [&a, &b, &c] {
+        assert!(store.get("t:1").await.unwrap().is_some(), "read, tags seen");
+    }
+    b.purge(tag("team:9"), PurgeMode::Hard).await.unwrap();
+    // B at once, C (which keeps no copies) at once, A after its copies age: a minute.
+    assert!(
+        b.get("t:1").await.unwrap().is_none(),
+        "the purging instance"
+    );
+    assert!(
+        c.get("t:1").await.unwrap().is_none(),
+        "an instance without copies"
+    );
+    assert!(
+        a.get("t:1").await.unwrap().is_some(),
+        "within A's version TTL"
+    );
+    assert_eq!(
+        &c.get("t:2").await.unwrap().unwrap().body[..],
+        b"two",
+        "other tags' entries stay"
+    );
+    // A tag matches as a whole.
+    c.purge(tag("user:"), PurgeMode::Hard).await.unwrap();
+    assert!(c.get("t:2").await.unwrap().is_some());
+    // Stored again after the purge: a hit everywhere.
+    b.put("t:1", tagged("one again", &["user:1", "team:9"]), MINUTE)
+        .await
+        .unwrap();
+    assert_eq!(&c.get("t:1").await.unwrap().unwrap().body[..], b"one again");
+}
+
+#[tokio::test]
+async fn a_fill_under_way_during_another_instances_tag_purge_is_caught() {
+    if !available() {
+        return;
+    }
+    let server = Memcached::start(&[]);
+    let a = instance(&server, Duration::ZERO);
+    let b = instance(&server, Duration::ZERO);
+    a.put("t:other", tagged("other", &["user:2"]), MINUTE)
+        .await
+        .unwrap();
+    let started = a.purge_mark().expect("a mark once the counter was read");
+    // B purges while A's fetch is under way; A then writes what it fetched before.
+    b.purge(tag("user:1"), PurgeMode::Hard).await.unwrap();
+    a.put("t:1", tagged("old", &["user:1"]), MINUTE)
+        .await
+        .unwrap();
+    let tags = ["user:1".to_owned()];
+    assert!(a.purged_since(started, "t:1", &tags).await.unwrap());
+    assert!(
+        !a.purged_since(started, "t:other", &["user:2".to_owned()])
+            .await
+            .unwrap(),
+        "another tag"
+    );
+    let later = a.purge_mark().unwrap();
+    assert!(!a.purged_since(later, "t:1", &tags).await.unwrap());
+    // A clear is a purge of everything for fetches that started before it.
+    b.clear().await.unwrap();
+    assert!(a.purged_since(later, "t:3", &[]).await.unwrap());
+}
+
+#[tokio::test]
+async fn an_entry_whose_tag_record_memcached_lost_is_a_miss() {
+    if !available() {
+        return;
+    }
+    let server = Memcached::start(&[]);
+    let store = instance(&server, Duration::ZERO);
+    store
+        .put("t:1", tagged("one", &["user:1"]), MINUTE)
+        .await
+        .unwrap();
+    assert!(store.get("t:1").await.unwrap().is_some());
+    // The record lives beside the entries, in the same generation.
+    let entry_key = store.memcached_key("t:1").await.unwrap();
+    let generation = entry_key.split(':').nth(1).unwrap();
+    use async_memcached::AsciiProtocol;
+    let mut raw = async_memcached::Client::new(format!("tcp://{}", server.address()))
+        .await
+        .unwrap();
+    raw.delete(format!("trc:{generation}#tag:user:1"))
+        .await
+        .unwrap();
+    assert!(
+        store.get("t:1").await.unwrap().is_none(),
+        "whether a purge took it cannot be told: a miss"
+    );
+    // Stored again, its record is made again.
+    store
+        .put("t:1", tagged("one again", &["user:1"]), MINUTE)
+        .await
+        .unwrap();
+    assert!(store.get("t:1").await.unwrap().is_some());
+    // Garbage in place of a record: the same.
+    raw.set(format!("trc:{generation}#tag:user:1"), "{", None, None)
+        .await
+        .unwrap();
+    assert!(store.get("t:1").await.unwrap().is_none());
+    store
+        .purge(tag("user:1"), PurgeMode::Hard)
+        .await
+        .expect("a purge replaces a garbage record");
+}
+
+#[tokio::test]
+async fn the_layer_purges_tags_on_memcached() {
+    if !available() {
+        return;
+    }
+    let server = Memcached::start(&[]);
+    let calls = Calls::default();
+    let layer = CacheLayer::new(instance(&server, Duration::from_millis(100)))
+        .write_mode(WriteMode::Inline);
+    let handle = layer.handle();
+    let app = axum::Router::new()
+        .route(
+            "/teams/{id}",
+            axum::routing::get(
+                |axum::extract::State(calls): axum::extract::State<Calls>| async move {
+                    (
+                        [("surrogate-key", "team:9 user:42")],
+                        format!("team #{}", calls.hit()),
+                    )
+                },
+            ),
+        )
+        .with_state(calls.clone())
+        .layer(layer);
+    fetch(&app, "/teams/9").await;
+    assert_eq!(fetch(&app, "/teams/9").await.x_cache(), "HIT");
+    handle.invalidate_tag("user:42").await.unwrap();
+    let reply = fetch(&app, "/teams/9").await;
+    assert_eq!(
+        (reply.x_cache(), reply.text()),
+        ("MISS", "team #2".to_owned())
+    );
+    assert_eq!(fetch(&app, "/teams/9").await.x_cache(), "HIT");
+    // Soft: served stale while it is fetched again.
+    handle.soft().invalidate_tag("team:9").await.unwrap();
+    let reply = fetch(&app, "/teams/9").await;
+    assert_ne!(reply.x_cache(), "HIT", "stale after a soft purge");
+    assert_eq!(calls.get(), 3);
+    // Prefix purges: memcached cannot list its keys.
+    let error = handle.invalidate_prefix("/teams/").await.unwrap_err();
+    assert_eq!(error.kind(), StoreErrorKind::Unsupported);
 }

@@ -851,7 +851,7 @@ pub(crate) fn lock_token() -> String {
 
 /// A random number, for ids and starts that must differ between processes: the clock and
 /// the address of a fresh allocation, mixed.
-#[cfg_attr(not(any(feature = "redis", feature = "memcached")), allow(dead_code))]
+#[cfg_attr(not(feature = "redis"), allow(dead_code))]
 pub(crate) fn random_id() -> u64 {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::SystemTime::UNIX_EPOCH)

@@ -15,8 +15,10 @@ use tower_response_cache::{CachedResponse, Store};
 pub(crate) struct Capabilities {
     /// `remove_prefix` and prefix purges.
     pub(crate) prefixes: bool,
-    /// Tag purges.
+    /// Tag purges (hard and soft).
     pub(crate) tags: bool,
+    /// Whether a tag purge counts what it took (a store that cannot list keys returns 0).
+    pub(crate) counts_tags: bool,
     /// `increment` / `counter`.
     pub(crate) counters: bool,
 }
@@ -152,14 +154,68 @@ pub(crate) async fn store_contract(store: &dyn Store, can: Capabilities) {
     match store.purge(target, PurgeMode::Hard).await {
         Ok(purged) => {
             assert!(can.tags, "purges tags");
-            assert_eq!(purged, 1);
+            assert_eq!(purged, u64::from(can.counts_tags));
             assert!(store.get("c:t").await.unwrap().is_none());
+            // Stored again after the purge: kept.
+            store
+                .put("c:t", entry("again", &["t2"]), MINUTE)
+                .await
+                .unwrap();
+            assert_eq!(body(&store.get("c:t").await.unwrap()), Some(&b"again"[..]));
+            // Only within its namespace.
+            store
+                .put("d:t", entry("elsewhere", &["t2"]), MINUTE)
+                .await
+                .unwrap();
+            let target = PurgeTarget::Tag {
+                tag: "t2",
+                within: "c:",
+            };
+            store.purge(target, PurgeMode::Hard).await.unwrap();
+            assert!(store.get("c:t").await.unwrap().is_none());
+            assert_eq!(
+                body(&store.get("d:t").await.unwrap()),
+                Some(&b"elsewhere"[..])
+            );
+            store.remove("d:t").await.unwrap();
+            // Soft: still there, stale from now on.
+            store
+                .put("c:soft", entry("soft", &["t3"]), MINUTE)
+                .await
+                .unwrap();
+            let target = PurgeTarget::Tag {
+                tag: "t3",
+                within: "c:",
+            };
+            store.purge(target, PurgeMode::Soft).await.unwrap();
+            let soft = store.get("c:soft").await.unwrap().expect("kept, stale");
+            assert_eq!(&soft.body[..], b"soft");
+            assert!(
+                !soft.is_fresh(SystemTime::now()),
+                "stale after a soft purge"
+            );
         }
         Err(error) => {
             assert!(!can.tags, "{error}");
             assert_eq!(error.kind(), StoreErrorKind::Unsupported);
         }
     }
+
+    // A soft purge of keys: still there, stale from now on; its life not extended.
+    store.put("c:k", entry("k", &[]), MINUTE).await.unwrap();
+    let keys = ["c:k".to_owned(), "c:absent".to_owned()];
+    let softened = store
+        .purge(PurgeTarget::Keys(&keys), PurgeMode::Soft)
+        .await
+        .unwrap();
+    assert_eq!(softened, 1, "the one present");
+    let soft = store.get("c:k").await.unwrap().expect("kept, stale");
+    assert_eq!(&soft.body[..], b"k");
+    assert!(
+        !soft.is_fresh(SystemTime::now()),
+        "stale after a soft purge"
+    );
+    assert!(store.get("c:absent").await.unwrap().is_none(), "not made");
 
     // Counters, or an honest "unsupported".
     match store.increment("c:n", 2, MINUTE).await {

@@ -1,0 +1,1362 @@
+//! [`MemcachedStore`]: entries in one or more memcached servers (feature `memcached`).
+
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant, SystemTime};
+
+use async_memcached::{AsciiProtocol, Client, MetaProtocol, Value};
+use bytes::{BufMut, Bytes, BytesMut};
+use tokio::sync::Mutex;
+
+use self::tags::{TagRecord, Verdict};
+use super::breaker::Breaker;
+use super::purge::{PurgeMode, PurgeTarget};
+use super::{FillLock, Store, StoreError, StoreErrorKind, StoreFuture, StoreGauges, lock_token};
+use crate::codec::{BinaryCodec, Codec};
+use crate::entry::CachedResponse;
+
+mod tags;
+
+/// The settings of a [`MemcachedStore`]; build one with struct-update syntax over
+/// [`MemcachedConfig::new`].
+#[derive(Clone)]
+pub struct MemcachedConfig {
+    /// The servers, as `host:port` (or `tcp://host:port`).
+    pub servers: Vec<String>,
+    /// What every key starts with. Default: `trc`.
+    pub namespace: String,
+    /// How entries are written. Default: [`BinaryCodec`].
+    pub codec: Arc<dyn Codec>,
+    /// How long a command may take before it counts as failed. Default: 100 ms.
+    pub command_timeout: Duration,
+    /// How long a connection may take to open. Default: 1 s.
+    pub connect_timeout: Duration,
+    /// Connections per server. Default: 4.
+    pub pool_size: usize,
+    /// Consecutive failures that open the circuit breaker (0: never). Default: 5.
+    pub breaker_threshold: u32,
+    /// How long the breaker stays open before one command probes the servers. Default: 5 s.
+    pub breaker_cooldown: Duration,
+    /// The largest entry sent, encoded: memcached's item size (`-I`, 1 MiB by default)
+    /// less its item header. Larger entries are not stored. Default: 1 MiB − 4 KiB.
+    pub max_item_size: usize,
+    /// How long an instance uses the namespace generation, the purge counter and the tag
+    /// records it read before reading them again: the longest a `clear` or a tag purge by
+    /// another instance takes to be seen here (this instance's own are seen at once).
+    /// Zero reads them for every command. Default: 1 s.
+    pub version_ttl: Duration,
+}
+
+impl MemcachedConfig {
+    /// The defaults, on `servers`.
+    pub fn new<I>(servers: I) -> Self
+    where
+        I: IntoIterator,
+        I::Item: Into<String>,
+    {
+        Self {
+            servers: servers.into_iter().map(Into::into).collect(),
+            namespace: "trc".to_owned(),
+            codec: Arc::new(BinaryCodec),
+            command_timeout: Duration::from_millis(100),
+            connect_timeout: Duration::from_secs(1),
+            pool_size: 4,
+            breaker_threshold: 5,
+            breaker_cooldown: Duration::from_secs(5),
+            max_item_size: (1 << 20) - 4096,
+            version_ttl: Duration::from_secs(1),
+        }
+    }
+}
+
+impl fmt::Debug for MemcachedConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MemcachedConfig")
+            .field("servers", &self.servers)
+            .field("namespace", &self.namespace)
+            .field("command_timeout", &self.command_timeout)
+            .field("pool_size", &self.pool_size)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Entries in memcached; cheap to clone.
+///
+/// - **Servers**: each key goes to one server by rendezvous hashing (the highest
+///   `xxh3(server, key)`), so adding or removing a server moves only that server's share of
+///   the keys. Each server has a small pool of connections of its own, made on first use
+///   and again after any failure (a command cut short by a timeout leaves its connection
+///   unusable: it is dropped, never reused).
+/// - **Limits**: a key longer than memcached's 250 bytes, or with a space or a control
+///   character, is stored under a stable hash of it (SHA-256, 128 bits), never with its
+///   characters replaced (`a b` and `a_b` stay apart). A TTL over 30 days is sent as an
+///   absolute time, as the protocol asks. An entry over the server's item size
+///   ([`MemcachedConfig::max_item_size`]) is not sent.
+/// - **Clear**: memcached cannot list its keys, and `flush_all` would empty every
+///   application's data. So the keys carry a namespace generation
+///   (`<namespace>:<generation>:<key>`), kept in memcached; [`clear`](Store::clear)
+///   raises it, and the old keys, unreachable, expire. Other instances read it again at
+///   most [`MemcachedConfig::version_ttl`] later.
+/// - **Tag purges** (hard and soft): numbered, not listed. A purge takes a number from the
+///   namespace's purge counter (`incr`) and records it in the tag's record (JSON, written
+///   by compare-and-swap), per namespace it is made within. A tagged entry is stored with
+///   the counter's value in front (its mark), and is checked against its tags' records as
+///   it is read: a miss when a purge of one of them came after it, stale from the purge on
+///   for a soft purge. An instance keeps copies of the records it read for
+///   [`MemcachedConfig::version_ttl`] (its own purges at once); an entry whose tag's record
+///   memcached evicted counts as purged. A tag purge cannot count what it takes: it
+///   returns 0. A fetch under way during another instance's purge or clear does not write
+///   back ([`Store::purged_since`]). Prefix purges are unsupported.
+/// - **Soft purges of keys**: the entry is rewritten stale in place, by compare-and-swap,
+///   with the life it had left.
+/// - **Failing open**: every command is bounded by the command timeout, and consecutive
+///   failures of a server open its circuit breaker (the one `RedisStore` uses), so that
+///   one server down costs only its own keys.
+///
+/// ```no_run
+/// use tower_response_cache::CacheLayer;
+/// use tower_response_cache::store::{MemcachedConfig, MemcachedStore};
+///
+/// # fn run() -> Result<(), tower_response_cache::StoreError> {
+/// let store = MemcachedStore::new(MemcachedConfig::new(["127.0.0.1:11211"]))?;
+/// let cache = CacheLayer::new(store);
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct MemcachedStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    servers: Vec<Server>,
+    namespace: String,
+    codec: Arc<dyn Codec>,
+    command_timeout: Duration,
+    connect_timeout: Duration,
+    max_item_size: usize,
+    control: Control,
+    /// Tag records as last read (or written here), for `version_ttl`; bounded.
+    tags: Option<moka::sync::Cache<String, Arc<TagRecord>>>,
+}
+
+/// One server and its connections.
+struct Server {
+    /// The address connections are made to.
+    dsn: String,
+    /// The address as hashed for rendezvous hashing (without a scheme).
+    name: String,
+    connections: Vec<Mutex<Option<Client>>>,
+    next: AtomicUsize,
+    /// Its own breaker: one server down leaves the others' keys working.
+    breaker: Breaker,
+}
+
+/// The namespace's control values as last read, and when: the generation in every key,
+/// and the purge counter that numbers clears and tag purges. Both live on one server (the
+/// generation key's), read together in one command.
+struct Control {
+    generation: AtomicU64,
+    /// The highest purge number seen.
+    purges: AtomicU64,
+    /// Milliseconds after `start` when they were read (0: never).
+    read_ms: AtomicU64,
+    start: Instant,
+    ttl: Duration,
+}
+
+impl Control {
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.start.elapsed().as_millis())
+            .unwrap_or(u64::MAX)
+            .max(1)
+    }
+
+    /// The values, when read within the TTL.
+    fn fresh(&self) -> Option<(u64, u64)> {
+        let read = self.read_ms.load(Ordering::Acquire);
+        let ttl_ms = u64::try_from(self.ttl.as_millis()).unwrap_or(u64::MAX);
+        (read != 0 && self.now_ms().saturating_sub(read) < ttl_ms).then(|| self.last())
+    }
+
+    fn last(&self) -> (u64, u64) {
+        (
+            self.generation.load(Ordering::Acquire),
+            self.purges.load(Ordering::Acquire),
+        )
+    }
+
+    /// Records what was read (or done): the purge counter never goes back here.
+    fn seen(&self, generation: u64, purges: u64) {
+        self.generation.store(generation, Ordering::Release);
+        self.purges.fetch_max(purges, Ordering::AcqRel);
+        self.read_ms.store(self.now_ms(), Ordering::Release);
+    }
+}
+
+impl fmt::Debug for MemcachedStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MemcachedStore")
+            .field(
+                "servers",
+                &self
+                    .inner
+                    .servers
+                    .iter()
+                    .map(|server| server.name.as_str())
+                    .collect::<Vec<_>>(),
+            )
+            .field("namespace", &self.inner.namespace)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The tag records an instance keeps copies of.
+const TAG_RECORDS_KEPT: u64 = 10_000;
+/// Memcached's longest key.
+const MAX_KEY: usize = 250;
+/// TTLs above this many seconds are absolute times in the protocol.
+const RELATIVE_TTL_LIMIT: u64 = 30 * 24 * 3600;
+
+impl MemcachedStore {
+    /// A store on `config.servers`. Connections are made on first use: a server that is
+    /// down at start is a failing (and so bypassed) store until it is up, never an error
+    /// here. Errors only for a configuration without servers.
+    pub fn new(config: MemcachedConfig) -> Result<Self, StoreError> {
+        if config.servers.is_empty() {
+            return Err(StoreError::new(
+                StoreErrorKind::Other,
+                "a memcached store needs at least one server",
+            ));
+        }
+        let servers = config
+            .servers
+            .iter()
+            .map(|server| {
+                let name = server
+                    .trim_start_matches("tcp://")
+                    .trim_end_matches('/')
+                    .to_owned();
+                Server {
+                    dsn: format!("tcp://{name}"),
+                    name,
+                    connections: (0..config.pool_size.max(1))
+                        .map(|_| Mutex::new(None))
+                        .collect(),
+                    next: AtomicUsize::new(0),
+                    breaker: Breaker::new(config.breaker_threshold, config.breaker_cooldown),
+                }
+            })
+            .collect();
+        Ok(Self {
+            inner: Arc::new(Inner {
+                servers,
+                namespace: config.namespace,
+                codec: config.codec,
+                command_timeout: config.command_timeout,
+                connect_timeout: config.connect_timeout,
+                max_item_size: config.max_item_size,
+                control: Control {
+                    generation: AtomicU64::new(0),
+                    purges: AtomicU64::new(0),
+                    read_ms: AtomicU64::new(0),
+                    start: Instant::now(),
+                    ttl: config.version_ttl,
+                },
+                tags: (!config.version_ttl.is_zero()).then(|| {
+                    moka::sync::Cache::builder()
+                        .max_capacity(TAG_RECORDS_KEPT)
+                        .time_to_live(config.version_ttl)
+                        .build()
+                }),
+            }),
+        })
+    }
+
+    /// How many servers' circuit breakers are open (those servers are skipped).
+    pub fn open_circuits(&self) -> usize {
+        self.inner
+            .servers
+            .iter()
+            .filter(|server| server.breaker.is_open())
+            .count()
+    }
+
+    /// The memcached key of `key`, in the current generation: readable when memcached
+    /// takes it as it is, else a hash of it.
+    pub async fn memcached_key(&self, key: &str) -> Result<String, StoreError> {
+        let generation = self.generation().await?;
+        Ok(self.key_in(generation, key))
+    }
+
+    fn key_in(&self, generation: u64, key: &str) -> String {
+        let plain = format!("{}:{generation}:{key}", self.inner.namespace);
+        if valid_key(&plain) {
+            return plain;
+        }
+        // Hex only: the readable part of the crate's other hashed keys may hold spaces.
+        let hash = crate::key::credential_hash(key.as_bytes());
+        format!("{}:{generation}:#{hash}", self.inner.namespace)
+    }
+
+    /// The key of a control value (`generation`, `purges`): outside every generation.
+    fn control_key(&self, name: &str) -> String {
+        let key = format!("{}:{name}", self.inner.namespace);
+        if valid_key(&key) {
+            key
+        } else {
+            let hash = crate::key::credential_hash(self.inner.namespace.as_bytes());
+            format!("#{hash}:{name}")
+        }
+    }
+
+    /// The server of the control values: the generation key's.
+    fn control_server(&self) -> &Server {
+        self.server_for(&self.control_key("generation"))
+    }
+
+    /// The namespace generation (the number in every key).
+    async fn generation(&self) -> Result<u64, StoreError> {
+        Ok(self.control(false).await?.0)
+    }
+
+    /// The generation and the purge counter: as read within `version_ttl` (unless `fresh`),
+    /// else read from memcached, both in one command. Made when missing: the counter at
+    /// the current time in microseconds, so that it keeps rising across a restart of its
+    /// server and a purge number is never given twice; the generation at a purge number,
+    /// so that it never goes back to one whose keys may still be on the other servers,
+    /// and a new generation is seen as a purge by fetches that started before it.
+    async fn control(&self, fresh: bool) -> Result<(u64, u64), StoreError> {
+        let control = &self.inner.control;
+        if !fresh && let Some(values) = control.fresh() {
+            return Ok(values);
+        }
+        let generation_key = self.control_key("generation");
+        let purges_key = self.control_key("purges");
+        let read = self
+            .command_on(self.control_server(), async |client: &mut Client| {
+                for _ in 0..3 {
+                    let found =
+                        get_multi(client, &[generation_key.as_str(), purges_key.as_str()]).await?;
+                    let value = |key: &str| {
+                        found
+                            .iter()
+                            .find(|value| value.key == key.as_bytes())
+                            .and_then(|value| number(value.data.as_deref()?))
+                    };
+                    let (generation, purges) = (value(&generation_key), value(&purges_key));
+                    match (generation, purges) {
+                        (Some(generation), Some(purges)) => {
+                            return Ok(Some((generation, purges)));
+                        }
+                        // The first instance makes them; whoever loses the race reads the
+                        // winner's.
+                        (generation, None) => {
+                            let start = micros_now().max(generation.unwrap_or(0) + 1);
+                            added(
+                                client
+                                    .add(
+                                        purges_key.as_bytes(),
+                                        start.to_string().as_str(),
+                                        None,
+                                        None,
+                                    )
+                                    .await,
+                            )?;
+                        }
+                        (None, Some(_)) => {
+                            let number = client.increment(purges_key.as_bytes(), 1).await?;
+                            added(
+                                client
+                                    .add(
+                                        generation_key.as_bytes(),
+                                        number.to_string().as_str(),
+                                        None,
+                                        None,
+                                    )
+                                    .await,
+                            )?;
+                        }
+                    }
+                }
+                Ok(None)
+            })
+            .await;
+        match read {
+            Ok(Some((generation, purges))) => {
+                control.seen(generation, purges);
+                Ok(control.last())
+            }
+            Ok(None) => Err(StoreError::new(
+                StoreErrorKind::Other,
+                "memcached keeps dropping this namespace's control values",
+            )),
+            // Their server is down: so no instance can clear or purge meanwhile, and the
+            // values last read still hold.
+            Err(_) if !fresh && control.read_ms.load(Ordering::Acquire) != 0 => Ok(control.last()),
+            Err(error) => Err(error),
+        }
+    }
+
+    /// A new purge number (higher than any read before it), seen here at once.
+    async fn next_purge(&self) -> Result<u64, StoreError> {
+        for _ in 0..2 {
+            self.control(false).await?;
+            let key = self.control_key("purges");
+            let next = self
+                .command_on(
+                    self.control_server(),
+                    async |client: &mut Client| match client.increment(key.as_bytes(), 1).await {
+                        Ok(next) => Ok(Some(next)),
+                        Err(async_memcached::Error::Protocol(
+                            async_memcached::Status::NotFound,
+                        )) => Ok(None),
+                        Err(error) => Err(error),
+                    },
+                )
+                .await?;
+            if let Some(next) = next {
+                self.inner.control.purges.fetch_max(next, Ordering::AcqRel);
+                return Ok(next);
+            }
+            // Evicted since it was read: made again.
+            self.control(true).await?;
+        }
+        Err(StoreError::new(
+            StoreErrorKind::Other,
+            "memcached keeps dropping this namespace's purge counter",
+        ))
+    }
+
+    /// The key of `tag`'s record in `generation` (a form no entry key takes).
+    fn tag_key(&self, generation: u64, tag: &str) -> String {
+        let plain = format!("{}:{generation}#tag:{tag}", self.inner.namespace);
+        if valid_key(&plain) {
+            return plain;
+        }
+        let hash = crate::key::credential_hash(tag.as_bytes());
+        format!("{}:{generation}#tag#{hash}", self.inner.namespace)
+    }
+
+    /// The records of `tags` (`None` for one memcached does not hold): from this
+    /// instance's copies when `cached` and read within `version_ttl`, else one command per
+    /// server.
+    async fn tag_records(
+        &self,
+        generation: u64,
+        tags: &[String],
+        cached: bool,
+    ) -> Result<Vec<Option<Arc<TagRecord>>>, StoreError> {
+        let keys: Vec<String> = tags
+            .iter()
+            .map(|tag| self.tag_key(generation, tag))
+            .collect();
+        let mut records: Vec<Option<Arc<TagRecord>>> = match (&self.inner.tags, cached) {
+            (Some(copies), true) => keys.iter().map(|key| copies.get(key)).collect(),
+            _ => vec![None; keys.len()],
+        };
+        // Those to read, grouped by server: one command each.
+        let mut by_server: Vec<(usize, Vec<usize>)> = Vec::new();
+        for (i, key) in keys.iter().enumerate() {
+            if records[i].is_some() {
+                continue;
+            }
+            let server = self.server_index(key);
+            match by_server.iter_mut().find(|(at, _)| *at == server) {
+                Some((_, batch)) => batch.push(i),
+                None => by_server.push((server, vec![i])),
+            }
+        }
+        for (server, batch) in by_server {
+            let wanted: Vec<&str> = batch.iter().map(|&i| keys[i].as_str()).collect();
+            let found = self
+                .command_on(&self.inner.servers[server], async |client: &mut Client| {
+                    get_multi(client, &wanted).await
+                })
+                .await?;
+            for value in found {
+                let Some(&i) = batch.iter().find(|&&i| keys[i].as_bytes() == value.key) else {
+                    continue;
+                };
+                // A record that does not parse is as good as lost.
+                let Some(record) = value.data.as_deref().and_then(TagRecord::parse) else {
+                    continue;
+                };
+                let record = Arc::new(record);
+                if let Some(copies) = &self.inner.tags {
+                    copies.insert(keys[i].clone(), Arc::clone(&record));
+                }
+                records[i] = Some(record);
+            }
+        }
+        Ok(records)
+    }
+
+    /// Makes the records of `tags` that this instance has not seen, numbered `mark`, before
+    /// an entry with them is stored.
+    async fn make_tag_records(
+        &self,
+        generation: u64,
+        tags: &[String],
+        mark: u64,
+    ) -> Result<(), StoreError> {
+        let record = TagRecord {
+            created: mark,
+            purges: Vec::new(),
+        };
+        let bytes = record.to_bytes();
+        let record = Arc::new(record);
+        for tag in tags {
+            let key = self.tag_key(generation, tag);
+            if self
+                .inner
+                .tags
+                .as_ref()
+                .is_some_and(|copies| copies.contains_key(&key))
+            {
+                continue;
+            }
+            let made = self
+                .command(&key, async |client: &mut Client| {
+                    added(
+                        client
+                            .add(key.as_bytes(), bytes.as_slice(), None, None)
+                            .await,
+                    )
+                })
+                .await?;
+            if made && let Some(copies) = &self.inner.tags {
+                copies.insert(key, Arc::clone(&record));
+            }
+        }
+        Ok(())
+    }
+
+    /// What the purges of its tags make of the entry under `key` stored with `mark`.
+    async fn verdict(
+        &self,
+        generation: u64,
+        key: &str,
+        mark: u64,
+        tags: &[String],
+    ) -> Result<Verdict, StoreError> {
+        let records = self.tag_records(generation, tags, true).await?;
+        Ok(tags::combine(records.iter().map(|record| {
+            record
+                .as_deref()
+                .map_or(Verdict::Purged, |record| record.verdict(key, mark))
+        })))
+    }
+
+    /// Records a purge of `tag` within `within`: its number in the tag's record, written
+    /// with compare-and-swap so that concurrent purges of a tag all stand.
+    async fn purge_tag(&self, tag: &str, within: &str, mode: PurgeMode) -> Result<(), StoreError> {
+        let generation = self.generation().await?;
+        let number = self.next_purge().await?;
+        let at_ms = tags::millis_now();
+        let key = self.tag_key(generation, tag);
+        let record = self
+            .command(&key, async |client: &mut Client| {
+                for _ in 0..16 {
+                    let current = client
+                        .meta_get(key.as_bytes(), false, None, Some(&["v", "c"]))
+                        .await?;
+                    // A record lost (or garbage) is made again, numbered by this purge: every
+                    // entry stored before it counts as purged.
+                    let fresh = || TagRecord {
+                        created: number,
+                        purges: Vec::new(),
+                    };
+                    let Some(current) = current else {
+                        let mut record = fresh();
+                        record.record(within, mode, number, at_ms);
+                        let bytes = record.to_bytes();
+                        if added(
+                            client
+                                .add(key.as_bytes(), bytes.as_slice(), None, None)
+                                .await,
+                        )? {
+                            return Ok(Some(record));
+                        }
+                        continue;
+                    };
+                    let mut record = current
+                        .data
+                        .as_deref()
+                        .and_then(TagRecord::parse)
+                        .unwrap_or_else(fresh);
+                    record.record(within, mode, number, at_ms);
+                    let cas = format!("C{}", current.cas.unwrap_or_default());
+                    let bytes = record.to_bytes();
+                    match client
+                        .meta_set(
+                            key.as_bytes(),
+                            bytes.as_slice(),
+                            false,
+                            None,
+                            Some(&[cas.as_str()]),
+                        )
+                        .await
+                    {
+                        Ok(_) => return Ok(Some(record)),
+                        // Changed or removed since it was read: read again.
+                        Err(async_memcached::Error::Protocol(
+                            async_memcached::Status::Exists | async_memcached::Status::NotFound,
+                        )) => {}
+                        Err(error) => return Err(error),
+                    }
+                }
+                Ok(None)
+            })
+            .await?;
+        let Some(record) = record else {
+            return Err(StoreError::new(
+                StoreErrorKind::Other,
+                "a tag's record kept changing under the purge: not purged",
+            ));
+        };
+        if let Some(copies) = &self.inner.tags {
+            copies.insert(key, Arc::new(record));
+        }
+        Ok(())
+    }
+
+    /// The server `key` lives on: rendezvous hashing.
+    fn server_for(&self, key: &str) -> &Server {
+        &self.inner.servers[self.server_index(key)]
+    }
+
+    /// The index of the server `key` lives on: the highest `xxh3(server, key)`.
+    fn server_index(&self, key: &str) -> usize {
+        if self.inner.servers.len() == 1 {
+            return 0;
+        }
+        (0..self.inner.servers.len())
+            .max_by_key(|&i| {
+                let mut hasher = xxhash_rust::xxh3::Xxh3::new();
+                hasher.update(self.inner.servers[i].name.as_bytes());
+                hasher.update(b"\0");
+                hasher.update(key.as_bytes());
+                hasher.digest()
+            })
+            .expect("at least one server")
+    }
+
+    /// Runs `run` on a connection of `key`'s server, through the breaker and within the
+    /// command timeout. A connection whose command failed or timed out is dropped.
+    async fn command<T>(
+        &self,
+        key: &str,
+        run: impl AsyncFnOnce(&mut Client) -> Result<T, async_memcached::Error>,
+    ) -> Result<T, StoreError> {
+        self.command_on(self.server_for(key), run).await
+    }
+
+    /// [`command`](Self::command) on `server`.
+    async fn command_on<T>(
+        &self,
+        server: &Server,
+        run: impl AsyncFnOnce(&mut Client) -> Result<T, async_memcached::Error>,
+    ) -> Result<T, StoreError> {
+        let inner = &self.inner;
+        if !server.breaker.allow() {
+            return Err(StoreError::new(
+                StoreErrorKind::Unavailable,
+                "memcached server skipped: circuit open after consecutive failures",
+            ));
+        }
+        let slot = server.next.fetch_add(1, Ordering::Relaxed) % server.connections.len();
+        let mut connection = server.connections[slot].lock().await;
+        let outcome = tokio::time::timeout(inner.command_timeout + inner.connect_timeout, async {
+            if connection.as_ref().is_none_or(Client::is_closed) {
+                let made = tokio::time::timeout(inner.connect_timeout, Client::new(&server.dsn))
+                    .await
+                    .map_err(|_| {
+                        StoreError::new(StoreErrorKind::Timeout, "memcached connect timed out")
+                    })?
+                    .map_err(memcached_error)?;
+                *connection = Some(made);
+            }
+            let client = connection.as_mut().expect("connected above");
+            tokio::time::timeout(inner.command_timeout, run(client))
+                .await
+                .map_err(|_| StoreError::new(StoreErrorKind::Timeout, "memcached timed out"))?
+                .map_err(memcached_error)
+        })
+        .await
+        .unwrap_or_else(|_| {
+            Err(StoreError::new(
+                StoreErrorKind::Timeout,
+                "memcached timed out",
+            ))
+        });
+        match &outcome {
+            Ok(_) => server.breaker.on_success(),
+            Err(_) => {
+                // Cut short or failed: the connection's state is unknown.
+                *connection = None;
+                server.breaker.on_failure();
+            }
+        }
+        outcome
+    }
+
+    /// What a write of `entry` sends: refused when larger than the item size. A tagged
+    /// entry goes with the purge counter's value in front (its mark), after its tags'
+    /// records are made.
+    async fn prepare(
+        &self,
+        key: &str,
+        entry: &CachedResponse,
+        ttl: Duration,
+    ) -> Result<Write, StoreError> {
+        let encoded: Bytes = self.inner.codec.encode(entry);
+        let marked = !entry.tags.is_empty();
+        let size = encoded.len() + if marked { MARK_LEN } else { 0 };
+        if size > self.inner.max_item_size {
+            return Err(StoreError::new(
+                StoreErrorKind::TooLarge,
+                "entry larger than memcached's item size: not stored",
+            ));
+        }
+        let ttl = protocol_ttl(ttl);
+        if !marked {
+            let generation = self.generation().await?;
+            return Ok(Write {
+                key: self.key_in(generation, key),
+                bytes: encoded,
+                flags: 0,
+                ttl,
+            });
+        }
+        // The counter as it is now: a purge before this read is in the tags' records
+        // already; one after it has a higher number.
+        let (generation, mark) = self.control(true).await?;
+        self.make_tag_records(generation, &entry.tags, mark).await?;
+        let mut bytes = BytesMut::with_capacity(size);
+        bytes.put_u64(mark);
+        bytes.extend_from_slice(&encoded);
+        Ok(Write {
+            key: self.key_in(generation, key),
+            bytes: bytes.freeze(),
+            flags: MARKED,
+            ttl,
+        })
+    }
+
+    /// The entry an item holds, as its tags' purges leave it.
+    async fn entry_of(
+        &self,
+        generation: u64,
+        key: &str,
+        data: &[u8],
+        flags: u32,
+    ) -> Result<Option<Arc<CachedResponse>>, StoreError> {
+        if flags & MARKED == 0 {
+            let entry = self.decode(data)?;
+            // Tagged, yet without a mark: whether a purge took it cannot be told.
+            return Ok(entry.tags.is_empty().then_some(entry));
+        }
+        let Some((mark, encoded)) = data.split_first_chunk::<MARK_LEN>() else {
+            return Err(StoreError::new(
+                StoreErrorKind::Decode,
+                "the value in memcached is too short for its purge mark",
+            ));
+        };
+        let entry = self.decode(encoded)?;
+        let mark = u64::from_be_bytes(*mark);
+        Ok(
+            match self.verdict(generation, key, mark, &entry.tags).await? {
+                Verdict::Kept => Some(entry),
+                Verdict::Purged => None,
+                Verdict::SoftPurged(at_ms) => {
+                    Some(Arc::new(tags::soften(Arc::unwrap_or_clone(entry), at_ms)))
+                }
+            },
+        )
+    }
+
+    /// Makes the entry under `key` stale now (a soft purge): compare-and-swap, keeping its
+    /// remaining life and its mark, so that it never revives an entry removed meanwhile,
+    /// never replaces a newer one, and never extends a life. Whether it did.
+    async fn soften_key(&self, key: &str) -> Result<bool, StoreError> {
+        let generation = self.generation().await?;
+        let key_in = self.key_in(generation, key);
+        let now = SystemTime::now();
+        self.command(&key_in, async |client: &mut Client| {
+            for _ in 0..16 {
+                let Some(found) = client
+                    .meta_get(key_in.as_bytes(), false, None, Some(&["v", "c", "f", "t"]))
+                    .await?
+                else {
+                    return Ok(false);
+                };
+                let flags = found.flags.unwrap_or(0);
+                let data = found.data.unwrap_or_default();
+                let (mark, encoded) = match data.split_first_chunk::<MARK_LEN>() {
+                    Some((mark, rest)) if flags & MARKED != 0 => (Some(*mark), rest),
+                    _ => (None, &data[..]),
+                };
+                let Ok(entry) = self.inner.codec.decode(encoded) else {
+                    return Ok(false);
+                };
+                let Some(soft) = super::purge::softened(&entry, now) else {
+                    return Ok(false);
+                };
+                let mut bytes = BytesMut::new();
+                if let Some(mark) = mark {
+                    bytes.extend_from_slice(&mark);
+                }
+                bytes.extend_from_slice(&self.inner.codec.encode(&soft));
+                let cas = format!("C{}", found.cas.unwrap_or_default());
+                let flags = format!("F{flags}");
+                // The life it has left (`-1`: none set; 0 would be forever).
+                let ttl = match found.ttl_remaining {
+                    Some(-1) => 0,
+                    Some(left) => left.max(1),
+                    None => return Ok(false),
+                };
+                let ttl = format!("T{ttl}");
+                match client
+                    .meta_set(
+                        key_in.as_bytes(),
+                        &bytes[..],
+                        false,
+                        None,
+                        Some(&[cas.as_str(), flags.as_str(), ttl.as_str()]),
+                    )
+                    .await
+                {
+                    Ok(_) => return Ok(true),
+                    Err(async_memcached::Error::Protocol(async_memcached::Status::NotFound)) => {
+                        return Ok(false);
+                    }
+                    Err(async_memcached::Error::Protocol(async_memcached::Status::Exists)) => {}
+                    Err(error) => return Err(error),
+                }
+            }
+            Ok(false)
+        })
+        .await
+    }
+
+    fn decode(&self, bytes: &[u8]) -> Result<Arc<CachedResponse>, StoreError> {
+        self.inner
+            .codec
+            .decode(bytes)
+            .map(Arc::new)
+            .map_err(|error| {
+                StoreError::with_source(
+                    StoreErrorKind::Decode,
+                    "the value in memcached is not an entry this codec reads",
+                    error,
+                )
+            })
+    }
+}
+
+/// What a write sends.
+struct Write {
+    /// The memcached key.
+    key: String,
+    bytes: Bytes,
+    /// [`MARKED`] or 0.
+    flags: u32,
+    /// As the protocol takes it.
+    ttl: i64,
+}
+
+/// The item flag of an entry stored with its purge mark in front.
+const MARKED: u32 = 1;
+/// The bytes of a purge mark (big-endian `u64`).
+const MARK_LEN: usize = 8;
+
+/// A TTL as memcached's protocol takes it: seconds (rounded up, so that a short TTL does
+/// not become 0, "never expires"), or past 30 days an absolute Unix time.
+fn protocol_ttl(ttl: Duration) -> i64 {
+    let seconds = ttl.as_secs() + u64::from(ttl.subsec_nanos() > 0);
+    let seconds = seconds.max(1);
+    if seconds <= RELATIVE_TTL_LIMIT {
+        return i64::try_from(seconds).unwrap_or(i64::MAX);
+    }
+    let now = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs();
+    i64::try_from(now.saturating_add(seconds)).unwrap_or(i64::MAX)
+}
+
+/// The items found under `keys` (the client reports none found as an error).
+async fn get_multi(
+    client: &mut Client,
+    keys: &[&str],
+) -> Result<Vec<Value>, async_memcached::Error> {
+    match client.get_multi(keys).await {
+        Err(async_memcached::Error::Protocol(async_memcached::Status::NotFound)) => Ok(Vec::new()),
+        found => found,
+    }
+}
+
+/// Whether memcached takes `key` as it is.
+fn valid_key(key: &str) -> bool {
+    key.len() <= MAX_KEY && key.bytes().all(|b| b > b' ' && b != 0x7f)
+}
+
+/// Now, in microseconds since the Unix epoch: where control values start.
+fn micros_now() -> u64 {
+    let now = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default();
+    u64::try_from(now.as_micros()).unwrap_or(u64::MAX)
+}
+
+/// A whole number memcached keeps as text.
+fn number(bytes: &[u8]) -> Option<u64> {
+    std::str::from_utf8(bytes).ok()?.trim().parse().ok()
+}
+
+/// `Ok(true)` when stored, `Ok(false)` for memcached's `NOT_STORED` (`add` of a key
+/// present).
+fn added(result: Result<(), async_memcached::Error>) -> Result<bool, async_memcached::Error> {
+    match result {
+        Ok(()) => Ok(true),
+        Err(async_memcached::Error::Protocol(async_memcached::Status::NotStored)) => Ok(false),
+        Err(error) => Err(error),
+    }
+}
+
+fn memcached_error(error: async_memcached::Error) -> StoreError {
+    let kind = match &error {
+        async_memcached::Error::Connect(_) | async_memcached::Error::ConnectionClosed => {
+            StoreErrorKind::Unavailable
+        }
+        async_memcached::Error::Io(io) if io.kind() == std::io::ErrorKind::TimedOut => {
+            StoreErrorKind::Timeout
+        }
+        async_memcached::Error::Io(_) => StoreErrorKind::Unavailable,
+        _ => StoreErrorKind::Other,
+    };
+    StoreError::new(kind, format!("memcached: {error}"))
+}
+
+impl Store for MemcachedStore {
+    fn name(&self) -> &'static str {
+        "memcached"
+    }
+
+    fn gauges(&self) -> StoreGauges {
+        StoreGauges {
+            open_breakers: Some(self.open_circuits() as u64),
+            ..StoreGauges::default()
+        }
+    }
+
+    fn get<'a>(&'a self, key: &'a str) -> StoreFuture<'a, Option<Arc<CachedResponse>>> {
+        Box::pin(async move {
+            let generation = self.generation().await?;
+            let key_in = self.key_in(generation, key);
+            let found = self
+                .command(&key_in, async |client: &mut Client| {
+                    client.get(key_in.as_bytes()).await
+                })
+                .await?;
+            match found {
+                Some(Value {
+                    data: Some(data),
+                    flags,
+                    ..
+                }) => {
+                    self.entry_of(generation, key, &data, flags.unwrap_or(0))
+                        .await
+                }
+                _ => Ok(None),
+            }
+        })
+    }
+
+    fn put<'a>(
+        &'a self,
+        key: &'a str,
+        entry: Arc<CachedResponse>,
+        ttl: Duration,
+    ) -> StoreFuture<'a, ()> {
+        Box::pin(async move {
+            let write = self.prepare(key, &entry, ttl).await?;
+            self.command(&write.key, async |client: &mut Client| {
+                client
+                    .set(
+                        write.key.as_bytes(),
+                        write.bytes.as_ref(),
+                        Some(write.ttl),
+                        Some(write.flags),
+                    )
+                    .await
+            })
+            .await
+        })
+    }
+
+    fn remove<'a>(&'a self, key: &'a str) -> StoreFuture<'a, bool> {
+        Box::pin(async move {
+            let key = self.memcached_key(key).await?;
+            let removed = self
+                .command(&key, async |client: &mut Client| {
+                    match client.delete(key.as_bytes()).await {
+                        Ok(()) => Ok(true),
+                        Err(async_memcached::Error::Protocol(
+                            async_memcached::Status::NotFound,
+                        )) => Ok(false),
+                        Err(error) => Err(error),
+                    }
+                })
+                .await?;
+            Ok(removed)
+        })
+    }
+
+    /// `incr` / `decr` of a counter memcached keeps as decimal text; made with `add` (and
+    /// its TTL) when absent. Memcached's counters are unsigned: one taken below zero stays
+    /// at zero.
+    fn increment<'a>(&'a self, key: &'a str, delta: i64, ttl: Duration) -> StoreFuture<'a, i64> {
+        Box::pin(async move {
+            let key = self.memcached_key(key).await?;
+            let ttl = protocol_ttl(ttl);
+            let value = self
+                .command(&key, async |client: &mut Client| {
+                    let amount = delta.unsigned_abs();
+                    // Twice at most: a counter another instance made between the two.
+                    for _ in 0..2 {
+                        let changed = if delta >= 0 {
+                            client.increment(key.as_bytes(), amount).await
+                        } else {
+                            client.decrement(key.as_bytes(), amount).await
+                        };
+                        match changed {
+                            Err(async_memcached::Error::Protocol(
+                                async_memcached::Status::NotFound,
+                            )) => {}
+                            other => return other,
+                        }
+                        let start = delta.max(0).unsigned_abs();
+                        match client
+                            .add(key.as_bytes(), start.to_string().as_str(), Some(ttl), None)
+                            .await
+                        {
+                            Ok(()) => return Ok(start),
+                            Err(async_memcached::Error::Protocol(
+                                async_memcached::Status::NotStored,
+                            )) => {}
+                            Err(error) => return Err(error),
+                        }
+                    }
+                    Err(async_memcached::Error::Protocol(
+                        async_memcached::Status::NotFound,
+                    ))
+                })
+                .await?;
+            i64::try_from(value).map_err(|_| {
+                StoreError::new(StoreErrorKind::Other, "memcached counter past i64::MAX")
+            })
+        })
+    }
+
+    fn counter<'a>(&'a self, key: &'a str) -> StoreFuture<'a, Option<i64>> {
+        Box::pin(async move {
+            let key = self.memcached_key(key).await?;
+            let found = self
+                .command(&key, async |client: &mut Client| {
+                    client.get(key.as_bytes()).await
+                })
+                .await?;
+            // Anything but a whole number (an entry) is no counter.
+            Ok(found
+                .and_then(|value| value.data)
+                .and_then(|bytes| std::str::from_utf8(&bytes).ok()?.trim().parse().ok()))
+        })
+    }
+
+    /// `add`: atomic across instances.
+    fn put_if_absent<'a>(
+        &'a self,
+        key: &'a str,
+        entry: Arc<CachedResponse>,
+        ttl: Duration,
+    ) -> StoreFuture<'a, bool> {
+        Box::pin(async move {
+            let write = self.prepare(key, &entry, ttl).await?;
+            self.command(&write.key, async |client: &mut Client| {
+                added(
+                    client
+                        .add(
+                            write.key.as_bytes(),
+                            write.bytes.as_ref(),
+                            Some(write.ttl),
+                            Some(write.flags),
+                        )
+                        .await,
+                )
+            })
+            .await
+        })
+    }
+
+    /// Fill locks (`add` of `<key>#lock`), so that one instance fetches a missing entry
+    /// and the others wait for it.
+    fn coordinates_fills(&self) -> bool {
+        true
+    }
+
+    fn lock_fill<'a>(&'a self, key: &'a str, ttl: Duration) -> StoreFuture<'a, Option<FillLock>> {
+        Box::pin(async move {
+            let generation = self.generation().await?;
+            let lock = self.key_in(generation, &format!("{key}#lock"));
+            let token = lock_token();
+            let ttl = protocol_ttl(ttl);
+            let taken = self
+                .command(&lock, async |client: &mut Client| {
+                    match client
+                        .add(lock.as_bytes(), token.as_str(), Some(ttl), None)
+                        .await
+                    {
+                        Ok(()) => Ok(true),
+                        Err(async_memcached::Error::Protocol(
+                            async_memcached::Status::NotStored,
+                        )) => Ok(false),
+                        Err(error) => Err(error),
+                    }
+                })
+                .await?;
+            Ok(taken.then(|| FillLock::new(token)))
+        })
+    }
+
+    /// Deleted only while it is still this holder's: read with its CAS value, and deleted
+    /// with that CAS (meta protocol), so that a lock that expired and went to another
+    /// process is left alone.
+    fn unlock_fill<'a>(&'a self, key: &'a str, lock: FillLock) -> StoreFuture<'a, ()> {
+        Box::pin(async move {
+            let generation = self.generation().await?;
+            let lock_key = self.key_in(generation, &format!("{key}#lock"));
+            self.command(&lock_key, async |client: &mut Client| {
+                let held = client
+                    .meta_get(lock_key.as_bytes(), false, None, Some(&["v", "c"]))
+                    .await?;
+                let Some(held) = held else {
+                    return Ok(());
+                };
+                if held.data.as_deref() != Some(lock.token().as_bytes()) {
+                    return Ok(());
+                }
+                let Some(cas) = held.cas else {
+                    return Ok(());
+                };
+                let cas = format!("C{cas}");
+                match client
+                    .meta_delete(lock_key.as_bytes(), false, None, Some(&[cas.as_str()]))
+                    .await
+                {
+                    Ok(_) => Ok(()),
+                    // Taken by another since: not ours to delete.
+                    Err(async_memcached::Error::Protocol(_)) => Ok(()),
+                    Err(error) => Err(error),
+                }
+            })
+            .await
+        })
+    }
+
+    /// A new namespace generation, numbered by a purge: every key of the old one is out
+    /// of reach (and expires), and fetches that started before it do not write back.
+    fn clear(&self) -> StoreFuture<'_, ()> {
+        Box::pin(async move {
+            let number = self.next_purge().await?;
+            let key = self.control_key("generation");
+            let raised = self
+                .command_on(self.control_server(), async |client: &mut Client| {
+                    // Raised, never lowered: of two clears at once, the later number stands.
+                    for _ in 0..16 {
+                        let Some(current) = client
+                            .meta_get(key.as_bytes(), false, None, Some(&["v", "c"]))
+                            .await?
+                        else {
+                            let value = number.to_string();
+                            if added(client.add(key.as_bytes(), value.as_str(), None, None).await)?
+                            {
+                                return Ok(true);
+                            }
+                            continue;
+                        };
+                        if current.data.as_deref().and_then(self::number) >= Some(number) {
+                            return Ok(true);
+                        }
+                        let cas = format!("C{}", current.cas.unwrap_or_default());
+                        let value = number.to_string();
+                        match client
+                            .meta_set(
+                                key.as_bytes(),
+                                value.as_str(),
+                                false,
+                                None,
+                                Some(&[cas.as_str()]),
+                            )
+                            .await
+                        {
+                            Ok(_) => return Ok(true),
+                            Err(async_memcached::Error::Protocol(
+                                async_memcached::Status::Exists | async_memcached::Status::NotFound,
+                            )) => {}
+                            Err(error) => return Err(error),
+                        }
+                    }
+                    Ok(false)
+                })
+                .await?;
+            if !raised {
+                return Err(StoreError::new(
+                    StoreErrorKind::Other,
+                    "the namespace generation kept changing under the clear",
+                ));
+            }
+            self.inner.control.seen(number, number);
+            Ok(())
+        })
+    }
+
+    /// Keys (hard: removed; soft: made stale in place, by compare-and-swap) and tags (a
+    /// numbered purge in the tag's record, applied as entries are read: hard or soft).
+    /// Memcached cannot list its keys, so a tag purge cannot count what it takes: it
+    /// returns 0. Prefix purges are [`StoreErrorKind::Unsupported`].
+    fn purge<'a>(&'a self, target: PurgeTarget<'a>, mode: PurgeMode) -> StoreFuture<'a, u64> {
+        Box::pin(async move {
+            match (target, mode) {
+                (PurgeTarget::Keys(keys), PurgeMode::Hard) => self.remove_many(keys).await,
+                (PurgeTarget::Keys(keys), PurgeMode::Soft) => {
+                    let mut softened = 0;
+                    for key in keys {
+                        softened += u64::from(self.soften_key(key).await?);
+                    }
+                    Ok(softened)
+                }
+                (PurgeTarget::Tag { tag, within }, mode) => {
+                    self.purge_tag(tag, within, mode).await?;
+                    Ok(0)
+                }
+                (PurgeTarget::Prefix { .. }, _) => Err(StoreError::unsupported(
+                    "prefix purges (memcached cannot list its keys)",
+                )),
+            }
+        })
+    }
+
+    /// The purge counter as last read here (`None` before it was ever read).
+    fn purge_mark(&self) -> Option<u64> {
+        let control = &self.inner.control;
+        (control.read_ms.load(Ordering::Acquire) != 0).then(|| control.last().1)
+    }
+
+    /// Read from memcached, not from this instance's copies: a clear (a generation
+    /// numbered above `mark`), or a purge above `mark` in the record of one of `tags`.
+    fn purged_since<'a>(
+        &'a self,
+        mark: u64,
+        key: &'a str,
+        tags: &'a [String],
+    ) -> StoreFuture<'a, bool> {
+        Box::pin(async move {
+            let (generation, _) = self.control(true).await?;
+            if generation > mark {
+                return Ok(true);
+            }
+            let records = self.tag_records(generation, tags, false).await?;
+            // A record missing holds no purge: a purge makes the record it finds missing
+            // (and reads that find none take the entry as purged).
+            Ok(records.iter().any(|record| {
+                record
+                    .as_deref()
+                    .is_some_and(|record| record.purged_since(key, mark))
+            }))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store() -> MemcachedStore {
+        MemcachedStore::new(MemcachedConfig::new([
+            "127.0.0.1:1",
+            "127.0.0.1:2",
+            "127.0.0.1:3",
+        ]))
+        .unwrap()
+    }
+
+    #[test]
+    fn keys_memcached_cannot_take_are_hashed_never_rewritten() {
+        let store = store();
+        assert_eq!(store.key_in(7, "GET:/a"), "trc:7:GET:/a");
+        let spaced = store.key_in(7, "a b");
+        let underscored = store.key_in(7, "a_b");
+        assert_ne!(spaced, underscored);
+        assert!(spaced.starts_with("trc:7:#") && !spaced.contains(' '));
+        assert_eq!(underscored, "trc:7:a_b");
+        let long = store.key_in(7, &"x".repeat(300));
+        assert!(long.len() <= MAX_KEY);
+        assert_ne!(long, store.key_in(7, &"x".repeat(301)));
+        assert!(store.key_in(7, "tab\there").starts_with("trc:7:#"));
+        assert!(store.key_in(7, "é").starts_with("trc:7:"));
+    }
+
+    #[test]
+    fn ttls_over_thirty_days_are_absolute_times() {
+        assert_eq!(protocol_ttl(Duration::from_secs(60)), 60);
+        assert_eq!(protocol_ttl(Duration::from_millis(1500)), 2, "rounded up");
+        assert_eq!(
+            protocol_ttl(Duration::from_millis(1)),
+            1,
+            "never 0 (forever)"
+        );
+        let month = Duration::from_secs(RELATIVE_TTL_LIMIT);
+        assert_eq!(
+            protocol_ttl(month),
+            i64::try_from(RELATIVE_TTL_LIMIT).unwrap()
+        );
+        let now = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        let absolute = protocol_ttl(month + Duration::from_secs(1));
+        let expected = i64::try_from(now + RELATIVE_TTL_LIMIT + 1).unwrap();
+        assert!(
+            (expected - 2..=expected + 2).contains(&absolute),
+            "{absolute}"
+        );
+    }
+
+    #[test]
+    fn rendezvous_hashing_moves_only_a_removed_servers_keys() {
+        let three = store();
+        let two =
+            MemcachedStore::new(MemcachedConfig::new(["127.0.0.1:1", "127.0.0.1:2"])).unwrap();
+        let mut moved = 0;
+        let mut on_third = 0;
+        for i in 0..3000 {
+            let key = format!("key-{i}");
+            let before = three.server_for(&key).name.clone();
+            let after = two.server_for(&key).name.clone();
+            if before == "127.0.0.1:3" {
+                on_third += 1;
+            } else if before != after {
+                moved += 1;
+            }
+        }
+        assert_eq!(moved, 0, "keys of the servers that stay do not move");
+        assert!((800..1200).contains(&on_third), "about a third: {on_third}");
+    }
+
+    #[test]
+    fn a_store_without_servers_is_an_error() {
+        assert!(MemcachedStore::new(MemcachedConfig::new(Vec::<String>::new())).is_err());
+    }
+}
