@@ -1,15 +1,16 @@
 #!/usr/bin/env bash
 # Load benchmarks on loopback, written to BENCHMARKS.md.
 #
-# Builds examples/bench_server and runs it in four modes — no cache layer (the floor),
-# MemoryStore, TieredStore (its memory tier in front of Redis), RedisStore — pinned to
-# core 0, with wrk pinned to core 1. For each route
+# Builds examples/bench_server and runs it in five modes — no cache layer (the floor),
+# MemoryStore, TieredStore (its memory tier in front of Redis), RedisStore, MemcachedStore —
+# pinned to core 0, with wrk pinned to core 1. For each route
 # (/hello 1 KiB, /big 64 KiB, /slow 50 ms + 1 KiB) it warms up, then measures requests/s,
 # p50/p99 latency and the server's CPU time per request (utime+stime from /proc/PID/stat),
 # and checks through /calls that the origin did not run during a measured cached run (every
 # request a hit). A /slow run with a unique query per request measures misses, on RedisStore
 # also with its fill locks off. Then redis-benchmark GET against the same redis-server, at the
-# same concurrency, gives the Redis ceiling. Each run is repeated and the median kept; CPU time is split into user and system.
+# same concurrency, gives the Redis ceiling, and memcaslap gets (1 KiB values) against the same
+# memcached the Memcached ceiling. Each run is repeated and the median kept; CPU time is split into user and system.
 #
 # Wall-clock CPU time on a shared VM moves from run to run by more than a hit costs, so the
 # script also counts the server's user-space instructions per request under callgrind
@@ -39,6 +40,8 @@ install_missing() {
   command -v wrk >/dev/null || missing+=(wrk)
   command -v redis-server >/dev/null || missing+=(redis-server)
   command -v redis-benchmark >/dev/null || missing+=(redis-tools)
+  command -v memcached >/dev/null || missing+=(memcached)
+  command -v memcaslap >/dev/null || missing+=(libmemcached-tools)
   command -v taskset >/dev/null || missing+=(util-linux)
   if [ "$CALLGRIND" != 0 ] && ! command -v callgrind_control >/dev/null; then missing+=(valgrind); fi
   if [ ${#missing[@]} -gt 0 ]; then
@@ -75,6 +78,24 @@ redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save "" --appendonly no \
   --daemonize no >/dev/null &
 REDIS_PID=$!
 for _ in $(seq 1 100); do redis-cli -p "$REDIS_PORT" ping >/dev/null 2>&1 && break; sleep 0.05; done
+
+# memcached, unpinned as redis-server is; `-u` is required when run as root.
+MEMCACHED_PORT=$(free_port)
+memcached_user=()
+[ "$(id -u)" -eq 0 ] && memcached_user=(-u root)
+memcached "${memcached_user[@]}" -l 127.0.0.1 -p "$MEMCACHED_PORT" -m 512 >/dev/null 2>&1 &
+MEMCACHED_PID=$!
+export MEMCACHED="127.0.0.1:$MEMCACHED_PORT"
+# memcaslap: gets only, 1 KiB values, 64-byte keys (a window of keys is set first).
+cat >"$RAW/memcaslap.cfg" <<CFG
+key
+64 64 1
+value
+1024 1024 1
+cmd
+0 0.0
+1 1.0
+CFG
 
 # A unique query per request. The nonce differs per run: the Redis store outlives a run, and
 # wrk's random numbers repeat from run to run, so without it a later round would hit.
@@ -191,7 +212,7 @@ count_instructions() {
 
 : >"$RAW/runs.tsv"
 for round in $(seq 1 "$REPEAT"); do
-  for mode in none memory tiered redis; do
+  for mode in none memory tiered redis memcached; do
     for route in hello big slow; do
       echo "round $round: $mode /$route" >&2
       measure "$mode" "/$route" "$route"
@@ -203,13 +224,17 @@ for round in $(seq 1 "$REPEAT"); do
   measure redis-nolocks "/slow" "slow-miss" "$(miss_script "nolocks-$round-$$")"
   redis-benchmark -p "$REDIS_PORT" -t get -d 1024 -c "$CONNECTIONS" -n 200000 -q \
     --csv 2>/dev/null | tail -n 1 >>"$RAW/redis-benchmark.csv"
+  # The memcached ceiling: gets per second (TPS less the window's sets, over the run).
+  timeout 60 taskset -c 1 memcaslap -s "$MEMCACHED" -T 1 -c "$CONNECTIONS" -w 1k -t "${DURATION}s" \
+    -F "$RAW/memcaslap.cfg" 2>/dev/null |
+    awk '/^cmd_get:/ {gets=$2} /^Run time:/ {sub("s", "", $3); print gets / $3}' >>"$RAW/memcaslap.txt" || true
 done
 # The raw runs stay for inspection (one line per run: mode, route, req/s, p50, p99, CPU/request,
 # origin calls, requests, errors, user CPU/request).
 mkdir -p target && cp "$RAW/runs.tsv" target/bench-runs.tsv
 : >"$RAW/instructions.tsv"
 if [ "$CALLGRIND" != 0 ]; then
-  for mode in none memory tiered redis; do
+  for mode in none memory tiered redis memcached; do
     for route in hello big; do
       echo "callgrind: $mode /$route" >&2
       count_instructions "$mode" "/$route" "$route" || echo "callgrind: $mode /$route not counted" >&2
@@ -220,11 +245,13 @@ if [ "$CALLGRIND" != 0 ]; then
   done
 fi
 kill "$REDIS_PID"; wait "$REDIS_PID" 2>/dev/null || true
+kill "$MEMCACHED_PID"; wait "$MEMCACHED_PID" 2>/dev/null || true
+touch "$RAW/memcaslap.txt"
 cp "$RAW/instructions.tsv" target/bench-instructions.tsv
 
-python3 - "$RAW/runs.tsv" "$RAW/redis-benchmark.csv" "$OUT" "$DURATION" "$CONNECTIONS" "$REPEAT" "$RAW/instructions.tsv" <<'PY'
+python3 - "$RAW/runs.tsv" "$RAW/redis-benchmark.csv" "$OUT" "$DURATION" "$CONNECTIONS" "$REPEAT" "$RAW/instructions.tsv" "$RAW/memcaslap.txt" <<'PY'
 import csv, platform, statistics, subprocess, sys, datetime
-runs_path, rb_path, out, duration, connections, repeat, instructions_path = sys.argv[1:8]
+runs_path, rb_path, out, duration, connections, repeat, instructions_path, memcaslap_path = sys.argv[1:9]
 rows = {}
 for line in open(runs_path):
     mode, label, rps, p50, p99, cpu, calls, total, errors, user, syscalls = line.rstrip("\n").split("\t")
@@ -267,7 +294,7 @@ w("")
 w("| mode | route | requests/s | p50 (µs) | p99 (µs) | CPU/request (µs) | of it user (µs) | syscalls/request | origin calls | vs floor: req/s | vs floor: CPU/request |")
 w("|---|---|---|---|---|---|---|---|---|---|---|")
 for label in ["hello", "big", "slow", "slow-miss"]:
-    for mode in ["none", "memory", "tiered", "redis"]:
+    for mode in ["none", "memory", "tiered", "redis", "memcached"]:
         if (mode, label) not in rows:
             continue
         rps, p50, p99, cpu, user, syscalls = (med(k, mode, label) for k in ["rps", "p50", "p99", "cpu", "user", "syscalls"])
@@ -276,7 +303,7 @@ for label in ["hello", "big", "slow", "slow-miss"]:
         frps, fcpu = med("rps", "none", label), med("cpu", "none", label)
         ratio = "" if mode == "none" else f"{rps / frps:.2f}×"
         cratio = "" if mode == "none" else f"{cpu / fcpu:.2f}×"
-        name = {"none": "no cache (floor)", "memory": "MemoryStore", "tiered": "TieredStore (L1 hits)", "redis": "RedisStore"}[mode]
+        name = {"none": "no cache (floor)", "memory": "MemoryStore", "tiered": "TieredStore (L1 hits)", "redis": "RedisStore", "memcached": "MemcachedStore"}[mode]
         route = {"hello": "/hello 1 KiB", "big": "/big 64 KiB", "slow": "/slow 50 ms", "slow-miss": "/slow, every request a miss"}[label]
         calls_text = "—" if mode == "none" else str(calls)
         w(f"| {name} | {route} | {rps:,.0f} | {p50:,.0f} | {p99:,.0f} | {cpu:.2f} | {user:.2f} | {syscalls_text} | {calls_text} | {ratio} | {cratio} |")
@@ -285,15 +312,15 @@ if instructions:
     w("Instructions per request in the server's user space, counted by callgrind (`wrk -t1 -c16`, 3 s after a 2 s "
       "warm-up; the same from run to run, unlike CPU time):")
     w("")
-    w("| route | no cache (floor) | MemoryStore | vs floor | TieredStore | vs floor | RedisStore | vs floor |")
-    w("|---|---|---|---|---|---|---|---|")
+    w("| route | no cache (floor) | MemoryStore | vs floor | TieredStore | vs floor | RedisStore | vs floor | MemcachedStore | vs floor |")
+    w("|---|---|---|---|---|---|---|---|---|---|")
     routes = {"hello": "/hello", "big": "/big", "slow-miss": "/slow, every request a miss"}
     for label, route in routes.items():
         floor = instructions.get(("none", label))
         if not floor:
             continue
         cells = [f"{floor:,.0f}"]
-        for mode in ["memory", "tiered", "redis"]:
+        for mode in ["memory", "tiered", "redis", "memcached"]:
             count = instructions.get((mode, label))
             cells += [f"{count:,.0f}", f"{count / floor:.2f}×"] if count else ["—", ""]
         w(f"| {route} | " + " | ".join(cells) + " |")
@@ -321,7 +348,14 @@ w(f"`redis-benchmark -t get -d 1024 -c {connections}` against the same server, s
   f"= **{redis_hit / rb_rps:.2f}×** of it. The HTTP floor itself is {med('rps', 'none', 'hello') / rb_rps:.2f}× of it: every "
   f"Redis hit costs an HTTP exchange and a Redis exchange on the same two cores.")
 w("")
-miss_modes = {"memory": "MemoryStore", "tiered": "TieredStore", "redis": "RedisStore", "redis-nolocks": "RedisStore without fill locks (`fill_locks: false`)"}
+memcaslap = [float(v) for v in open(memcaslap_path).read().split() if v]
+if memcaslap and ("memcached", "hello") in rows:
+    mc_rps, mc_hit = statistics.median(memcaslap), med("rps", "memcached", "hello")
+    w(f"`memcaslap -T 1 -c {connections}` gets (1 KiB values) against the same memcached, same run (pinned to core 1, "
+      f"memcached not pinned): **{mc_rps:,.0f} gets/s**; a memcached hit through the layer over HTTP (`/hello`, 1 KiB): "
+      f"{mc_hit:,.0f} requests/s = **{mc_hit / mc_rps:.2f}×** of it.")
+    w("")
+miss_modes = {"memory": "MemoryStore", "tiered": "TieredStore", "redis": "RedisStore", "redis-nolocks": "RedisStore without fill locks (`fill_locks: false`)", "memcached": "MemcachedStore"}
 miss_p50 = {m: med("p50", m, "slow-miss") for m in ["none", *miss_modes] if (m, "slow-miss") in rows}
 if "none" in miss_p50:
     w("A miss over the origin's own time (p50 of `/slow` with a unique query per request, minus the floor's):")
@@ -332,7 +366,7 @@ if "none" in miss_p50:
 w("Targets (issue: performance): memory hit CPU/request ≤ 1.1× and requests/s ≥ 0.9× the floor; Redis hit ≥ 0.75× "
   "redis-benchmark; a miss adds ≤ 100 µs to p50.")
 w("")
-w("Reproduce: `scripts/bench.sh` (installs wrk, redis and valgrind when missing); `DURATION`, `CONNECTIONS`, `REPEAT` "
+w("Reproduce: `scripts/bench.sh` (installs wrk, redis, memcached, memcaslap and valgrind when missing); `DURATION`, `CONNECTIONS`, `REPEAT` "
   "to vary, `CALLGRIND=0` to skip the instruction counts. "
   "In-process numbers (no network): `cargo bench --bench hit`, `cargo bench --features redis --bench redis_hit`.")
 open(out, "w").write("\n".join(lines) + "\n")

@@ -661,3 +661,260 @@ async fn the_layer_purges_tags_on_memcached() {
     let error = handle.invalidate_prefix("/teams/").await.unwrap_err();
     assert_eq!(error.kind(), StoreErrorKind::Unsupported);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_killed_and_restarted_under_concurrent_traffic_fails_no_request() {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    if !available() {
+        return;
+    }
+    let mut server = Memcached::start(&[]);
+    let store = MemcachedStore::new(MemcachedConfig {
+        command_timeout: Duration::from_millis(200),
+        breaker_cooldown: Duration::from_millis(300),
+        ..MemcachedConfig::new([server.address()])
+    })
+    .unwrap();
+    let calls = Calls::default();
+    let app = axum::Router::new()
+        .route(
+            "/{n}",
+            axum::routing::get(
+                |axum::extract::State(calls): axum::extract::State<Calls>| async move {
+                    format!("#{}", calls.hit())
+                },
+            ),
+        )
+        .with_state(calls.clone())
+        .layer(CacheLayer::new(store));
+    // Per phase (0: up, 1: killed, 2: restarted): requests served, and hits among them.
+    #[derive(Default)]
+    struct Tally {
+        phase: AtomicUsize,
+        served: [AtomicUsize; 3],
+        hits: [AtomicUsize; 3],
+        failed: AtomicUsize,
+        stop: AtomicBool,
+    }
+    let tally = Arc::new(Tally::default());
+    let workers: Vec<_> = (0..8)
+        .map(|worker| {
+            let (app, tally) = (app.clone(), Arc::clone(&tally));
+            tokio::spawn(async move {
+                // Bounded in count as well as by the stop flag.
+                for i in 0..50_000 {
+                    if tally.stop.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    let reply = fetch(&app, &format!("/{}", (worker + i) % 16)).await;
+                    let phase = tally.phase.load(Ordering::Relaxed);
+                    if reply.status != StatusCode::OK {
+                        tally.failed.fetch_add(1, Ordering::Relaxed);
+                        continue;
+                    }
+                    tally.served[phase].fetch_add(1, Ordering::Relaxed);
+                    if reply.x_cache() == "HIT" {
+                        tally.hits[phase].fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            })
+        })
+        .collect();
+    let wait_for = async |what: &dyn Fn() -> bool| {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !what() && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    wait_for(&|| tally.hits[0].load(Ordering::Relaxed) > 200).await;
+    server.kill();
+    tally.phase.store(1, Ordering::Relaxed);
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let server = tokio::task::spawn_blocking(move || {
+        server.restart();
+        server
+    })
+    .await
+    .unwrap();
+    tally.phase.store(2, Ordering::Relaxed);
+    wait_for(&|| tally.hits[2].load(Ordering::Relaxed) > 200).await;
+    tally.stop.store(true, Ordering::Relaxed);
+    for worker in workers {
+        worker.await.unwrap();
+    }
+    drop(server);
+    let load = |counter: &AtomicUsize| counter.load(Ordering::Relaxed);
+    assert_eq!(load(&tally.failed), 0, "no request fails");
+    assert!(load(&tally.hits[0]) > 200, "hits while up");
+    assert!(load(&tally.served[1]) > 0, "served while memcached is down");
+    assert!(
+        load(&tally.hits[2]) > 200,
+        "hits resume after the restart: {} of {}",
+        load(&tally.hits[2]),
+        load(&tally.served[2])
+    );
+}
+
+/// A `redis-server` on a free loopback port for the tiered store's channel; killed on drop.
+#[cfg(feature = "redis")]
+struct RedisServer {
+    port: u16,
+    child: Child,
+}
+
+#[cfg(feature = "redis")]
+impl RedisServer {
+    /// `None` where redis-server is missing (a failure under `CI=true`).
+    fn start() -> Option<Self> {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|listener| listener.local_addr())
+            .map(|addr| addr.port())
+            .unwrap();
+        let child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn();
+        let Ok(child) = child else {
+            assert!(
+                std::env::var("CI").as_deref() != Ok("true"),
+                "redis-server is not installed, and CI=true makes that a failure"
+            );
+            eprintln!("skipped: redis-server is not installed (scripts/test.sh installs it)");
+            return None;
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "redis-server accepts connections"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Some(Self { port, child })
+    }
+
+    async fn store(&self) -> tower_response_cache::store::RedisStore {
+        tower_response_cache::store::RedisStore::connect_url(&format!(
+            "redis://127.0.0.1:{}",
+            self.port
+        ))
+        .await
+        .unwrap()
+    }
+}
+
+#[cfg(feature = "redis")]
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[cfg(feature = "redis")]
+async fn tiered_on(
+    memcached: &Memcached,
+    redis: &RedisServer,
+    version_ttl: Duration,
+) -> tower_response_cache::store::TieredStore {
+    use tower_response_cache::store::{TieredConfig, TieredStore};
+    let store = TieredStore::with_channel(
+        instance(memcached, version_ttl),
+        redis.store().await,
+        TieredConfig::default(),
+    )
+    .await
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !store.l1_in_use() {
+        assert!(Instant::now() < deadline, "the channel is confirmed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    store
+}
+
+#[cfg(feature = "redis")]
+#[tokio::test]
+async fn a_tiered_store_over_memcached_keeps_the_store_contract() {
+    if !available() {
+        return;
+    }
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let (first, second) = (Memcached::start(&[]), Memcached::start(&[]));
+    let tiered = {
+        use tower_response_cache::store::{TieredConfig, TieredStore};
+        TieredStore::with_channel(
+            store_on(&[&first, &second], "contract"),
+            redis.store().await,
+            TieredConfig::default(),
+        )
+        .await
+        .unwrap()
+    };
+    contract::store_contract(
+        &tiered,
+        contract::Capabilities {
+            prefixes: false,
+            tags: true,
+            counts_tags: false,
+            counters: true,
+        },
+    )
+    .await;
+}
+
+#[cfg(feature = "redis")]
+#[tokio::test]
+async fn a_tiered_store_over_memcached_evicts_l1_copies_on_other_instances() {
+    if !available() {
+        return;
+    }
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let memcached = Memcached::start(&[]);
+    let lag = Duration::from_millis(500);
+    let a = tiered_on(&memcached, &redis, lag).await;
+    let b = tiered_on(&memcached, &redis, lag).await;
+    a.put("t:1", tagged("one", &["user:1"]), MINUTE)
+        .await
+        .unwrap();
+    // Read from memcached, then from B's memory tier (once A's message about its write
+    // has arrived: a read it overtakes is not copied into L1).
+    let in_l1 = async |store: &tower_response_cache::store::TieredStore| {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            assert!(store.get("t:1").await.unwrap().is_some(), "from memcached");
+            if store.get_now("t:1").is_some() {
+                break;
+            }
+            assert!(Instant::now() < deadline, "copied into the memory tier");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    };
+    in_l1(&b).await;
+    a.purge(tag("user:1"), PurgeMode::Hard).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while b.get_now("t:1").is_some() {
+        assert!(Instant::now() < deadline, "the channel evicts B's copy");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // B's memcached store may still read its copy of the tag's record for its version
+    // TTL; what it reads meanwhile is not put into B's memory tier.
+    let _ = b.get("t:1").await.unwrap();
+    assert!(
+        b.get_now("t:1").is_none(),
+        "nothing copied into L1 while memcached may lag"
+    );
+    tokio::time::sleep(lag + Duration::from_millis(100)).await;
+    assert!(b.get("t:1").await.unwrap().is_none(), "purged, seen by B");
+    // Stored again: copied into L1 once more.
+    a.put("t:1", tagged("again", &["user:1"]), MINUTE)
+        .await
+        .unwrap();
+    in_l1(&b).await;
+}

@@ -231,6 +231,15 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
         Box::pin(async { Ok(()) })
     }
 
+    /// How long after another process's purge or clear this store may still answer as
+    /// before it: a store that keeps copies of shared state for a while (a
+    /// `MemcachedStore`'s tag records and generation, for its `version_ttl`). A
+    /// `TieredStore` copies nothing it reads into its memory tier for this long after such
+    /// a purge arrives on its channel. Default: zero (read on every command).
+    fn purge_lag(&self) -> Duration {
+        Duration::ZERO
+    }
+
     /// A short, stable name for metrics and spans (`memory`, `redis`). Default: `custom`.
     fn name(&self) -> &'static str {
         "custom"
@@ -669,6 +678,10 @@ impl<S: Store + ?Sized> Store for Arc<S> {
 
     fn name(&self) -> &'static str {
         (**self).name()
+    }
+
+    fn purge_lag(&self) -> Duration {
+        (**self).purge_lag()
     }
 
     fn gauges(&self) -> StoreGauges {

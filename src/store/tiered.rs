@@ -77,8 +77,10 @@ impl Default for TieredConfig {
     }
 }
 
-/// A per-instance [`MemoryStore`] (L1) in front of a shared store (L2, a [`RedisStore`]),
-/// coherent across every instance that shares the L2 and its namespace.
+/// A per-instance [`MemoryStore`] (L1) in front of a shared store (L2: a [`RedisStore`],
+/// or with [`with_channel`](Self::with_channel) another, such as a
+/// [`MemcachedStore`](super::MemcachedStore), with the channel on a Redis), coherent
+/// across every instance that shares the L2 and its namespace.
 ///
 /// - An L1 hit is answered in place, as a memory hit: no network, no decoding.
 /// - A miss in L1 reads L2; what it finds is copied into L1 for at most
@@ -94,7 +96,10 @@ impl Default for TieredConfig {
 ///   after the doubt began comes back. [`TieredConfig::max_staleness`] bounds how long an L1 copy can be
 ///   served after an invalidation the channel lost.
 ///
-/// Fill locks, the purge log and store errors are L2's. Needs the `redis` feature.
+/// Fill locks, the purge log and store errors are L2's. An L2 that may answer as before
+/// another instance's purge for a while ([`Store::purge_lag`]: memcached's copies of its
+/// tag records) is not copied into L1 for that long after such a purge arrives. Needs the
+/// `redis` feature.
 ///
 /// ```no_run
 /// use tower_response_cache::store::{RedisStore, TieredConfig, TieredStore};
@@ -113,7 +118,10 @@ pub struct TieredStore {
 
 struct Tiered {
     l1: MemoryStore,
-    l2: RedisStore,
+    /// The shared store: a `RedisStore`, or another ([`TieredStore::with_channel`]).
+    l2: Arc<dyn Store>,
+    /// The Redis that carries the channel (L2 itself for [`TieredStore::connect`]).
+    redis: RedisStore,
     l1_max_ttl: Duration,
     channel: Arc<Channel>,
     health: Arc<Health>,
@@ -172,6 +180,12 @@ struct Health {
     /// key does not keep every other key's reads out of L1.
     stripes: Box<[AtomicU64]>,
     flushes: FlushCounters,
+    /// How long L2 may still answer as before another instance's purge
+    /// ([`Store::purge_lag`]).
+    l2_lag_ms: u64,
+    /// When the last purge of another instance that may concern any key arrived
+    /// (milliseconds after `start`; 0: none).
+    remote_purge_ms: AtomicU64,
     /// Told of each flush ([`Store::listen_flushes`]).
     listeners: Listeners<FlushListener>,
     l1: MemoryStore,
@@ -188,8 +202,10 @@ struct FlushCounters {
 
 impl Health {
     /// Nothing confirmed yet: L1 unused until the first heartbeat comes back.
-    fn new(l1: MemoryStore, max_staleness: Duration) -> Self {
+    fn new(l1: MemoryStore, max_staleness: Duration, l2_lag: Duration) -> Self {
         Self {
+            l2_lag_ms: u64::try_from(l2_lag.as_millis()).unwrap_or(u64::MAX),
+            remote_purge_ms: AtomicU64::new(0),
             start: Instant::now(),
             max_staleness_ms: u64::try_from(max_staleness.as_millis())
                 .unwrap_or(u64::MAX)
@@ -286,6 +302,19 @@ impl Health {
         self.epoch.fetch_add(1, Ordering::AcqRel);
     }
 
+    /// Another instance's purge of a tag or a prefix, or its clear, arrived: L2 may answer
+    /// as before it for [`Store::purge_lag`].
+    fn purged_elsewhere(&self) {
+        self.remote_purge_ms.store(self.now_ms(), Ordering::Release);
+    }
+
+    /// Whether L2 may still answer as before another instance's purge: what it answers is
+    /// not copied into L1 meanwhile.
+    fn l2_lags(&self) -> bool {
+        let at = self.remote_purge_ms.load(Ordering::Acquire);
+        at != 0 && self.now_ms().saturating_sub(at) < self.l2_lag_ms
+    }
+
     fn stripe(&self, key: &str) -> &AtomicU64 {
         let hash = xxhash_rust::xxh3::xxh3_64(key.as_bytes());
         &self.stripes[(hash % self.stripes.len() as u64) as usize]
@@ -308,7 +337,7 @@ impl Health {
     /// `min(its remaining life, max_ttl)` — unless an invalidation of it began since, or L1
     /// is not in use. Checked again after the write, which is undone if one began meanwhile.
     async fn fill(&self, key: &str, entry: &Arc<CachedResponse>, epoch: Epoch, max_ttl: Duration) {
-        let unchanged = || self.epoch_of(key) == epoch && self.usable();
+        let unchanged = || self.epoch_of(key) == epoch && self.usable() && !self.l2_lags();
         if !unchanged() {
             return;
         }
@@ -427,18 +456,52 @@ impl TieredStore {
     /// (or after the connect timeout, with L1 unused until the channel is confirmed); must
     /// be called within a Tokio runtime.
     pub async fn connect(l2: RedisStore, config: TieredConfig) -> Result<Self, StoreError> {
+        Self::with_channel(l2.clone(), l2, config).await
+    }
+
+    /// An L1 in front of another shared store — a
+    /// [`MemcachedStore`](super::MemcachedStore), which has no channel of its own — kept
+    /// coherent through a channel on `channel`'s Redis, named after its namespace (give
+    /// every instance that shares `l2` the same). Everything else is as
+    /// [`connect`](Self::connect): entries, purges, fill locks and the purge log are
+    /// `l2`'s; only the channel's messages and heartbeats go through Redis. Redis down puts
+    /// L1 in doubt (bypassed) as with a Redis L2, while `l2` keeps answering.
+    ///
+    /// ```no_run
+    /// # #[cfg(feature = "memcached")]
+    /// # async fn run() -> Result<(), tower_response_cache::StoreError> {
+    /// use tower_response_cache::store::{
+    ///     MemcachedConfig, MemcachedStore, RedisStore, TieredConfig, TieredStore,
+    /// };
+    ///
+    /// let memcached = MemcachedStore::new(MemcachedConfig::new(["127.0.0.1:11211"]))?;
+    /// let channel = RedisStore::connect_url("redis://127.0.0.1:6379").await?;
+    /// let store = TieredStore::with_channel(memcached, channel, TieredConfig::default()).await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn with_channel<S: Store>(
+        l2: S,
+        channel: RedisStore,
+        config: TieredConfig,
+    ) -> Result<Self, StoreError> {
+        let l2: Arc<dyn Store> = Arc::new(l2);
+        let redis = channel;
         let l1 = MemoryStore::new(config.l1_capacity);
-        let marker = format!("{}#l1:generation", l2.prefix());
-        let health = Arc::new(Health::new(l1.clone(), config.max_staleness));
+        let marker = format!("{}#l1:generation", redis.prefix());
+        let health = Arc::new(Health::new(
+            l1.clone(),
+            config.max_staleness,
+            l2.purge_lag(),
+        ));
         let id = random_id();
-        let subscriber = l2.pool().next().clone_new();
+        let subscriber = redis.pool().next().clone_new();
         let sharded = match config.channel {
             ChannelMode::Auto => subscriber.is_clustered(),
             ChannelMode::Classic => false,
             ChannelMode::Sharded => true,
         };
         let channel = Arc::new(Channel {
-            name: format!("{}#l1", l2.prefix()),
+            name: format!("{}#l1", redis.prefix()),
             sharded: AtomicBool::new(sharded),
         });
         subscriber.connect();
@@ -472,7 +535,7 @@ impl TieredStore {
             }
         }
         let beat = tokio::spawn(heartbeat(
-            l2.clone(),
+            redis.clone(),
             subscriber.clone(),
             Arc::clone(&channel),
             marker,
@@ -484,6 +547,7 @@ impl TieredStore {
             inner: Arc::new(Tiered {
                 l1,
                 l2,
+                redis,
                 l1_max_ttl: config.l1_max_ttl,
                 channel,
                 health,
@@ -505,8 +569,8 @@ impl TieredStore {
     }
 
     /// The shared L2.
-    pub fn l2(&self) -> &RedisStore {
-        &self.inner.l2
+    pub fn l2(&self) -> &dyn Store {
+        &*self.inner.l2
     }
 
     /// Whether L1 answers now (the channel is confirmed).
@@ -531,7 +595,7 @@ impl TieredStore {
     /// fail as well while Redis cannot take a publish, which puts their L1 in doubt.
     async fn publish(&self, evict: Evict<'_>) {
         let message = evict.encode(self.inner.id);
-        let client = self.inner.l2.pool().next();
+        let client = self.inner.redis.pool().next();
         let published = self.inner.channel.publish(client, message).await;
         if let Err(error) = published {
             tracing::debug!(%error, "tiered cache: an invalidation could not be published");
@@ -645,7 +709,10 @@ async fn apply(health: &Health, id: u64, text: &str) {
     }
     match evict {
         Evict::Key(key) => health.invalidated_key(key),
-        _ => health.invalidated(),
+        _ => {
+            health.invalidated();
+            health.purged_elsewhere();
+        }
     }
     let l1 = &health.l1;
     match evict {
@@ -668,7 +735,7 @@ async fn apply(health: &Health, id: u64, text: &str) {
 /// Publishes this instance's heartbeats, doubts when they stop coming back, and watches
 /// the generation marker that a flush or an empty restart of Redis loses.
 async fn heartbeat(
-    l2: RedisStore,
+    redis: RedisStore,
     subscriber: fred::clients::Client,
     channel: Arc<Channel>,
     marker: String,
@@ -707,7 +774,7 @@ async fn heartbeat(
                     tokio::time::timeout(resubscribe_every, channel.subscribe(&subscriber)).await;
             });
         }
-        let client = l2
+        let client = redis
             .pool()
             .next()
             .with_options(&fred::types::config::Options {
@@ -1038,7 +1105,11 @@ mod tests {
     }
 
     fn health() -> Health {
-        Health::new(MemoryStore::new(1 << 20), Duration::from_millis(500))
+        Health::new(
+            MemoryStore::new(1 << 20),
+            Duration::from_millis(500),
+            Duration::ZERO,
+        )
     }
 
     fn entry() -> Arc<CachedResponse> {

@@ -744,27 +744,28 @@ impl MemcachedStore {
         })
     }
 
-    /// The entry an item holds, as its tags' purges leave it.
+    /// The entry an item holds, as its tags' purges leave it. The body is shared with
+    /// `data`, not copied.
     async fn entry_of(
         &self,
         generation: u64,
         key: &str,
-        data: &[u8],
+        data: Bytes,
         flags: u32,
     ) -> Result<Option<Arc<CachedResponse>>, StoreError> {
         if flags & MARKED == 0 {
-            let entry = self.decode(data)?;
+            let entry = self.decode(&data)?;
             // Tagged, yet without a mark: whether a purge took it cannot be told.
             return Ok(entry.tags.is_empty().then_some(entry));
         }
-        let Some((mark, encoded)) = data.split_first_chunk::<MARK_LEN>() else {
+        let Some(mark) = data.first_chunk::<MARK_LEN>() else {
             return Err(StoreError::new(
                 StoreErrorKind::Decode,
                 "the value in memcached is too short for its purge mark",
             ));
         };
-        let entry = self.decode(encoded)?;
         let mark = u64::from_be_bytes(*mark);
+        let entry = self.decode(&data.slice(MARK_LEN..))?;
         Ok(
             match self.verdict(generation, key, mark, &entry.tags).await? {
                 Verdict::Kept => Some(entry),
@@ -840,10 +841,10 @@ impl MemcachedStore {
         .await
     }
 
-    fn decode(&self, bytes: &[u8]) -> Result<Arc<CachedResponse>, StoreError> {
+    fn decode(&self, bytes: &Bytes) -> Result<Arc<CachedResponse>, StoreError> {
         self.inner
             .codec
-            .decode(bytes)
+            .decode_shared(bytes)
             .map(Arc::new)
             .map_err(|error| {
                 StoreError::with_source(
@@ -944,6 +945,11 @@ impl Store for MemcachedStore {
         "memcached"
     }
 
+    /// [`MemcachedConfig::version_ttl`].
+    fn purge_lag(&self) -> Duration {
+        self.inner.control.ttl
+    }
+
     fn gauges(&self) -> StoreGauges {
         StoreGauges {
             open_breakers: Some(self.open_circuits() as u64),
@@ -966,7 +972,7 @@ impl Store for MemcachedStore {
                     flags,
                     ..
                 }) => {
-                    self.entry_of(generation, key, &data, flags.unwrap_or(0))
+                    self.entry_of(generation, key, Bytes::from(data), flags.unwrap_or(0))
                         .await
                 }
                 _ => Ok(None),
