@@ -194,7 +194,10 @@ async fn serve(
                 std::env::var("MEMCACHED").unwrap_or_else(|_| "127.0.0.1:11211".to_owned());
             let store = MemcachedStore::new(MemcachedConfig {
                 namespace: "bench".to_owned(),
-                pool_size: 8,
+                pool_size: std::env::var("MEMCACHED_POOL")
+                    .ok()
+                    .and_then(|size| size.parse().ok())
+                    .unwrap_or(8),
                 command_timeout: Duration::from_secs(1),
                 ..MemcachedConfig::new(servers.split(',').map(str::trim))
             })?;

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use async_memcached::{AsciiProtocol, Client, MetaProtocol, Value};
 use bytes::{BufMut, Bytes, BytesMut};
-use tokio::sync::Mutex;
+use tokio::sync::{Mutex, Semaphore};
 
 use self::tags::{TagRecord, Verdict};
 use super::breaker::Breaker;
@@ -32,7 +32,8 @@ pub struct MemcachedConfig {
     pub command_timeout: Duration,
     /// How long a connection may take to open. Default: 1 s.
     pub connect_timeout: Duration,
-    /// Connections per server. Default: 4.
+    /// Connections per server; commands wait, first come first served, for the first one
+    /// free. Default: 8.
     pub pool_size: usize,
     /// Consecutive failures that open the circuit breaker (0: never). Default: 5.
     pub breaker_threshold: u32,
@@ -61,7 +62,7 @@ impl MemcachedConfig {
             codec: Arc::new(BinaryCodec),
             command_timeout: Duration::from_millis(100),
             connect_timeout: Duration::from_secs(1),
-            pool_size: 4,
+            pool_size: 8,
             breaker_threshold: 5,
             breaker_cooldown: Duration::from_secs(5),
             max_item_size: (1 << 20) - 4096,
@@ -147,6 +148,9 @@ struct Server {
     /// The address as hashed for rendezvous hashing (without a scheme).
     name: String,
     connections: Vec<Mutex<Option<Client>>>,
+    /// One permit per connection not in use: commands wait here, first come first served,
+    /// for whichever connection is free first.
+    idle: Semaphore,
     next: AtomicUsize,
     /// Its own breaker: one server down leaves the others' keys working.
     breaker: Breaker,
@@ -243,6 +247,7 @@ impl MemcachedStore {
                     connections: (0..config.pool_size.max(1))
                         .map(|_| Mutex::new(None))
                         .collect(),
+                    idle: Semaphore::new(config.pool_size.max(1)),
                     next: AtomicUsize::new(0),
                     breaker: Breaker::new(config.breaker_threshold, config.breaker_cooldown),
                 }
@@ -665,8 +670,25 @@ impl MemcachedStore {
                 "memcached server skipped: circuit open after consecutive failures",
             ));
         }
-        let slot = server.next.fetch_add(1, Ordering::Relaxed) % server.connections.len();
-        let mut connection = server.connections[slot].lock().await;
+        // A free connection, waiting (within the command timeout) while all are in use. The
+        // permit is released after the connection (declared first, dropped last), so that
+        // a permit always finds one unlocked.
+        let Ok(permit) = tokio::time::timeout(inner.command_timeout, server.idle.acquire()).await
+        else {
+            // Congestion here, not a fault of the server: the breaker is left alone.
+            return Err(StoreError::new(
+                StoreErrorKind::Timeout,
+                "no memcached connection free within the command timeout",
+            ));
+        };
+        let _permit = permit.expect("the semaphore is never closed");
+        let count = server.connections.len();
+        let start = server.next.fetch_add(1, Ordering::Relaxed);
+        let free = (0..count).find_map(|i| server.connections[(start + i) % count].try_lock().ok());
+        let mut connection = match free {
+            Some(connection) => connection,
+            None => server.connections[start % count].lock().await,
+        };
         let outcome = tokio::time::timeout(inner.command_timeout + inner.connect_timeout, async {
             if connection.as_ref().is_none_or(Client::is_closed) {
                 let made = tokio::time::timeout(inner.connect_timeout, Client::new(&server.dsn))
