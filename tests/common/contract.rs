@@ -125,8 +125,21 @@ pub(crate) async fn store_contract(store: &dyn Store, can: Capabilities) {
         .await
         .unwrap();
     assert!(store.get("c:short").await.unwrap().is_some());
+    // Touch (sliding expiry): the touched entry outlives its first TTL; a missing one is
+    // not made.
+    store
+        .put("c:touch", entry("touch", &[]), Duration::from_secs(1))
+        .await
+        .unwrap();
+    assert!(store.touch("c:touch", MINUTE).await.unwrap());
+    assert!(!store.touch("c:untouched", MINUTE).await.unwrap());
+    assert!(store.get("c:untouched").await.unwrap().is_none());
     tokio::time::sleep(Duration::from_millis(2500)).await;
     assert!(store.get("c:short").await.unwrap().is_none(), "expired");
+    assert!(
+        store.get("c:touch").await.unwrap().is_some(),
+        "touched: lives on"
+    );
 
     // Prefixes, or an honest "unsupported".
     store.put("c:p:1", entry("p", &[]), MINUTE).await.unwrap();

@@ -190,9 +190,11 @@ impl Control {
         )
     }
 
-    /// Records what was read (or done): the purge counter never goes back here.
+    /// Records what was read (or done). Neither goes back here: both only rise in
+    /// memcached, so a lower value is a read that a later one overtook (a clear made here
+    /// meanwhile).
     fn seen(&self, generation: u64, purges: u64) {
-        self.generation.store(generation, Ordering::Release);
+        self.generation.fetch_max(generation, Ordering::AcqRel);
         self.purges.fetch_max(purges, Ordering::AcqRel);
         self.read_ms.store(self.now_ms(), Ordering::Release);
     }
@@ -488,13 +490,25 @@ impl MemcachedStore {
                     continue;
                 };
                 let record = Arc::new(record);
-                if let Some(copies) = &self.inner.tags {
-                    copies.insert(keys[i].clone(), Arc::clone(&record));
-                }
+                self.keep_copy(&keys[i], &record);
                 records[i] = Some(record);
             }
         }
         Ok(records)
+    }
+
+    /// Keeps `record` as this instance's copy of the record under `key` — unless the copy
+    /// it has is later (a read that a purge made here overtook).
+    fn keep_copy(&self, key: &str, record: &Arc<TagRecord>) {
+        let Some(copies) = &self.inner.tags else {
+            return;
+        };
+        copies
+            .entry(key.to_owned())
+            .and_upsert_with(|kept| match kept {
+                Some(kept) if kept.value().latest() > record.latest() => kept.into_value(),
+                _ => Arc::clone(record),
+            });
     }
 
     /// Makes the records of `tags` that this instance has not seen, numbered `mark`, before
@@ -530,8 +544,8 @@ impl MemcachedStore {
                     )
                 })
                 .await?;
-            if made && let Some(copies) = &self.inner.tags {
-                copies.insert(key, Arc::clone(&record));
+            if made {
+                self.keep_copy(&key, &record);
             }
         }
         Ok(())
@@ -620,9 +634,7 @@ impl MemcachedStore {
                 "a tag's record kept changing under the purge: not purged",
             ));
         };
-        if let Some(copies) = &self.inner.tags {
-            copies.insert(key, Arc::new(record));
-        }
+        self.keep_copy(&key, &Arc::new(record));
         Ok(())
     }
 
@@ -1039,6 +1051,23 @@ impl Store for MemcachedStore {
                 })
                 .await?;
             Ok(removed)
+        })
+    }
+
+    /// Meta get with a new TTL (`mg <key> T<ttl> t`): the entry's life from now, without
+    /// reading it; a missing one is not revived.
+    fn touch<'a>(&'a self, key: &'a str, ttl: Duration) -> StoreFuture<'a, bool> {
+        Box::pin(async move {
+            let key = self.memcached_key(key).await?;
+            let ttl = format!("T{}", protocol_ttl(ttl));
+            self.command(&key, async |client: &mut Client| {
+                // `t` asks for the TTL back, so that a hit answers with a value.
+                let found = client
+                    .meta_get(key.as_bytes(), false, None, Some(&[ttl.as_str(), "t"]))
+                    .await?;
+                Ok(found.is_some())
+            })
+            .await
         })
     }
 

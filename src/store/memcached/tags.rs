@@ -69,6 +69,15 @@ impl TagRecord {
         serde_json::to_vec(self).expect("a tag record serializes")
     }
 
+    /// The highest number the record holds: of two copies of a record, the one with the
+    /// higher is the later.
+    pub(super) fn latest(&self) -> u64 {
+        self.purges
+            .iter()
+            .map(|purge| purge.hard.max(purge.soft))
+            .fold(self.created, u64::max)
+    }
+
     /// Records purge number `number` of the tag within `within`, made at `at_ms`.
     pub(super) fn record(&mut self, within: &str, mode: PurgeMode, number: u64, at_ms: u64) {
         let index = match self.purges.iter().position(|purge| purge.within == within) {
