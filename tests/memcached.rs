@@ -137,6 +137,23 @@ fn store_on(servers: &[&Memcached], namespace: &str) -> MemcachedStore {
     .unwrap()
 }
 
+/// A router whose `route` answers `page #<call number>`, behind `layer`; and its calls.
+fn counting_app(route: &str, layer: CacheLayer) -> (axum::Router, Calls) {
+    let calls = Calls::default();
+    let app = axum::Router::new()
+        .route(
+            route,
+            axum::routing::get(
+                |axum::extract::State(calls): axum::extract::State<Calls>| async move {
+                    format!("page #{}", calls.hit())
+                },
+            ),
+        )
+        .with_state(calls.clone())
+        .layer(layer);
+    (app, calls)
+}
+
 fn entry(body: &'static str) -> Arc<CachedResponse> {
     let mut entry = CachedResponse::new(StatusCode::OK, HeaderMap::new(), Bytes::from(body));
     entry.ttl = MINUTE;
@@ -175,18 +192,10 @@ async fn the_layer_caches_on_memcached() {
         return;
     }
     let server = Memcached::start(&[]);
-    let calls = Calls::default();
-    let app = axum::Router::new()
-        .route(
-            "/page",
-            axum::routing::get(
-                |axum::extract::State(calls): axum::extract::State<Calls>| async move {
-                    format!("page #{}", calls.hit())
-                },
-            ),
-        )
-        .with_state(calls.clone())
-        .layer(CacheLayer::new(store_on(&[&server], "trc")).write_mode(WriteMode::Inline));
+    let (app, calls) = counting_app(
+        "/page",
+        CacheLayer::new(store_on(&[&server], "trc")).write_mode(WriteMode::Inline),
+    );
     assert_eq!(fetch(&app, "/page").await.x_cache(), "MISS");
     let hit = fetch(&app, "/page").await;
     assert_eq!((hit.x_cache(), hit.text()), ("HIT", "page #1".to_owned()));
@@ -341,49 +350,6 @@ async fn with_one_of_two_servers_down_its_keys_miss_and_the_others_hit() {
             "reconnected to the restarted server"
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-#[tokio::test]
-async fn a_killed_server_fails_no_request_and_hits_resume_after_restart() {
-    if !available() {
-        return;
-    }
-    let mut server = Memcached::start(&[]);
-    let store = MemcachedStore::new(MemcachedConfig {
-        command_timeout: Duration::from_millis(200),
-        breaker_cooldown: Duration::from_millis(300),
-        ..MemcachedConfig::new([server.address()])
-    })
-    .unwrap();
-    let calls = Calls::default();
-    let app = axum::Router::new()
-        .route(
-            "/{n}",
-            axum::routing::get(
-                |axum::extract::State(calls): axum::extract::State<Calls>| async move {
-                    format!("#{}", calls.hit())
-                },
-            ),
-        )
-        .with_state(calls.clone())
-        .layer(CacheLayer::new(store).write_mode(WriteMode::Inline));
-    fetch(&app, "/1").await;
-    assert_eq!(fetch(&app, "/1").await.x_cache(), "HIT");
-    server.kill();
-    for n in 2..20 {
-        let reply = fetch(&app, &format!("/{n}")).await;
-        assert_eq!(reply.status, StatusCode::OK, "no request fails");
-    }
-    server.restart();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        fetch(&app, "/after").await;
-        if fetch(&app, "/after").await.x_cache() == "HIT" {
-            break;
-        }
-        assert!(Instant::now() < deadline, "hits resume");
-        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
@@ -675,18 +641,7 @@ async fn a_server_killed_and_restarted_under_concurrent_traffic_fails_no_request
         ..MemcachedConfig::new([server.address()])
     })
     .unwrap();
-    let calls = Calls::default();
-    let app = axum::Router::new()
-        .route(
-            "/{n}",
-            axum::routing::get(
-                |axum::extract::State(calls): axum::extract::State<Calls>| async move {
-                    format!("#{}", calls.hit())
-                },
-            ),
-        )
-        .with_state(calls.clone())
-        .layer(CacheLayer::new(store));
+    let (app, _calls) = counting_app("/{n}", CacheLayer::new(store));
     // Per phase (0: up, 1: killed, 2: restarted): requests served, and hits among them.
     #[derive(Default)]
     struct Tally {

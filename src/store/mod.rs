@@ -845,6 +845,23 @@ impl std::error::Error for StoreError {
     }
 }
 
+/// An entry as `codec` reads it from `bytes` (sharing them), for a remote store: what it
+/// cannot read is a [`StoreErrorKind::Decode`] error saying `what` held it.
+#[cfg_attr(not(any(feature = "redis", feature = "memcached")), allow(dead_code))]
+pub(crate) fn decode_shared(
+    codec: &dyn crate::codec::Codec,
+    bytes: &bytes::Bytes,
+    what: &'static str,
+) -> Result<Arc<CachedResponse>, StoreError> {
+    codec.decode_shared(bytes).map(Arc::new).map_err(|error| {
+        StoreError::with_source(
+            StoreErrorKind::Decode,
+            format!("the value in {what} is not an entry this codec reads"),
+            error,
+        )
+    })
+}
+
 /// A token no other lock holder has: this process, a counter, and the time.
 #[cfg_attr(not(any(feature = "redis", feature = "memcached")), allow(dead_code))]
 pub(crate) fn lock_token() -> String {

@@ -349,7 +349,7 @@ impl MemcachedStore {
                         found
                             .iter()
                             .find(|value| value.key == key.as_bytes())
-                            .and_then(|value| number(value.data.as_deref()?))
+                            .and_then(|value| parse_number(value.data.as_deref()?))
                     };
                     let (generation, purges) = (value(&generation_key), value(&purges_key));
                     match (generation, purges) {
@@ -574,61 +574,25 @@ impl MemcachedStore {
         let number = self.next_purge().await?;
         let at_ms = tags::millis_now();
         let key = self.tag_key(generation, tag);
-        let record = self
+        let mut written = None;
+        let done = self
             .command(&key, async |client: &mut Client| {
-                for _ in 0..16 {
-                    let current = client
-                        .meta_get(key.as_bytes(), false, None, Some(&["v", "c"]))
-                        .await?;
-                    // A record lost (or garbage) is made again, numbered by this purge: every
-                    // entry stored before it counts as purged.
-                    let fresh = || TagRecord {
+                compare_and_swap(client, &key, |current| {
+                    // A record lost (or garbage) is made again, numbered by this purge:
+                    // every entry stored before it counts as purged.
+                    let mut record = current.and_then(TagRecord::parse).unwrap_or(TagRecord {
                         created: number,
                         purges: Vec::new(),
-                    };
-                    let Some(current) = current else {
-                        let mut record = fresh();
-                        record.record(within, mode, number, at_ms);
-                        let bytes = record.to_bytes();
-                        if added(
-                            client
-                                .add(key.as_bytes(), bytes.as_slice(), None, None)
-                                .await,
-                        )? {
-                            return Ok(Some(record));
-                        }
-                        continue;
-                    };
-                    let mut record = current
-                        .data
-                        .as_deref()
-                        .and_then(TagRecord::parse)
-                        .unwrap_or_else(fresh);
+                    });
                     record.record(within, mode, number, at_ms);
-                    let cas = format!("C{}", current.cas.unwrap_or_default());
                     let bytes = record.to_bytes();
-                    match client
-                        .meta_set(
-                            key.as_bytes(),
-                            bytes.as_slice(),
-                            false,
-                            None,
-                            Some(&[cas.as_str()]),
-                        )
-                        .await
-                    {
-                        Ok(_) => return Ok(Some(record)),
-                        // Changed or removed since it was read: read again.
-                        Err(async_memcached::Error::Protocol(
-                            async_memcached::Status::Exists | async_memcached::Status::NotFound,
-                        )) => {}
-                        Err(error) => return Err(error),
-                    }
-                }
-                Ok(None)
+                    written = Some(record);
+                    Some(bytes)
+                })
+                .await
             })
             .await?;
-        let Some(record) = record else {
+        let (true, Some(record)) = (done, written) else {
             return Err(StoreError::new(
                 StoreErrorKind::Other,
                 "a tag's record kept changing under the purge: not purged",
@@ -876,17 +840,7 @@ impl MemcachedStore {
     }
 
     fn decode(&self, bytes: &Bytes) -> Result<Arc<CachedResponse>, StoreError> {
-        self.inner
-            .codec
-            .decode_shared(bytes)
-            .map(Arc::new)
-            .map_err(|error| {
-                StoreError::with_source(
-                    StoreErrorKind::Decode,
-                    "the value in memcached is not an entry this codec reads",
-                    error,
-                )
-            })
+        super::decode_shared(&*self.inner.codec, bytes, "memcached")
     }
 }
 
@@ -921,6 +875,54 @@ fn protocol_ttl(ttl: Duration) -> i64 {
     i64::try_from(now.saturating_add(seconds)).unwrap_or(i64::MAX)
 }
 
+/// Rewrites the item under `key` by compare-and-swap (meta protocol): `change` gets its
+/// bytes (`None` when there is none) and returns what to write, or `None` to leave it as
+/// it is. Read again while other writers come between, 16 times at most: `Ok(false)` when
+/// they always did.
+async fn compare_and_swap(
+    client: &mut Client,
+    key: &str,
+    mut change: impl FnMut(Option<&[u8]>) -> Option<Vec<u8>>,
+) -> Result<bool, async_memcached::Error> {
+    for _ in 0..16 {
+        let current = client
+            .meta_get(key.as_bytes(), false, None, Some(&["v", "c"]))
+            .await?;
+        let Some(bytes) = change(current.as_ref().and_then(|item| item.data.as_deref())) else {
+            return Ok(true);
+        };
+        let Some(current) = current else {
+            if added(
+                client
+                    .add(key.as_bytes(), bytes.as_slice(), None, None)
+                    .await,
+            )? {
+                return Ok(true);
+            }
+            continue;
+        };
+        let cas = format!("C{}", current.cas.unwrap_or_default());
+        match client
+            .meta_set(
+                key.as_bytes(),
+                bytes.as_slice(),
+                false,
+                None,
+                Some(&[cas.as_str()]),
+            )
+            .await
+        {
+            Ok(_) => return Ok(true),
+            // Changed or removed since it was read: read again.
+            Err(async_memcached::Error::Protocol(
+                async_memcached::Status::Exists | async_memcached::Status::NotFound,
+            )) => {}
+            Err(error) => return Err(error),
+        }
+    }
+    Ok(false)
+}
+
 /// The items found under `keys` (the client reports none found as an error).
 async fn get_multi(
     client: &mut Client,
@@ -946,7 +948,7 @@ fn micros_now() -> u64 {
 }
 
 /// A whole number memcached keeps as text.
-fn number(bytes: &[u8]) -> Option<u64> {
+fn parse_number(bytes: &[u8]) -> Option<u64> {
     std::str::from_utf8(bytes).ok()?.trim().parse().ok()
 }
 
@@ -1228,44 +1230,14 @@ impl Store for MemcachedStore {
         Box::pin(async move {
             let number = self.next_purge().await?;
             let key = self.control_key("generation");
+            // Raised, never lowered: of two clears at once, the later number stands.
             let raised = self
                 .command_on(self.control_server(), async |client: &mut Client| {
-                    // Raised, never lowered: of two clears at once, the later number stands.
-                    for _ in 0..16 {
-                        let Some(current) = client
-                            .meta_get(key.as_bytes(), false, None, Some(&["v", "c"]))
-                            .await?
-                        else {
-                            let value = number.to_string();
-                            if added(client.add(key.as_bytes(), value.as_str(), None, None).await)?
-                            {
-                                return Ok(true);
-                            }
-                            continue;
-                        };
-                        if current.data.as_deref().and_then(self::number) >= Some(number) {
-                            return Ok(true);
-                        }
-                        let cas = format!("C{}", current.cas.unwrap_or_default());
-                        let value = number.to_string();
-                        match client
-                            .meta_set(
-                                key.as_bytes(),
-                                value.as_str(),
-                                false,
-                                None,
-                                Some(&[cas.as_str()]),
-                            )
-                            .await
-                        {
-                            Ok(_) => return Ok(true),
-                            Err(async_memcached::Error::Protocol(
-                                async_memcached::Status::Exists | async_memcached::Status::NotFound,
-                            )) => {}
-                            Err(error) => return Err(error),
-                        }
-                    }
-                    Ok(false)
+                    compare_and_swap(client, &key, |current| {
+                        (current.and_then(parse_number) < Some(number))
+                            .then(|| number.to_string().into_bytes())
+                    })
+                    .await
                 })
                 .await?;
             if !raised {

@@ -462,17 +462,7 @@ impl RedisStore {
 
     /// An entry as the codec reads it from `bytes`.
     fn decode(&self, bytes: &Bytes) -> Result<Arc<CachedResponse>, StoreError> {
-        self.inner
-            .codec
-            .decode_shared(bytes)
-            .map(Arc::new)
-            .map_err(|error| {
-                StoreError::with_source(
-                    StoreErrorKind::Decode,
-                    "the value in Redis is not an entry this codec reads",
-                    error,
-                )
-            })
+        super::decode_shared(&*self.inner.codec, bytes, "Redis")
     }
 
     /// Notes whether `key` was found (see [`Inner::present`]).
