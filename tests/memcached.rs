@@ -873,3 +873,49 @@ async fn a_tiered_store_over_memcached_evicts_l1_copies_on_other_instances() {
         .unwrap();
     in_l1(&b).await;
 }
+
+#[tokio::test]
+async fn a_layer_on_two_servers_keeps_caching_with_either_one_down() {
+    if !available() {
+        return;
+    }
+    // One of the two holds the namespace's generation and purge counter (a clear needs
+    // it): whichever goes down, the other's keys keep being stored and hit. Server 0 goes
+    // down, on new ports each round, until both cases have been seen.
+    let mut seen = [false; 2];
+    for _ in 0..12 {
+        let mut servers = [Memcached::start(&[]), Memcached::start(&[])];
+        let store = MemcachedStore::new(MemcachedConfig {
+            command_timeout: Duration::from_millis(200),
+            breaker_threshold: 2,
+            breaker_cooldown: Duration::from_secs(60),
+            ..MemcachedConfig::new(servers.iter().map(Memcached::address))
+        })
+        .unwrap();
+        let (app, _calls) = counting_app(
+            "/{n}",
+            CacheLayer::new(store.clone()).write_mode(WriteMode::Inline),
+        );
+        assert_eq!(fetch(&app, "/warm").await.status, StatusCode::OK);
+        servers[0].kill();
+        let control_down = store.clear().await.is_err();
+        let mut hits = 0;
+        for n in 0..40 {
+            let path = format!("/{n}");
+            assert_eq!(fetch(&app, &path).await.status, StatusCode::OK);
+            let second = fetch(&app, &path).await;
+            assert_eq!(second.status, StatusCode::OK, "no request fails");
+            hits += usize::from(second.x_cache() == "HIT");
+        }
+        assert!(
+            (5..40).contains(&hits),
+            "the control values' server down: {control_down}; the other's keys hit, its own \
+             do not ({hits} of 40)"
+        );
+        seen[usize::from(control_down)] = true;
+        if seen == [true, true] {
+            return;
+        }
+    }
+    panic!("both cases seen: {seen:?}");
+}

@@ -328,7 +328,8 @@ impl MemcachedStore {
     }
 
     /// The generation and the purge counter: as read within `version_ttl` (unless `fresh`),
-    /// else read from memcached, both in one command. Made when missing: the counter at
+    /// else read from memcached, both in one command — or, while their server cannot be
+    /// reached, as last read (no clear or purge can be numbered meanwhile). Made when missing: the counter at
     /// the current time in microseconds, so that it keeps rising across a restart of its
     /// server and a purge number is never given twice; the generation at a purge number,
     /// so that it never goes back to one whose keys may still be on the other servers,
@@ -399,8 +400,8 @@ impl MemcachedStore {
                 "memcached keeps dropping this namespace's control values",
             )),
             // Their server is down: so no instance can clear or purge meanwhile, and the
-            // values last read still hold.
-            Err(_) if !fresh && control.read_ms.load(Ordering::Acquire) != 0 => Ok(control.last()),
+            // values last read still hold (the other servers' keys go on working).
+            Err(_) if control.read_ms.load(Ordering::Acquire) != 0 => Ok(control.last()),
             Err(error) => Err(error),
         }
     }
