@@ -463,39 +463,49 @@ impl MemcachedStore {
             (Some(copies), true) => keys.iter().map(|key| copies.get(key)).collect(),
             _ => vec![None; keys.len()],
         };
-        // Those to read, grouped by server: one command each.
-        let mut by_server: Vec<(usize, Vec<usize>)> = Vec::new();
-        for (i, key) in keys.iter().enumerate() {
-            if records[i].is_some() {
+        let unknown = (0..keys.len()).filter(|&i| records[i].is_none());
+        for (i, item) in self.read_items(&keys, unknown).await? {
+            // A record that does not parse is as good as lost.
+            let Some(record) = item.data.as_deref().and_then(TagRecord::parse) else {
                 continue;
-            }
-            let server = self.server_index(key);
+            };
+            let record = Arc::new(record);
+            self.keep_copy(&keys[i], &record);
+            records[i] = Some(record);
+        }
+        Ok(records)
+    }
+
+    /// The items memcached holds under the `wanted` of `keys` (memcached keys), each with
+    /// its index in `keys`: one `get` of many keys per server.
+    async fn read_items(
+        &self,
+        keys: &[String],
+        wanted: impl Iterator<Item = usize>,
+    ) -> Result<Vec<(usize, Value)>, StoreError> {
+        let mut by_server: Vec<(usize, Vec<usize>)> = Vec::new();
+        for i in wanted {
+            let server = self.server_index(&keys[i]);
             match by_server.iter_mut().find(|(at, _)| *at == server) {
                 Some((_, batch)) => batch.push(i),
                 None => by_server.push((server, vec![i])),
             }
         }
+        let mut read = Vec::new();
         for (server, batch) in by_server {
-            let wanted: Vec<&str> = batch.iter().map(|&i| keys[i].as_str()).collect();
-            let found = self
+            let names: Vec<&str> = batch.iter().map(|&i| keys[i].as_str()).collect();
+            let items = self
                 .command_on(&self.inner.servers[server], async |client: &mut Client| {
-                    get_multi(client, &wanted).await
+                    get_multi(client, &names).await
                 })
                 .await?;
-            for value in found {
-                let Some(&i) = batch.iter().find(|&&i| keys[i].as_bytes() == value.key) else {
-                    continue;
-                };
-                // A record that does not parse is as good as lost.
-                let Some(record) = value.data.as_deref().and_then(TagRecord::parse) else {
-                    continue;
-                };
-                let record = Arc::new(record);
-                self.keep_copy(&keys[i], &record);
-                records[i] = Some(record);
+            for item in items {
+                if let Some(&i) = batch.iter().find(|&&i| keys[i].as_bytes() == item.key) {
+                    read.push((i, item));
+                }
             }
         }
-        Ok(records)
+        Ok(read)
     }
 
     /// Keeps `record` as this instance's copy of the record under `key` — unless the copy
@@ -1054,6 +1064,35 @@ impl Store for MemcachedStore {
                 })
                 .await?;
             Ok(removed)
+        })
+    }
+
+    /// One `get` of many keys per server; an entry the codec cannot read is `None`, as a
+    /// miss.
+    fn get_many<'a>(
+        &'a self,
+        keys: &'a [String],
+    ) -> StoreFuture<'a, Vec<Option<Arc<CachedResponse>>>> {
+        Box::pin(async move {
+            let generation = self.generation().await?;
+            let keys_in: Vec<String> = keys
+                .iter()
+                .map(|key| self.key_in(generation, key))
+                .collect();
+            let mut found: Vec<Option<Arc<CachedResponse>>> = vec![None; keys.len()];
+            for (i, item) in self.read_items(&keys_in, 0..keys.len()).await? {
+                let (Some(data), flags) = (item.data, item.flags.unwrap_or(0)) else {
+                    continue;
+                };
+                found[i] = match self
+                    .entry_of(generation, &keys[i], Bytes::from(data), flags)
+                    .await
+                {
+                    Err(error) if error.kind() == StoreErrorKind::Decode => None,
+                    result => result?,
+                };
+            }
+            Ok(found)
         })
     }
 
