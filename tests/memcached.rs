@@ -155,9 +155,7 @@ fn counting_app(route: &str, layer: CacheLayer) -> (axum::Router, Calls) {
 }
 
 fn entry(body: &'static str) -> Arc<CachedResponse> {
-    let mut entry = CachedResponse::new(StatusCode::OK, HeaderMap::new(), Bytes::from(body));
-    entry.ttl = MINUTE;
-    Arc::new(entry)
+    tagged(body, &[])
 }
 
 #[tokio::test]
@@ -222,7 +220,7 @@ async fn clear_starts_a_new_generation_that_other_instances_see() {
     a.clear().await.unwrap();
     assert_ne!(a.memcached_key("k").await.unwrap(), before);
     assert!(a.get("k").await.unwrap().is_none());
-    // B reads the generation again within its generation TTL.
+    // B reads the generation again within its version TTL.
     tokio::time::sleep(Duration::from_millis(150)).await;
     assert!(b.get("k").await.unwrap().is_none());
     // Another namespace is not touched: no flush_all.
