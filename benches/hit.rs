@@ -299,7 +299,7 @@ const ENTRIES: usize = 20_000;
 /// service; returns heap bytes per entry, payload bytes per entry (key, header names and
 /// values, body, as stored), and the number of stored headers.
 fn bytes_per_entry(headers: &'static [(&'static str, &'static str)]) -> (f64, f64, usize) {
-    use tower_response_cache::Store;
+    use tower_response_cache::store::Store;
     let store = MemoryStore::new(1 << 30);
     let body = Bytes::from(vec![b'x'; 1024]);
     let origin = service_fn(move |_: Request<()>| {

@@ -43,10 +43,10 @@ use axum::response::{AppendHeaders, IntoResponse};
 use axum::routing::get;
 use bytes::Bytes;
 use tower_response_cache::observe::{CacheEvent, CacheMetrics};
-use tower_response_cache::store::{MemcachedConfig, MemcachedStore};
 use tower_response_cache::{
     CacheLayer, MemoryStore, RedisConfig, RedisStore, TieredConfig, TieredStore,
 };
+use tower_response_cache::{MemcachedConfig, MemcachedStore};
 
 #[derive(Clone)]
 struct Origin {

@@ -19,8 +19,8 @@ use std::time::Duration;
 use axum::Router;
 use axum::extract::{Path, State};
 use axum::routing::get;
-use tower_response_cache::store::{MemcachedConfig, MemcachedStore};
 use tower_response_cache::{CacheLayer, RoutePolicy};
+use tower_response_cache::{MemcachedConfig, MemcachedStore};
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -86,9 +86,9 @@ use http::{StatusCode, Uri, Version};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
+use tower_response_cache::policy::CDN_CACHE_CONTROL;
 use tower_response_cache::policy::HeuristicFreshness;
-use tower_response_cache::policy::targeted::CDN_CACHE_CONTROL;
-use tower_response_cache::{CacheLayer, DefaultKeyBuilder, MemoryStore};
+use tower_response_cache::{CacheLayer, MemoryStore, key::DefaultKeyBuilder};
 
 /// The origin requests are forwarded to.
 #[derive(Clone, Debug)]

@@ -157,7 +157,7 @@ pub(crate) struct Config {
     /// The key prefixes of the value caches made from this layer
     /// ([`CacheLayer::values`](crate::CacheLayer::values)): its tag purges reach them too.
     pub(crate) value_prefixes: Arc<std::sync::RwLock<Vec<String>>>,
-    /// Whether responses carry their [`CacheOutcome`](crate::CacheOutcome) as an extension.
+    /// Whether responses carry their [`CacheOutcome`](crate::outcome::CacheOutcome) as an extension.
     pub(crate) outcome_extension: bool,
     /// Whether the layer answers `PURGE` requests itself, and which it allows.
     pub(crate) purge_method: Option<PurgeGate>,

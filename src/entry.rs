@@ -1,25 +1,4 @@
-//! The stored form of a response.
-//!
-//! A [`CachedResponse`] is what a [`Store`](crate::store::Store) keeps: status, the headers
-//! that may be replayed, the whole body as [`Bytes`], and the timing the cache needs to
-//! compute `Age` and freshness on every hit. Stores that keep entries in process (such as
-//! [`MemoryStore`](crate::store::MemoryStore)) hold them behind an [`Arc`](std::sync::Arc) so
-//! that a hit clones a pointer, never the body; stores that serialize them use a
-//! [`Codec`](crate::codec::Codec).
-//!
-//! ```
-//! use std::time::{Duration, SystemTime};
-//! use bytes::Bytes;
-//! use http::{HeaderMap, StatusCode};
-//! use tower_response_cache::CachedResponse;
-//!
-//! let mut entry = CachedResponse::new(StatusCode::OK, HeaderMap::new(), Bytes::from_static(b"hi"));
-//! entry.ttl = Duration::from_secs(60);
-//! let now = entry.stored_at + Duration::from_secs(10);
-//! assert!(entry.is_fresh(now));
-//! assert_eq!(entry.age(now), Duration::from_secs(10));
-//! assert_eq!(entry.remaining_ttl(now), Duration::from_secs(50));
-//! ```
+//! The stored form of a response: [`CachedResponse`].
 
 use std::time::{Duration, SystemTime};
 
@@ -27,6 +6,27 @@ use bytes::{Bytes, BytesMut};
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 
 /// A response as the cache stores it.
+///
+/// A [`CachedResponse`] is what a [`Store`](crate::store::Store) keeps: status, the headers
+/// that may be replayed, the whole body as [`Bytes`], and the timing the cache needs to
+/// compute `Age` and freshness on every hit. Stores that keep entries in process (such as
+/// [`MemoryStore`](crate::store::MemoryStore)) hold them behind an [`Arc`](std::sync::Arc) so
+/// that a hit clones a pointer, never the body; stores that serialize them use a
+/// [`Codec`](crate::codec::Codec).
+///
+/// ```
+/// use std::time::{Duration, SystemTime};
+/// use bytes::Bytes;
+/// use http::{HeaderMap, StatusCode};
+/// use tower_response_cache::CachedResponse;
+///
+/// let mut entry = CachedResponse::new(StatusCode::OK, HeaderMap::new(), Bytes::from_static(b"hi"));
+/// entry.ttl = Duration::from_secs(60);
+/// let now = entry.stored_at + Duration::from_secs(10);
+/// assert!(entry.is_fresh(now));
+/// assert_eq!(entry.age(now), Duration::from_secs(10));
+/// assert_eq!(entry.remaining_ttl(now), Duration::from_secs(50));
+/// ```
 ///
 /// Fields are public so that custom stores and codecs can read them; the struct is
 /// `#[non_exhaustive]`, so build one with [`CachedResponse::new`] and set fields afterwards.

@@ -204,7 +204,7 @@ impl AsRef<str> for CacheKey {
 /// a closure needs `|parts: &Parts|`):
 ///
 /// ```
-/// use tower_response_cache::{CacheLayer, CacheKey, MemoryStore};
+/// use tower_response_cache::{CacheLayer, MemoryStore, key::CacheKey};
 ///
 /// // One entry per path, whatever the query; never cache `/admin`.
 /// let layer = CacheLayer::new(MemoryStore::new(1 << 20)).key_fn(|parts| {

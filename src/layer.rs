@@ -9,8 +9,8 @@ use http::response::Parts;
 use tower_layer::Layer;
 
 use crate::coalesce::Coalescer;
+use crate::config::WriteMode;
 use crate::config::{Config, PurgeGate, TtlFn};
-pub use crate::config::{DEFAULT_BYPASS_HEADER, DEFAULT_STATUS_HEADER, WriteMode};
 use crate::invalidate::CacheHandle;
 use crate::key::{CacheKey, DefaultKeyBuilder, KeyBuilder, Keys};
 use crate::observe::{CacheObserver, Observers, TraceKeys};
@@ -95,7 +95,7 @@ impl CacheLayer {
     /// closure given to [`key_builder`](Self::key_builder).
     ///
     /// ```
-    /// use tower_response_cache::{CacheKey, CacheLayer, MemoryStore};
+    /// use tower_response_cache::{CacheLayer, MemoryStore, key::CacheKey};
     ///
     /// // One entry per path, whatever the query; never cache `/admin`.
     /// let layer = CacheLayer::new(MemoryStore::new(1 << 20)).key_fn(|parts| {
@@ -117,7 +117,7 @@ impl CacheLayer {
     ///
     /// | level | set by | a key |
     /// |---|---|---|
-    /// | store | the store ([`RedisConfig::namespace`](crate::store::RedisConfig::namespace), default `trc`; a [`MemoryStore`](crate::MemoryStore) has none: it is the process's) | `trc:` … |
+    /// | store | the store ([`RedisConfig::namespace`](crate::RedisConfig::namespace), default `trc`; a [`MemoryStore`](crate::MemoryStore) has none: it is the process's) | `trc:` … |
     /// | layer | this method | `trc:cache:` … |
     /// | route | [`RoutePolicy::namespace`](crate::RoutePolicy::namespace), within the layer's | `trc:cache:users:` … |
     /// | request | the [`KeyBuilder`] | `trc:cache:users:GET:example.com/users/1` |
@@ -235,7 +235,7 @@ impl CacheLayer {
     ///
     /// ```
     /// use http::HeaderName;
-    /// use tower_response_cache::policy::targeted::CDN_CACHE_CONTROL;
+    /// use tower_response_cache::policy::CDN_CACHE_CONTROL;
     /// use tower_response_cache::{CacheLayer, MemoryStore};
     ///
     /// // This cache's own field first, then the one for every CDN.
@@ -291,7 +291,7 @@ impl CacheLayer {
     /// Sends neither the status header (`x-cache`) nor `Cache-Status`: the same as
     /// `status_header(None)` and `cache_status_name(None)`. What the cache did is still
     /// counted, and can still be put on the response as a
-    /// [`CacheOutcome`](crate::CacheOutcome) ([`outcome_extension`](Self::outcome_extension)).
+    /// [`CacheOutcome`](crate::outcome::CacheOutcome) ([`outcome_extension`](Self::outcome_extension)).
     pub fn no_status_headers(mut self) -> Self {
         let config = self.config();
         config.status_header = None;
@@ -300,7 +300,7 @@ impl CacheLayer {
     }
 
     /// Whether each response the cache answers (GET and HEAD) carries what the cache did
-    /// as a [`CacheOutcome`](crate::CacheOutcome) extension, for middleware and handlers
+    /// as a [`CacheOutcome`](crate::outcome::CacheOutcome) extension, for middleware and handlers
     /// around the layer to read. It costs a hit an allocation or two (the extension map),
     /// hence off by default. Default: `false`.
     pub fn outcome_extension(mut self, on: bool) -> Self {

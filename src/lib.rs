@@ -2,7 +2,7 @@
 //!
 //! [`CacheLayer`] wraps any `Service<http::Request<B>>` that returns `http::Response`s —
 //! an axum `Router`, a hyper service, a reverse proxy — and answers repeated requests from a
-//! [`Store`] without running the service. It keeps the inner service's error
+//! [`Store`](store::Store) without running the service. It keeps the inner service's error
 //! type, streams bodies, and is `Clone + Send + Sync`.
 //!
 //! ```
@@ -22,10 +22,10 @@
 //! # let _ = (app, stats);
 //! ```
 //!
-//! What it does, in order ([`service`] has the details):
+//! What it does, in order ([`CacheService`] has the details):
 //!
 //! - **Keys** from method class (HEAD shares GET), path and normalized query through a
-//!   [`KeyBuilder`], under a namespace.
+//!   [`KeyBuilder`](key::KeyBuilder), under a namespace.
 //! - **Client control**: `Cache-Control: no-store` bypasses, `no-cache` / `max-age=0` /
 //!   `Pragma: no-cache` revalidate with the origin, `x-cache-bypass` refreshes,
 //!   `only-if-cached` answers 504 on a miss — unless a [`ClientControl`] policy says
@@ -35,7 +35,7 @@
 //! - **Revalidation** (RFC 9111 §4.3): a stale entry with a validator is fetched
 //!   conditionally and a `304` refreshes it without its body; `stale-while-revalidate` and
 //!   `stale-if-error` (RFC 5861); unsafe methods invalidate (§4.4).
-//! - **Safe storing** by default ([`policy::response`]): GET only, cacheable statuses, no
+//! - **Safe storing** by default ([`policy`]): GET only, cacheable statuses, no
 //!   `no-store` / `private` / `no-cache`, no `Vary: *`, no `Set-Cookie`, no `Authorization`
 //!   (RFC 9111 §3.5 aside), bodies up to 1 MiB.
 //! - **TTL** from the handler ([`CacheTtl`]), a `ttl_fn`, the origin's `Cache-Control` /
@@ -47,27 +47,27 @@
 //! - **Invalidation** from application code ([`CacheHandle`]): by URL, key, path prefix or
 //!   tag ([`CacheTags`], `Surrogate-Key`, `Cache-Tag`), hard or soft, complete (every
 //!   variant, no fetch under way writes back).
-//! - **Stats** per layer and per route ([`CacheStats`]).
+//! - **Stats** per layer and per route ([`CacheStats`](stats::CacheStats)).
 //!
 //! A store failure never fails a request: it is counted and the service answers.
 //!
 //! [tower]: https://docs.rs/tower
 
-pub mod body;
+mod body;
 mod coalesce;
 pub mod codec;
 mod config;
-pub mod entry;
+mod entry;
 mod fill;
-pub mod future;
+mod future;
 mod invalidate;
 pub mod key;
-pub mod layer;
+mod layer;
 pub mod observe;
 pub mod outcome;
 pub mod policy;
 mod routes;
-pub mod service;
+mod service;
 pub mod stats;
 pub mod store;
 pub mod value;
@@ -75,19 +75,26 @@ pub mod value;
 #[cfg(feature = "axum")]
 pub mod axum;
 
+// Every public item has one path: the layer and what a user names in the first hour here,
+// the vocabulary of each part of the crate in that part's module.
 pub use body::CacheBody;
+pub use config::{DEFAULT_BYPASS_HEADER, DEFAULT_STATUS_HEADER, WriteMode};
 pub use entry::CachedResponse;
 pub use future::ResponseFuture;
 pub use invalidate::CacheHandle;
-pub use key::{CacheKey, DefaultKeyBuilder, KeyBuilder};
-pub use layer::{CacheLayer, WriteMode};
-pub use outcome::{CacheOutcome, OutcomeStatus};
-pub use policy::{CacheTags, CacheTtl, ClientControl, RoutePolicy, TagLimits, TagSeparator};
+pub use layer::CacheLayer;
+pub use policy::request::ClientControl;
+pub use policy::response::CacheTtl;
+pub use policy::route::RoutePolicy;
+pub use policy::tags::CacheTags;
 pub use service::CacheService;
-pub use stats::{CacheStats, StatsSnapshot};
-pub use store::{MemoryStore, Store, StoreError};
+#[cfg(feature = "memcached")]
+pub use store::memcached::{MemcachedConfig, MemcachedStore};
+pub use store::memory::MemoryStore;
 #[cfg(feature = "redis")]
-pub use store::{RedisConfig, RedisStore, TieredConfig, TieredStore};
+pub use store::redis::{RedisConfig, RedisStore};
+#[cfg(feature = "redis")]
+pub use store::tiered::{TieredConfig, TieredStore};
 
 /// The README's examples, compiled and run as doctests.
 #[cfg(doctest)]
@@ -110,7 +117,7 @@ pub mod __bench {
 
     use http::{HeaderMap, StatusCode};
 
-    use crate::layer::DEFAULT_BYPASS_HEADER;
+    use crate::DEFAULT_BYPASS_HEADER;
     use crate::policy::cache_control::CacheControl;
     use crate::policy::response::{
         RequestFacts, StorageRules, TtlSources, check_storable, initial_age, origin_lifetime,

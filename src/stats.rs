@@ -287,7 +287,7 @@ pub struct PurgeCounts {
     pub entries: u64,
     /// Purges whose store operation failed (each is a store error too).
     pub failed: u64,
-    /// Tags ignored when responses were stored: past a [`TagLimits`](crate::TagLimits)
+    /// Tags ignored when responses were stored: past a [`TagLimits`](crate::policy::TagLimits)
     /// limit, holding a control character, or not UTF-8.
     pub tags_ignored: u64,
 }

@@ -195,7 +195,7 @@ async fn load_a_refresh_flood_makes_one_origin_call_per_key_at_a_time() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn load_a_tag_of_100_000_entries_is_purged_from_the_memory_store() {
     use std::time::Instant;
-    use tower_response_cache::{CachedResponse, Store};
+    use tower_response_cache::{CachedResponse, store::Store};
     let store = MemoryStore::new(512 * 1024 * 1024);
     let cache = CacheLayer::new(store.clone()).namespace("bulk");
     let handle = cache.handle();

@@ -19,11 +19,12 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use client::{Calls, User, alice, fetch};
 use http::{HeaderMap, StatusCode};
-use tower_response_cache::store::{
-    MemcachedConfig, MemcachedStore, PurgeMode, PurgeTarget, StoreErrorKind,
-};
 use tower_response_cache::value::ValueCache;
-use tower_response_cache::{CacheLayer, CachedResponse, Store, WriteMode};
+use tower_response_cache::{CacheLayer, CachedResponse, WriteMode, store::Store};
+use tower_response_cache::{
+    MemcachedConfig, MemcachedStore,
+    store::{PurgeMode, PurgeTarget, StoreErrorKind},
+};
 
 const MINUTE: Duration = Duration::from_secs(60);
 
@@ -748,13 +749,10 @@ impl RedisServer {
         Some(Self { port, child })
     }
 
-    async fn store(&self) -> tower_response_cache::store::RedisStore {
-        tower_response_cache::store::RedisStore::connect_url(&format!(
-            "redis://127.0.0.1:{}",
-            self.port
-        ))
-        .await
-        .unwrap()
+    async fn store(&self) -> tower_response_cache::RedisStore {
+        tower_response_cache::RedisStore::connect_url(&format!("redis://127.0.0.1:{}", self.port))
+            .await
+            .unwrap()
     }
 }
 
@@ -771,8 +769,8 @@ async fn tiered_on(
     memcached: &Memcached,
     redis: &RedisServer,
     version_ttl: Duration,
-) -> tower_response_cache::store::TieredStore {
-    use tower_response_cache::store::{TieredConfig, TieredStore};
+) -> tower_response_cache::TieredStore {
+    use tower_response_cache::{TieredConfig, TieredStore};
     let store = TieredStore::with_channel(
         instance(memcached, version_ttl),
         redis.store().await,
@@ -799,7 +797,7 @@ async fn a_tiered_store_over_memcached_keeps_the_store_contract() {
     };
     let (first, second) = (Memcached::start(&[]), Memcached::start(&[]));
     let tiered = {
-        use tower_response_cache::store::{TieredConfig, TieredStore};
+        use tower_response_cache::{TieredConfig, TieredStore};
         TieredStore::with_channel(
             store_on(&[&first, &second], "contract"),
             redis.store().await,
@@ -838,7 +836,7 @@ async fn a_tiered_store_over_memcached_evicts_l1_copies_on_other_instances() {
         .unwrap();
     // Read from memcached, then from B's memory tier (once A's message about its write
     // has arrived: a read it overtakes is not copied into L1).
-    let in_l1 = async |store: &tower_response_cache::store::TieredStore| {
+    let in_l1 = async |store: &tower_response_cache::TieredStore| {
         let deadline = Instant::now() + Duration::from_secs(5);
         loop {
             assert!(store.get("t:1").await.unwrap().is_some(), "from memcached");

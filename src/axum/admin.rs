@@ -67,7 +67,7 @@ pub struct PurgeFailure {
 /// A router for operators, to mount under a path of your choice: `POST /purge` (a
 /// [`PurgeRequest`] as JSON; answers a [`PurgeReply`], `200`, or `503` when a purge
 /// failed), `POST /clear` (the layer's namespace) and `GET /stats` (the
-/// [`StatsSnapshot`](crate::StatsSnapshot)).
+/// [`StatsSnapshot`](crate::stats::StatsSnapshot)).
 ///
 /// Every request must carry `Authorization: Bearer <token>`; the token is compared in
 /// constant time, and a missing or wrong one gets `401` before anything else is read. A
@@ -175,14 +175,15 @@ async fn purge(
         admin.handle
     };
     let mut reply = PurgeReply::default();
-    let mut note = |kind: &str, value: &str, result: Result<u64, crate::StoreError>| match result {
-        Ok(purged) => reply.purged += purged,
-        Err(error) => reply.failed.push(PurgeFailure {
-            kind: kind.to_owned(),
-            value: value.to_owned(),
-            error: error.to_string(),
-        }),
-    };
+    let mut note =
+        |kind: &str, value: &str, result: Result<u64, crate::store::StoreError>| match result {
+            Ok(purged) => reply.purged += purged,
+            Err(error) => reply.failed.push(PurgeFailure {
+                kind: kind.to_owned(),
+                value: value.to_owned(),
+                error: error.to_string(),
+            }),
+        };
     for url in &request.urls {
         note("url", url, handle.invalidate(url).await);
     }

@@ -32,7 +32,7 @@ use crate::store::{PurgeMode, StoreError, StoreErrorKind};
 ///
 /// ```
 /// # #[tokio::main(flavor = "current_thread")]
-/// # async fn main() -> Result<(), tower_response_cache::StoreError> {
+/// # async fn main() -> Result<(), tower_response_cache::store::StoreError> {
 /// use axum::{extract::{Path, State}, routing::{get, post}, Extension, Router};
 /// use tower_response_cache::{CacheHandle, CacheLayer, CacheTags, MemoryStore};
 ///
@@ -116,7 +116,7 @@ impl CacheHandle {
     /// the namespace of the route it belongs to (route patterns such as `/users/{id}` are
     /// matched as axum matches them).
     ///
-    /// With the [`DefaultKeyBuilder`](crate::DefaultKeyBuilder): a URL with a host purges
+    /// With the [`DefaultKeyBuilder`](crate::key::DefaultKeyBuilder): a URL with a host purges
     /// that host's entries, one without every host's (the default key holds the host);
     /// with headers in the key, every value of them. Both of the latter look through the
     /// layer's keys (a scan on Redis); a URL with its host on a key builder without headers
@@ -141,7 +141,7 @@ impl CacheHandle {
     /// that ends with `/` takes whatever follows. An absolute URL limits it to its host.
     /// Looks through the layer's keys (a scan on Redis), so it costs in proportion to the
     /// store's size: tags are the way to purge often. Needs the
-    /// [`DefaultKeyBuilder`](crate::DefaultKeyBuilder) (other key builders' keys cannot be
+    /// [`DefaultKeyBuilder`](crate::key::DefaultKeyBuilder) (other key builders' keys cannot be
     /// told by path: [`StoreErrorKind::Unsupported`]).
     pub async fn invalidate_prefix(&self, prefix: &str) -> Result<u64, StoreError> {
         let uri = parse(prefix)?;

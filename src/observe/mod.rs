@@ -21,7 +21,7 @@
 //! |---|---|
 //! | `route` | the route label (the axum pattern, the rule, `(other)`) |
 //! | `method` | `GET` or `HEAD` |
-//! | `store` | the store's [`name`](crate::Store::name) (`memory`, `redis`) |
+//! | `store` | the store's [`name`](crate::store::Store::name) (`memory`, `redis`) |
 //! | `key` | the key, hashed (xxh3, 16 hex digits) by default: keys can carry user ids ([`TraceKeys`]) |
 //! | `outcome` | the `x-cache` status, lower case (`hit`, `miss`, `stale`, …) |
 //! | `detail` | the `Cache-Status` detail, when there is one (`stale-if-error`, `private`, …) |
@@ -47,7 +47,6 @@ use std::time::{Duration, Instant};
 
 use http::Method;
 
-pub use crate::store::{FlushListener, FlushReason, RemovalCause, RemovalListener};
 pub use builtin::{HitMissCounts, HitMissRatio, OperationTimes, TimingObserver};
 pub use event::{CacheEvent, EventKind, StaleWindow, StoreOperation, Timings};
 #[cfg(feature = "metrics")]

@@ -18,7 +18,7 @@ use crate::store::{FlushListener, RemovalListener, Store};
 /// response leaves (or on the task that writes the entry, for what became of it); keep them
 /// quick, and hand slow work (I/O, locks held long) to a task or a channel. An observer that
 /// panics is caught: the request goes on, the panic is counted in the stats
-/// ([`StatsSnapshot::observer_panics`](crate::StatsSnapshot::observer_panics)) and logged at
+/// ([`StatsSnapshot::observer_panics`](crate::stats::StatsSnapshot::observer_panics)) and logged at
 /// most every 10 seconds, and the next observers are called all the same. (A build with
 /// `panic = "abort"` cannot catch a panic.)
 ///

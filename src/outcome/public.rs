@@ -16,7 +16,7 @@ use crate::policy::{BypassReason, NotStoredReason};
 /// use axum::{body::Body, routing::get, Router};
 /// use http::Request;
 /// use tower::ServiceExt;
-/// use tower_response_cache::{CacheLayer, CacheOutcome, MemoryStore, OutcomeStatus};
+/// use tower_response_cache::{CacheLayer, MemoryStore, outcome::{CacheOutcome, OutcomeStatus}};
 ///
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() {

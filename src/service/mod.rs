@@ -1,18 +1,4 @@
-//! [`CacheService`]: the request flow.
-//!
-//! 1. Route rule (axum's `MatchedPath`, or the path); a disabled route, or a method other
-//!    than GET and HEAD, passes through untouched.
-//! 2. Request directives under the route's [`ClientControl`](crate::ClientControl).
-//! 3. Key (`namespace:`, the route's own `namespace:` if it has one, the [`KeyBuilder`]'s key).
-//! 4. Lookup: the entry under the key, or, when it is another variant (RFC 9111 §4.1),
-//!    the one in the request's variant slot; a fresh one is a hit. A stale one within its
-//!    `stale-while-revalidate` window answers at once and is revalidated in the background.
-//! 5. Miss, stale entry or refresh: the inner service runs (one request per key at a time,
-//!    the others wait for its response); a stale entry with a validator is revalidated with
-//!    `If-None-Match` / `If-Modified-Since`, and a `304` updates it (§4.3). A storable
-//!    response streams to the client through a [`CacheBody`] that copies it and stores it
-//!    when complete. An origin failure is answered with a stale entry within its
-//!    `stale-if-error` window.
+//! The request flow of [`CacheService`].
 
 mod decide;
 mod fetch;
@@ -72,6 +58,25 @@ use unsafe_method::{Invalidation, invalidates};
 
 /// A [`Service`] that answers from the cache when it can and stores what it may; made by
 /// [`CacheLayer`](crate::CacheLayer).
+///
+/// # The request flow
+///
+/// 1. Route rule (axum's `MatchedPath`, or the path); a disabled route, or a method other
+///    than GET and HEAD, passes through untouched.
+/// 2. Request directives under the route's [`ClientControl`](crate::ClientControl).
+/// 3. Key (`namespace:`, the route's own `namespace:` if it has one, the
+///    [`KeyBuilder`](crate::key::KeyBuilder)'s key).
+/// 4. Lookup: the entry under the key, or, when it is another variant (RFC 9111 §4.1),
+///    the one in the request's variant slot; a fresh one is a hit. A stale one within its
+///    `stale-while-revalidate` window answers at once and is revalidated in the background.
+/// 5. Miss, stale entry or refresh: the inner service runs (one request per key at a time,
+///    the others wait for its response); a stale entry with a validator is revalidated with
+///    `If-None-Match` / `If-Modified-Since`, and a `304` updates it (§4.3). A storable
+///    response streams to the client through a [`CacheBody`](crate::CacheBody) that copies
+///    it and stores it when complete. An origin failure is answered with a stale entry
+///    within its `stale-if-error` window.
+///
+/// [`policy`](crate::policy) has the rules each step applies.
 pub struct CacheService<S> {
     inner: S,
     config: Arc<Config>,

@@ -85,7 +85,7 @@ fn with_host(uri: &Uri, parts: &Parts) -> Uri {
         .unwrap_or_else(|| uri.clone())
 }
 
-fn error_json(error: &crate::StoreError) -> String {
+fn error_json(error: &crate::store::StoreError) -> String {
     serde_json::json!({ "error": error.to_string() }).to_string()
 }
 

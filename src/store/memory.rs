@@ -323,7 +323,7 @@ impl MemoryStore {
     /// use std::time::Duration;
     /// use bytes::Bytes;
     /// use http::{HeaderMap, StatusCode};
-    /// use tower_response_cache::{CachedResponse, MemoryStore, Store};
+    /// use tower_response_cache::{CachedResponse, MemoryStore, store::Store};
     ///
     /// let store = MemoryStore::new(1 << 20);
     /// let entry = CachedResponse::new(StatusCode::OK, HeaderMap::new(), Bytes::from("hi"));

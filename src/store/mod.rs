@@ -12,13 +12,13 @@
 #[cfg(any(feature = "redis", feature = "memcached"))]
 mod breaker;
 #[cfg(feature = "memcached")]
-mod memcached;
-mod memory;
+pub(crate) mod memcached;
+pub(crate) mod memory;
 mod purge;
 #[cfg(feature = "redis")]
-mod redis;
+pub(crate) mod redis;
 #[cfg(feature = "redis")]
-mod tiered;
+pub(crate) mod tiered;
 
 use std::borrow::Cow;
 use std::fmt;
@@ -27,14 +27,17 @@ use std::pin::Pin;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-#[cfg(feature = "memcached")]
-pub use memcached::{MemcachedConfig, MemcachedStore};
-pub use memory::{MemoryStore, Removals};
+pub use memory::Removals;
 pub use purge::{KeyFilter, PurgeMode, PurgeTarget, softened};
 #[cfg(feature = "redis")]
-pub use redis::{CircuitStats, RedisConfig, RedisStore};
+pub use redis::CircuitStats;
 #[cfg(feature = "redis")]
-pub use tiered::{ChannelMode, TieredConfig, TieredStore};
+pub use tiered::ChannelMode;
+
+// The stores are at the crate root; named here for the crate's own paths.
+pub(crate) use memory::MemoryStore;
+#[cfg(feature = "redis")]
+pub(crate) use redis::RedisStore;
 
 use crate::entry::CachedResponse;
 

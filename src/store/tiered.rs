@@ -79,7 +79,7 @@ impl Default for TieredConfig {
 
 /// A per-instance [`MemoryStore`] (L1) in front of a shared store (L2: a [`RedisStore`],
 /// or with [`with_channel`](Self::with_channel) another, such as a
-/// [`MemcachedStore`](super::MemcachedStore), with the channel on a Redis), coherent
+/// [`MemcachedStore`](crate::MemcachedStore), with the channel on a Redis), coherent
 /// across every instance that shares the L2 and its namespace.
 ///
 /// - An L1 hit is answered in place, as a memory hit: no network, no decoding.
@@ -102,10 +102,10 @@ impl Default for TieredConfig {
 /// `redis` feature.
 ///
 /// ```no_run
-/// use tower_response_cache::store::{RedisStore, TieredConfig, TieredStore};
+/// use tower_response_cache::{RedisStore, TieredConfig, TieredStore};
 /// use tower_response_cache::CacheLayer;
 ///
-/// # async fn run() -> Result<(), tower_response_cache::StoreError> {
+/// # async fn run() -> Result<(), tower_response_cache::store::StoreError> {
 /// let redis = RedisStore::connect_url("redis://127.0.0.1:6379").await?;
 /// let store = TieredStore::connect(redis, TieredConfig::default()).await?;
 /// let cache = CacheLayer::new(store);
@@ -460,7 +460,7 @@ impl TieredStore {
     }
 
     /// An L1 in front of another shared store — a
-    /// [`MemcachedStore`](super::MemcachedStore), which has no channel of its own — kept
+    /// [`MemcachedStore`](crate::MemcachedStore), which has no channel of its own — kept
     /// coherent through a channel on `channel`'s Redis, named after its namespace (give
     /// every instance that shares `l2` the same). Everything else is as
     /// [`connect`](Self::connect): entries, purges, fill locks and the purge log are
@@ -469,10 +469,8 @@ impl TieredStore {
     ///
     /// ```no_run
     /// # #[cfg(feature = "memcached")]
-    /// # async fn run() -> Result<(), tower_response_cache::StoreError> {
-    /// use tower_response_cache::store::{
-    ///     MemcachedConfig, MemcachedStore, RedisStore, TieredConfig, TieredStore,
-    /// };
+    /// # async fn run() -> Result<(), tower_response_cache::store::StoreError> {
+    /// use tower_response_cache::{MemcachedConfig, MemcachedStore, RedisStore, TieredConfig, TieredStore};
     ///
     /// let memcached = MemcachedStore::new(MemcachedConfig::new(["127.0.0.1:11211"]))?;
     /// let channel = RedisStore::connect_url("redis://127.0.0.1:6379").await?;

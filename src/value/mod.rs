@@ -4,7 +4,7 @@
 //!
 //! A [`ValueCache`] keeps its values under its own namespace (`values:` by default) of any
 //! [`Store`]: memory, Redis, tiered. Each value is serialized ([`Json`] by default,
-//! [`MessagePack`](serializer::MessagePack) with the `msgpack` feature, or a [`Serializer`]
+//! [`MessagePack`] with the `msgpack` feature, or a [`Serializer`]
 //! of your own) and stored with its format, its TTL and its tags. A stored value that does
 //! not decode as the type asked for is a miss (counted), never a panic.
 //!
@@ -28,7 +28,7 @@
 //! ```
 
 mod key;
-pub mod serializer;
+mod serializer;
 
 use std::fmt;
 use std::future::Future;
@@ -50,6 +50,8 @@ use crate::store::{PurgeMode, PurgeTarget};
 use crate::store::{Store, StoreError, StoreErrorKind};
 
 pub use key::ValueKey;
+#[cfg(feature = "msgpack")]
+pub use serializer::MessagePack;
 pub use serializer::{Json, Serializer};
 
 /// The header that marks an entry as a value, not a response: `ok` for a value, `error`
@@ -311,7 +313,7 @@ impl<S: Serializer> ValueCache<S> {
     /// length, the crate's hashed form (the key's first bytes, `#` and a hash of it), as
     /// response keys are.
     pub fn store_key(&self, key: impl AsRef<str>) -> String {
-        crate::CacheKey::new(key.as_ref())
+        crate::key::CacheKey::new(key.as_ref())
             .namespaced(&self.inner.namespace, None, self.inner.max_key_len)
             .into_string()
     }

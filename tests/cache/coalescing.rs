@@ -269,7 +269,7 @@ mod split_lock {
     use std::time::Duration;
 
     use tower_response_cache::store::{FillLock, Lookup, StoreFuture};
-    use tower_response_cache::{CachedResponse, Store};
+    use tower_response_cache::{CachedResponse, store::Store};
 
     impl Store for super::SplitLock {
         fn get<'a>(&'a self, key: &'a str) -> StoreFuture<'a, Option<Arc<CachedResponse>>> {

@@ -8,7 +8,7 @@ use std::future::Future;
 use axum::Router;
 use axum::extract::State;
 use axum::routing::get;
-use tower_response_cache::{CacheLayer, MemoryStore, Store, WriteMode};
+use tower_response_cache::{CacheLayer, MemoryStore, WriteMode, store::Store};
 
 use crate::harness::{Calls, fetch, get_with, snapshot};
 

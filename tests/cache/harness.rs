@@ -1,4 +1,6 @@
-use tower_response_cache::{CacheLayer, MemoryStore, StatsSnapshot, Store, WriteMode};
+use tower_response_cache::{
+    CacheLayer, MemoryStore, WriteMode, stats::StatsSnapshot, store::Store,
+};
 
 pub(crate) use crate::client::{Calls, Reply, fetch, get_with, post, send};
 

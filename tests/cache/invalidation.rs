@@ -8,7 +8,7 @@ use axum::extract::{Path, State};
 use axum::routing::get;
 use axum::{Extension, Router};
 use http::header;
-use tower_response_cache::{CacheKey, CacheLayer, CacheTags, MemoryStore, TagLimits};
+use tower_response_cache::{CacheLayer, CacheTags, MemoryStore, key::CacheKey, policy::TagLimits};
 
 use crate::harness::{Calls, fetch, get_with, layer, snapshot};
 

@@ -7,7 +7,7 @@ use axum::extract::State;
 use axum::routing::get;
 use http::request::Parts;
 use tower_response_cache::key::DefaultKeyBuilder;
-use tower_response_cache::{CacheKey, RoutePolicy};
+use tower_response_cache::{RoutePolicy, key::CacheKey};
 
 use crate::harness::{Calls, entry_count, fetch, get_with, layer, snapshot, stored};
 

@@ -10,7 +10,7 @@ use axum::{Extension, Router};
 use http::Request;
 use http_body_util::BodyExt;
 use tower::ServiceExt;
-use tower_response_cache::{CacheTtl, RoutePolicy, Store};
+use tower_response_cache::{CacheTtl, RoutePolicy, store::Store};
 
 use crate::harness::{self, Calls, fetch, get_with, layer, snapshot, stored};
 

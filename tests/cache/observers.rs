@@ -243,7 +243,9 @@ async fn observers_see_each_path_s_events_in_order() {
     assert_eq!(stats.observer_panics, 0);
 }
 
-fn snapshot_of(handle: &tower_response_cache::CacheHandle) -> tower_response_cache::StatsSnapshot {
+fn snapshot_of(
+    handle: &tower_response_cache::CacheHandle,
+) -> tower_response_cache::stats::StatsSnapshot {
     handle.stats().snapshot()
 }
 
@@ -396,7 +398,7 @@ async fn the_built_in_ratio_and_timing_observers_add_up() {
     assert_eq!(timings.snapshot().len(), 4);
 }
 
-fn snapshot_stats_ratio(stats: &tower_response_cache::CacheStats) -> f64 {
+fn snapshot_stats_ratio(stats: &tower_response_cache::stats::CacheStats) -> f64 {
     stats.snapshot().hit_ratio()
 }
 
@@ -435,7 +437,9 @@ async fn an_observer_of_a_dropped_layer_is_not_told_any_more() {
     fetch(&app, "/page").await;
     assert_eq!(log.take().len(), 2);
     drop(app);
-    tower_response_cache::Store::clear(&store).await.unwrap();
+    tower_response_cache::store::Store::clear(&store)
+        .await
+        .unwrap();
     store.run_pending_tasks();
     assert_eq!(store.removals().removed, 1);
     assert_eq!(log.take(), Vec::<String>::new());

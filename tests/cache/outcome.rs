@@ -11,7 +11,10 @@ use http::Request;
 use tower::ServiceExt;
 use tower_response_cache::outcome::{Detail, Forward};
 use tower_response_cache::policy::NotStoredReason;
-use tower_response_cache::{CacheLayer, CacheOutcome, OutcomeStatus};
+use tower_response_cache::{
+    CacheLayer,
+    outcome::{CacheOutcome, OutcomeStatus},
+};
 
 use crate::harness::{Calls, fetch, layer, snapshot};
 

@@ -15,7 +15,7 @@ use http_body::Frame;
 use http_body_util::{BodyExt, Empty, StreamBody};
 use hyper_util::rt::TokioIo;
 use hyper_util::service::TowerToHyperService;
-use tower_response_cache::{CacheLayer, MemoryStore, Store, WriteMode};
+use tower_response_cache::{CacheLayer, MemoryStore, WriteMode, store::Store};
 
 use crate::harness::Reply;
 

@@ -14,7 +14,7 @@ use axum::routing::get;
 use http::{HeaderMap, StatusCode};
 
 use crate::harness::{fetch, get_with, layer, snapshot};
-use tower_response_cache::{CacheLayer, MemoryStore, Store};
+use tower_response_cache::{CacheLayer, MemoryStore, store::Store};
 
 /// An origin whose representation is `body` with `etag` / `last_modified`; it answers a
 /// matching `If-None-Match` (or, without one, a matching `If-Modified-Since`) with a 304.

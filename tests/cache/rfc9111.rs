@@ -8,7 +8,7 @@ use axum::routing::get;
 use http::{Method, Request, StatusCode};
 
 use crate::harness::{self, Calls, Reply, layer, send};
-use tower_response_cache::Store;
+use tower_response_cache::store::Store;
 
 fn app(calls: &Calls) -> Router {
     let page = |State(calls): State<Calls>| async move {
@@ -844,7 +844,7 @@ fn targeted_app(calls: &Calls, strip: bool) -> (Router, tower_response_cache::Me
     let (cache, store) = layer();
     let cache = cache
         .no_default_ttl()
-        .targeted_cache_control([tower_response_cache::policy::targeted::CDN_CACHE_CONTROL])
+        .targeted_cache_control([tower_response_cache::policy::CDN_CACHE_CONTROL])
         .strip_targeted_cache_control(strip);
     let app = Router::new()
         .route(

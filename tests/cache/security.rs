@@ -8,7 +8,7 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use http::{HeaderMap, HeaderName, header};
 use tower_response_cache::policy::RequestCookies;
-use tower_response_cache::{CacheLayer, DefaultKeyBuilder, RoutePolicy, Store};
+use tower_response_cache::{CacheLayer, RoutePolicy, key::DefaultKeyBuilder, store::Store};
 
 use crate::harness::{Calls, entry_count, get_with, layer, snapshot};
 

@@ -10,7 +10,8 @@ use http_body_util::{BodyExt, Full};
 use tower::{Service, ServiceBuilder, ServiceExt};
 use tower_response_cache::store::{StoreErrorKind, StoreFuture};
 use tower_response_cache::{
-    CacheLayer, CacheService, CachedResponse, MemoryStore, Store, StoreError, WriteMode,
+    CacheLayer, CacheService, CachedResponse, MemoryStore, WriteMode,
+    store::{Store, StoreError},
 };
 
 use crate::harness::Calls;

@@ -16,7 +16,7 @@ use http_body::{Body, Frame};
 use http_body_util::BodyExt;
 use tokio::sync::mpsc;
 use tower::{Service, ServiceBuilder, ServiceExt};
-use tower_response_cache::{CacheBody, CacheLayer, MemoryStore, Store};
+use tower_response_cache::{CacheBody, CacheLayer, MemoryStore, store::Store};
 
 use crate::harness::{Calls, entry_count, fetch, layer, snapshot, stored};
 

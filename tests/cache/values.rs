@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use tower_response_cache::value::{ValueCache, ValueError, ValueKey};
-use tower_response_cache::{MemoryStore, Store};
+use tower_response_cache::{MemoryStore, store::Store};
 
 use crate::client::{User, alice};
 use crate::harness::{fetch, layer};
@@ -407,7 +407,7 @@ async fn a_layers_tag_purge_drops_its_pages_and_its_values() {
 #[cfg(feature = "msgpack")]
 #[tokio::test]
 async fn messagepack_values_round_trip_and_json_ones_are_not_theirs() {
-    use tower_response_cache::value::serializer::MessagePack;
+    use tower_response_cache::value::MessagePack;
     let store = MemoryStore::new(16 << 20);
     let json = ValueCache::new(store.clone());
     let packed = ValueCache::new(store.clone()).serializer(MessagePack);

@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime};
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, StatusCode};
 use tower_response_cache::store::{PurgeMode, PurgeTarget, StoreErrorKind};
-use tower_response_cache::{CachedResponse, Store};
+use tower_response_cache::{CachedResponse, store::Store};
 
 /// The optional operations a store has.
 #[derive(Clone, Copy, Debug, Default)]

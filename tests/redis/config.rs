@@ -2,8 +2,8 @@
 
 use std::time::Duration;
 
-use tower_response_cache::store::RedisConfig;
-use tower_response_cache::{RedisStore, Store};
+use tower_response_cache::RedisConfig;
+use tower_response_cache::{RedisStore, store::Store};
 
 use crate::servers::{self, RedisServer};
 use crate::{Calls, app, fetch};

@@ -4,8 +4,8 @@
 use std::net::TcpListener;
 use std::time::{Duration, Instant};
 
+use tower_response_cache::RedisConfig;
 use tower_response_cache::RedisStore;
-use tower_response_cache::store::RedisConfig;
 
 use crate::servers::{self, RedisServer};
 use crate::{Calls, Topology, app, fetch};

@@ -11,7 +11,7 @@ use bytes::Bytes;
 use fred::interfaces::{KeysInterface, SortedSetsInterface};
 use http::{HeaderMap, StatusCode};
 use tower_response_cache::store::{PurgeMode, PurgeTarget};
-use tower_response_cache::{CacheLayer, CachedResponse, RedisStore, Store, WriteMode};
+use tower_response_cache::{CacheLayer, CachedResponse, RedisStore, WriteMode, store::Store};
 
 use crate::{Calls, Topology, fetch, on_both_topologies, store};
 
@@ -109,7 +109,7 @@ async fn url_and_prefix_purges_take_their_keys_on_every_slot(topology: &mut Topo
     assert_eq!(handle.invalidate("/t/g%5Bb%5D/1").await.unwrap(), 1);
     assert!(store.get("app:GET:/t/gXb/1").await.unwrap().is_some());
     // By key, as the key builder gives it.
-    let key = tower_response_cache::CacheKey::new("GET:/t/gXb/1");
+    let key = tower_response_cache::key::CacheKey::new("GET:/t/gXb/1");
     assert_eq!(handle.invalidate_key(&key).await.unwrap(), 1);
     assert!(store.get("app:GET:/t/gXb/1").await.unwrap().is_none());
     // Soft, by prefix: stale, not gone.
@@ -248,11 +248,11 @@ async fn a_fetch_under_way_on_one_instance_during_a_purge_on_another_stores_noth
     let url = topology.url();
     for purge_log in [true, false] {
         let namespace = format!("inflight-{purge_log}");
-        let config = |namespace: &str| tower_response_cache::store::RedisConfig {
+        let config = |namespace: &str| tower_response_cache::RedisConfig {
             namespace: namespace.to_owned(),
             command_timeout: Duration::from_secs(2),
             purge_log,
-            ..tower_response_cache::store::RedisConfig::from_url(&url).unwrap()
+            ..tower_response_cache::RedisConfig::from_url(&url).unwrap()
         };
         let store_a = RedisStore::connect(config(&namespace)).await.unwrap();
         let store_b = RedisStore::connect(config(&namespace)).await.unwrap();

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use axum::Router;
 use tower_response_cache::RedisStore;
-use tower_response_cache::store::{CircuitStats, RedisConfig};
+use tower_response_cache::{RedisConfig, store::CircuitStats};
 
 use crate::proxy::{Fault, Proxy};
 use crate::servers::{Cluster, RedisServer};

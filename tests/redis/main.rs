@@ -29,8 +29,8 @@ use axum::extract::State;
 use axum::routing::get;
 pub(crate) use client::{Calls, fetch};
 use servers::{Cluster, RedisServer};
-use tower_response_cache::store::{RedisConfig, RedisStore};
 use tower_response_cache::{CacheLayer, WriteMode};
+use tower_response_cache::{RedisConfig, RedisStore};
 
 /// Where the tests' Redis runs.
 pub(crate) enum Topology {

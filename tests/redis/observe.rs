@@ -8,9 +8,9 @@ use std::time::{Duration, Instant};
 use axum::Router;
 use axum::extract::State;
 use axum::routing::get;
+use tower_response_cache::RedisConfig;
 use tower_response_cache::observe::{CacheEvent, EventKind, StoreOperation};
-use tower_response_cache::store::RedisConfig;
-use tower_response_cache::{CacheLayer, RedisStore, Store, WriteMode};
+use tower_response_cache::{CacheLayer, RedisStore, WriteMode, store::Store};
 
 use crate::servers::RedisServer;
 use crate::{Calls, fetch};

@@ -11,8 +11,11 @@ use bytes::Bytes;
 use fred::interfaces::{ClientLike, SortedSetsInterface};
 use futures_util::StreamExt;
 use http::{HeaderMap, StatusCode};
-use tower_response_cache::store::{PurgeMode, PurgeTarget, RedisConfig};
-use tower_response_cache::{CachedResponse, RedisStore, Store};
+use tower_response_cache::{CachedResponse, RedisStore, store::Store};
+use tower_response_cache::{
+    RedisConfig,
+    store::{PurgeMode, PurgeTarget},
+};
 
 use crate::servers::{Cluster, RedisServer};
 

@@ -10,7 +10,7 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use fred::interfaces::KeysInterface;
 use http::{HeaderMap, StatusCode};
-use tower_response_cache::{CacheLayer, CachedResponse, Store, WriteMode};
+use tower_response_cache::{CacheLayer, CachedResponse, WriteMode, store::Store};
 
 use crate::client::{get_with, post};
 use crate::{Calls, Topology, on_both_topologies, store};

@@ -4,7 +4,7 @@
 use axum::Router;
 use axum::routing::get;
 use http::header;
-use tower_response_cache::{CacheLayer, DefaultKeyBuilder, WriteMode};
+use tower_response_cache::{CacheLayer, WriteMode, key::DefaultKeyBuilder};
 
 use crate::client::{Calls, get_with};
 use crate::{Topology, store};

@@ -6,9 +6,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use fred::interfaces::KeysInterface;
 use http::{HeaderMap, HeaderValue, StatusCode};
+use tower_response_cache::RedisConfig;
 use tower_response_cache::codec::{BinaryCodec, Codec, JsonCodec};
-use tower_response_cache::store::RedisConfig;
-use tower_response_cache::{CachedResponse, RedisStore, Store};
+use tower_response_cache::{CachedResponse, RedisStore, store::Store};
 
 use crate::{Calls, Topology, app, fetch, on_both_topologies, slow_app, store};
 

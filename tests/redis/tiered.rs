@@ -10,10 +10,13 @@ use std::time::{Duration, Instant};
 use axum::Router;
 use axum::extract::{Path, State};
 use axum::routing::get;
-use tower_response_cache::observe::{CacheEvent, EventKind, FlushReason};
 use tower_response_cache::store::ChannelMode;
 use tower_response_cache::{
-    CacheHandle, CacheLayer, CacheStats, TieredConfig, TieredStore, WriteMode,
+    CacheHandle, CacheLayer, TieredConfig, TieredStore, WriteMode, stats::CacheStats,
+};
+use tower_response_cache::{
+    observe::{CacheEvent, EventKind},
+    store::FlushReason,
 };
 
 use crate::servers::Cluster;
@@ -238,7 +241,7 @@ async fn a_purge_or_overwrite_on_one_instance_evicts_every_other_l1_copy(topolog
     fetch(&nodes[1].app, "/p/h").await;
     fetch(&nodes[1].app, "/p/h").await;
     assert!(in_l1(&nodes[1], "h"));
-    tower_response_cache::Store::clear(&nodes[0].store)
+    tower_response_cache::store::Store::clear(&nodes[0].store)
         .await
         .unwrap();
     for node in &nodes[1..] {

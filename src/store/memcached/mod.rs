@@ -117,9 +117,9 @@ impl fmt::Debug for MemcachedConfig {
 ///
 /// ```no_run
 /// use tower_response_cache::CacheLayer;
-/// use tower_response_cache::store::{MemcachedConfig, MemcachedStore};
+/// use tower_response_cache::{MemcachedConfig, MemcachedStore};
 ///
-/// # fn run() -> Result<(), tower_response_cache::StoreError> {
+/// # fn run() -> Result<(), tower_response_cache::store::StoreError> {
 /// let store = MemcachedStore::new(MemcachedConfig::new(["127.0.0.1:11211"]))?;
 /// let cache = CacheLayer::new(store);
 /// # Ok(()) }

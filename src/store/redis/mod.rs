@@ -35,7 +35,7 @@ use crate::entry::CachedResponse;
 /// ```
 /// use std::time::Duration;
 /// use tower_response_cache::codec::JsonCodec;
-/// use tower_response_cache::store::RedisConfig;
+/// use tower_response_cache::RedisConfig;
 ///
 /// let config = RedisConfig {
 ///     namespace: "shop".into(),
@@ -269,9 +269,9 @@ pub struct CircuitStats {
 ///   [`StoreErrorKind::Decode`] error (a miss, and the next store overwrites it).
 ///
 /// ```no_run
-/// use tower_response_cache::{CacheLayer, store::RedisStore};
+/// use tower_response_cache::{CacheLayer, RedisStore};
 ///
-/// # async fn run() -> Result<(), tower_response_cache::StoreError> {
+/// # async fn run() -> Result<(), tower_response_cache::store::StoreError> {
 /// let store = RedisStore::connect_url("redis://127.0.0.1:6379").await?;
 /// let layer = CacheLayer::new(store);
 /// # Ok(()) }
