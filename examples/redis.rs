@@ -7,6 +7,12 @@
 //! curl -i localhost:3001/users/42     # HIT on the second: it never ran its handler
 //! ```
 //!
+//! The host is part of every key (a page built for one `Host` is never served for
+//! another), and `localhost:3000` and `localhost:3001` are two hosts. Behind a load
+//! balancer every instance sees the one public name; here, each keys its entries under
+//! `PUBLIC_HOST` (default `localhost`) whatever host a request names
+//! ([`DefaultKeyBuilder::public_host`]), so the two instances share them as they would there.
+//!
 //! `REDIS_URL` also takes `redis-cluster://host:port?node=host:port…` and
 //! `redis-sentinel://host:port/db?sentinelServiceName=name`. If Redis goes away, requests
 //! keep being served by the handlers (and counted as store errors in `/stats`).
@@ -18,6 +24,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::extract::{Path, State};
 use axum::routing::get;
+use tower_response_cache::key::DefaultKeyBuilder;
 use tower_response_cache::{CacheLayer, RedisConfig, RedisStore, RoutePolicy};
 
 #[tokio::main]
@@ -28,8 +35,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         ..RedisConfig::from_url(&url)?
     };
     let store = RedisStore::connect(config).await?;
+    let public_host = std::env::var("PUBLIC_HOST").unwrap_or_else(|_| "localhost".to_owned());
     let cache = CacheLayer::new(store)
         .namespace("app")
+        .key_builder(DefaultKeyBuilder::new().public_host(public_host.parse()?))
         .default_ttl(Duration::from_secs(60))
         .route(
             "/users/{id}",

@@ -20,6 +20,11 @@ pin_project! {
     ///
     /// On a hit it yields the stored bytes (a reference-counted `Bytes`, not a copy); on a
     /// miss it streams the inner service's body frame by frame as it is produced.
+    ///
+    /// On a storable miss it also keeps a copy, capped at
+    /// [`max_body_size`](crate::CacheLayer::max_body_size), which is stored once the body
+    /// has completed; nothing is stored on a body error, a client disconnect, trailers or
+    /// a body past the cap.
     pub struct CacheBody<B: Body> {
         #[pin]
         kind: Kind<B>,

@@ -40,6 +40,12 @@ pub const DEFAULT_BYPASS_HEADER: HeaderName = HeaderName::from_static("x-cache-b
 pub const DEFAULT_STATUS_HEADER: HeaderName = HeaderName::from_static("x-cache");
 
 /// When a response is written to the store.
+///
+/// Whatever the mode, reads follow writes: the request after a delivered response is a hit
+/// (on a background write, a request that arrives while the write is under way is answered
+/// with the entry all the same), and no request gets an older response once a newer one
+/// was delivered — an older write never replaces a newer entry
+/// ([`Store::put_newer`](crate::store::Store::put_newer)).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum WriteMode {

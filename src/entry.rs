@@ -10,7 +10,7 @@ use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 /// A [`CachedResponse`] is what a [`Store`](crate::store::Store) keeps: status, the headers
 /// that may be replayed, the whole body as [`Bytes`], and the timing the cache needs to
 /// compute `Age` and freshness on every hit. Stores that keep entries in process (such as
-/// [`MemoryStore`](crate::store::MemoryStore)) hold them behind an [`Arc`](std::sync::Arc) so
+/// [`MemoryStore`](crate::MemoryStore)) hold them behind an [`Arc`](std::sync::Arc) so
 /// that a hit clones a pointer, never the body; stores that serialize them use a
 /// [`Codec`](crate::codec::Codec).
 ///

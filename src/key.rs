@@ -311,7 +311,7 @@ pub enum QueryMode {
 #[derive(Clone, Debug)]
 pub struct DefaultKeyBuilder {
     query: QueryMode,
-    host: bool,
+    host: HostInKey,
     dropped: Arc<[DroppedParam]>,
     headers: Arc<[KeyedHeader]>,
 }
@@ -320,11 +320,22 @@ impl Default for DefaultKeyBuilder {
     fn default() -> Self {
         Self {
             query: QueryMode::default(),
-            host: true,
+            host: HostInKey::Request,
             dropped: Arc::from([]),
             headers: Arc::from([]),
         }
     }
+}
+
+/// Which host a key holds.
+#[derive(Clone, Debug)]
+enum HostInKey {
+    /// The request's own.
+    Request,
+    /// None.
+    Ignored,
+    /// This one, as keys hold it, whatever the request's.
+    Public(Arc<str>),
 }
 
 /// A request header in the key, and whether its value is hashed.
@@ -404,7 +415,38 @@ impl DefaultKeyBuilder {
     /// key.
     #[must_use]
     pub fn ignore_host(mut self) -> Self {
-        self.host = false;
+        self.host = HostInKey::Ignored;
+        self
+    }
+
+    /// Keys every request under `host`, the name clients reach the service by, whatever
+    /// host the request names: for instances that answer one public name but are also
+    /// reached by others (`localhost:3000` and `localhost:3001` on a developer's machine,
+    /// a pod's address from inside the cluster, a load balancer's health checks), so that
+    /// they all share the public name's entries. Keys read as the public URL
+    /// (`GET:shop.example/users/42`), and a purge by URL finds them whatever host it names.
+    ///
+    /// The request's `Host` then changes no key, so, as with
+    /// [`ignore_host`](Self::ignore_host), responses must not depend on it (see [the
+    /// module docs](self#what-the-key-must-hold)); behind a proxy that sets `Host` itself,
+    /// they do not. The host is taken as [the module docs](self#the-host) describe (lower
+    /// case; a port stays as given). Default: the request's own host.
+    ///
+    /// ```
+    /// use http::Request;
+    /// use tower_response_cache::key::{DefaultKeyBuilder, KeyBuilder};
+    ///
+    /// let builder = DefaultKeyBuilder::new().public_host("Shop.example".parse().unwrap());
+    /// for host in ["localhost:3000", "localhost:3001", "10.0.0.7:8080"] {
+    ///     let (parts, ()) = Request::get("/users/42").header("host", host).body(()).unwrap().into_parts();
+    ///     assert_eq!(builder.build_key(&parts).unwrap().as_str(), "GET:shop.example/users/42");
+    /// }
+    /// ```
+    #[must_use]
+    pub fn public_host(mut self, host: Authority) -> Self {
+        let mut keyed = String::with_capacity(host.as_str().len());
+        RequestHost::from_authority(&host, None).push_to(&mut keyed);
+        self.host = HostInKey::Public(keyed.into());
         self
     }
 
@@ -647,9 +689,9 @@ fn default_port(scheme: Option<&Scheme>) -> Option<u16> {
 }
 
 impl DefaultKeyBuilder {
-    /// Whether keys hold the host.
-    pub(crate) fn keys_host(&self) -> bool {
-        self.host
+    /// Whether keys hold the request's host (and so differ by it).
+    pub(crate) fn keys_request_host(&self) -> bool {
+        matches!(self.host, HostInKey::Request)
     }
 
     /// Whether keys hold request headers.
@@ -671,14 +713,23 @@ impl KeyBuilder for DefaultKeyBuilder {
         let mut out = String::with_capacity(method.len() + path.len() + query.len() + 80);
         out.push_str(method);
         out.push(':');
-        if self.host {
-            if let Some(host) = RequestHost::of(parts)? {
-                // The host ends where the path begins: a path must start with `/`.
+        match &self.host {
+            HostInKey::Request => {
+                if let Some(host) = RequestHost::of(parts)? {
+                    // The host ends where the path begins: a path must start with `/`.
+                    if !path.starts_with('/') {
+                        return None;
+                    }
+                    host.push_to(&mut out);
+                }
+            }
+            HostInKey::Public(host) => {
                 if !path.starts_with('/') {
                     return None;
                 }
-                host.push_to(&mut out);
+                out.push_str(host);
             }
+            HostInKey::Ignored => {}
         }
         out.push_str(&normalize_component(path));
         if self.query != QueryMode::Ignore {

@@ -551,6 +551,29 @@ impl CacheLayer {
     /// the first request fetches, the others wait for its complete response. Default: on.
     ///
     /// Waiting uses Tokio's timer (a runtime with `enable_time`, as `#[tokio::main]` has).
+    ///
+    /// # Coalescing
+    ///
+    /// Concurrent misses of one key make one call to your service: the first request
+    /// fetches, the others wait (at most [`coalesce_timeout`](Self::coalesce_timeout), 5 s
+    /// by default, as nginx's `proxy_cache_lock`) and are answered with its complete
+    /// response (`x-cache: HIT`, `Cache-Status: …; fwd=miss; collapsed`). Refreshes
+    /// (`no-cache`, the bypass header) are coalesced too, so a flood of them makes one
+    /// origin call at a time. A response that cannot be stored sends the waiters to the
+    /// service themselves, and for [`hit_for_miss`](Self::hit_for_miss) (10 s) the key's
+    /// requests are not queued behind each other (Varnish's hit-for-miss). A waiter never
+    /// sees a partial body: if the fetching client goes away mid-body, the waiters elect a
+    /// new leader.
+    ///
+    /// On a [`RedisStore`](crate::RedisStore) the instances coordinate too: the first to
+    /// miss takes a short lock (`SET {<key>}#lock <token> NX PX`, in the entry's hash slot),
+    /// the others wait for the entry to appear in Redis. The lookup takes the lock along, in
+    /// one script, so a miss reaches your service after one round trip, as it would without
+    /// the lock. A request that took the lock and then waits for another request's fetch in
+    /// its own process hands the lock to that fetch. Without Redis the coalescing stays
+    /// within each process; it never turns into errors.
+    /// [`RedisConfig { fill_locks: false, .. }`](crate::RedisConfig::fill_locks) keeps
+    /// coalescing within each process only, and `coalesce(false)` turns it off.
     pub fn coalesce(mut self, on: bool) -> Self {
         self.config().coalescing.on = on;
         self

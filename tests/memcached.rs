@@ -10,6 +10,8 @@ mod client;
 #[allow(dead_code)]
 #[path = "common/contract.rs"]
 mod contract;
+#[path = "common/memcached_server.rs"]
+mod memcached_server;
 
 use std::net::{TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
@@ -19,6 +21,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use client::{Calls, User, alice, fetch};
 use http::{HeaderMap, StatusCode};
+use memcached_server::{Memcached, available};
 use tower_response_cache::value::ValueCache;
 use tower_response_cache::{CacheLayer, CachedResponse, WriteMode, store::Store};
 use tower_response_cache::{
@@ -27,107 +30,6 @@ use tower_response_cache::{
 };
 
 const MINUTE: Duration = Duration::from_secs(60);
-
-/// Whether the tests can run here; panics under `CI=true` when they cannot.
-fn available() -> bool {
-    let found = Command::new("memcached")
-        .arg("--version")
-        .stdout(Stdio::null())
-        .status()
-        .is_ok_and(|status| status.success());
-    if !found {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "memcached is not installed, and CI=true makes that a failure (scripts/test.sh installs it)"
-        );
-        eprintln!("skipped: memcached is not installed (scripts/test.sh installs it)");
-    }
-    found
-}
-
-/// Whether this process runs as root (`id -u` is 0).
-fn is_root() -> bool {
-    Command::new("id")
-        .arg("-u")
-        .output()
-        .is_ok_and(|output| output.stdout.trim_ascii() == b"0")
-}
-
-/// One `memcached` process on a free loopback port; killed on drop.
-struct Memcached {
-    port: u16,
-    child: Option<Child>,
-    args: Vec<String>,
-}
-
-impl Memcached {
-    /// A server with extra arguments (`-I 64k`: the item size).
-    fn start(extra: &[&str]) -> Self {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|listener| listener.local_addr())
-            .map(|addr| addr.port())
-            .unwrap();
-        let mut args: Vec<String> = [
-            "-l",
-            "127.0.0.1",
-            "-p",
-            &port.to_string(),
-            "-U",
-            "0",
-            "-m",
-            "64",
-        ]
-        .iter()
-        .map(|arg| (*arg).to_owned())
-        .collect();
-        // memcached refuses to run as root unless told whom to run as.
-        if std::env::var("USER").as_deref() == Ok("root") || is_root() {
-            args.extend(["-u".to_owned(), "root".to_owned()]);
-        }
-        args.extend(extra.iter().map(|arg| (*arg).to_owned()));
-        let mut server = Self {
-            port,
-            child: None,
-            args,
-        };
-        server.restart();
-        server
-    }
-
-    fn address(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
-    }
-
-    fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-
-    /// Starts the process again on its port (empty), and waits until it accepts.
-    fn restart(&mut self) {
-        self.kill();
-        let child = Command::new("memcached")
-            .args(&self.args)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("memcached starts");
-        self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            assert!(Instant::now() < deadline, "memcached accepts connections");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Memcached {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
 
 fn store_on(servers: &[&Memcached], namespace: &str) -> MemcachedStore {
     MemcachedStore::new(MemcachedConfig {
@@ -375,19 +277,82 @@ async fn values_live_on_memcached_too() {
 }
 
 #[tokio::test]
+async fn a_value_cache_clear_empties_its_namespace_on_every_instance() {
+    if !available() {
+        return;
+    }
+    let server = Memcached::start(&[]);
+    let a = instance(&server, Duration::from_millis(200));
+    let b = instance(&server, Duration::ZERO);
+    let values = ValueCache::new(a.clone());
+    let users = ValueCache::new(a.clone()).namespace("users");
+    let on_b = ValueCache::new(b.clone());
+    values.set("user:42", &alice(), MINUTE).await.unwrap();
+    users.set("42", &alice(), MINUTE).await.unwrap();
+    let response = tagged("a response", &[]);
+    a.put("app:GET:/users/42", response, MINUTE).await.unwrap();
+    assert_eq!(on_b.get::<User>("user:42").await.unwrap(), Some(alice()));
+
+    // Memcached cannot count what a clear takes.
+    assert_eq!(on_b.clear().await.unwrap(), 0);
+    assert_eq!(on_b.get::<User>("user:42").await.unwrap(), None, "here");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        values.get::<User>("user:42").await.unwrap(),
+        None,
+        "there, after its version TTL"
+    );
+    // Another namespace and the responses stay.
+    assert_eq!(users.get::<User>("42").await.unwrap(), Some(alice()));
+    assert!(a.get("app:GET:/users/42").await.unwrap().is_some());
+    // Set again after the clear: there on both.
+    values.set("user:42", &alice(), MINUTE).await.unwrap();
+    assert_eq!(on_b.get::<User>("user:42").await.unwrap(), Some(alice()));
+}
+
+#[tokio::test]
+async fn a_prefix_purge_on_one_instance_reaches_the_others_within_their_version_ttl() {
+    if !available() {
+        return;
+    }
+    let server = Memcached::start(&[]);
+    let a = instance(&server, MINUTE);
+    let b = instance(&server, Duration::from_millis(200));
+    for key in ["p:1", "p:2", "q:1"] {
+        a.put(key, tagged(key, &[]), MINUTE).await.unwrap();
+        assert!(b.get(key).await.unwrap().is_some(), "read, record seen");
+    }
+    a.remove_prefix("p:").await.unwrap();
+    assert!(
+        a.get("p:1").await.unwrap().is_none(),
+        "the purging instance"
+    );
+    assert!(
+        b.get("p:1").await.unwrap().is_some(),
+        "within B's version TTL"
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        b.get("p:2").await.unwrap().is_none(),
+        "after B's version TTL"
+    );
+    assert!(b.get("q:1").await.unwrap().is_some(), "another prefix");
+}
+
+#[tokio::test]
 async fn the_store_contract_holds_on_two_servers() {
     if !available() {
         return;
     }
     let (first, second) = (Memcached::start(&[]), Memcached::start(&[]));
     let store = store_on(&[&first, &second], "contract");
-    // Memcached cannot list its keys: no prefix purges, and tag purges without a count.
+    // Memcached cannot list its keys: prefix and tag purges without a count.
     contract::store_contract(
         &store,
         contract::Capabilities {
-            prefixes: false,
+            prefixes: true,
             tags: true,
-            counts_tags: false,
+            counts_purges: false,
             counters: true,
         },
     )
@@ -622,9 +587,14 @@ async fn the_layer_purges_tags_on_memcached() {
     let reply = fetch(&app, "/teams/9").await;
     assert_ne!(reply.x_cache(), "HIT", "stale after a soft purge");
     assert_eq!(calls.get(), 3);
-    // Prefix purges: memcached cannot list its keys.
+    // The URLs under a path: a filter memcached cannot keep.
     let error = handle.invalidate_prefix("/teams/").await.unwrap_err();
     assert_eq!(error.kind(), StoreErrorKind::Unsupported);
+    // The layer's whole namespace: a prefix purge.
+    fetch(&app, "/teams/9").await;
+    assert_eq!(fetch(&app, "/teams/9").await.x_cache(), "HIT");
+    handle.clear().await.unwrap();
+    assert_eq!(fetch(&app, "/teams/9").await.x_cache(), "MISS");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -809,9 +779,9 @@ async fn a_tiered_store_over_memcached_keeps_the_store_contract() {
     contract::store_contract(
         &tiered,
         contract::Capabilities {
-            prefixes: false,
+            prefixes: true,
             tags: true,
-            counts_tags: false,
+            counts_purges: false,
             counters: true,
         },
     )

@@ -20,10 +20,17 @@ use crate::store::{PurgeMode, StoreError, StoreErrorKind};
 /// of them. Made by [`CacheLayer::handle`](crate::CacheLayer::handle); cheap to clone, and
 /// `Send + Sync`, so that handlers reach it through axum's `State` or `Extension`.
 ///
+/// An entry leaves the cache by expiry, eviction, an unsafe request to its URL
+/// ([policy](crate::policy#invalidation-by-unsafe-requests)) — or a purge through this
+/// handle.
+///
 /// Every purge is **complete**: it takes every variant of a URL (`Vary`) and stale copies;
-/// a fetch of a purged entry that was under way in this process stores nothing afterwards,
-/// and requests that come after the purge do not wait for it. It touches the layer's
-/// namespace only: other layers sharing the store keep their entries.
+/// a fetch of a purged entry that was under way stores nothing afterwards — in this process
+/// (the layer's own record), and in another instance sharing the Redis store (a short purge
+/// log each writer checks after its write:
+/// [`RedisConfig::purge_log`](crate::RedisConfig::purge_log)); requests that come after the
+/// purge do not wait for a fetch that began before it. It touches the layer's namespace
+/// only: other layers sharing the store keep their entries.
 ///
 /// Each method returns how many entries the store purged (for a URL, its key and variant
 /// slots that held an entry), or the store's error: the purge then may not have happened,
@@ -61,6 +68,125 @@ use crate::store::{PurgeMode, StoreError, StoreErrorKind};
 /// # let _ = app;
 /// # Ok(()) }
 /// ```
+///
+/// # What each purge takes
+///
+/// - [`invalidate("/users/42?tab=1")`](Self::invalidate): every variant (`Vary`) of that
+///   URL, on every host; with a host (`https://shop.example/…`) on that host only; under the
+///   namespace of the route it belongs to. Cost: with a host (and no request headers in the
+///   key), the URL's keys directly; otherwise a scan of the layer's keys.
+/// - [`invalidate_key(&key)`](Self::invalidate_key): the key as the key builder gave it, and
+///   its variant slots. Direct.
+/// - [`invalidate_prefix("/users/42")`](Self::invalidate_prefix): every URL at or below the
+///   path (`/users/42`, `/users/42?x`, `/users/42/posts`; not `/users/420`). A scan of the
+///   layer's keys.
+/// - [`invalidate_tag("user:42")`](Self::invalidate_tag),
+///   [`invalidate_tags(..)`](Self::invalidate_tags): every entry with the tag (whole tags:
+///   `user:4` is not `user:42`). The tag's index, in batches.
+/// - [`clear()`](Self::clear): every entry of this layer's namespace, nothing of other
+///   layers or other data. A scan of the layer's keys.
+/// - [`soft()`](Self::soft)`.…`: any of the above, made stale instead of removed: the next
+///   request revalidates (once, coalesced) and they may answer within their stale windows
+///   meanwhile; never extends a lifetime; a hard purge after it stays hard. Costs as the
+///   hard one.
+/// - [`refresh(app, request)`](Self::refresh): fetches the request through the app now and
+///   stores it (warming), whatever clients may do. One origin call.
+///
+/// # Tags
+///
+/// Read from `Surrogate-Key` (space-separated) and `Cache-Tag` (comma-separated) by default
+/// ([`tag_header`](crate::CacheLayer::tag_header) adds others,
+/// [`no_tag_headers`](crate::CacheLayer::no_tag_headers) reads none) and from a
+/// [`CacheTags`](crate::CacheTags) extension. Trimmed, de-duplicated, control characters
+/// rejected; past the limits ([`TagLimits`](crate::policy::TagLimits): a tag of 1024 bytes,
+/// 16 KiB of tags, 64 tags per entry) the rest are ignored and counted
+/// (`purges.tags_ignored`), never a failed request. The tag headers are stripped from the
+/// responses to the GET and HEAD requests the cache takes, and from stored entries
+/// ([`strip_tag_headers(false)`](crate::CacheLayer::strip_tag_headers) keeps them);
+/// responses it passes on untouched (other methods, disabled routes) keep theirs.
+///
+/// # On each store
+///
+/// | | `MemoryStore` | `RedisStore` (standalone, Sentinel, Cluster) |
+/// |---|---|---|
+/// | URL, key | ✅ direct | ✅ `UNLINK` per hash slot |
+/// | prefix, clear, URL without host | ✅ visits the entries | ✅ `SCAN` per primary (1) |
+/// | tag | ✅ an index (2) | ✅ a sorted set per tag (3) |
+/// | soft | ✅ atomic per entry | ✅ compare-and-set with `KEEPTTL` |
+/// | across instances | — (one process) | ✅ purge log (4) |
+/// | hit path | no index work (5) | no command for an untagged or a tagged entry |
+/// | miss path | unchanged | one script per tag, and the purge log (6) |
+///
+/// 1. With an escaped, anchored pattern; each key found is parsed.
+/// 2. The index follows entries out of the store (expiry, eviction, replacement).
+/// 3. Scored by expiry, trimmed on every add, purged with `ZSCAN` a page at a time.
+/// 4. One more round trip per write, none per lookup.
+/// 5. The eviction listener that keeps the index adds moka housekeeping: about 100
+///    instructions a hit, measured with callgrind.
+/// 6. The write of a tagged entry adds one script per tag, sent with the `SET`; each write
+///    checks the purge log before and after it (two round trips, in the background by
+///    default).
+///
+/// The tests cover the memory store and Redis standalone and cluster. What the other
+/// stores can purge is in the [`store`](crate::store#what-each-store-does) docs.
+///
+/// On Redis, run the cache with a `maxmemory-policy` of `volatile-*` or `allkeys-*` only if
+/// you accept that Redis may evict a tag's index (a sorted set with a TTL) before the
+/// entries it lists: those entries then escape their tag's purges until they expire. The
+/// tag index and purge log need Redis 6.2 or later (`SET … KEEPTTL`, `ZADD` scores written
+/// by script).
+///
+/// # Over HTTP
+///
+/// For operators (feature `axum`, mounted only where you mount it):
+/// [`admin_router(handle, token)`](crate::axum::admin_router) serves `POST /purge`
+/// (`{"urls": [..], "keys": [..], "prefixes": [..], "tags": [..], "soft": false}`),
+/// `POST /clear` and `GET /stats`, each behind `Authorization: Bearer <token>` compared in
+/// constant time (401 otherwise). And
+/// [`CacheLayer::purge_method(predicate)`](crate::CacheLayer::purge_method) makes the layer
+/// answer `PURGE /url` itself when the predicate allows the request (the peer address, a
+/// secret header), `403` otherwise.
+///
+/// `examples/invalidation.rs` (`cargo run --example invalidation`) tags pages by the users
+/// they show:
+///
+/// ```console
+/// $ curl -i localhost:3000/users/42
+/// HTTP/1.1 200 OK
+/// x-cache: MISS
+/// cache-status: tower-response-cache; fwd=miss; stored
+///
+/// user 42
+/// $ curl -i localhost:3000/users/42
+/// HTTP/1.1 200 OK
+/// x-cache: HIT
+/// cache-status: tower-response-cache; hit; ttl=59
+///
+/// user 42
+/// $ curl -i localhost:3000/teams/7
+/// HTTP/1.1 200 OK
+/// x-cache: MISS
+///
+/// team 7: user 42, user 43
+/// $ curl -X POST -d Ada localhost:3000/users/42
+/// renamed; purged 2 entries tagged user:42
+/// $ curl -i localhost:3000/users/42
+/// HTTP/1.1 200 OK
+/// x-cache: MISS
+///
+/// Ada
+/// $ curl -i localhost:3000/teams/7
+/// HTTP/1.1 200 OK
+/// x-cache: MISS
+///
+/// team 7: Ada, user 43
+/// $ curl -s -H 'authorization: Bearer change-me' -H 'content-type: application/json' \
+///     -d '{"tags":["team:7"]}' localhost:3000/_cache/purge
+/// {"purged":1}
+/// ```
+///
+/// The stats count purges by kind and mode (`purges` in the JSON: `{"hard": {"tag": 2,
+/// "unsafe-method": 1}, "soft": {}, "entries": 3, "failed": 0, "tags_ignored": 0}`).
 #[derive(Clone)]
 pub struct CacheHandle {
     config: Arc<Config>,

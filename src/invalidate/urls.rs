@@ -105,7 +105,7 @@ pub(crate) fn url_scope(
             .map(Scope::Keys)
             .ok_or_else(no_key);
     };
-    let host_known = uri.authority().is_some() || !default.keys_host();
+    let host_known = uri.authority().is_some() || !default.keys_request_host();
     if purge == UrlPurge::Exact && host_known && !default.keys_headers() {
         let route_namespace = route_namespace(config, uri.path());
         return exact_keys(config, keys, uri, &headers, route_namespace.as_deref())
@@ -159,7 +159,8 @@ impl UrlMatcher {
         if purge == UrlPurge::Under {
             target = target.split('?').next().unwrap_or_default();
         }
-        let host = (uri.authority().is_some() && builder.keys_host()).then(|| host.to_owned());
+        let host =
+            (uri.authority().is_some() && builder.keys_request_host()).then(|| host.to_owned());
         Some(Self {
             layer: format!("{}:", config.namespace),
             routes: config
@@ -229,8 +230,8 @@ impl UrlMatcher {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::MemoryStore;
     use crate::policy::RoutePolicy;
-    use crate::store::MemoryStore;
 
     fn config() -> Config {
         let mut config = Config::new(Arc::new(MemoryStore::new(1 << 20)));

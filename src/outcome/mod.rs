@@ -21,6 +21,41 @@
 //! was awaited (inline writes: [`WriteMode`](crate::WriteMode)). A body that streams on, or
 //! a write on a background task (Redis by default), leaves `stored` out; the stats count
 //! what became of it. `REFRESH` and `REVALIDATED` follow the same rule.
+//!
+//! # What a miss's headers say about storing
+//!
+//! The head of a miss leaves before its body has been read, so:
+//!
+//! | the miss's body | write | `x-cache` | `Cache-Status` |
+//! |---|---|---|---|
+//! | complete at once (1) | inline (memory store) | `MISS` | `…; fwd=miss; stored` (2) |
+//! | complete at once | background (Redis by default) | `MISS` | `…; fwd=miss` (3) |
+//! | streamed (more frames to come) | either | `MISS` | `…; fwd=miss` (4) |
+//! | declared too large, or refused (5) | — | `UNCACHEABLE` | `…; fwd=miss; detail=<reason>` |
+//! | complete at once, overtaken (6) | inline | `MISS` | `…; detail=superseded` / `invalidated` |
+//! | complete at once, the write failed | inline | `MISS` | `…; detail=store-error` |
+//!
+//! 1. Its first frame, read without waiting, is all of it: most handlers' bodies, `Full`,
+//!    `String`.
+//! 2. The store holds it before the client reads a byte.
+//! 3. Nothing is said: the write ([`WriteMode::Background`](crate::WriteMode::Background))
+//!    is under way.
+//! 4. It is stored if it ends complete, within `max_body_size`, without trailers.
+//! 5. A `Content-Length` above [`max_body_size`](crate::CacheLayer::max_body_size), or a
+//!    response the [storing rules](crate::policy#responses) refuse.
+//! 6. A newer entry was stored meanwhile (`superseded`), or the key was invalidated
+//!    (`invalidated`).
+//!
+//! Writes are inline on the memory store and in the background on Redis by default
+//! ([`WriteMode::Auto`](crate::WriteMode::Auto)). `REFRESH` and `REVALIDATED` say `stored`
+//! by the same rule. What became of every response that was not known as its head left is
+//! counted in the stats (`stores`, `not_stored`, `store_errors`).
+//!
+//! The same outcome can reach code as a value: with
+//! [`outcome_extension(true)`](crate::CacheLayer::outcome_extension) a [`CacheOutcome`] is
+//! put in each response's extensions, one to one with the headers, for middleware and
+//! handlers around the layer; [`no_status_headers()`](crate::CacheLayer::no_status_headers)
+//! sends neither header.
 
 use std::sync::OnceLock;
 use std::time::Duration;

@@ -18,10 +18,12 @@ use std::time::{Duration, Instant, SystemTime};
 use fred::interfaces::{ClientLike, EventInterface, KeysInterface, PubsubInterface};
 use fred::types::{Expiration, SetOptions, Value};
 
+use super::memory::MemoryStore;
 use super::purge::{PurgeMode, PurgeTarget};
+use super::redis::RedisStore;
 use super::{
-    FillLock, FlushListener, FlushReason, L1Flushes, Listeners, Lookup, MemoryStore, RedisStore,
-    RemovalListener, Store, StoreError, StoreErrorKind, StoreFuture, StoreGauges, random_id,
+    FillLock, FlushListener, FlushReason, L1Flushes, Listeners, Lookup, RemovalListener, Store,
+    StoreError, StoreErrorKind, StoreFuture, StoreGauges, random_id,
 };
 use crate::entry::CachedResponse;
 
@@ -111,6 +113,63 @@ impl Default for TieredConfig {
 /// let cache = CacheLayer::new(store);
 /// # Ok(()) }
 /// ```
+///
+/// When to choose it over the other stores, and what it costs, is in the
+/// [`store`](crate::store#choosing-a-store) docs.
+///
+/// # How it stays coherent
+///
+/// - Every write, removal and purge (key, prefix, tag, clear; hard or soft) evicts this
+///   instance's L1 copies before the call returns. It is then published on a channel per
+///   namespace (`<namespace>:#l1`); every other instance evicts its copies as the message
+///   arrives (3–9 ms in the tests, standalone and cluster).
+/// - A read from L2 does not fill L1 when an invalidation arrived while the read was under
+///   way. L1 keeps an entry at most `min(its remaining life, l1_max_ttl)` (60 s).
+/// - Each instance publishes a heartbeat every 100 ms ([`TieredConfig::heartbeat`]) and
+///   listens for its own. The channel is in doubt when the subscriber reconnects (messages
+///   may have been lost), when it lags, when a heartbeat has not come back for
+///   `max_staleness` (500 ms), or when the generation marker in Redis is gone (`FLUSHALL`,
+///   a restart without data). While the channel is in doubt, L1 is emptied and bypassed,
+///   and requests read Redis. L1 is used again once a heartbeat sent after the doubt comes
+///   back.
+/// - **The bound**: an L1 copy is never served more than `max_staleness` after the last
+///   heartbeat that proved the channel delivered everything before it. So an invalidation
+///   the channel loses is honoured within `max_staleness` plus one heartbeat round trip.
+///   Doubt costs speed, never correctness. [`flushes()`](Self::flushes) (and the metric
+///   `http_cache_l1_flushes_total`) count the emptyings by reason. The stats count
+///   `l1_hits` and `l2_hits`.
+///
+/// # Redis Cluster
+///
+/// The channel is sharded pub/sub (`SPUBLISH` / `SSUBSCRIBE`, Redis 7) by default
+/// ([`TieredConfig::channel`], [`ChannelMode::Auto`]). Its messages stay in the shard that
+/// owns the channel's slot: in the tests' 3-primary cluster, 50 invalidations and their
+/// heartbeats sent 0 messages over the cluster bus, against 326 with classic pub/sub, which
+/// every node relays to every other. Both delivered each invalidation to the other
+/// instance's L1 in about the same time (50 round trips of fill, L1 hit, purge and arrival:
+/// 1.67 s sharded, 1.54 s classic). Every instance's subscriber connects to that one shard.
+/// When its primary fails over, the subscriptions end with the connections: L1 is emptied
+/// and bypassed, and the channel is subscribed again on the promoted replica. The test
+/// kills that primary and checks the L1 comes back coherent. [`ChannelMode::Classic`]
+/// spreads subscribers over the nodes instead, at one bus message per node per
+/// invalidation and heartbeat. A cluster before Redis 7 falls back to classic, with a
+/// warning. Every other command is cluster-safe (single-key, or `SCAN` per primary).
+///
+/// # Memcached as L2
+///
+/// [`TieredStore::with_channel(memcached, redis, config)`](Self::with_channel) keeps the
+/// entries, purges and fill locks in memcached and carries only the channel and its
+/// heartbeats through Redis (memcached has no pub/sub), with the same doubt and the same
+/// bound. A memcached store may read its copy of a tag record or generation for
+/// `version_ttl` after another instance's purge. For that long after a purge arrives on the
+/// channel, what L2 answers is not copied into L1 ([`Store::purge_lag`]), so an entry
+/// purged elsewhere is never pinned in L1 by a lagging read.
+///
+/// # Tested
+///
+/// Three instances per test, on a standalone server and on the 3-primary cluster: purges,
+/// overwrites, tags, clear, a cut subscriber, `FLUSHALL`, Redis killed under load; on the
+/// cluster, a sharded channel that crosses no bus and survives its primary's failover.
 #[derive(Clone)]
 pub struct TieredStore {
     inner: Arc<Tiered>,

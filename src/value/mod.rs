@@ -26,6 +26,70 @@
 //! assert_eq!(values.get::<f64>(&key).await?, Some(42.5));
 //! # Ok(()) }
 //! ```
+//!
+//! # Beside a layer's responses
+//!
+//! [`CacheLayer::values`](crate::CacheLayer::values) makes one on the layer's store, beside
+//! its `cache:` keys, with the layer's tag purges and observers (`examples/values.rs` runs
+//! the articles' example):
+//!
+//! ```
+//! use std::time::Duration;
+//! use tower_response_cache::value::ValueKey;
+//!
+//! # async fn f(layer: tower_response_cache::CacheLayer) -> Result<(), std::io::Error> {
+//! let values = layer.values("values"); // beside the layer's `cache:` keys; Clone, for `State`
+//! let user: String = values
+//!     .cached(ValueKey::new("user").arg(42))
+//!     .ttl(Duration::from_secs(60))
+//!     .tags(["user:42"]) // `layer.handle().invalidate_tag("user:42")` drops it with the pages
+//!     .load(|| async { Ok::<_, std::io::Error>("alice".to_owned()) })
+//!     .await?;
+//! # Ok(()) }
+//! ```
+//!
+//! # For aiocache users
+//!
+//! - `Cache(Cache.REDIS, namespace=…)`:
+//!   [`ValueCache::new(store).namespace(…)`](ValueCache::namespace), or `layer.values(…)` on
+//!   a layer's store.
+//! - `serializer=JsonSerializer()` / `MsgPackSerializer()` / `StringSerializer()`: [`Json`]
+//!   (default) / [`MessagePack`] (feature `msgpack`) / [`get_bytes`](ValueCache::get_bytes),
+//!   [`set_bytes`](ValueCache::set_bytes); `impl` [`Serializer`] for your own.
+//! - `get`, `set(ttl=…)`, `add`, `exists`, `delete`, `expire`, `clear`:
+//!   [`get::<T>`](ValueCache::get), [`set`](ValueCache::set), [`add`](ValueCache::add)
+//!   (atomic: memory, Redis `SET NX`, memcached `add`), [`exists`](ValueCache::exists),
+//!   [`delete`](ValueCache::delete), [`expire`](ValueCache::expire),
+//!   [`clear`](ValueCache::clear) (its namespace only, never a flush).
+//! - `increment`: [`increment(key, delta)`](ValueCache::increment) (atomic: memory, Redis
+//!   `INCRBY`; a plain integer in Redis), read with [`counter(key)`](ValueCache::counter).
+//! - `multi_get`, `multi_set`: [`multi_get`](ValueCache::multi_get) (one `MGET` per Redis
+//!   hash slot, [`Store::get_many`]), [`multi_set`](ValueCache::multi_set) (one pipeline of
+//!   `SET … PX` per slot, [`Store::put_many`]): ten values through a link with 100 ms of
+//!   latency each way take 203 ms with either, in the tests.
+//! - `@cached(ttl=…, key_builder=…, skip_cache_func=…)`:
+//!   [`get_or_insert_with(key, ttl, loader)`](ValueCache::get_or_insert_with), or
+//!   [`cached(key)`](ValueCache::cached) with `.ttl_fn(…)`, `.skip_if(…)`, `.tags(…)`,
+//!   `.bypass(…)`, `.refresh(…)`, `.sliding(…)` then [`.load(loader)`](Cached::load).
+//! - key builders: [`ValueKey::new("f").arg(a).arg(b)`](ValueKey): arguments escaped, so
+//!   `("a:b", "c")` and `("a", "b:c")` differ; keys past 250 bytes hashed as response keys
+//!   are.
+//! - the hit/miss plugin: [`values.stats()`](ValueCache::stats): hits, misses, mismatches,
+//!   sets, deletes, loads, load errors, coalesced waits, store errors,
+//!   [`hit_ratio()`](ValueStats::hit_ratio); a layer's observers (and so `CacheMetrics`) get
+//!   the events of `layer.values(…)`, with `values:` as the route.
+//!
+//! # Loaders and failures
+//!
+//! A stored value that does not decode as the type asked for is a miss (counted in
+//! `mismatches`), never a panic. The loader runs once per key at a time: in the process, and
+//! across instances on Redis through the fill lock (1 000 concurrent calls on two instances
+//! make one loader call, in the tests). Loader errors pass through and are not stored —
+//! unless [`load_caching_errors(ttl, loader)`](Cached::load_caching_errors) asks for them to
+//! be, for their own short TTL. [`get_or_insert_with`](ValueCache::get_or_insert_with) fails
+//! open: a store that is down or slower than [`store_timeout`](ValueCache::store_timeout)
+//! (250 ms) makes it call the loader; `get`, `set` and the others report the store's error.
+//! Tested on the memory store, Redis standalone and cluster, and the tiered store.
 
 mod key;
 mod serializer;
@@ -309,9 +373,28 @@ impl<S: Serializer> ValueCache<S> {
         }
     }
 
-    /// The store key of `key`: the namespace, then the key — or, past the store's key
-    /// length, the crate's hashed form (the key's first bytes, `#` and a hash of it), as
-    /// response keys are.
+    /// The key this cache gives its store for `key`: the namespace, then the key — or,
+    /// past the store's key length, the crate's hashed form (the key's first bytes, `#`
+    /// and a hash of it), as response keys are. It is the key of the [`Store`] methods
+    /// (`store.get(&values.store_key("user:1"))`), and what a [`MemoryStore`] holds.
+    ///
+    /// A shared store puts its own namespace in front: what Redis holds is
+    /// [`RedisStore::redis_key`] of it (`trc:values:user:1` for a `RedisStore` of the
+    /// default namespace `trc`, the key to look for with `redis-cli`), and what memcached
+    /// holds is [`MemcachedStore::memcached_key`] of it (with the store's generation, or
+    /// hashed).
+    ///
+    /// ```
+    /// use tower_response_cache::MemoryStore;
+    /// use tower_response_cache::value::ValueCache;
+    ///
+    /// let values = ValueCache::new(MemoryStore::new(1 << 20)).namespace("n1");
+    /// assert_eq!(values.store_key("get_user_data:123"), "n1:get_user_data:123");
+    /// ```
+    ///
+    /// [`MemoryStore`]: crate::MemoryStore
+    /// [`RedisStore::redis_key`]: crate::RedisStore::redis_key
+    /// [`MemcachedStore::memcached_key`]: crate::MemcachedStore::memcached_key
     pub fn store_key(&self, key: impl AsRef<str>) -> String {
         crate::key::CacheKey::new(key.as_ref())
             .namespaced(&self.inner.namespace, None, self.inner.max_key_len)

@@ -165,6 +165,49 @@ async fn a_url_purge_takes_every_host_and_variant_of_it_and_nothing_else() {
 }
 
 #[tokio::test]
+async fn a_public_host_keys_every_host_as_one_and_url_purges_find_it() {
+    let calls = Calls::default();
+    let (cache, store) = layer();
+    let public = "Shop.example".parse().unwrap();
+    let cache =
+        cache.key_builder(tower_response_cache::key::DefaultKeyBuilder::new().public_host(public));
+    let handle = cache.handle();
+    let app = app(&calls, cache);
+    // Two instances' own addresses and an internal one: one entry, one handler call.
+    let first = get_with(&app, "/users/42", &[("host", "localhost:3000")]).await;
+    assert_eq!(first.x_cache(), "MISS");
+    for host in ["localhost:3001", "10.0.0.7:8080", "SHOP.example"] {
+        let response = get_with(&app, "/users/42", &[("host", host)]).await;
+        assert_eq!(response.x_cache(), "HIT", "{host}");
+        assert_eq!(response.text(), "user 42 #1");
+    }
+    assert_eq!(calls.get(), 1);
+    assert_eq!(store.keys(), ["t:GET:shop.example/users/42"]);
+
+    // A purge by URL finds the entry whatever host it names, or none.
+    assert_eq!(
+        handle
+            .invalidate("http://localhost:3001/users/42")
+            .await
+            .unwrap(),
+        1
+    );
+    assert!(store.keys().is_empty());
+    get_with(&app, "/users/42", &[("host", "localhost:3000")]).await;
+    assert_eq!(handle.invalidate("/users/42").await.unwrap(), 1);
+    get_with(&app, "/users/42/posts", &[("host", "localhost:3000")]).await;
+    assert_eq!(
+        handle
+            .invalidate_prefix("http://other.example/users/")
+            .await
+            .unwrap(),
+        1
+    );
+    assert!(store.keys().is_empty());
+    assert_eq!(calls.get(), 3);
+}
+
+#[tokio::test]
 async fn a_url_purge_finds_the_namespace_of_its_route() {
     let calls = Calls::default();
     let (cache, store) = layer();

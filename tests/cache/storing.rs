@@ -529,7 +529,7 @@ async fn the_memory_store_keeps_the_store_contract() {
         crate::contract::Capabilities {
             prefixes: true,
             tags: true,
-            counts_tags: true,
+            counts_purges: true,
             counters: true,
         },
     )

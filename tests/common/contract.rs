@@ -17,8 +17,9 @@ pub(crate) struct Capabilities {
     pub(crate) prefixes: bool,
     /// Tag purges (hard and soft).
     pub(crate) tags: bool,
-    /// Whether a tag purge counts what it took (a store that cannot list keys returns 0).
-    pub(crate) counts_tags: bool,
+    /// Whether a tag or prefix purge counts what it took (a store that cannot list keys
+    /// returns 0).
+    pub(crate) counts_purges: bool,
     /// `increment` / `counter`.
     pub(crate) counters: bool,
 }
@@ -143,11 +144,50 @@ pub(crate) async fn store_contract(store: &dyn Store, can: Capabilities) {
 
     // Prefixes, or an honest "unsupported".
     store.put("c:p:1", entry("p", &[]), MINUTE).await.unwrap();
+    store
+        .put("c:p:2", entry("p", &["t9"]), MINUTE)
+        .await
+        .unwrap();
+    store.put("c:q:1", entry("q", &[]), MINUTE).await.unwrap();
     match store.remove_prefix("c:p:").await {
         Ok(removed) => {
             assert!(can.prefixes, "removes prefixes");
-            assert_eq!(removed, 1);
+            assert_eq!(removed, if can.counts_purges { 2 } else { 0 });
             assert!(store.get("c:p:1").await.unwrap().is_none());
+            assert!(store.get("c:p:2").await.unwrap().is_none(), "tagged too");
+            assert!(
+                store.get("c:q:1").await.unwrap().is_some(),
+                "another prefix"
+            );
+            // What is stored after the purge stays.
+            store
+                .put("c:p:1", entry("again", &[]), MINUTE)
+                .await
+                .unwrap();
+            assert_eq!(
+                body(&store.get("c:p:1").await.unwrap()),
+                Some(&b"again"[..])
+            );
+            // Soft: stale, not gone.
+            match store
+                .purge(
+                    PurgeTarget::Prefix {
+                        prefix: "c:p:",
+                        filter: None,
+                    },
+                    PurgeMode::Soft,
+                )
+                .await
+            {
+                Ok(_) => {
+                    let found = store.get("c:p:1").await.unwrap().expect("kept, stale");
+                    assert!(
+                        !found.is_fresh(SystemTime::now()),
+                        "stale after a soft purge"
+                    );
+                }
+                Err(error) => assert_eq!(error.kind(), StoreErrorKind::Unsupported),
+            }
         }
         Err(error) => {
             assert!(!can.prefixes, "{error}");
@@ -167,7 +207,7 @@ pub(crate) async fn store_contract(store: &dyn Store, can: Capabilities) {
     match store.purge(target, PurgeMode::Hard).await {
         Ok(purged) => {
             assert!(can.tags, "purges tags");
-            assert_eq!(purged, u64::from(can.counts_tags));
+            assert_eq!(purged, u64::from(can.counts_purges));
             assert!(store.get("c:t").await.unwrap().is_none());
             // Stored again after the purge: kept.
             store

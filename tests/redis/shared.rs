@@ -480,7 +480,7 @@ async fn a_miss_reaches_the_origin_after_one_round_trip() {
 const EVERYTHING: crate::contract::Capabilities = crate::contract::Capabilities {
     prefixes: true,
     tags: true,
-    counts_tags: true,
+    counts_purges: true,
     counters: true,
 };
 

@@ -36,12 +36,12 @@ async fn each_operation_works_on_redis(topology: &Topology) {
         .await
         .unwrap();
     assert_eq!(values.get::<User>("user:42").await.unwrap(), Some(alice()));
-    // The JSON is there to read in Redis.
-    let raw: Option<Vec<u8>> = store
-        .pool()
-        .get(store.redis_key("values:user:42"))
-        .await
-        .unwrap();
+    // The JSON is there to read in Redis, under the key the docs name.
+    assert_eq!(
+        store.redis_key(&values.store_key("user:42")),
+        "trc:values:user:42"
+    );
+    let raw: Option<Vec<u8>> = store.pool().get("trc:values:user:42").await.unwrap();
     let raw = String::from_utf8_lossy(&raw.expect("stored")).into_owned();
     assert!(raw.contains(r#"{"id":42,"name":"alice"}"#), "{raw}");
     // Another type: a miss.

@@ -276,6 +276,42 @@ pub struct CircuitStats {
 /// let layer = CacheLayer::new(store);
 /// # Ok(()) }
 /// ```
+///
+/// # Sharing one Redis
+///
+/// ```no_run
+/// use tower_response_cache::{CacheLayer, RedisConfig, RedisStore};
+/// # async fn run() -> Result<(), tower_response_cache::store::StoreError> {
+/// let store = RedisStore::connect(RedisConfig {
+///     namespace: "shop".into(),           // every key is `shop:…`; clear() removes only those
+///     ..RedisConfig::from_url("redis://127.0.0.1:6379/0")?
+/// })
+/// .await?;
+/// let cache = CacheLayer::new(store);
+/// # Ok(()) }
+/// ```
+///
+/// Instances that share a Redis share their entries: a miss on one is a hit on the others.
+/// `REDIS_URL=redis://127.0.0.1:6379 cargo run --release --features redis --example redis`
+/// runs the quick start on Redis; start it twice (`LISTEN=127.0.0.1:3001` for the second)
+/// to see it. [`RedisConfig`] takes a URL or fields (endpoint, port, ACL user, password,
+/// database, pool size, namespace, codec, command timeout, reconnect policy), for a
+/// standalone server, a Cluster or Sentinel; `rediss://` needs the `redis-tls` feature.
+///
+/// # When Redis fails
+///
+/// Redis down, slow or holding garbage never fails a request: each command has a timeout
+/// (100 ms by default), failures are counted (`store_errors_by_kind` in the stats) and
+/// logged at most once per 10 s, and after 5 consecutive failures Redis is skipped for a
+/// cool-down (1 s) before one request probes it again. An entry Redis returns that the
+/// codec cannot read (an unknown format version, garbage) is a miss, and the fresh response
+/// overwrites it.
+///
+/// # Tested
+///
+/// Store behaviour and faults on a real server and on a local 3-primary cluster; ACL
+/// authentication, database selection, Sentinel and TLS on real standalone servers; faults
+/// under load on real servers and on a 3+3 cluster.
 #[derive(Clone)]
 pub struct RedisStore {
     inner: Arc<Inner>,
@@ -441,7 +477,20 @@ impl RedisStore {
         }
     }
 
-    /// The key as stored in Redis.
+    /// The key as stored in Redis: the store's namespace, `:`, then `key` (a key the layer
+    /// or a [`ValueCache`](crate::value::ValueCache) gives the store).
+    ///
+    /// Under `redis-cli --scan --pattern 'trc:*'` (the default namespace `trc`), a store
+    /// shows:
+    ///
+    /// - responses: `trc:<layer namespace>:[<route namespace>:]GET:<host>/<path>?<query>`,
+    ///   then `|<header>=<value>` for headers in the key, and `#v<slot>` for a `Vary`
+    ///   variant other than the first; keys past the layer's length limit end in `#` and
+    ///   a hash (`CacheLayer::namespace` has the model);
+    /// - values: `trc:<value namespace>:<key>` (`trc:values:user:1`);
+    /// - beside them: `{trc:…}#lock` fill locks (a few seconds each), `trc:#tag:<tag>`
+    ///   tag indexes (sorted sets), the purge log (`{trc:#purge}gen`, `{trc:#purge}log`), and, for a
+    ///   [`TieredStore`](crate::TieredStore), the `trc:#l1:generation` marker.
     pub fn redis_key(&self, key: &str) -> String {
         let mut full = String::with_capacity(self.inner.prefix.len() + key.len());
         full.push_str(&self.inner.prefix);
