@@ -465,11 +465,11 @@ impl FillLease {
 
 impl Drop for FillLease {
     fn drop(&mut self) {
-        if let Some(lock) = self.lock.take() {
-            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-                let key = std::mem::take(&mut self.key);
-                runtime.spawn(release(Arc::clone(&self.store), key, lock));
-            }
+        if let Some(lock) = self.lock.take()
+            && let Ok(runtime) = tokio::runtime::Handle::try_current()
+        {
+            let key = std::mem::take(&mut self.key);
+            runtime.spawn(release(Arc::clone(&self.store), key, lock));
         }
     }
 }

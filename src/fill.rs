@@ -58,10 +58,10 @@ impl Future for PendingWrite {
 
 impl Drop for PendingWrite {
     fn drop(&mut self) {
-        if let Some(write) = self.0.take() {
-            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-                drop(runtime.spawn(write));
-            }
+        if let Some(write) = self.0.take()
+            && let Ok(runtime) = tokio::runtime::Handle::try_current()
+        {
+            drop(runtime.spawn(write));
         }
     }
 }
@@ -268,11 +268,11 @@ impl Sink {
         flight: (Option<Landed>, Option<FillLease>),
     ) -> Option<WriteFuture> {
         let write = write_entry(self.clone(), key, entry, flight);
-        if !self.inline {
-            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-                runtime.spawn(write);
-                return None;
-            }
+        if !self.inline
+            && let Ok(runtime) = tokio::runtime::Handle::try_current()
+        {
+            runtime.spawn(write);
+            return None;
         }
         Some(Box::pin(write))
     }

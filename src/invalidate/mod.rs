@@ -154,10 +154,10 @@ impl Invalidations {
                 {
                     state.broad.pop_front();
                 }
-                if state.broad.len() >= MAX_BROAD {
-                    if let Some((forgotten, _, _)) = state.broad.pop_front() {
-                        state.floor = state.floor.max(forgotten);
-                    }
+                if state.broad.len() >= MAX_BROAD
+                    && let Some((forgotten, _, _)) = state.broad.pop_front()
+                {
+                    state.floor = state.floor.max(forgotten);
                 }
                 state.broad.push_back((epoch, now, broad.clone()));
             }

@@ -81,10 +81,10 @@ pub(crate) fn url_scope(
     purge: UrlPurge,
 ) -> Result<Scope, StoreError> {
     let mut headers = HeaderMap::new();
-    if let Some(authority) = uri.authority() {
-        if let Ok(host) = HeaderValue::from_str(authority.as_str()) {
-            headers.insert(header::HOST, host);
-        }
+    if let Some(authority) = uri.authority()
+        && let Ok(host) = HeaderValue::from_str(authority.as_str())
+    {
+        headers.insert(header::HOST, host);
     }
     let no_key = || {
         StoreError::new(

@@ -99,10 +99,10 @@ impl HitMissRatio {
     }
 
     fn route(&self, label: &str) -> Arc<Pair> {
-        if let Ok(routes) = self.inner.routes.read() {
-            if let Some(pair) = routes.get(label) {
-                return Arc::clone(pair);
-            }
+        if let Ok(routes) = self.inner.routes.read()
+            && let Some(pair) = routes.get(label)
+        {
+            return Arc::clone(pair);
         }
         let mut routes = match self.inner.routes.write() {
             Ok(routes) => routes,

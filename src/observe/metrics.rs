@@ -387,10 +387,10 @@ fn method_label(method: Option<&http::Method>) -> (usize, &'static str) {
 impl Recorder {
     /// The handles of the route labelled `route`.
     fn route(&self, route: &str) -> Arc<RouteHandles> {
-        if let Ok(routes) = self.routes.read() {
-            if let Some(handles) = routes.get(route) {
-                return Arc::clone(handles);
-            }
+        if let Ok(routes) = self.routes.read()
+            && let Some(handles) = routes.get(route)
+        {
+            return Arc::clone(handles);
         }
         let mut routes = match self.routes.write() {
             Ok(routes) => routes,

@@ -82,10 +82,10 @@ fn list_matches(value: &HeaderValue, etag: &[u8]) -> bool {
         if rest.is_empty() {
             return false;
         }
-        if let Some(after) = rest.strip_prefix(b"*") {
-            if after.trim_ascii_start().first().is_none_or(|b| *b == b',') {
-                return true;
-            }
+        if let Some(after) = rest.strip_prefix(b"*")
+            && after.trim_ascii_start().first().is_none_or(|b| *b == b',')
+        {
+            return true;
         }
         // One entity tag: [W/] DQUOTE *etagc DQUOTE. Entity tags may hold commas, so the
         // list is split after each closing quote, not at every comma.

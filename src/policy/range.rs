@@ -39,10 +39,10 @@ pub(crate) fn range_answer(request: &HeaderMap, stored: &HeaderMap, length: u64)
     if request.get_all(header::RANGE).iter().nth(1).is_some() {
         return RangeAnswer::Full;
     }
-    if let Some(if_range) = request.get(header::IF_RANGE) {
-        if !if_range_matches(if_range, stored) {
-            return RangeAnswer::Full;
-        }
+    if let Some(if_range) = request.get(header::IF_RANGE)
+        && !if_range_matches(if_range, stored)
+    {
+        return RangeAnswer::Full;
     }
     let Ok(range) = range.to_str() else {
         return RangeAnswer::Full;

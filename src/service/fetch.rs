@@ -268,15 +268,15 @@ impl<S> Call<S> {
             }
         };
         // RFC 5861 §4: a 500, 502, 503 or 504 is an error the stale entry stands in for.
-        if let Some(stale) = &stale {
-            if matches!(response.status().as_u16(), 500 | 502 | 503 | 504) {
-                if let Some(lead) = flight {
-                    lead.fallback(false);
-                }
-                return Ok(self
-                    .ctx
-                    .serve_stale(stale, &request_headers, facts.head, false));
+        if let Some(stale) = &stale
+            && matches!(response.status().as_u16(), 500 | 502 | 503 | 504)
+        {
+            if let Some(lead) = flight {
+                lead.fallback(false);
             }
+            return Ok(self
+                .ctx
+                .serve_stale(stale, &request_headers, facts.head, false));
         }
         // RFC 9111 §4.3.3, §4.3.4: a 304 for the stored representation freshens it; the
         // body stays the stored one. §4.3.5: so does a 200 to a HEAD that describes it,

@@ -457,14 +457,13 @@ impl Ctx {
                 Ok(Some(lease)) => {
                     // After waiting, the holder before may have just written the entry and
                     // let go. (On the first try the miss was a moment ago: no second read.)
-                    if waited {
-                        if let Some(entry) = self.lookup_accepting(key, headers, accept).await {
-                            drop(guard.ready(Arc::clone(&entry)));
-                            return Coalesced::Served {
-                                entry,
-                                waited: true,
-                            };
-                        }
+                    if waited && let Some(entry) = self.lookup_accepting(key, headers, accept).await
+                    {
+                        drop(guard.ready(Arc::clone(&entry)));
+                        return Coalesced::Served {
+                            entry,
+                            waited: true,
+                        };
                     }
                     return Coalesced::Lead(Lead::new(guard, Some(lease)));
                 }

@@ -189,10 +189,10 @@ fn ranged<B: Body>(entry: &CachedResponse, request: &HeaderMap) -> Response<Cach
             (StatusCode::RANGE_NOT_SATISFIABLE, Bytes::new())
         }
     };
-    if status != entry.status || headers.contains_key(header::CONTENT_LENGTH) {
-        if let Ok(value) = HeaderValue::try_from(body.len().to_string()) {
-            headers.insert(header::CONTENT_LENGTH, value);
-        }
+    if (status != entry.status || headers.contains_key(header::CONTENT_LENGTH))
+        && let Ok(value) = HeaderValue::try_from(body.len().to_string())
+    {
+        headers.insert(header::CONTENT_LENGTH, value);
     }
     let mut response = Response::new(CacheBody::stored(body));
     *response.status_mut() = status;

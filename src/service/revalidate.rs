@@ -29,10 +29,10 @@ impl Ctx {
         if let Some(age) = not_modified.get(header::AGE) {
             head.headers.insert(header::AGE, age.clone());
         }
-        if !not_modified.contains_key(header::DATE) {
-            if let Ok(date) = HeaderValue::try_from(httpdate::fmt_http_date(now)) {
-                head.headers.insert(header::DATE, date);
-            }
+        if !not_modified.contains_key(header::DATE)
+            && let Ok(date) = HeaderValue::try_from(httpdate::fmt_http_date(now))
+        {
+            head.headers.insert(header::DATE, date);
         }
         // The body is the stored one: a HEAD revalidates the entry as well as a GET.
         let storing = RequestFacts {

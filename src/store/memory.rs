@@ -172,11 +172,11 @@ impl TagIndex {
     fn removed(&self, key: &str, id: u64) {
         let mut state = self.lock();
         let state = &mut *state;
-        if state.by_key.get(key).is_some_and(|(owner, _)| *owner == id) {
-            if let Some((_, tags)) = state.by_key.remove(key) {
-                for tag in &tags {
-                    remove_member(&mut state.by_tag, tag, key);
-                }
+        if state.by_key.get(key).is_some_and(|(owner, _)| *owner == id)
+            && let Some((_, tags)) = state.by_key.remove(key)
+        {
+            for tag in &tags {
+                remove_member(&mut state.by_tag, tag, key);
             }
         }
     }

@@ -573,23 +573,24 @@ impl TieredStore {
         // Subscribed before the first heartbeat, so that it can come back.
         let subscribed =
             tokio::time::timeout(connect_timeout, channel.subscribe(&subscriber)).await;
-        if let Ok(Err(error)) = subscribed {
-            if channel.sharded() && unknown_command(&error) {
-                if config.channel == ChannelMode::Sharded {
-                    listen.abort();
-                    let _ = subscriber.quit().await;
-                    return Err(StoreError::new(
-                        StoreErrorKind::Unsupported,
-                        format!("sharded pub/sub (Redis 7) is not available: {error}"),
-                    ));
-                }
-                tracing::warn!(
-                    %error,
-                    "tiered cache: the cluster has no sharded pub/sub; the channel is classic (every message goes to every node)"
-                );
-                channel.sharded.store(false, Ordering::Relaxed);
-                let _ = tokio::time::timeout(connect_timeout, channel.subscribe(&subscriber)).await;
+        if let Ok(Err(error)) = subscribed
+            && channel.sharded()
+            && unknown_command(&error)
+        {
+            if config.channel == ChannelMode::Sharded {
+                listen.abort();
+                let _ = subscriber.quit().await;
+                return Err(StoreError::new(
+                    StoreErrorKind::Unsupported,
+                    format!("sharded pub/sub (Redis 7) is not available: {error}"),
+                ));
             }
+            tracing::warn!(
+                %error,
+                "tiered cache: the cluster has no sharded pub/sub; the channel is classic (every message goes to every node)"
+            );
+            channel.sharded.store(false, Ordering::Relaxed);
+            let _ = tokio::time::timeout(connect_timeout, channel.subscribe(&subscriber)).await;
         }
         let beat = tokio::spawn(heartbeat(
             redis.clone(),

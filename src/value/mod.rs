@@ -1016,10 +1016,10 @@ impl<'a, S: Serializer, T: Serialize + DeserializeOwned> Cached<'a, S, T> {
         // A load that ends between this lookup and the join below has stored its value:
         // looked up again then, rather than loaded twice.
         let ended = coalescer.ended();
-        if self.mode == Mode::Normal {
-            if let Some(value) = self.lookup().await {
-                return Ok(value);
-            }
+        if self.mode == Mode::Normal
+            && let Some(value) = self.lookup().await
+        {
+            return Ok(value);
         }
         let joined = tokio::time::Instant::now();
         let deadline = joined + coalescer.timeout();
@@ -1027,11 +1027,12 @@ impl<'a, S: Serializer, T: Serialize + DeserializeOwned> Cached<'a, S, T> {
         loop {
             match coalescer.join(&self.key) {
                 Join::Leader(guard) => {
-                    if self.mode == Mode::Normal && coalescer.ended() != ended {
-                        if let Some(value) = self.lookup_again().await {
-                            drop(guard);
-                            return Ok(value);
-                        }
+                    if self.mode == Mode::Normal
+                        && coalescer.ended() != ended
+                        && let Some(value) = self.lookup_again().await
+                    {
+                        drop(guard);
+                        return Ok(value);
                     }
                     // Across instances: one of them loads; the others find its value.
                     let lease = self.lock().await;
@@ -1112,31 +1113,31 @@ impl<'a, S: Serializer, T: Serialize + DeserializeOwned> Cached<'a, S, T> {
                 .await
                 .flatten()
                 .filter(|entry| entry.is_fresh(SystemTime::now()) && is_error(entry));
-            if let Some(entry) = entry {
-                if let Ok(error) = cache.serializer.decode::<E>(&entry.body) {
-                    cache.on_hit(Some(&entry));
-                    return Err(error);
-                }
+            if let Some(entry) = entry
+                && let Ok(error) = cache.serializer.decode::<E>(&entry.body)
+            {
+                cache.on_hit(Some(&entry));
+                return Err(error);
             }
         }
         let result = self.load(loader).await;
-        if let Err(error) = &result {
-            if mode != Mode::Bypass && !negative_ttl.is_zero() {
-                if let Ok(bytes) = cache.serializer.encode(error) {
-                    let mut entry = cache.entry(
-                        bytes,
-                        cache.format(),
-                        negative_ttl,
-                        std::iter::empty::<&str>(),
-                    );
-                    entry
-                        .headers
-                        .insert(MARK, HeaderValue::from_static("error"));
-                    cache
-                        .store_loaded(&key, Arc::new(entry), negative_ttl)
-                        .await;
-                }
-            }
+        if let Err(error) = &result
+            && mode != Mode::Bypass
+            && !negative_ttl.is_zero()
+            && let Ok(bytes) = cache.serializer.encode(error)
+        {
+            let mut entry = cache.entry(
+                bytes,
+                cache.format(),
+                negative_ttl,
+                std::iter::empty::<&str>(),
+            );
+            entry
+                .headers
+                .insert(MARK, HeaderValue::from_static("error"));
+            cache
+                .store_loaded(&key, Arc::new(entry), negative_ttl)
+                .await;
         }
         result
     }
