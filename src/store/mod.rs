@@ -1,7 +1,7 @@
 //! Where entries live.
 //!
 //! [`Store`] is dyn-compatible (its futures are boxed), so a layer holds any store behind an
-//! `Arc<dyn Store>` and several layers can share one. [`MemoryStore`] keeps entries in
+//! `Arc<dyn Store>` and several layers can share one. [`MemoryStore`](crate::MemoryStore) keeps entries in
 //! process; stores that keep bytes elsewhere serialize entries with a
 //! [`Codec`](crate::codec::Codec).
 //!
@@ -11,9 +11,9 @@
 //!
 //! # Choosing a store
 //!
-//! - [`MemoryStore`]: hits in place, no network, no decoding. With several instances, each
+//! - [`MemoryStore`](crate::MemoryStore): hits in place, no network, no decoding. With several instances, each
 //!   caches (and purges) alone.
-//! - [`RedisStore`] (feature `redis`): entries shared by every instance,
+//! - [`RedisStore`](crate::RedisStore) (feature `redis`): entries shared by every instance,
 //!   so a miss on one instance is a hit on the others; every hit is a Redis round trip.
 //! - [`TieredStore`](crate::TieredStore) (feature `redis`): hot entries at memory speed on
 //!   every instance, the rest shared through Redis, coherent across instances.
@@ -147,7 +147,7 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     /// replaces a newer entry with an older one.
     ///
     /// The default reads the entry, compares and puts, which is not atomic: a store that can
-    /// compare and write in one step should do so ([`MemoryStore`] and
+    /// compare and write in one step should do so ([`MemoryStore`](crate::MemoryStore) and
     /// `RedisStore` with the binary codec do).
     fn put_newer<'a>(
         &'a self,
@@ -332,7 +332,7 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     }
 
     /// Stores `entry` under `key` for `ttl` only if nothing is stored there; returns whether
-    /// it did. The default reads, then writes: not atomic. [`MemoryStore`], `RedisStore`
+    /// it did. The default reads, then writes: not atomic. [`MemoryStore`](crate::MemoryStore), `RedisStore`
     /// (`SET … NX`) and `TieredStore` are.
     fn put_if_absent<'a>(
         &'a self,
@@ -383,7 +383,7 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     }
 
     /// Adds `delta` to the counter under `key` — created at 0, to live `ttl`, when absent —
-    /// and returns its new value; atomic on [`MemoryStore`], `RedisStore` (`INCRBY`) and
+    /// and returns its new value; atomic on [`MemoryStore`](crate::MemoryStore), `RedisStore` (`INCRBY`) and
     /// `TieredStore`. A counter is no entry: [`get`](Self::get) does not read it,
     /// [`counter`](Self::counter) does. The default reports
     /// [`StoreErrorKind::Unsupported`].
@@ -458,7 +458,7 @@ async fn read_compare_put<S: Store + ?Sized>(
     Ok(true)
 }
 
-/// Why an entry left a store that reports it ([`MemoryStore`]).
+/// Why an entry left a store that reports it ([`MemoryStore`](crate::MemoryStore)).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum RemovalCause {
