@@ -9,6 +9,8 @@
 
 #![allow(clippy::unwrap_used)]
 
+#[path = "common/installed.rs"]
+mod installed;
 #[path = "common/memcached_server.rs"]
 mod memcached_server;
 #[allow(dead_code)]
@@ -20,6 +22,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use installed::installed;
 use memcached_server::Memcached;
 use servers::{RedisServer, free_port};
 
@@ -54,24 +57,6 @@ impl Ports {
         }
         line
     }
-}
-
-/// Whether `program --version` runs; panics under `CI=true` when it does not.
-fn installed(program: &str) -> bool {
-    let found = Command::new(program)
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|status| status.success());
-    if !found {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "{program} is not installed, and CI=true makes that a failure (scripts/test.sh installs it)"
-        );
-        eprintln!("skipped: {program} is not installed (scripts/test.sh installs it)");
-    }
-    found
 }
 
 /// An example's binary, as `cargo test` builds it next to the test's own.

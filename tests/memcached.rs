@@ -10,6 +10,8 @@ mod client;
 #[allow(dead_code)]
 #[path = "common/contract.rs"]
 mod contract;
+#[path = "common/installed.rs"]
+mod installed;
 #[path = "common/memcached_server.rs"]
 mod memcached_server;
 

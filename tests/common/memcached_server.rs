@@ -8,19 +8,7 @@ use std::time::{Duration, Instant};
 
 /// Whether the tests can run here; panics under `CI=true` when they cannot.
 pub(crate) fn available() -> bool {
-    let found = Command::new("memcached")
-        .arg("--version")
-        .stdout(Stdio::null())
-        .status()
-        .is_ok_and(|status| status.success());
-    if !found {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "memcached is not installed, and CI=true makes that a failure (scripts/test.sh installs it)"
-        );
-        eprintln!("skipped: memcached is not installed (scripts/test.sh installs it)");
-    }
-    found
+    crate::installed::installed("memcached")
 }
 
 /// Whether this process runs as root (`id -u` is 0).

@@ -12,6 +12,8 @@ mod config;
 #[path = "../common/contract.rs"]
 mod contract;
 mod faults;
+#[path = "../common/installed.rs"]
+mod installed;
 mod invalidation;
 mod load;
 mod observe;

@@ -11,19 +11,7 @@ use std::time::{Duration, Instant};
 
 /// Whether the Redis tests can run here; panics under `CI=true` when they cannot.
 pub(crate) fn available() -> bool {
-    let found = Command::new("redis-server")
-        .arg("--version")
-        .stdout(Stdio::null())
-        .status()
-        .is_ok_and(|status| status.success());
-    if !found {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "redis-server is not installed, and CI=true makes that a failure (scripts/test.sh installs it)"
-        );
-        eprintln!("skipped: redis-server is not installed (scripts/test.sh installs it)");
-    }
-    found
+    crate::installed::installed("redis-server")
 }
 
 pub(crate) fn free_port() -> u16 {
