@@ -218,7 +218,16 @@ async fn with_one_of_two_servers_down_its_keys_miss_and_the_others_hit() {
     second.kill();
     let (mut hits, mut failures) = (0, 0);
     for key in &keys {
-        match store.get(key).await {
+        // A key of the server down fails every time; one of the server up may time out
+        // once on a loaded machine, not three times.
+        let mut result = store.get(key).await;
+        for _ in 0..2 {
+            if result.is_ok() {
+                break;
+            }
+            result = store.get(key).await;
+        }
+        match result {
             Ok(Some(_)) => hits += 1,
             Ok(None) => panic!("{key}: a server up keeps its keys"),
             Err(_) => failures += 1,

@@ -225,7 +225,7 @@ struct Control {
     /// The highest purge number seen.
     purges: AtomicU64,
     /// The record of prefix purges: a tag's record that every entry has.
-    prefixes: RwLock<Arc<TagRecord>>,
+    prefixes: RwLock<TagRecord>,
     /// Milliseconds after `start` when they were read (0: never).
     read_ms: AtomicU64,
     start: Instant,
@@ -262,11 +262,11 @@ impl Control {
         self.read_ms.store(self.now_ms(), Ordering::Release);
     }
 
-    /// The record of prefix purges as last read (or written here).
-    fn prefixes(&self) -> Arc<TagRecord> {
+    /// What `read` makes of the record of prefix purges as last read (or written here).
+    fn with_prefixes<T>(&self, read: impl FnOnce(&TagRecord) -> T) -> T {
         match self.prefixes.read() {
-            Ok(record) => Arc::clone(&record),
-            Err(poisoned) => Arc::clone(&poisoned.into_inner()),
+            Ok(record) => read(&record),
+            Err(poisoned) => read(&poisoned.into_inner()),
         }
     }
 
@@ -278,7 +278,7 @@ impl Control {
             Err(poisoned) => poisoned.into_inner(),
         };
         if record.latest() >= kept.latest() {
-            *kept = Arc::new(record);
+            *kept = record;
         }
     }
 }
@@ -349,7 +349,7 @@ impl MemcachedStore {
                 control: Control {
                     generation: AtomicU64::new(0),
                     purges: AtomicU64::new(0),
-                    prefixes: RwLock::new(Arc::default()),
+                    prefixes: RwLock::new(TagRecord::default()),
                     read_ms: AtomicU64::new(0),
                     start: Instant::now(),
                     ttl: config.version_ttl,
@@ -539,13 +539,6 @@ impl MemcachedStore {
         ))
     }
 
-    /// The keys of the records of `tags` in `generation`.
-    fn tag_keys(&self, generation: u64, tags: &[String]) -> Vec<String> {
-        tags.iter()
-            .map(|tag| self.tag_key(generation, tag))
-            .collect()
-    }
-
     /// The key of `tag`'s record in `generation` (a form no entry key takes).
     fn tag_key(&self, generation: u64, tag: &str) -> String {
         let plain = format!("{}:{generation}#tag:{tag}", self.inner.namespace);
@@ -556,20 +549,25 @@ impl MemcachedStore {
         format!("{}:{generation}#tag#{hash}", self.inner.namespace)
     }
 
-    /// The records under `keys` (`None` for one memcached does not hold): from this
+    /// The records of `tags` (`None` for one memcached does not hold): from this
     /// instance's copies when `cached` and read within `version_ttl`, else one command per
     /// server.
-    async fn records(
+    async fn tag_records(
         &self,
-        keys: &[String],
+        generation: u64,
+        tags: &[String],
         cached: bool,
     ) -> Result<Vec<Option<Arc<TagRecord>>>, StoreError> {
+        let keys: Vec<String> = tags
+            .iter()
+            .map(|tag| self.tag_key(generation, tag))
+            .collect();
         let mut records: Vec<Option<Arc<TagRecord>>> = match (&self.inner.tags, cached) {
             (Some(copies), true) => keys.iter().map(|key| copies.get(key)).collect(),
             _ => vec![None; keys.len()],
         };
         let unknown = (0..keys.len()).filter(|&i| records[i].is_none());
-        for (i, item) in self.read_items(keys, unknown).await? {
+        for (i, item) in self.read_items(&keys, unknown).await? {
             // A record that does not parse is as good as lost.
             let Some(record) = item.data.as_deref().and_then(TagRecord::parse) else {
                 continue;
@@ -627,16 +625,22 @@ impl MemcachedStore {
             });
     }
 
-    /// Makes the records under `keys` that this instance has not seen, numbered `mark`,
-    /// before an entry checked against them is stored.
-    async fn make_records(&self, keys: Vec<String>, mark: u64) -> Result<(), StoreError> {
+    /// Makes the records of `tags` that this instance has not seen, numbered `mark`, before
+    /// an entry with them is stored.
+    async fn make_tag_records(
+        &self,
+        generation: u64,
+        tags: &[String],
+        mark: u64,
+    ) -> Result<(), StoreError> {
         let record = TagRecord {
             created: mark,
             purges: Vec::new(),
         };
         let bytes = record.to_bytes();
         let record = Arc::new(record);
-        for key in keys {
+        for tag in tags {
+            let key = self.tag_key(generation, tag);
             if self
                 .inner
                 .tags
@@ -670,15 +674,21 @@ impl MemcachedStore {
         mark: u64,
         tags: &[String],
     ) -> Result<Verdict, StoreError> {
-        let records = self.records(&self.tag_keys(generation, tags), true).await?;
-        let prefixes = self.inner.control.prefixes();
-        Ok(tags::combine(
-            std::iter::once(prefixes.verdict(key, mark)).chain(records.iter().map(|record| {
+        let by_prefix = self
+            .inner
+            .control
+            .with_prefixes(|record| record.verdict(key, mark));
+        if tags.is_empty() {
+            return Ok(by_prefix);
+        }
+        let records = self.tag_records(generation, tags, true).await?;
+        Ok(tags::combine(std::iter::once(by_prefix).chain(
+            records.iter().map(|record| {
                 record
                     .as_deref()
                     .map_or(Verdict::Purged, |record| record.verdict(key, mark))
-            })),
-        ))
+            }),
+        )))
     }
 
     /// Records a purge of `tag` (`None`: of every entry, a prefix purge) within `within`:
@@ -693,13 +703,13 @@ impl MemcachedStore {
         let generation = self.generation().await?;
         let number = self.next_purge().await?;
         let at_ms = tags::millis_now();
-        let key = match tag {
-            Some(tag) => self.tag_key(generation, tag),
-            None => self.control_key("prefixes"),
-        };
-        let server = match tag {
-            Some(_) => self.server_for(&key),
-            None => self.control_server(),
+        let (key, server) = match tag {
+            Some(tag) => {
+                let key = self.tag_key(generation, tag);
+                let server = self.server_for(&key);
+                (key, server)
+            }
+            None => (self.control_key("prefixes"), self.control_server()),
         };
         let mut written = None;
         let done = self
@@ -852,8 +862,7 @@ impl MemcachedStore {
         // The counter as it is now: a purge before this read is in the records already;
         // one after it has a higher number.
         let (generation, mark) = self.control(!entry.tags.is_empty()).await?;
-        self.make_records(self.tag_keys(generation, &entry.tags), mark)
-            .await?;
+        self.make_tag_records(generation, &entry.tags, mark).await?;
         let mut bytes = BytesMut::with_capacity(size);
         bytes.put_u64(mark);
         bytes.extend_from_slice(&encoded);
@@ -1472,12 +1481,11 @@ impl Store for MemcachedStore {
             if generation > mark {
                 return Ok(true);
             }
-            if self.inner.control.prefixes().purged_since(key, mark) {
+            let control = &self.inner.control;
+            if control.with_prefixes(|record| record.purged_since(key, mark)) {
                 return Ok(true);
             }
-            let records = self
-                .records(&self.tag_keys(generation, tags), false)
-                .await?;
+            let records = self.tag_records(generation, tags, false).await?;
             // A record missing holds no purge: a purge makes the record it finds missing
             // (and reads that find none take the entry as purged).
             Ok(records.iter().any(|record| {
