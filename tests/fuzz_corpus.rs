@@ -4,15 +4,36 @@
 
 #![allow(clippy::unwrap_used)]
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use tower_response_cache::__fuzz;
 
+/// The corpus directory: `None` (the replay skipped, with a message) where it is not there,
+/// as in the published package, which does not ship it — except under `CI=true`, where
+/// that is a failure.
+fn corpus() -> Option<PathBuf> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus");
+    if root.is_dir() || std::env::var_os("WRITE_FUZZ_SEEDS").is_some() {
+        return Some(root);
+    }
+    assert!(
+        std::env::var("CI").as_deref() != Ok("true"),
+        "{} is missing, and CI=true makes that a failure",
+        root.display()
+    );
+    eprintln!(
+        "skipped: {} is not there (the repository has it)",
+        root.display()
+    );
+    None
+}
+
 /// Runs `target` on every file of its corpus directory; the corpus must not be empty.
 fn replay(name: &str, target: fn(&[u8])) {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("fuzz/corpus")
-        .join(name);
+    let Some(root) = corpus() else {
+        return;
+    };
+    let dir = root.join(name);
     let mut files: Vec<_> = std::fs::read_dir(&dir)
         .unwrap_or_else(|error| panic!("{}: {error}", dir.display()))
         .map(|entry| entry.unwrap().path())
@@ -29,7 +50,9 @@ fn replay(name: &str, target: fn(&[u8])) {
 
 #[test]
 fn the_seeds_are_in_the_corpus() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus");
+    let Some(root) = corpus() else {
+        return;
+    };
     let write = std::env::var_os("WRITE_FUZZ_SEEDS").is_some();
     for (target, name, data) in __fuzz::seeds() {
         let path = root.join(target).join(&name);
