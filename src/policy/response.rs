@@ -564,11 +564,15 @@ pub(crate) fn age(headers: &HeaderMap) -> Option<Duration> {
 }
 
 /// The response's age on arrival: the larger of its `Age` header and the time since its
-/// `Date` (RFC 9111 §4.2.3, without the request delay the cache cannot see).
+/// `Date` (RFC 9111 §4.2.3, without the request delay the cache cannot see). A `Date` names
+/// a whole second, so the time since it counts in whole seconds: a response dated in the
+/// current second is not aged by the fraction of it that has passed (which would take up to
+/// a second off every freshness lifetime, all of `max-age=1`).
 pub(crate) fn initial_age(headers: &HeaderMap, now: SystemTime) -> Duration {
     let age_value = age(headers).unwrap_or_default();
     let apparent_age = http_date(headers, header::DATE)
         .and_then(|date| now.duration_since(date).ok())
+        .map(|since| Duration::from_secs(since.as_secs()))
         .unwrap_or_default();
     age_value.max(apparent_age)
 }
@@ -974,6 +978,13 @@ mod tests {
             Duration::from_secs(7)
         );
         assert_eq!(initial_age(&headers(&[("age", "x")]), now), Duration::ZERO);
+        // Dated this second, 999 ms in: no age yet.
+        let late = now + Duration::from_millis(999);
+        let this_second = httpdate::fmt_http_date(now);
+        assert_eq!(
+            initial_age(&headers(&[("date", &this_second)]), late),
+            Duration::ZERO
+        );
     }
 
     #[test]
