@@ -433,7 +433,7 @@ impl Drop for Landed {
     }
 }
 
-/// A fill lock held in a shared store ([`Store::lock_fill`]):
+/// A fill lock held in a shared store ([`SharedStore::lock_fill`](crate::store::SharedStore::lock_fill)):
 /// released once the entry is written, or, if the fetch ends otherwise, when dropped (on a
 /// spawned task; the lock expires by itself anyway).
 pub(crate) struct FillLease {
@@ -483,7 +483,10 @@ impl std::fmt::Debug for FillLease {
 }
 
 async fn release(store: Arc<dyn Store>, key: String, lock: FillLock) {
-    if let Err(error) = store.unlock_fill(&key, lock).await {
+    let Some(shared) = store.shared() else {
+        return;
+    };
+    if let Err(error) = shared.unlock_fill(&key, lock).await {
         // Harmless: the lock expires by itself.
         tracing::debug!(%error, key, "releasing a fill lock failed");
     }

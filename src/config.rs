@@ -22,7 +22,7 @@ use crate::policy::tags::TagRules;
 use crate::policy::targeted::response_directives;
 use crate::policy::{ClientControl, HeuristicFreshness, RequestCookies};
 use crate::routes::RouteTable;
-use crate::store::Store;
+use crate::store::{Capabilities, SharedStore, Store};
 
 /// How long a request waits for another's fetch.
 const DEFAULT_COALESCE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -45,11 +45,11 @@ pub const DEFAULT_STATUS_HEADER: HeaderName = HeaderName::from_static("x-cache")
 /// (on a background write, a request that arrives while the write is under way is answered
 /// with the entry all the same), and no request gets an older response once a newer one
 /// was delivered — an older write never replaces a newer entry
-/// ([`Store::put_newer`](crate::store::Store::put_newer)).
+/// ([`PutIf::Newer`](crate::store::PutIf::Newer)).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum WriteMode {
-    /// Inline on a store whose writes complete at once ([`Store::writes_in_place`]:
+    /// Inline on a store whose writes complete at once ([`Capabilities::writes_in_place`](crate::store::Capabilities::writes_in_place):
     /// [`MemoryStore`](crate::MemoryStore)), in the background on the others (Redis): the
     /// next request finds the entry as soon as a response's body has been delivered, and no
     /// client waits for a network store. The default.
@@ -66,9 +66,9 @@ pub enum WriteMode {
 
 impl WriteMode {
     /// Whether writes to `store` wait for the store before the body ends.
-    pub(crate) fn inline_for(self, store: &dyn Store) -> bool {
+    pub(crate) fn inline_for(self, store: &Capabilities) -> bool {
         match self {
-            Self::Auto => store.writes_in_place(),
+            Self::Auto => store.writes_in_place,
             Self::Background => false,
             Self::Inline => true,
         }
@@ -125,8 +125,8 @@ impl fmt::Debug for PurgeGate {
 #[derive(Clone, Debug)]
 pub(crate) struct Config {
     pub(crate) store: Arc<dyn Store>,
-    /// Whether the store has tiers ([`Store::tiered`]), read once.
-    pub(crate) tiered: bool,
+    /// What the store can do, read once.
+    pub(crate) capabilities: Capabilities,
     /// The stats and observers every event goes to.
     pub(crate) funnel: Funnel,
     /// The request span's level and key.
@@ -202,7 +202,7 @@ impl Config {
         let funnel = Funnel::default();
         funnel.stats.watch_store(Arc::clone(&store));
         Self {
-            tiered: store.tiered(),
+            capabilities: store.capabilities(),
             store,
             funnel,
             trace: TraceSettings::default(),
@@ -243,6 +243,15 @@ impl Config {
         }
     }
 
+    /// The store's side of the protocol between processes, when it coordinates their fetches
+    /// with fill locks.
+    pub(crate) fn fill_locks(&self) -> Option<&dyn SharedStore> {
+        if !self.capabilities.fill_locks {
+            return None;
+        }
+        self.store.shared()
+    }
+
     /// The in-flight map, when coalescing is on.
     pub(crate) fn coalescer(&self) -> Option<&Arc<Coalescer>> {
         self.coalescing.on.then_some(&self.coalescing.coalescer)
@@ -263,7 +272,7 @@ impl Config {
     pub(crate) fn fetch_started(&self) -> Started {
         Started {
             epoch: self.invalidations.epoch(),
-            mark: self.store.purge_mark(),
+            mark: self.store.shared().and_then(SharedStore::purge_mark),
         }
     }
 

@@ -22,7 +22,7 @@ use crate::observe::{EventKind, Funnel, Scope, StoreOperation, Timings};
 use crate::outcome::Storing;
 use crate::policy::NotStoredReason;
 use crate::stats::Counters;
-use crate::store::{Store, StoreError, StoreErrorKind};
+use crate::store::{PutIf, Store, StoreError, StoreErrorKind, StoreExt};
 
 pub(crate) type WriteFuture = Pin<Box<dyn Future<Output = Storing> + Send>>;
 
@@ -333,7 +333,10 @@ async fn write_fenced(
     let fenced = || !invalidations.allows(key, &entry.tags, started.epoch);
     let purged_elsewhere = || async {
         match started.mark {
-            Some(mark) => store.purged_since(mark, key, &entry.tags).await,
+            Some(mark) => match store.shared() {
+                Some(shared) => shared.purged_since(mark, key, &entry.tags).await,
+                None => Ok(false),
+            },
             None => Ok(false),
         }
     };
@@ -348,7 +351,7 @@ async fn write_fenced(
             return Storing::Failed;
         }
     }
-    match store.put_newer(key, Arc::clone(entry), ttl).await {
+    match store.put(key, Arc::clone(entry), ttl, PutIf::Newer).await {
         // Overtaken: a newer response for the key is stored already.
         Ok(false) => Storing::No(NotStoredReason::Superseded),
         // Larger than the store takes: a limit, not a failure.

@@ -18,6 +18,7 @@ use axum::routing::get;
 use http::Request;
 use http_body_util::BodyExt;
 use tower::ServiceExt;
+use tower_response_cache::store::PutIf;
 use tower_response_cache::{CacheLayer, MemoryStore, WriteMode};
 
 /// The process's resident memory, in bytes (Linux).
@@ -207,7 +208,12 @@ async fn load_a_tag_of_100_000_entries_is_purged_from_the_memory_store() {
         entry.tags = vec![if id < 100_000 { "big" } else { "small" }.to_owned()];
         let key = format!("bulk:GET:/p/{id}");
         store
-            .put(&key, Arc::new(entry), Duration::from_secs(300))
+            .put(
+                &key,
+                Arc::new(entry),
+                Duration::from_secs(300),
+                PutIf::Always,
+            )
             .await
             .unwrap();
     }

@@ -24,6 +24,8 @@ use bytes::Bytes;
 use client::{Calls, User, alice, fetch};
 use http::{HeaderMap, StatusCode};
 use memcached_server::{Memcached, available};
+use tower_response_cache::store::SharedStore;
+use tower_response_cache::store::{PutIf, StoreExt};
 use tower_response_cache::value::ValueCache;
 use tower_response_cache::{CacheLayer, CachedResponse, WriteMode, store::Store};
 use tower_response_cache::{
@@ -71,7 +73,10 @@ async fn entries_round_trip_and_are_removed() {
     let server = Memcached::start(&[]);
     let store = store_on(&[&server], "trc");
     assert!(store.get("k").await.unwrap().is_none());
-    store.put("k", entry("hello"), MINUTE).await.unwrap();
+    store
+        .put("k", entry("hello"), MINUTE, PutIf::Always)
+        .await
+        .unwrap();
     let found = store.get("k").await.unwrap().unwrap();
     assert_eq!(&found.body[..], b"hello");
     assert!(store.remove("k").await.unwrap());
@@ -79,9 +84,15 @@ async fn entries_round_trip_and_are_removed() {
     assert!(store.get("k").await.unwrap().is_none());
     // Keys memcached cannot take as they are: hashed, and kept apart.
     for key in ["a b", "a_b", &"x".repeat(400), "tab\there"] {
-        store.put(key, entry("odd"), MINUTE).await.unwrap();
+        store
+            .put(key, entry("odd"), MINUTE, PutIf::Always)
+            .await
+            .unwrap();
     }
-    store.put("a b", entry("spaced"), MINUTE).await.unwrap();
+    store
+        .put("a b", entry("spaced"), MINUTE, PutIf::Always)
+        .await
+        .unwrap();
     assert_eq!(
         &store.get("a b").await.unwrap().unwrap().body[..],
         b"spaced"
@@ -118,8 +129,11 @@ async fn clear_starts_a_new_generation_that_other_instances_see() {
     })
     .unwrap();
     let other = store_on(&[&server], "other");
-    a.put("k", entry("a"), MINUTE).await.unwrap();
-    other.put("k", entry("other"), MINUTE).await.unwrap();
+    a.put("k", entry("a"), MINUTE, PutIf::Always).await.unwrap();
+    other
+        .put("k", entry("other"), MINUTE, PutIf::Always)
+        .await
+        .unwrap();
     assert!(b.get("k").await.unwrap().is_some());
     let before = a.memcached_key("k").await.unwrap();
     a.clear().await.unwrap();
@@ -145,7 +159,10 @@ async fn an_entry_over_the_item_size_is_not_stored_and_counted_so() {
         HeaderMap::new(),
         Bytes::from(vec![b'x'; 3 << 19]),
     );
-    let error = store.put("big", Arc::new(big), MINUTE).await.unwrap_err();
+    let error = store
+        .put("big", Arc::new(big), MINUTE, PutIf::Always)
+        .await
+        .unwrap_err();
     assert_eq!(error.kind(), StoreErrorKind::TooLarge);
     // Through the layer: "not stored: too large", not a store error.
     let cache = CacheLayer::new(store.clone())
@@ -189,7 +206,10 @@ async fn garbage_at_a_key_is_a_miss_then_overwritten() {
     }
     let error = store.get("GET:/g").await.unwrap_err();
     assert_eq!(error.kind(), StoreErrorKind::Decode);
-    store.put("GET:/g", entry("good"), MINUTE).await.unwrap();
+    store
+        .put("GET:/g", entry("good"), MINUTE, PutIf::Always)
+        .await
+        .unwrap();
     assert_eq!(
         &store.get("GET:/g").await.unwrap().unwrap().body[..],
         b"good"
@@ -213,7 +233,10 @@ async fn with_one_of_two_servers_down_its_keys_miss_and_the_others_hit() {
     .unwrap();
     let keys: Vec<String> = (0..40).map(|i| format!("key-{i}")).collect();
     for key in &keys {
-        store.put(key, entry("v"), MINUTE).await.unwrap();
+        store
+            .put(key, entry("v"), MINUTE, PutIf::Always)
+            .await
+            .unwrap();
     }
     second.kill();
     let (mut hits, mut failures) = (0, 0);
@@ -301,7 +324,9 @@ async fn a_value_cache_clear_empties_its_namespace_on_every_instance() {
     values.set("user:42", &alice(), MINUTE).await.unwrap();
     users.set("42", &alice(), MINUTE).await.unwrap();
     let response = tagged("a response", &[]);
-    a.put("app:GET:/users/42", response, MINUTE).await.unwrap();
+    a.put("app:GET:/users/42", response, MINUTE, PutIf::Always)
+        .await
+        .unwrap();
     assert_eq!(on_b.get::<User>("user:42").await.unwrap(), Some(alice()));
 
     // Memcached cannot count what a clear takes.
@@ -330,7 +355,9 @@ async fn a_prefix_purge_on_one_instance_reaches_the_others_within_their_version_
     let a = instance(&server, MINUTE);
     let b = instance(&server, Duration::from_millis(200));
     for key in ["p:1", "p:2", "q:1"] {
-        a.put(key, tagged(key, &[]), MINUTE).await.unwrap();
+        a.put(key, tagged(key, &[]), MINUTE, PutIf::Always)
+            .await
+            .unwrap();
         assert!(b.get(key).await.unwrap().is_some(), "read, record seen");
     }
     a.remove_prefix("p:").await.unwrap();
@@ -447,10 +474,15 @@ async fn a_tag_purge_on_one_instance_reaches_the_others_within_their_version_ttl
     let a = instance(&server, MINUTE);
     let b = instance(&server, Duration::from_millis(200));
     let c = instance(&server, Duration::ZERO);
-    a.put("t:1", tagged("one", &["user:1", "team:9"]), MINUTE)
-        .await
-        .unwrap();
-    a.put("t:2", tagged("two", &["user:2"]), MINUTE)
+    a.put(
+        "t:1",
+        tagged("one", &["user:1", "team:9"]),
+        MINUTE,
+        PutIf::Always,
+    )
+    .await
+    .unwrap();
+    a.put("t:2", tagged("two", &["user:2"]), MINUTE, PutIf::Always)
         .await
         .unwrap();
     for store in [&a, &b, &c] {
@@ -479,9 +511,14 @@ async fn a_tag_purge_on_one_instance_reaches_the_others_within_their_version_ttl
     c.purge(tag("user:"), PurgeMode::Hard).await.unwrap();
     assert!(c.get("t:2").await.unwrap().is_some());
     // Stored again after the purge: a hit everywhere.
-    b.put("t:1", tagged("one again", &["user:1", "team:9"]), MINUTE)
-        .await
-        .unwrap();
+    b.put(
+        "t:1",
+        tagged("one again", &["user:1", "team:9"]),
+        MINUTE,
+        PutIf::Always,
+    )
+    .await
+    .unwrap();
     assert_eq!(&c.get("t:1").await.unwrap().unwrap().body[..], b"one again");
 }
 
@@ -493,13 +530,18 @@ async fn a_fill_under_way_during_another_instances_tag_purge_is_caught() {
     let server = Memcached::start(&[]);
     let a = instance(&server, Duration::ZERO);
     let b = instance(&server, Duration::ZERO);
-    a.put("t:other", tagged("other", &["user:2"]), MINUTE)
-        .await
-        .unwrap();
+    a.put(
+        "t:other",
+        tagged("other", &["user:2"]),
+        MINUTE,
+        PutIf::Always,
+    )
+    .await
+    .unwrap();
     let started = a.purge_mark().expect("a mark once the counter was read");
     // B purges while A's fetch is under way; A then writes what it fetched before.
     b.purge(tag("user:1"), PurgeMode::Hard).await.unwrap();
-    a.put("t:1", tagged("old", &["user:1"]), MINUTE)
+    a.put("t:1", tagged("old", &["user:1"]), MINUTE, PutIf::Always)
         .await
         .unwrap();
     let tags = ["user:1".to_owned()];
@@ -525,7 +567,7 @@ async fn an_entry_whose_tag_record_memcached_lost_is_a_miss() {
     let server = Memcached::start(&[]);
     let store = instance(&server, Duration::ZERO);
     store
-        .put("t:1", tagged("one", &["user:1"]), MINUTE)
+        .put("t:1", tagged("one", &["user:1"]), MINUTE, PutIf::Always)
         .await
         .unwrap();
     assert!(store.get("t:1").await.unwrap().is_some());
@@ -545,7 +587,12 @@ async fn an_entry_whose_tag_record_memcached_lost_is_a_miss() {
     );
     // Stored again, its record is made again.
     store
-        .put("t:1", tagged("one again", &["user:1"]), MINUTE)
+        .put(
+            "t:1",
+            tagged("one again", &["user:1"]),
+            MINUTE,
+            PutIf::Always,
+        )
         .await
         .unwrap();
     assert!(store.get("t:1").await.unwrap().is_some());
@@ -812,7 +859,7 @@ async fn a_tiered_store_over_memcached_evicts_l1_copies_on_other_instances() {
     let lag = Duration::from_millis(500);
     let a = tiered_on(&memcached, &redis, lag).await;
     let b = tiered_on(&memcached, &redis, lag).await;
-    a.put("t:1", tagged("one", &["user:1"]), MINUTE)
+    a.put("t:1", tagged("one", &["user:1"]), MINUTE, PutIf::Always)
         .await
         .unwrap();
     // Read from memcached, then from B's memory tier (once A's message about its write
@@ -845,7 +892,7 @@ async fn a_tiered_store_over_memcached_evicts_l1_copies_on_other_instances() {
     tokio::time::sleep(lag + Duration::from_millis(100)).await;
     assert!(b.get("t:1").await.unwrap().is_none(), "purged, seen by B");
     // Stored again: copied into L1 once more.
-    a.put("t:1", tagged("again", &["user:1"]), MINUTE)
+    a.put("t:1", tagged("again", &["user:1"]), MINUTE, PutIf::Always)
         .await
         .unwrap();
     in_l1(&b).await;
@@ -895,4 +942,40 @@ async fn a_layer_on_two_servers_keeps_caching_with_either_one_down() {
         }
     }
     panic!("both cases seen: {seen:?}");
+}
+
+/// Two instances write the same key at once, one an older entry, one a newer: however the
+/// two interleave, the newer entry is what memcached holds (compare-and-swap), never the
+/// older one written over it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_older_write_racing_a_newer_one_never_wins() {
+    if !available() {
+        return;
+    }
+    let server = Memcached::start(&[]);
+    let (a, b) = (store_on(&[&server], "race"), store_on(&[&server], "race"));
+    let now = std::time::SystemTime::now();
+    let aged = |body: &'static str, seconds_ago: u64| {
+        let mut entry = CachedResponse::clone(&entry(body));
+        entry.stored_at = now - Duration::from_secs(seconds_ago);
+        Arc::new(entry)
+    };
+    let mut older_first = 0;
+    for round in 0..200 {
+        let key = format!("k{round}");
+        // Something older than both already there: each write must read and compare.
+        a.put(&key, aged("oldest", 30), MINUTE, PutIf::Always)
+            .await
+            .unwrap();
+        let (older, newer) = tokio::join!(
+            a.put(&key, aged("older", 20), MINUTE, PutIf::Newer),
+            b.put(&key, aged("newer", 10), MINUTE, PutIf::Newer),
+        );
+        assert!(newer.unwrap(), "round {round}: the newer entry is stored");
+        older_first += usize::from(older.unwrap());
+        let held = a.get(&key).await.unwrap().expect("stored");
+        assert_eq!(&held.body[..], b"newer", "round {round}");
+    }
+    // The older write is refused whenever the newer one landed first: both orders happened.
+    assert!(older_first < 200, "the newer write never landed first");
 }

@@ -71,7 +71,7 @@ impl Scope {
 }
 
 /// Where purges stood when a fetch started: this process's epoch, and the store's mark of
-/// the purges of every process sharing it ([`Store::purge_mark`]).
+/// the purges of every process sharing it ([`SharedStore::purge_mark`](crate::store::SharedStore::purge_mark)).
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Started {
     pub(crate) epoch: u64,

@@ -124,7 +124,7 @@ impl CacheMetrics {
                 coalesce_wait: name("coalesce_wait_seconds"),
             },
             labels: self.labels,
-            store_name: store.name(),
+            store_name: store.capabilities().name,
             store,
             coalescer,
             described: Once::new(),

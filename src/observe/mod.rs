@@ -75,7 +75,7 @@
 //! |---|---|
 //! | `route` | the route label (the axum pattern, the rule, `(other)`) |
 //! | `method` | `GET` or `HEAD` |
-//! | `store` | the store's [`name`](crate::store::Store::name) (`memory`, `redis`) |
+//! | `store` | the store's [`name`](crate::store::Capabilities::name) (`memory`, `redis`) |
 //! | `key` | the key, hashed (xxh3, 16 hex digits) by default: keys can carry user ids ([`TraceKeys`]) |
 //! | `outcome` | the `x-cache` status, lower case (`hit`, `miss`, `stale`, …) |
 //! | `detail` | the `Cache-Status` detail, when there is one (`stale-if-error`, `private`, …) |

@@ -8,7 +8,7 @@ use std::time::Duration;
 use super::Throttle;
 use super::event::{CacheEvent, EventKind, Timings};
 use crate::stats::CacheStats;
-use crate::store::{FlushListener, RemovalListener, Store};
+use crate::store::{FlushListener, RemovalListener, Store, StoreListener};
 
 /// Told of every event of a layer ([`CacheLayer::observer`](crate::CacheLayer::observer)):
 /// hits, misses, stale answers, stores, store errors, purges, removals — each with its route
@@ -108,11 +108,11 @@ impl Observers {
             let tell = told(me);
             let removals: Arc<RemovalListener> =
                 Arc::new(move |cause| tell(EventKind::Removed { cause }));
-            store.listen_removals(Arc::downgrade(&removals));
+            store.listen(StoreListener::Removals(Arc::downgrade(&removals)));
             let tell = told(me);
             let flushes: Arc<FlushListener> =
                 Arc::new(move |reason| tell(EventKind::L1Flushed { reason }));
-            store.listen_flushes(Arc::downgrade(&flushes));
+            store.listen(StoreListener::Flushes(Arc::downgrade(&flushes)));
             Self {
                 list,
                 stats,

@@ -9,7 +9,6 @@ use tracing::{Level, Span, field::Empty};
 
 use crate::key::CacheKey;
 use crate::outcome::{Detail, Outcome, Storing};
-use crate::store::Store;
 
 /// How the request span shows the key ([`CacheLayer::trace_keys`](crate::CacheLayer::trace_keys)).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -78,7 +77,7 @@ pub(crate) fn request_span(
     settings: TraceSettings,
     route: &str,
     method: &Method,
-    store: &dyn Store,
+    store: &'static str,
     key: Option<&CacheKey>,
 ) -> Option<Span> {
     // No subscriber wants spans this verbose: the usual case, settled with one load.
@@ -93,7 +92,7 @@ fn new_span(
     settings: TraceSettings,
     route: &str,
     method: &Method,
-    store: &dyn Store,
+    store: &'static str,
     key: Option<&CacheKey>,
 ) -> Span {
     let key = key
@@ -104,7 +103,7 @@ fn new_span(
         "cache",
         route,
         method = method.as_str(),
-        store = store.name(),
+        store,
         key,
         outcome = Empty,
         detail = Empty,

@@ -15,7 +15,7 @@ impl Ctx {
             method: self.method,
             span: self.span().cloned(),
             max_body_size: self.config.rules.max_body_size,
-            inline: self.config.write_mode.inline_for(&*self.config.store),
+            inline: self.config.write_mode.inline_for(&self.config.capabilities),
             // On a sliding route presence is freshness: nothing stays past it.
             keep: if self.sliding() {
                 Duration::ZERO

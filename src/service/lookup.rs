@@ -158,7 +158,7 @@ impl Ctx {
         if let Some(clock) = self.clock() {
             clock.lookup_done();
         }
-        let tier = self.config.tiered.then_some(Tier::L1);
+        let tier = self.config.capabilities.tiered.then_some(Tier::L1);
         InPlace::Hit(self.finish(response, Outcome::Hit { ttl, tier }))
     }
 
@@ -225,7 +225,7 @@ impl Ctx {
             Some(found) => found,
             None => {
                 let found = store.get(key.as_str()).await;
-                if self.config.tiered && matches!(found, Ok(Some(_))) {
+                if self.config.capabilities.tiered && matches!(found, Ok(Some(_))) {
                     self.read_l2
                         .store(true, std::sync::atomic::Ordering::Relaxed);
                 }
@@ -246,7 +246,7 @@ impl Ctx {
     fn locks_with_lookup(&self) -> bool {
         *self.method == Method::GET
             && self.config.coalescer().is_some()
-            && self.config.store.coordinates_fills()
+            && self.config.fill_locks().is_some()
     }
 
     /// [`stored`](Self::stored), taking the fill lock of `key` in the same round trip when
@@ -254,12 +254,15 @@ impl Ctx {
     /// may lead then goes to the origin without another round trip.
     pub(super) async fn stored_or_lock(&self, key: &CacheKey) -> Option<Arc<CachedResponse>> {
         let store = &self.config.store;
-        match store
+        let Some(shared) = self.config.fill_locks() else {
+            return self.stored(key).await;
+        };
+        match shared
             .get_or_lock_fill(key.as_str(), self.config.coalesce_timeout())
             .await
         {
             Ok(Lookup::Found(entry)) => {
-                if self.config.tiered {
+                if self.config.capabilities.tiered {
                     self.read_l2
                         .store(true, std::sync::atomic::Ordering::Relaxed);
                 }
@@ -428,9 +431,9 @@ impl Ctx {
         accept: Accept,
     ) -> Coalesced {
         let store = &self.config.store;
-        if !store.coordinates_fills() {
+        let Some(shared) = self.config.fill_locks() else {
             return Coalesced::Lead(Lead::new(guard, None));
-        }
+        };
         let deadline = tokio::time::Instant::now() + self.config.coalesce_timeout() / 2;
         let mut delay = Duration::from_millis(5);
         let mut waited = false;
@@ -446,7 +449,7 @@ impl Ctx {
             let attempt = match prelock.take() {
                 Some(PreLock::Taken(lease)) => Ok(Some(lease)),
                 Some(PreLock::Held) => Ok(None),
-                None => store
+                None => shared
                     .lock_fill(target.as_str(), self.config.coalesce_timeout())
                     .await
                     .map(|lock| {

@@ -48,8 +48,8 @@ use crate::policy::{
     BypassReason, CacheTags, CacheTtl, NotStoredReason, RefreshReason, RequestCookies,
 };
 use crate::routes::{Resolved, Route};
-use crate::store::Lookup;
 use crate::store::Tier;
+use crate::store::{Lookup, StoreExt};
 use decide::within_max_age;
 use plan::{Plan, claimed_on_the_way, plan, watched_pattern};
 use purge_method::{PurgeMethod, is_purge};
@@ -312,7 +312,7 @@ struct Ctx {
     watch: Option<Box<Watch>>,
 }
 
-/// A shared store's fill lock, as the request's lookup left it ([`Store::get_or_lock_fill`]).
+/// A shared store's fill lock, as the request's lookup left it ([`SharedStore::get_or_lock_fill`](crate::store::SharedStore::get_or_lock_fill)).
 enum PreLock {
     /// Taken: this request may fetch for every process sharing the store.
     Taken(FillLease),

@@ -188,7 +188,7 @@ pub(super) fn plan(config: &Arc<Config>, key_builder: &Keys, parts: &mut Parts) 
         config.trace,
         route.counters.label(),
         &parts.method,
-        &*config.store,
+        config.capabilities.name,
         key.as_ref(),
     );
     let ctx = Ctx {

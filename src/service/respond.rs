@@ -131,7 +131,7 @@ impl Ctx {
         } else {
             entry.remaining_ttl(now)
         };
-        let tier = self.config.tiered.then(|| {
+        let tier = self.config.capabilities.tiered.then(|| {
             if self.read_l2.load(std::sync::atomic::Ordering::Relaxed) {
                 Tier::L2
             } else {
@@ -149,12 +149,12 @@ impl Ctx {
         let method = self.method;
         let tags = tags.to_vec();
         let touch = async move {
-            if let Err(error) = store.touch_tagged(key.as_str(), &tags, ttl).await {
+            if let Err(error) = store.touch(key.as_str(), &tags, ttl).await {
                 let scope = Scope::request(&counters, method);
                 funnel.store_failed(scope, StoreOperation::Touch, key.as_str(), &error);
             }
         };
-        let inline = self.config.write_mode.inline_for(&*self.config.store);
+        let inline = self.config.write_mode.inline_for(&self.config.capabilities);
         match tokio::runtime::Handle::try_current() {
             Ok(runtime) if !inline => drop(runtime.spawn(touch)),
             _ => touch.await,

@@ -11,8 +11,8 @@ use moka::sync::Cache;
 
 use super::purge::{KeyFilter, PurgeMode, PurgeTarget, softened};
 use super::{
-    Listeners, RemovalCause, RemovalListener, Store, StoreError, StoreErrorKind, StoreFuture,
-    StoreGauges,
+    Capabilities, Counters, Listeners, PutIf, RemovalCause, RemovalListener, Store, StoreError,
+    StoreErrorKind, StoreFuture, StoreGauges, StoreListener,
 };
 use crate::entry::CachedResponse;
 
@@ -67,7 +67,7 @@ struct RemovalCounters {
     replaced: AtomicU64,
     removed: AtomicU64,
     /// Observers of layers on this store, told of each removal
-    /// ([`Store::listen_removals`]).
+    /// ([`StoreListener::Removals`](super::StoreListener::Removals)).
     listeners: Listeners<RemovalListener>,
 }
 
@@ -323,11 +323,13 @@ impl MemoryStore {
     /// use std::time::Duration;
     /// use bytes::Bytes;
     /// use http::{HeaderMap, StatusCode};
-    /// use tower_response_cache::{CachedResponse, MemoryStore, store::Store};
+    /// use tower_response_cache::store::{PutIf, Store};
+    /// use tower_response_cache::{CachedResponse, MemoryStore};
     ///
     /// let store = MemoryStore::new(1 << 20);
-    /// let entry = CachedResponse::new(StatusCode::OK, HeaderMap::new(), Bytes::from("hi"));
-    /// store.put("app:GET:/a", Arc::new(entry), Duration::from_secs(60)).await.unwrap();
+    /// let entry = Arc::new(CachedResponse::new(StatusCode::OK, HeaderMap::new(), Bytes::from("hi")));
+    /// let ttl = Duration::from_secs(60);
+    /// store.put("app:GET:/a", entry, ttl, PutIf::Always).await.unwrap();
     /// assert_eq!(store.keys(), ["app:GET:/a"]);
     /// # }
     /// ```
@@ -399,53 +401,8 @@ impl MemoryStore {
         purged.count() as u64
     }
 
-    fn keys_matching(&self, prefix: &str, filter: Option<&KeyFilter>) -> Vec<Arc<String>> {
-        self.cache
-            .iter()
-            .filter(|(key, _)| PurgeTarget::prefix_matches(prefix, filter, key))
-            .map(|(key, _)| key)
-            .collect()
-    }
-}
-
-// moka's operations do not wait on I/O: every method completes in its first poll, and a
-// lookup is answered by `get_now` without a future at all.
-impl Store for MemoryStore {
-    fn name(&self) -> &'static str {
-        "memory"
-    }
-
-    /// Entries and bytes (approximate until moka's housekeeping has run: within about a
-    /// second), and the capacity.
-    fn gauges(&self) -> StoreGauges {
-        StoreGauges {
-            entries: Some(self.cache.entry_count()),
-            bytes: Some(self.cache.weighted_size()),
-            capacity: self.cache.policy().max_capacity(),
-            open_breakers: None,
-            l1_flushes: None,
-        }
-    }
-
-    fn listen_removals(&self, listener: Weak<RemovalListener>) -> bool {
-        self.removals.listen(listener);
-        true
-    }
-
-    fn get<'a>(&'a self, key: &'a str) -> StoreFuture<'a, Option<Arc<CachedResponse>>> {
-        Box::pin(std::future::ready(Ok(self.lookup(key))))
-    }
-
-    fn get_now(&self, key: &str) -> Option<Result<Option<Arc<CachedResponse>>, StoreError>> {
-        Some(Ok(self.lookup(key)))
-    }
-
-    fn put<'a>(
-        &'a self,
-        key: &'a str,
-        entry: Arc<CachedResponse>,
-        ttl: Duration,
-    ) -> StoreFuture<'a, ()> {
+    /// Stores `entry` under `key` for `ttl`, whatever the key holds.
+    fn put_now(&self, key: &str, entry: Arc<CachedResponse>, ttl: Duration) {
         let expires_at = deadline(ttl);
         if entry.tags.is_empty() {
             // Nothing to index: a tagged slot it replaces is cleaned by its removal.
@@ -463,31 +420,166 @@ impl Store for MemoryStore {
                 .entry_by_ref(key)
                 .and_compute_with(|_| Op::Put(self.slot(key, entry, expires_at)));
         }
-        Box::pin(std::future::ready(Ok(())))
     }
 
-    fn put_newer<'a>(
-        &'a self,
-        key: &'a str,
+    /// Stores `entry` under `key` for `ttl` unless `keep(existing, entry)` says the entry
+    /// the key holds stays, in one step for the other writers of the key; whether it
+    /// stored.
+    fn put_unless(
+        &self,
+        key: &str,
         entry: Arc<CachedResponse>,
         ttl: Duration,
-    ) -> StoreFuture<'a, bool> {
-        // Atomic with respect to other writers of the key going through the entry API.
+        keep: impl FnOnce(&CachedResponse, &CachedResponse) -> bool,
+    ) -> bool {
         let result = self
             .cache
             .entry_by_ref(key)
             .and_compute_with(|existing| match existing {
-                Some(existing) if existing.value().entry.stored_at > entry.stored_at => Op::Nop,
+                Some(existing) if keep(&existing.value().entry, &entry) => Op::Nop,
                 _ => Op::Put(self.slot(key, entry, deadline(ttl))),
             });
-        let stored = !matches!(result, CompResult::Unchanged(_) | CompResult::StillNone(_));
+        !matches!(result, CompResult::Unchanged(_) | CompResult::StillNone(_))
+    }
+
+    fn keys_matching(&self, prefix: &str, filter: Option<&KeyFilter>) -> Vec<Arc<String>> {
+        self.cache
+            .iter()
+            .filter(|(key, _)| PurgeTarget::prefix_matches(prefix, filter, key))
+            .map(|(key, _)| key)
+            .collect()
+    }
+}
+
+// moka's operations do not wait on I/O: every method completes in its first poll, and a
+// lookup is answered by `get_now` without a future at all.
+impl Store for MemoryStore {
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            reads_in_place: true,
+            writes_in_place: true,
+            touch: true,
+            prefix_purges: true,
+            filtered_prefix_purges: true,
+            tag_purges: true,
+            soft_purges: true,
+            counts_purges: true,
+            ..Capabilities::new("memory")
+        }
+    }
+
+    /// Entries and bytes (approximate until moka's housekeeping has run: within about a
+    /// second), and the capacity.
+    fn gauges(&self) -> StoreGauges {
+        StoreGauges {
+            entries: Some(self.cache.entry_count()),
+            bytes: Some(self.cache.weighted_size()),
+            capacity: self.cache.policy().max_capacity(),
+            open_breakers: None,
+            l1_flushes: None,
+        }
+    }
+
+    fn listen(&self, listener: StoreListener) -> bool {
+        match listener {
+            StoreListener::Removals(listener) => {
+                self.removals.listen(listener);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    fn get<'a>(&'a self, key: &'a str) -> StoreFuture<'a, Option<Arc<CachedResponse>>> {
+        Box::pin(std::future::ready(Ok(self.lookup(key))))
+    }
+
+    fn get_now(&self, key: &str) -> Option<Result<Option<Arc<CachedResponse>>, StoreError>> {
+        Some(Ok(self.lookup(key)))
+    }
+
+    /// Atomic with respect to other writers of the key (moka's entry API); an expired
+    /// entry is absent.
+    fn put<'a>(
+        &'a self,
+        key: &'a str,
+        entry: Arc<CachedResponse>,
+        ttl: Duration,
+        condition: PutIf,
+    ) -> StoreFuture<'a, bool> {
+        let stored = match condition {
+            PutIf::Always => {
+                self.put_now(key, entry, ttl);
+                true
+            }
+            PutIf::Newer => self.put_unless(key, entry, ttl, |existing, entry| {
+                existing.stored_at > entry.stored_at
+            }),
+            PutIf::Absent => {
+                let now = SystemTime::now();
+                self.put_unless(key, entry, ttl, |existing, _| existing.is_fresh(now))
+            }
+        };
         Box::pin(std::future::ready(Ok(stored)))
     }
 
-    fn writes_in_place(&self) -> bool {
-        true
+    fn touch<'a>(
+        &'a self,
+        key: &'a str,
+        tags: &'a [String],
+        ttl: Duration,
+    ) -> StoreFuture<'a, bool> {
+        let _ = tags;
+        // Atomic with respect to other writers of the key: a removed entry is not revived.
+        let result = self
+            .cache
+            .entry_by_ref(key)
+            .and_compute_with(|existing| match existing {
+                Some(existing) => {
+                    let entry = Arc::clone(&existing.into_value().entry);
+                    Op::Put(self.slot(key, entry, deadline(ttl)))
+                }
+                None => Op::Nop,
+            });
+        let touched = matches!(result, CompResult::ReplacedWith(_));
+        Box::pin(std::future::ready(Ok(touched)))
     }
 
+    fn purge<'a>(&'a self, target: PurgeTarget<'a>, mode: PurgeMode) -> StoreFuture<'a, u64> {
+        let purged = match target {
+            PurgeTarget::Keys(keys) => {
+                Ok(self.purge_keys(keys.iter().map(String::as_str), mode, |_| true))
+            }
+            PurgeTarget::Prefix { prefix, filter } => {
+                let keys = self.keys_matching(prefix, filter);
+                Ok(self.purge_keys(keys.iter().map(|key| key.as_str()), mode, |_| true))
+            }
+            // Whatever slot the key holds when it is reached: removed (or softened) if it
+            // has the tag, so that a copy written meanwhile (a soft purge's) is not missed.
+            PurgeTarget::Tag { tag, within } => {
+                let keys = self.tags.members(tag, within);
+                Ok(
+                    self.purge_keys(keys.iter().map(String::as_str), mode, |entry| {
+                        entry.tags.iter().any(|has| has == tag)
+                    }),
+                )
+            }
+            PurgeTarget::All if mode == PurgeMode::Hard => {
+                let count = self.cache.entry_count();
+                self.cache.invalidate_all();
+                Ok(count)
+            }
+            PurgeTarget::All => Err(StoreError::unsupported("soft purges of everything")),
+        };
+        Box::pin(std::future::ready(purged))
+    }
+
+    fn counters(&self) -> Option<&dyn Counters> {
+        Some(self)
+    }
+}
+
+impl Counters for MemoryStore {
     fn increment<'a>(&'a self, key: &'a str, delta: i64, ttl: Duration) -> StoreFuture<'a, i64> {
         // Atomic with respect to other writers of the key going through the entry API. The
         // counter keeps the life it was created with.
@@ -526,84 +618,8 @@ impl Store for MemoryStore {
             .and_then(|slot| counter_value(&slot.entry));
         Box::pin(std::future::ready(Ok(value)))
     }
-
-    fn put_if_absent<'a>(
-        &'a self,
-        key: &'a str,
-        entry: Arc<CachedResponse>,
-        ttl: Duration,
-    ) -> StoreFuture<'a, bool> {
-        // Atomic with respect to other writers of the key going through the entry API; an
-        // expired entry is absent.
-        let now = SystemTime::now();
-        let result = self
-            .cache
-            .entry_by_ref(key)
-            .and_compute_with(|existing| match existing {
-                Some(existing) if existing.value().entry.is_fresh(now) => Op::Nop,
-                _ => Op::Put(self.slot(key, entry, deadline(ttl))),
-            });
-        let stored = !matches!(result, CompResult::Unchanged(_) | CompResult::StillNone(_));
-        Box::pin(std::future::ready(Ok(stored)))
-    }
-
-    fn remove<'a>(&'a self, key: &'a str) -> StoreFuture<'a, bool> {
-        Box::pin(std::future::ready(Ok(self.cache.remove(key).is_some())))
-    }
-
-    fn clear(&self) -> StoreFuture<'_, ()> {
-        self.cache.invalidate_all();
-        Box::pin(std::future::ready(Ok(())))
-    }
-
-    fn touch<'a>(&'a self, key: &'a str, ttl: Duration) -> StoreFuture<'a, bool> {
-        // Atomic with respect to other writers of the key: a removed entry is not revived.
-        let result = self
-            .cache
-            .entry_by_ref(key)
-            .and_compute_with(|existing| match existing {
-                Some(existing) => {
-                    let entry = Arc::clone(&existing.into_value().entry);
-                    Op::Put(self.slot(key, entry, deadline(ttl)))
-                }
-                None => Op::Nop,
-            });
-        let touched = matches!(result, CompResult::ReplacedWith(_));
-        Box::pin(std::future::ready(Ok(touched)))
-    }
-
-    fn remove_prefix<'a>(&'a self, prefix: &'a str) -> StoreFuture<'a, u64> {
-        let keys = self.keys_matching(prefix, None);
-        let removed = keys
-            .iter()
-            .filter(|key| self.cache.remove(key.as_str()).is_some())
-            .count();
-        Box::pin(std::future::ready(Ok(removed as u64)))
-    }
-
-    fn purge<'a>(&'a self, target: PurgeTarget<'a>, mode: PurgeMode) -> StoreFuture<'a, u64> {
-        let purged = match target {
-            PurgeTarget::Keys(keys) => {
-                self.purge_keys(keys.iter().map(String::as_str), mode, |_| true)
-            }
-            PurgeTarget::Prefix { prefix, filter } => {
-                let keys = self.keys_matching(prefix, filter);
-                self.purge_keys(keys.iter().map(|key| key.as_str()), mode, |_| true)
-            }
-            // Whatever slot the key holds when it is reached: removed (or softened) if it
-            // has the tag, so that a copy written meanwhile (a soft purge's) is not missed.
-            PurgeTarget::Tag { tag, within } => {
-                let keys = self.tags.members(tag, within);
-                self.purge_keys(keys.iter().map(String::as_str), mode, |entry| {
-                    entry.tags.iter().any(|has| has == tag)
-                })
-            }
-        };
-        Box::pin(std::future::ready(Ok(purged)))
-    }
 }
 
-/// The instant `ttl` from now (far ahead when that is past what an `Instant` holds).
 /// The entry that holds a counter in memory: marked, its value in decimal.
 fn counter_entry(value: i64) -> CachedResponse {
     let mut headers = http::HeaderMap::with_capacity(1);
@@ -624,6 +640,7 @@ fn counter_value(entry: &CachedResponse) -> Option<i64> {
 /// Marks a memory entry as a counter.
 const COUNTER: http::HeaderName = http::HeaderName::from_static("trc-counter");
 
+/// The instant `ttl` from now (far ahead when that is past what an `Instant` holds).
 fn deadline(ttl: Duration) -> Instant {
     let now = Instant::now();
     now.checked_add(ttl)
@@ -633,6 +650,7 @@ fn deadline(ttl: Duration) -> Instant {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::StoreExt;
     use bytes::Bytes;
     use http::{HeaderMap, StatusCode};
 
@@ -649,7 +667,12 @@ mod tests {
         let store = MemoryStore::new(1 << 20);
         let stored = entry(b"hello");
         store
-            .put("k", Arc::clone(&stored), Duration::from_secs(60))
+            .put(
+                "k",
+                Arc::clone(&stored),
+                Duration::from_secs(60),
+                PutIf::Always,
+            )
             .await
             .unwrap();
         let got = store.get("k").await.unwrap().unwrap();
@@ -661,11 +684,16 @@ mod tests {
     async fn entries_expire_after_their_own_ttl() {
         let store = MemoryStore::new(1 << 20);
         store
-            .put("short", entry(b"a"), Duration::from_millis(50))
+            .put(
+                "short",
+                entry(b"a"),
+                Duration::from_millis(50),
+                PutIf::Always,
+            )
             .await
             .unwrap();
         store
-            .put("long", entry(b"b"), Duration::from_secs(60))
+            .put("long", entry(b"b"), Duration::from_secs(60), PutIf::Always)
             .await
             .unwrap();
         tokio::time::sleep(Duration::from_millis(120)).await;
@@ -682,9 +710,24 @@ mod tests {
             Arc::new(entry)
         };
         let ttl = Duration::from_secs(60);
-        assert!(store.put_newer("k", aged(b"old", 10), ttl).await.unwrap());
-        assert!(store.put_newer("k", aged(b"new", 1), ttl).await.unwrap());
-        assert!(!store.put_newer("k", aged(b"older", 5), ttl).await.unwrap());
+        assert!(
+            store
+                .put("k", aged(b"old", 10), ttl, PutIf::Newer)
+                .await
+                .unwrap()
+        );
+        assert!(
+            store
+                .put("k", aged(b"new", 1), ttl, PutIf::Newer)
+                .await
+                .unwrap()
+        );
+        assert!(
+            !store
+                .put("k", aged(b"older", 5), ttl, PutIf::Newer)
+                .await
+                .unwrap()
+        );
         assert_eq!(store.get("k").await.unwrap().unwrap().body, "new");
     }
 
@@ -692,15 +735,20 @@ mod tests {
     async fn touch_extends_and_does_not_revive() {
         let store = MemoryStore::new(1 << 20);
         store
-            .put("k", entry(b"a"), Duration::from_millis(80))
+            .put("k", entry(b"a"), Duration::from_millis(80), PutIf::Always)
             .await
             .unwrap();
-        assert!(store.touch("k", Duration::from_secs(60)).await.unwrap());
+        assert!(
+            store
+                .touch("k", &[], Duration::from_secs(60))
+                .await
+                .unwrap()
+        );
         tokio::time::sleep(Duration::from_millis(150)).await;
         assert!(store.get("k").await.unwrap().is_some());
         assert!(
             !store
-                .touch("missing", Duration::from_secs(60))
+                .touch("missing", &[], Duration::from_secs(60))
                 .await
                 .unwrap()
         );
@@ -712,7 +760,7 @@ mod tests {
         let store = MemoryStore::new(1 << 20);
         for key in ["a:1", "a:2", "b:1"] {
             store
-                .put(key, entry(b"x"), Duration::from_secs(60))
+                .put(key, entry(b"x"), Duration::from_secs(60), PutIf::Always)
                 .await
                 .unwrap();
         }
@@ -720,7 +768,7 @@ mod tests {
         assert!(store.get("b:1").await.unwrap().is_some());
         assert!(store.remove("b:1").await.unwrap());
         store
-            .put("c", entry(b"x"), Duration::from_secs(60))
+            .put("c", entry(b"x"), Duration::from_secs(60), PutIf::Always)
             .await
             .unwrap();
         store.clear().await.unwrap();
@@ -739,19 +787,29 @@ mod tests {
         let store = MemoryStore::new(1 << 20);
         let ttl = Duration::from_secs(60);
         store
-            .put("a:1", tagged(b"1", &["user:4"]), ttl)
+            .put("a:1", tagged(b"1", &["user:4"]), ttl, PutIf::Always)
             .await
             .unwrap();
         store
-            .put("a:2", tagged(b"2", &["user:42", "users"]), ttl)
+            .put(
+                "a:2",
+                tagged(b"2", &["user:42", "users"]),
+                ttl,
+                PutIf::Always,
+            )
             .await
             .unwrap();
         store
-            .put("a:3", tagged(b"3", &["user:4", "users"]), ttl)
+            .put(
+                "a:3",
+                tagged(b"3", &["user:4", "users"]),
+                ttl,
+                PutIf::Always,
+            )
             .await
             .unwrap();
         store
-            .put("b:1", tagged(b"4", &["user:4"]), ttl)
+            .put("b:1", tagged(b"4", &["user:4"]), ttl, PutIf::Always)
             .await
             .unwrap();
         let purge = |tag| PurgeTarget::Tag { tag, within: "a:" };
@@ -777,13 +835,13 @@ mod tests {
         let store = MemoryStore::new(1 << 20);
         let ttl = Duration::from_secs(60);
         store
-            .put("k", tagged(b"1", &["a", "b"]), ttl)
+            .put("k", tagged(b"1", &["a", "b"]), ttl, PutIf::Always)
             .await
             .unwrap();
         assert_eq!(store.tag_index_len(), (2, 1));
         // Replaced by an entry with other tags: the old ones leave.
         store
-            .put("k", tagged(b"2", &["b", "c"]), ttl)
+            .put("k", tagged(b"2", &["b", "c"]), ttl, PutIf::Always)
             .await
             .unwrap();
         store.run_pending_tasks();
@@ -791,17 +849,31 @@ mod tests {
         let purge = |tag| PurgeTarget::Tag { tag, within: "" };
         assert_eq!(store.purge(purge("a"), PurgeMode::Hard).await.unwrap(), 0);
         // Replaced by an untagged entry: nothing left.
-        store.put("k", entry(b"3"), ttl).await.unwrap();
+        store
+            .put("k", entry(b"3"), ttl, PutIf::Always)
+            .await
+            .unwrap();
         store.run_pending_tasks();
         assert_eq!(store.tag_index_len(), (0, 0));
         // Removed, expired, cleared.
-        store.put("r", tagged(b"4", &["r"]), ttl).await.unwrap();
-        store.remove("r").await.unwrap();
         store
-            .put("e", tagged(b"5", &["e"]), Duration::from_millis(20))
+            .put("r", tagged(b"4", &["r"]), ttl, PutIf::Always)
             .await
             .unwrap();
-        store.put("c", tagged(b"6", &["c"]), ttl).await.unwrap();
+        store.remove("r").await.unwrap();
+        store
+            .put(
+                "e",
+                tagged(b"5", &["e"]),
+                Duration::from_millis(20),
+                PutIf::Always,
+            )
+            .await
+            .unwrap();
+        store
+            .put("c", tagged(b"6", &["c"]), ttl, PutIf::Always)
+            .await
+            .unwrap();
         // moka's timer wheel hands expired entries over within about a second.
         for _ in 0..40 {
             store.run_pending_tasks();
@@ -829,7 +901,7 @@ mod tests {
             let mut entry = (*entry(b"x")).clone();
             entry.tags = tags.to_vec();
             store
-                .put(&format!("k{i}"), Arc::new(entry), ttl)
+                .put(&format!("k{i}"), Arc::new(entry), ttl, PutIf::Always)
                 .await
                 .unwrap();
         }
@@ -850,7 +922,12 @@ mod tests {
         let mut fresh = (*tagged(b"1", &["t"])).clone();
         fresh.stale_while_revalidate = Duration::from_secs(30);
         store
-            .put("k", Arc::new(fresh), Duration::from_millis(300))
+            .put(
+                "k",
+                Arc::new(fresh),
+                Duration::from_millis(300),
+                PutIf::Always,
+            )
             .await
             .unwrap();
         let soft = PurgeTarget::Tag {
@@ -887,7 +964,12 @@ mod tests {
         let store = MemoryStore::new(1 << 20);
         for key in ["a:1", "a:2", "a:22", "b:2"] {
             store
-                .put(key, tagged(b"x", &[]), Duration::from_secs(60))
+                .put(
+                    key,
+                    tagged(b"x", &[]),
+                    Duration::from_secs(60),
+                    PutIf::Always,
+                )
                 .await
                 .unwrap();
         }
@@ -906,11 +988,22 @@ mod tests {
     async fn removals_are_counted_by_cause() {
         let store = MemoryStore::new(1 << 20);
         let ttl = Duration::from_secs(60);
-        store.put("a", entry(b"1"), ttl).await.unwrap();
-        store.put("a", entry(b"2"), ttl).await.unwrap();
+        store
+            .put("a", entry(b"1"), ttl, PutIf::Always)
+            .await
+            .unwrap();
+        store
+            .put("a", entry(b"2"), ttl, PutIf::Always)
+            .await
+            .unwrap();
         store.remove("a").await.unwrap();
         store
-            .put("short", entry(b"3"), Duration::from_millis(10))
+            .put(
+                "short",
+                entry(b"3"),
+                Duration::from_millis(10),
+                PutIf::Always,
+            )
             .await
             .unwrap();
         // moka's timer wheel hands expired entries over within about a second.
@@ -936,7 +1029,7 @@ mod tests {
         let body: &'static [u8] = Box::leak(vec![0u8; 4096].into_boxed_slice());
         for i in 0..64 {
             small
-                .put(&format!("big{i}"), entry(body), ttl)
+                .put(&format!("big{i}"), entry(body), ttl, PutIf::Always)
                 .await
                 .unwrap();
         }
@@ -956,7 +1049,12 @@ mod tests {
         let body: &'static [u8] = Box::leak(vec![0u8; 4096].into_boxed_slice());
         for i in 0..64 {
             store
-                .put(&format!("k{i}"), entry(body), Duration::from_secs(60))
+                .put(
+                    &format!("k{i}"),
+                    entry(body),
+                    Duration::from_secs(60),
+                    PutIf::Always,
+                )
                 .await
                 .unwrap();
         }

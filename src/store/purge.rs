@@ -57,6 +57,10 @@ pub enum PurgeTarget<'a> {
         /// What the keys start with.
         within: &'a str,
     },
+    /// Every entry of the store: of a store that shares its keyspace, every entry under
+    /// its own namespace and nothing else. Hard only (stores answer
+    /// [`StoreErrorKind::Unsupported`](super::StoreErrorKind::Unsupported) to a soft one).
+    All,
 }
 
 impl fmt::Debug for PurgeTarget<'_> {
@@ -73,6 +77,7 @@ impl fmt::Debug for PurgeTarget<'_> {
                 .field("tag", tag)
                 .field("within", within)
                 .finish(),
+            Self::All => f.write_str("All"),
         }
     }
 }

@@ -22,8 +22,9 @@ use super::memory::MemoryStore;
 use super::purge::{PurgeMode, PurgeTarget};
 use super::redis::RedisStore;
 use super::{
-    FillLock, FlushListener, FlushReason, L1Flushes, Listeners, Lookup, RemovalListener, Store,
-    StoreError, StoreErrorKind, StoreFuture, StoreGauges, random_id,
+    Batches, Capabilities, Counters, FillLock, FlushListener, FlushReason, L1Flushes, Listeners,
+    Lookup, PutIf, SharedStore, Store, StoreError, StoreErrorKind, StoreExt, StoreFuture,
+    StoreGauges, StoreListener, random_id,
 };
 use crate::entry::CachedResponse;
 
@@ -99,7 +100,7 @@ impl Default for TieredConfig {
 ///   served after an invalidation the channel lost.
 ///
 /// Fill locks, the purge log and store errors are L2's. An L2 that may answer as before
-/// another instance's purge for a while ([`Store::purge_lag`]: memcached's copies of its
+/// another instance's purge for a while ([`SharedStore::purge_lag`]: memcached's copies of its
 /// tag records) is not copied into L1 for that long after such a purge arrives. Needs the
 /// `redis` feature.
 ///
@@ -162,7 +163,7 @@ impl Default for TieredConfig {
 /// heartbeats through Redis (memcached has no pub/sub), with the same doubt and the same
 /// bound. A memcached store may read its copy of a tag record or generation for
 /// `version_ttl` after another instance's purge. For that long after a purge arrives on the
-/// channel, what L2 answers is not copied into L1 ([`Store::purge_lag`]), so an entry
+/// channel, what L2 answers is not copied into L1 ([`SharedStore::purge_lag`]), so an entry
 /// purged elsewhere is never pinned in L1 by a lagging read.
 ///
 /// # Tested
@@ -240,12 +241,12 @@ struct Health {
     stripes: Box<[AtomicU64]>,
     flushes: FlushCounters,
     /// How long L2 may still answer as before another instance's purge
-    /// ([`Store::purge_lag`]).
+    /// ([`SharedStore::purge_lag`]).
     l2_lag_ms: u64,
     /// When the last purge of another instance that may concern any key arrived
     /// (milliseconds after `start`; 0: none).
     remote_purge_ms: AtomicU64,
-    /// Told of each flush ([`Store::listen_flushes`]).
+    /// Told of each flush ([`StoreListener::Flushes`]).
     listeners: Listeners<FlushListener>,
     l1: MemoryStore,
 }
@@ -362,7 +363,7 @@ impl Health {
     }
 
     /// Another instance's purge of a tag or a prefix, or its clear, arrived: L2 may answer
-    /// as before it for [`Store::purge_lag`].
+    /// as before it for [`SharedStore::purge_lag`].
     fn purged_elsewhere(&self) {
         self.remote_purge_ms.store(self.now_ms(), Ordering::Release);
     }
@@ -407,7 +408,10 @@ impl Health {
         if ttl.is_zero() {
             return;
         }
-        let _ = self.l1.put(key, Arc::clone(entry), ttl).await;
+        let _ = self
+            .l1
+            .put(key, Arc::clone(entry), ttl, PutIf::Always)
+            .await;
         if !unchanged() {
             let _ = self.l1.remove(key).await;
         }
@@ -548,7 +552,7 @@ impl TieredStore {
         let health = Arc::new(Health::new(
             l1.clone(),
             config.max_staleness,
-            l2.purge_lag(),
+            l2.shared().map_or(Duration::ZERO, SharedStore::purge_lag),
         ));
         let id = random_id();
         let subscriber = redis.pool().next().clone_new();
@@ -681,6 +685,11 @@ impl TieredStore {
     }
 
     /// The entry L1 holds under `key`, when L1 is in use.
+    /// L2's side of the protocol between instances, when L2 is shared.
+    fn l2_shared(&self) -> Option<&dyn SharedStore> {
+        self.inner.l2.shared()
+    }
+
     fn l1_hit(&self, key: &str) -> Option<Arc<CachedResponse>> {
         if !self.inner.health.usable() {
             return None;
@@ -878,31 +887,21 @@ async fn heartbeat(
     }
 }
 
+/// Every method written out (clippy's `missing_trait_methods`): a decorator that forgot one
+/// would answer with the trait's default instead of its tiers'.
+#[deny(clippy::missing_trait_methods)]
 impl Store for TieredStore {
-    fn name(&self) -> &'static str {
-        "tiered"
-    }
-
-    /// L1's entries, bytes and capacity; L2's breaker; L1's flushes.
-    fn gauges(&self) -> StoreGauges {
-        StoreGauges {
-            open_breakers: self.inner.l2.gauges().open_breakers,
-            l1_flushes: Some(self.flushes()),
-            ..self.inner.l1.gauges()
+    /// L1 reads in place; the rest is L2's, but for counting purges (L2's count, when it
+    /// keeps one).
+    fn capabilities(&self) -> Capabilities {
+        let l2 = self.inner.l2.capabilities();
+        Capabilities {
+            name: "tiered",
+            reads_in_place: true,
+            writes_in_place: false,
+            tiered: true,
+            ..l2
         }
-    }
-
-    fn listen_removals(&self, listener: Weak<RemovalListener>) -> bool {
-        self.inner.l1.listen_removals(listener)
-    }
-
-    fn listen_flushes(&self, listener: Weak<FlushListener>) -> bool {
-        self.inner.health.listeners.add(listener);
-        true
-    }
-
-    fn tiered(&self) -> bool {
-        true
     }
 
     fn get<'a>(&'a self, key: &'a str) -> StoreFuture<'a, Option<Arc<CachedResponse>>> {
@@ -925,35 +924,34 @@ impl Store for TieredStore {
         self.l1_hit(key).map(|entry| Ok(Some(entry)))
     }
 
+    /// Written to L2 under `condition`; when written, every instance's L1 copy is evicted
+    /// (this one's first) and this instance keeps the new entry in L1.
     fn put<'a>(
         &'a self,
         key: &'a str,
         entry: Arc<CachedResponse>,
         ttl: Duration,
-    ) -> StoreFuture<'a, ()> {
-        Box::pin(async move {
-            self.inner.health.invalidated_key(key);
-            let _ = self.inner.l1.remove(key).await;
-            self.inner.l2.put(key, Arc::clone(&entry), ttl).await?;
-            self.publish(Evict::Key(key)).await;
-            self.fill_l1_written(key, &entry, ttl).await;
-            Ok(())
-        })
-    }
-
-    fn put_newer<'a>(
-        &'a self,
-        key: &'a str,
-        entry: Arc<CachedResponse>,
-        ttl: Duration,
+        condition: PutIf,
     ) -> StoreFuture<'a, bool> {
         Box::pin(async move {
+            if condition == PutIf::Absent {
+                let written = self
+                    .inner
+                    .l2
+                    .put(key, Arc::clone(&entry), ttl, condition)
+                    .await?;
+                if written {
+                    // What L1 held under the key was stale or gone in L2: evicted everywhere.
+                    self.evict_keys(&[key.to_owned()]).await;
+                }
+                return Ok(written);
+            }
             self.inner.health.invalidated_key(key);
             let _ = self.inner.l1.remove(key).await;
             let written = self
                 .inner
                 .l2
-                .put_newer(key, Arc::clone(&entry), ttl)
+                .put(key, Arc::clone(&entry), ttl, condition)
                 .await?;
             if written {
                 self.publish(Evict::Key(key)).await;
@@ -963,28 +961,85 @@ impl Store for TieredStore {
         })
     }
 
-    fn put_if_absent<'a>(
+    /// L2's (the entry is the same: L1 keeps its copy, and its own, shorter, life).
+    fn touch<'a>(
         &'a self,
         key: &'a str,
-        entry: Arc<CachedResponse>,
+        tags: &'a [String],
         ttl: Duration,
     ) -> StoreFuture<'a, bool> {
+        self.inner.l2.touch(key, tags, ttl)
+    }
+
+    /// L2's purge; then every instance's L1 copies of what it covers go, whatever the mode
+    /// (a soft purge's stale entry is read from L2).
+    fn purge<'a>(&'a self, target: PurgeTarget<'a>, mode: PurgeMode) -> StoreFuture<'a, u64> {
         Box::pin(async move {
-            let written = self
-                .inner
-                .l2
-                .put_if_absent(key, Arc::clone(&entry), ttl)
-                .await?;
-            if written {
-                // What L1 held under the key was stale or gone in L2: evicted everywhere.
-                self.evict_keys(&[key.to_owned()]).await;
+            let purged = self.inner.l2.purge(target, mode).await;
+            if !matches!(target, PurgeTarget::Keys(_)) {
+                self.inner.health.invalidated();
             }
-            Ok(written)
+            match target {
+                PurgeTarget::Keys(keys) => self.evict_keys(keys).await,
+                PurgeTarget::Prefix { prefix, .. } => {
+                    // Every key under the prefix, the filter aside: more than the purge,
+                    // never less.
+                    let _ = self.inner.l1.remove_prefix(prefix).await;
+                    self.publish(Evict::Prefix(prefix)).await;
+                }
+                PurgeTarget::Tag { tag, within } => {
+                    let _ = self
+                        .inner
+                        .l1
+                        .purge(PurgeTarget::Tag { tag, within }, PurgeMode::Hard)
+                        .await;
+                    self.publish(Evict::Tag(tag)).await;
+                }
+                PurgeTarget::All => {
+                    self.inner.l1.clear_now();
+                    self.publish(Evict::All).await;
+                }
+            }
+            purged
         })
     }
 
-    /// L1's entries where it has them, the rest in one [`Store::get_many`] of L2 (which
-    /// fill L1).
+    fn shared(&self) -> Option<&dyn SharedStore> {
+        self.inner.l2.shared().map(|_| self as &dyn SharedStore)
+    }
+
+    /// L2's counters (L1 holds none: every increment is shared).
+    fn counters(&self) -> Option<&dyn Counters> {
+        self.inner.l2.counters()
+    }
+
+    fn batches(&self) -> Option<&dyn Batches> {
+        Some(self)
+    }
+
+    fn listen(&self, listener: StoreListener) -> bool {
+        match listener {
+            StoreListener::Flushes(listener) => {
+                self.inner.health.listeners.add(listener);
+                true
+            }
+            removals => self.inner.l1.listen(removals),
+        }
+    }
+
+    /// L1's entries, bytes and capacity; L2's breaker; L1's flushes.
+    fn gauges(&self) -> StoreGauges {
+        StoreGauges {
+            open_breakers: self.inner.l2.gauges().open_breakers,
+            l1_flushes: Some(self.flushes()),
+            ..self.inner.l1.gauges()
+        }
+    }
+}
+
+impl Batches for TieredStore {
+    /// L1's entries where it has them, the rest in one read of many from L2 (which fill
+    /// L1).
     fn get_many<'a>(
         &'a self,
         keys: &'a [String],
@@ -1012,95 +1067,26 @@ impl Store for TieredStore {
         })
     }
 
-    /// L2's counter (L1 holds none: every increment is shared).
-    fn increment<'a>(&'a self, key: &'a str, delta: i64, ttl: Duration) -> StoreFuture<'a, i64> {
-        self.inner.l2.increment(key, delta, ttl)
-    }
-
-    fn counter<'a>(&'a self, key: &'a str) -> StoreFuture<'a, Option<i64>> {
-        self.inner.l2.counter(key)
-    }
-
-    fn remove<'a>(&'a self, key: &'a str) -> StoreFuture<'a, bool> {
-        Box::pin(async move {
-            let removed = self.inner.l2.remove(key).await;
-            self.evict_keys(&[key.to_owned()]).await;
-            removed
-        })
-    }
-
-    fn remove_many<'a>(&'a self, keys: &'a [String]) -> StoreFuture<'a, u64> {
-        Box::pin(async move {
-            let removed = self.inner.l2.remove_many(keys).await;
-            self.evict_keys(keys).await;
-            removed
-        })
-    }
-
-    fn clear(&self) -> StoreFuture<'_, ()> {
-        Box::pin(async move {
-            let cleared = self.inner.l2.clear().await;
-            self.inner.health.invalidated();
-            self.inner.l1.clear_now();
-            self.publish(Evict::All).await;
-            cleared
-        })
-    }
-
-    fn touch<'a>(&'a self, key: &'a str, ttl: Duration) -> StoreFuture<'a, bool> {
-        // The entry is the same: L1 keeps its copy (and its own, shorter, life).
-        self.inner.l2.touch(key, ttl)
-    }
-
-    fn touch_tagged<'a>(
+    /// One after another, each evicting every instance's L1 copy.
+    fn put_many<'a>(
         &'a self,
-        key: &'a str,
-        tags: &'a [String],
-        ttl: Duration,
-    ) -> StoreFuture<'a, bool> {
-        self.inner.l2.touch_tagged(key, tags, ttl)
-    }
-
-    fn remove_prefix<'a>(&'a self, prefix: &'a str) -> StoreFuture<'a, u64> {
+        entries: &'a [(String, Arc<CachedResponse>, Duration)],
+    ) -> StoreFuture<'a, ()> {
         Box::pin(async move {
-            let removed = self.inner.l2.remove_prefix(prefix).await;
-            self.inner.health.invalidated();
-            let _ = self.inner.l1.remove_prefix(prefix).await;
-            self.publish(Evict::Prefix(prefix)).await;
-            removed
+            for (key, entry, ttl) in entries {
+                self.put(key, Arc::clone(entry), *ttl, PutIf::Always)
+                    .await?;
+            }
+            Ok(())
         })
     }
+}
 
-    fn purge<'a>(&'a self, target: PurgeTarget<'a>, mode: PurgeMode) -> StoreFuture<'a, u64> {
-        Box::pin(async move {
-            let purged = self.inner.l2.purge(target, mode).await;
-            if !matches!(target, PurgeTarget::Keys(_)) {
-                self.inner.health.invalidated();
-            }
-            // L1 copies go whatever the mode: a soft purge's stale entry is read from L2.
-            match target {
-                PurgeTarget::Keys(keys) => self.evict_keys(keys).await,
-                PurgeTarget::Prefix { prefix, .. } => {
-                    // Every key under the prefix, the filter aside: more than the purge,
-                    // never less.
-                    let _ = self.inner.l1.remove_prefix(prefix).await;
-                    self.publish(Evict::Prefix(prefix)).await;
-                }
-                PurgeTarget::Tag { tag, within } => {
-                    let _ = self
-                        .inner
-                        .l1
-                        .purge(PurgeTarget::Tag { tag, within }, PurgeMode::Hard)
-                        .await;
-                    self.publish(Evict::Tag(tag)).await;
-                }
-            }
-            purged
-        })
-    }
-
+/// L2's protocol; a lookup reads L1 first.
+#[deny(clippy::missing_trait_methods)]
+impl SharedStore for TieredStore {
     fn purge_mark(&self) -> Option<u64> {
-        self.inner.l2.purge_mark()
+        self.l2_shared()?.purge_mark()
     }
 
     fn purged_since<'a>(
@@ -1109,19 +1095,29 @@ impl Store for TieredStore {
         key: &'a str,
         tags: &'a [String],
     ) -> StoreFuture<'a, bool> {
-        self.inner.l2.purged_since(mark, key, tags)
+        match self.l2_shared() {
+            Some(l2) => l2.purged_since(mark, key, tags),
+            None => Box::pin(async { Ok(false) }),
+        }
     }
 
-    fn coordinates_fills(&self) -> bool {
-        self.inner.l2.coordinates_fills()
+    fn purge_lag(&self) -> Duration {
+        self.l2_shared()
+            .map_or(Duration::ZERO, SharedStore::purge_lag)
     }
 
     fn lock_fill<'a>(&'a self, key: &'a str, ttl: Duration) -> StoreFuture<'a, Option<FillLock>> {
-        self.inner.l2.lock_fill(key, ttl)
+        match self.l2_shared() {
+            Some(l2) => l2.lock_fill(key, ttl),
+            None => Box::pin(async { Err(StoreError::unsupported("fill locks")) }),
+        }
     }
 
     fn unlock_fill<'a>(&'a self, key: &'a str, lock: FillLock) -> StoreFuture<'a, ()> {
-        self.inner.l2.unlock_fill(key, lock)
+        match self.l2_shared() {
+            Some(l2) => l2.unlock_fill(key, lock),
+            None => Box::pin(async { Ok(()) }),
+        }
     }
 
     /// L1 first (when in use); then L2's lookup-or-lock, whose entry fills L1.
@@ -1130,8 +1126,11 @@ impl Store for TieredStore {
             if let Some(entry) = self.l1_hit(key) {
                 return Ok(Lookup::Found(entry));
             }
+            let Some(l2) = self.l2_shared() else {
+                return Err(StoreError::unsupported("fill locks"));
+            };
             let epoch = self.inner.health.epoch_of(key);
-            let found = self.inner.l2.get_or_lock_fill(key, ttl).await?;
+            let found = l2.get_or_lock_fill(key, ttl).await?;
             if let Lookup::Found(entry) = &found {
                 self.fill_l1(key, entry, epoch).await;
             }

@@ -64,8 +64,8 @@
 //! - `increment`: [`increment(key, delta)`](ValueCache::increment) (atomic: memory, Redis
 //!   `INCRBY`; a plain integer in Redis), read with [`counter(key)`](ValueCache::counter).
 //! - `multi_get`, `multi_set`: [`multi_get`](ValueCache::multi_get) (one `MGET` per Redis
-//!   hash slot, [`Store::get_many`]), [`multi_set`](ValueCache::multi_set) (one pipeline of
-//!   `SET … PX` per slot, [`Store::put_many`]): ten values through a link with 100 ms of
+//!   hash slot, [`Batches::get_many`](crate::store::Batches::get_many)), [`multi_set`](ValueCache::multi_set) (one pipeline of
+//!   `SET … PX` per slot, [`Batches::put_many`](crate::store::Batches::put_many)): ten values through a link with 100 ms of
 //!   latency each way take 203 ms with either, in the tests.
 //! - `@cached(ttl=…, key_builder=…, skip_cache_func=…)`:
 //!   [`get_or_insert_with(key, ttl, loader)`](ValueCache::get_or_insert_with), or
@@ -111,7 +111,7 @@ use crate::entry::CachedResponse;
 use crate::observe::Observers;
 use crate::observe::{CacheEvent, EventKind, StoreOperation, Timings};
 use crate::store::{PurgeMode, PurgeTarget};
-use crate::store::{Store, StoreError, StoreErrorKind};
+use crate::store::{PutIf, Store, StoreError, StoreErrorKind, StoreExt};
 
 pub use key::ValueKey;
 #[cfg(feature = "msgpack")]
@@ -250,7 +250,7 @@ impl<S> fmt::Debug for ValueCache<S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ValueCache")
             .field("namespace", &self.inner.namespace)
-            .field("store", &self.inner.store.name())
+            .field("store", &self.inner.store.capabilities().name)
             .field("default_ttl", &self.inner.default_ttl)
             .finish_non_exhaustive()
     }
@@ -467,7 +467,7 @@ impl<S: Serializer> ValueCache<S> {
     }
 
     /// Stores `value` under `key` only if nothing is stored there; returns whether it did.
-    /// Atomic on stores whose [`Store::put_if_absent`] is (memory, Redis, tiered).
+    /// Atomic on stores whose [`PutIf::Absent`] is (every store of this crate's).
     pub async fn add<T: Serialize + ?Sized>(
         &self,
         key: impl AsRef<str>,
@@ -483,7 +483,7 @@ impl<S: Serializer> ValueCache<S> {
         let added = self
             .inner
             .store
-            .put_if_absent(&self.store_key(key), Arc::clone(&entry), ttl)
+            .put(&self.store_key(key), Arc::clone(&entry), ttl, PutIf::Absent)
             .await
             .inspect_err(|error| self.on_store_error(StoreOperation::Write, error))?;
         if added {
@@ -580,7 +580,7 @@ impl<S: Serializer> ValueCache<S> {
     }
 
     /// The values under `keys`, in order, each as [`get`](Self::get) reads it — in one
-    /// round trip per Redis hash slot ([`Store::get_many`]).
+    /// round trip per Redis hash slot ([`Batches::get_many`](crate::store::Batches::get_many)).
     pub async fn multi_get<T, I>(&self, keys: I) -> Result<Vec<Option<T>>, ValueError>
     where
         T: DeserializeOwned,
@@ -605,7 +605,7 @@ impl<S: Serializer> ValueCache<S> {
     }
 
     /// Stores each `(key, value)` for `ttl` — in one round trip per Redis hash slot
-    /// ([`Store::put_many`]). A value that cannot be serialized stores none.
+    /// ([`Batches::put_many`](crate::store::Batches::put_many)). A value that cannot be serialized stores none.
     pub async fn multi_set<'v, T, K, I>(&self, pairs: I, ttl: Duration) -> Result<(), ValueError>
     where
         T: Serialize + ?Sized + 'v,
@@ -733,7 +733,7 @@ impl<S: Serializer> ValueCache<S> {
         let entry = Arc::new(entry);
         self.inner
             .store
-            .put(key, Arc::clone(&entry), ttl)
+            .put(key, Arc::clone(&entry), ttl, PutIf::Always)
             .await
             .inspect_err(|error| self.on_store_error(StoreOperation::Write, error))?;
         self.on_stored(&entry);
@@ -809,7 +809,9 @@ impl<S: Serializer> ValueCache<S> {
         let written = self
             .bounded(
                 StoreOperation::Write,
-                self.inner.store.put(key, Arc::clone(&entry), ttl),
+                self.inner
+                    .store
+                    .put(key, Arc::clone(&entry), ttl, PutIf::Always),
             )
             .await;
         if written.is_some() {
@@ -1154,7 +1156,10 @@ impl<'a, S: Serializer, T: Serialize + DeserializeOwned> Cached<'a, S, T> {
             let _ = cache
                 .bounded(
                     StoreOperation::Touch,
-                    cache.inner.store.put(&self.key, Arc::new(renewed), ttl),
+                    cache
+                        .inner
+                        .store
+                        .put(&self.key, Arc::new(renewed), ttl, PutIf::Always),
                 )
                 .await;
         }
@@ -1196,15 +1201,15 @@ impl<'a, S: Serializer, T: Serialize + DeserializeOwned> Cached<'a, S, T> {
             lease: None,
             found: None,
         };
-        if !store.coordinates_fills() {
+        let Some(shared) = store.shared().filter(|_| store.capabilities().fill_locks) else {
             return none;
-        }
+        };
         let deadline = tokio::time::Instant::now() + cache.inner.coalescer.timeout() / 2;
         let mut delay = Duration::from_millis(5);
         loop {
             let lock_ttl = cache.inner.coalescer.timeout();
             match cache
-                .bounded(StoreOperation::Lock, store.lock_fill(&self.key, lock_ttl))
+                .bounded(StoreOperation::Lock, shared.lock_fill(&self.key, lock_ttl))
                 .await
             {
                 Some(Some(lock)) => {

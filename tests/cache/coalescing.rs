@@ -268,10 +268,18 @@ mod split_lock {
     use std::sync::atomic::Ordering;
     use std::time::Duration;
 
-    use tower_response_cache::store::{FillLock, Lookup, StoreFuture};
+    use tower_response_cache::store::{
+        Capabilities, FillLock, Lookup, PurgeMode, PurgeTarget, PutIf, SharedStore, StoreFuture,
+    };
     use tower_response_cache::{CachedResponse, store::Store};
 
     impl Store for super::SplitLock {
+        fn capabilities(&self) -> Capabilities {
+            let mut can = self.inner.capabilities();
+            can.fill_locks = true;
+            can
+        }
+
         fn get<'a>(&'a self, key: &'a str) -> StoreFuture<'a, Option<Arc<CachedResponse>>> {
             self.note("get");
             self.inner.get(key)
@@ -282,31 +290,33 @@ mod split_lock {
             key: &'a str,
             entry: Arc<CachedResponse>,
             ttl: Duration,
-        ) -> StoreFuture<'a, ()> {
-            self.note("put");
-            self.inner.put(key, entry, ttl)
-        }
-
-        fn put_newer<'a>(
-            &'a self,
-            key: &'a str,
-            entry: Arc<CachedResponse>,
-            ttl: Duration,
+            condition: PutIf,
         ) -> StoreFuture<'a, bool> {
             self.note("put");
-            self.inner.put_newer(key, entry, ttl)
+            self.inner.put(key, entry, ttl, condition)
         }
 
-        fn remove<'a>(&'a self, key: &'a str) -> StoreFuture<'a, bool> {
-            self.inner.remove(key)
+        fn purge<'a>(&'a self, target: PurgeTarget<'a>, mode: PurgeMode) -> StoreFuture<'a, u64> {
+            self.inner.purge(target, mode)
         }
 
-        fn clear(&self) -> StoreFuture<'_, ()> {
-            self.inner.clear()
+        fn shared(&self) -> Option<&dyn SharedStore> {
+            Some(self)
+        }
+    }
+
+    impl SharedStore for super::SplitLock {
+        fn purge_mark(&self) -> Option<u64> {
+            None
         }
 
-        fn coordinates_fills(&self) -> bool {
-            true
+        fn purged_since<'a>(
+            &'a self,
+            _mark: u64,
+            _key: &'a str,
+            _tags: &'a [String],
+        ) -> StoreFuture<'a, bool> {
+            Box::pin(async { Ok(false) })
         }
 
         fn lock_fill<'a>(

@@ -10,6 +10,7 @@ use axum::{Extension, Router};
 use http::Request;
 use http_body_util::BodyExt;
 use tower::ServiceExt;
+use tower_response_cache::store::PutIf;
 use tower_response_cache::{CacheTtl, RoutePolicy, store::Store};
 
 use crate::harness::{self, Calls, fetch, get_with, layer, snapshot, stored};
@@ -410,6 +411,7 @@ async fn an_entry_with_more_header_values_than_a_map_sizes_for_is_served() {
             "t:GET:/r",
             std::sync::Arc::new(entry),
             Duration::from_secs(60),
+            PutIf::Always,
         )
         .await
         .unwrap();

@@ -11,7 +11,8 @@ use axum::routing::get;
 use metrics_util::MetricKind;
 use metrics_util::debugging::{DebugValue, DebuggingRecorder};
 use tower_response_cache::observe::CacheMetrics;
-use tower_response_cache::{CacheLayer, CacheTags, MemoryStore, WriteMode, store::Store};
+use tower_response_cache::store::StoreExt;
+use tower_response_cache::{CacheLayer, CacheTags, MemoryStore, WriteMode};
 
 use crate::harness::{fetch, get_with, post};
 

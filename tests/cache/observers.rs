@@ -323,7 +323,7 @@ async fn store_errors_are_told_with_operation_and_kind() {
         log.take(),
         [
             "store-error:read:unavailable @/page GET",
-            "store-error:write:unavailable @/page GET",
+            "store-error:write:timeout @/page GET",
             "miss @/page GET"
         ]
     );
@@ -437,7 +437,7 @@ async fn an_observer_of_a_dropped_layer_is_not_told_any_more() {
     fetch(&app, "/page").await;
     assert_eq!(log.take().len(), 2);
     drop(app);
-    tower_response_cache::store::Store::clear(&store)
+    tower_response_cache::store::StoreExt::clear(&store)
         .await
         .unwrap();
     store.run_pending_tasks();

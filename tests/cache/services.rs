@@ -8,7 +8,9 @@ use bytes::Bytes;
 use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use tower::{Service, ServiceBuilder, ServiceExt};
-use tower_response_cache::store::{StoreErrorKind, StoreFuture};
+use tower_response_cache::store::{
+    Capabilities, PurgeMode, PurgeTarget, PutIf, StoreErrorKind, StoreFuture,
+};
 use tower_response_cache::{
     CacheLayer, CacheService, CachedResponse, MemoryStore, WriteMode,
     store::{Store, StoreError},
@@ -63,6 +65,10 @@ async fn works_over_any_service_and_keeps_its_error_type() {
 pub(crate) struct BrokenStore;
 
 impl Store for BrokenStore {
+    fn capabilities(&self) -> Capabilities {
+        Capabilities::new("broken")
+    }
+
     fn get<'a>(&'a self, _: &'a str) -> StoreFuture<'a, Option<Arc<CachedResponse>>> {
         Box::pin(async {
             Err(StoreError::new(
@@ -72,20 +78,17 @@ impl Store for BrokenStore {
         })
     }
 
-    fn put<'a>(&'a self, _: &'a str, _: Arc<CachedResponse>, _: Duration) -> StoreFuture<'a, ()> {
+    fn put<'a>(
+        &'a self,
+        _: &'a str,
+        _: Arc<CachedResponse>,
+        _: Duration,
+        _: PutIf,
+    ) -> StoreFuture<'a, bool> {
         Box::pin(async { Err(StoreError::new(StoreErrorKind::Timeout, "timed out")) })
     }
 
-    fn remove<'a>(&'a self, _: &'a str) -> StoreFuture<'a, bool> {
-        Box::pin(async {
-            Err(StoreError::new(
-                StoreErrorKind::Unavailable,
-                "connection refused",
-            ))
-        })
-    }
-
-    fn clear(&self) -> StoreFuture<'_, ()> {
+    fn purge<'a>(&'a self, _: PurgeTarget<'a>, _: PurgeMode) -> StoreFuture<'a, u64> {
         Box::pin(async {
             Err(StoreError::new(
                 StoreErrorKind::Unavailable,
@@ -141,9 +144,10 @@ async fn a_failing_store_never_fails_a_request() {
         snapshot.total.store_errors, 6,
         "three failed reads, three failed writes"
     );
-    // A write reads first (`Store::put_newer`'s default compares with the stored entry),
-    // and that read fails too.
-    assert_eq!(snapshot.total.store_errors_by_kind["unavailable"], 6);
+    // Each by its own kind: the reads' and the writes' (a conditional write is the
+    // store's own, one operation).
+    assert_eq!(snapshot.total.store_errors_by_kind["unavailable"], 3);
+    assert_eq!(snapshot.total.store_errors_by_kind["timeout"], 3);
     assert_eq!(snapshot.total.stores, 0);
 }
 
@@ -222,6 +226,10 @@ async fn the_inner_service_is_driven_to_readiness() {
 struct BasicStore(MemoryStore);
 
 impl Store for BasicStore {
+    fn capabilities(&self) -> Capabilities {
+        Capabilities::new("basic")
+    }
+
     fn get<'a>(&'a self, key: &'a str) -> StoreFuture<'a, Option<Arc<CachedResponse>>> {
         self.0.get(key)
     }
@@ -231,16 +239,13 @@ impl Store for BasicStore {
         key: &'a str,
         entry: Arc<CachedResponse>,
         ttl: Duration,
-    ) -> StoreFuture<'a, ()> {
-        self.0.put(key, entry, ttl)
+        condition: PutIf,
+    ) -> StoreFuture<'a, bool> {
+        self.0.put(key, entry, ttl, condition)
     }
 
-    fn remove<'a>(&'a self, key: &'a str) -> StoreFuture<'a, bool> {
-        self.0.remove(key)
-    }
-
-    fn clear(&self) -> StoreFuture<'_, ()> {
-        self.0.clear()
+    fn purge<'a>(&'a self, target: PurgeTarget<'a>, mode: PurgeMode) -> StoreFuture<'a, u64> {
+        self.0.purge(target, mode)
     }
 }
 
@@ -286,6 +291,10 @@ struct HeldReads {
 }
 
 impl Store for HeldReads {
+    fn capabilities(&self) -> Capabilities {
+        self.inner.capabilities()
+    }
+
     fn get<'a>(&'a self, key: &'a str) -> StoreFuture<'a, Option<Arc<CachedResponse>>> {
         Box::pin(async move {
             if self.held.swap(false, std::sync::atomic::Ordering::SeqCst) {
@@ -301,16 +310,13 @@ impl Store for HeldReads {
         key: &'a str,
         entry: Arc<CachedResponse>,
         ttl: Duration,
-    ) -> StoreFuture<'a, ()> {
-        self.inner.put(key, entry, ttl)
+        condition: PutIf,
+    ) -> StoreFuture<'a, bool> {
+        self.inner.put(key, entry, ttl, condition)
     }
 
-    fn remove<'a>(&'a self, key: &'a str) -> StoreFuture<'a, bool> {
-        self.inner.remove(key)
-    }
-
-    fn clear(&self) -> StoreFuture<'_, ()> {
-        self.inner.clear()
+    fn purge<'a>(&'a self, target: PurgeTarget<'a>, mode: PurgeMode) -> StoreFuture<'a, u64> {
+        self.inner.purge(target, mode)
     }
 }
 

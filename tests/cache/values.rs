@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use tower_response_cache::store::PutIf;
 use tower_response_cache::value::{ValueCache, ValueError, ValueKey};
 use tower_response_cache::{MemoryStore, store::Store};
 
@@ -110,7 +111,7 @@ async fn a_value_of_another_type_is_a_miss_never_a_panic() {
     );
     response.ttl = MINUTE;
     store
-        .put("values:raw", Arc::new(response), MINUTE)
+        .put("values:raw", Arc::new(response), MINUTE, PutIf::Always)
         .await
         .unwrap();
     assert_eq!(values.get::<User>("raw").await.unwrap(), None);
@@ -328,6 +329,9 @@ async fn a_slow_store_is_waited_for_at_most_the_store_timeout() {
     #[derive(Debug)]
     struct Stalled;
     impl Store for Stalled {
+        fn capabilities(&self) -> tower_response_cache::store::Capabilities {
+            tower_response_cache::store::Capabilities::new("stalled")
+        }
         fn get<'a>(
             &'a self,
             _: &'a str,
@@ -345,17 +349,19 @@ async fn a_slow_store_is_waited_for_at_most_the_store_timeout() {
             _: &'a str,
             _: Arc<tower_response_cache::CachedResponse>,
             _: Duration,
-        ) -> tower_response_cache::store::StoreFuture<'a, ()> {
+            _: PutIf,
+        ) -> tower_response_cache::store::StoreFuture<'a, bool> {
             Box::pin(async {
                 tokio::time::sleep(MINUTE).await;
-                Ok(())
+                Ok(true)
             })
         }
-        fn remove<'a>(&'a self, _: &'a str) -> tower_response_cache::store::StoreFuture<'a, bool> {
-            Box::pin(async { Ok(false) })
-        }
-        fn clear(&self) -> tower_response_cache::store::StoreFuture<'_, ()> {
-            Box::pin(async { Ok(()) })
+        fn purge<'a>(
+            &'a self,
+            _: tower_response_cache::store::PurgeTarget<'a>,
+            _: tower_response_cache::store::PurgeMode,
+        ) -> tower_response_cache::store::StoreFuture<'a, u64> {
+            Box::pin(async { Ok(0) })
         }
     }
     let values = ValueCache::new(Stalled).store_timeout(Duration::from_millis(50));

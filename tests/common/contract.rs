@@ -8,6 +8,7 @@ use std::time::{Duration, SystemTime};
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, StatusCode};
 use tower_response_cache::store::{PurgeMode, PurgeTarget, StoreErrorKind};
+use tower_response_cache::store::{PutIf, StoreExt};
 use tower_response_cache::{CachedResponse, store::Store};
 
 /// The optional operations a store has.
@@ -46,7 +47,10 @@ pub(crate) async fn store_contract(store: &dyn Store, can: Capabilities) {
     // Absent, then present with everything it was stored with.
     assert!(store.get("c:a").await.unwrap().is_none(), "absent");
     let stored = entry("alpha", &["t1"]);
-    store.put("c:a", Arc::clone(&stored), MINUTE).await.unwrap();
+    store
+        .put("c:a", Arc::clone(&stored), MINUTE, PutIf::Always)
+        .await
+        .unwrap();
     let found = store.get("c:a").await.unwrap().expect("stored");
     assert_eq!(found.status, stored.status);
     assert_eq!(found.body, stored.body);
@@ -58,7 +62,10 @@ pub(crate) async fn store_contract(store: &dyn Store, can: Capabilities) {
         "every header line, in order"
     );
     // Overwritten.
-    store.put("c:a", entry("beta", &[]), MINUTE).await.unwrap();
+    store
+        .put("c:a", entry("beta", &[]), MINUTE, PutIf::Always)
+        .await
+        .unwrap();
     assert_eq!(body(&store.get("c:a").await.unwrap()), Some(&b"beta"[..]));
 
     // An older entry never replaces a newer one.
@@ -66,14 +73,14 @@ pub(crate) async fn store_contract(store: &dyn Store, can: Capabilities) {
     older.stored_at = SystemTime::now() - Duration::from_secs(30);
     assert!(
         !store
-            .put_newer("c:a", Arc::new(older), MINUTE)
+            .put("c:a", Arc::new(older), MINUTE, PutIf::Newer)
             .await
             .unwrap()
     );
     assert_eq!(body(&store.get("c:a").await.unwrap()), Some(&b"beta"[..]));
     assert!(
         store
-            .put_newer("c:a", entry("newer", &[]), MINUTE)
+            .put("c:a", entry("newer", &[]), MINUTE, PutIf::Newer)
             .await
             .unwrap()
     );
@@ -82,13 +89,13 @@ pub(crate) async fn store_contract(store: &dyn Store, can: Capabilities) {
     // Only if absent.
     assert!(
         !store
-            .put_if_absent("c:a", entry("no", &[]), MINUTE)
+            .put("c:a", entry("no", &[]), MINUTE, PutIf::Absent)
             .await
             .unwrap()
     );
     assert!(
         store
-            .put_if_absent("c:b", entry("bee", &[]), MINUTE)
+            .put("c:b", entry("bee", &[]), MINUTE, PutIf::Absent)
             .await
             .unwrap()
     );
@@ -122,18 +129,28 @@ pub(crate) async fn store_contract(store: &dyn Store, can: Capabilities) {
     // (One second: memcached counts in whole seconds, and may keep an item up to a second
     // past its time.)
     store
-        .put("c:short", entry("short", &[]), Duration::from_secs(1))
+        .put(
+            "c:short",
+            entry("short", &[]),
+            Duration::from_secs(1),
+            PutIf::Always,
+        )
         .await
         .unwrap();
     assert!(store.get("c:short").await.unwrap().is_some());
     // Touch (sliding expiry): the touched entry outlives its first TTL; a missing one is
     // not made.
     store
-        .put("c:touch", entry("touch", &[]), Duration::from_secs(1))
+        .put(
+            "c:touch",
+            entry("touch", &[]),
+            Duration::from_secs(1),
+            PutIf::Always,
+        )
         .await
         .unwrap();
-    assert!(store.touch("c:touch", MINUTE).await.unwrap());
-    assert!(!store.touch("c:untouched", MINUTE).await.unwrap());
+    assert!(store.touch("c:touch", &[], MINUTE).await.unwrap());
+    assert!(!store.touch("c:untouched", &[], MINUTE).await.unwrap());
     assert!(store.get("c:untouched").await.unwrap().is_none());
     tokio::time::sleep(Duration::from_millis(2500)).await;
     assert!(store.get("c:short").await.unwrap().is_none(), "expired");
@@ -143,12 +160,18 @@ pub(crate) async fn store_contract(store: &dyn Store, can: Capabilities) {
     );
 
     // Prefixes, or an honest "unsupported".
-    store.put("c:p:1", entry("p", &[]), MINUTE).await.unwrap();
     store
-        .put("c:p:2", entry("p", &["t9"]), MINUTE)
+        .put("c:p:1", entry("p", &[]), MINUTE, PutIf::Always)
         .await
         .unwrap();
-    store.put("c:q:1", entry("q", &[]), MINUTE).await.unwrap();
+    store
+        .put("c:p:2", entry("p", &["t9"]), MINUTE, PutIf::Always)
+        .await
+        .unwrap();
+    store
+        .put("c:q:1", entry("q", &[]), MINUTE, PutIf::Always)
+        .await
+        .unwrap();
     match store.remove_prefix("c:p:").await {
         Ok(removed) => {
             assert!(can.prefixes, "removes prefixes");
@@ -161,7 +184,7 @@ pub(crate) async fn store_contract(store: &dyn Store, can: Capabilities) {
             );
             // What is stored after the purge stays.
             store
-                .put("c:p:1", entry("again", &[]), MINUTE)
+                .put("c:p:1", entry("again", &[]), MINUTE, PutIf::Always)
                 .await
                 .unwrap();
             assert_eq!(
@@ -197,7 +220,7 @@ pub(crate) async fn store_contract(store: &dyn Store, can: Capabilities) {
 
     // Tags, or an honest "unsupported".
     store
-        .put("c:t", entry("tagged", &["t2"]), MINUTE)
+        .put("c:t", entry("tagged", &["t2"]), MINUTE, PutIf::Always)
         .await
         .unwrap();
     let target = PurgeTarget::Tag {
@@ -211,13 +234,13 @@ pub(crate) async fn store_contract(store: &dyn Store, can: Capabilities) {
             assert!(store.get("c:t").await.unwrap().is_none());
             // Stored again after the purge: kept.
             store
-                .put("c:t", entry("again", &["t2"]), MINUTE)
+                .put("c:t", entry("again", &["t2"]), MINUTE, PutIf::Always)
                 .await
                 .unwrap();
             assert_eq!(body(&store.get("c:t").await.unwrap()), Some(&b"again"[..]));
             // Only within its namespace.
             store
-                .put("d:t", entry("elsewhere", &["t2"]), MINUTE)
+                .put("d:t", entry("elsewhere", &["t2"]), MINUTE, PutIf::Always)
                 .await
                 .unwrap();
             let target = PurgeTarget::Tag {
@@ -233,7 +256,7 @@ pub(crate) async fn store_contract(store: &dyn Store, can: Capabilities) {
             store.remove("d:t").await.unwrap();
             // Soft: still there, stale from now on.
             store
-                .put("c:soft", entry("soft", &["t3"]), MINUTE)
+                .put("c:soft", entry("soft", &["t3"]), MINUTE, PutIf::Always)
                 .await
                 .unwrap();
             let target = PurgeTarget::Tag {
@@ -255,7 +278,10 @@ pub(crate) async fn store_contract(store: &dyn Store, can: Capabilities) {
     }
 
     // A soft purge of keys: still there, stale from now on; its life not extended.
-    store.put("c:k", entry("k", &[]), MINUTE).await.unwrap();
+    store
+        .put("c:k", entry("k", &[]), MINUTE, PutIf::Always)
+        .await
+        .unwrap();
     let keys = ["c:k".to_owned(), "c:absent".to_owned()];
     let softened = store
         .purge(PurgeTarget::Keys(&keys), PurgeMode::Soft)
@@ -286,7 +312,7 @@ pub(crate) async fn store_contract(store: &dyn Store, can: Capabilities) {
 
     // Clear: nothing left.
     store
-        .put("c:last", entry("last", &[]), MINUTE)
+        .put("c:last", entry("last", &[]), MINUTE, PutIf::Always)
         .await
         .unwrap();
     store.clear().await.unwrap();

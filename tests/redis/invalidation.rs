@@ -10,6 +10,7 @@ use axum::routing::get;
 use bytes::Bytes;
 use fred::interfaces::{KeysInterface, SortedSetsInterface};
 use http::{HeaderMap, StatusCode};
+use tower_response_cache::store::PutIf;
 use tower_response_cache::store::{PurgeMode, PurgeTarget};
 use tower_response_cache::{CacheLayer, CachedResponse, RedisStore, WriteMode, store::Store};
 
@@ -184,12 +185,12 @@ async fn tags_needing_care_are_stored_and_matched_as_they_are(topology: &mut Top
     let tags = ["{slot}", "a*", "a?b", "50%25", "café", "x[1]"];
     for (i, tag) in tags.iter().enumerate() {
         store
-            .put(&format!("ns:GET:/{i}"), tagged(&[tag]), ttl)
+            .put(&format!("ns:GET:/{i}"), tagged(&[tag]), ttl, PutIf::Always)
             .await
             .unwrap();
     }
     store
-        .put("ns:GET:/plain", tagged(&["a"]), ttl)
+        .put("ns:GET:/plain", tagged(&["a"]), ttl, PutIf::Always)
         .await
         .unwrap();
     for (i, tag) in tags.iter().enumerate() {
@@ -220,6 +221,7 @@ async fn the_index_forgets_expired_entries(topology: &mut Topology) {
                 &format!("ns:GET:/{i}"),
                 tagged(&["t"]),
                 Duration::from_millis(50),
+                PutIf::Always,
             )
             .await
             .unwrap();
@@ -230,7 +232,12 @@ async fn the_index_forgets_expired_entries(topology: &mut Topology) {
     tokio::time::sleep(Duration::from_millis(120)).await;
     // The next add drops the expired members.
     store
-        .put("ns:GET:/last", tagged(&["t"]), Duration::from_secs(60))
+        .put(
+            "ns:GET:/last",
+            tagged(&["t"]),
+            Duration::from_secs(60),
+            PutIf::Always,
+        )
         .await
         .unwrap();
     let members: i64 = store.pool().zcard(&set).await.unwrap();
@@ -294,20 +301,30 @@ async fn a_sliding_entry_stays_indexed_for_its_new_life(topology: &mut Topology)
     let store = store(&topology.url(), "slide").await;
     let tags = ["t".to_owned()];
     store
-        .put("ns:GET:/slides", tagged(&["t"]), Duration::from_millis(400))
+        .put(
+            "ns:GET:/slides",
+            tagged(&["t"]),
+            Duration::from_millis(400),
+            PutIf::Always,
+        )
         .await
         .unwrap();
     // A sliding hit gives it another, longer life.
     assert!(
         store
-            .touch_tagged("ns:GET:/slides", &tags, Duration::from_secs(60))
+            .touch("ns:GET:/slides", &tags, Duration::from_secs(60))
             .await
             .unwrap()
     );
     tokio::time::sleep(Duration::from_millis(600)).await;
     // The next write of the tag drops the members that have expired by their score.
     store
-        .put("ns:GET:/other", tagged(&["t"]), Duration::from_secs(60))
+        .put(
+            "ns:GET:/other",
+            tagged(&["t"]),
+            Duration::from_secs(60),
+            PutIf::Always,
+        )
         .await
         .unwrap();
     let purged = store

@@ -30,7 +30,7 @@ async fn observers_see_redis_hits_misses_and_a_dead_server_s_errors() {
     })
     .await
     .unwrap();
-    assert_eq!(store.name(), "redis");
+    assert_eq!(store.capabilities().name, "redis");
     assert_eq!(store.gauges().open_breakers, Some(0));
     let events: Arc<Mutex<Vec<EventKind>>> = Arc::default();
     let seen = Arc::clone(&events);

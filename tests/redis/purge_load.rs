@@ -11,6 +11,7 @@ use bytes::Bytes;
 use fred::interfaces::{ClientLike, SortedSetsInterface};
 use futures_util::StreamExt;
 use http::{HeaderMap, StatusCode};
+use tower_response_cache::store::{PutIf, StoreExt};
 use tower_response_cache::{CachedResponse, RedisStore, store::Store};
 use tower_response_cache::{
     RedisConfig,
@@ -49,7 +50,7 @@ async fn fill(
             let entry = tagged(tags(i));
             async move {
                 store
-                    .put(&format!("ns:GET:/{name}/{i}"), entry, ttl)
+                    .put(&format!("ns:GET:/{name}/{i}"), entry, ttl, PutIf::Always)
                     .await
                     .unwrap();
             }

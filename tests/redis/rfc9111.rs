@@ -10,6 +10,7 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use fred::interfaces::KeysInterface;
 use http::{HeaderMap, StatusCode};
+use tower_response_cache::store::{PutIf, StoreExt};
 use tower_response_cache::{CacheLayer, CachedResponse, WriteMode, store::Store};
 
 use crate::client::{get_with, post};
@@ -131,7 +132,7 @@ async fn remove_many_removes_keys_across_slots(topology: &Topology) {
     for key in &keys {
         let entry = CachedResponse::new(StatusCode::OK, HeaderMap::new(), "x".into());
         redis
-            .put(key, Arc::new(entry), Duration::from_secs(60))
+            .put(key, Arc::new(entry), Duration::from_secs(60), PutIf::Always)
             .await
             .unwrap();
     }

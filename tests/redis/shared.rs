@@ -8,6 +8,7 @@ use fred::interfaces::KeysInterface;
 use http::{HeaderMap, HeaderValue, StatusCode};
 use tower_response_cache::RedisConfig;
 use tower_response_cache::codec::{BinaryCodec, Codec, JsonCodec};
+use tower_response_cache::store::{PutIf, StoreExt};
 use tower_response_cache::{CachedResponse, RedisStore, store::Store};
 
 use crate::{Calls, Topology, app, fetch, on_both_topologies, slow_app, store};
@@ -46,7 +47,12 @@ async fn entries_round_trip_with_their_ttl(topology: &Topology) {
     let store = store(&topology.url(), "rt").await;
     let stored = entry("hello");
     store
-        .put("k", Arc::clone(&stored), Duration::from_secs(60))
+        .put(
+            "k",
+            Arc::clone(&stored),
+            Duration::from_secs(60),
+            PutIf::Always,
+        )
         .await
         .unwrap();
     let got = store.get("k").await.unwrap().expect("the entry");
@@ -57,11 +63,16 @@ async fn entries_round_trip_with_their_ttl(topology: &Topology) {
         "SET … PX 60000, got {ttl}"
     );
 
-    assert!(store.touch("k", Duration::from_secs(120)).await.unwrap());
+    assert!(
+        store
+            .touch("k", &[], Duration::from_secs(120))
+            .await
+            .unwrap()
+    );
     assert!(pttl(&store, "k").await > 60_000);
     assert!(
         !store
-            .touch("missing", Duration::from_secs(1))
+            .touch("missing", &[], Duration::from_secs(1))
             .await
             .unwrap()
     );
@@ -71,7 +82,12 @@ async fn entries_round_trip_with_their_ttl(topology: &Topology) {
     assert!(!store.remove("k").await.unwrap());
 
     store
-        .put("short", entry("x"), Duration::from_millis(150))
+        .put(
+            "short",
+            entry("x"),
+            Duration::from_millis(150),
+            PutIf::Always,
+        )
         .await
         .unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -108,11 +124,11 @@ async fn clear_and_prefix_removal_stay_in_their_namespace(topology: &Topology) {
     // Enough keys to land on every primary of a cluster.
     let keys: Vec<String> = (0..120).map(|i| format!("GET:/p{}/{i}", i % 3)).collect();
     for key in &keys {
-        ours.put(key, entry("o"), Duration::from_secs(60))
+        ours.put(key, entry("o"), Duration::from_secs(60), PutIf::Always)
             .await
             .unwrap();
         theirs
-            .put(key, entry("t"), Duration::from_secs(60))
+            .put(key, entry("t"), Duration::from_secs(60), PutIf::Always)
             .await
             .unwrap();
     }
@@ -294,11 +310,11 @@ async fn glob_characters_in_namespaces_match_only_themselves(topology: &Topology
         let ours = store(&url, namespace).await;
         let decoy = store(&url, decoy).await;
         for key in ["GET:/1", "GET:/2"] {
-            ours.put(key, entry("o"), Duration::from_secs(60))
+            ours.put(key, entry("o"), Duration::from_secs(60), PutIf::Always)
                 .await
                 .unwrap();
             decoy
-                .put(key, entry("d"), Duration::from_secs(60))
+                .put(key, entry("d"), Duration::from_secs(60), PutIf::Always)
                 .await
                 .unwrap();
         }
@@ -389,15 +405,24 @@ async fn an_older_entry_never_replaces_a_newer_one(topology: &mut Topology) {
         let store = RedisStore::connect(config).await.unwrap();
         let ttl = Duration::from_secs(60);
         assert!(
-            store.put_newer("k", aged("old", 10), ttl).await.unwrap(),
+            store
+                .put("k", aged("old", 10), ttl, PutIf::Newer)
+                .await
+                .unwrap(),
             "{codec}: into nothing"
         );
         assert!(
-            store.put_newer("k", aged("new", 1), ttl).await.unwrap(),
+            store
+                .put("k", aged("new", 1), ttl, PutIf::Newer)
+                .await
+                .unwrap(),
             "{codec}: newer"
         );
         assert!(
-            !store.put_newer("k", aged("older", 5), ttl).await.unwrap(),
+            !store
+                .put("k", aged("older", 5), ttl, PutIf::Newer)
+                .await
+                .unwrap(),
             "{codec}: an older one is refused"
         );
         assert_eq!(
@@ -413,7 +438,10 @@ async fn an_older_entry_never_replaces_a_newer_one(topology: &mut Topology) {
             .await
             .unwrap();
         assert!(
-            store.put_newer("k", aged("fresh", 1), ttl).await.unwrap(),
+            store
+                .put("k", aged("fresh", 1), ttl, PutIf::Newer)
+                .await
+                .unwrap(),
             "{codec}"
         );
         assert_eq!(

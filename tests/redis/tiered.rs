@@ -241,7 +241,7 @@ async fn a_purge_or_overwrite_on_one_instance_evicts_every_other_l1_copy(topolog
     fetch(&nodes[1].app, "/p/h").await;
     fetch(&nodes[1].app, "/p/h").await;
     assert!(in_l1(&nodes[1], "h"));
-    tower_response_cache::store::Store::clear(&nodes[0].store)
+    tower_response_cache::store::StoreExt::clear(&nodes[0].store)
         .await
         .unwrap();
     for node in &nodes[1..] {

@@ -12,8 +12,11 @@ use tokio::sync::{Mutex, Semaphore};
 use self::tags::{TagRecord, Verdict};
 use super::breaker::Breaker;
 use super::purge::{PurgeMode, PurgeTarget};
-use super::{FillLock, Store, StoreError, StoreErrorKind, StoreFuture, StoreGauges, lock_token};
-use crate::codec::{BinaryCodec, Codec};
+use super::{
+    Batches, Capabilities, Counters, FillLock, PutIf, SharedStore, Store, StoreError,
+    StoreErrorKind, StoreFuture, StoreGauges, lock_token,
+};
+use crate::codec::{BINARY_PREFIX, BINARY_STORED_AT, BinaryCodec, Codec, binary_stored_at};
 use crate::entry::CachedResponse;
 
 mod tags;
@@ -96,7 +99,7 @@ impl fmt::Debug for MemcachedConfig {
 ///   ([`MemcachedConfig::max_item_size`]) is not sent.
 /// - **Clear**: memcached cannot list its keys, and `flush_all` would empty every
 ///   application's data. So the keys carry a namespace generation
-///   (`<namespace>:<generation>:<key>`), kept in memcached; [`clear`](Store::clear)
+///   (`<namespace>:<generation>:<key>`), kept in memcached; [`clear`](crate::store::StoreExt::clear)
 ///   raises it, and the old keys, unreachable, expire. Other instances read it again at
 ///   most [`MemcachedConfig::version_ttl`] later.
 /// - **Tag purges** (hard and soft): numbered, not listed. A purge takes a number from the
@@ -108,13 +111,13 @@ impl fmt::Debug for MemcachedConfig {
 ///   [`MemcachedConfig::version_ttl`] (its own purges at once); an entry whose tag's record
 ///   memcached evicted counts as purged. A tag purge cannot count what it takes: it
 ///   returns 0. A fetch under way during another instance's purge or clear does not write
-///   back ([`Store::purged_since`]).
+///   back ([`SharedStore::purged_since`]).
 /// - **Prefix purges** (hard and soft) the same way: every entry carries a mark, and is
 ///   checked against one more record, that of the namespace's prefix purges, kept beside
 ///   the generation and read with it in the same command (no round trip more on a hit).
 ///   So [`ValueCache::clear`](crate::value::ValueCache::clear),
 ///   [`CacheHandle::clear`](crate::CacheHandle::clear) and
-///   [`Store::remove_prefix`] work here, and count 0. The record keeps 16 prefixes apart;
+///   [`StoreExt::remove_prefix`](crate::store::StoreExt::remove_prefix) work here, and count 0. The record keeps 16 prefixes apart;
 ///   past that, the two purged least recently merge into their common prefix, which purges
 ///   more, never less. A purge of the URLs under a path
 ///   ([`CacheHandle::invalidate_prefix`](crate::CacheHandle::invalidate_prefix)) is
@@ -153,8 +156,8 @@ impl fmt::Debug for MemcachedConfig {
 /// - **Tag purges**: the purging instance sees its purge at once; the others within
 ///   `version_ttl` (1 s; 0 reads the records on every hit of a tagged entry).
 /// - **Prefix purges**: as tag purges, the purging instance at once, the others within
-///   `version_ttl`; [`clear`](Store::clear) empties the store's whole namespace.
-/// - **Atomic operations**: [`put_if_absent`](Store::put_if_absent) is memcached's `add`,
+///   `version_ttl`; [`clear`](crate::store::StoreExt::clear) empties the store's whole namespace.
+/// - **Atomic operations**: [`PutIf::Absent`] is memcached's `add`,
 ///   and counters are `incr` / `decr`. Memcached counters are unsigned, so one taken below
 ///   zero stays at zero. [Values](crate::value) work on it as on Redis.
 /// - **As the shared tier of a [`TieredStore`](crate::TieredStore)**:
@@ -977,6 +980,182 @@ impl MemcachedStore {
     }
 }
 
+impl MemcachedStore {
+    /// `set`: the entry replaces whatever the key holds.
+    async fn put_always(
+        &self,
+        key: &str,
+        entry: Arc<CachedResponse>,
+        ttl: Duration,
+    ) -> Result<(), StoreError> {
+        let write = self.prepare(key, &entry, ttl).await?;
+        self.command(&write.key, async |client: &mut Client| {
+            client
+                .set(
+                    write.key.as_bytes(),
+                    write.bytes.as_ref(),
+                    Some(write.ttl),
+                    Some(write.flags),
+                )
+                .await
+        })
+        .await
+    }
+
+    /// `add`: atomic across instances.
+    async fn put_absent(
+        &self,
+        key: &str,
+        entry: Arc<CachedResponse>,
+        ttl: Duration,
+    ) -> Result<bool, StoreError> {
+        let write = self.prepare(key, &entry, ttl).await?;
+        self.command(&write.key, async |client: &mut Client| {
+            added(
+                client
+                    .add(
+                        write.key.as_bytes(),
+                        write.bytes.as_ref(),
+                        Some(write.ttl),
+                        Some(write.flags),
+                    )
+                    .await,
+            )
+        })
+        .await
+    }
+
+    /// [`PutIf::Newer`] by compare-and-swap (meta protocol): the item read with its CAS
+    /// value, its `stored_at` compared, and the new entry set only with that CAS (or added,
+    /// when there was none); read again while other writers come between. Atomic whichever
+    /// instance writes: an older entry never replaces a newer one.
+    async fn put_newer(
+        &self,
+        key: &str,
+        entry: Arc<CachedResponse>,
+        ttl: Duration,
+    ) -> Result<bool, StoreError> {
+        let write = self.prepare(key, &entry, ttl).await?;
+        let flags = format!("F{}", write.flags);
+        let ttl = format!("T{}", write.ttl);
+        let outcome = self
+            .command(&write.key, async |client: &mut Client| {
+                for _ in 0..16 {
+                    let current = client
+                        .meta_get(write.key.as_bytes(), false, None, Some(&["v", "c", "f"]))
+                        .await?;
+                    let Some(current) = current else {
+                        let added = added(
+                            client
+                                .add(
+                                    write.key.as_bytes(),
+                                    write.bytes.as_ref(),
+                                    Some(write.ttl),
+                                    Some(write.flags),
+                                )
+                                .await,
+                        )?;
+                        if added {
+                            return Ok(Some(true));
+                        }
+                        continue;
+                    };
+                    let data = current.data.as_deref().unwrap_or_default();
+                    if self.holds_newer(data, current.flags.unwrap_or(0), &entry) {
+                        return Ok(Some(false));
+                    }
+                    let cas = format!("C{}", current.cas.unwrap_or_default());
+                    match client
+                        .meta_set(
+                            write.key.as_bytes(),
+                            write.bytes.as_ref(),
+                            false,
+                            None,
+                            Some(&[cas.as_str(), flags.as_str(), ttl.as_str()]),
+                        )
+                        .await
+                    {
+                        Ok(_) => return Ok(Some(true)),
+                        // Changed or removed since it was read: read again.
+                        Err(async_memcached::Error::Protocol(
+                            async_memcached::Status::Exists | async_memcached::Status::NotFound,
+                        )) => {}
+                        Err(error) => return Err(error),
+                    }
+                }
+                Ok(None)
+            })
+            .await?;
+        outcome.ok_or_else(|| {
+            StoreError::new(
+                StoreErrorKind::Other,
+                "the item changed under every attempt to write it",
+            )
+        })
+    }
+
+    /// Whether an item (its bytes and flags) holds an entry stored after `entry`. What
+    /// cannot be read holds nothing to keep.
+    fn holds_newer(&self, data: &[u8], flags: u32, entry: &CachedResponse) -> bool {
+        let encoded = match data.split_first_chunk::<MARK_LEN>() {
+            Some((_, rest)) if flags & MARKED != 0 => rest,
+            _ => data,
+        };
+        // The binary codec's `stored_at` is read in place (big-endian: compared as bytes).
+        if self.inner.codec.name() == BinaryCodec.name() {
+            return encoded.get(BINARY_STORED_AT).is_some_and(|stored| {
+                encoded.starts_with(&BINARY_PREFIX) && stored > &binary_stored_at(entry)[..]
+            });
+        }
+        self.inner
+            .codec
+            .decode(encoded)
+            .is_ok_and(|stored| stored.stored_at > entry.stored_at)
+    }
+
+    /// `delete`; whether there was an item.
+    async fn remove_key(&self, key: &str) -> Result<bool, StoreError> {
+        let key = self.memcached_key(key).await?;
+        let removed = self
+            .command(&key, async |client: &mut Client| {
+                match client.delete(key.as_bytes()).await {
+                    Ok(()) => Ok(true),
+                    Err(async_memcached::Error::Protocol(async_memcached::Status::NotFound)) => {
+                        Ok(false)
+                    }
+                    Err(error) => Err(error),
+                }
+            })
+            .await?;
+        Ok(removed)
+    }
+
+    /// A new namespace generation, numbered by a purge: every key of the old one is out
+    /// of reach (and expires), and fetches that started before it do not write back.
+    async fn clear_generation(&self) -> Result<(), StoreError> {
+        let number = self.next_purge().await?;
+        let key = self.control_key("generation");
+        // Raised, never lowered: of two clears at once, the later number stands.
+        let raised = self
+            .command_on(self.control_server(), async |client: &mut Client| {
+                compare_and_swap(client, &key, |current| {
+                    (current.and_then(parse_number) < Some(number))
+                        .then(|| number.to_string().into_bytes())
+                })
+                .await
+            })
+            .await?;
+        if !raised {
+            return Err(StoreError::new(
+                StoreErrorKind::Other,
+                "the namespace generation kept changing under the clear",
+            ));
+        }
+        self.inner.control.seen(number, number);
+        Ok(())
+    }
+}
+
 /// What a write sends.
 struct Write {
     /// The memcached key.
@@ -1110,13 +1289,27 @@ fn memcached_error(error: async_memcached::Error) -> StoreError {
 }
 
 impl Store for MemcachedStore {
-    fn name(&self) -> &'static str {
-        "memcached"
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            touch: true,
+            prefix_purges: true,
+            tag_purges: true,
+            soft_purges: true,
+            fill_locks: true,
+            ..Capabilities::new("memcached")
+        }
     }
 
-    /// [`MemcachedConfig::version_ttl`].
-    fn purge_lag(&self) -> Duration {
-        self.inner.control.ttl
+    fn shared(&self) -> Option<&dyn SharedStore> {
+        Some(self)
+    }
+
+    fn counters(&self) -> Option<&dyn Counters> {
+        Some(self)
+    }
+
+    fn batches(&self) -> Option<&dyn Batches> {
+        Some(self)
     }
 
     fn gauges(&self) -> StoreGauges {
@@ -1149,78 +1342,33 @@ impl Store for MemcachedStore {
         })
     }
 
+    /// `set` for [`PutIf::Always`], `add` for [`PutIf::Absent`], compare-and-swap for
+    /// [`PutIf::Newer`]: atomic across instances.
     fn put<'a>(
         &'a self,
         key: &'a str,
         entry: Arc<CachedResponse>,
         ttl: Duration,
-    ) -> StoreFuture<'a, ()> {
+        condition: PutIf,
+    ) -> StoreFuture<'a, bool> {
         Box::pin(async move {
-            let write = self.prepare(key, &entry, ttl).await?;
-            self.command(&write.key, async |client: &mut Client| {
-                client
-                    .set(
-                        write.key.as_bytes(),
-                        write.bytes.as_ref(),
-                        Some(write.ttl),
-                        Some(write.flags),
-                    )
-                    .await
-            })
-            .await
-        })
-    }
-
-    fn remove<'a>(&'a self, key: &'a str) -> StoreFuture<'a, bool> {
-        Box::pin(async move {
-            let key = self.memcached_key(key).await?;
-            let removed = self
-                .command(&key, async |client: &mut Client| {
-                    match client.delete(key.as_bytes()).await {
-                        Ok(()) => Ok(true),
-                        Err(async_memcached::Error::Protocol(
-                            async_memcached::Status::NotFound,
-                        )) => Ok(false),
-                        Err(error) => Err(error),
-                    }
-                })
-                .await?;
-            Ok(removed)
-        })
-    }
-
-    /// One `get` of many keys per server; an entry the codec cannot read is `None`, as a
-    /// miss.
-    fn get_many<'a>(
-        &'a self,
-        keys: &'a [String],
-    ) -> StoreFuture<'a, Vec<Option<Arc<CachedResponse>>>> {
-        Box::pin(async move {
-            let generation = self.generation().await?;
-            let keys_in: Vec<String> = keys
-                .iter()
-                .map(|key| self.key_in(generation, key))
-                .collect();
-            let mut found: Vec<Option<Arc<CachedResponse>>> = vec![None; keys.len()];
-            for (i, item) in self.read_items(&keys_in, 0..keys.len()).await? {
-                let (Some(data), flags) = (item.data, item.flags.unwrap_or(0)) else {
-                    continue;
-                };
-                found[i] = match self
-                    .entry_of(generation, &keys[i], Bytes::from(data), flags)
-                    .await
-                {
-                    Err(error) if error.kind() == StoreErrorKind::Decode => None,
-                    result => result?,
-                };
+            match condition {
+                PutIf::Always => self.put_always(key, entry, ttl).await.map(|()| true),
+                PutIf::Absent => self.put_absent(key, entry, ttl).await,
+                PutIf::Newer => self.put_newer(key, entry, ttl).await,
             }
-            Ok(found)
         })
     }
 
     /// Meta get with a new TTL (`mg <key> T<ttl> t`): the entry's life from now, without
     /// reading it; a missing one is not revived.
-    fn touch<'a>(&'a self, key: &'a str, ttl: Duration) -> StoreFuture<'a, bool> {
+    fn touch<'a>(
+        &'a self,
+        key: &'a str,
+        tags: &'a [String],
+        ttl: Duration,
+    ) -> StoreFuture<'a, bool> {
+        let _ = tags;
         Box::pin(async move {
             let key = self.memcached_key(key).await?;
             let ttl = format!("T{}", protocol_ttl(ttl));
@@ -1235,6 +1383,163 @@ impl Store for MemcachedStore {
         })
     }
 
+    /// Keys (hard: removed; soft: made stale in place, by compare-and-swap), tags (a
+    /// numbered purge in the tag's record, applied as entries are read: hard or soft) and
+    /// prefixes (the same, in the record every entry is checked against: a miss from then
+    /// on here, within `version_ttl` on other instances). Memcached cannot list its keys,
+    /// so a tag or prefix purge cannot count what it takes: it returns 0. Everything: a new
+    /// namespace generation, numbered by a purge (hard only). A prefix purge with a filter
+    /// (a purge of the URLs under a path) is [`StoreErrorKind::Unsupported`]: a filter
+    /// cannot be kept in a record.
+    fn purge<'a>(&'a self, target: PurgeTarget<'a>, mode: PurgeMode) -> StoreFuture<'a, u64> {
+        Box::pin(async move {
+            match (target, mode) {
+                (PurgeTarget::Keys(keys), PurgeMode::Hard) => {
+                    let mut removed = 0;
+                    for key in keys {
+                        removed += u64::from(self.remove_key(key).await?);
+                    }
+                    Ok(removed)
+                }
+                (PurgeTarget::Keys(keys), PurgeMode::Soft) => {
+                    let mut softened = 0;
+                    for key in keys {
+                        softened += u64::from(self.soften_key(key).await?);
+                    }
+                    Ok(softened)
+                }
+                (PurgeTarget::Tag { tag, within }, mode) => {
+                    self.purge_record(Some(tag), within, mode).await?;
+                    Ok(0)
+                }
+                (
+                    PurgeTarget::Prefix {
+                        prefix,
+                        filter: None,
+                    },
+                    mode,
+                ) => {
+                    self.purge_record(None, prefix, mode).await?;
+                    Ok(0)
+                }
+                (PurgeTarget::Prefix { .. }, _) => Err(StoreError::unsupported(
+                    "filtered prefix purges (memcached cannot list its keys)",
+                )),
+                (PurgeTarget::All, PurgeMode::Hard) => {
+                    self.clear_generation().await?;
+                    Ok(0)
+                }
+                (PurgeTarget::All, PurgeMode::Soft) => {
+                    Err(StoreError::unsupported("soft purges of everything"))
+                }
+            }
+        })
+    }
+}
+
+impl SharedStore for MemcachedStore {
+    /// [`MemcachedConfig::version_ttl`].
+    fn purge_lag(&self) -> Duration {
+        self.inner.control.ttl
+    }
+
+    /// The purge counter as last read here (`None` before it was ever read).
+    fn purge_mark(&self) -> Option<u64> {
+        let control = &self.inner.control;
+        (control.read_ms.load(Ordering::Acquire) != 0).then(|| control.last().1)
+    }
+
+    /// Read from memcached, not from this instance's copies: a clear (a generation
+    /// numbered above `mark`), or a purge above `mark` in the prefix purges' record or the
+    /// record of one of `tags`.
+    fn purged_since<'a>(
+        &'a self,
+        mark: u64,
+        key: &'a str,
+        tags: &'a [String],
+    ) -> StoreFuture<'a, bool> {
+        Box::pin(async move {
+            let (generation, _) = self.control(true).await?;
+            if generation > mark {
+                return Ok(true);
+            }
+            let control = &self.inner.control;
+            if control.with_prefixes(|record| record.purged_since(key, mark)) {
+                return Ok(true);
+            }
+            let records = self.tag_records(generation, tags, false).await?;
+            // A record missing holds no purge: a purge makes the record it finds missing
+            // (and reads that find none take the entry as purged).
+            Ok(records.iter().any(|record| {
+                record
+                    .as_deref()
+                    .is_some_and(|record| record.purged_since(key, mark))
+            }))
+        })
+    }
+
+    /// `add` of `<key>#lock`, with the lock's TTL: taken by one instance at a time.
+    fn lock_fill<'a>(&'a self, key: &'a str, ttl: Duration) -> StoreFuture<'a, Option<FillLock>> {
+        Box::pin(async move {
+            let generation = self.generation().await?;
+            let lock = self.key_in(generation, &format!("{key}#lock"));
+            let token = lock_token();
+            let ttl = protocol_ttl(ttl);
+            let taken = self
+                .command(&lock, async |client: &mut Client| {
+                    match client
+                        .add(lock.as_bytes(), token.as_str(), Some(ttl), None)
+                        .await
+                    {
+                        Ok(()) => Ok(true),
+                        Err(async_memcached::Error::Protocol(
+                            async_memcached::Status::NotStored,
+                        )) => Ok(false),
+                        Err(error) => Err(error),
+                    }
+                })
+                .await?;
+            Ok(taken.then(|| FillLock::new(token)))
+        })
+    }
+
+    /// Deleted only while it is still this holder's: read with its CAS value, and deleted
+    /// with that CAS (meta protocol), so that a lock that expired and went to another
+    /// process is left alone.
+    fn unlock_fill<'a>(&'a self, key: &'a str, lock: FillLock) -> StoreFuture<'a, ()> {
+        Box::pin(async move {
+            let generation = self.generation().await?;
+            let lock_key = self.key_in(generation, &format!("{key}#lock"));
+            self.command(&lock_key, async |client: &mut Client| {
+                let held = client
+                    .meta_get(lock_key.as_bytes(), false, None, Some(&["v", "c"]))
+                    .await?;
+                let Some(held) = held else {
+                    return Ok(());
+                };
+                if held.data.as_deref() != Some(lock.token().as_bytes()) {
+                    return Ok(());
+                }
+                let Some(cas) = held.cas else {
+                    return Ok(());
+                };
+                let cas = format!("C{cas}");
+                match client
+                    .meta_delete(lock_key.as_bytes(), false, None, Some(&[cas.as_str()]))
+                    .await
+                {
+                    Ok(_) => Ok(()),
+                    // Taken by another since: not ours to delete.
+                    Err(async_memcached::Error::Protocol(_)) => Ok(()),
+                    Err(error) => Err(error),
+                }
+            })
+            .await
+        })
+    }
+}
+
+impl Counters for MemcachedStore {
     /// `incr` / `decr` of a counter memcached keeps as decimal text; made with `add` (and
     /// its TTL) when absent. Memcached's counters are unsigned: one taken below zero stays
     /// at zero.
@@ -1295,204 +1600,48 @@ impl Store for MemcachedStore {
                 .and_then(|bytes| std::str::from_utf8(&bytes).ok()?.trim().parse().ok()))
         })
     }
+}
 
-    /// `add`: atomic across instances.
-    fn put_if_absent<'a>(
+impl Batches for MemcachedStore {
+    /// One `get` of many keys per server; an entry the codec cannot read is `None`, as a
+    /// miss.
+    fn get_many<'a>(
         &'a self,
-        key: &'a str,
-        entry: Arc<CachedResponse>,
-        ttl: Duration,
-    ) -> StoreFuture<'a, bool> {
-        Box::pin(async move {
-            let write = self.prepare(key, &entry, ttl).await?;
-            self.command(&write.key, async |client: &mut Client| {
-                added(
-                    client
-                        .add(
-                            write.key.as_bytes(),
-                            write.bytes.as_ref(),
-                            Some(write.ttl),
-                            Some(write.flags),
-                        )
-                        .await,
-                )
-            })
-            .await
-        })
-    }
-
-    /// Fill locks (`add` of `<key>#lock`), so that one instance fetches a missing entry
-    /// and the others wait for it.
-    fn coordinates_fills(&self) -> bool {
-        true
-    }
-
-    fn lock_fill<'a>(&'a self, key: &'a str, ttl: Duration) -> StoreFuture<'a, Option<FillLock>> {
+        keys: &'a [String],
+    ) -> StoreFuture<'a, Vec<Option<Arc<CachedResponse>>>> {
         Box::pin(async move {
             let generation = self.generation().await?;
-            let lock = self.key_in(generation, &format!("{key}#lock"));
-            let token = lock_token();
-            let ttl = protocol_ttl(ttl);
-            let taken = self
-                .command(&lock, async |client: &mut Client| {
-                    match client
-                        .add(lock.as_bytes(), token.as_str(), Some(ttl), None)
-                        .await
-                    {
-                        Ok(()) => Ok(true),
-                        Err(async_memcached::Error::Protocol(
-                            async_memcached::Status::NotStored,
-                        )) => Ok(false),
-                        Err(error) => Err(error),
-                    }
-                })
-                .await?;
-            Ok(taken.then(|| FillLock::new(token)))
-        })
-    }
-
-    /// Deleted only while it is still this holder's: read with its CAS value, and deleted
-    /// with that CAS (meta protocol), so that a lock that expired and went to another
-    /// process is left alone.
-    fn unlock_fill<'a>(&'a self, key: &'a str, lock: FillLock) -> StoreFuture<'a, ()> {
-        Box::pin(async move {
-            let generation = self.generation().await?;
-            let lock_key = self.key_in(generation, &format!("{key}#lock"));
-            self.command(&lock_key, async |client: &mut Client| {
-                let held = client
-                    .meta_get(lock_key.as_bytes(), false, None, Some(&["v", "c"]))
-                    .await?;
-                let Some(held) = held else {
-                    return Ok(());
+            let keys_in: Vec<String> = keys
+                .iter()
+                .map(|key| self.key_in(generation, key))
+                .collect();
+            let mut found: Vec<Option<Arc<CachedResponse>>> = vec![None; keys.len()];
+            for (i, item) in self.read_items(&keys_in, 0..keys.len()).await? {
+                let (Some(data), flags) = (item.data, item.flags.unwrap_or(0)) else {
+                    continue;
                 };
-                if held.data.as_deref() != Some(lock.token().as_bytes()) {
-                    return Ok(());
-                }
-                let Some(cas) = held.cas else {
-                    return Ok(());
-                };
-                let cas = format!("C{cas}");
-                match client
-                    .meta_delete(lock_key.as_bytes(), false, None, Some(&[cas.as_str()]))
+                found[i] = match self
+                    .entry_of(generation, &keys[i], Bytes::from(data), flags)
                     .await
                 {
-                    Ok(_) => Ok(()),
-                    // Taken by another since: not ours to delete.
-                    Err(async_memcached::Error::Protocol(_)) => Ok(()),
-                    Err(error) => Err(error),
-                }
-            })
-            .await
-        })
-    }
-
-    /// A numbered purge of every entry whose key starts with `prefix`, in the record every
-    /// entry is checked against: a miss from then on here, within `version_ttl` on other
-    /// instances. Returns 0: memcached cannot count what it takes.
-    fn remove_prefix<'a>(&'a self, prefix: &'a str) -> StoreFuture<'a, u64> {
-        Box::pin(async move {
-            self.purge_record(None, prefix, PurgeMode::Hard).await?;
-            Ok(0)
-        })
-    }
-
-    /// A new namespace generation, numbered by a purge: every key of the old one is out
-    /// of reach (and expires), and fetches that started before it do not write back.
-    fn clear(&self) -> StoreFuture<'_, ()> {
-        Box::pin(async move {
-            let number = self.next_purge().await?;
-            let key = self.control_key("generation");
-            // Raised, never lowered: of two clears at once, the later number stands.
-            let raised = self
-                .command_on(self.control_server(), async |client: &mut Client| {
-                    compare_and_swap(client, &key, |current| {
-                        (current.and_then(parse_number) < Some(number))
-                            .then(|| number.to_string().into_bytes())
-                    })
-                    .await
-                })
-                .await?;
-            if !raised {
-                return Err(StoreError::new(
-                    StoreErrorKind::Other,
-                    "the namespace generation kept changing under the clear",
-                ));
+                    Err(error) if error.kind() == StoreErrorKind::Decode => None,
+                    result => result?,
+                };
             }
-            self.inner.control.seen(number, number);
-            Ok(())
+            Ok(found)
         })
     }
 
-    /// Keys (hard: removed; soft: made stale in place, by compare-and-swap), tags (a
-    /// numbered purge in the tag's record, applied as entries are read: hard or soft) and
-    /// prefixes (the same, in the record every entry is checked against). Memcached
-    /// cannot list its keys, so a tag or prefix purge cannot count what it takes: it
-    /// returns 0. A prefix purge with a filter (a purge of the URLs under a path) is
-    /// [`StoreErrorKind::Unsupported`]: a filter cannot be kept in a record.
-    fn purge<'a>(&'a self, target: PurgeTarget<'a>, mode: PurgeMode) -> StoreFuture<'a, u64> {
-        Box::pin(async move {
-            match (target, mode) {
-                (PurgeTarget::Keys(keys), PurgeMode::Hard) => self.remove_many(keys).await,
-                (PurgeTarget::Keys(keys), PurgeMode::Soft) => {
-                    let mut softened = 0;
-                    for key in keys {
-                        softened += u64::from(self.soften_key(key).await?);
-                    }
-                    Ok(softened)
-                }
-                (PurgeTarget::Tag { tag, within }, mode) => {
-                    self.purge_record(Some(tag), within, mode).await?;
-                    Ok(0)
-                }
-                (
-                    PurgeTarget::Prefix {
-                        prefix,
-                        filter: None,
-                    },
-                    mode,
-                ) => {
-                    self.purge_record(None, prefix, mode).await?;
-                    Ok(0)
-                }
-                (PurgeTarget::Prefix { .. }, _) => Err(StoreError::unsupported(
-                    "filtered prefix purges (memcached cannot list its keys)",
-                )),
-            }
-        })
-    }
-
-    /// The purge counter as last read here (`None` before it was ever read).
-    fn purge_mark(&self) -> Option<u64> {
-        let control = &self.inner.control;
-        (control.read_ms.load(Ordering::Acquire) != 0).then(|| control.last().1)
-    }
-
-    /// Read from memcached, not from this instance's copies: a clear (a generation
-    /// numbered above `mark`), or a purge above `mark` in the prefix purges' record or the
-    /// record of one of `tags`.
-    fn purged_since<'a>(
+    /// One write after another (memcached has no multi-set).
+    fn put_many<'a>(
         &'a self,
-        mark: u64,
-        key: &'a str,
-        tags: &'a [String],
-    ) -> StoreFuture<'a, bool> {
+        entries: &'a [(String, Arc<CachedResponse>, Duration)],
+    ) -> StoreFuture<'a, ()> {
         Box::pin(async move {
-            let (generation, _) = self.control(true).await?;
-            if generation > mark {
-                return Ok(true);
+            for (key, entry, ttl) in entries {
+                self.put_always(key, Arc::clone(entry), *ttl).await?;
             }
-            let control = &self.inner.control;
-            if control.with_prefixes(|record| record.purged_since(key, mark)) {
-                return Ok(true);
-            }
-            let records = self.tag_records(generation, tags, false).await?;
-            // A record missing holds no purge: a purge makes the record it finds missing
-            // (and reads that find none take the entry as purged).
-            Ok(records.iter().any(|record| {
-                record
-                    .as_deref()
-                    .is_some_and(|record| record.purged_since(key, mark))
-            }))
+            Ok(())
         })
     }
 }

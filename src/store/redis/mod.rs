@@ -23,8 +23,8 @@ mod purge;
 
 use super::breaker::Breaker;
 use super::{
-    FillLock, Lookup, PurgeMode, PurgeTarget, Store, StoreError, StoreErrorKind, StoreFuture,
-    StoreGauges, get_then_lock, lock_token,
+    Batches, Capabilities, Counters, FillLock, Lookup, PurgeMode, PurgeTarget, PutIf, SharedStore,
+    Store, StoreError, StoreErrorKind, StoreFuture, StoreGauges, lock_token,
 };
 use crate::codec::{BINARY_PREFIX, BINARY_STORED_AT, BinaryCodec, Codec, binary_stored_at};
 use crate::entry::CachedResponse;
@@ -66,7 +66,7 @@ pub struct RedisConfig {
     pub pool_size: usize,
     /// Every key the store writes starts with `namespace:`, before the layer's own
     /// namespace (`trc:cache:GET:…`: the model is at
-    /// [`CacheLayer::namespace`](crate::CacheLayer::namespace)); [`Store::clear`] removes
+    /// [`CacheLayer::namespace`](crate::CacheLayer::namespace)); [`StoreExt::clear`](crate::store::StoreExt::clear) removes
     /// the keys that start so (so a namespace `shop` also clears `shop:eu`'s keys: give stores
     /// namespaces that are not prefixes of each other). An empty namespace writes keys as
     /// they are, and `clear` then refuses to run (it would have to empty the whole
@@ -254,11 +254,11 @@ pub struct CircuitStats {
 /// - One round trip per operation: `GET`, `SET key value PX ttl`, `UNLINK`, `PEXPIRE`.
 /// - Instances coordinate their fetches: the first to miss a key takes a short lock
 ///   (`SET {key}#lock token NX PX`, taken by the lookup's own script,
-///   [`get_or_lock_fill`](Store::get_or_lock_fill)), the others wait for the entry to
+///   [`get_or_lock_fill`](SharedStore::get_or_lock_fill)), the others wait for the entry to
 ///   appear (bounded by the layer's coalescing timeout) instead of calling their service
 ///   too.
-///   `KEYS` is never used: [`clear`](Store::clear) and
-///   [`remove_prefix`](Store::remove_prefix) `SCAN` (on every primary of a cluster) and
+///   `KEYS` is never used: [`clear`](crate::store::StoreExt::clear) and
+///   [`remove_prefix`](crate::store::StoreExt::remove_prefix) `SCAN` (on every primary of a cluster) and
 ///   `UNLINK` in batches of keys that share a hash slot.
 /// - It fails open: a command that errors or takes longer than
 ///   [`command_timeout`](RedisConfig::command_timeout) is an error the layer counts before
@@ -582,6 +582,114 @@ impl RedisStore {
         written
     }
 
+    /// [`PutIf::Newer`] with the binary codec: one script compares the stored entry's
+    /// `stored_at` in place and sets the new entry unless the stored one is newer.
+    async fn put_newer_binary(
+        &self,
+        key: &str,
+        entry: Arc<CachedResponse>,
+        ttl: Duration,
+    ) -> Result<bool, StoreError> {
+        // Replaces the key unless it holds a binary entry of this format whose `stored_at`
+        // (big-endian, so compared byte by byte) is later than ARGV[4].
+        static PUT_NEWER: Lua = Lua::new(
+            r"
+local head = redis.call('GETRANGE', KEYS[1], 0, ARGV[5] - 1)
+if #head == tonumber(ARGV[5]) and string.sub(head, 1, #ARGV[3]) == ARGV[3] then
+  local stored = string.sub(head, ARGV[6] + 1, ARGV[5])
+  for i = 1, #ARGV[4] do
+    local a, b = string.byte(stored, i), string.byte(ARGV[4], i)
+    if a > b then return 0 end
+    if a < b then break end
+  end
+end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return 1",
+        );
+        let value = self.inner.codec.encode(&entry);
+        let args: Vec<fred::types::Value> = vec![
+            value.into(),
+            millis(ttl).into(),
+            Bytes::copy_from_slice(&BINARY_PREFIX).into(),
+            Bytes::copy_from_slice(&binary_stored_at(&entry)).into(),
+            (BINARY_STORED_AT.end as i64).into(),
+            (BINARY_STORED_AT.start as i64).into(),
+        ];
+        let put_newer = self.eval(&PUT_NEWER, self.redis_key(key), args);
+        let stored: i64 = self.indexed(key, &entry, ttl, put_newer).await?;
+        Ok(stored == 1)
+    }
+
+    /// [`PutIf::Newer`] with a codec a script cannot read: the stored entry is read and
+    /// compared here, and the new one written by a script only if the key still holds the
+    /// bytes that were read (or still nothing); read again while other writers come
+    /// between. Two round trips, and the stored bytes sent back once: atomic all the same.
+    async fn put_newer_by_compare(
+        &self,
+        key: &str,
+        entry: Arc<CachedResponse>,
+        ttl: Duration,
+    ) -> Result<bool, StoreError> {
+        // ARGV[3] is '0' to expect no value, '1' to expect ARGV[4].
+        static COMPARE_AND_SET: Lua = Lua::new(
+            r"
+local current = redis.call('GET', KEYS[1])
+if ARGV[3] == '0' then
+  if current then return 0 end
+elseif current ~= ARGV[4] then
+  return 0
+end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return 1",
+        );
+        let inner = &self.inner;
+        let value = inner.codec.encode(&entry);
+        let redis_key = self.redis_key(key);
+        for _ in 0..16 {
+            let client = inner.pool.next_connected().with_options(&inner.options);
+            let current: Option<Bytes> = self.command(client.get(redis_key.as_str())).await?;
+            if let Some(bytes) = &current {
+                // What does not decode is replaced.
+                if let Ok(stored) = inner.codec.decode_shared(bytes)
+                    && stored.stored_at > entry.stored_at
+                {
+                    return Ok(false);
+                }
+            }
+            let (expect, expected) = match current {
+                Some(bytes) => ("1", bytes),
+                None => ("0", Bytes::new()),
+            };
+            let args: Vec<fred::types::Value> = vec![
+                value.clone().into(),
+                millis(ttl).into(),
+                expect.into(),
+                expected.into(),
+            ];
+            let set = self.eval(&COMPARE_AND_SET, redis_key.as_str(), args);
+            let stored: i64 = self.indexed(key, &entry, ttl, set).await?;
+            if stored == 1 {
+                return Ok(true);
+            }
+        }
+        Err(StoreError::new(
+            StoreErrorKind::Other,
+            "the key changed under every attempt to write it",
+        ))
+    }
+
+    /// [`SharedStore::get_or_lock_fill`] in two round trips: a `GET`, then, on a miss, the
+    /// lock.
+    async fn get_then_lock(&self, key: &str, ttl: Duration) -> Result<Lookup, StoreError> {
+        if let Some(entry) = self.get(key).await? {
+            return Ok(Lookup::Found(entry));
+        }
+        Ok(match self.lock_fill(key, ttl).await? {
+            Some(lock) => Lookup::Locked(lock),
+            None => Lookup::Held,
+        })
+    }
+
     /// Runs `lua` by its SHA-1 (`EVALSHA`), sending the whole script only when the server
     /// does not have it yet (a restarted server, a new cluster node), through the breaker.
     pub(super) async fn eval<R: FromValue>(
@@ -728,8 +836,29 @@ fn millis(ttl: Duration) -> i64 {
 }
 
 impl Store for RedisStore {
-    fn name(&self) -> &'static str {
-        "redis"
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            touch: true,
+            prefix_purges: true,
+            filtered_prefix_purges: true,
+            tag_purges: true,
+            soft_purges: true,
+            counts_purges: true,
+            fill_locks: self.inner.fill_locks,
+            ..Capabilities::new("redis")
+        }
+    }
+
+    fn shared(&self) -> Option<&dyn SharedStore> {
+        Some(self)
+    }
+
+    fn counters(&self) -> Option<&dyn Counters> {
+        Some(self)
+    }
+
+    fn batches(&self) -> Option<&dyn Batches> {
+        Some(self)
     }
 
     /// Whether its circuit breaker is open (entries and bytes are Redis's to report).
@@ -753,6 +882,256 @@ impl Store for RedisStore {
         })
     }
 
+    /// `SET … PX` for [`PutIf::Always`], `SET … NX PX` for [`PutIf::Absent`]; for
+    /// [`PutIf::Newer`] with the binary codec, one script that compares the stored entry's
+    /// `stored_at` (read in place, without fetching the entry) and sets the new one, and with
+    /// another codec a compare-and-set (the entry read and decoded here, the write made by a
+    /// script only if the key still holds the bytes read). Atomic whichever instance writes.
+    fn put<'a>(
+        &'a self,
+        key: &'a str,
+        entry: Arc<CachedResponse>,
+        ttl: Duration,
+        condition: PutIf,
+    ) -> StoreFuture<'a, bool> {
+        match condition {
+            PutIf::Always => Box::pin(async move {
+                let inner = &self.inner;
+                let value = inner.codec.encode(&entry);
+                let client = inner.pool.next_connected().with_options(&inner.options);
+                let set = client.set::<(), _, _>(
+                    self.redis_key(key),
+                    value,
+                    Some(Expiration::PX(millis(ttl))),
+                    None,
+                    false,
+                );
+                self.indexed(key, &entry, ttl, self.command(set)).await?;
+                Ok(true)
+            }),
+            PutIf::Absent => Box::pin(async move {
+                let inner = &self.inner;
+                let value = inner.codec.encode(&entry);
+                let client = inner.pool.next_connected().with_options(&inner.options);
+                let set = client.set::<Option<String>, _, _>(
+                    self.redis_key(key),
+                    value,
+                    Some(Expiration::PX(millis(ttl))),
+                    Some(SetOptions::NX),
+                    false,
+                );
+                let set = async { self.command(set).await.map(|set| set.is_some()) };
+                self.indexed(key, &entry, ttl, set).await
+            }),
+            PutIf::Newer if self.inner.codec.name() == BinaryCodec.name() => {
+                Box::pin(self.put_newer_binary(key, entry, ttl))
+            }
+            PutIf::Newer => Box::pin(self.put_newer_by_compare(key, entry, ttl)),
+        }
+    }
+
+    /// `PEXPIRE`, and the entry's tags indexed for its new expiry alongside.
+    fn touch<'a>(
+        &'a self,
+        key: &'a str,
+        tags: &'a [String],
+        ttl: Duration,
+    ) -> StoreFuture<'a, bool> {
+        Box::pin(async move {
+            let inner = &self.inner;
+            let redis_key = self.redis_key(key);
+            let client = inner.pool.next_connected().with_options(&inner.options);
+            let expire = async {
+                let touched: bool = self
+                    .command(client.pexpire(redis_key.as_str(), millis(ttl), None))
+                    .await?;
+                Ok(touched)
+            };
+            if tags.is_empty() {
+                return expire.await;
+            }
+            let (touched, indexed) =
+                futures_util::future::join(expire, self.index_tags(&redis_key, tags, ttl)).await;
+            indexed?;
+            touched
+        })
+    }
+
+    /// Every target and mode: tags through the tag index, prefixes by `SCAN` (see the
+    /// `purge` module's notes on costs and bounds).
+    fn purge<'a>(&'a self, target: PurgeTarget<'a>, mode: PurgeMode) -> StoreFuture<'a, u64> {
+        Box::pin(async move {
+            if self.inner.purge_log {
+                self.record_purge(&target).await?;
+            }
+            match target {
+                PurgeTarget::Keys(keys) if mode == PurgeMode::Hard => {
+                    let keys = keys.iter().map(|key| self.redis_key(key).into()).collect();
+                    self.unlink(keys).await
+                }
+                PurgeTarget::Keys(keys) => {
+                    let keys = keys.iter().map(|key| self.redis_key(key).into()).collect();
+                    self.purge_keys(keys, mode, None).await
+                }
+                PurgeTarget::Prefix { prefix, filter } => {
+                    self.purge_matching(&self.redis_key(prefix), filter, mode)
+                        .await
+                }
+                PurgeTarget::Tag { tag, within } => self.purge_tag(tag, within, mode).await,
+                PurgeTarget::All if self.inner.prefix.is_empty() => Err(StoreError::new(
+                    StoreErrorKind::Unsupported,
+                    "refusing to clear a RedisStore without a namespace: it would remove every key",
+                )),
+                PurgeTarget::All => self.purge_matching(&self.inner.prefix, None, mode).await,
+            }
+        })
+    }
+}
+
+impl SharedStore for RedisStore {
+    fn purge_mark(&self) -> Option<u64> {
+        let inner = &self.inner;
+        inner
+            .purge_log
+            .then(|| inner.purge_count.load(Ordering::Acquire))
+    }
+
+    fn purged_since<'a>(
+        &'a self,
+        mark: u64,
+        key: &'a str,
+        tags: &'a [String],
+    ) -> StoreFuture<'a, bool> {
+        Box::pin(self.purges_since(mark, key, tags))
+    }
+
+    fn lock_fill<'a>(&'a self, key: &'a str, ttl: Duration) -> StoreFuture<'a, Option<FillLock>> {
+        Box::pin(async move {
+            let inner = &self.inner;
+            let token = lock_token();
+            let client = inner.pool.next_connected().with_options(&inner.options);
+            let set = client.set::<Option<String>, _, _>(
+                self.lock_key(key),
+                token.as_str(),
+                Some(Expiration::PX(millis(ttl))),
+                Some(SetOptions::NX),
+                false,
+            );
+            match self.command(set).await {
+                Ok(taken) => Ok(taken.map(|_| FillLock::new(token))),
+                Err(error) => {
+                    // The SET may have been applied before the reply was lost: release what
+                    // may be ours rather than leave others waiting for its expiry.
+                    self.release_later(key, &token);
+                    Err(error)
+                }
+            }
+        })
+    }
+
+    /// One script: `GET` the entry, and when there is none, `SET` the fill lock `NX PX` —
+    /// a miss reaches the origin after one round trip. (An entry key whose lock cannot
+    /// share its slot: a `GET`, then the lock.)
+    fn get_or_lock_fill<'a>(&'a self, key: &'a str, ttl: Duration) -> StoreFuture<'a, Lookup> {
+        // A key found lately is most likely found again: a plain `GET` (and, if it is gone
+        // after all, the lock in a second round trip) — decided before the script's larger
+        // future is made, which a hit would pay to move.
+        if self.likely_present(key) {
+            return Box::pin(self.get_then_lock(key, ttl));
+        }
+        Box::pin(async move {
+            let data = self.redis_key(key);
+            let Some(lock) = slot_lock_key(&data) else {
+                // The lock cannot share the entry's slot: two round trips.
+                return self.get_then_lock(key, ttl).await;
+            };
+            static GET_OR_LOCK: Lua = Lua::new(
+                "local v = redis.call('GET', KEYS[1]) \
+                 if v then return {1, v} end \
+                 if redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then return {0, 1} end \
+                 return {0, 0}",
+            );
+            let token = lock_token();
+            let reply: Result<Vec<fred::types::Value>, StoreError> = Box::pin(self.eval(
+                &GET_OR_LOCK,
+                vec![data, lock],
+                vec![token.as_str().into(), millis(ttl).into()],
+            ))
+            .await;
+            let mut reply = match reply {
+                Ok(reply) => reply.into_iter(),
+                Err(error) => {
+                    // The lock may have been taken before the reply was lost.
+                    self.release_later(key, &token);
+                    return Err(error);
+                }
+            };
+            let (found, value) = (reply.next(), reply.next());
+            match (found.and_then(|found| found.as_i64()), value) {
+                (Some(1), Some(value)) => {
+                    self.seen(key, true);
+                    let bytes = value.into_bytes().unwrap_or_default();
+                    self.decode(&bytes).map(Lookup::Found)
+                }
+                (Some(0), Some(taken)) if taken.as_i64() == Some(1) => {
+                    Ok(Lookup::Locked(FillLock::new(token)))
+                }
+                (Some(0), Some(_)) => Ok(Lookup::Held),
+                _ => Err(StoreError::new(
+                    StoreErrorKind::Other,
+                    "unexpected reply to the lookup-or-lock script",
+                )),
+            }
+        })
+    }
+
+    fn unlock_fill<'a>(&'a self, key: &'a str, lock: FillLock) -> StoreFuture<'a, ()> {
+        Box::pin(async move {
+            let _: i64 = self
+                .eval(&RELEASE, self.lock_key(key), vec![lock.token().into()])
+                .await?;
+            Ok(())
+        })
+    }
+}
+
+/// Deletes a fill lock only if it is still the caller's (`ARGV[1]`, its token): it may
+/// have expired and been taken by another process.
+static RELEASE: Lua = Lua::new(
+    "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) else return 0 end",
+);
+
+impl Counters for RedisStore {
+    /// `INCRBY`, and a `PEXPIRE` when the counter has no life yet (it was just made): one
+    /// script, atomic across instances.
+    fn increment<'a>(&'a self, key: &'a str, delta: i64, ttl: Duration) -> StoreFuture<'a, i64> {
+        Box::pin(async move {
+            static INCREMENT: Lua = Lua::new(
+                "local v = redis.call('INCRBY', KEYS[1], ARGV[1]) \
+                 if redis.call('PTTL', KEYS[1]) == -1 then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end \
+                 return v",
+            );
+            self.eval(
+                &INCREMENT,
+                self.redis_key(key),
+                vec![delta.into(), millis(ttl).into()],
+            )
+            .await
+        })
+    }
+
+    fn counter<'a>(&'a self, key: &'a str) -> StoreFuture<'a, Option<i64>> {
+        Box::pin(async move {
+            let inner = &self.inner;
+            let client = inner.pool.next_connected().with_options(&inner.options);
+            let value: Option<String> = self.command(client.get(self.redis_key(key))).await?;
+            // Anything but a whole number (an entry) is no counter.
+            Ok(value.and_then(|value| value.parse().ok()))
+        })
+    }
+}
+
+impl Batches for RedisStore {
     /// One `MGET` per hash slot, all at once (one in all on a single server); what does
     /// not decode is `None`.
     fn get_many<'a>(
@@ -843,336 +1222,13 @@ impl Store for RedisStore {
                 .iter()
                 .filter(|(_, entry, _)| !entry.tags.is_empty())
             {
-                self.put(key, Arc::clone(entry), *ttl).await?;
+                self.put(key, Arc::clone(entry), *ttl, PutIf::Always)
+                    .await?;
             }
-            Ok(())
-        })
-    }
-
-    fn put<'a>(
-        &'a self,
-        key: &'a str,
-        entry: Arc<CachedResponse>,
-        ttl: Duration,
-    ) -> StoreFuture<'a, ()> {
-        Box::pin(async move {
-            let inner = &self.inner;
-            let value = inner.codec.encode(&entry);
-            let client = inner.pool.next_connected().with_options(&inner.options);
-            let set = client.set::<(), _, _>(
-                self.redis_key(key),
-                value,
-                Some(Expiration::PX(millis(ttl))),
-                None,
-                false,
-            );
-            self.indexed(key, &entry, ttl, self.command(set)).await
-        })
-    }
-
-    /// `INCRBY`, and a `PEXPIRE` when the counter has no life yet (it was just made): one
-    /// script, atomic across instances.
-    fn increment<'a>(&'a self, key: &'a str, delta: i64, ttl: Duration) -> StoreFuture<'a, i64> {
-        Box::pin(async move {
-            static INCREMENT: Lua = Lua::new(
-                "local v = redis.call('INCRBY', KEYS[1], ARGV[1]) \
-                 if redis.call('PTTL', KEYS[1]) == -1 then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end \
-                 return v",
-            );
-            self.eval(
-                &INCREMENT,
-                self.redis_key(key),
-                vec![delta.into(), millis(ttl).into()],
-            )
-            .await
-        })
-    }
-
-    fn counter<'a>(&'a self, key: &'a str) -> StoreFuture<'a, Option<i64>> {
-        Box::pin(async move {
-            let inner = &self.inner;
-            let client = inner.pool.next_connected().with_options(&inner.options);
-            let value: Option<String> = self.command(client.get(self.redis_key(key))).await?;
-            // Anything but a whole number (an entry) is no counter.
-            Ok(value.and_then(|value| value.parse().ok()))
-        })
-    }
-
-    /// `SET … NX PX`: atomic across instances.
-    fn put_if_absent<'a>(
-        &'a self,
-        key: &'a str,
-        entry: Arc<CachedResponse>,
-        ttl: Duration,
-    ) -> StoreFuture<'a, bool> {
-        Box::pin(async move {
-            let inner = &self.inner;
-            let value = inner.codec.encode(&entry);
-            let client = inner.pool.next_connected().with_options(&inner.options);
-            let set = client.set::<Option<String>, _, _>(
-                self.redis_key(key),
-                value,
-                Some(Expiration::PX(millis(ttl))),
-                Some(SetOptions::NX),
-                false,
-            );
-            let set = async { self.command(set).await.map(|set| set.is_some()) };
-            self.indexed(key, &entry, ttl, set).await
-        })
-    }
-
-    /// With the binary codec, one script compares the stored entry's `stored_at` (read in
-    /// place, without fetching the entry) and sets the new one: atomic, whichever instance
-    /// writes. With another codec, the trait's read-compare-write.
-    fn put_newer<'a>(
-        &'a self,
-        key: &'a str,
-        entry: Arc<CachedResponse>,
-        ttl: Duration,
-    ) -> StoreFuture<'a, bool> {
-        // Replaces the key unless it holds a binary entry of this format whose `stored_at`
-        // (big-endian, so compared byte by byte) is later than ARGV[4].
-        static PUT_NEWER: Lua = Lua::new(
-            r"
-local head = redis.call('GETRANGE', KEYS[1], 0, ARGV[5] - 1)
-if #head == tonumber(ARGV[5]) and string.sub(head, 1, #ARGV[3]) == ARGV[3] then
-  local stored = string.sub(head, ARGV[6] + 1, ARGV[5])
-  for i = 1, #ARGV[4] do
-    local a, b = string.byte(stored, i), string.byte(ARGV[4], i)
-    if a > b then return 0 end
-    if a < b then break end
-  end
-end
-redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-return 1",
-        );
-        if self.inner.codec.name() != BinaryCodec.name() {
-            return Box::pin(super::read_compare_put(self, key, entry, ttl));
-        }
-        Box::pin(async move {
-            let inner = &self.inner;
-            let value = inner.codec.encode(&entry);
-            let args: Vec<fred::types::Value> = vec![
-                value.into(),
-                millis(ttl).into(),
-                Bytes::copy_from_slice(&BINARY_PREFIX).into(),
-                Bytes::copy_from_slice(&binary_stored_at(&entry)).into(),
-                (BINARY_STORED_AT.end as i64).into(),
-                (BINARY_STORED_AT.start as i64).into(),
-            ];
-            let put_newer = self.eval(&PUT_NEWER, self.redis_key(key), args);
-            let stored: i64 = self.indexed(key, &entry, ttl, put_newer).await?;
-            Ok(stored == 1)
-        })
-    }
-
-    fn remove<'a>(&'a self, key: &'a str) -> StoreFuture<'a, bool> {
-        Box::pin(async move {
-            let inner = &self.inner;
-            let client = inner.pool.next_connected().with_options(&inner.options);
-            let removed: i64 = self.command(client.unlink(self.redis_key(key))).await?;
-            Ok(removed > 0)
-        })
-    }
-
-    fn remove_many<'a>(&'a self, keys: &'a [String]) -> StoreFuture<'a, u64> {
-        Box::pin(async move {
-            let keys = keys.iter().map(|key| self.redis_key(key).into()).collect();
-            self.unlink(keys).await
-        })
-    }
-
-    fn clear(&self) -> StoreFuture<'_, ()> {
-        Box::pin(async move {
-            if self.inner.prefix.is_empty() {
-                return Err(StoreError::new(
-                    StoreErrorKind::Unsupported,
-                    "refusing to clear a RedisStore without a namespace: it would remove every key",
-                ));
-            }
-            self.purge_matching(&self.inner.prefix, None, PurgeMode::Hard)
-                .await
-                .map(|_| ())
-        })
-    }
-
-    fn touch<'a>(&'a self, key: &'a str, ttl: Duration) -> StoreFuture<'a, bool> {
-        Box::pin(async move {
-            let inner = &self.inner;
-            let client = inner.pool.next_connected().with_options(&inner.options);
-            let touched: bool = self
-                .command(client.pexpire(self.redis_key(key), millis(ttl), None))
-                .await?;
-            Ok(touched)
-        })
-    }
-
-    /// `PEXPIRE`, and the entry's tags indexed for its new expiry alongside.
-    fn touch_tagged<'a>(
-        &'a self,
-        key: &'a str,
-        tags: &'a [String],
-        ttl: Duration,
-    ) -> StoreFuture<'a, bool> {
-        if tags.is_empty() {
-            return self.touch(key, ttl);
-        }
-        Box::pin(async move {
-            let redis_key = self.redis_key(key);
-            let (touched, indexed) = futures_util::future::join(
-                self.touch(key, ttl),
-                self.index_tags(&redis_key, tags, ttl),
-            )
-            .await;
-            indexed?;
-            touched
-        })
-    }
-
-    fn remove_prefix<'a>(&'a self, prefix: &'a str) -> StoreFuture<'a, u64> {
-        Box::pin(async move {
-            self.purge_matching(&self.redis_key(prefix), None, PurgeMode::Hard)
-                .await
-        })
-    }
-
-    /// Every target and mode: tags through the tag index, prefixes by `SCAN` (see the
-    /// `purge` module's notes on costs and bounds).
-    fn purge<'a>(&'a self, target: PurgeTarget<'a>, mode: PurgeMode) -> StoreFuture<'a, u64> {
-        Box::pin(async move {
-            if self.inner.purge_log {
-                self.record_purge(&target).await?;
-            }
-            match target {
-                PurgeTarget::Keys(keys) if mode == PurgeMode::Hard => self.remove_many(keys).await,
-                PurgeTarget::Keys(keys) => {
-                    let keys = keys.iter().map(|key| self.redis_key(key).into()).collect();
-                    self.purge_keys(keys, mode, None).await
-                }
-                PurgeTarget::Prefix { prefix, filter } => {
-                    self.purge_matching(&self.redis_key(prefix), filter, mode)
-                        .await
-                }
-                PurgeTarget::Tag { tag, within } => self.purge_tag(tag, within, mode).await,
-            }
-        })
-    }
-
-    fn purge_mark(&self) -> Option<u64> {
-        let inner = &self.inner;
-        inner
-            .purge_log
-            .then(|| inner.purge_count.load(Ordering::Acquire))
-    }
-
-    fn purged_since<'a>(
-        &'a self,
-        mark: u64,
-        key: &'a str,
-        tags: &'a [String],
-    ) -> StoreFuture<'a, bool> {
-        Box::pin(self.purges_since(mark, key, tags))
-    }
-
-    fn coordinates_fills(&self) -> bool {
-        self.inner.fill_locks
-    }
-
-    fn lock_fill<'a>(&'a self, key: &'a str, ttl: Duration) -> StoreFuture<'a, Option<FillLock>> {
-        Box::pin(async move {
-            let inner = &self.inner;
-            let token = lock_token();
-            let client = inner.pool.next_connected().with_options(&inner.options);
-            let set = client.set::<Option<String>, _, _>(
-                self.lock_key(key),
-                token.as_str(),
-                Some(Expiration::PX(millis(ttl))),
-                Some(SetOptions::NX),
-                false,
-            );
-            match self.command(set).await {
-                Ok(taken) => Ok(taken.map(|_| FillLock::new(token))),
-                Err(error) => {
-                    // The SET may have been applied before the reply was lost: release what
-                    // may be ours rather than leave others waiting for its expiry.
-                    self.release_later(key, &token);
-                    Err(error)
-                }
-            }
-        })
-    }
-
-    /// One script: `GET` the entry, and when there is none, `SET` the fill lock `NX PX` —
-    /// a miss reaches the origin after one round trip. (An entry key whose lock cannot
-    /// share its slot: a `GET`, then the lock.)
-    fn get_or_lock_fill<'a>(&'a self, key: &'a str, ttl: Duration) -> StoreFuture<'a, Lookup> {
-        // A key found lately is most likely found again: a plain `GET` (and, if it is gone
-        // after all, the lock in a second round trip) — decided before the script's larger
-        // future is made, which a hit would pay to move.
-        if self.likely_present(key) {
-            return Box::pin(get_then_lock(self, key, ttl));
-        }
-        Box::pin(async move {
-            let data = self.redis_key(key);
-            let Some(lock) = slot_lock_key(&data) else {
-                // The lock cannot share the entry's slot: two round trips.
-                return get_then_lock(self, key, ttl).await;
-            };
-            static GET_OR_LOCK: Lua = Lua::new(
-                "local v = redis.call('GET', KEYS[1]) \
-                 if v then return {1, v} end \
-                 if redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then return {0, 1} end \
-                 return {0, 0}",
-            );
-            let token = lock_token();
-            let reply: Result<Vec<fred::types::Value>, StoreError> = Box::pin(self.eval(
-                &GET_OR_LOCK,
-                vec![data, lock],
-                vec![token.as_str().into(), millis(ttl).into()],
-            ))
-            .await;
-            let mut reply = match reply {
-                Ok(reply) => reply.into_iter(),
-                Err(error) => {
-                    // The lock may have been taken before the reply was lost.
-                    self.release_later(key, &token);
-                    return Err(error);
-                }
-            };
-            let (found, value) = (reply.next(), reply.next());
-            match (found.and_then(|found| found.as_i64()), value) {
-                (Some(1), Some(value)) => {
-                    self.seen(key, true);
-                    let bytes = value.into_bytes().unwrap_or_default();
-                    self.decode(&bytes).map(Lookup::Found)
-                }
-                (Some(0), Some(taken)) if taken.as_i64() == Some(1) => {
-                    Ok(Lookup::Locked(FillLock::new(token)))
-                }
-                (Some(0), Some(_)) => Ok(Lookup::Held),
-                _ => Err(StoreError::new(
-                    StoreErrorKind::Other,
-                    "unexpected reply to the lookup-or-lock script",
-                )),
-            }
-        })
-    }
-
-    fn unlock_fill<'a>(&'a self, key: &'a str, lock: FillLock) -> StoreFuture<'a, ()> {
-        Box::pin(async move {
-            let _: i64 = self
-                .eval(&RELEASE, self.lock_key(key), vec![lock.token().into()])
-                .await?;
             Ok(())
         })
     }
 }
-
-/// Deletes a fill lock only if it is still the caller's (`ARGV[1]`, its token): it may
-/// have expired and been taken by another process.
-static RELEASE: Lua = Lua::new(
-    "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) else return 0 end",
-);
 
 #[cfg(test)]
 mod tests {

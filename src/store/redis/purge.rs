@@ -407,6 +407,7 @@ impl RedisStore {
             // A filter cannot be recorded: the plain prefix covers more, never less.
             PurgeTarget::Prefix { prefix, .. } => serde_json::to_string(&["p", prefix]),
             PurgeTarget::Tag { tag, within } => serde_json::to_string(&["t", tag, within]),
+            PurgeTarget::All => serde_json::to_string(&["p", ""]),
         }
         .map_err(|error| StoreError::with_source(StoreErrorKind::Other, "purge record", error))?;
         let (gen_key, log_key) = self.log_keys();
