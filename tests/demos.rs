@@ -324,3 +324,85 @@ fn the_readme_walkthrough_answers_as_printed() {
     }
     assert!(checked >= 3 + 5, "the walkthrough checked {checked} things");
 }
+
+/// What the store table in the README and the `store` module's docs says each store does,
+/// held to the stores' capabilities (a row the test does not know fails it too).
+#[test]
+fn the_store_tables_say_what_the_capabilities_say() {
+    use tower_response_cache::store::Store;
+    use tower_response_cache::{
+        MemcachedConfig, MemcachedStore, MemoryStore, RedisStore, TieredConfig, TieredStore,
+    };
+    if !servers::available() || !memcached_server::available() {
+        return;
+    }
+    let redis = RedisServer::start(&[]);
+    let memcached = Memcached::start(&[]);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let stores: Vec<Box<dyn Store>> = runtime.block_on(async {
+        let redis_store = || async { RedisStore::connect_url(&redis.url()).await.unwrap() };
+        vec![
+            Box::new(MemoryStore::new(1 << 20)) as Box<dyn Store>,
+            Box::new(redis_store().await),
+            Box::new(
+                TieredStore::connect(redis_store().await, TieredConfig::default())
+                    .await
+                    .unwrap(),
+            ),
+            Box::new(MemcachedStore::new(MemcachedConfig::new([memcached.address()])).unwrap()),
+        ]
+    });
+    let says = |row: &str, store: &dyn Store| -> bool {
+        let can = store.capabilities();
+        match row {
+            r#"get, put, remove, clear; put if absent and "an older entry never over a newer one", atomic"# => {
+                true
+            }
+            "hits in place, without a round trip or decoding" => can.reads_in_place,
+            "touch (sliding expiry)" => can.touch,
+            "prefix purge" => can.prefix_purges,
+            "purge of the URLs under a path (a prefix with a filter)" => can.filtered_prefix_purges,
+            "tag purge" => can.tag_purges,
+            "soft purge" => can.soft_purges,
+            "a purge counts what it took" => can.counts_purges,
+            "counters" => store.counters().is_some(),
+            "many keys in one round trip" => store.batches().is_some(),
+            "shared: purges seen by every instance, fetches under way included" => {
+                store.shared().is_some()
+            }
+            "one origin fetch across instances (fill lock)" => can.fill_locks,
+            unknown => panic!("a row the test does not know: {unknown:?}"),
+        }
+    };
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    for (file, prefix) in [("README.md", ""), ("src/store/mod.rs", "//! ")] {
+        let text = std::fs::read_to_string(root.join(file)).unwrap();
+        let rows: Vec<Vec<String>> = text
+            .lines()
+            .filter_map(|line| line.strip_prefix(prefix))
+            .skip_while(|line| !line.starts_with("| | `MemoryStore` |"))
+            .skip(2)
+            .take_while(|line| line.starts_with('|'))
+            .map(|line| {
+                line.trim_matches('|')
+                    .split(" | ")
+                    .map(|cell| cell.trim().to_owned())
+                    .collect()
+            })
+            .collect();
+        assert!(rows.len() >= 12, "{file}: the store table");
+        for row in &rows {
+            for (store, cell) in stores.iter().zip(&row[1..]) {
+                let claimed = cell.starts_with('✅');
+                assert!(claimed || cell.starts_with('—'), "{file}: {cell:?}");
+                assert_eq!(
+                    claimed,
+                    says(&row[0], &**store),
+                    "{file}: {:?} for {}",
+                    row[0],
+                    store.capabilities().name
+                );
+            }
+        }
+    }
+}

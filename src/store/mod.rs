@@ -26,31 +26,47 @@
 //! round trip does not matter. Pick `TieredStore` when several instances serve the same hot
 //! entries.
 //!
+//! # Writing a store
+//!
+//! A store implements [`Store`]'s core: [`capabilities`](Store::capabilities),
+//! [`get`](Store::get), [`put`](Store::put) under a [`PutIf`] condition, atomically, and
+//! [`purge`](Store::purge) of keys and of everything, with [`touch`](Store::touch) and the
+//! other purges as its capabilities say. A store that other processes write as well (a
+//! database, a remote cache) implements [`SharedStore`] too — the protocol that keeps purges
+//! complete and fetches coordinated across them — and returns it from
+//! [`Store::shared`]. [`Counters`] and [`Batches`] are for the value cache, when the store
+//! has them. [`StoreExt`] builds `remove`, `clear`, `get_many` and the rest on the core.
+//!
+//! The store contract kit (`contract::run_contract`, feature `contract`) checks every
+//! promise on a store in one call, from a test; `examples/custom_store.rs` is a complete
+//! store written outside the crate that passes it.
+//!
 //! # What each store does
 //!
-//! As `tests/common/contract.rs` checks: it is written once and run on the memory store,
-//! Redis standalone and cluster, the tiered store and memcached, covers what every `Store`
-//! promises, and reports "unsupported" honestly where a store cannot do something.
+//! What each store can do is one value, its [`Capabilities`] (with the accessors of the traits
+//! it opts in to: [`Store::shared`], [`Store::counters`], [`Store::batches`]); the store contract
+//! kit (`contract`, feature `contract`) checks that each store does what its capabilities say,
+//! on the memory store, Redis standalone and cluster, the tiered store and memcached, and a test
+//! holds this table (and the README's) to the capabilities:
 //!
-//! | | `MemoryStore` | `RedisStore` | `TieredStore` | `MemcachedStore` |
+//! | | `MemoryStore` | `RedisStore` | `TieredStore` (on Redis) | `MemcachedStore` |
 //! |---|---|---|---|---|
-//! | get, put, remove, an older entry never over a newer one | ✅ | ✅ (1) | ✅ | ✅ (2) |
-//! | put if absent | ✅ atomic | ✅ `SET NX` | ✅ (L2) | ✅ `add` |
-//! | touch (sliding expiry) | ✅ | ✅ `PEXPIRE` | ✅ (L2) | ✅ `mg … T` |
-//! | counters | ✅ | ✅ `INCRBY` | ✅ (L2) | ✅ `incr` / `decr`, unsigned |
-//! | many at once | one by one, in memory | (3) | L1 first, then L2 | (4) |
-//! | clear | ✅ | `SCAN` + `UNLINK` of its namespace | ✅ | new generation |
-//! | prefix purge | ✅ | ✅ | ✅ | ✅ (7) |
-//! | tag purge, soft purge | ✅ | ✅ | ✅ | ✅ (5) |
-//! | one origin fetch across instances (fill lock) | — | ✅ | ✅ | ✅ (6) |
+//! | get, put, remove, clear; put if absent and "an older entry never over a newer one", atomic | ✅ | ✅ `SET NX`, one script (1) | ✅ | ✅ `add`, compare-and-swap |
+//! | hits in place, without a round trip or decoding | ✅ | — | ✅ L1 | — |
+//! | touch (sliding expiry) | ✅ | ✅ `PEXPIRE` | ✅ L2's | ✅ `mg … T` |
+//! | prefix purge | ✅ | ✅ `SCAN` | ✅ | ✅ (2) |
+//! | purge of the URLs under a path (a prefix with a filter) | ✅ | ✅ | ✅ | — |
+//! | tag purge | ✅ | ✅ tag index | ✅ | ✅ (2) |
+//! | soft purge | ✅ | ✅ | ✅ | ✅ |
+//! | a purge counts what it took | ✅ | ✅ | ✅ | — |
+//! | counters | ✅ | ✅ `INCRBY` | ✅ L2's | ✅ `incr` / `decr`, unsigned |
+//! | many keys in one round trip | — | ✅ `MGET`, a pipeline per hash slot | ✅ L1, then L2 | ✅ one `get` per server |
+//! | shared: purges seen by every instance, fetches under way included | — | ✅ purge log | ✅ and L1s evicted over pub/sub | ✅ (3) |
+//! | one origin fetch across instances (fill lock) | — | ✅ | ✅ | ✅ `add`, released by compare-and-swap |
 //!
-//! 1. One script with the binary codec.
-//! 2. Read, compare, write.
-//! 3. `MGET` / a pipeline per hash slot.
-//! 4. One `get` of many keys per server.
-//! 5. Numbered purges, checked on read; no count.
-//! 6. `add`, released by compare-and-swap.
-//! 7. Numbered purges, checked on read; no count; not by a filter (the URLs under a path).
+//! 1. With the binary codec; with another, a compare-and-set script.
+//! 2. Numbered purges in a record, checked as entries are read.
+//! 3. Purge numbers, a tombstone per purged key, tag records and namespace generations.
 //!
 //! # Measured
 //!
@@ -87,6 +103,9 @@
 #[cfg(any(feature = "redis", feature = "memcached"))]
 mod breaker;
 mod capabilities;
+#[cfg(feature = "contract")]
+#[cfg_attr(docsrs, doc(cfg(feature = "contract")))]
+pub mod contract;
 mod error;
 mod events;
 mod extras;

@@ -394,7 +394,7 @@ impl Health {
     }
 
     /// Puts `entry`, read from L2 when invalidations stood at `epoch`, into L1 for at most
-    /// `min(its remaining life, max_ttl)` — unless an invalidation of it began since, or L1
+    /// `min(its remaining life, max_ttl)` unless L1 holds a newer one — and unless an invalidation of it began since, or L1
     /// is not in use. Checked again after the write, which is undone if one began meanwhile.
     async fn fill(&self, key: &str, entry: &Arc<CachedResponse>, epoch: Epoch, max_ttl: Duration) {
         let unchanged = || self.epoch_of(key) == epoch && self.usable() && !self.l2_lags();
@@ -408,10 +408,9 @@ impl Health {
         if ttl.is_zero() {
             return;
         }
-        let _ = self
-            .l1
-            .put(key, Arc::clone(entry), ttl, PutIf::Always)
-            .await;
+        // Never over a newer copy: two writes of the key on this instance may fill L1 in
+        // the other order than they reached L2.
+        let _ = self.l1.put(key, Arc::clone(entry), ttl, PutIf::Newer).await;
         if !unchanged() {
             let _ = self.l1.remove(key).await;
         }
@@ -684,12 +683,12 @@ impl TieredStore {
             .await;
     }
 
-    /// The entry L1 holds under `key`, when L1 is in use.
     /// L2's side of the protocol between instances, when L2 is shared.
     fn l2_shared(&self) -> Option<&dyn SharedStore> {
         self.inner.l2.shared()
     }
 
+    /// The entry L1 holds under `key`, when L1 is in use.
     fn l1_hit(&self, key: &str) -> Option<Arc<CachedResponse>> {
         if !self.inner.health.usable() {
             return None;

@@ -5,8 +5,6 @@
 #![allow(clippy::unwrap_used)]
 #[path = "../common/client.rs"]
 mod client;
-#[path = "../common/contract.rs"]
-mod contract;
 
 mod accounting;
 mod bypass;

@@ -520,18 +520,3 @@ async fn revalidated_entries_keep_no_buffer_the_304_was_parsed_from() {
     assert_eq!(hit.header("x-revision"), Some("revision-2"));
     assert_eq!(calls.get(), 2);
 }
-
-#[tokio::test]
-async fn the_memory_store_keeps_the_store_contract() {
-    let store = tower_response_cache::MemoryStore::new(16 << 20);
-    crate::contract::store_contract(
-        &store,
-        crate::contract::Capabilities {
-            prefixes: true,
-            tags: true,
-            counts_purges: true,
-            counters: true,
-        },
-    )
-    .await;
-}

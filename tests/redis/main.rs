@@ -9,8 +9,6 @@
 mod client;
 mod config;
 #[allow(dead_code)]
-#[path = "../common/contract.rs"]
-mod contract;
 mod faults;
 #[path = "../common/installed.rs"]
 mod installed;

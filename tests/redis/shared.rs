@@ -505,22 +505,26 @@ async fn a_miss_reaches_the_origin_after_one_round_trip() {
     proxy.set(Fault::Pass);
 }
 
-const EVERYTHING: crate::contract::Capabilities = crate::contract::Capabilities {
-    prefixes: true,
-    tags: true,
-    counts_purges: true,
-    counters: true,
-};
-
 async fn the_store_contract_holds(topology: &Topology) {
-    let redis = store(&topology.url(), "contract").await;
-    crate::contract::store_contract(&redis, EVERYTHING).await;
+    use tower_response_cache::store::contract::run_shared_contract;
+    // Two instances' handles on one namespace: Redis does everything.
+    let (a, b) = (
+        store(&topology.url(), "contract").await,
+        store(&topology.url(), "contract").await,
+    );
+    let report = run_shared_contract(&a, &b).await;
+    println!("{report}");
+    assert_eq!(report.unsupported(), [""; 0]);
     // And with a memory tier in front, coherent as it is.
-    let tiered = tower_response_cache::TieredStore::connect(
-        store(&topology.url(), "contract-tiered").await,
-        tower_response_cache::TieredConfig::default(),
-    )
-    .await
-    .unwrap();
-    crate::contract::store_contract(&tiered, EVERYTHING).await;
+    let tiered = async || {
+        tower_response_cache::TieredStore::connect(
+            store(&topology.url(), "contract-tiered").await,
+            tower_response_cache::TieredConfig::default(),
+        )
+        .await
+        .unwrap()
+    };
+    let (a, b) = (tiered().await, tiered().await);
+    let report = run_shared_contract(&a, &b).await;
+    assert_eq!(report.unsupported(), [""; 0]);
 }

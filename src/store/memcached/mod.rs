@@ -18,6 +18,7 @@ use super::{
 };
 use crate::codec::{BINARY_PREFIX, BINARY_STORED_AT, BinaryCodec, Codec, binary_stored_at};
 use crate::entry::CachedResponse;
+use crate::key::CacheKey;
 
 mod tags;
 
@@ -305,6 +306,9 @@ impl fmt::Debug for MemcachedStore {
 
 /// The tag records an instance keeps copies of.
 const TAG_RECORDS_KEPT: u64 = 10_000;
+/// How long a key's purge is recorded ([`MemcachedStore::record_key_purges`]): a fetch
+/// that started before another instance purged its key, and ends within this, is caught.
+const TOMBSTONE_TTL: Duration = Duration::from_secs(3600);
 /// Memcached's longest key.
 const MAX_KEY: usize = 250;
 /// TTLs above this many seconds are absolute times in the protocol.
@@ -393,6 +397,17 @@ impl MemcachedStore {
         format!("{}:{generation}:#{hash}", self.inner.namespace)
     }
 
+    /// The memcached key of what this store keeps about `key` as `kind` (its fill lock, its
+    /// tombstone): outside every generation, and a form no entry key takes.
+    fn key_aside(&self, kind: &str, key: &str) -> String {
+        let plain = format!("{}#{kind}:{key}", self.inner.namespace);
+        if valid_key(&plain) {
+            return plain;
+        }
+        let hash = crate::key::credential_hash(key.as_bytes());
+        format!("{}#{kind}#{hash}", self.inner.namespace)
+    }
+
     /// The key of a control value (`generation`, `purges`): outside every generation.
     fn control_key(&self, name: &str) -> String {
         let key = format!("{}:{name}", self.inner.namespace);
@@ -454,7 +469,7 @@ impl MemcachedStore {
                                 created: purges,
                                 purges: Vec::new(),
                             };
-                            compare_and_swap(client, &prefixes_key, |current| {
+                            compare_and_swap(client, &prefixes_key, None, |current| {
                                 current
                                     .and_then(TagRecord::parse)
                                     .is_none()
@@ -717,7 +732,7 @@ impl MemcachedStore {
         let mut written = None;
         let done = self
             .command_on(server, async |client: &mut Client| {
-                compare_and_swap(client, &key, |current| {
+                compare_and_swap(client, &key, None, |current| {
                     // A record lost (or garbage) is made again, numbered by this purge:
                     // every entry stored before it counts as purged.
                     let mut record = current.and_then(TagRecord::parse).unwrap_or(TagRecord {
@@ -1113,6 +1128,48 @@ impl MemcachedStore {
             .is_ok_and(|stored| stored.stored_at > entry.stored_at)
     }
 
+    /// Records a purge of `keys` for [`SharedStore::purged_since`]: a new purge number,
+    /// left under each key's tombstone (a key stands for its variant slots, so a slot
+    /// whose URL is purged too is not recorded apart). Raised, never lowered; kept for
+    /// [`TOMBSTONE_TTL`].
+    async fn record_key_purges(&self, keys: &[String]) -> Result<(), StoreError> {
+        let number = self.next_purge().await?;
+        let recorded = keys.iter().filter(|key| {
+            let base = CacheKey::without_slot(key);
+            base == key.as_str() || !keys.iter().any(|other| other == base)
+        });
+        let ttl = protocol_ttl(TOMBSTONE_TTL);
+        for key in recorded {
+            let tombstone = self.key_aside("purged", key);
+            self.command(&tombstone, async |client: &mut Client| {
+                compare_and_swap(client, &tombstone, Some(ttl), |current| {
+                    (current.and_then(parse_number) < Some(number))
+                        .then(|| number.to_string().into_bytes())
+                })
+                .await
+            })
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// Whether `key` (or the URL whose variant slot it is) was purged after `mark`, by its
+    /// tombstone.
+    async fn key_purged_since(&self, mark: u64, key: &str) -> Result<bool, StoreError> {
+        let base = CacheKey::without_slot(key);
+        let mut tombstones = vec![self.key_aside("purged", key)];
+        if base != key {
+            tombstones.push(self.key_aside("purged", base));
+        }
+        let read = self.read_items(&tombstones, 0..tombstones.len()).await?;
+        Ok(read.iter().any(|(_, item)| {
+            item.data
+                .as_deref()
+                .and_then(parse_number)
+                .is_some_and(|number| number > mark)
+        }))
+    }
+
     /// `delete`; whether there was an item.
     async fn remove_key(&self, key: &str) -> Result<bool, StoreError> {
         let key = self.memcached_key(key).await?;
@@ -1138,7 +1195,7 @@ impl MemcachedStore {
         // Raised, never lowered: of two clears at once, the later number stands.
         let raised = self
             .command_on(self.control_server(), async |client: &mut Client| {
-                compare_and_swap(client, &key, |current| {
+                compare_and_swap(client, &key, None, |current| {
                     (current.and_then(parse_number) < Some(number))
                         .then(|| number.to_string().into_bytes())
                 })
@@ -1194,8 +1251,10 @@ fn protocol_ttl(ttl: Duration) -> i64 {
 async fn compare_and_swap(
     client: &mut Client,
     key: &str,
+    ttl: Option<i64>,
     mut change: impl FnMut(Option<&[u8]>) -> Option<Vec<u8>>,
 ) -> Result<bool, async_memcached::Error> {
+    let ttl_flag = ttl.map(|ttl| format!("T{ttl}"));
     for _ in 0..16 {
         let current = client
             .meta_get(key.as_bytes(), false, None, Some(&["v", "c"]))
@@ -1206,7 +1265,7 @@ async fn compare_and_swap(
         let Some(current) = current else {
             if added(
                 client
-                    .add(key.as_bytes(), bytes.as_slice(), None, None)
+                    .add(key.as_bytes(), bytes.as_slice(), ttl, None)
                     .await,
             )? {
                 return Ok(true);
@@ -1214,14 +1273,11 @@ async fn compare_and_swap(
             continue;
         };
         let cas = format!("C{}", current.cas.unwrap_or_default());
+        let flags: Vec<&str> = std::iter::once(cas.as_str())
+            .chain(ttl_flag.as_deref())
+            .collect();
         match client
-            .meta_set(
-                key.as_bytes(),
-                bytes.as_slice(),
-                false,
-                None,
-                Some(&[cas.as_str()]),
-            )
+            .meta_set(key.as_bytes(), bytes.as_slice(), false, None, Some(&flags))
             .await
         {
             Ok(_) => return Ok(true),
@@ -1395,6 +1451,7 @@ impl Store for MemcachedStore {
         Box::pin(async move {
             match (target, mode) {
                 (PurgeTarget::Keys(keys), PurgeMode::Hard) => {
+                    self.record_key_purges(keys).await?;
                     let mut removed = 0;
                     for key in keys {
                         removed += u64::from(self.remove_key(key).await?);
@@ -1402,6 +1459,7 @@ impl Store for MemcachedStore {
                     Ok(removed)
                 }
                 (PurgeTarget::Keys(keys), PurgeMode::Soft) => {
+                    self.record_key_purges(keys).await?;
                     let mut softened = 0;
                     for key in keys {
                         softened += u64::from(self.soften_key(key).await?);
@@ -1450,8 +1508,8 @@ impl SharedStore for MemcachedStore {
     }
 
     /// Read from memcached, not from this instance's copies: a clear (a generation
-    /// numbered above `mark`), or a purge above `mark` in the prefix purges' record or the
-    /// record of one of `tags`.
+    /// numbered above `mark`), or a purge above `mark` in the prefix purges' record, in the
+    /// key's tombstone (purges of keys, kept an hour) or in the record of one of `tags`.
     fn purged_since<'a>(
         &'a self,
         mark: u64,
@@ -1467,6 +1525,9 @@ impl SharedStore for MemcachedStore {
             if control.with_prefixes(|record| record.purged_since(key, mark)) {
                 return Ok(true);
             }
+            if self.key_purged_since(mark, key).await? {
+                return Ok(true);
+            }
             let records = self.tag_records(generation, tags, false).await?;
             // A record missing holds no purge: a purge makes the record it finds missing
             // (and reads that find none take the entry as purged).
@@ -1478,11 +1539,12 @@ impl SharedStore for MemcachedStore {
         })
     }
 
-    /// `add` of `<key>#lock`, with the lock's TTL: taken by one instance at a time.
+    /// `add` of the key's lock, with the lock's TTL: taken by one instance at a time. The
+    /// lock is outside the namespace generations, so that instances whose copies of the
+    /// generation differ for a while (after a clear) still share it.
     fn lock_fill<'a>(&'a self, key: &'a str, ttl: Duration) -> StoreFuture<'a, Option<FillLock>> {
         Box::pin(async move {
-            let generation = self.generation().await?;
-            let lock = self.key_in(generation, &format!("{key}#lock"));
+            let lock = self.key_aside("lock", key);
             let token = lock_token();
             let ttl = protocol_ttl(ttl);
             let taken = self
@@ -1508,8 +1570,7 @@ impl SharedStore for MemcachedStore {
     /// process is left alone.
     fn unlock_fill<'a>(&'a self, key: &'a str, lock: FillLock) -> StoreFuture<'a, ()> {
         Box::pin(async move {
-            let generation = self.generation().await?;
-            let lock_key = self.key_in(generation, &format!("{key}#lock"));
+            let lock_key = self.key_aside("lock", key);
             self.command(&lock_key, async |client: &mut Client| {
                 let held = client
                     .meta_get(lock_key.as_bytes(), false, None, Some(&["v", "c"]))
