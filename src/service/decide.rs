@@ -37,11 +37,13 @@ pub(super) enum Decision {
     /// Nothing may answer, and the request may not go to the origin: `504` (RFC 9111
     /// §5.2.1.7).
     OnlyIfCachedMiss,
-    /// Go to the origin; the entry, if any, may be revalidated or stand in for a failure.
+    /// Go to the origin; the entry, if any, may be revalidated and, when `stands_in`,
+    /// answer if the origin fails within its stale-if-error window (RFC 5861 §4).
     /// `MaxAge` when the entry was usable but older than the request allows (§5.2.1.1).
     Fetch {
         refresh: Option<RefreshReason>,
         entry: Option<Arc<CachedResponse>>,
+        stands_in: bool,
     },
 }
 
@@ -65,6 +67,7 @@ pub(super) fn decide(
             Decision::Fetch {
                 refresh: None,
                 entry: None,
+                stands_in: true,
             }
         };
     };
@@ -85,6 +88,7 @@ pub(super) fn decide(
         Decision::Fetch {
             refresh,
             entry: Some(entry),
+            stands_in: true,
         }
     }
 }

@@ -6,7 +6,8 @@ use super::*;
 
 impl Ctx {
     /// The lookup phase of a request that has a key: what its stored entry (of its
-    /// variant) means for it — answered now, or fetched, and how.
+    /// variant) means for it — answered now, or fetched, and how — with what the read
+    /// brought for the next phase (the tier, the fill lock).
     pub(super) async fn find(
         &self,
         mode: RequestMode,
@@ -23,30 +24,25 @@ impl Ctx {
                 // A lookup that leads to a fetch when it finds nothing takes the shared
                 // store's fill lock along.
                 let lock = !only_if_cached && self.locks_with_lookup();
-                let (entry, slot) = if missed {
-                    (None, None)
+                let read = if missed {
+                    Read::default()
                 } else {
                     self.stored_variant(key, headers, lock).await
                 };
-                let usable = entry
+                let usable = read
+                    .entry
                     .as_ref()
                     .is_some_and(|entry| self.usable(entry, headers, now, None));
                 let directives = Directives {
                     max_age,
                     only_if_cached,
                 };
-                match decide(entry, usable, directives, now) {
-                    Decision::Hit(entry) => Found::Hit(entry, slot),
-                    Decision::ServeStale(entry) => Found::Stale(entry, slot),
-                    Decision::OnlyIfCachedMiss => Found::OnlyIfCachedMiss,
-                    Decision::Fetch { refresh, entry } => Found::Fetch {
-                        slot,
-                        refresh,
-                        stored: Stored {
-                            entry,
-                            stands_in: true,
-                        },
-                    },
+                let tier = read.tier(self.config.capabilities.tiered);
+                Found {
+                    decision: decide(read.entry, usable, directives, now),
+                    slot: read.slot,
+                    tier,
+                    lock: read.lock,
                 }
             }
             // A request's `no-cache` (or `max-age=0`) asks for the stored response to be
@@ -55,22 +51,30 @@ impl Ctx {
             // The bypass header and a warming refresh force a full fetch: their lookup only
             // finds the variant's slot.
             RequestMode::Refresh(reason) => {
-                let (entry, slot) = self.stored_variant(key, headers, false).await;
-                Found::Fetch {
-                    slot,
-                    refresh: Some(reason),
-                    stored: Stored {
-                        entry: entry.filter(|_| {
-                            !matches!(reason, RefreshReason::BypassHeader | RefreshReason::Warm)
-                        }),
+                let read = self.stored_variant(key, headers, false).await;
+                let entry = read.entry.filter(|_| {
+                    !matches!(reason, RefreshReason::BypassHeader | RefreshReason::Warm)
+                });
+                Found {
+                    decision: Decision::Fetch {
+                        refresh: Some(reason),
+                        entry,
                         stands_in: false,
                     },
+                    slot: read.slot,
+                    tier: None,
+                    lock: None,
                 }
             }
-            RequestMode::Bypass(_) => Found::Fetch {
+            RequestMode::Bypass(_) => Found {
+                decision: Decision::Fetch {
+                    refresh: None,
+                    entry: None,
+                    stands_in: false,
+                },
                 slot: None,
-                refresh: None,
-                stored: Stored::default(),
+                tier: None,
+                lock: None,
             },
         }
     }
@@ -86,19 +90,27 @@ impl Ctx {
         (key, target): (&CacheKey, &CacheKey),
         accept: Accept,
         ended: u64,
+        lock: Option<PreLock>,
     ) -> Result<Option<Lead>, Response<CacheBody<B>>> {
         let flight_id = FlightOf(xxhash_rust::xxh3::xxh3_64(target.as_str().as_bytes()));
         let enclosed = parts.extensions.get::<FlightOf>() == Some(&flight_id);
+        // Without a fetch to lead (no coalescing, not a GET, or enclosed by its own
+        // flight), the lookup's lock is let go as it drops.
         let Some(coalescer) = self.config.coalescer() else {
             return Ok(None);
         };
         if parts.method != Method::GET || enclosed {
-            self.release_prelock();
             return Ok(None);
         }
         let joined = self.clock().map(|_| std::time::Instant::now());
         match self
-            .coalesce(coalescer, (key, target), &parts.headers, accept, ended)
+            .coalesce(
+                coalescer,
+                (key, target),
+                &parts.headers,
+                (accept, ended),
+                lock,
+            )
             .await
         {
             Coalesced::Served { entry, waited } => {
@@ -136,7 +148,14 @@ impl Ctx {
         key: Option<&CacheKey>,
         parts: &Parts,
     ) -> InPlace<B> {
-        let (RequestMode::Lookup { max_age, .. }, Some(key)) = (mode, key) else {
+        let (
+            RequestMode::Lookup {
+                max_age,
+                only_if_cached,
+            },
+            Some(key),
+        ) = (mode, key)
+        else {
             return InPlace::Unknown;
         };
         let entry = match self.config.store.get_now(key.as_str()) {
@@ -145,13 +164,19 @@ impl Ctx {
             Some(Err(_)) | None => return InPlace::Unknown,
         };
         let now = SystemTime::now();
-        // Sliding routes touch the entry on a hit: the async path does that.
-        if self.sliding()
-            || !self.usable(&entry, &parts.headers, now, max_age)
-            || !self.cookie_allows(&entry)
-        {
+        // Sliding routes touch the entry on a hit: the async path does that; so does
+        // every decision but a hit.
+        if self.sliding() || !self.cookie_allows(&entry) {
             return InPlace::Unknown;
         }
+        let usable = self.usable(&entry, &parts.headers, now, None);
+        let directives = Directives {
+            max_age,
+            only_if_cached,
+        };
+        let Decision::Hit(entry) = decide(Some(entry), usable, directives, now) else {
+            return InPlace::Unknown;
+        };
         let head = parts.method == Method::HEAD;
         let response = self.response_from(&entry, &parts.headers, head, now);
         let ttl = entry.remaining_ttl(now);
@@ -170,7 +195,10 @@ impl Ctx {
         request_headers: &HeaderMap,
         now: SystemTime,
     ) -> Option<Arc<CachedResponse>> {
-        let entry = self.stored_variant(key, request_headers, false).await.0?;
+        let entry = self
+            .stored_variant(key, request_headers, false)
+            .await
+            .entry?;
         self.usable(&entry, request_headers, now, None)
             .then_some(entry)
     }
@@ -188,28 +216,33 @@ impl Ctx {
         key: &CacheKey,
         request_headers: &HeaderMap,
         lock: bool,
-    ) -> (Option<Arc<CachedResponse>>, Option<CacheKey>) {
-        let stored = if lock {
+    ) -> Read {
+        let mut read = if lock {
             self.stored_or_lock(key).await
         } else {
             self.stored(key).await
         };
-        let Some(entry) = stored else {
-            return (None, None);
+        let Some(entry) = read.entry.take() else {
+            return read;
         };
         if variant_matches(&entry, request_headers) {
-            return (Some(entry).filter(|entry| self.cookie_allows(entry)), None);
+            read.entry = Some(entry).filter(|entry| self.cookie_allows(entry));
+            return read;
         }
         let slots = self.config.max_variants as u64 - 1;
         if slots == 0 {
-            return (None, None);
+            return read;
         }
         let slot = key.variant(variant_hash(&entry.vary, request_headers) % slots);
-        let found = self
-            .stored(&slot)
-            .await
-            .filter(|entry| variant_matches(entry, request_headers) && self.cookie_allows(entry));
-        (found, Some(slot))
+        let found = self.stored(&slot).await;
+        Read {
+            entry: found.entry.filter(|entry| {
+                variant_matches(entry, request_headers) && self.cookie_allows(entry)
+            }),
+            slot: Some(slot),
+            from_l2: read.from_l2 || found.from_l2,
+            lock: read.lock,
+        }
     }
 
     /// Whether this request may take `entry` at all (fresh, stale or to revalidate): a
@@ -218,25 +251,27 @@ impl Ctx {
         !self.cookie || explicitly_shared(&self.config.response_directives(&entry.headers))
     }
 
-    /// The entry under `key`, whatever its freshness; a store error counts and is a miss.
-    pub(super) async fn stored(&self, key: &CacheKey) -> Option<Arc<CachedResponse>> {
+    /// The entry under `key`, whatever its freshness, and whether the shared tier answered;
+    /// a store error counts and is a miss.
+    pub(super) async fn stored(&self, key: &CacheKey) -> Read {
         let store = &self.config.store;
-        let found = match store.get_now(key.as_str()) {
-            Some(found) => found,
+        let (found, from_l2) = match store.get_now(key.as_str()) {
+            Some(found) => (found, false),
             None => {
                 let found = store.get(key.as_str()).await;
-                if self.config.capabilities.tiered && matches!(found, Ok(Some(_))) {
-                    self.read_l2
-                        .store(true, std::sync::atomic::Ordering::Relaxed);
-                }
-                found
+                let from_l2 = self.config.capabilities.tiered && matches!(found, Ok(Some(_)));
+                (found, from_l2)
             }
         };
         match found {
-            Ok(entry) => entry.map(|entry| self.newest(key, entry)),
+            Ok(entry) => Read {
+                entry: entry.map(|entry| self.newest(key, entry)),
+                from_l2,
+                ..Read::default()
+            },
             Err(error) => {
                 self.store_failed(StoreOperation::Read, key.as_str(), &error);
-                None
+                Read::default()
             }
         }
     }
@@ -252,7 +287,7 @@ impl Ctx {
     /// [`stored`](Self::stored), taking the fill lock of `key` in the same round trip when
     /// nothing is there (or noting that another process holds it): the fetch this request
     /// may lead then goes to the origin without another round trip.
-    pub(super) async fn stored_or_lock(&self, key: &CacheKey) -> Option<Arc<CachedResponse>> {
+    pub(super) async fn stored_or_lock(&self, key: &CacheKey) -> Read {
         let store = &self.config.store;
         let Some(shared) = self.config.fill_locks() else {
             return self.stored(key).await;
@@ -261,52 +296,28 @@ impl Ctx {
             .get_or_lock_fill(key.as_str(), self.config.coalesce_timeout())
             .await
         {
-            Ok(Lookup::Found(entry)) => {
-                if self.config.capabilities.tiered {
-                    self.read_l2
-                        .store(true, std::sync::atomic::Ordering::Relaxed);
-                }
-                Some(self.newest(key, entry))
-            }
-            Ok(Lookup::Locked(lock)) => {
-                let lease = FillLease::new(Arc::clone(store), key.as_str(), lock);
-                self.set_prelock(PreLock::Taken(lease));
-                None
-            }
-            Ok(Lookup::Held) => {
-                self.set_prelock(PreLock::Held);
-                None
-            }
+            Ok(Lookup::Found(entry)) => Read {
+                entry: Some(self.newest(key, entry)),
+                from_l2: self.config.capabilities.tiered,
+                ..Read::default()
+            },
+            Ok(Lookup::Locked(lock)) => Read {
+                lock: Some(PreLock::Taken(FillLease::new(
+                    Arc::clone(store),
+                    key.as_str(),
+                    lock,
+                ))),
+                ..Read::default()
+            },
+            Ok(Lookup::Held) => Read {
+                lock: Some(PreLock::Held),
+                ..Read::default()
+            },
             Err(error) => {
                 self.store_failed(StoreOperation::Read, key.as_str(), &error);
-                None
+                Read::default()
             }
         }
-    }
-
-    fn prelock(&self) -> std::sync::MutexGuard<'_, Option<PreLock>> {
-        match self.prelock.lock() {
-            Ok(prelock) => prelock,
-            Err(poisoned) => poisoned.into_inner(),
-        }
-    }
-
-    fn set_prelock(&self, prelock: PreLock) {
-        *self.prelock() = Some(prelock);
-    }
-
-    /// The lock the lookup left, for a fetch of `target` (a lock for another key is
-    /// released).
-    fn take_prelock(&self, target: &CacheKey) -> Option<PreLock> {
-        match self.prelock().take() {
-            Some(PreLock::Taken(lease)) if lease.key() != target.as_str() => None,
-            prelock => prelock,
-        }
-    }
-
-    /// Lets go of the lock the lookup took, if any: this request leads no fetch.
-    pub(super) fn release_prelock(&self) {
-        drop(self.prelock().take());
     }
 
     /// `entry` as the store returned it — or the newer entry a fetch of `key` has just
@@ -342,9 +353,14 @@ impl Ctx {
         coalescer: &Arc<Coalescer>,
         (key, target): (&CacheKey, &CacheKey),
         headers: &HeaderMap,
-        accept: Accept,
-        ended: u64,
+        (accept, ended): (Accept, u64),
+        lock: Option<PreLock>,
     ) -> Coalesced {
+        // The lookup's lock, for the fetch of `target` (a lock of another key is let go).
+        let mut lock = lock.filter(|lock| match lock {
+            PreLock::Taken(lease) => lease.key() == target.as_str(),
+            PreLock::Held => true,
+        });
         let deadline = tokio::time::Instant::now() + self.config.coalesce_timeout();
         let joined = SystemTime::now();
         let mut rejoined = false;
@@ -361,7 +377,7 @@ impl Ctx {
                 Join::Leader(guard) if rejoined || coalescer.ended() != ended => {
                     return match self.lookup_accepting(key, headers, accept).await {
                         Some(entry) => {
-                            self.release_prelock();
+                            drop(lock);
                             drop(guard.ready(Arc::clone(&entry)));
                             // Found in the store without waiting: a hit.
                             Coalesced::Served {
@@ -369,19 +385,16 @@ impl Ctx {
                                 waited: rejoined,
                             }
                         }
-                        None => self.lead(guard, key, target, headers, accept).await,
+                        None => self.lead(guard, (key, target), headers, accept, lock).await,
                     };
                 }
                 Join::Leader(guard) => {
-                    return self.lead(guard, key, target, headers, accept).await;
+                    return self.lead(guard, (key, target), headers, accept, lock).await;
                 }
-                Join::Alone => {
-                    self.release_prelock();
-                    return Coalesced::Alone;
-                }
+                Join::Alone => return Coalesced::Alone,
                 Join::Waiter(rx) => {
                     // The lock this request's lookup took goes to the flight's leader.
-                    if let Some(PreLock::Taken(lease)) = self.take_prelock(target) {
+                    if let Some(PreLock::Taken(lease)) = lock.take() {
                         drop(coalescer.hand_off(target.as_str(), lease));
                     }
                     rx
@@ -425,10 +438,11 @@ impl Ctx {
     pub(super) async fn lead(
         &self,
         guard: FlightGuard,
-        key: &CacheKey,
-        target: &CacheKey,
+        (key, target): (&CacheKey, &CacheKey),
         headers: &HeaderMap,
         accept: Accept,
+        // The lookup's own attempt at the lock, if it made one: not made again.
+        mut prelock: Option<PreLock>,
     ) -> Coalesced {
         let store = &self.config.store;
         let Some(shared) = self.config.fill_locks() else {
@@ -437,8 +451,6 @@ impl Ctx {
         let deadline = tokio::time::Instant::now() + self.config.coalesce_timeout() / 2;
         let mut delay = Duration::from_millis(5);
         let mut waited = false;
-        // The lookup's own attempt at the lock, if it made one: not made again.
-        let mut prelock = self.take_prelock(target);
         // Made at the first back-off only: most leads take the lock at once.
         let mut wake: Option<Option<Arc<tokio::sync::Notify>>> = None;
         loop {

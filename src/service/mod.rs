@@ -50,7 +50,7 @@ use crate::policy::{
 use crate::routes::{Resolved, Route};
 use crate::store::Tier;
 use crate::store::{Lookup, StoreExt};
-use decide::within_max_age;
+use decide::{Decision, within_max_age};
 use plan::{Plan, claimed_on_the_way, plan, watched_pattern};
 use purge_method::{PurgeMethod, is_purge};
 use revalidate::{head_describes, same_representation};
@@ -225,6 +225,25 @@ struct Stored {
     stands_in: bool,
 }
 
+/// What a read of the store brought for a request: the entry of its variant, the slot that
+/// variant is (or is to be) stored in when it is not the key itself, the tier that
+/// answered, and the shared store's fill lock the read took or found held.
+#[derive(Default)]
+struct Read {
+    entry: Option<Arc<CachedResponse>>,
+    slot: Option<CacheKey>,
+    /// On a tiered store: read from the shared tier (its hit is an L2 hit).
+    from_l2: bool,
+    lock: Option<PreLock>,
+}
+
+impl Read {
+    /// The tier that answered, on a tiered store.
+    fn tier(&self, tiered: bool) -> Option<Tier> {
+        tiered.then_some(if self.from_l2 { Tier::L2 } else { Tier::L1 })
+    }
+}
+
 impl Accept {
     /// Whether the response another request fetched may answer this one, which joined its
     /// flight at `joined`: fresh, or obtained from the origin after this request arrived
@@ -266,21 +285,14 @@ enum Coalesced {
     Alone,
 }
 
-/// What the lookup found for a request the cache may answer.
-enum Found {
-    /// A usable entry (and the variant slot it is in, when not the key itself).
-    Hit(Arc<CachedResponse>, Option<CacheKey>),
-    /// A stale entry to answer with while it is refreshed in the background.
-    Stale(Arc<CachedResponse>, Option<CacheKey>),
-    /// Nothing usable, and `only-if-cached`.
-    OnlyIfCachedMiss,
-    /// Go to the origin: the slot the response goes to, the refresh reason, and the entry
-    /// that may be revalidated or stand in for a failure.
-    Fetch {
-        slot: Option<CacheKey>,
-        refresh: Option<RefreshReason>,
-        stored: Stored,
-    },
+/// What the lookup phase hands to the next: its decision, the variant slot the entry is
+/// (or the response goes) in when it is not the key itself, the tier that answered, and the
+/// fill lock the lookup took or found held, for the fetch the request may lead.
+struct Found {
+    decision: Decision,
+    slot: Option<CacheKey>,
+    tier: Option<Tier>,
+    lock: Option<PreLock>,
 }
 
 /// One request through the cache: the inner service, and what the cache knows of the
@@ -302,11 +314,6 @@ struct Ctx {
     /// Whether this is a client's request, whose outcome is counted (a background refresh
     /// counts only what it stores).
     counted: bool,
-    /// The shared store's fill lock this request's lookup took (or found held), for the
-    /// fetch it may lead: the lookup and the lock in one round trip.
-    prelock: std::sync::Mutex<Option<PreLock>>,
-    /// On a tiered store: whether the lookup read the shared tier (its hit is an L2 hit).
-    read_l2: std::sync::atomic::AtomicBool,
     /// The request's clock and span, when observers or a subscriber want them: boxed, so
     /// that a request neither is watched costs one word.
     watch: Option<Box<Watch>>,
@@ -338,6 +345,25 @@ impl Ctx {
             .as_ref()
             .map(|watch| &watch.span)
             .filter(|span| !span.is_disabled())
+    }
+
+    /// The context of the background refresh of this request's stale entry: a GET, counted
+    /// only by what it stores (the client was answered with the stale entry, counted), in
+    /// no request's span, its clock its own.
+    fn background_refresh(&self) -> Ctx {
+        Ctx {
+            config: Arc::clone(&self.config),
+            route: self.route.clone(),
+            method: &Method::GET,
+            cookie: self.cookie,
+            counted: false,
+            watch: self.config.funnel.observed().then(|| {
+                Box::new(Watch {
+                    clock: self.config.funnel.clock(),
+                    span: tracing::Span::none(),
+                })
+            }),
+        }
     }
 
     /// The request's scope, for events.
@@ -389,25 +415,31 @@ impl<S> Call<S> {
         if let Some(clock) = self.ctx.clock() {
             clock.lookup_done();
         }
-        let (slot, refresh, stored) = match found {
-            Found::Hit(entry, slot) => {
+        let Found {
+            decision,
+            slot,
+            tier,
+            lock,
+        } = found;
+        let (refresh, stored) = match decision {
+            Decision::Hit(entry) => {
                 let target = slot.unwrap_or(key);
                 return Ok(self
                     .ctx
-                    .hit(&entry, target, &parts.headers, head, now)
+                    .hit(&entry, target, &parts.headers, (head, tier), now)
                     .await);
             }
-            Found::Stale(entry, slot) => {
+            Decision::ServeStale(entry) => {
                 let response = self.ctx.serve_stale(&entry, &parts.headers, head, true);
                 self.revalidate_in_background(parts, body, slot.unwrap_or(key), entry);
                 return Ok(response);
             }
-            Found::OnlyIfCachedMiss => return Ok(self.ctx.only_if_cached_miss()),
-            Found::Fetch {
-                slot,
+            Decision::OnlyIfCachedMiss => return Ok(self.ctx.only_if_cached_miss()),
+            Decision::Fetch {
                 refresh,
-                stored,
-            } => (slot, refresh, stored),
+                entry,
+                stands_in,
+            } => (refresh, Stored { entry, stands_in }),
         };
         let target = slot.unwrap_or_else(|| key.clone());
         let accept = Accept {
@@ -419,7 +451,7 @@ impl<S> Call<S> {
         };
         let flight = match self
             .ctx
-            .join_flight(&mut parts, (&key, &target), accept, ended)
+            .join_flight(&mut parts, (&key, &target), accept, ended, lock)
             .await
         {
             Ok(flight) => flight,

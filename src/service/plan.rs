@@ -203,8 +203,6 @@ pub(super) fn plan(config: &Arc<Config>, key_builder: &Keys, parts: &mut Parts) 
         cookie: cookies == RequestCookies::RequireShared
             && parts.headers.contains_key(header::COOKIE),
         counted: true,
-        read_l2: std::sync::atomic::AtomicBool::new(false),
-        prelock: std::sync::Mutex::new(None),
         watch: (span.is_some() || funnel.observed()).then(|| {
             Box::new(Watch {
                 clock: funnel.clock(),

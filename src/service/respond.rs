@@ -119,7 +119,7 @@ impl Ctx {
         entry: &CachedResponse,
         key: CacheKey,
         request: &HeaderMap,
-        head: bool,
+        (head, tier): (bool, Option<Tier>),
         now: SystemTime,
     ) -> Response<CacheBody<B>> {
         let response = self.response_from(entry, request, head, now);
@@ -131,13 +131,6 @@ impl Ctx {
         } else {
             entry.remaining_ttl(now)
         };
-        let tier = self.config.capabilities.tiered.then(|| {
-            if self.read_l2.load(std::sync::atomic::Ordering::Relaxed) {
-                Tier::L2
-            } else {
-                Tier::L1
-            }
-        });
         self.finish(response, Outcome::Hit { ttl, tier })
     }
 

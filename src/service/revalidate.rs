@@ -125,16 +125,11 @@ impl<S> Call<S> {
         // stored.
         let mut parts = parts;
         parts.method = Method::GET;
-        // The client was answered (with the stale entry, counted): the refresh is counted
-        // only by what it stores.
-        let mut this = self;
-        this.ctx.counted = false;
-        if let Some(watch) = &mut this.ctx.watch {
-            watch.span = tracing::Span::none();
-        }
-        this.ctx.method = &Method::GET;
+        let this = Call {
+            inner: self.inner,
+            ctx: self.ctx.background_refresh(),
+        };
         runtime.spawn(async move {
-            let this = this;
             let refresh = Some(RefreshReason::StaleWhileRevalidate);
             let stored = Stored {
                 entry: Some(entry),
