@@ -1,6 +1,7 @@
 //! The fetch: the origin call for a miss, refresh or revalidation, stale-if-error, the
 //! storability decision, and the hand-off of a storable response to the fill.
 
+use super::answer::{Answer, Fetched, NotKept, answer, not_kept, origin_validators, withdraws};
 use super::*;
 use crate::policy::freshness::{FreshnessSettings, freshness};
 
@@ -109,14 +110,7 @@ impl Ctx {
     /// keep: unless that was down to this request (its credentials, its method), the entry
     /// goes, so that it is not served stale against the origin's latest word.
     pub(super) async fn withdraw(&self, key: &CacheKey, reason: NotStoredReason) {
-        if !matches!(
-            reason,
-            NotStoredReason::Authorization
-                | NotStoredReason::Cookie
-                | NotStoredReason::Head
-                | NotStoredReason::Incomplete
-                | NotStoredReason::Malformed
-        ) {
+        if withdraws(reason) {
             self.remove(key).await;
         }
     }
@@ -173,9 +167,11 @@ impl<S> Call<S> {
             .finish(response.map(CacheBody::passthrough), outcome))
     }
 
+    /// The fetch phase: the origin call for a miss, refresh or revalidation, and what its
+    /// answer decides ([`answer`], [`not_kept`]) carried out.
     pub(super) async fn fetch<ReqB, ResB>(
         mut self,
-        parts: Parts,
+        mut parts: Parts,
         body: ReqB,
         key: CacheKey,
         refresh: Option<RefreshReason>,
@@ -202,28 +198,9 @@ impl<S> Call<S> {
         // The response's `Vary` names the request headers it depends on; they are only known
         // once it arrives, so the request's headers are kept until then.
         let request_headers = parts.headers.clone();
-        let mut parts = parts;
-        // A GET fill asks for the whole response, as nginx does: a client's own validators
-        // would get a 304, which cannot be stored (nor shared with waiters). The client
-        // receives the full response. A HEAD is never stored: its validators go as they are.
         let client_conditional = request_headers.contains_key(header::IF_NONE_MATCH)
             || request_headers.contains_key(header::IF_MODIFIED_SINCE);
-        if !facts.head || revalidate.is_some() {
-            parts.headers.remove(header::IF_NONE_MATCH);
-            parts.headers.remove(header::IF_MODIFIED_SINCE);
-        }
-        // Revalidating, the cache sends its own validators (RFC 9111 §4.3.1): the entity
-        // tag, and the modification date as well for origins that only know dates.
-        if let Some(entry) = &revalidate {
-            if let Some(etag) = entry.etag() {
-                parts.headers.insert(header::IF_NONE_MATCH, etag.clone());
-            }
-            if let Some(date) = entry.last_modified() {
-                parts
-                    .headers
-                    .insert(header::IF_MODIFIED_SINCE, date.clone());
-            }
-        }
+        origin_validators(&mut parts.headers, revalidate.as_deref(), facts.head);
         // An invalidation from now on means the response may predate a change.
         let started = self.ctx.config.fetch_started();
         let watched = watched_pattern(&self.ctx.config, &parts);
@@ -231,103 +208,81 @@ impl<S> Call<S> {
             .ctx
             .origin(self.inner.call(Request::from_parts(parts, body)))
             .await;
-        if claimed_on_the_way(&self.ctx.config, watched.as_ref()) {
+        let fallback = |flight: Option<Lead>, retry: bool| {
             if let Some(lead) = flight {
-                // The waiters go on to the route's own layer.
-                lead.fallback(false);
+                lead.fallback(retry);
             }
+        };
+        if claimed_on_the_way(&self.ctx.config, watched.as_ref()) {
+            // The waiters go on to the route's own layer.
+            fallback(flight, false);
             return result.map(|response| response.map(CacheBody::passthrough));
         }
+        let outcome = |stored| match refresh {
+            Some(reason) => Outcome::Refresh { reason, stored },
+            None => Outcome::Miss { stored },
+        };
         let response = match result {
             Ok(response) => response,
             Err(error) => {
                 // The waiters try for themselves rather than queue behind another attempt.
-                if let Some(lead) = flight {
-                    lead.fallback(false);
-                }
-                return match stale {
-                    Some(stale) => {
-                        Ok(self
-                            .ctx
-                            .serve_stale(&stale, &request_headers, facts.head, false))
-                    }
-                    None => {
-                        // No response, but the request was a miss (or refresh) all the same.
-                        self.ctx.count(match refresh {
-                            Some(reason) => Outcome::Refresh {
-                                reason,
-                                stored: Storing::No(NotStoredReason::Incomplete),
-                            },
-                            None => Outcome::Miss {
-                                stored: Storing::No(NotStoredReason::Incomplete),
-                            },
-                        });
-                        Err(error)
-                    }
+                fallback(flight, false);
+                let Some(stale) = stale else {
+                    // No response, but the request was a miss (or refresh) all the same.
+                    self.ctx
+                        .count(outcome(Storing::No(NotStoredReason::Incomplete)));
+                    return Err(error);
                 };
-            }
-        };
-        // RFC 5861 §4: a 500, 502, 503 or 504 is an error the stale entry stands in for.
-        if let Some(stale) = &stale
-            && matches!(response.status().as_u16(), 500 | 502 | 503 | 504)
-        {
-            if let Some(lead) = flight {
-                lead.fallback(false);
-            }
-            return Ok(self
-                .ctx
-                .serve_stale(stale, &request_headers, facts.head, false));
-        }
-        // RFC 9111 §4.3.3, §4.3.4: a 304 for the stored representation freshens it; the
-        // body stays the stored one. §4.3.5: so does a 200 to a HEAD that describes it,
-        // whose fields update the stored ones alike; one that does not outdates it.
-        if let Some(entry) = &revalidate {
-            let status = response.status();
-            let head_update = facts.head && status == StatusCode::OK;
-            let describes = if head_update {
-                head_describes(entry, response.headers())
-            } else {
-                status == StatusCode::NOT_MODIFIED && same_representation(entry, response.headers())
-            };
-            if describes {
-                let (head, _) = response.into_parts();
                 return Ok(self
                     .ctx
-                    .revalidated(
-                        entry,
-                        head,
-                        Fill {
-                            key,
-                            flight,
-                            started,
-                        },
-                        &request_headers,
-                        facts,
-                    )
+                    .serve_stale(&stale, &request_headers, facts.head, false));
+            }
+        };
+        let fetched = Fetched {
+            status: response.status(),
+            headers: response.headers(),
+            revalidating: revalidate.as_deref(),
+            stale: stale.is_some(),
+            head: facts.head,
+            client_conditional,
+        };
+        match answer(fetched) {
+            Answer::StandIn => {
+                fallback(flight, false);
+                let stale = stale.expect("stands in");
+                return Ok(self
+                    .ctx
+                    .serve_stale(&stale, &request_headers, facts.head, false));
+            }
+            Answer::Freshen => {
+                let entry = revalidate.expect("revalidated");
+                let fill = Fill {
+                    key,
+                    flight,
+                    started,
+                };
+                let (head, _) = response.into_parts();
+                let ctx = &self.ctx;
+                return Ok(ctx
+                    .revalidated(&entry, head, fill, &request_headers, facts)
                     .await);
             }
-            if head_update {
+            Answer::Contradicted => {
                 self.ctx.remove(&key).await;
+                fallback(flight, false);
+                let mut bad = Response::new(CacheBody::stored(Bytes::from_static(
+                    b"bad gateway: the origin answered 304 for another representation",
+                )));
+                *bad.status_mut() = StatusCode::BAD_GATEWAY;
+                let outcome = outcome(Storing::No(NotStoredReason::Status));
+                return Ok(self.ctx.finish(bad, outcome));
             }
-            if status == StatusCode::NOT_MODIFIED {
-                // A 304 about another representation than the stored one (an origin that
-                // contradicts itself): it updates nothing (§4.3.4), the entry is outdated,
-                // and a client that did not ask conditionally cannot take a 304.
-                self.ctx.remove(&key).await;
-                if let Some(lead) = flight.take() {
-                    lead.fallback(false);
+            Answer::Response { outdates, alone } => {
+                if outdates {
+                    self.ctx.remove(&key).await;
                 }
-                if !client_conditional {
-                    let mut bad = Response::new(CacheBody::stored(Bytes::from_static(
-                        b"bad gateway: the origin answered 304 for another representation",
-                    )));
-                    *bad.status_mut() = StatusCode::BAD_GATEWAY;
-                    let stored = Storing::No(NotStoredReason::Status);
-                    let outcome = match refresh {
-                        Some(reason) => Outcome::Refresh { reason, stored },
-                        None => Outcome::Miss { stored },
-                    };
-                    return Ok(self.ctx.finish(bad, outcome));
+                if alone {
+                    fallback(flight.take(), false);
                 }
             }
         }
@@ -351,45 +306,24 @@ impl<S> Call<S> {
             });
         let (body, stored) = match decision {
             Ok(entry) => {
-                let capture = Capture::new(
-                    key.into_string(),
-                    entry,
-                    expected,
-                    flight,
-                    self.ctx.sink(started),
-                );
+                let sink = self.ctx.sink(started);
+                let capture = Capture::new(key.into_string(), entry, expected, flight, sink);
                 CacheBody::capture(body, capture).await
             }
             Err(reason) => {
                 self.ctx.record(EventKind::NotStored { reason });
-                if let Some(lead) = flight {
-                    // Waiters fetch for themselves, and for a while the key's requests are
-                    // not serialized (hit-for-miss) — unless it was this request (its
-                    // credentials, its method), not the response, that kept it out.
-                    lead.fallback(!matches!(
-                        reason,
-                        NotStoredReason::Authorization
-                            | NotStoredReason::Cookie
-                            | NotStoredReason::Head
-                    ));
-                }
-                // The origin's latest answer for a stored entry may not be kept: nor may
-                // the entry — unless that answer is a server error, which says nothing
-                // about the entry (it may still be revalidated once the origin recovers).
-                // Nor a 206 (RFC 9111 §3.4): a part never replaces a stored whole.
-                if had_entry
-                    && !head.status.is_server_error()
-                    && head.status != StatusCode::PARTIAL_CONTENT
-                {
-                    self.ctx.withdraw(&key, reason).await;
+                let NotKept {
+                    hit_for_miss,
+                    withdraw,
+                } = not_kept(reason, head.status, had_entry);
+                fallback(flight, hit_for_miss);
+                if withdraw {
+                    self.ctx.remove(&key).await;
                 }
                 (CacheBody::passthrough(body), Storing::No(reason))
             }
         };
-        let outcome = match refresh {
-            Some(reason) => Outcome::Refresh { reason, stored },
-            None => Outcome::Miss { stored },
-        };
+        let outcome = outcome(stored);
         self.ctx.config.strip_own_fields(&mut head.headers);
         self.ctx.finish_head(&mut head.headers, outcome);
         self.ctx.attach_outcome(&mut head.extensions, outcome);

@@ -1,5 +1,6 @@
 //! The request flow of [`CacheService`].
 
+mod answer;
 mod decide;
 mod fetch;
 mod lookup;
@@ -53,7 +54,6 @@ use crate::store::{Lookup, StoreExt};
 use decide::{Decision, within_max_age};
 use plan::{Plan, claimed_on_the_way, plan, watched_pattern};
 use purge_method::{PurgeMethod, is_purge};
-use revalidate::{head_describes, same_representation};
 use unsafe_method::{Invalidation, invalidates};
 
 /// A [`Service`] that answers from the cache when it can and stores what it may; made by
