@@ -1,5 +1,8 @@
 //! [`CacheLayer`]: the configuration, and the [`Layer`] that wraps services.
 
+// Past 600 lines on purpose: one subject, the builder, whose settings are each documented
+// with an example; more than half of the file is their docs.
+
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;

@@ -91,6 +91,9 @@
 //! (250 ms) makes it call the loader; `get`, `set` and the others report the store's error.
 //! Tested on the memory store, Redis standalone and cluster, and the tiered store.
 
+// Past 600 lines on purpose: the cache's public operations, one subject, a third of it
+// their docs; how values are kept and loaded is in `entries` and `cached`.
+
 mod cached;
 mod entries;
 mod key;

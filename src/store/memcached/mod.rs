@@ -23,6 +23,7 @@ use crate::key::CacheKey;
 mod control;
 mod io;
 mod ops;
+mod store;
 mod tags;
 
 use self::io::{

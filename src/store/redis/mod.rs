@@ -1,6 +1,9 @@
 //! [`RedisStore`]: entries shared by every instance of a service, on Redis (standalone,
 //! Sentinel or Cluster) through [fred](https://docs.rs/fred).
 
+// Past 600 lines on purpose: the store itself — connecting, keys, scripts, the breaker;
+// its configuration, operations and purges are in `config`, `ops` and `purge`.
+
 // Over 600 lines: one store over three topologies (standalone, Sentinel, Cluster) — the
 // configuration, the breaker-wrapped commands, the scripts and the fill locks; most of its
 // tests are the Redis suite (tests/redis).

@@ -1,0 +1,488 @@
+//! The checks of one capability each, as [`run_contract`](super::run_contract) and
+//! [`run_shared_contract`](super::run_shared_contract) call them.
+
+use super::*;
+
+/// Many writers of one key at once, each with its own `stored_at`, all `PutIf::Newer`: the
+/// newest is what the key holds, whatever the order they reach the store in.
+pub(super) async fn ordered_writes_race(store: &dyn Store, report: &mut ContractReport) {
+    let name = store.capabilities().name;
+    for round in 0..20 {
+        let key = format!("contract:race{round}");
+        let writes = (0..8u64).map(|i| {
+            // Interleaved ages: the newest (1 s ago) is neither first nor last.
+            let age = [6, 3, 8, 1, 5, 7, 2, 4][i as usize];
+            let mut written = CachedResponse::clone(&entry("racer", &[]));
+            written.stored_at = SystemTime::now() - Duration::from_secs(age);
+            written.body = Bytes::from(format!("{age}"));
+            let key = key.clone();
+            async move {
+                store
+                    .put(&key, Arc::new(written), MINUTE, PutIf::Newer)
+                    .await
+            }
+        });
+        for result in futures_util::future::join_all(writes).await {
+            ok(name, "PutIf::Newer under contention", result);
+        }
+        let held = ok(name, "get", store.get(&key).await);
+        ensure!(
+            name,
+            "of concurrent PutIf::Newer writes the newest stands",
+            body(&held) == Some(b"1"),
+            "round {round} holds {:?}",
+            held.map(|held| held.body.clone())
+        );
+        ok(name, "remove", store.remove(&key).await);
+    }
+    report.kept("PutIf::Newer is atomic: of concurrent writes the newest stands");
+}
+
+pub(super) async fn expiry_and_touch(store: &dyn Store, report: &mut ContractReport) {
+    let can = store.capabilities();
+    let name = can.name;
+    let second = Duration::from_secs(1);
+    ok(
+        name,
+        "put",
+        store
+            .put("contract:short", entry("short", &[]), second, PutIf::Always)
+            .await,
+    );
+    ensure!(
+        name,
+        "an entry is found within its ttl",
+        ok(name, "get", store.get("contract:short").await).is_some()
+    );
+    if can.touch {
+        ok(
+            name,
+            "put",
+            store
+                .put(
+                    "contract:touch",
+                    entry("touch", &["t5"]),
+                    second,
+                    PutIf::Always,
+                )
+                .await,
+        );
+        let tags = ["t5".to_owned()];
+        ensure!(
+            name,
+            "touch reports an entry it extended",
+            ok(
+                name,
+                "touch",
+                store.touch("contract:touch", &tags, MINUTE).await
+            )
+        );
+        ensure!(
+            name,
+            "touch reports a missing entry as missing",
+            !ok(
+                name,
+                "touch",
+                store.touch("contract:untouched", &[], MINUTE).await
+            )
+        );
+        ensure!(
+            name,
+            "touch makes no entry",
+            ok(name, "get", store.get("contract:untouched").await).is_none()
+        );
+    } else {
+        refused(
+            name,
+            "touch",
+            store.touch("contract:short", &[], MINUTE).await,
+        );
+        report.lacks("touch");
+    }
+    // Past the ttl given to `put`, whatever the entry's own (a second and a half: a store
+    // may count in whole seconds, and keep an item up to a second past its time).
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    ensure!(
+        name,
+        "an entry expires after the ttl it was put with",
+        ok(name, "get", store.get("contract:short").await).is_none()
+    );
+    report.kept("entries expire after the ttl they were put with");
+    if can.touch {
+        ensure!(
+            name,
+            "a touched entry lives on",
+            ok(name, "get", store.get("contract:touch").await).is_some()
+        );
+        if can.tag_purges {
+            let target = PurgeTarget::Tag {
+                tag: "t5",
+                within: "contract:",
+            };
+            ok(
+                name,
+                "tag purge",
+                store.purge(target, PurgeMode::Hard).await,
+            );
+            ensure!(
+                name,
+                "a touched entry's tags still find it",
+                ok(name, "get", store.get("contract:touch").await).is_none()
+            );
+        }
+        report.kept("touch extends an entry's life, tags included, and revives none");
+    }
+}
+
+pub(super) async fn prefixes(store: &dyn Store, report: &mut ContractReport) {
+    let can = store.capabilities();
+    let name = can.name;
+    for (key, tags) in [
+        ("contract:p:1", &[][..]),
+        ("contract:p:2", &["t9"][..]),
+        ("contract:q:1", &[][..]),
+    ] {
+        ok(
+            name,
+            "put",
+            store
+                .put(key, entry("p", tags), MINUTE, PutIf::Always)
+                .await,
+        );
+    }
+    if !can.prefix_purges {
+        refused(
+            name,
+            "prefix purges",
+            store.remove_prefix("contract:p:").await,
+        );
+        report.lacks("prefix purges");
+        return;
+    }
+    let removed = ok(
+        name,
+        "prefix purge",
+        store.remove_prefix("contract:p:").await,
+    );
+    ensure!(
+        name,
+        "a prefix purge counts what it took (or 0 where the store cannot count)",
+        removed == if can.counts_purges { 2 } else { 0 },
+        "{removed}"
+    );
+    let gone = |key| async move { ok(name, "get", store.get(key).await).is_none() };
+    ensure!(
+        name,
+        "a prefix purge takes every key under it, tagged ones too",
+        gone("contract:p:1").await && gone("contract:p:2").await
+    );
+    ensure!(
+        name,
+        "a prefix purge leaves other prefixes",
+        !gone("contract:q:1").await
+    );
+    ok(
+        name,
+        "put",
+        store
+            .put("contract:p:1", entry("again", &[]), MINUTE, PutIf::Always)
+            .await,
+    );
+    ensure!(
+        name,
+        "what is stored after a prefix purge stays",
+        body(&ok(name, "get", store.get("contract:p:1").await)) == Some(b"again")
+    );
+    report.kept("prefix purges");
+
+    let filter: &crate::store::KeyFilter = &|key: &str| key.ends_with(":1");
+    let filtered = PurgeTarget::Prefix {
+        prefix: "contract:",
+        filter: Some(filter),
+    };
+    if can.filtered_prefix_purges {
+        ok(
+            name,
+            "put",
+            store
+                .put("contract:p:3", entry("p3", &[]), MINUTE, PutIf::Always)
+                .await,
+        );
+        ok(
+            name,
+            "filtered prefix purge",
+            store.purge(filtered, PurgeMode::Hard).await,
+        );
+        ensure!(
+            name,
+            "a filtered prefix purge takes what the filter accepts",
+            gone("contract:p:1").await && gone("contract:q:1").await
+        );
+        ensure!(
+            name,
+            "a filtered prefix purge leaves what the filter refuses",
+            !gone("contract:p:3").await
+        );
+        report.kept("prefix purges with a filter");
+    } else {
+        refused(
+            name,
+            "prefix purges with a filter",
+            store.purge(filtered, PurgeMode::Hard).await,
+        );
+        report.lacks("prefix purges with a filter");
+    }
+
+    let soft = PurgeTarget::Prefix {
+        prefix: "contract:p:",
+        filter: None,
+    };
+    ok(
+        name,
+        "put",
+        store
+            .put("contract:p:4", entry("p4", &[]), MINUTE, PutIf::Always)
+            .await,
+    );
+    if can.soft_purges {
+        ok(
+            name,
+            "soft prefix purge",
+            store.purge(soft, PurgeMode::Soft).await,
+        );
+        let kept = ok(name, "get", store.get("contract:p:4").await);
+        ensure!(
+            name,
+            "a soft prefix purge keeps its entries, stale",
+            kept.is_some_and(|kept| !kept.is_fresh(SystemTime::now()))
+        );
+    } else {
+        refused(
+            name,
+            "soft purges",
+            store.purge(soft, PurgeMode::Soft).await,
+        );
+    }
+}
+
+pub(super) async fn tags(store: &dyn Store, report: &mut ContractReport) {
+    let can = store.capabilities();
+    let name = can.name;
+    let put = async |key: &str, entry: Arc<CachedResponse>| {
+        ok(
+            name,
+            "put",
+            store.put(key, entry, MINUTE, PutIf::Always).await,
+        )
+    };
+    let get = async |key: &str| ok(name, "get", store.get(key).await);
+    put("contract:t", entry("tagged", &["t2"])).await;
+    let target = PurgeTarget::Tag {
+        tag: "t2",
+        within: "contract:",
+    };
+    if !can.tag_purges {
+        refused(
+            name,
+            "tag purges",
+            store.purge(target, PurgeMode::Hard).await,
+        );
+        report.lacks("tag purges");
+        return;
+    }
+    let purged = ok(
+        name,
+        "tag purge",
+        store.purge(target, PurgeMode::Hard).await,
+    );
+    ensure!(
+        name,
+        "a tag purge counts what it took (or 0 where the store cannot count)",
+        purged == u64::from(can.counts_purges),
+        "{purged}"
+    );
+    ensure!(
+        name,
+        "a tag purge takes the tagged entry",
+        get("contract:t").await.is_none()
+    );
+    put("contract:t", entry("again", &["t2"])).await;
+    ensure!(
+        name,
+        "what is stored after a tag purge stays",
+        body(&get("contract:t").await) == Some(b"again")
+    );
+    put("other:t", entry("elsewhere", &["t2"])).await;
+    ok(
+        name,
+        "tag purge",
+        store.purge(target, PurgeMode::Hard).await,
+    );
+    ensure!(
+        name,
+        "a tag purge takes the tagged entries within its prefix",
+        get("contract:t").await.is_none()
+    );
+    ensure!(
+        name,
+        "a tag purge leaves the tagged entries outside its prefix",
+        body(&get("other:t").await) == Some(b"elsewhere")
+    );
+    ok(name, "remove", store.remove("other:t").await);
+    report.kept("tag purges, within a prefix");
+    if can.soft_purges {
+        put("contract:soft", entry("soft", &["t3"])).await;
+        let target = PurgeTarget::Tag {
+            tag: "t3",
+            within: "contract:",
+        };
+        ok(
+            name,
+            "soft tag purge",
+            store.purge(target, PurgeMode::Soft).await,
+        );
+        let soft = get("contract:soft").await;
+        ensure!(
+            name,
+            "a soft tag purge keeps the entry, stale",
+            soft.is_some_and(|soft| soft.body == "soft" && !soft.is_fresh(SystemTime::now()))
+        );
+        report.kept("soft purges of tags and prefixes");
+    }
+}
+
+pub(super) async fn counters(store: &dyn Store, report: &mut ContractReport) {
+    let name = store.capabilities().name;
+    let Some(counters) = store.counters() else {
+        refused(
+            name,
+            "counters",
+            store.increment("contract:counter", 2, MINUTE).await,
+        );
+        report.lacks("counters");
+        return;
+    };
+    let add = async |delta| {
+        ok(
+            name,
+            "increment",
+            counters.increment("contract:counter", delta, MINUTE).await,
+        )
+    };
+    ensure!(name, "a counter starts at 0", add(2).await == 2);
+    let concurrent = (0..8).map(|_| counters.increment("contract:counter", 1, MINUTE));
+    for result in futures_util::future::join_all(concurrent).await {
+        ok(name, "increment under contention", result);
+    }
+    ensure!(
+        name,
+        "concurrent increments are never lost",
+        add(3).await == 13
+    );
+    ensure!(
+        name,
+        "counter reads the counter",
+        ok(name, "counter", counters.counter("contract:counter").await) == Some(13)
+    );
+    ensure!(
+        name,
+        "a counter is no entry",
+        ok(name, "get", store.get("contract:absent-counter").await).is_none()
+            && ok(
+                name,
+                "counter",
+                counters.counter("contract:absent-counter").await
+            )
+            .is_none()
+    );
+    report.kept("counters, atomic under contention");
+}
+
+/// The fill locks of the protocol, with `a` and `b` as two processes' handles.
+pub(super) async fn fill_locks(
+    a: &dyn SharedStore,
+    b: &dyn SharedStore,
+    report: &mut ContractReport,
+) {
+    let name = a.capabilities().name;
+    if !a.capabilities().fill_locks {
+        report.lacks("fill locks");
+        return;
+    }
+    let second = Duration::from_secs(1);
+    let lock = ok(name, "lock_fill", a.lock_fill("contract:l", MINUTE).await);
+    ensure!(name, "a free fill lock is taken", lock.is_some());
+    ensure!(
+        name,
+        "a held fill lock is not taken again",
+        ok(name, "lock_fill", b.lock_fill("contract:l", MINUTE).await).is_none()
+    );
+    ensure!(
+        name,
+        "get_or_lock_fill reports a lock another holds",
+        matches!(
+            ok(
+                name,
+                "get_or_lock_fill",
+                b.get_or_lock_fill("contract:l", MINUTE).await
+            ),
+            Lookup::Held
+        )
+    );
+    // Released only by its holder.
+    let stranger = crate::store::FillLock::unique();
+    ok(
+        name,
+        "unlock_fill",
+        b.unlock_fill("contract:l", stranger).await,
+    );
+    ensure!(
+        name,
+        "a fill lock is released only by its holder's token",
+        ok(name, "lock_fill", b.lock_fill("contract:l", MINUTE).await).is_none()
+    );
+    ok(
+        name,
+        "unlock_fill",
+        a.unlock_fill("contract:l", lock.expect("checked")).await,
+    );
+    let relocked = ok(
+        name,
+        "get_or_lock_fill",
+        b.get_or_lock_fill("contract:l", second).await,
+    );
+    ensure!(
+        name,
+        "a released fill lock is taken again (get_or_lock_fill takes it on a miss)",
+        matches!(relocked, Lookup::Locked(_))
+    );
+    // It expires by itself.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let after = ok(name, "lock_fill", a.lock_fill("contract:l", MINUTE).await);
+    ensure!(name, "a fill lock expires after its ttl", after.is_some());
+    ok(
+        name,
+        "unlock_fill",
+        a.unlock_fill("contract:l", after.expect("checked")).await,
+    );
+    ok(
+        name,
+        "put",
+        a.put("contract:l", entry("l", &[]), MINUTE, PutIf::Always)
+            .await,
+    );
+    ensure!(
+        name,
+        "get_or_lock_fill finds an entry",
+        matches!(
+            ok(
+                name,
+                "get_or_lock_fill",
+                b.get_or_lock_fill("contract:l", MINUTE).await
+            ),
+            Lookup::Found(_)
+        )
+    );
+    ok(name, "clear", a.clear().await);
+    report.kept("fill locks: one holder, released by its token, expiring by themselves");
+}
