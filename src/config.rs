@@ -5,14 +5,14 @@
 
 use std::fmt;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use http::response::Parts;
 use http::{HeaderMap, HeaderName};
 
 use crate::coalesce::Coalescer;
-use crate::invalidate::{Invalidations, Invalidator, Started};
+use crate::fence::{Invalidations, Invalidator, Started};
 use crate::observe::Funnel;
 use crate::observe::trace::TraceSettings;
 use crate::outcome::CacheStatus;
@@ -274,12 +274,6 @@ impl Config {
             epoch: self.invalidations.epoch(),
             mark: self.store.shared().and_then(SharedStore::purge_mark),
         }
-    }
-
-    /// Whether `parts` is a warming refresh sent through a handle.
-    pub(crate) fn is_warming(&self, parts: &http::request::Parts) -> bool {
-        self.warming.load(Ordering::Relaxed)
-            && parts.extensions.get::<crate::invalidate::Warm>().is_some()
     }
 
     /// How long a request waits for another's fetch.

@@ -16,7 +16,7 @@ use http::Method;
 
 use crate::coalesce::{FillLease, Landed, Lead};
 use crate::entry::CachedResponse;
-use crate::invalidate::{Invalidations, Started};
+use crate::fence::{Invalidations, Started};
 use crate::observe::trace;
 use crate::observe::{EventKind, Funnel, Scope, StoreOperation, Timings};
 use crate::outcome::Storing;

@@ -263,6 +263,7 @@ mod coalesce;
 pub mod codec;
 mod config;
 mod entry;
+mod fence;
 mod fill;
 mod future;
 mod invalidate;

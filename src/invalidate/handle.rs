@@ -9,9 +9,9 @@ use http_body::Body;
 use http_body_util::BodyExt;
 use tower_service::Service;
 
-use super::Scope;
 use super::urls::{UrlPurge, url_scope, with_slots};
 use crate::config::Config;
+use crate::fence::Scope;
 use crate::key::{CacheKey, Keys};
 use crate::stats::{CacheStats, PurgeKind};
 use crate::store::{PurgeMode, StoreError, StoreErrorKind};

@@ -15,8 +15,8 @@ use std::sync::Arc;
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Request, Uri};
 
-use super::Scope;
 use crate::config::Config;
+use crate::fence::Scope;
 use crate::key::{CacheKey, DefaultKeyBuilder, Keys};
 use crate::store::{StoreError, StoreErrorKind};
 

@@ -166,7 +166,7 @@ pub(super) fn plan(config: &Arc<Config>, key_builder: &Keys, parts: &mut Parts) 
     let control = policy
         .and_then(|policy| policy.client_control.as_ref())
         .unwrap_or(&config.client_control);
-    let mode = if config.is_warming(parts) {
+    let mode = if is_warming(config, parts) {
         RequestMode::Refresh(RefreshReason::Warm)
     } else {
         request_mode(&parts.headers, control, &config.bypass_header)
@@ -211,4 +211,10 @@ pub(super) fn plan(config: &Arc<Config>, key_builder: &Keys, parts: &mut Parts) 
         }),
     };
     Plan::Cache { ctx, mode, key }
+}
+
+/// Whether `parts` is a warming refresh sent through a handle of the layer.
+fn is_warming(config: &Config, parts: &Parts) -> bool {
+    config.warming.load(std::sync::atomic::Ordering::Relaxed)
+        && parts.extensions.get::<crate::invalidate::Warm>().is_some()
 }

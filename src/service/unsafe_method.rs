@@ -1,7 +1,7 @@
 //! Invalidation after unsafe requests (RFC 9111 §4.4): a POST, PUT, PATCH, DELETE or unknown
 //! method that succeeds (2xx or 3xx) removes the stored entries for its target URI, and for
 //! the URIs in its response's `Location` and `Content-Location` when they are on the same
-//! origin, through the layer's [`Invalidator`](crate::invalidate::Invalidator).
+//! origin, through the layer's [`Invalidator`](crate::fence::Invalidator).
 //!
 //! The key of each URI is what a GET of it would be keyed by: the layer's key builder over a
 //! GET request with the unsafe request's headers, under the namespace of the route the URI
@@ -18,7 +18,7 @@ use tower_service::Service;
 
 use crate::body::CacheBody;
 use crate::config::Config;
-use crate::invalidate::Scope;
+use crate::fence::Scope;
 use crate::invalidate::urls::exact_keys;
 use crate::key::Keys;
 use crate::stats::PurgeKind;
