@@ -83,7 +83,10 @@ impl CacheLayer {
     fn config(&mut self) -> &mut Config {
         Arc::make_mut(&mut self.config)
     }
+}
 
+/// # Keys: what makes two requests share an entry
+impl CacheLayer {
     /// Derives keys with `key_builder` instead of the [`DefaultKeyBuilder`]: a
     /// [`DefaultKeyBuilder`] configured otherwise, or your own [`KeyBuilder`]. The layer's
     /// type stays `CacheLayer` whatever builds its keys. For a closure, [`key_fn`](Self::key_fn)
@@ -150,7 +153,10 @@ impl CacheLayer {
         self.config().max_key_len = max_key_len.max(128);
         self
     }
+}
 
+/// # Freshness: how long entries answer, and stale ones after
+impl CacheLayer {
     /// The TTL of responses that no other source gives one (the last in the order of
     /// precedence). Default: 60 s.
     pub fn default_ttl(mut self, ttl: Duration) -> Self {
@@ -263,6 +269,101 @@ impl CacheLayer {
         self
     }
 
+    /// How long past freshness an entry may answer when the origin fails (an error, or
+    /// 500/502/503/504; RFC 5861 §4), unless the response's own `stale-if-error` directive
+    /// says otherwise. Entries are kept that much longer. Routes can override it. Default:
+    /// none (only the directive counts).
+    pub fn stale_if_error(mut self, window: Duration) -> Self {
+        self.config().stale_if_error = Some(window);
+        self
+    }
+
+    /// How long past freshness an entry is answered at once while one background fetch
+    /// refreshes it (RFC 5861 §3), unless the response's own `stale-while-revalidate`
+    /// directive says otherwise. Entries are kept that much longer. Routes can override it.
+    /// Default: none (only the directive counts).
+    ///
+    /// The refresh runs on a spawned Tokio task with the request that found the entry
+    /// stale.
+    pub fn stale_while_revalidate(mut self, window: Duration) -> Self {
+        self.config().stale_while_revalidate = Some(window);
+        self
+    }
+
+    /// How long past its freshness (and stale windows) an entry that has a validator
+    /// (`ETag` or `Last-Modified`) stays in the store, so that a request finding it stale
+    /// sends the origin a conditional request (`If-None-Match` / `If-Modified-Since`) and a
+    /// `304 Not Modified` refreshes it without its body being sent again (RFC 9111 §4.3).
+    ///
+    /// Above zero, responses with a validator are also stored when they have no freshness
+    /// at all (`no-cache`, `max-age=0`, or no TTL from any source): every reuse is then
+    /// revalidated with the origin first (RFC 9111 §5.2.2.4). Default: zero, as in nginx
+    /// and Varnish: `no-cache` responses are not stored and entries leave the store once
+    /// their freshness and stale windows are over; stale entries still within a stale
+    /// window are revalidated conditionally all the same.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tower_response_cache::{CacheLayer, MemoryStore};
+    ///
+    /// let cache = CacheLayer::new(MemoryStore::new(64 << 20)).keep(Duration::from_secs(600));
+    /// ```
+    pub fn keep(mut self, keep: Duration) -> Self {
+        self.config().rules.keep = keep;
+        self
+    }
+}
+
+/// # Storing: what the cache keeps, and how it writes
+impl CacheLayer {
+    /// The statuses that may be stored. Default: [`StatusSet::default`].
+    pub fn cacheable_statuses(mut self, statuses: StatusSet) -> Self {
+        self.config().rules.statuses = statuses;
+        self
+    }
+
+    /// What to do with responses that set cookies. Default: [`SetCookiePolicy::Skip`].
+    pub fn set_cookie(mut self, policy: SetCookiePolicy) -> Self {
+        self.config().rules.set_cookie = policy;
+        self
+    }
+
+    /// Stores responses to requests with `Authorization` even when the response does not
+    /// say `public`, `s-maxage` or `must-revalidate`. Only for responses that are the same
+    /// for every user (the key does not include the credentials). Default: `false`.
+    pub fn allow_authorized(mut self, allow: bool) -> Self {
+        self.config().rules.allow_authorized = allow;
+        self
+    }
+
+    /// The largest body stored, in bytes; larger bodies stream to the client and are not
+    /// stored. Default: 1 MiB.
+    pub fn max_body_size(mut self, bytes: usize) -> Self {
+        self.config().rules.max_body_size = bytes;
+        self
+    }
+
+    /// How many variants of one URL (responses with `Vary`, one per combination of the
+    /// listed request headers; RFC 9111 §4.1) are stored at most. The first variant takes
+    /// the key itself; the others go to `max_variants - 1` slots chosen by a hash of the
+    /// varying request headers, so that two variants sharing a slot replace each other and
+    /// a `Vary: User-Agent` cannot fill the store with one URL. `1` keeps one variant at a
+    /// time. Default: 8. Values below 1 are taken as 1.
+    pub fn max_variants(mut self, max: usize) -> Self {
+        self.config().max_variants = max.max(1);
+        self
+    }
+
+    /// When entries are written. Default: [`WriteMode::Auto`] (inline on the memory store,
+    /// in the background on Redis).
+    pub fn write_mode(mut self, mode: WriteMode) -> Self {
+        self.config().write_mode = mode;
+        self
+    }
+}
+
+/// # Clients: what a request may ask of the cache
+impl CacheLayer {
     /// Whether clients may bypass or refresh the cache. Routes can override it. Default:
     /// [`ClientControl::Allow`].
     pub fn client_control(mut self, control: ClientControl) -> Self {
@@ -276,6 +377,231 @@ impl CacheLayer {
         self
     }
 
+    /// How requests with a `Cookie` header use the cache. Routes can override it. Default:
+    /// [`RequestCookies::RequireShared`]: they read and store only responses the origin
+    /// marks `public` or `s-maxage`.
+    pub fn request_cookies(mut self, cookies: RequestCookies) -> Self {
+        self.config().request_cookies = cookies;
+        self
+    }
+}
+
+/// # Routes: settings of their own for some routes
+impl CacheLayer {
+    /// A rule for the route `pattern`: axum's route pattern (`/users/{id}`, matched against
+    /// `MatchedPath`), or a literal path. A later rule for the same pattern replaces the
+    /// earlier one.
+    pub fn route(mut self, pattern: impl AsRef<str>, policy: RoutePolicy) -> Self {
+        let config = self.config();
+        config
+            .routes
+            .insert_exact(pattern.as_ref(), policy, &config.funnel.stats);
+        self
+    }
+
+    /// A layer for one route, to attach to the route itself (its axum `MethodRouter`, or
+    /// any service): it caches every request it sees under `policy` — its settings over
+    /// this layer's — and shares this layer's store, stats, coalescing and invalidations.
+    ///
+    /// The policy holds wherever the route ends up: under [`Router::nest`], merged, or
+    /// renamed, where a [`route`](Self::route) rule written without the nest prefix would
+    /// never match (`MatchedPath` is the whole pattern, `/api/users/{id}`). This layer,
+    /// mounted on the router as well, passes such routes on to the attached layer: from
+    /// the route's first request on, it neither looks them up, stores, nor counts them.
+    /// (On that first request it has looked the key up already: with a shared store, an
+    /// entry the route's layer stored under the same key in another process may answer
+    /// it, as this layer's settings allow.)
+    ///
+    /// [`Router::nest`]: https://docs.rs/axum/0.8/axum/struct.Router.html#method.nest
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use axum::{routing::get, Router};
+    /// use tower_response_cache::{CacheLayer, MemoryStore, RoutePolicy};
+    ///
+    /// let cache = CacheLayer::new(MemoryStore::new(64 << 20));
+    /// let users = get(|| async { "a user" })
+    ///     .layer(cache.for_route(RoutePolicy::new().ttl(Duration::from_secs(5))));
+    /// let api: Router = Router::new().route("/users/{id}", users);
+    /// // `/api/users/{id}` is cached for 5 s; the rest of the app with the layer's settings.
+    /// let app: Router = Router::new()
+    ///     .nest("/api", api)
+    ///     .route("/", get(|| async { "home" }))
+    ///     .layer(cache);
+    /// ```
+    pub fn for_route(&self, policy: RoutePolicy) -> Self {
+        let mut layer = self.clone();
+        layer.config().routes.attach(policy);
+        layer
+    }
+
+    /// A rule for every path that starts with `prefix` and matches no pattern rule; the
+    /// longest prefix wins.
+    pub fn route_prefix(mut self, prefix: impl AsRef<str>, policy: RoutePolicy) -> Self {
+        let config = self.config();
+        config
+            .routes
+            .insert_prefix(prefix.as_ref(), policy, &config.funnel.stats);
+        self
+    }
+}
+
+/// # Coalescing: one origin call per key at a time
+///
+/// Concurrent misses of one key make one call to your service: the first request
+/// fetches, the others wait (at most [`coalesce_timeout`](Self::coalesce_timeout), 5 s
+/// by default, as nginx's `proxy_cache_lock`) and are answered with its complete
+/// response (`x-cache: HIT`, `Cache-Status: …; fwd=miss; collapsed`). Refreshes
+/// (`no-cache`, the bypass header) are coalesced too, so a flood of them makes one
+/// origin call at a time. A response that cannot be stored sends the waiters to the
+/// service themselves, and for [`hit_for_miss`](Self::hit_for_miss) (10 s) the key's
+/// requests are not queued behind each other (Varnish's hit-for-miss). A waiter never
+/// sees a partial body: if the fetching client goes away mid-body, the waiters elect a
+/// new leader.
+impl CacheLayer {
+    /// Whether concurrent misses (and refreshes) of one key share one call to the service:
+    /// the first request fetches, the others wait for its complete response. Default: on.
+    ///
+    /// Waiting uses Tokio's timer (a runtime with `enable_time`, as `#[tokio::main]` has).
+    ///
+    /// On a [`RedisStore`](crate::RedisStore) the instances coordinate too: the first to
+    /// miss takes a short lock (`SET {<key>}#lock <token> NX PX`, in the entry's hash slot),
+    /// the others wait for the entry to appear in Redis. The lookup takes the lock along, in
+    /// one script, so a miss reaches your service after one round trip, as it would without
+    /// the lock. A request that took the lock and then waits for another request's fetch in
+    /// its own process hands the lock to that fetch. Without Redis the coalescing stays
+    /// within each process; it never turns into errors.
+    /// [`RedisConfig { fill_locks: false, .. }`](crate::RedisConfig::fill_locks) keeps
+    /// coalescing within each process only, and `coalesce(false)` turns it off.
+    pub fn coalesce(mut self, on: bool) -> Self {
+        self.config().coalescing.on = on;
+        self
+    }
+
+    /// How long a request waits for another's fetch before calling the service itself.
+    /// Default: 5 s (as nginx's `proxy_cache_lock_timeout`).
+    pub fn coalesce_timeout(mut self, timeout: Duration) -> Self {
+        let coalescing = &mut self.config().coalescing;
+        coalescing.coalescer =
+            Arc::new(Coalescer::new(coalescing.coalescer.hit_for_miss(), timeout));
+        self
+    }
+
+    /// How long after a fetch whose response could not be stored the requests for its key
+    /// are not serialized behind each other (Varnish's hit-for-miss); zero to always
+    /// serialize. Default: 10 s.
+    pub fn hit_for_miss(mut self, duration: Duration) -> Self {
+        let coalescing = &mut self.config().coalescing;
+        coalescing.coalescer = Arc::new(Coalescer::new(duration, coalescing.coalescer.timeout()));
+        self
+    }
+
+    /// How many keys are being fetched right now by requests that others wait for (zero
+    /// when idle: flights are removed when they end, however they end).
+    pub fn in_flight(&self) -> usize {
+        self.config
+            .coalescer()
+            .map_or(0, |coalescer| coalescer.in_flight())
+    }
+}
+
+/// # Invalidation: unsafe requests, tags, purges
+impl CacheLayer {
+    /// Whether a successful (2xx or 3xx) response to a method the cache does not know
+    /// (`PURGE`, `BAN`, WebDAV's `MKCOL`, …) invalidates the target URI's entries, as
+    /// RFC 9111 §4.4 requires of methods whose safety is unknown. POST, PUT, PATCH and
+    /// DELETE always do. Turn it off when a catch-all handler (a fallback, a proxied origin)
+    /// answers any method with a 2xx: then anyone can evict any entry with `PURGE /page`.
+    /// Default: `true`.
+    pub fn invalidate_unknown_methods(mut self, invalidate: bool) -> Self {
+        self.config().invalidate_unknown_methods = invalidate;
+        self
+    }
+
+    /// Reads tags (surrogate keys) from the response header `name` as well, its tags
+    /// separated as `separator` says. `Surrogate-Key` (space-separated) and `Cache-Tag`
+    /// (comma-separated) are read by default; a header named again takes the new
+    /// separator.
+    pub fn tag_header(mut self, name: HeaderName, separator: TagSeparator) -> Self {
+        let headers = &mut self.config().tags.headers;
+        headers.retain(|(existing, _)| *existing != name);
+        headers.push((name, separator));
+        self
+    }
+
+    /// Reads tags from no response header: only from [`CacheTags`](crate::CacheTags)
+    /// extensions (and the headers named by [`tag_header`](Self::tag_header) after this).
+    pub fn no_tag_headers(mut self) -> Self {
+        self.config().tags.headers.clear();
+        self
+    }
+
+    /// Whether the tag headers are removed from the responses to the GET and HEAD requests
+    /// the cache takes and from stored entries, so that clients do not see how pages are
+    /// tagged. Responses the cache passes on untouched (other methods, disabled routes) keep
+    /// them. Default: `true`.
+    pub fn strip_tag_headers(mut self, strip: bool) -> Self {
+        self.config().tags.strip = strip;
+        self
+    }
+
+    /// How many tags, and how large, an entry keeps. Default: [`TagLimits::default`] (a tag
+    /// of 1024 bytes, 16 KiB of tags, 64 tags).
+    pub fn tag_limits(mut self, limits: TagLimits) -> Self {
+        self.config().tags.limits = limits;
+        self
+    }
+
+    /// Answers `PURGE` requests (as Varnish and nginx users send them) in the layer itself:
+    /// when `allow` accepts the request, every stored variant of its URL on its host is
+    /// purged and the answer is `200` with `{"purged": <entries>}`; otherwise `403`. The
+    /// inner service never sees a `PURGE` then. Default: off — `PURGE` goes to the inner
+    /// service like any unknown method (see
+    /// [`invalidate_unknown_methods`](Self::invalidate_unknown_methods)).
+    ///
+    /// Decide on something a client cannot forge: the peer address (axum's
+    /// `ConnectInfo`), a secret header, a mutual-TLS identity a proxy in front vouches for.
+    ///
+    /// ```
+    /// use std::net::SocketAddr;
+    /// use axum::extract::ConnectInfo;
+    /// use tower_response_cache::{CacheLayer, MemoryStore};
+    ///
+    /// // Purges from this machine only (serve the app with
+    /// // `into_make_service_with_connect_info::<SocketAddr>()`).
+    /// let cache = CacheLayer::new(MemoryStore::new(64 << 20)).purge_method(|parts| {
+    ///     parts
+    ///         .extensions
+    ///         .get::<ConnectInfo<SocketAddr>>()
+    ///         .is_some_and(|ConnectInfo(peer)| peer.ip().is_loopback())
+    /// });
+    /// ```
+    pub fn purge_method<F>(mut self, allow: F) -> Self
+    where
+        F: Fn(&http::request::Parts) -> bool + Send + Sync + 'static,
+    {
+        self.config().purge_method = Some(PurgeGate::new(allow));
+        self
+    }
+
+    /// A handle that purges this layer's entries from application code — by URL, key,
+    /// path prefix or tag, hard or soft — as completely as unsafe requests invalidate:
+    /// every variant, and no fetch under way writes a purged entry back. Take it once the
+    /// layer is configured (a later namespace change is not the handle's).
+    ///
+    /// ```
+    /// use tower_response_cache::{CacheLayer, MemoryStore};
+    ///
+    /// let cache = CacheLayer::new(MemoryStore::new(64 << 20)).namespace("app");
+    /// let handle = cache.handle(); // for axum `State`, `Extension`, a background task…
+    /// ```
+    pub fn handle(&self) -> CacheHandle {
+        CacheHandle::new(Arc::clone(&self.config), self.key_builder.clone())
+    }
+}
+
+/// # Reporting: what the cache did, to clients and to you
+impl CacheLayer {
     /// The response header that says `HIT`, `MISS`, `BYPASS`, `REFRESH` or `UNCACHEABLE`;
     /// `None` to leave it out. Default: `x-cache`.
     pub fn status_header(mut self, name: impl Into<Option<HeaderName>>) -> Self {
@@ -385,235 +711,15 @@ impl CacheLayer {
         self
     }
 
-    /// How long past freshness an entry may answer when the origin fails (an error, or
-    /// 500/502/503/504; RFC 5861 §4), unless the response's own `stale-if-error` directive
-    /// says otherwise. Entries are kept that much longer. Routes can override it. Default:
-    /// none (only the directive counts).
-    pub fn stale_if_error(mut self, window: Duration) -> Self {
-        self.config().stale_if_error = Some(window);
-        self
-    }
-
-    /// How long past freshness an entry is answered at once while one background fetch
-    /// refreshes it (RFC 5861 §3), unless the response's own `stale-while-revalidate`
-    /// directive says otherwise. Entries are kept that much longer. Routes can override it.
-    /// Default: none (only the directive counts).
-    ///
-    /// The refresh runs on a spawned Tokio task with the request that found the entry
-    /// stale.
-    pub fn stale_while_revalidate(mut self, window: Duration) -> Self {
-        self.config().stale_while_revalidate = Some(window);
-        self
-    }
-
-    /// How long past its freshness (and stale windows) an entry that has a validator
-    /// (`ETag` or `Last-Modified`) stays in the store, so that a request finding it stale
-    /// sends the origin a conditional request (`If-None-Match` / `If-Modified-Since`) and a
-    /// `304 Not Modified` refreshes it without its body being sent again (RFC 9111 §4.3).
-    ///
-    /// Above zero, responses with a validator are also stored when they have no freshness
-    /// at all (`no-cache`, `max-age=0`, or no TTL from any source): every reuse is then
-    /// revalidated with the origin first (RFC 9111 §5.2.2.4). Default: zero, as in nginx
-    /// and Varnish: `no-cache` responses are not stored and entries leave the store once
-    /// their freshness and stale windows are over; stale entries still within a stale
-    /// window are revalidated conditionally all the same.
-    ///
-    /// ```
-    /// use std::time::Duration;
-    /// use tower_response_cache::{CacheLayer, MemoryStore};
-    ///
-    /// let cache = CacheLayer::new(MemoryStore::new(64 << 20)).keep(Duration::from_secs(600));
-    /// ```
-    pub fn keep(mut self, keep: Duration) -> Self {
-        self.config().rules.keep = keep;
-        self
-    }
-
-    /// How many variants of one URL (responses with `Vary`, one per combination of the
-    /// listed request headers; RFC 9111 §4.1) are stored at most. The first variant takes
-    /// the key itself; the others go to `max_variants - 1` slots chosen by a hash of the
-    /// varying request headers, so that two variants sharing a slot replace each other and
-    /// a `Vary: User-Agent` cannot fill the store with one URL. `1` keeps one variant at a
-    /// time. Default: 8. Values below 1 are taken as 1.
-    pub fn max_variants(mut self, max: usize) -> Self {
-        self.config().max_variants = max.max(1);
-        self
-    }
-
-    /// The statuses that may be stored. Default: [`StatusSet::default`].
-    pub fn cacheable_statuses(mut self, statuses: StatusSet) -> Self {
-        self.config().rules.statuses = statuses;
-        self
-    }
-
-    /// What to do with responses that set cookies. Default: [`SetCookiePolicy::Skip`].
-    pub fn set_cookie(mut self, policy: SetCookiePolicy) -> Self {
-        self.config().rules.set_cookie = policy;
-        self
-    }
-
-    /// How requests with a `Cookie` header use the cache. Routes can override it. Default:
-    /// [`RequestCookies::RequireShared`]: they read and store only responses the origin
-    /// marks `public` or `s-maxage`.
-    pub fn request_cookies(mut self, cookies: RequestCookies) -> Self {
-        self.config().request_cookies = cookies;
-        self
-    }
-
-    /// Whether a successful (2xx or 3xx) response to a method the cache does not know
-    /// (`PURGE`, `BAN`, WebDAV's `MKCOL`, …) invalidates the target URI's entries, as
-    /// RFC 9111 §4.4 requires of methods whose safety is unknown. POST, PUT, PATCH and
-    /// DELETE always do. Turn it off when a catch-all handler (a fallback, a proxied origin)
-    /// answers any method with a 2xx: then anyone can evict any entry with `PURGE /page`.
-    /// Default: `true`.
-    pub fn invalidate_unknown_methods(mut self, invalidate: bool) -> Self {
-        self.config().invalidate_unknown_methods = invalidate;
-        self
-    }
-
-    /// Stores responses to requests with `Authorization` even when the response does not
-    /// say `public`, `s-maxage` or `must-revalidate`. Only for responses that are the same
-    /// for every user (the key does not include the credentials). Default: `false`.
-    pub fn allow_authorized(mut self, allow: bool) -> Self {
-        self.config().rules.allow_authorized = allow;
-        self
-    }
-
-    /// The largest body stored, in bytes; larger bodies stream to the client and are not
-    /// stored. Default: 1 MiB.
-    pub fn max_body_size(mut self, bytes: usize) -> Self {
-        self.config().rules.max_body_size = bytes;
-        self
-    }
-
-    /// When entries are written. Default: [`WriteMode::Auto`] (inline on the memory store,
-    /// in the background on Redis).
-    pub fn write_mode(mut self, mode: WriteMode) -> Self {
-        self.config().write_mode = mode;
-        self
-    }
-
-    /// A rule for the route `pattern`: axum's route pattern (`/users/{id}`, matched against
-    /// `MatchedPath`), or a literal path. A later rule for the same pattern replaces the
-    /// earlier one.
-    pub fn route(mut self, pattern: impl AsRef<str>, policy: RoutePolicy) -> Self {
-        let config = self.config();
-        config
-            .routes
-            .insert_exact(pattern.as_ref(), policy, &config.funnel.stats);
-        self
-    }
-
-    /// A layer for one route, to attach to the route itself (its axum `MethodRouter`, or
-    /// any service): it caches every request it sees under `policy` — its settings over
-    /// this layer's — and shares this layer's store, stats, coalescing and invalidations.
-    ///
-    /// The policy holds wherever the route ends up: under [`Router::nest`], merged, or
-    /// renamed, where a [`route`](Self::route) rule written without the nest prefix would
-    /// never match (`MatchedPath` is the whole pattern, `/api/users/{id}`). This layer,
-    /// mounted on the router as well, passes such routes on to the attached layer: from
-    /// the route's first request on, it neither looks them up, stores, nor counts them.
-    /// (On that first request it has looked the key up already: with a shared store, an
-    /// entry the route's layer stored under the same key in another process may answer
-    /// it, as this layer's settings allow.)
-    ///
-    /// [`Router::nest`]: https://docs.rs/axum/0.8/axum/struct.Router.html#method.nest
-    ///
-    /// ```
-    /// use std::time::Duration;
-    /// use axum::{routing::get, Router};
-    /// use tower_response_cache::{CacheLayer, MemoryStore, RoutePolicy};
-    ///
-    /// let cache = CacheLayer::new(MemoryStore::new(64 << 20));
-    /// let users = get(|| async { "a user" })
-    ///     .layer(cache.for_route(RoutePolicy::new().ttl(Duration::from_secs(5))));
-    /// let api: Router = Router::new().route("/users/{id}", users);
-    /// // `/api/users/{id}` is cached for 5 s; the rest of the app with the layer's settings.
-    /// let app: Router = Router::new()
-    ///     .nest("/api", api)
-    ///     .route("/", get(|| async { "home" }))
-    ///     .layer(cache);
-    /// ```
-    pub fn for_route(&self, policy: RoutePolicy) -> Self {
-        let mut layer = self.clone();
-        layer.config().routes.attach(policy);
-        layer
-    }
-
-    /// A rule for every path that starts with `prefix` and matches no pattern rule; the
-    /// longest prefix wins.
-    pub fn route_prefix(mut self, prefix: impl AsRef<str>, policy: RoutePolicy) -> Self {
-        let config = self.config();
-        config
-            .routes
-            .insert_prefix(prefix.as_ref(), policy, &config.funnel.stats);
-        self
-    }
-
-    /// Whether concurrent misses (and refreshes) of one key share one call to the service:
-    /// the first request fetches, the others wait for its complete response. Default: on.
-    ///
-    /// Waiting uses Tokio's timer (a runtime with `enable_time`, as `#[tokio::main]` has).
-    ///
-    /// # Coalescing
-    ///
-    /// Concurrent misses of one key make one call to your service: the first request
-    /// fetches, the others wait (at most [`coalesce_timeout`](Self::coalesce_timeout), 5 s
-    /// by default, as nginx's `proxy_cache_lock`) and are answered with its complete
-    /// response (`x-cache: HIT`, `Cache-Status: …; fwd=miss; collapsed`). Refreshes
-    /// (`no-cache`, the bypass header) are coalesced too, so a flood of them makes one
-    /// origin call at a time. A response that cannot be stored sends the waiters to the
-    /// service themselves, and for [`hit_for_miss`](Self::hit_for_miss) (10 s) the key's
-    /// requests are not queued behind each other (Varnish's hit-for-miss). A waiter never
-    /// sees a partial body: if the fetching client goes away mid-body, the waiters elect a
-    /// new leader.
-    ///
-    /// On a [`RedisStore`](crate::RedisStore) the instances coordinate too: the first to
-    /// miss takes a short lock (`SET {<key>}#lock <token> NX PX`, in the entry's hash slot),
-    /// the others wait for the entry to appear in Redis. The lookup takes the lock along, in
-    /// one script, so a miss reaches your service after one round trip, as it would without
-    /// the lock. A request that took the lock and then waits for another request's fetch in
-    /// its own process hands the lock to that fetch. Without Redis the coalescing stays
-    /// within each process; it never turns into errors.
-    /// [`RedisConfig { fill_locks: false, .. }`](crate::RedisConfig::fill_locks) keeps
-    /// coalescing within each process only, and `coalesce(false)` turns it off.
-    pub fn coalesce(mut self, on: bool) -> Self {
-        self.config().coalescing.on = on;
-        self
-    }
-
-    /// How long a request waits for another's fetch before calling the service itself.
-    /// Default: 5 s (as nginx's `proxy_cache_lock_timeout`).
-    pub fn coalesce_timeout(mut self, timeout: Duration) -> Self {
-        let coalescing = &mut self.config().coalescing;
-        coalescing.coalescer =
-            Arc::new(Coalescer::new(coalescing.coalescer.hit_for_miss(), timeout));
-        self
-    }
-
-    /// How long after a fetch whose response could not be stored the requests for its key
-    /// are not serialized behind each other (Varnish's hit-for-miss); zero to always
-    /// serialize. Default: 10 s.
-    pub fn hit_for_miss(mut self, duration: Duration) -> Self {
-        let coalescing = &mut self.config().coalescing;
-        coalescing.coalescer = Arc::new(Coalescer::new(duration, coalescing.coalescer.timeout()));
-        self
-    }
-
-    /// How many keys are being fetched right now by requests that others wait for (zero
-    /// when idle: flights are removed when they end, however they end).
-    pub fn in_flight(&self) -> usize {
-        self.config
-            .coalescer()
-            .map_or(0, |coalescer| coalescer.in_flight())
-    }
-
     /// The layer's counters. Every service made by this layer (and its clones) counts into
     /// them.
     pub fn stats(&self) -> CacheStats {
         self.config.funnel.stats.clone()
     }
+}
 
+/// # Beside the responses: values and the store
+impl CacheLayer {
     /// A [`ValueCache`](crate::value::ValueCache) on this layer's store, under `namespace`
     /// (beside the layer's own): for what handlers compute. The layer's tag purges
     /// ([`CacheHandle::invalidate_tag`]) reach its values too, so that one purge drops the
@@ -650,87 +756,6 @@ impl CacheLayer {
             prefixes.push(prefix);
         }
         values
-    }
-
-    /// A handle that purges this layer's entries from application code — by URL, key,
-    /// path prefix or tag, hard or soft — as completely as unsafe requests invalidate:
-    /// every variant, and no fetch under way writes a purged entry back. Take it once the
-    /// layer is configured (a later namespace change is not the handle's).
-    ///
-    /// ```
-    /// use tower_response_cache::{CacheLayer, MemoryStore};
-    ///
-    /// let cache = CacheLayer::new(MemoryStore::new(64 << 20)).namespace("app");
-    /// let handle = cache.handle(); // for axum `State`, `Extension`, a background task…
-    /// ```
-    pub fn handle(&self) -> CacheHandle {
-        CacheHandle::new(Arc::clone(&self.config), self.key_builder.clone())
-    }
-
-    /// Reads tags (surrogate keys) from the response header `name` as well, its tags
-    /// separated as `separator` says. `Surrogate-Key` (space-separated) and `Cache-Tag`
-    /// (comma-separated) are read by default; a header named again takes the new
-    /// separator.
-    pub fn tag_header(mut self, name: HeaderName, separator: TagSeparator) -> Self {
-        let headers = &mut self.config().tags.headers;
-        headers.retain(|(existing, _)| *existing != name);
-        headers.push((name, separator));
-        self
-    }
-
-    /// Reads tags from no response header: only from [`CacheTags`](crate::CacheTags)
-    /// extensions (and the headers named by [`tag_header`](Self::tag_header) after this).
-    pub fn no_tag_headers(mut self) -> Self {
-        self.config().tags.headers.clear();
-        self
-    }
-
-    /// Whether the tag headers are removed from the responses to the GET and HEAD requests
-    /// the cache takes and from stored entries, so that clients do not see how pages are
-    /// tagged. Responses the cache passes on untouched (other methods, disabled routes) keep
-    /// them. Default: `true`.
-    pub fn strip_tag_headers(mut self, strip: bool) -> Self {
-        self.config().tags.strip = strip;
-        self
-    }
-
-    /// How many tags, and how large, an entry keeps. Default: [`TagLimits::default`] (a tag
-    /// of 1024 bytes, 16 KiB of tags, 64 tags).
-    pub fn tag_limits(mut self, limits: TagLimits) -> Self {
-        self.config().tags.limits = limits;
-        self
-    }
-
-    /// Answers `PURGE` requests (as Varnish and nginx users send them) in the layer itself:
-    /// when `allow` accepts the request, every stored variant of its URL on its host is
-    /// purged and the answer is `200` with `{"purged": <entries>}`; otherwise `403`. The
-    /// inner service never sees a `PURGE` then. Default: off — `PURGE` goes to the inner
-    /// service like any unknown method (see
-    /// [`invalidate_unknown_methods`](Self::invalidate_unknown_methods)).
-    ///
-    /// Decide on something a client cannot forge: the peer address (axum's
-    /// `ConnectInfo`), a secret header, a mutual-TLS identity a proxy in front vouches for.
-    ///
-    /// ```
-    /// use std::net::SocketAddr;
-    /// use axum::extract::ConnectInfo;
-    /// use tower_response_cache::{CacheLayer, MemoryStore};
-    ///
-    /// // Purges from this machine only (serve the app with
-    /// // `into_make_service_with_connect_info::<SocketAddr>()`).
-    /// let cache = CacheLayer::new(MemoryStore::new(64 << 20)).purge_method(|parts| {
-    ///     parts
-    ///         .extensions
-    ///         .get::<ConnectInfo<SocketAddr>>()
-    ///         .is_some_and(|ConnectInfo(peer)| peer.ip().is_loopback())
-    /// });
-    /// ```
-    pub fn purge_method<F>(mut self, allow: F) -> Self
-    where
-        F: Fn(&http::request::Parts) -> bool + Send + Sync + 'static,
-    {
-        self.config().purge_method = Some(PurgeGate::new(allow));
-        self
     }
 
     /// The layer's store, for inspection (what it holds, in tests and tools).
