@@ -19,6 +19,8 @@
 // Over 600 lines: the in-flight map, its lead and the shared store's fill lease (about
 // 440 lines), then their tests.
 
+mod lock;
+
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -28,6 +30,8 @@ use tokio::sync::{Notify, watch};
 
 use crate::entry::CachedResponse;
 use crate::store::{FillLock, Store};
+
+pub(crate) use lock::{LockWait, Locked, take_fill_lock};
 
 /// How a flight ended, as its waiters see it.
 #[derive(Clone, Debug)]

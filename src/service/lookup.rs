@@ -442,76 +442,33 @@ impl Ctx {
         headers: &HeaderMap,
         accept: Accept,
         // The lookup's own attempt at the lock, if it made one: not made again.
-        mut prelock: Option<PreLock>,
+        prelock: Option<PreLock>,
     ) -> Coalesced {
-        let store = &self.config.store;
         let Some(shared) = self.config.fill_locks() else {
             return Coalesced::Lead(Lead::new(guard, None));
         };
-        let deadline = tokio::time::Instant::now() + self.config.coalesce_timeout() / 2;
-        let mut delay = Duration::from_millis(5);
-        let mut waited = false;
-        // Made at the first back-off only: most leads take the lock at once.
-        let mut wake: Option<Option<Arc<tokio::sync::Notify>>> = None;
-        loop {
-            if let Some(lease) = guard.take_handoff() {
-                // A waiter's lookup missed and took the lock a moment ago: no second read.
-                return Coalesced::Lead(Lead::new(guard, Some(lease)));
-            }
-            let attempt = match prelock.take() {
-                Some(PreLock::Taken(lease)) => Ok(Some(lease)),
-                Some(PreLock::Held) => Ok(None),
-                None => shared
-                    .lock_fill(target.as_str(), self.config.coalesce_timeout())
-                    .await
-                    .map(|lock| {
-                        lock.map(|lock| FillLease::new(Arc::clone(store), target.as_str(), lock))
-                    }),
-            };
-            match attempt {
-                Ok(Some(lease)) => {
-                    // After waiting, the holder before may have just written the entry and
-                    // let go. (On the first try the miss was a moment ago: no second read.)
-                    if waited && let Some(entry) = self.lookup_accepting(key, headers, accept).await
-                    {
-                        drop(guard.ready(Arc::clone(&entry)));
-                        return Coalesced::Served {
-                            entry,
-                            waited: true,
-                        };
-                    }
-                    return Coalesced::Lead(Lead::new(guard, Some(lease)));
-                }
-                Ok(None) => {}
-                // Without the lock service, coalescing stays within this process.
-                Err(error) => {
-                    self.store_failed(StoreOperation::Lock, target.as_str(), &error);
-                    return Coalesced::Lead(Lead::new(guard, None));
-                }
-            }
-            let now = tokio::time::Instant::now();
-            if now >= deadline {
-                self.record(EventKind::CoalesceTimeout);
-                return Coalesced::Lead(Lead::new(guard, None));
-            }
-            // A lock a waiter of this flight takes meanwhile wakes the sleep.
-            let pause = delay.min(deadline - now);
-            let wake = wake.get_or_insert_with(|| guard.handoff_wake());
-            if let Some(wake) = wake.as_deref() {
-                if tokio::time::timeout(pause, wake.notified()).await.is_ok() {
-                    continue;
-                }
-            } else {
-                tokio::time::sleep(pause).await;
-            }
-            delay = (delay * 2).min(Duration::from_millis(100));
-            waited = true;
-            if let Some(entry) = self.lookup_accepting(key, headers, accept).await {
+        let mut wait = ResponseLock {
+            ctx: self,
+            shared,
+            keys: (key, target),
+            headers,
+            accept,
+            prelock,
+        };
+        let timeout = self.config.coalesce_timeout() / 2;
+        match coalesce::take_fill_lock(&mut wait, &guard, timeout).await {
+            Locked::Taken(lease) => Coalesced::Lead(Lead::new(guard, Some(lease))),
+            Locked::Found(entry) => {
                 drop(guard.ready(Arc::clone(&entry)));
-                return Coalesced::Served {
+                Coalesced::Served {
                     entry,
                     waited: true,
-                };
+                }
+            }
+            Locked::Without => Coalesced::Lead(Lead::new(guard, None)),
+            Locked::TimedOut => {
+                self.record(EventKind::CoalesceTimeout);
+                Coalesced::Lead(Lead::new(guard, None))
             }
         }
     }
@@ -527,5 +484,48 @@ impl Ctx {
         let now = SystemTime::now();
         let entry = self.lookup(key, headers, now).await?;
         accept.admits(&entry, now).then_some(entry)
+    }
+}
+
+/// A request's wait for the shared store's fill lock ([`coalesce::take_fill_lock`]).
+struct ResponseLock<'a> {
+    ctx: &'a Ctx,
+    shared: &'a dyn SharedStore,
+    keys: (&'a CacheKey, &'a CacheKey),
+    headers: &'a HeaderMap,
+    accept: Accept,
+    prelock: Option<PreLock>,
+}
+
+impl LockWait for ResponseLock<'_> {
+    type Found = Arc<CachedResponse>;
+
+    async fn attempt(&mut self) -> Result<Option<FillLease>, ()> {
+        let ctx = self.ctx;
+        let target = self.keys.1;
+        match self.prelock.take() {
+            Some(PreLock::Taken(lease)) => return Ok(Some(lease)),
+            Some(PreLock::Held) => return Ok(None),
+            None => {}
+        }
+        match self
+            .shared
+            .lock_fill(target.as_str(), ctx.config.coalesce_timeout())
+            .await
+        {
+            Ok(lock) => Ok(lock
+                .map(|lock| FillLease::new(Arc::clone(&ctx.config.store), target.as_str(), lock))),
+            // Without the lock service, coalescing stays within this process.
+            Err(error) => {
+                ctx.store_failed(StoreOperation::Lock, target.as_str(), &error);
+                Err(())
+            }
+        }
+    }
+
+    async fn reread(&mut self) -> Option<Arc<CachedResponse>> {
+        self.ctx
+            .lookup_accepting(self.keys.0, self.headers, self.accept)
+            .await
     }
 }

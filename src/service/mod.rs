@@ -23,7 +23,9 @@ use http_body::Body;
 use tower_service::Service;
 
 use crate::body::CacheBody;
-use crate::coalesce::{self, Coalescer, FillLease, FlightGuard, Join, Landing, Lead};
+use crate::coalesce::{
+    self, Coalescer, FillLease, FlightGuard, Join, Landing, Lead, LockWait, Locked,
+};
 use crate::config::Config;
 use crate::entry::{CachedResponse, header_map_with_room};
 use crate::fence::Started;
@@ -50,7 +52,7 @@ use crate::policy::{
 };
 use crate::routes::{Resolved, Route};
 use crate::store::Tier;
-use crate::store::{Lookup, StoreExt};
+use crate::store::{Lookup, SharedStore, StoreExt};
 use decide::{Decision, within_max_age};
 use plan::{Plan, claimed_on_the_way, plan, watched_pattern};
 use purge_method::{PurgeMethod, is_purge};

@@ -2,6 +2,8 @@
 //! its TTL, tags, skip rule and bypass or refresh for one call.
 
 use super::*;
+use crate::coalesce::{FillLease, FlightGuard, LockWait, Locked};
+use crate::store::SharedStore;
 
 /// What a [`Cached`] call does with the stored value.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -156,7 +158,7 @@ impl<'a, S: Serializer, T: Serialize + DeserializeOwned> Cached<'a, S, T> {
                         return Ok(value);
                     }
                     // Across instances: one of them loads; the others find its value.
-                    let lease = self.lock().await;
+                    let lease = self.lock(&guard).await;
                     if let Some(Found(value, entry)) = lease.found {
                         drop(guard.ready(entry));
                         return Ok(value);
@@ -313,7 +315,7 @@ impl<'a, S: Serializer, T: Serialize + DeserializeOwned> Cached<'a, S, T> {
 
     /// The cross-instance fill lock, on a store that coordinates fills: taken, or the
     /// value another instance stored while this one waited for its lock.
-    pub(super) async fn lock(&self) -> Lease<T> {
+    pub(super) async fn lock(&self, guard: &FlightGuard) -> Lease<T> {
         let cache = self.cache;
         let store = &cache.inner.store;
         let none = Lease {
@@ -323,38 +325,22 @@ impl<'a, S: Serializer, T: Serialize + DeserializeOwned> Cached<'a, S, T> {
         let Some(shared) = store.shared().filter(|_| store.capabilities().fill_locks) else {
             return none;
         };
-        let deadline = tokio::time::Instant::now() + cache.inner.coalescer.timeout() / 2;
-        let mut delay = Duration::from_millis(5);
-        loop {
-            let lock_ttl = cache.inner.coalescer.timeout();
-            match cache
-                .bounded(StoreOperation::Lock, shared.lock_fill(&self.key, lock_ttl))
-                .await
-            {
-                Some(Some(lock)) => {
-                    return Lease {
-                        lease: Some(coalesce::FillLease::new(Arc::clone(store), &self.key, lock)),
-                        found: None,
-                    };
-                }
-                // Another instance loads: its value appears, or the wait ends.
-                Some(None) => {}
-                // Without the store, this instance loads.
-                None => return none,
-            }
-            let now = tokio::time::Instant::now();
-            if now >= deadline {
-                return none;
-            }
-            tokio::time::sleep(delay.min(deadline - now)).await;
-            delay = (delay * 2).min(Duration::from_millis(100));
-            if let Some((value, entry)) = self.stored().await {
-                cache.on_hit(Some(&entry));
-                return Lease {
+        let mut wait = ValueLock { call: self, shared };
+        let timeout = cache.inner.coalescer.timeout() / 2;
+        match coalesce::take_fill_lock(&mut wait, guard, timeout).await {
+            Locked::Taken(lease) => Lease {
+                lease: Some(lease),
+                found: None,
+            },
+            Locked::Found(found) => {
+                self.cache.on_hit(Some(&found.1));
+                Lease {
                     lease: None,
-                    found: Some(Found(value, entry)),
-                };
+                    found: Some(found),
+                }
             }
+            // Without the store, or past the wait: this instance loads.
+            Locked::Without | Locked::TimedOut => none,
         }
     }
 
@@ -430,4 +416,35 @@ pub(super) struct Found<T>(T, Arc<CachedResponse>);
 pub(super) struct Lease<T> {
     lease: Option<coalesce::FillLease>,
     found: Option<Found<T>>,
+}
+
+/// A value's wait for the shared store's fill lock ([`coalesce::take_fill_lock`]).
+struct ValueLock<'c, 'a, S, T> {
+    call: &'c Cached<'a, S, T>,
+    shared: &'c dyn SharedStore,
+}
+
+impl<S: Serializer, T: Serialize + DeserializeOwned> LockWait for ValueLock<'_, '_, S, T> {
+    type Found = Found<T>;
+
+    async fn attempt(&mut self) -> Result<Option<FillLease>, ()> {
+        let call = self.call;
+        let cache = call.cache;
+        let lock_ttl = cache.inner.coalescer.timeout();
+        let attempt = self.shared.lock_fill(&call.key, lock_ttl);
+        match cache.bounded(StoreOperation::Lock, attempt).await {
+            Some(lock) => Ok(
+                lock.map(|lock| FillLease::new(Arc::clone(&cache.inner.store), &call.key, lock))
+            ),
+            // Failed or timed out (counted): this instance loads.
+            None => Err(()),
+        }
+    }
+
+    async fn reread(&mut self) -> Option<Found<T>> {
+        self.call
+            .stored()
+            .await
+            .map(|(value, entry)| Found(value, entry))
+    }
 }
