@@ -6,11 +6,12 @@
 use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use http::response::Parts;
 use http::{HeaderMap, HeaderName};
 
+use crate::clock::Clock;
 use crate::coalesce::Coalescer;
 use crate::fence::{Invalidations, Invalidator, Started};
 use crate::observe::Funnel;
@@ -127,6 +128,9 @@ pub(crate) struct Config {
     pub(crate) store: Arc<dyn Store>,
     /// What the store can do, read once.
     pub(crate) capabilities: Capabilities,
+    /// Where the time is read ([`CacheLayer::clock`](crate::CacheLayer::clock)); `None`:
+    /// the system's.
+    pub(crate) clock: Option<Arc<dyn Clock>>,
     /// The stats and observers every event goes to.
     pub(crate) funnel: Funnel,
     /// The request span's level and key.
@@ -203,6 +207,7 @@ impl Config {
         funnel.stats.watch_store(Arc::clone(&store));
         Self {
             capabilities: store.capabilities(),
+            clock: None,
             store,
             funnel,
             trace: TraceSettings::default(),
@@ -250,6 +255,14 @@ impl Config {
             return None;
         }
         self.store.shared()
+    }
+
+    /// The time now, by the layer's clock.
+    pub(crate) fn now(&self) -> SystemTime {
+        match &self.clock {
+            None => SystemTime::now(),
+            Some(clock) => clock.now(),
+        }
     }
 
     /// The in-flight map, when coalescing is on.

@@ -11,6 +11,7 @@ use http::HeaderName;
 use http::response::Parts;
 use tower_layer::Layer;
 
+use crate::clock::Clock;
 use crate::coalesce::Coalescer;
 use crate::config::WriteMode;
 use crate::config::{Config, PurgeGate, TtlFn};
@@ -310,6 +311,38 @@ impl CacheLayer {
     /// ```
     pub fn keep(mut self, keep: Duration) -> Self {
         self.config().rules.keep = keep;
+        self
+    }
+
+    /// Reads the time from `clock` instead of the system's: freshness, ages, stale windows
+    /// and the times entries are stored at. For tests about time, a
+    /// [`TokioClock`](crate::clock::TokioClock) follows Tokio's paused clock, so that an
+    /// entry's expiry takes no real time. The [`values`](Self::values) of the layer read it
+    /// too.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// use std::time::Duration;
+    /// use tower::{ServiceBuilder, ServiceExt};
+    /// use tower_response_cache::clock::TokioClock;
+    /// use tower_response_cache::{CacheLayer, MemoryStore};
+    ///
+    /// let cache = CacheLayer::new(MemoryStore::new(1 << 20))
+    ///     .default_ttl(Duration::from_secs(60))
+    ///     .clock(TokioClock::new());
+    /// let service = ServiceBuilder::new().layer(cache).service_fn(|_| async {
+    ///     Ok::<_, std::convert::Infallible>(http::Response::new(String::from("hello")))
+    /// });
+    /// let get = || http::Request::get("/").body(()).unwrap();
+    /// service.clone().oneshot(get()).await.unwrap();
+    /// tokio::time::sleep(Duration::from_secs(61)).await; // paused: no time passes
+    /// let again = service.oneshot(get()).await.unwrap();
+    /// assert_eq!(again.headers()["x-cache"], "MISS"); // stale after 60 s by the clock
+    /// # }
+    /// ```
+    pub fn clock(mut self, clock: impl Clock) -> Self {
+        self.config().clock = Some(Arc::new(clock));
         self
     }
 }
@@ -744,9 +777,12 @@ impl CacheLayer {
     /// # }
     /// ```
     pub fn values(&self, namespace: impl Into<String>) -> crate::value::ValueCache {
-        let values = crate::value::ValueCache::on(Arc::clone(&self.config.store))
+        let mut values = crate::value::ValueCache::on(Arc::clone(&self.config.store))
             .namespace(namespace)
             .observed(self.config.funnel.observers.clone());
+        if let Some(clock) = &self.config.clock {
+            values = values.clock_arc(Arc::clone(clock));
+        }
         let prefix = values.prefix().to_owned();
         let mut prefixes = match self.config.value_prefixes.write() {
             Ok(prefixes) => prefixes,

@@ -259,6 +259,7 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod body;
+pub mod clock;
 mod coalesce;
 pub mod codec;
 mod config;

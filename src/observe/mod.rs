@@ -229,8 +229,8 @@ impl Funnel {
     }
 
     /// A request's clock, when someone will read it.
-    pub(crate) fn clock(&self) -> Option<Clock> {
-        self.observed().then(Clock::start)
+    pub(crate) fn clock(&self) -> Option<Stopwatch> {
+        self.observed().then(Stopwatch::start)
     }
 
     /// The one door: counts `kind` (for the total and the scope's route) and tells the
@@ -291,7 +291,7 @@ impl Funnel {
     /// A request's one outcome event: the one place where "this request ended as X"
     /// happens. Its counter is the one the `x-cache` value maps to; a request that waited
     /// for another's fetch counts `coalesced` as well.
-    pub(crate) fn request_ended(&self, scope: Scope<'_>, ended: Ended, clock: Option<&Clock>) {
+    pub(crate) fn request_ended(&self, scope: Scope<'_>, ended: Ended, clock: Option<&Stopwatch>) {
         if self.observers.is_none() {
             // The hit path's case: the counters alone, without building the event.
             let other;
@@ -320,7 +320,7 @@ impl Funnel {
         let kind = match ended {
             Ended::Passed => EventKind::Pass,
             Ended::Answered(outcome) => {
-                event_kind(outcome, clock.map_or(Duration::ZERO, Clock::waited))
+                event_kind(outcome, clock.map_or(Duration::ZERO, Stopwatch::waited))
             }
         };
         let timings = match clock {
@@ -384,18 +384,19 @@ fn event_kind(outcome: Outcome, waited: Duration) -> EventKind {
 /// When a request's steps began and ended, for the timings of its events: read only when
 /// observers are attached. Nanoseconds after `start`, plus one (0: not yet).
 #[derive(Debug)]
-pub(crate) struct Clock {
-    start: Instant,
+pub(crate) struct Stopwatch {
+    /// Tokio's clock: a test on paused time sees the durations it advanced.
+    start: tokio::time::Instant,
     lookup: AtomicU64,
     origin_from: AtomicU64,
     origin: AtomicU64,
     waited: AtomicU64,
 }
 
-impl Clock {
+impl Stopwatch {
     fn start() -> Self {
         Self {
-            start: Instant::now(),
+            start: tokio::time::Instant::now(),
             lookup: AtomicU64::new(0),
             origin_from: AtomicU64::new(0),
             origin: AtomicU64::new(0),

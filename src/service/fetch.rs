@@ -188,7 +188,7 @@ impl<S> Call<S> {
         let stale = stored
             .entry
             .clone()
-            .filter(|entry| stored.stands_in && entry.may_serve_if_error(SystemTime::now()));
+            .filter(|entry| stored.stands_in && entry.may_serve_if_error(self.ctx.config.now()));
         let revalidate = stored.entry.filter(|entry| entry.has_validator());
         let facts = RequestFacts {
             head: parts.method == Method::HEAD,
@@ -287,7 +287,7 @@ impl<S> Call<S> {
             }
         }
         let (mut head, body) = response.into_parts();
-        let now = SystemTime::now();
+        let now = self.ctx.config.now();
         let expected = if head.status == StatusCode::NO_CONTENT {
             Some(0)
         } else {

@@ -102,7 +102,7 @@ impl Ctx {
         if parts.method != Method::GET || enclosed {
             return Ok(None);
         }
-        let joined = self.clock().map(|_| std::time::Instant::now());
+        let joined = self.clock().map(|_| tokio::time::Instant::now());
         match self
             .coalesce(
                 coalescer,
@@ -117,7 +117,7 @@ impl Ctx {
                 if let (Some(clock), Some(joined)) = (self.clock(), joined) {
                     clock.set_waited(joined.elapsed());
                 }
-                let now = SystemTime::now();
+                let now = self.config.now();
                 let response = self.response_from(&entry, &parts.headers, false, now);
                 // Answered from an entry the fetch had delivered already: a hit. Waiting
                 // for a fetch under way: coalesced.
@@ -163,7 +163,7 @@ impl Ctx {
             Some(Ok(None)) => return InPlace::Miss,
             Some(Err(_)) | None => return InPlace::Unknown,
         };
-        let now = SystemTime::now();
+        let now = self.config.now();
         // Sliding routes touch the entry on a hit: the async path does that; so does
         // every decision but a hit.
         if self.sliding() || !self.cookie_allows(&entry) {
@@ -362,7 +362,7 @@ impl Ctx {
             PreLock::Held => true,
         });
         let deadline = tokio::time::Instant::now() + self.config.coalesce_timeout();
-        let joined = SystemTime::now();
+        let joined = self.config.now();
         let mut rejoined = false;
         let mut rejected: Option<Arc<CachedResponse>> = None;
         loop {
@@ -406,7 +406,7 @@ impl Ctx {
             match coalesce::wait(rx, left).await {
                 Some(Landing::Ready(entry))
                     if variant_matches(&entry, headers)
-                        && accept.shared(&entry, joined)
+                        && accept.shared(&entry, joined, self.config.now())
                         && self.cookie_allows(&entry) =>
                 {
                     return Coalesced::Served {
@@ -481,7 +481,7 @@ impl Ctx {
         headers: &HeaderMap,
         accept: Accept,
     ) -> Option<Arc<CachedResponse>> {
-        let now = SystemTime::now();
+        let now = self.config.now();
         let entry = self.lookup(key, headers, now).await?;
         accept.admits(&entry, now).then_some(entry)
     }

@@ -33,7 +33,7 @@ use crate::fill::{Capture, PendingWrite, Sink};
 use crate::future::ResponseFuture;
 use crate::key::{CacheKey, KeyBuilder, Keys};
 use crate::observe::trace;
-use crate::observe::{Clock, Ended, EventKind, Scope, StoreOperation, Timings};
+use crate::observe::{Ended, EventKind, Scope, Stopwatch, StoreOperation, Timings};
 use crate::outcome::Storing;
 use crate::outcome::{self, Outcome};
 use crate::policy::conditional::{not_modified, not_modified_headers};
@@ -251,8 +251,7 @@ impl Accept {
     /// flight at `joined`: fresh, or obtained from the origin after this request arrived
     /// (as good as forwarding it: a `no-cache` response validated then, RFC 9111
     /// §5.2.2.4), and within what the request accepts.
-    fn shared(&self, entry: &CachedResponse, joined: SystemTime) -> bool {
-        let now = SystemTime::now();
+    fn shared(&self, entry: &CachedResponse, joined: SystemTime, now: SystemTime) -> bool {
         (entry.is_fresh(now) || entry.stored_at >= joined) && self.admits(entry, now)
     }
 
@@ -331,13 +330,13 @@ enum PreLock {
 
 /// What watches a request: its clock (for observers' timings) and its span.
 struct Watch {
-    clock: Option<Clock>,
+    clock: Option<Stopwatch>,
     span: tracing::Span,
 }
 
 impl Ctx {
     /// The request's clock, when observers will read it.
-    fn clock(&self) -> Option<&Clock> {
+    fn clock(&self) -> Option<&Stopwatch> {
         self.watch.as_ref().and_then(|watch| watch.clock.as_ref())
     }
 
@@ -405,14 +404,14 @@ impl<S> Call<S> {
         ResB::Data: Buf + Send,
         ResB::Error: Send,
     {
-        let arrived = SystemTime::now();
+        let arrived = self.ctx.config.now();
         let key = match (mode, key) {
             (RequestMode::Bypass(reason), _) => return self.bypass(parts, body, reason).await,
             (_, None) => return self.bypass(parts, body, BypassReason::NoKey).await,
             (_, Some(key)) => key,
         };
         let head = parts.method == Method::HEAD;
-        let now = SystemTime::now();
+        let now = self.ctx.config.now();
         let found = self.ctx.find(mode, &key, &parts.headers, missed, now).await;
         if let Some(clock) = self.ctx.clock() {
             clock.lookup_done();

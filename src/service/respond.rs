@@ -67,7 +67,7 @@ impl Ctx {
         head: bool,
         revalidating: bool,
     ) -> Response<CacheBody<B>> {
-        let now = SystemTime::now();
+        let now = self.config.now();
         let response = self.response_from(entry, request, head, now);
         let stale_for = entry.resident_time(now).saturating_sub(entry.ttl);
         let outcome = if revalidating {

@@ -20,7 +20,7 @@ impl Ctx {
             flight,
             started,
         } = fill;
-        let now = SystemTime::now();
+        let now = self.config.now();
         let not_modified = std::mem::take(&mut head.headers);
         head.status = entry.status;
         head.headers = updated_headers(&entry.headers, &not_modified, self.config.rules.set_cookie);

@@ -235,7 +235,7 @@ impl<'a, S: Serializer, T: Serialize + DeserializeOwned> Cached<'a, S, T> {
                 .bounded(StoreOperation::Read, cache.get_entry(&key))
                 .await
                 .flatten()
-                .filter(|entry| entry.is_fresh(SystemTime::now()) && is_error(entry));
+                .filter(|entry| entry.is_fresh(self.cache.now()) && is_error(entry));
             if let Some(entry) = entry
                 && let Ok(error) = cache.serializer.decode::<E>(&entry.body)
             {
@@ -273,7 +273,7 @@ impl<'a, S: Serializer, T: Serialize + DeserializeOwned> Cached<'a, S, T> {
         if self.sliding {
             let ttl = entry.ttl;
             let mut renewed = CachedResponse::clone(&entry);
-            renewed.stored_at = SystemTime::now();
+            renewed.stored_at = self.cache.now();
             let _ = cache
                 .bounded(
                     StoreOperation::Touch,
@@ -302,7 +302,7 @@ impl<'a, S: Serializer, T: Serialize + DeserializeOwned> Cached<'a, S, T> {
             .bounded(StoreOperation::Read, cache.get_entry(&self.key))
             .await
             .flatten()
-            .filter(|entry| entry.is_fresh(SystemTime::now()))?;
+            .filter(|entry| entry.is_fresh(self.cache.now()))?;
         match cache.decoded::<T>(Some(&entry)) {
             Decoded::Value(value) => Some((value, entry)),
             Decoded::Absent => None,

@@ -24,6 +24,7 @@ impl<S: Serializer> ValueCache<S> {
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(format));
         headers.insert(MARK, HeaderValue::from_static("ok"));
         let mut entry = CachedResponse::new(StatusCode::OK, headers, bytes.into());
+        entry.stored_at = self.now();
         entry.ttl = ttl;
         entry.tags = tags
             .into_iter()
@@ -39,7 +40,7 @@ impl<S: Serializer> ValueCache<S> {
             .get_entry(key)
             .await
             .inspect_err(|error| self.on_store_error(StoreOperation::Read, error))?;
-        Ok(entry.filter(|entry| entry.is_fresh(SystemTime::now())))
+        Ok(entry.filter(|entry| entry.is_fresh(self.now())))
     }
 
     /// The store's entry under `key`; what the store cannot read as an entry (a counter, a
@@ -164,6 +165,14 @@ impl<S: Serializer> ValueCache<S> {
 
 /// Counting and telling observers, one method per event.
 impl<S> ValueCache<S> {
+    /// The time now, by the cache's clock.
+    pub(crate) fn now(&self) -> SystemTime {
+        match &self.inner.clock {
+            None => SystemTime::now(),
+            Some(clock) => clock.now(),
+        }
+    }
+
     pub(super) fn emit(&self, kind: EventKind) {
         if let Some(observers) = &self.inner.observers {
             observers.emit(&CacheEvent {
@@ -179,9 +188,7 @@ impl<S> ValueCache<S> {
     pub(super) fn on_hit(&self, entry: Option<&CachedResponse>) {
         bump(&self.inner.counters.hits);
         if self.inner.observers.is_some() {
-            let ttl = entry.map_or(Duration::ZERO, |entry| {
-                entry.remaining_ttl(SystemTime::now())
-            });
+            let ttl = entry.map_or(Duration::ZERO, |entry| entry.remaining_ttl(self.now()));
             self.emit(EventKind::Hit { ttl, tier: None });
         }
     }

@@ -111,6 +111,7 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use crate::clock::Clock;
 use crate::coalesce::{self, Coalescer, Join, Landing};
 use crate::entry::CachedResponse;
 use crate::observe::Observers;
@@ -271,6 +272,8 @@ struct Inner {
     default_ttl: Duration,
     store_timeout: Duration,
     coalescer: Arc<Coalescer>,
+    /// Where the time is read; `None`: the system's.
+    clock: Option<Arc<dyn Clock>>,
     max_key_len: usize,
     counters: Arc<Counters>,
     /// Told of each event, for a cache made from a layer with observers.
@@ -297,6 +300,7 @@ impl ValueCache<Json> {
                 max_key_len: 250,
                 counters: Arc::default(),
                 observers: None,
+                clock: None,
             }),
             serializer: Json,
         }
@@ -332,6 +336,20 @@ impl<S: Serializer> ValueCache<S> {
     #[must_use]
     pub fn store_timeout(mut self, timeout: Duration) -> Self {
         self.settings().store_timeout = timeout;
+        self
+    }
+
+    /// Reads the time from `clock` instead of the system's: values' freshness and the
+    /// times they are stored at. For tests about time, a
+    /// [`TokioClock`](crate::clock::TokioClock) on Tokio's paused clock.
+    #[must_use]
+    pub fn clock(self, clock: impl Clock) -> Self {
+        self.clock_arc(Arc::new(clock))
+    }
+
+    /// [`clock`](Self::clock), shared with a layer.
+    pub(crate) fn clock_arc(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.settings().clock = Some(clock);
         self
     }
 
@@ -552,7 +570,7 @@ impl<S: Serializer> ValueCache<S> {
         }
         // The entry's own TTL moves with its life in the store: rewritten, not touched.
         let mut renewed = CachedResponse::clone(&entry);
-        renewed.stored_at = SystemTime::now();
+        renewed.stored_at = self.now();
         renewed.ttl = ttl;
         self.write(&key, renewed, ttl).await?;
         Ok(true)
@@ -600,7 +618,7 @@ impl<S: Serializer> ValueCache<S> {
             .get_many(&keys)
             .await
             .inspect_err(|error| self.on_store_error(StoreOperation::Read, error))?;
-        let now = SystemTime::now();
+        let now = self.now();
         Ok(entries
             .iter()
             .map(|entry| {

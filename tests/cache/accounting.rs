@@ -57,7 +57,8 @@ fn fixture() -> Fixture {
     let failing = Arc::new(AtomicBool::new(false));
     let cache = CacheLayer::new(MemoryStore::new(1 << 20))
         .namespace("t")
-        .write_mode(WriteMode::Inline);
+        .write_mode(WriteMode::Inline)
+        .clock(tower_response_cache::clock::TokioClock::new());
     let down = Arc::clone(&failing);
     let app = Router::new()
         .route(
@@ -161,7 +162,7 @@ fn request(uri: &str, headers: &[(&str, &str)]) -> Request<Body> {
     request.body(Body::empty()).unwrap()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(start_paused = true)]
 async fn every_path_moves_the_one_counter_its_headers_name() {
     let f = fixture();
     let miss = f.check(request("/fresh", &[]), "miss").await;

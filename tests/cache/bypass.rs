@@ -20,7 +20,7 @@ fn app(calls: &Calls, cache: CacheLayer) -> Router {
         .layer(cache)
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn no_store_neither_reads_nor_writes() {
     let calls = Calls::default();
     let (cache, store) = layer();
@@ -45,7 +45,7 @@ async fn no_store_neither_reads_nor_writes() {
     assert_eq!(snapshot(&cache).total.bypasses, 2);
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn refresh_directives_fetch_and_store() {
     for headers in [
         &[("cache-control", "no-cache")][..],
@@ -74,7 +74,7 @@ async fn refresh_directives_fetch_and_store() {
     }
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn request_max_age_refreshes_older_entries() {
     let calls = Calls::default();
     let (cache, _store) = layer();
@@ -102,7 +102,7 @@ async fn request_max_age_refreshes_older_entries() {
     assert_eq!(calls.get(), 2);
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn only_if_cached_never_reaches_the_service() {
     let calls = Calls::default();
     let (cache, _store) = layer();
@@ -136,7 +136,7 @@ async fn only_if_cached_never_reaches_the_service() {
     assert_eq!(calls.get(), 1);
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn only_if_cached_is_a_504_on_a_miss_and_a_hit_otherwise() {
     let calls = Calls::default();
     let (cache, _store) = layer();
@@ -153,7 +153,7 @@ async fn only_if_cached_is_a_504_on_a_miss_and_a_hit_otherwise() {
     assert_eq!((hit.status, hit.x_cache()), (StatusCode::OK, "HIT"));
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn deny_policy_ignores_request_directives() {
     let calls = Calls::default();
     let (cache, _store) = layer();
@@ -175,7 +175,7 @@ async fn deny_policy_ignores_request_directives() {
     assert_eq!(calls.get(), 1);
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn secret_policy_needs_the_value_in_the_bypass_header() {
     let calls = Calls::default();
     let (cache, _store) = layer();
@@ -210,7 +210,7 @@ async fn secret_policy_needs_the_value_in_the_bypass_header() {
     assert_eq!(calls.get(), 2);
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn routes_can_set_their_own_client_control() {
     let calls = Calls::default();
     let (cache, store) = layer();

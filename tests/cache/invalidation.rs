@@ -54,7 +54,7 @@ fn app(calls: &Calls, cache: CacheLayer) -> Router {
         .layer(cache)
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_tag_purge_takes_every_page_of_the_tag_and_no_other() {
     let calls = Calls::default();
     let (cache, store) = layer();
@@ -93,7 +93,7 @@ async fn a_tag_purge_takes_every_page_of_the_tag_and_no_other() {
     assert_eq!(store.entry_count(), 4);
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn tag_headers_are_stripped_unless_asked_to_stay() {
     let calls = Calls::default();
     let (cache, _) = layer();
@@ -110,7 +110,7 @@ async fn tag_headers_are_stripped_unless_asked_to_stay() {
     }
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn tags_past_the_limits_are_ignored_and_counted_and_the_page_still_stored() {
     let calls = Calls::default();
     let (cache, _) = layer();
@@ -124,7 +124,7 @@ async fn tags_past_the_limits_are_ignored_and_counted_and_the_page_still_stored(
     assert_eq!(handle.invalidate_tag("user:42").await.unwrap(), 1, "kept");
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_url_purge_takes_every_host_and_variant_of_it_and_nothing_else() {
     let calls = Calls::default();
     let (cache, store) = layer();
@@ -164,7 +164,7 @@ async fn a_url_purge_takes_every_host_and_variant_of_it_and_nothing_else() {
     assert_eq!(other.x_cache(), "HIT", "another URL");
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_public_host_keys_every_host_as_one_and_url_purges_find_it() {
     let calls = Calls::default();
     let (cache, store) = layer();
@@ -207,7 +207,7 @@ async fn a_public_host_keys_every_host_as_one_and_url_purges_find_it() {
     assert_eq!(calls.get(), 3);
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_url_purge_finds_the_namespace_of_its_route() {
     let calls = Calls::default();
     let (cache, store) = layer();
@@ -233,7 +233,7 @@ async fn a_url_purge_finds_the_namespace_of_its_route() {
     assert_eq!(handle.invalidate("/users/9").await.unwrap(), 1, "any host");
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_prefix_purge_takes_the_urls_below_a_path_and_not_its_neighbours() {
     let calls = Calls::default();
     let (cache, store) = layer();
@@ -256,7 +256,7 @@ async fn a_prefix_purge_takes_the_urls_below_a_path_and_not_its_neighbours() {
     assert!(store.keys().is_empty());
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn urls_that_need_escaping_are_purged_by_their_normalized_key() {
     let calls = Calls::default();
     let (cache, store) = layer();
@@ -284,7 +284,7 @@ async fn urls_that_need_escaping_are_purged_by_their_normalized_key() {
     assert_eq!(store.keys(), ["t:GET:/aXb"]);
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_key_purge_takes_the_key_a_custom_key_builder_gave() {
     let calls = Calls::default();
     let (cache, store) = layer();
@@ -312,7 +312,7 @@ async fn a_key_purge_takes_the_key_a_custom_key_builder_gave() {
     );
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn clear_takes_this_layers_namespace_only() {
     let calls = Calls::default();
     let store = MemoryStore::new(1 << 20);
@@ -383,7 +383,7 @@ async fn a_soft_purge_without_stale_windows_refetches_on_the_next_request() {
     assert_eq!(fetch(&app, "/users/5").await.x_cache(), "HIT");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(start_paused = true)]
 async fn a_fetch_under_way_when_its_tag_is_purged_stores_nothing() {
     let calls = Calls::default();
     let (cache, store) = layer();
@@ -416,7 +416,7 @@ async fn a_fetch_under_way_when_its_tag_is_purged_stores_nothing() {
     assert_eq!(snapshot(&cache).total.not_stored["invalidated"], 1);
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn bad_urls_are_errors_not_panics() {
     let (cache, _) = layer();
     let handle = cache.handle();
@@ -426,7 +426,7 @@ async fn bad_urls_are_errors_not_panics() {
     }
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_namespace_cannot_pass_for_the_stores_own_records() {
     let calls = Calls::default();
     let store = MemoryStore::new(1 << 20);

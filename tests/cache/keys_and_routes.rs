@@ -273,9 +273,12 @@ async fn warnings_of<F: std::future::Future<Output = ()>>(run: F) -> String {
         .with_ansi(false)
         .with_writer(move || writer.clone())
         .finish();
+    let one = crate::harness::one_subscriber_at_a_time().await;
     let guard = tracing::subscriber::set_default(subscriber);
+    tracing::callsite::rebuild_interest_cache();
     run.await;
     drop(guard);
+    drop(one);
     String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap()
 }
 

@@ -28,7 +28,7 @@ fn counting(calls: &Calls) -> Router<()> {
         .with_state(calls.clone())
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn second_request_is_a_hit_and_the_service_runs_once() {
     let calls = Calls::default();
     let (cache, store) = layer();
@@ -48,7 +48,7 @@ async fn second_request_is_a_hit_and_the_service_runs_once() {
     assert_eq!(second.header("age"), Some("0"));
     assert_eq!(
         second.header("cache-status"),
-        Some("tower-response-cache; hit; ttl=59")
+        Some("tower-response-cache; hit; ttl=60")
     );
     assert_eq!(second.header("content-type"), first.header("content-type"));
     assert_eq!(calls.get(), 1);
@@ -61,7 +61,7 @@ async fn second_request_is_a_hit_and_the_service_runs_once() {
     assert_eq!(stats.hit_ratio(), 0.5);
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn distinct_paths_and_queries_do_not_share_entries() {
     let calls = Calls::default();
     let (cache, _store) = layer();
@@ -73,7 +73,7 @@ async fn distinct_paths_and_queries_do_not_share_entries() {
     assert_eq!(calls.get(), 3);
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn entries_expire_after_the_ttl() {
     // RFC 9111 §4.2: a stale entry is not served as a hit.
     let calls = Calls::default();
@@ -87,7 +87,7 @@ async fn entries_expire_after_the_ttl() {
     assert_eq!(after.text(), "a2");
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn route_ttl_overrides_the_default() {
     let calls = Calls::default();
     let (cache, _store) = layer();
@@ -109,7 +109,7 @@ async fn route_ttl_overrides_the_default() {
     assert_eq!(calls.get(), 3);
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn handler_ttl_wins_over_every_other_source() {
     let calls = Calls::default();
     let (cache, _store) = layer();
@@ -149,7 +149,7 @@ async fn handler_ttl_wins_over_every_other_source() {
     assert_eq!(snapshot(&cache).total.not_stored["no-freshness"], 1);
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn ttl_fn_computes_the_ttl_from_the_response() {
     let calls = Calls::default();
     let (cache, _store) = layer();
@@ -178,7 +178,7 @@ async fn ttl_fn_computes_the_ttl_from_the_response() {
     let hit = fetch(&app, "/premium").await;
     assert_eq!(
         hit.header("cache-status"),
-        Some("tower-response-cache; hit; ttl=599")
+        Some("tower-response-cache; hit; ttl=600")
     );
     assert_eq!(hit.body, premium.body);
     tokio::time::sleep(Duration::from_millis(600)).await;
@@ -191,7 +191,7 @@ async fn with_cache_control(value: &'static str) -> impl IntoResponse {
     ([("cache-control", value)], "body")
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn origin_freshness_beats_the_route_ttl_unless_the_route_ignores_it() {
     let (cache, _store) = layer();
     let app = Router::new()
@@ -216,19 +216,19 @@ async fn origin_freshness_beats_the_route_ttl_unless_the_route_ignores_it() {
     // s-maxage wins over max-age for a shared cache (RFC 9111 §5.2.2.10).
     assert_eq!(
         origin.header("cache-status"),
-        Some("tower-response-cache; hit; ttl=1999")
+        Some("tower-response-cache; hit; ttl=2000")
     );
     fetch(&app, "/ignored").await;
     assert_eq!(
         fetch(&app, "/ignored").await.header("cache-status"),
-        Some("tower-response-cache; hit; ttl=4")
+        Some("tower-response-cache; hit; ttl=5")
     );
     let expired = fetch(&app, "/expired").await;
     assert_eq!(expired.x_cache(), "UNCACHEABLE");
     assert_eq!(fetch(&app, "/expired").await.x_cache(), "UNCACHEABLE");
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn origin_age_counts_against_freshness_and_in_the_age_header() {
     // RFC 9111 §4.2.3 (age calculation) and §5.1 (`Age` on hits).
     let (cache, _store) = layer();
@@ -243,7 +243,7 @@ async fn origin_age_counts_against_freshness_and_in_the_age_header() {
     assert_eq!(hit.header("age"), Some("40"));
     assert_eq!(
         hit.header("cache-status"),
-        Some("tower-response-cache; hit; ttl=59")
+        Some("tower-response-cache; hit; ttl=60")
     );
     assert_eq!(hit.headers.get_all("age").iter().count(), 1);
 }
@@ -316,7 +316,7 @@ async fn sliding_keeps_the_entry_s_own_ttl() {
     assert_eq!(calls.get(), 2);
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_memory_hit_shares_the_stored_bytes() {
     let (cache, store) = layer();
     let app = Router::new()
@@ -339,7 +339,7 @@ async fn a_memory_hit_shares_the_stored_bytes() {
     );
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn vary_selects_only_the_matching_variant() {
     // RFC 9111 §4.1: a stored response is selected only by requests with the same values of the
     // varied headers.
@@ -382,7 +382,7 @@ async fn vary_selects_only_the_matching_variant() {
     assert_eq!(calls.get(), 3);
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn an_entry_with_more_header_values_than_a_map_sizes_for_is_served() {
     // A store may hand back any entry (another writer, a codec reading what a newer version
     // wrote): one with tens of thousands of values of a header is still answered, not a panic.

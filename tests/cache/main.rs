@@ -26,7 +26,6 @@ mod revalidation;
 mod rfc9111;
 mod security;
 mod services;
-mod spans;
 mod storing;
 mod streaming;
 mod values;

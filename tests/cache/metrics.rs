@@ -74,7 +74,7 @@ fn counters(all: &Metrics) -> BTreeMap<(String, String), u64> {
     counters
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn every_counter_equals_the_stats_after_a_mixed_workload() {
     let recorder = DebuggingRecorder::new();
     let snapshotter = recorder.snapshotter();

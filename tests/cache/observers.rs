@@ -249,7 +249,7 @@ fn snapshot_of(
     handle.stats().snapshot()
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_coalesced_wait_is_told_with_how_long_it_waited() {
     let (cache, _store) = layer();
     let log = Log::default();
@@ -281,7 +281,7 @@ async fn a_coalesced_wait_is_told_with_how_long_it_waited() {
     );
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn timings_are_where_the_steps_ran() {
     let (cache, _store) = layer();
     let log = Log::default();
@@ -310,7 +310,7 @@ async fn timings_are_where_the_steps_ran() {
     assert!(bypass.lookup.is_none() && bypass.origin.unwrap() >= Duration::from_millis(50));
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn store_errors_are_told_with_operation_and_kind() {
     let log = Log::default();
     let cache = CacheLayer::new(BrokenStore)
@@ -329,7 +329,7 @@ async fn store_errors_are_told_with_operation_and_kind() {
     );
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_panicking_observer_leaves_responses_intact() {
     let (cache, _store) = layer();
     let log = Log::default();
@@ -359,7 +359,7 @@ async fn a_panicking_observer_leaves_responses_intact() {
     assert_eq!(origin.calls.get(), 1);
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn the_built_in_ratio_and_timing_observers_add_up() {
     let (cache, _store) = layer();
     let ratio = HitMissRatio::new();
@@ -402,7 +402,7 @@ fn snapshot_stats_ratio(stats: &tower_response_cache::stats::CacheStats) -> f64 
     stats.snapshot().hit_ratio()
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn removals_from_the_memory_store_are_told_by_cause() {
     // Room for a few small entries: more evict the coldest.
     let store = MemoryStore::new(8 * 1024);
@@ -425,7 +425,7 @@ async fn removals_from_the_memory_store_are_told_by_cause() {
     assert_eq!(evicted, store.removals().evicted);
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn an_observer_of_a_dropped_layer_is_not_told_any_more() {
     let store = MemoryStore::new(1 << 20);
     let log = Log::default();

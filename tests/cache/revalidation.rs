@@ -174,7 +174,7 @@ fn doc(cache_control: &'static str) -> Representation {
     }
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_no_cache_response_is_stored_and_revalidated_before_every_reuse() {
     let origin = Origin::new(Representation {
         header_304: Some(("x-revision", "2")),
@@ -220,7 +220,7 @@ async fn a_no_cache_response_is_stored_and_revalidated_before_every_reuse() {
     assert_eq!((stats.revalidated, stats.hits), (2, 0));
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn without_keep_a_no_cache_response_is_not_stored() {
     let origin = Origin::new(doc("no-cache"));
     let (cache, store) = layer();
@@ -234,7 +234,7 @@ async fn without_keep_a_no_cache_response_is_not_stored() {
     assert_eq!(snapshot(&cache).total.not_stored["no-cache"], 2);
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_no_cache_response_without_a_validator_is_not_stored() {
     let origin = Origin::new(Representation {
         etag: None,
@@ -247,7 +247,7 @@ async fn a_no_cache_response_without_a_validator_is_not_stored() {
     assert!(store.get("t:GET:/doc").await.unwrap().is_none());
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_304_updates_freshness_so_the_entry_is_fresh_again() {
     let (origin, app, _store) = filled(
         Representation {
@@ -274,7 +274,7 @@ async fn a_304_updates_freshness_so_the_entry_is_fresh_again() {
     assert_eq!((origin.full(), origin.not_modified()), (1, 1));
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_changed_representation_replaces_the_entry() {
     let (origin, app, store) = filled(doc("no-cache"), keeping()).await;
     origin.set(|doc| {
@@ -296,7 +296,7 @@ async fn a_changed_representation_replaces_the_entry() {
     assert_eq!((origin.full(), origin.not_modified()), (2, 1));
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn the_clients_own_validators_get_a_304_after_revalidation() {
     let (origin, app, _store) = filled(doc("no-cache"), keeping()).await;
     // The cache revalidates with its own validator, then answers the client's
@@ -318,7 +318,7 @@ async fn the_clients_own_validators_get_a_304_after_revalidation() {
     assert_eq!(origin.full(), 1);
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_request_no_cache_revalidates_a_fresh_entry() {
     let (origin, app, _store) = filled(doc("max-age=60"), layer()).await;
     assert_eq!(fetch(&app, "/doc").await.x_cache(), "HIT");
@@ -360,7 +360,7 @@ async fn concurrent_requests_share_one_revalidation() {
     assert_eq!(cache.in_flight(), 0);
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn stale_while_revalidate_refreshes_with_a_conditional_request() {
     let (origin, app, store) = filled(
         Representation {
@@ -391,7 +391,7 @@ async fn stale_while_revalidate_refreshes_with_a_conditional_request() {
 /// RFC 9111 §5.2.2.2, §5.2.2.8, §5.2.2.10: once stale, a response that says
 /// `must-revalidate`, `proxy-revalidate` or `s-maxage` is not served without revalidation,
 /// whatever the layer's stale windows; a stale directive in the response itself still counts.
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn revalidation_directives_forbid_configured_stale_serving() {
     // RFC 9111 §5.2.2.2, §5.2.2.8, §5.2.2.10 (see above).
     let cases = [
@@ -426,7 +426,7 @@ async fn revalidation_directives_forbid_configured_stale_serving() {
     }
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn s_maxage_with_stale_while_revalidate_is_served_stale() {
     // The CDN idiom `s-maxage=1, stale-while-revalidate=60`: the response grants the window
     // (RFC 5861 §3) that `s-maxage` alone would deny (RFC 9111 §5.2.2.10).
@@ -448,7 +448,7 @@ async fn s_maxage_with_stale_while_revalidate_is_served_stale() {
     );
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_no_cache_entry_is_never_served_stale_on_error() {
     let origin = Origin::new(doc("no-cache"));
     let (cache, _store) = keeping();
@@ -462,7 +462,7 @@ async fn a_no_cache_entry_is_never_served_stale_on_error() {
     );
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_304_for_another_representation_is_not_passed_off_as_the_entry() {
     let (origin, app, store) = filled(
         Representation {
@@ -485,7 +485,7 @@ async fn a_304_for_another_representation_is_not_passed_off_as_the_entry() {
     assert_eq!(origin.last_seen(), (None, None), "a full fetch");
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_head_revalidates_the_entry_and_gets_no_body() {
     use tower::ServiceExt;
     let (_origin, app, store) = filled(
@@ -517,7 +517,7 @@ async fn a_head_revalidates_the_entry_and_gets_no_body() {
     assert_eq!(entry.body, "version 1");
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_304_without_a_date_freshens_from_when_it_arrived() {
     // The stored response is 100 s old by its `Date`: stale from the start.
     let date = httpdate::fmt_http_date(std::time::SystemTime::now() - Duration::from_secs(100));
@@ -539,7 +539,7 @@ async fn a_304_without_a_date_freshens_from_when_it_arrived() {
     assert_eq!(origin.not_modified(), 1);
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_304_that_withdraws_permission_removes_the_entry() {
     let (_origin, app, store) = filled(
         Representation {
@@ -563,7 +563,7 @@ async fn a_304_that_withdraws_permission_removes_the_entry() {
     assert_eq!(fetch(&app, "/doc").await.x_cache(), "MISS");
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_zero_ttl_from_the_handler_keeps_a_response_with_a_validator_out() {
     let (cache, store) = keeping();
     let app = Router::new()
@@ -602,7 +602,7 @@ async fn a_sliding_route_does_not_serve_what_is_kept_for_revalidation() {
     assert_ne!(fetch(&app, "/doc").await.x_cache(), "HIT");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(start_paused = true)]
 async fn a_head_that_finds_the_entry_stale_refreshes_it_with_a_get() {
     use tower::ServiceExt;
     let (origin, app, store) = filled(
@@ -639,7 +639,7 @@ async fn a_head_that_finds_the_entry_stale_refreshes_it_with_a_get() {
     assert!(refreshed);
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_server_error_during_revalidation_keeps_the_entry_for_later() {
     let (origin, app, store) = filled(doc("no-cache"), keeping()).await;
     origin.inner.failing.store(true, Ordering::SeqCst);

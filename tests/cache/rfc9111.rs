@@ -84,7 +84,7 @@ async fn request(app: &Router, method: Method, uri: &str) -> Reply {
     .await
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_matching_if_none_match_gets_a_304_from_the_cache() {
     let calls = Calls::default();
     let app = app(&calls);
@@ -111,7 +111,7 @@ async fn a_matching_if_none_match_gets_a_304_from_the_cache() {
     assert_eq!(calls.get(), 1);
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn if_modified_since_is_answered_when_there_is_no_if_none_match() {
     let calls = Calls::default();
     let app = app(&calls);
@@ -137,7 +137,7 @@ async fn if_modified_since_is_answered_when_there_is_no_if_none_match() {
     assert_eq!(calls.get(), 1);
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_successful_unsafe_request_invalidates_its_target() {
     let calls = Calls::default();
     let app = app(&calls);
@@ -160,7 +160,7 @@ async fn a_successful_unsafe_request_invalidates_its_target() {
     );
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_failed_unsafe_request_invalidates_nothing() {
     // RFC 9111 §4.4: only a non-error response invalidates.
     let calls = Calls::default();
@@ -173,7 +173,7 @@ async fn a_failed_unsafe_request_invalidates_nothing() {
     assert_eq!(fetch(&app, "/items").await.header("x-cache"), Some("HIT"));
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn same_origin_location_and_content_location_are_invalidated_too() {
     // RFC 9111 §4.4: `Location` and `Content-Location` on the same origin are invalidated too;
     // other origins are not (a denial-of-service guard).
@@ -208,7 +208,7 @@ async fn same_origin_location_and_content_location_are_invalidated_too() {
     );
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn safe_methods_invalidate_nothing() {
     // RFC 9111 §4.4 applies to unsafe methods only (RFC 9110 §9.2.1).
     let calls = Calls::default();
@@ -218,7 +218,7 @@ async fn safe_methods_invalidate_nothing() {
     assert_eq!(fetch(&app, "/items/6").await.header("x-cache"), Some("HIT"));
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_conditional_miss_fills_the_cache_with_the_full_response() {
     // RFC 9111 §4.3.2: the cache may forward a conditional request without the client's
     // validators, to fill itself with the full response.
@@ -272,7 +272,7 @@ fn failing_app(
         .layer(cache)
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn stale_if_error_serves_the_stale_entry_when_the_origin_fails() {
     use std::sync::atomic::{AtomicBool, Ordering};
     let calls = Calls::default();
@@ -309,7 +309,7 @@ async fn stale_if_error_serves_the_stale_entry_when_the_origin_fails() {
     assert_eq!(fetch(&app, "/flaky").await.text(), "up #3");
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn without_stale_if_error_the_failure_goes_through() {
     // RFC 9111 §4.2.4: no stale response unless a directive or configuration allows it.
     use std::sync::atomic::{AtomicBool, Ordering};
@@ -326,7 +326,7 @@ async fn without_stale_if_error_the_failure_goes_through() {
     );
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn the_layer_setting_covers_service_errors_within_its_window() {
     // RFC 5861 §4 as a configured setting (RFC 9111 §4.2.4 allows configured stale serving).
     use std::sync::atomic::{AtomicUsize, Ordering};
@@ -375,7 +375,7 @@ async fn the_layer_setting_covers_service_errors_within_its_window() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(start_paused = true)]
 async fn stale_while_revalidate_answers_at_once_and_refreshes_once_in_the_background() {
     use std::sync::atomic::AtomicBool;
     let calls = Calls::default();
@@ -443,7 +443,7 @@ async fn stale_while_revalidate_answers_at_once_and_refreshes_once_in_the_backgr
     assert_eq!(cache.in_flight(), 0);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(start_paused = true)]
 async fn a_fetch_under_way_when_its_url_is_invalidated_is_not_stored() {
     use std::sync::Arc;
     use std::sync::atomic::{AtomicUsize, Ordering};
@@ -496,7 +496,7 @@ async fn a_fetch_under_way_when_its_url_is_invalidated_is_not_stored() {
     assert_eq!(cache.stats().snapshot().total.not_stored["invalidated"], 1);
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn expires_and_date_give_the_freshness_and_an_invalid_expires_none() {
     let now = std::time::SystemTime::now();
     let date = httpdate::fmt_http_date(now);
@@ -571,7 +571,7 @@ fn date_formats(time: std::time::SystemTime) -> [String; 3] {
     ]
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn dates_in_the_obsolete_formats_and_any_case_are_read_rfc9110_5_6_7() {
     let now = std::time::SystemTime::now();
     for (i, (date, expires)) in date_formats(now)
@@ -627,7 +627,7 @@ async fn dates_in_the_obsolete_formats_and_any_case_are_read_rfc9110_5_6_7() {
     }
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn of_an_age_list_or_several_age_lines_the_first_value_counts_rfc9111_5_1() {
     let (cache, store) = layer();
     let app = Router::new()
@@ -699,7 +699,7 @@ fn status_app(calls: &Calls) -> (Router, tower_response_cache::MemoryStore) {
     (app, store)
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn any_final_status_with_explicit_freshness_is_reused_while_fresh_rfc9111_3_and_4_2() {
     let calls = Calls::default();
     let (app, _store) = status_app(&calls);
@@ -726,7 +726,7 @@ async fn any_final_status_with_explicit_freshness_is_reused_while_fresh_rfc9111_
     }
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_status_outside_the_set_is_not_reused_after_its_explicit_freshness() {
     let calls = Calls::default();
     let (app, store) = status_app(&calls);
@@ -745,7 +745,7 @@ async fn a_status_outside_the_set_is_not_reused_after_its_explicit_freshness() {
     assert_eq!(calls.get(), 2);
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn must_understand_overrides_no_store_only_for_statuses_the_cache_knows_rfc9111_5_2_2_3() {
     let calls = Calls::default();
     let (app, _store) = status_app(&calls);
@@ -760,7 +760,7 @@ async fn must_understand_overrides_no_store_only_for_statuses_the_cache_knows_rf
     assert_eq!(fetch(&app, plain).await.x_cache(), "UNCACHEABLE");
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn heuristic_freshness_when_on_guesses_from_last_modified_rfc9111_4_2_2() {
     let ten_days_ago = httpdate::fmt_http_date(
         std::time::SystemTime::now() - std::time::Duration::from_secs(10 * 86_400),
@@ -798,7 +798,7 @@ async fn heuristic_freshness_when_on_guesses_from_last_modified_rfc9111_4_2_2() 
     }
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn qualified_no_cache_and_private_store_the_response_without_the_listed_fields_rfc9111_5_2_2_4_and_5_2_2_7()
  {
     let calls = Calls::default();
@@ -870,7 +870,7 @@ fn targeted_app(calls: &Calls, strip: bool) -> (Router, tower_response_cache::Me
     (app, store)
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn cdn_cache_control_replaces_cache_control_for_this_cache_rfc9213_2_1() {
     let calls = Calls::default();
     let (app, store) = targeted_app(&calls, false);
@@ -908,7 +908,7 @@ async fn cdn_cache_control_replaces_cache_control_for_this_cache_rfc9213_2_1() {
     assert_eq!(entry.ttl.as_secs(), 30);
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn targeted_fields_can_be_stripped_from_what_clients_get() {
     let calls = Calls::default();
     let (app, _store) = targeted_app(&calls, true);
@@ -922,7 +922,7 @@ async fn targeted_fields_can_be_stripped_from_what_clients_get() {
     }
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_200_to_a_head_updates_or_outdates_the_stored_get_rfc9111_4_3_5() {
     use std::sync::Arc;
     use std::sync::atomic::{AtomicUsize, Ordering};
@@ -978,7 +978,7 @@ async fn a_200_to_a_head_updates_or_outdates_the_stored_get_rfc9111_4_3_5() {
     assert_eq!(calls.get(), 4);
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn an_interim_response_is_never_stored_or_replayed_rfc9110_15_2() {
     let calls = Calls::default();
     let (app, store) = status_app(&calls);

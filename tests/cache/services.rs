@@ -29,7 +29,7 @@ fn layer_and_service_are_send_sync_and_clone() {
 #[derive(Debug, PartialEq)]
 struct OriginError(&'static str);
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn works_over_any_service_and_keeps_its_error_type() {
     let calls = Calls::default();
     let counter = calls.clone();
@@ -98,7 +98,7 @@ impl Store for BrokenStore {
     }
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_failing_store_never_fails_a_request() {
     let calls = Calls::default();
     let counter = calls.clone();
@@ -151,7 +151,7 @@ async fn a_failing_store_never_fails_a_request() {
     assert_eq!(snapshot.total.stores, 0);
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_write_on_a_background_task_is_not_announced_as_stored() {
     // The head leaves before a background write is done: whether the store took the
     // entry is not known, so nothing is said (a dead Redis behind the default write mode).
@@ -189,7 +189,7 @@ async fn a_write_on_a_background_task_is_not_announced_as_stored() {
     );
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn the_inner_service_is_driven_to_readiness() {
     // A concurrency limit is not ready while a call is in flight; the cache forwards
     // readiness, so the limit holds.
@@ -249,7 +249,7 @@ impl Store for BasicStore {
     }
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_sliding_route_on_a_store_without_touch_still_hits() {
     let cache = CacheLayer::new(BasicStore(MemoryStore::new(1 << 20)))
         .write_mode(WriteMode::Inline)
@@ -320,7 +320,7 @@ impl Store for HeldReads {
     }
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_miss_that_finds_its_flight_ended_looks_again_before_fetching() {
     // A request misses in the store, and before it can join the fetch of its key, that
     // fetch ends (its entry written, its flight gone). It must find the entry, not fetch

@@ -111,7 +111,7 @@ async fn next_data(body: &mut CacheBody<ChannelBody>) -> Bytes {
     body.frame().await.unwrap().unwrap().into_data().unwrap()
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn the_client_receives_bytes_before_the_body_completes() {
     let origin = Streaming::default();
     let (cache, store) = layer();
@@ -148,7 +148,7 @@ async fn the_client_receives_bytes_before_the_body_completes() {
     assert_eq!(snapshot(&cache).total.stores, 1);
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_body_over_the_cap_streams_whole_and_is_not_stored() {
     let origin = Streaming::default();
     let (cache, store) = layer();
@@ -171,7 +171,7 @@ async fn a_body_over_the_cap_streams_whole_and_is_not_stored() {
     assert_eq!(snapshot(&cache).total.not_stored["too-large"], 1);
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_body_still_streaming_as_the_head_leaves_is_not_announced_as_stored() {
     // RFC 9211 §2.6: `stored` only when true. The body's end is not known as the head
     // leaves; here it then grows past the cap and is not stored.
@@ -197,7 +197,7 @@ async fn a_body_still_streaming_as_the_head_leaves_is_not_announced_as_stored() 
     assert_eq!(snapshot(&cache).total.stores, 0);
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_body_complete_as_the_head_leaves_is_stored_by_then() {
     // The whole body was there at once (one frame, then the end): it is written before
     // the head leaves, so the head can say `stored` and the store holds it already.
@@ -246,7 +246,7 @@ async fn a_body_complete_as_the_head_leaves_is_stored_by_then() {
     assert_eq!(snapshot(&cache).total.stores, 2);
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_declared_length_over_the_cap_is_not_copied() {
     let origin = Streaming::default();
     let (cache, store) = layer();
@@ -267,7 +267,7 @@ async fn a_declared_length_over_the_cap_is_not_copied() {
     assert_eq!(entry_count(&store).await, 0);
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_client_that_disconnects_mid_body_stores_nothing() {
     let origin = Streaming::default();
     let (cache, store) = layer();
@@ -293,7 +293,7 @@ async fn a_client_that_disconnects_mid_body_stores_nothing() {
     );
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_body_error_reaches_the_client_and_stores_nothing() {
     let origin = Streaming::default();
     let (cache, store) = layer();
@@ -314,7 +314,7 @@ async fn a_body_error_reaches_the_client_and_stores_nothing() {
     assert_eq!(snapshot(&cache).total.not_stored["incomplete"], 1);
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn trailers_are_passed_on_and_the_response_is_not_stored() {
     let origin = Streaming::default();
     let (cache, store) = layer();
@@ -339,7 +339,7 @@ async fn trailers_are_passed_on_and_the_response_is_not_stored() {
     assert_eq!(snapshot(&cache).total.not_stored["trailers"], 1);
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn an_empty_body_is_stored_and_replayed() {
     let calls = Calls::default();
     let (cache, store) = layer();
@@ -363,7 +363,7 @@ async fn an_empty_body_is_stored_and_replayed() {
     assert_eq!(calls.get(), 1);
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn head_miss_stores_nothing_and_head_hit_has_no_body() {
     let origin = Streaming::default();
     let (cache, store) = layer();
@@ -413,7 +413,7 @@ async fn head_miss_stores_nothing_and_head_hit_has_no_body() {
     assert_eq!(origin.calls.get(), 2);
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn background_writes_land_in_the_store() {
     let origin = Streaming::default();
     let store = MemoryStore::new(1 << 20);
@@ -442,7 +442,7 @@ async fn background_writes_land_in_the_store() {
     assert!(found, "the background write stored the entry");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(start_paused = true)]
 async fn waiters_never_see_a_leader_body_that_was_cut_off() {
     let origin = Streaming::default();
     let (cache, store) = layer();
@@ -481,7 +481,7 @@ async fn waiters_never_see_a_leader_body_that_was_cut_off() {
     );
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_body_shorter_than_its_content_length_is_not_stored() {
     let origin = Streaming::default();
     let (cache, store) = layer();
@@ -502,7 +502,7 @@ async fn a_body_shorter_than_its_content_length_is_not_stored() {
     assert_eq!(snapshot(&cache).total.not_stored["incomplete"], 1);
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_body_longer_than_its_content_length_is_never_stored_as_sent() {
     // In one frame: more than declared arrives at once, and nothing is stored.
     let origin = Streaming::default();
@@ -537,7 +537,7 @@ async fn a_body_longer_than_its_content_length_is_never_stored_as_sent() {
     assert_eq!(entry.headers["content-length"], "4");
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_content_length_that_is_not_a_number_is_passed_on_and_not_stored() {
     let origin = Streaming::default();
     let (cache, store) = layer();
@@ -558,7 +558,7 @@ async fn a_content_length_that_is_not_a_number_is_passed_on_and_not_stored() {
     assert_eq!(snapshot(&cache).total.not_stored["malformed"], 2);
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_body_that_stalls_holds_up_no_other_request_past_the_coalescing_timeout() {
     let origin = Streaming::default();
     let (cache, store) = layer();

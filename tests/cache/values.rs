@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use tower_response_cache::clock::TokioClock;
 use tower_response_cache::store::PutIf;
 use tower_response_cache::value::{ValueCache, ValueError, ValueKey};
 use tower_response_cache::{MemoryStore, store::Store};
@@ -17,10 +18,13 @@ const MINUTE: Duration = Duration::from_secs(60);
 
 fn values() -> (ValueCache, MemoryStore) {
     let store = MemoryStore::new(16 << 20);
-    (ValueCache::new(store.clone()), store)
+    (
+        ValueCache::new(store.clone()).clock(TokioClock::new()),
+        store,
+    )
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn set_get_exists_delete_and_their_counts() {
     let (values, store) = values();
     assert_eq!(values.get::<User>("user:42").await.unwrap(), None);
@@ -58,7 +62,7 @@ async fn add_stores_only_what_is_absent() {
     assert_eq!(values.get::<u32>("short").await.unwrap(), Some(2));
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn add_under_contention_stores_once() {
     let (values, _store) = values();
     let tasks: Vec<_> = (0..64u32)
@@ -74,7 +78,7 @@ async fn add_under_contention_stores_once() {
     assert_eq!(added, 1);
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn expire_gives_a_new_life_and_values_expire() {
     let (values, store) = values();
     values
@@ -97,7 +101,7 @@ async fn expire_gives_a_new_life_and_values_expire() {
     assert_eq!(values.get::<String>("gone").await.unwrap(), None);
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_value_of_another_type_is_a_miss_never_a_panic() {
     let (values, store) = values();
     values.set("k", &"not a user", MINUTE).await.unwrap();
@@ -119,7 +123,7 @@ async fn a_value_of_another_type_is_a_miss_never_a_panic() {
     assert_eq!((stats.misses, stats.mismatches), (3, 3));
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn raw_bytes_and_many_at_once() {
     let (values, _store) = values();
     values
@@ -145,11 +149,13 @@ async fn raw_bytes_and_many_at_once() {
     );
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn clear_empties_its_namespace_and_nothing_else() {
     let store = MemoryStore::new(16 << 20);
-    let values = ValueCache::new(store.clone());
-    let others = ValueCache::new(store.clone()).namespace("other");
+    let values = ValueCache::new(store.clone()).clock(TokioClock::new());
+    let others = ValueCache::new(store.clone())
+        .clock(TokioClock::new())
+        .namespace("other");
     // A response cache on the same store.
     let (cache, _) = layer();
     let cache = cache.clone();
@@ -167,7 +173,7 @@ async fn clear_empties_its_namespace_and_nothing_else() {
     assert_eq!(fetch(&app, "/page").await.x_cache(), "HIT");
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn tags_purge_values() {
     let (values, _store) = values();
     values
@@ -183,7 +189,7 @@ async fn tags_purge_values() {
     assert!(values.exists("user:7").await.unwrap());
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn keys_from_arguments_are_readable_and_long_ones_hashed() {
     let (values, store) = values();
     let key = ValueKey::new("search").arg("a:b").arg(7);
@@ -203,7 +209,7 @@ async fn keys_from_arguments_are_readable_and_long_ones_hashed() {
     assert_eq!(values.get::<u8>(&long).await.unwrap(), Some(2));
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_thousand_concurrent_loads_of_one_key_call_the_loader_once() {
     let (values, _store) = values();
     let calls = crate::client::concurrent_loads(
@@ -218,7 +224,7 @@ async fn a_thousand_concurrent_loads_of_one_key_call_the_loader_once() {
     assert_eq!(stats.hits + stats.misses, 1000);
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn the_loader_runs_on_a_miss_only_and_its_errors_pass_through_unstored() {
     let (values, _store) = values();
     let calls = AtomicUsize::new(0);
@@ -250,7 +256,7 @@ async fn the_loader_runs_on_a_miss_only_and_its_errors_pass_through_unstored() {
     assert_eq!(values.stats().load_errors, 1);
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn ttl_from_the_value_skip_bypass_refresh_and_sliding() {
     let (values, store) = values();
     let n = AtomicUsize::new(0);
@@ -308,9 +314,9 @@ async fn ttl_from_the_value_skip_bypass_refresh_and_sliding() {
     }
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_failing_store_makes_loads_run_and_plain_reads_report() {
-    let values = ValueCache::new(BrokenStore);
+    let values = ValueCache::new(BrokenStore).clock(TokioClock::new());
     let got = values
         .get_or_insert_with("k", MINUTE, || async { Ok::<_, ()>(7u8) })
         .await;
@@ -323,7 +329,7 @@ async fn a_failing_store_makes_loads_run_and_plain_reads_report() {
     assert!(values.stats().store_errors >= 3);
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_slow_store_is_waited_for_at_most_the_store_timeout() {
     /// Every operation takes a minute.
     #[derive(Debug)]
@@ -364,7 +370,9 @@ async fn a_slow_store_is_waited_for_at_most_the_store_timeout() {
             Box::pin(async { Ok(0) })
         }
     }
-    let values = ValueCache::new(Stalled).store_timeout(Duration::from_millis(50));
+    let values = ValueCache::new(Stalled)
+        .clock(TokioClock::new())
+        .store_timeout(Duration::from_millis(50));
     let started = tokio::time::Instant::now();
     let got = values
         .get_or_insert_with("k", MINUTE, || async { Ok::<_, ()>(7u8) })
@@ -375,14 +383,16 @@ async fn a_slow_store_is_waited_for_at_most_the_store_timeout() {
     assert_eq!(values.stats().store_errors, 2);
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_layers_tag_purge_drops_its_pages_and_its_values() {
     let store = MemoryStore::new(16 << 20);
     let cache = tower_response_cache::CacheLayer::new(store.clone())
         .namespace("t")
         .write_mode(tower_response_cache::WriteMode::Inline);
     let values = cache.values("values");
-    let unrelated = ValueCache::new(store.clone()).namespace("elsewhere");
+    let unrelated = ValueCache::new(store.clone())
+        .clock(TokioClock::new())
+        .namespace("elsewhere");
     let handle = cache.handle();
     let app = axum::Router::new()
         .route(
@@ -411,12 +421,14 @@ async fn a_layers_tag_purge_drops_its_pages_and_its_values() {
 }
 
 #[cfg(feature = "msgpack")]
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn messagepack_values_round_trip_and_json_ones_are_not_theirs() {
     use tower_response_cache::value::MessagePack;
     let store = MemoryStore::new(16 << 20);
-    let json = ValueCache::new(store.clone());
-    let packed = ValueCache::new(store.clone()).serializer(MessagePack);
+    let json = ValueCache::new(store.clone()).clock(TokioClock::new());
+    let packed = ValueCache::new(store.clone())
+        .clock(TokioClock::new())
+        .serializer(MessagePack);
     packed.set("u", &alice(), MINUTE).await.unwrap();
     assert_eq!(packed.get::<User>("u").await.unwrap(), Some(alice()));
     // One key, two formats: each reads only its own.
@@ -427,7 +439,9 @@ async fn messagepack_values_round_trip_and_json_ones_are_not_theirs() {
 #[tokio::test]
 async fn counters_increment_atomically_and_expire() {
     let store = MemoryStore::new(16 << 20);
-    let values = ValueCache::new(store).default_ttl(Duration::from_millis(300));
+    let values = ValueCache::new(store)
+        .clock(TokioClock::new())
+        .default_ttl(Duration::from_millis(300));
     assert_eq!(values.counter("hits").await.unwrap(), None);
     let tasks: Vec<_> = (0..100)
         .map(|_| {
@@ -458,7 +472,7 @@ async fn counters_increment_atomically_and_expire() {
     assert_eq!(values.increment("hits", 5).await.unwrap(), 5);
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn errors_are_cached_only_when_asked_and_for_their_own_ttl() {
     let (values, _store) = values();
     let calls = AtomicUsize::new(0);
@@ -495,7 +509,7 @@ async fn errors_are_cached_only_when_asked_and_for_their_own_ttl() {
     assert_eq!(values.stats().mismatches, 0);
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_layers_observers_are_told_of_its_values_events() {
     use tower_response_cache::observe::{CacheEvent, EventKind};
     let seen: Arc<std::sync::Mutex<Vec<(String, String)>>> = Arc::default();
@@ -551,7 +565,7 @@ async fn a_layers_observers_are_told_of_its_values_events() {
     assert_eq!(failures, ["read", "write"]);
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn handlers_reach_values_through_axum_state() {
     fn assert_shareable<T: Clone + Send + Sync + 'static>() {}
     assert_shareable::<ValueCache>();
@@ -588,7 +602,7 @@ async fn handlers_reach_values_through_axum_state() {
     assert_eq!(values.stats().hits, 2);
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn waiters_share_a_skipped_value_and_run_their_own_loaders_after_a_failure() {
     let (values, _store) = values();
     let loads = Arc::new(AtomicUsize::new(0));

@@ -1,5 +1,11 @@
 //! The `cache` span: one per looked-up request, inside the request's span, with what the
 //! cache did; the key hashed unless configured otherwise; the level configurable.
+//!
+//! A test binary of its own: tracing keeps one maximum level and one interest per call site
+//! for the whole process, which the subscribers (and the spans) of other tests running at
+//! the same time would change.
+
+#![allow(clippy::unwrap_used)]
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -96,6 +102,13 @@ async fn request(app: &Router, uri: &str) -> String {
     String::from_utf8(body.to_vec()).unwrap()
 }
 
+/// This file's tests one at a time, each rebuilding the interest cache after setting its
+/// subscriber.
+async fn one_at_a_time() -> tokio::sync::MutexGuard<'static, ()> {
+    static ONE: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    ONE.lock().await
+}
+
 fn cache() -> CacheLayer {
     CacheLayer::new(MemoryStore::new(1 << 20))
         .namespace("t")
@@ -105,7 +118,9 @@ fn cache() -> CacheLayer {
 #[tokio::test]
 async fn each_looked_up_request_gets_a_cache_span_with_what_the_cache_did() {
     let spans = Spans::default();
+    let _one = one_at_a_time().await;
     let _guard = tracing::subscriber::set_default(registry().with(spans.clone()));
+    tracing::callsite::rebuild_interest_cache();
     let app = app(cache());
     request(&app, "/users/7").await;
     request(&app, "/users/7").await;
@@ -139,7 +154,9 @@ async fn each_looked_up_request_gets_a_cache_span_with_what_the_cache_did() {
 #[tokio::test]
 async fn the_key_can_be_shown_in_full_or_not_at_all() {
     let spans = Spans::default();
+    let _one = one_at_a_time().await;
     let _guard = tracing::subscriber::set_default(registry().with(spans.clone()));
+    tracing::callsite::rebuild_interest_cache();
     request(&app(cache().trace_keys(TraceKeys::Full)), "/users/7").await;
     request(&app(cache().trace_keys(TraceKeys::Omit)), "/users/7").await;
     let spans = spans.take();
@@ -151,7 +168,9 @@ async fn the_key_can_be_shown_in_full_or_not_at_all() {
 async fn the_span_s_level_decides_whether_a_subscriber_sees_it() {
     let spans = Spans::default();
     let subscriber = registry().with(spans.clone().with_filter(LevelFilter::INFO));
+    let _one = one_at_a_time().await;
     let _guard = tracing::subscriber::set_default(subscriber);
+    tracing::callsite::rebuild_interest_cache();
     // DEBUG by default: not wanted at INFO.
     request(&app(cache()), "/users/7").await;
     assert!(spans.take().is_empty());
