@@ -396,9 +396,9 @@ mod tests {
         };
         stats.record(
             &counters(Some("/users/{id}"), "/users/1"),
-            crate::stats::Event::Hit,
+            crate::stats::Counter::Hit,
         );
-        stats.record(&counters(None, "/x"), crate::stats::Event::Hit);
+        stats.record(&counters(None, "/x"), crate::stats::Counter::Hit);
         let snapshot = stats.snapshot();
         assert_eq!(snapshot.routes["/users/{id}"].hits, 1);
         assert_eq!(snapshot.routes[OTHER_ROUTE].hits, 1);

@@ -64,9 +64,11 @@ pub(crate) struct Counters {
     label: Arc<str>,
 }
 
-/// What happened, for the counters.
+/// Which counter to move: the counters' own names, each one field of [`Counts`]. What
+/// happened is an [`EventKind`](crate::observe::EventKind); the funnel maps it to these in
+/// one place.
 #[derive(Clone, Copy, Debug)]
-pub(crate) enum Event {
+pub(crate) enum Counter {
     Hit,
     /// A hit a tiered store answered from this tier (counted as a hit as well).
     TierHit(Tier),
@@ -98,22 +100,22 @@ impl Counters {
         &self.label
     }
 
-    fn counter(&self, event: Event) -> &AtomicU64 {
-        match event {
-            Event::Hit => &self.hits,
-            Event::TierHit(tier) => &self.tier_hits[tier as usize],
-            Event::Miss => &self.misses,
-            Event::Bypass => &self.bypasses,
-            Event::Refresh => &self.refreshes,
-            Event::Pass => &self.passes,
-            Event::Coalesced => &self.coalesced,
-            Event::CoalesceTimeout => &self.coalesce_timeouts,
-            Event::StaleIfError => &self.stale_if_error,
-            Event::StaleWhileRevalidate => &self.stale_while_revalidate,
-            Event::Revalidated => &self.revalidated,
-            Event::Stored => &self.stores,
-            Event::NotStored(reason) => &self.not_stored[reason.index()],
-            Event::StoreError(kind) => &self.store_errors[kind.index()],
+    fn counter(&self, counter: Counter) -> &AtomicU64 {
+        match counter {
+            Counter::Hit => &self.hits,
+            Counter::TierHit(tier) => &self.tier_hits[tier as usize],
+            Counter::Miss => &self.misses,
+            Counter::Bypass => &self.bypasses,
+            Counter::Refresh => &self.refreshes,
+            Counter::Pass => &self.passes,
+            Counter::Coalesced => &self.coalesced,
+            Counter::CoalesceTimeout => &self.coalesce_timeouts,
+            Counter::StaleIfError => &self.stale_if_error,
+            Counter::StaleWhileRevalidate => &self.stale_while_revalidate,
+            Counter::Revalidated => &self.revalidated,
+            Counter::Stored => &self.stores,
+            Counter::NotStored(reason) => &self.not_stored[reason.index()],
+            Counter::StoreError(kind) => &self.store_errors[kind.index()],
         }
     }
 
@@ -378,13 +380,13 @@ impl CacheStats {
             .fetch_add(ignored, Ordering::Relaxed);
     }
 
-    /// Counts `event` for the total and for `route`.
-    pub(crate) fn record(&self, route: &Counters, event: Event) {
+    /// Moves `counter` for the total and for `route`.
+    pub(crate) fn record(&self, route: &Counters, counter: Counter) {
         self.inner
             .total
-            .counter(event)
+            .counter(counter)
             .fetch_add(1, Ordering::Relaxed);
-        route.counter(event).fetch_add(1, Ordering::Relaxed);
+        route.counter(counter).fetch_add(1, Ordering::Relaxed);
     }
 
     /// The counters of requests that match no route.
@@ -642,12 +644,12 @@ mod tests {
     fn events_count_for_total_and_route() {
         let stats = CacheStats::new();
         let users = stats.route("/users/{id}");
-        stats.record(&users, Event::Hit);
-        stats.record(&users, Event::Hit);
-        stats.record(&users, Event::Miss);
-        stats.record(&users, Event::NotStored(NotStoredReason::Private));
+        stats.record(&users, Counter::Hit);
+        stats.record(&users, Counter::Hit);
+        stats.record(&users, Counter::Miss);
+        stats.record(&users, Counter::NotStored(NotStoredReason::Private));
         let other = stats.route(OTHER_ROUTE);
-        stats.record(&other, Event::Miss);
+        stats.record(&other, Counter::Miss);
         let snapshot = stats.snapshot();
         assert_eq!(snapshot.total.hits, 2);
         assert_eq!(snapshot.total.misses, 2);
@@ -663,7 +665,7 @@ mod tests {
         let stats = CacheStats::new();
         for i in 0..MAX_ROUTES + 50 {
             let counters = stats.route(&format!("/r{i}"));
-            stats.record(&counters, Event::Hit);
+            stats.record(&counters, Counter::Hit);
         }
         let snapshot = stats.snapshot();
         assert!(snapshot.routes.len() <= MAX_ROUTES + 1);
@@ -676,9 +678,9 @@ mod tests {
         let stats = CacheStats::new();
         stats.rule_route("/configured");
         let passed = stats.route("/passed-only");
-        stats.record(&passed, Event::Pass);
+        stats.record(&passed, Counter::Pass);
         let used = stats.route("/used");
-        stats.record(&used, Event::Miss);
+        stats.record(&used, Counter::Miss);
         let snapshot = stats.snapshot();
         let labels: Vec<&str> = snapshot.routes.keys().map(String::as_str).collect();
         assert_eq!(labels, ["/configured", "/used"], "no all-zero (other)");
@@ -689,7 +691,7 @@ mod tests {
     fn snapshot_round_trips_through_json() {
         let stats = CacheStats::new();
         let route = stats.route("/a");
-        stats.record(&route, Event::Stored);
+        stats.record(&route, Counter::Stored);
         let snapshot = stats.snapshot();
         let json = serde_json::to_string(&snapshot).unwrap();
         assert!(json.contains("\"stores\":1"), "{json}");

@@ -132,7 +132,7 @@ pub use observer::CacheObserver;
 pub(crate) use observer::Observers;
 
 use crate::outcome::Outcome;
-use crate::stats::{CacheStats, Counters, Event};
+use crate::stats::{CacheStats, Counter, Counters};
 use crate::store::StoreError;
 /// At most one message per interval; the ones in between are counted and reported with the
 /// next.
@@ -249,42 +249,26 @@ impl Funnel {
 
     fn count(&self, scope: Scope<'_>, kind: EventKind) {
         let stats = &self.stats;
-        let route = |event: Event| match scope.route {
-            Some(route) => stats.record(route, event),
-            None => stats.record(&stats.other(), event),
-        };
         match kind {
-            EventKind::Hit { tier, .. } => {
-                route(Event::Hit);
-                if let Some(tier) = tier {
-                    route(Event::TierHit(tier));
-                }
-            }
-            EventKind::Coalesced { .. } => {
-                route(Event::Hit);
-                route(Event::Coalesced);
-            }
-            EventKind::Stale { window, .. } => route(match window {
-                StaleWindow::WhileRevalidate => Event::StaleWhileRevalidate,
-                StaleWindow::IfError => Event::StaleIfError,
-            }),
-            EventKind::Revalidated => route(Event::Revalidated),
-            EventKind::Miss | EventKind::OnlyIfCachedMiss => route(Event::Miss),
-            EventKind::Refresh { .. } => route(Event::Refresh),
-            EventKind::Bypass { .. } => route(Event::Bypass),
-            EventKind::Pass => route(Event::Pass),
-            EventKind::CoalesceTimeout => route(Event::CoalesceTimeout),
-            EventKind::Stored { .. } => route(Event::Stored),
-            EventKind::NotStored { reason } => route(Event::NotStored(reason)),
-            EventKind::StoreError { kind, .. } => route(Event::StoreError(kind)),
             EventKind::Purged {
                 kind,
                 mode,
                 entries,
             } => stats.record_purge(kind, mode, entries),
             EventKind::TagsIgnored { count } => stats.record_tags_ignored(count),
-            // Counted by the store itself (read into the stats at snapshot time).
-            EventKind::Removed { .. } | EventKind::L1Flushed { .. } => {}
+            kind => {
+                let other;
+                let route = match scope.route {
+                    Some(route) => route,
+                    None => {
+                        other = stats.other();
+                        &other
+                    }
+                };
+                for counter in counters(kind).into_iter().flatten() {
+                    stats.record(route, counter);
+                }
+            }
         }
     }
 
@@ -292,37 +276,17 @@ impl Funnel {
     /// happens. Its counter is the one the `x-cache` value maps to; a request that waited
     /// for another's fetch counts `coalesced` as well.
     pub(crate) fn request_ended(&self, scope: Scope<'_>, ended: Ended, clock: Option<&Stopwatch>) {
-        if self.observers.is_none() {
-            // The hit path's case: the counters alone, without building the event.
-            let other;
-            let route = match scope.route {
-                Some(route) => route,
-                None => {
-                    other = self.stats.other();
-                    &other
-                }
-            };
-            match ended {
-                Ended::Passed => self.stats.record(route, Event::Pass),
-                Ended::Answered(outcome) => {
-                    self.stats.record(route, outcome.counter());
-                    match outcome {
-                        Outcome::Coalesced => self.stats.record(route, Event::Coalesced),
-                        Outcome::Hit {
-                            tier: Some(tier), ..
-                        } => self.stats.record(route, Event::TierHit(tier)),
-                        _ => {}
-                    }
-                }
-            }
-            return;
-        }
         let kind = match ended {
             Ended::Passed => EventKind::Pass,
             Ended::Answered(outcome) => {
                 event_kind(outcome, clock.map_or(Duration::ZERO, Stopwatch::waited))
             }
         };
+        if self.observers.is_none() {
+            // The hit path's case: the counters alone, without building the event.
+            self.count(scope, kind);
+            return;
+        }
         let timings = match clock {
             Some(clock) if self.observed() => clock.timings(),
             _ => Timings::default(),
@@ -361,6 +325,38 @@ impl Funnel {
 
 /// The event for a request's outcome (a coalesced request waited `waited`), which counts in
 /// the counter its `x-cache` value maps to ([`Outcome::counter`]).
+/// The counters an event moves: the one table from what happened to the counts (a coalesced
+/// answer is a hit as well, a tiered hit names its tier; events that are no route's —
+/// removals, flushes — move none, purges are counted apart).
+fn counters(kind: EventKind) -> [Option<Counter>; 2] {
+    match kind {
+        EventKind::Hit { tier, .. } => [Some(Counter::Hit), tier.map(Counter::TierHit)],
+        EventKind::Coalesced { .. } => [Some(Counter::Hit), Some(Counter::Coalesced)],
+        EventKind::Stale { window, .. } => [
+            Some(match window {
+                StaleWindow::WhileRevalidate => Counter::StaleWhileRevalidate,
+                StaleWindow::IfError => Counter::StaleIfError,
+            }),
+            None,
+        ],
+        EventKind::Revalidated => [Some(Counter::Revalidated), None],
+        EventKind::Miss | EventKind::OnlyIfCachedMiss => [Some(Counter::Miss), None],
+        EventKind::Refresh { .. } => [Some(Counter::Refresh), None],
+        EventKind::Bypass { .. } => [Some(Counter::Bypass), None],
+        EventKind::Pass => [Some(Counter::Pass), None],
+        EventKind::CoalesceTimeout => [Some(Counter::CoalesceTimeout), None],
+        EventKind::Stored { .. } => [Some(Counter::Stored), None],
+        EventKind::NotStored { reason } => [Some(Counter::NotStored(reason)), None],
+        EventKind::StoreError { kind, .. } => [Some(Counter::StoreError(kind)), None],
+        EventKind::Purged { .. }
+        | EventKind::TagsIgnored { .. }
+        | EventKind::Removed { .. }
+        | EventKind::L1Flushed { .. } => [None, None],
+    }
+}
+
+/// What a request's outcome is as an event: the one table from the outcome to events (and
+/// through [`counters`], to the counts).
 fn event_kind(outcome: Outcome, waited: Duration) -> EventKind {
     match outcome {
         Outcome::Hit { ttl, tier } => EventKind::Hit { ttl, tier },

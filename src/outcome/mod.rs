@@ -67,7 +67,6 @@ mod public;
 pub use public::{CacheOutcome, Detail, Forward, OutcomeStatus};
 
 use crate::policy::{BypassReason, NotStoredReason, RefreshReason};
-use crate::stats::Event;
 use crate::store::Tier;
 
 /// What became of a response the cache meant to store, as far as is known when its head
@@ -123,20 +122,6 @@ pub(crate) enum Outcome {
 }
 
 impl Outcome {
-    /// The counter this outcome counts in: the one its `x-cache` value maps to (a coalesced
-    /// request counts `coalesced` as well). Observers get the same outcome as an event.
-    pub(crate) fn counter(self) -> Event {
-        match self {
-            Self::Hit { .. } | Self::Coalesced => Event::Hit,
-            Self::Miss { .. } | Self::MissOnlyIfCached => Event::Miss,
-            Self::Refresh { .. } => Event::Refresh,
-            Self::Revalidated { .. } => Event::Revalidated,
-            Self::StaleIfError { .. } => Event::StaleIfError,
-            Self::StaleWhileRevalidate { .. } => Event::StaleWhileRevalidate,
-            Self::Bypass { .. } => Event::Bypass,
-        }
-    }
-
     /// The outcome in one word: the `x-cache` value.
     fn status(self) -> OutcomeStatus {
         match self {
