@@ -29,17 +29,18 @@ async fn a_store_written_outside_the_crate_keeps_the_store_contract() {
 #[tokio::test]
 #[should_panic(expected = "of concurrent PutIf::Newer writes the newest stands")]
 async fn the_contract_finds_a_conditional_write_that_is_not_atomic() {
-    run_contract(&racy::Racy::default()).await;
+    run_contract(&faulty::Faulty::new(faulty::Fault::RacyNewer)).await;
 }
 
-/// A store that claims touch and ignores it: the kit finds it out.
+/// A store that keeps entries longer than it is told: the kit finds it out.
 #[tokio::test]
 #[should_panic(expected = "an entry expires after the ttl it was put with")]
 async fn the_contract_finds_an_expiry_that_is_not_kept() {
-    run_contract(&forgetful::NoExpiry::default()).await;
+    run_contract(&faulty::Faulty::new(faulty::Fault::NoExpiry)).await;
 }
 
-mod racy {
+/// The example's store with one broken promise.
+mod faulty {
     use std::sync::Arc;
     use std::time::Duration;
 
@@ -50,10 +51,25 @@ mod racy {
 
     use super::custom_store::HashMapStore;
 
-    #[derive(Debug, Default)]
-    pub(super) struct Racy(HashMapStore);
+    /// The promise broken.
+    #[derive(Clone, Copy, Debug)]
+    pub(super) enum Fault {
+        /// `PutIf::Newer` as a read, then a write, with other writers between.
+        RacyNewer,
+        /// Every entry kept for an hour, whatever its TTL.
+        NoExpiry,
+    }
 
-    impl Store for Racy {
+    #[derive(Debug)]
+    pub(super) struct Faulty(HashMapStore, Fault);
+
+    impl Faulty {
+        pub(super) fn new(fault: Fault) -> Self {
+            Self(HashMapStore::new(), fault)
+        }
+    }
+
+    impl Store for Faulty {
         fn capabilities(&self) -> Capabilities {
             self.0.capabilities()
         }
@@ -70,66 +86,23 @@ mod racy {
             condition: PutIf,
         ) -> StoreFuture<'a, bool> {
             Box::pin(async move {
-                if condition == PutIf::Newer {
-                    let held = self.0.get(key).await?;
-                    // A network store's round trip: other writers come between.
-                    tokio::task::yield_now().await;
-                    if held.is_some_and(|held| held.stored_at > entry.stored_at) {
-                        return Ok(false);
+                match (self.1, condition) {
+                    (Fault::RacyNewer, PutIf::Newer) => {
+                        let held = self.0.get(key).await?;
+                        // A network store's round trip: other writers come between.
+                        tokio::task::yield_now().await;
+                        if held.is_some_and(|held| held.stored_at > entry.stored_at) {
+                            return Ok(false);
+                        }
+                        self.0.put(key, entry, ttl, PutIf::Always).await
                     }
-                    return self.0.put(key, entry, ttl, PutIf::Always).await;
+                    (Fault::NoExpiry, _) => {
+                        let hour = Duration::from_secs(3600);
+                        self.0.put(key, entry, hour, condition).await
+                    }
+                    _ => self.0.put(key, entry, ttl, condition).await,
                 }
-                self.0.put(key, entry, ttl, condition).await
             })
-        }
-
-        fn touch<'a>(
-            &'a self,
-            key: &'a str,
-            tags: &'a [String],
-            ttl: Duration,
-        ) -> StoreFuture<'a, bool> {
-            self.0.touch(key, tags, ttl)
-        }
-
-        fn purge<'a>(&'a self, target: PurgeTarget<'a>, mode: PurgeMode) -> StoreFuture<'a, u64> {
-            self.0.purge(target, mode)
-        }
-    }
-}
-
-mod forgetful {
-    use std::sync::Arc;
-    use std::time::Duration;
-
-    use tower_response_cache::CachedResponse;
-    use tower_response_cache::store::{
-        Capabilities, PurgeMode, PurgeTarget, PutIf, Store, StoreFuture,
-    };
-
-    use super::custom_store::HashMapStore;
-
-    #[derive(Debug, Default)]
-    pub(super) struct NoExpiry(HashMapStore);
-
-    impl Store for NoExpiry {
-        fn capabilities(&self) -> Capabilities {
-            self.0.capabilities()
-        }
-
-        fn get<'a>(&'a self, key: &'a str) -> StoreFuture<'a, Option<Arc<CachedResponse>>> {
-            self.0.get(key)
-        }
-
-        /// Keeps every entry for an hour, whatever it was given.
-        fn put<'a>(
-            &'a self,
-            key: &'a str,
-            entry: Arc<CachedResponse>,
-            _ttl: Duration,
-            condition: PutIf,
-        ) -> StoreFuture<'a, bool> {
-            self.0.put(key, entry, Duration::from_secs(3600), condition)
         }
 
         fn touch<'a>(

@@ -247,6 +247,7 @@ impl Funnel {
         }
     }
 
+    #[inline]
     fn count(&self, scope: Scope<'_>, kind: EventKind) {
         let stats = &self.stats;
         match kind {
@@ -328,6 +329,7 @@ impl Funnel {
 /// The counters an event moves: the one table from what happened to the counts (a coalesced
 /// answer is a hit as well, a tiered hit names its tier; events that are no route's —
 /// removals, flushes — move none, purges are counted apart).
+#[inline]
 fn counters(kind: EventKind) -> [Option<Counter>; 2] {
     match kind {
         EventKind::Hit { tier, .. } => [Some(Counter::Hit), tier.map(Counter::TierHit)],
@@ -357,6 +359,7 @@ fn counters(kind: EventKind) -> [Option<Counter>; 2] {
 
 /// What a request's outcome is as an event: the one table from the outcome to events (and
 /// through [`counters`], to the counts).
+#[inline]
 fn event_kind(outcome: Outcome, waited: Duration) -> EventKind {
     match outcome {
         Outcome::Hit { ttl, tier } => EventKind::Hit { ttl, tier },

@@ -350,14 +350,10 @@ pub trait StoreExt: Store {
         entries: &'a [(String, Arc<CachedResponse>, Duration)],
     ) -> impl Future<Output = Result<(), StoreError>> + Send + 'a {
         async move {
-            if let Some(batches) = self.batches() {
-                return batches.put_many(entries).await;
+            match self.batches() {
+                Some(batches) => batches.put_many(entries).await,
+                None => put_each(self, entries).await,
             }
-            for (key, entry, ttl) in entries {
-                self.put(key, Arc::clone(entry), *ttl, PutIf::Always)
-                    .await?;
-            }
-            Ok(())
         }
     }
 
@@ -393,6 +389,20 @@ pub trait StoreExt: Store {
 }
 
 impl<S: Store + ?Sized> StoreExt for S {}
+
+/// Stores each `(key, entry, ttl)` with its own put, one after another: many at once on a
+/// store that has no command for it.
+pub(crate) async fn put_each<S: Store + ?Sized>(
+    store: &S,
+    entries: &[(String, Arc<CachedResponse>, Duration)],
+) -> Result<(), StoreError> {
+    for (key, entry, ttl) in entries {
+        store
+            .put(key, Arc::clone(entry), *ttl, PutIf::Always)
+            .await?;
+    }
+    Ok(())
+}
 
 /// Every method forwarded (clippy's `missing_trait_methods` makes a forgotten one an error).
 #[deny(clippy::missing_trait_methods)]

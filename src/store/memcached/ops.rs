@@ -173,16 +173,7 @@ impl MemcachedStore {
     ) -> Result<bool, StoreError> {
         let write = self.prepare(key, &entry, ttl).await?;
         self.command(&write.key, async |client: &mut Client| {
-            added(
-                client
-                    .add(
-                        write.key.as_bytes(),
-                        write.bytes.as_ref(),
-                        Some(write.ttl),
-                        Some(write.flags),
-                    )
-                    .await,
-            )
+            write.add(client).await
         })
         .await
     }
@@ -207,17 +198,7 @@ impl MemcachedStore {
                         .meta_get(write.key.as_bytes(), false, None, Some(&["v", "c", "f"]))
                         .await?;
                     let Some(current) = current else {
-                        let added = added(
-                            client
-                                .add(
-                                    write.key.as_bytes(),
-                                    write.bytes.as_ref(),
-                                    Some(write.ttl),
-                                    Some(write.flags),
-                                )
-                                .await,
-                        )?;
-                        if added {
+                        if write.add(client).await? {
                             return Ok(Some(true));
                         }
                         continue;
@@ -369,6 +350,21 @@ pub(super) struct Write {
     flags: u32,
     /// As the protocol takes it.
     ttl: i64,
+}
+
+impl Write {
+    /// `add`: stored only where memcached holds nothing under the key; whether it did.
+    async fn add(&self, client: &mut Client) -> Result<bool, async_memcached::Error> {
+        let added = client
+            .add(
+                self.key.as_bytes(),
+                self.bytes.as_ref(),
+                Some(self.ttl),
+                Some(self.flags),
+            )
+            .await;
+        super::added(added)
+    }
 }
 
 /// The item flag of an entry stored with its purge mark in front.

@@ -357,11 +357,6 @@ impl Batches for MemcachedStore {
         &'a self,
         entries: &'a [(String, Arc<CachedResponse>, Duration)],
     ) -> StoreFuture<'a, ()> {
-        Box::pin(async move {
-            for (key, entry, ttl) in entries {
-                self.put_always(key, Arc::clone(entry), *ttl).await?;
-            }
-            Ok(())
-        })
+        Box::pin(crate::store::put_each(self, entries))
     }
 }

@@ -188,13 +188,7 @@ impl Batches for TieredStore {
         &'a self,
         entries: &'a [(String, Arc<CachedResponse>, Duration)],
     ) -> StoreFuture<'a, ()> {
-        Box::pin(async move {
-            for (key, entry, ttl) in entries {
-                self.put(key, Arc::clone(entry), *ttl, PutIf::Always)
-                    .await?;
-            }
-            Ok(())
-        })
+        Box::pin(crate::store::put_each(self, entries))
     }
 }
 
