@@ -61,6 +61,7 @@ use crate::entry::CachedResponse;
 mod binary;
 mod json;
 
+#[cfg(any(feature = "redis", feature = "memcached"))]
 pub(crate) use binary::{BINARY_PREFIX, BINARY_STORED_AT, binary_stored_at};
 
 /// Turns a [`CachedResponse`] into bytes and back.

@@ -132,8 +132,15 @@ impl fmt::Debug for MemcachedConfig {
 ///   ([`CacheHandle::invalidate_prefix`](crate::CacheHandle::invalidate_prefix)) is
 ///   unsupported: it selects keys by a filter, which a record cannot keep. An entry
 ///   without a mark (written by a version of this store before prefix purges) is a miss.
-/// - **Soft purges of keys**: the entry is rewritten stale in place, by compare-and-swap,
-///   with the life it had left.
+/// - **Purges of keys**: the entry is deleted (or, soft, rewritten stale in place by
+///   compare-and-swap, with the life it had left), after a tombstone numbered by the purge
+///   counter is left under the key for an hour: another instance's fetch of the key that
+///   was under way checks it before its write stands.
+/// - **Ordered writes**: a fetched response is written only over an older entry
+///   ([`PutIf::Newer`]), by compare-and-swap: the item read with its CAS value, its
+///   `stored_at` compared, the new one set with that CAS.
+/// - **Fill locks**: `add` of a lock key outside the namespace generations, released by
+///   compare-and-swap only while it is still the holder's.
 /// - **Failing open**: every command is bounded by the command timeout, and consecutive
 ///   failures of a server open its circuit breaker (the one `RedisStore` uses), so that
 ///   one server down costs only its own keys.
@@ -166,8 +173,8 @@ impl fmt::Debug for MemcachedConfig {
 ///   `version_ttl` (1 s; 0 reads the records on every hit of a tagged entry).
 /// - **Prefix purges**: as tag purges, the purging instance at once, the others within
 ///   `version_ttl`; [`clear`](crate::store::StoreExt::clear) empties the store's whole namespace.
-/// - **Atomic operations**: [`PutIf::Absent`] is memcached's `add`,
-///   and counters are `incr` / `decr`. Memcached counters are unsigned, so one taken below
+/// - **Atomic operations**: [`PutIf::Absent`] is memcached's `add`, [`PutIf::Newer`] a
+///   compare-and-swap, and counters are `incr` / `decr`. Memcached counters are unsigned, so one taken below
 ///   zero stays at zero. [Values](crate::value) work on it as on Redis.
 /// - **As the shared tier of a [`TieredStore`](crate::TieredStore)**:
 ///   `TieredStore::with_channel(memcached, redis, config)`, with the channel on a Redis
