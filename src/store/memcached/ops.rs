@@ -262,6 +262,7 @@ impl MemcachedStore {
     /// [`TOMBSTONE_TTL`].
     pub(super) async fn record_key_purges(&self, keys: &[String]) -> Result<(), StoreError> {
         let number = self.next_purge().await?;
+        let generation = self.generation().await?;
         let recorded = keys.iter().filter(|key| {
             let base = CacheKey::without_slot(key);
             base == key.as_str() || !keys.iter().any(|other| other == base)
@@ -269,7 +270,8 @@ impl MemcachedStore {
         let ttl = protocol_ttl(TOMBSTONE_TTL);
         for key in recorded {
             let tombstone = self.key_aside("purged", key);
-            self.command(&tombstone, async |client: &mut Client| {
+            let server = self.tombstone_server(generation, key);
+            self.command_on(server, async |client: &mut Client| {
                 compare_and_swap(client, &tombstone, Some(ttl), |current| {
                     (current.and_then(parse_number) < Some(number))
                         .then(|| number.to_string().into_bytes())
@@ -281,21 +283,41 @@ impl MemcachedStore {
         Ok(())
     }
 
+    /// The server of `key`'s tombstone: its entry's, so that the keys of a server that is
+    /// up keep being stored and checked while another is down.
+    fn tombstone_server(&self, generation: u64, key: &str) -> &Server {
+        self.server_for(&self.key_in(generation, key))
+    }
+
     /// Whether `key` (or the URL whose variant slot it is) was purged after `mark`, by its
     /// tombstone.
-    pub(super) async fn key_purged_since(&self, mark: u64, key: &str) -> Result<bool, StoreError> {
+    pub(super) async fn key_purged_since(
+        &self,
+        generation: u64,
+        mark: u64,
+        key: &str,
+    ) -> Result<bool, StoreError> {
         let base = CacheKey::without_slot(key);
-        let mut tombstones = vec![self.key_aside("purged", key)];
+        let mut keys = vec![key];
         if base != key {
-            tombstones.push(self.key_aside("purged", base));
+            keys.push(base);
         }
-        let read = self.read_items(&tombstones, 0..tombstones.len()).await?;
-        Ok(read.iter().any(|(_, item)| {
-            item.data
-                .as_deref()
-                .and_then(parse_number)
-                .is_some_and(|number| number > mark)
-        }))
+        for key in keys {
+            let tombstone = self.key_aside("purged", key);
+            let server = self.tombstone_server(generation, key);
+            let found = self
+                .command_on(server, async |client: &mut Client| {
+                    client.get(tombstone.as_bytes()).await
+                })
+                .await?;
+            let number = found
+                .and_then(|item| item.data)
+                .and_then(|data| parse_number(&data));
+            if number.is_some_and(|number| number > mark) {
+                return Ok(true);
+            }
+        }
+        Ok(false)
     }
 
     /// `delete`; whether there was an item.

@@ -184,7 +184,7 @@ impl SharedStore for MemcachedStore {
             if control.with_prefixes(|record| record.purged_since(key, mark)) {
                 return Ok(true);
             }
-            if self.key_purged_since(mark, key).await? {
+            if self.key_purged_since(generation, mark, key).await? {
                 return Ok(true);
             }
             let records = self.tag_records(generation, tags, false).await?;
