@@ -25,7 +25,7 @@ pub(super) async fn ordered_writes_race(store: &dyn Store, report: &mut Contract
         for result in futures_util::future::join_all(writes).await {
             ok(name, "PutIf::Newer under contention", result);
         }
-        let held = ok(name, "get", store.get(&key).await);
+        let held = get(store, &key).await;
         ensure!(
             name,
             "of concurrent PutIf::Newer writes the newest stands",
@@ -42,31 +42,14 @@ pub(super) async fn expiry_and_touch(store: &dyn Store, report: &mut ContractRep
     let can = store.capabilities();
     let name = can.name;
     let second = Duration::from_secs(1);
-    ok(
-        name,
-        "put",
-        store
-            .put("contract:short", entry("short", &[]), second, PutIf::Always)
-            .await,
-    );
+    put(store, "contract:short", entry("short", &[]), second).await;
     ensure!(
         name,
         "an entry is found within its ttl",
-        ok(name, "get", store.get("contract:short").await).is_some()
+        get(store, "contract:short").await.is_some()
     );
     if can.touch {
-        ok(
-            name,
-            "put",
-            store
-                .put(
-                    "contract:touch",
-                    entry("touch", &["t5"]),
-                    second,
-                    PutIf::Always,
-                )
-                .await,
-        );
+        put(store, "contract:touch", entry("touch", &["t5"]), second).await;
         let tags = ["t5".to_owned()];
         ensure!(
             name,
@@ -89,7 +72,7 @@ pub(super) async fn expiry_and_touch(store: &dyn Store, report: &mut ContractRep
         ensure!(
             name,
             "touch makes no entry",
-            ok(name, "get", store.get("contract:untouched").await).is_none()
+            get(store, "contract:untouched").await.is_none()
         );
     } else {
         refused(
@@ -105,14 +88,14 @@ pub(super) async fn expiry_and_touch(store: &dyn Store, report: &mut ContractRep
     ensure!(
         name,
         "an entry expires after the ttl it was put with",
-        ok(name, "get", store.get("contract:short").await).is_none()
+        get(store, "contract:short").await.is_none()
     );
     report.kept("entries expire after the ttl they were put with");
     if can.touch {
         ensure!(
             name,
             "a touched entry lives on",
-            ok(name, "get", store.get("contract:touch").await).is_some()
+            get(store, "contract:touch").await.is_some()
         );
         if can.tag_purges {
             let target = PurgeTarget::Tag {
@@ -127,7 +110,7 @@ pub(super) async fn expiry_and_touch(store: &dyn Store, report: &mut ContractRep
             ensure!(
                 name,
                 "a touched entry's tags still find it",
-                ok(name, "get", store.get("contract:touch").await).is_none()
+                get(store, "contract:touch").await.is_none()
             );
         }
         report.kept("touch extends an entry's life, tags included, and revives none");
@@ -142,13 +125,7 @@ pub(super) async fn prefixes(store: &dyn Store, report: &mut ContractReport) {
         ("contract:p:2", &["t9"][..]),
         ("contract:q:1", &[][..]),
     ] {
-        ok(
-            name,
-            "put",
-            store
-                .put(key, entry("p", tags), MINUTE, PutIf::Always)
-                .await,
-        );
+        put(store, key, entry("p", tags), MINUTE).await;
     }
     if !can.prefix_purges {
         refused(
@@ -170,7 +147,7 @@ pub(super) async fn prefixes(store: &dyn Store, report: &mut ContractReport) {
         removed == if can.counts_purges { 2 } else { 0 },
         "{removed}"
     );
-    let gone = |key| async move { ok(name, "get", store.get(key).await).is_none() };
+    let gone = |key| async move { get(store, key).await.is_none() };
     ensure!(
         name,
         "a prefix purge takes every key under it, tagged ones too",
@@ -181,17 +158,11 @@ pub(super) async fn prefixes(store: &dyn Store, report: &mut ContractReport) {
         "a prefix purge leaves other prefixes",
         !gone("contract:q:1").await
     );
-    ok(
-        name,
-        "put",
-        store
-            .put("contract:p:1", entry("again", &[]), MINUTE, PutIf::Always)
-            .await,
-    );
+    put(store, "contract:p:1", entry("again", &[]), MINUTE).await;
     ensure!(
         name,
         "what is stored after a prefix purge stays",
-        body(&ok(name, "get", store.get("contract:p:1").await)) == Some(b"again")
+        body(&get(store, "contract:p:1").await) == Some(b"again")
     );
     report.kept("prefix purges");
 
@@ -201,13 +172,7 @@ pub(super) async fn prefixes(store: &dyn Store, report: &mut ContractReport) {
         filter: Some(filter),
     };
     if can.filtered_prefix_purges {
-        ok(
-            name,
-            "put",
-            store
-                .put("contract:p:3", entry("p3", &[]), MINUTE, PutIf::Always)
-                .await,
-        );
+        put(store, "contract:p:3", entry("p3", &[]), MINUTE).await;
         ok(
             name,
             "filtered prefix purge",
@@ -237,20 +202,14 @@ pub(super) async fn prefixes(store: &dyn Store, report: &mut ContractReport) {
         prefix: "contract:p:",
         filter: None,
     };
-    ok(
-        name,
-        "put",
-        store
-            .put("contract:p:4", entry("p4", &[]), MINUTE, PutIf::Always)
-            .await,
-    );
+    put(store, "contract:p:4", entry("p4", &[]), MINUTE).await;
     if can.soft_purges {
         ok(
             name,
             "soft prefix purge",
             store.purge(soft, PurgeMode::Soft).await,
         );
-        let kept = ok(name, "get", store.get("contract:p:4").await);
+        let kept = get(store, "contract:p:4").await;
         ensure!(
             name,
             "a soft prefix purge keeps its entries, stale",
@@ -268,14 +227,8 @@ pub(super) async fn prefixes(store: &dyn Store, report: &mut ContractReport) {
 pub(super) async fn tags(store: &dyn Store, report: &mut ContractReport) {
     let can = store.capabilities();
     let name = can.name;
-    let put = async |key: &str, entry: Arc<CachedResponse>| {
-        ok(
-            name,
-            "put",
-            store.put(key, entry, MINUTE, PutIf::Always).await,
-        )
-    };
-    let get = async |key: &str| ok(name, "get", store.get(key).await);
+    let put = async |key: &str, entry: Arc<CachedResponse>| put(store, key, entry, MINUTE).await;
+    let get = async |key: &str| get(store, key).await;
     put("contract:t", entry("tagged", &["t2"])).await;
     let target = PurgeTarget::Tag {
         tag: "t2",
@@ -387,7 +340,7 @@ pub(super) async fn counters(store: &dyn Store, report: &mut ContractReport) {
     ensure!(
         name,
         "a counter is no entry",
-        ok(name, "get", store.get("contract:absent-counter").await).is_none()
+        get(store, "contract:absent-counter").await.is_none()
             && ok(
                 name,
                 "counter",

@@ -139,6 +139,18 @@ fn aged(body: &'static str, seconds_ago: u64) -> Arc<CachedResponse> {
     Arc::new(aged)
 }
 
+/// Stores `entry` under `key` whatever the key holds; a store error panics, naming it.
+async fn put(store: &dyn Store, key: &str, entry: Arc<CachedResponse>, ttl: Duration) {
+    let name = store.capabilities().name;
+    ok(name, "put", store.put(key, entry, ttl, PutIf::Always).await);
+}
+
+/// The entry under `key`; a store error panics, naming it.
+async fn get(store: &dyn Store, key: &str) -> Option<Arc<CachedResponse>> {
+    let name = store.capabilities().name;
+    ok(name, "get", store.get(key).await)
+}
+
 fn body(entry: &Option<Arc<CachedResponse>>) -> Option<&[u8]> {
     entry.as_deref().map(|entry| &entry.body[..])
 }
