@@ -969,3 +969,52 @@ async fn an_older_write_racing_a_newer_one_never_wins() {
     // The older write is refused whenever the newer one landed first: both orders happened.
     assert!(older_first < 200, "the newer write never landed first");
 }
+
+/// With the server of the namespace's control values down, a purge of a key cannot be
+/// numbered for other instances' fetches (none of which can store then): the entry is
+/// removed all the same, and the failure reported.
+#[tokio::test]
+async fn a_key_purge_removes_the_entry_even_when_it_cannot_be_recorded() {
+    if !available() {
+        return;
+    }
+    for _ in 0..12 {
+        let mut servers = [Memcached::start(&[]), Memcached::start(&[])];
+        let store = MemcachedStore::new(MemcachedConfig {
+            command_timeout: Duration::from_millis(200),
+            breaker_threshold: 2,
+            breaker_cooldown: Duration::from_secs(60),
+            version_ttl: Duration::from_secs(30),
+            ..MemcachedConfig::new(servers.iter().map(Memcached::address))
+        })
+        .unwrap();
+        let keys: Vec<String> = (0..8).map(|n| format!("k{n}")).collect();
+        for key in &keys {
+            store
+                .put(key, entry("v"), MINUTE, PutIf::Always)
+                .await
+                .unwrap();
+        }
+        servers[0].kill();
+        // The control values on the survivor: not the case this test is about.
+        if store.clear().await.is_ok() {
+            continue;
+        }
+        let mut survivors = 0;
+        for key in &keys {
+            if !matches!(store.get(key).await, Ok(Some(_))) {
+                continue;
+            }
+            survivors += 1;
+            assert!(store.remove(key).await.is_err(), "{key}: reported");
+            assert!(
+                store.get(key).await.unwrap().is_none(),
+                "{key}: removed all the same"
+            );
+        }
+        if survivors > 0 {
+            return;
+        }
+    }
+    panic!("the control values' server was never the one down with keys on the other");
+}

@@ -109,21 +109,21 @@ impl Store for MemcachedStore {
     fn purge<'a>(&'a self, target: PurgeTarget<'a>, mode: PurgeMode) -> StoreFuture<'a, u64> {
         Box::pin(async move {
             match (target, mode) {
-                (PurgeTarget::Keys(keys), PurgeMode::Hard) => {
-                    self.record_key_purges(keys).await?;
-                    let mut removed = 0;
+                // Recorded first, for other instances' fetches under way; carried out even
+                // when it cannot be recorded (the control values' server down, when no
+                // instance's fetch can check a purge and none stores), that failure then
+                // reported.
+                (PurgeTarget::Keys(keys), mode) => {
+                    let recorded = self.record_key_purges(keys).await;
+                    let mut purged = 0;
                     for key in keys {
-                        removed += u64::from(self.remove_key(key).await?);
+                        let done = match mode {
+                            PurgeMode::Soft => self.soften_key(key).await?,
+                            _ => self.remove_key(key).await?,
+                        };
+                        purged += u64::from(done);
                     }
-                    Ok(removed)
-                }
-                (PurgeTarget::Keys(keys), PurgeMode::Soft) => {
-                    self.record_key_purges(keys).await?;
-                    let mut softened = 0;
-                    for key in keys {
-                        softened += u64::from(self.soften_key(key).await?);
-                    }
-                    Ok(softened)
+                    recorded.map(|()| purged)
                 }
                 (PurgeTarget::Tag { tag, within }, mode) => {
                     self.purge_record(Some(tag), within, mode).await?;
