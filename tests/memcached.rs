@@ -898,14 +898,7 @@ async fn a_layer_on_two_servers_keeps_caching_with_either_one_down() {
     // down, on new ports each round, until both cases have been seen.
     let mut seen = [false; 2];
     for _ in 0..12 {
-        let mut servers = [Memcached::start(&[]), Memcached::start(&[])];
-        let store = MemcachedStore::new(MemcachedConfig {
-            command_timeout: Duration::from_millis(200),
-            breaker_threshold: 2,
-            breaker_cooldown: Duration::from_secs(60),
-            ..MemcachedConfig::new(servers.iter().map(Memcached::address))
-        })
-        .unwrap();
+        let (mut servers, store) = two_servers(Duration::from_secs(1));
         let (app, _calls) = counting_app(
             "/{n}",
             CacheLayer::new(store.clone()).write_mode(WriteMode::Inline),
@@ -979,15 +972,7 @@ async fn a_key_purge_removes_the_entry_even_when_it_cannot_be_recorded() {
         return;
     }
     for _ in 0..12 {
-        let mut servers = [Memcached::start(&[]), Memcached::start(&[])];
-        let store = MemcachedStore::new(MemcachedConfig {
-            command_timeout: Duration::from_millis(200),
-            breaker_threshold: 2,
-            breaker_cooldown: Duration::from_secs(60),
-            version_ttl: Duration::from_secs(30),
-            ..MemcachedConfig::new(servers.iter().map(Memcached::address))
-        })
-        .unwrap();
+        let (mut servers, store) = two_servers(Duration::from_secs(30));
         let keys: Vec<String> = (0..8).map(|n| format!("k{n}")).collect();
         for key in &keys {
             store
@@ -1017,4 +1002,20 @@ async fn a_key_purge_removes_the_entry_even_when_it_cannot_be_recorded() {
         }
     }
     panic!("the control values' server was never the one down with keys on the other");
+}
+
+/// Two fresh servers and a store on both that gives up on one quickly (a short command
+/// timeout, a breaker that opens after two failures and stays open), using the namespace's
+/// control values for `version_ttl` between reads.
+fn two_servers(version_ttl: Duration) -> ([Memcached; 2], MemcachedStore) {
+    let servers = [Memcached::start(&[]), Memcached::start(&[])];
+    let store = MemcachedStore::new(MemcachedConfig {
+        command_timeout: Duration::from_millis(200),
+        breaker_threshold: 2,
+        breaker_cooldown: Duration::from_secs(60),
+        version_ttl,
+        ..MemcachedConfig::new(servers.iter().map(Memcached::address))
+    })
+    .unwrap();
+    (servers, store)
 }
