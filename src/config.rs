@@ -17,12 +17,14 @@ use crate::fence::{Invalidations, Invalidator, Started};
 use crate::observe::Funnel;
 use crate::observe::trace::TraceSettings;
 use crate::outcome::CacheStatus;
+use crate::policy::RoutePolicy;
 use crate::policy::cache_control::CacheControl;
+use crate::policy::freshness::FreshnessSettings;
 use crate::policy::response::StorageRules;
 use crate::policy::tags::TagRules;
 use crate::policy::targeted::response_directives;
 use crate::policy::{ClientControl, HeuristicFreshness, RequestCookies};
-use crate::routes::RouteTable;
+use crate::routes::{Route, RouteTable};
 use crate::store::{Capabilities, SharedStore, Store};
 
 /// How long a request waits for another's fetch.
@@ -137,13 +139,10 @@ pub(crate) struct Config {
     pub(crate) trace: TraceSettings,
     pub(crate) namespace: Arc<str>,
     pub(crate) max_key_len: usize,
-    pub(crate) default_ttl: Option<Duration>,
-    pub(crate) negative_ttl: Option<Duration>,
+    /// What a route gets unless its rule says otherwise ([`Config::settings`]).
+    pub(crate) defaults: RouteDefaults,
     pub(crate) ttl_fn: Option<TtlFn>,
-    pub(crate) honor_origin: bool,
     pub(crate) heuristic: Option<HeuristicFreshness>,
-    pub(crate) client_control: ClientControl,
-    pub(crate) request_cookies: RequestCookies,
     pub(crate) invalidate_unknown_methods: bool,
     pub(crate) bypass_header: HeaderName,
     pub(crate) status_header: Option<HeaderName>,
@@ -152,8 +151,6 @@ pub(crate) struct Config {
     pub(crate) write_mode: WriteMode,
     pub(crate) routes: RouteTable,
     pub(crate) coalescing: Coalescing,
-    pub(crate) stale_if_error: Option<Duration>,
-    pub(crate) stale_while_revalidate: Option<Duration>,
     /// Variants stored per key at most (the key's own entry and `max_variants - 1` slots).
     pub(crate) max_variants: usize,
     /// Recent invalidations, which fetches that started before them may not overwrite.
@@ -213,13 +210,17 @@ impl Config {
             trace: TraceSettings::default(),
             namespace: Arc::from("cache"),
             max_key_len: 250,
-            default_ttl: Some(Duration::from_secs(60)),
-            negative_ttl: None,
+            defaults: RouteDefaults {
+                ttl: Some(Duration::from_secs(60)),
+                negative_ttl: None,
+                honor_origin: true,
+                client_control: ClientControl::Allow,
+                request_cookies: RequestCookies::RequireShared,
+                stale_if_error: None,
+                stale_while_revalidate: None,
+            },
             ttl_fn: None,
-            honor_origin: true,
             heuristic: None,
-            client_control: ClientControl::Allow,
-            request_cookies: RequestCookies::RequireShared,
             invalidate_unknown_methods: true,
             bypass_header: DEFAULT_BYPASS_HEADER,
             status_header: Some(DEFAULT_STATUS_HEADER),
@@ -234,8 +235,6 @@ impl Config {
                 )),
                 on: true,
             },
-            stale_if_error: None,
-            stale_while_revalidate: None,
             max_variants: DEFAULT_MAX_VARIANTS,
             invalidations: Arc::default(),
             tags: TagRules::default(),
@@ -245,6 +244,14 @@ impl Config {
             outcome_extension: false,
             purge_method: None,
             warming: Arc::default(),
+        }
+    }
+
+    /// A request's settings: its route's rule over the layer's defaults.
+    pub(crate) fn settings<'a>(&'a self, route: &'a Route) -> Settings<'a> {
+        Settings {
+            rule: route.policy.as_deref(),
+            config: self,
         }
     }
 
@@ -292,5 +299,82 @@ impl Config {
     /// How long a request waits for another's fetch.
     pub(crate) fn coalesce_timeout(&self) -> Duration {
         self.coalescing.coalescer.timeout()
+    }
+}
+
+/// The layer's values for what a route rule ([`RoutePolicy`]) may override.
+#[derive(Clone, Debug)]
+pub(crate) struct RouteDefaults {
+    pub(crate) ttl: Option<Duration>,
+    pub(crate) negative_ttl: Option<Duration>,
+    pub(crate) honor_origin: bool,
+    pub(crate) client_control: ClientControl,
+    pub(crate) request_cookies: RequestCookies,
+    pub(crate) stale_if_error: Option<Duration>,
+    pub(crate) stale_while_revalidate: Option<Duration>,
+}
+
+/// A request's settings: its route's rule, where it says something, over the layer's
+/// defaults. Every override is resolved here and nowhere else; each setting is read when a
+/// phase needs it, so a hit does not resolve the freshness settings only a fetch uses.
+#[derive(Clone, Copy)]
+pub(crate) struct Settings<'a> {
+    rule: Option<&'a RoutePolicy>,
+    config: &'a Config,
+}
+
+impl<'a> Settings<'a> {
+    fn defaults(&self) -> &'a RouteDefaults {
+        &self.config.defaults
+    }
+
+    /// Whether the route is cached at all.
+    pub(crate) fn enabled(&self) -> bool {
+        self.rule.is_none_or(|rule| rule.enabled)
+    }
+
+    /// Sliding expiry: a read renews the entry's TTL; presence is freshness.
+    pub(crate) fn sliding(&self) -> bool {
+        self.rule.is_some_and(|rule| rule.sliding)
+    }
+
+    /// The route's namespace inside the layer's, if it has one.
+    pub(crate) fn namespace(&self) -> Option<&'a Arc<str>> {
+        self.rule.and_then(|rule| rule.namespace.as_ref())
+    }
+
+    /// How far the request's own `Cache-Control` is followed.
+    pub(crate) fn client_control(&self) -> &'a ClientControl {
+        self.rule
+            .and_then(|rule| rule.client_control.as_ref())
+            .unwrap_or(&self.defaults().client_control)
+    }
+
+    /// Whether a request with cookies may share an entry.
+    pub(crate) fn request_cookies(&self) -> RequestCookies {
+        self.rule
+            .and_then(|rule| rule.request_cookies)
+            .unwrap_or(self.defaults().request_cookies)
+    }
+
+    /// Where a stored response's freshness comes from.
+    pub(crate) fn freshness(&self) -> FreshnessSettings {
+        let defaults = self.defaults();
+        let rule = |field: fn(&RoutePolicy) -> Option<Duration>| self.rule.and_then(field);
+        let sliding = self.sliding();
+        FreshnessSettings {
+            honor_origin: self
+                .rule
+                .and_then(|rule| rule.honor_origin)
+                .unwrap_or(defaults.honor_origin),
+            heuristic: self.config.heuristic,
+            ttl: rule(|rule| rule.ttl).or(defaults.ttl),
+            negative_ttl: rule(|rule| rule.negative_ttl).or(defaults.negative_ttl),
+            stale_while_revalidate: rule(|rule| rule.stale_while_revalidate)
+                .or(defaults.stale_while_revalidate),
+            stale_if_error: rule(|rule| rule.stale_if_error).or(defaults.stale_if_error),
+            keep: self.config.rules.keep,
+            sliding,
+        }
     }
 }

@@ -17,7 +17,6 @@ use http::Method;
 use crate::coalesce::{FillLease, Landed, Lead};
 use crate::entry::CachedResponse;
 use crate::fence::{Invalidations, Started};
-use crate::observe::trace;
 use crate::observe::{EventKind, Funnel, Scope, StoreOperation, Timings};
 use crate::outcome::Storing;
 use crate::policy::NotStoredReason;
@@ -179,7 +178,7 @@ impl Capture {
         }
         self.sink
             .record(EventKind::NotStored { reason }, Timings::default());
-        trace::record_stored(self.sink.span.as_ref(), Storing::No(reason));
+        Storing::No(reason).record(self.sink.span.as_ref());
     }
 
     /// Hands the complete entry to the store: spawned in the background, or returned to be
@@ -247,7 +246,7 @@ impl Drop for Capture {
             let reason = NotStoredReason::Incomplete;
             self.sink
                 .record(EventKind::NotStored { reason }, Timings::default());
-            trace::record_stored(self.sink.span.as_ref(), Storing::No(reason));
+            Storing::No(reason).record(self.sink.span.as_ref());
         }
     }
 }
@@ -303,7 +302,7 @@ async fn write_entry(
         Storing::No(reason) => sink.record(EventKind::NotStored { reason }, Timings::default()),
         Storing::Pending | Storing::Failed => {}
     }
-    trace::record_stored(sink.span.as_ref(), storing);
+    storing.record(sink.span.as_ref());
     // Requests for the key now find the entry in the store: the flight can go, and other
     // processes waiting on the lock can look.
     drop(landed);

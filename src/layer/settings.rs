@@ -80,7 +80,7 @@ impl CacheLayer {
     /// The TTL of responses that no other source gives one (the last in the order of
     /// precedence). Default: 60 s.
     pub fn default_ttl(mut self, ttl: Duration) -> Self {
-        self.config().default_ttl = Some(ttl);
+        self.config().defaults.ttl = Some(ttl);
         self
     }
 
@@ -88,7 +88,7 @@ impl CacheLayer {
     /// origin's headers or the route's rule. For a cache in front of an origin that states
     /// its own freshness.
     pub fn no_default_ttl(mut self) -> Self {
-        self.config().default_ttl = None;
+        self.config().defaults.ttl = None;
         self
     }
 
@@ -107,7 +107,7 @@ impl CacheLayer {
     /// let cache = CacheLayer::new(MemoryStore::new(64 << 20)).negative_ttl(Duration::from_secs(5));
     /// ```
     pub fn negative_ttl(mut self, ttl: Duration) -> Self {
-        self.config().negative_ttl = Some(ttl);
+        self.config().defaults.negative_ttl = Some(ttl);
         self
     }
 
@@ -140,7 +140,7 @@ impl CacheLayer {
     /// Whether the origin's `s-maxage` / `max-age` / `Expires` set the TTL (before the route
     /// and default TTLs). Routes can override it. Default: `true`.
     pub fn honor_origin_ttl(mut self, honor: bool) -> Self {
-        self.config().honor_origin = honor;
+        self.config().defaults.honor_origin = honor;
         self
     }
 
@@ -194,7 +194,7 @@ impl CacheLayer {
     /// says otherwise. Entries are kept that much longer. Routes can override it. Default:
     /// none (only the directive counts).
     pub fn stale_if_error(mut self, window: Duration) -> Self {
-        self.config().stale_if_error = Some(window);
+        self.config().defaults.stale_if_error = Some(window);
         self
     }
 
@@ -206,7 +206,7 @@ impl CacheLayer {
     /// The refresh runs on a spawned Tokio task with the request that found the entry
     /// stale.
     pub fn stale_while_revalidate(mut self, window: Duration) -> Self {
-        self.config().stale_while_revalidate = Some(window);
+        self.config().defaults.stale_while_revalidate = Some(window);
         self
     }
 
@@ -319,7 +319,7 @@ impl CacheLayer {
     /// Whether clients may bypass or refresh the cache. Routes can override it. Default:
     /// [`ClientControl::Allow`].
     pub fn client_control(mut self, control: ClientControl) -> Self {
-        self.config().client_control = control;
+        self.config().defaults.client_control = control;
         self
     }
 
@@ -333,7 +333,7 @@ impl CacheLayer {
     /// [`RequestCookies::RequireShared`]: they read and store only responses the origin
     /// marks `public` or `s-maxage`.
     pub fn request_cookies(mut self, cookies: RequestCookies) -> Self {
-        self.config().request_cookies = cookies;
+        self.config().defaults.request_cookies = cookies;
         self
     }
 }

@@ -131,7 +131,6 @@ pub use metrics::CacheMetrics;
 pub use observer::CacheObserver;
 pub(crate) use observer::Observers;
 
-use crate::outcome::Outcome;
 use crate::stats::{CacheStats, Counter, Counters};
 use crate::store::StoreError;
 /// At most one message per interval; the ones in between are counted and reported with the
@@ -187,15 +186,6 @@ static THROTTLES: LazyLock<[Throttle; StoreOperation::COUNT]> =
 pub(crate) struct Funnel {
     pub(crate) stats: CacheStats,
     pub(crate) observers: Option<Arc<Observers>>,
-}
-
-/// How a request ended, as counted: every request ends once, here.
-#[derive(Clone, Copy, Debug)]
-pub(crate) enum Ended {
-    /// Passed on without the cache (a method it does not cache, a disabled route).
-    Passed,
-    /// Answered by the cache layer: the outcome its headers say.
-    Answered(Outcome),
 }
 
 /// Whose event it is: a request's (its route's counters and its method), or the layer's
@@ -273,16 +263,14 @@ impl Funnel {
         }
     }
 
-    /// A request's one outcome event: the one place where "this request ended as X"
-    /// happens. Its counter is the one the `x-cache` value maps to; a request that waited
-    /// for another's fetch counts `coalesced` as well.
-    pub(crate) fn request_ended(&self, scope: Scope<'_>, ended: Ended, clock: Option<&Stopwatch>) {
-        let kind = match ended {
-            Ended::Passed => EventKind::Pass,
-            Ended::Answered(outcome) => {
-                event_kind(outcome, clock.map_or(Duration::ZERO, Stopwatch::waited))
-            }
-        };
+    /// A request's one outcome event ([`Outcome::event`](crate::outcome::Outcome)), or
+    /// [`EventKind::Pass`]: every request ends once, here.
+    pub(crate) fn request_ended(
+        &self,
+        scope: Scope<'_>,
+        kind: EventKind,
+        clock: Option<&Stopwatch>,
+    ) {
         if self.observers.is_none() {
             // The hit path's case: the counters alone, without building the event.
             self.count(scope, kind);
@@ -324,8 +312,6 @@ impl Funnel {
     }
 }
 
-/// The event for a request's outcome (a coalesced request waited `waited`), which counts in
-/// the counter its `x-cache` value maps to ([`Outcome::counter`]).
 /// The counters an event moves: the one table from what happened to the counts (a coalesced
 /// answer is a hit as well, a tiered hit names its tier; events that are no route's —
 /// removals, flushes — move none, purges are counted apart).
@@ -354,29 +340,6 @@ fn counters(kind: EventKind) -> [Option<Counter>; 2] {
         | EventKind::TagsIgnored { .. }
         | EventKind::Removed { .. }
         | EventKind::L1Flushed { .. } => [None, None],
-    }
-}
-
-/// What a request's outcome is as an event: the one table from the outcome to events (and
-/// through [`counters`], to the counts).
-#[inline]
-fn event_kind(outcome: Outcome, waited: Duration) -> EventKind {
-    match outcome {
-        Outcome::Hit { ttl, tier } => EventKind::Hit { ttl, tier },
-        Outcome::Coalesced => EventKind::Coalesced { waited },
-        Outcome::Miss { .. } => EventKind::Miss,
-        Outcome::MissOnlyIfCached => EventKind::OnlyIfCachedMiss,
-        Outcome::Refresh { reason, .. } => EventKind::Refresh { reason },
-        Outcome::Revalidated { .. } => EventKind::Revalidated,
-        Outcome::StaleIfError { stale_for } => EventKind::Stale {
-            window: StaleWindow::IfError,
-            stale_for,
-        },
-        Outcome::StaleWhileRevalidate { stale_for } => EventKind::Stale {
-            window: StaleWindow::WhileRevalidate,
-            stale_for,
-        },
-        Outcome::Bypass { reason } => EventKind::Bypass { reason },
     }
 }
 
@@ -444,7 +407,7 @@ impl Stopwatch {
             .store(nanos.saturating_add(1), Ordering::Relaxed);
     }
 
-    fn waited(&self) -> Duration {
+    pub(crate) fn waited(&self) -> Duration {
         Self::read(&self.waited).unwrap_or_default()
     }
 

@@ -3,12 +3,11 @@
 
 use std::fmt;
 
-use http::{HeaderMap, Method, header};
+use http::Method;
 use tracing::level_filters::LevelFilter;
 use tracing::{Level, Span, field::Empty};
 
 use crate::key::CacheKey;
-use crate::outcome::{Detail, Outcome, Storing};
 
 /// How the request span shows the key ([`CacheLayer::trace_keys`](crate::CacheLayer::trace_keys)).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -112,47 +111,4 @@ fn new_span(
         collapsed = Empty,
         stored = Empty,
     )
-}
-
-/// Records the request's outcome on its span, from the response head it leaves with.
-pub(crate) fn record_outcome(span: &Span, outcome: Outcome, headers: &HeaderMap) {
-    if span.is_disabled() {
-        return;
-    }
-    let public = outcome.public();
-    span.record("outcome", public.status.as_str());
-    if let Some(detail) = public.detail {
-        span.record("detail", detail.as_str());
-    }
-    if let Some(ttl) = public.ttl {
-        span.record("ttl", ttl);
-    }
-    if let Some(age) = headers
-        .get(header::AGE)
-        .and_then(|age| age.to_str().ok())
-        .and_then(|age| age.parse::<u64>().ok())
-    {
-        span.record("age", age);
-    }
-    span.record("collapsed", public.collapsed);
-    if public.stored {
-        span.record("stored", true);
-    } else if matches!(
-        public.detail,
-        Some(Detail::NotStored(_) | Detail::StoreError)
-    ) {
-        span.record("stored", false);
-    }
-}
-
-/// Records what became of the response the request meant to store.
-pub(crate) fn record_stored(span: Option<&Span>, storing: Storing) {
-    let Some(span) = span else {
-        return;
-    };
-    match storing {
-        Storing::Stored => span.record("stored", true),
-        Storing::Pending => return,
-        Storing::No(_) | Storing::Failed => span.record("stored", false),
-    };
 }

@@ -60,12 +60,14 @@
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use http::{HeaderMap, HeaderValue};
+use http::{HeaderMap, HeaderValue, header};
+use tracing::Span;
 
 mod public;
 
 pub use public::{CacheOutcome, Detail, Forward, OutcomeStatus};
 
+use crate::observe::{EventKind, StaleWindow};
 use crate::policy::{BypassReason, NotStoredReason, RefreshReason};
 use crate::store::Tier;
 
@@ -82,6 +84,20 @@ pub(crate) enum Storing {
     No(NotStoredReason),
     /// The store failed the write: `detail=store-error`.
     Failed,
+}
+
+impl Storing {
+    /// Records on the request's span what became of the response it meant to store.
+    pub(crate) fn record(self, span: Option<&Span>) {
+        let Some(span) = span else {
+            return;
+        };
+        match self {
+            Self::Stored => span.record("stored", true),
+            Self::Pending => return,
+            Self::No(_) | Self::Failed => span.record("stored", false),
+        };
+    }
 }
 
 /// What the cache did.
@@ -121,7 +137,71 @@ pub(crate) enum Outcome {
     },
 }
 
+/// A request's outcome is derived from here, each form in one place:
+///
+/// | form | method |
+/// |---|---|
+/// | `x-cache` and `Cache-Status` | [`write_headers`](Self::write_headers) |
+/// | the response extension ([`CacheOutcome`]) | [`public`](Self::public) |
+/// | the event, and through it the counters | [`event`](Self::event) |
+/// | the request span's fields | [`record`](Self::record) |
+///
+/// Its label is its event's ([`EventKind::as_str`]).
 impl Outcome {
+    /// The outcome as an event (a coalesced request waited `waited`): the one table from
+    /// outcomes to events, and through the events' own table, to the counters.
+    #[inline]
+    pub(crate) fn event(self, waited: Duration) -> EventKind {
+        match self {
+            Self::Hit { ttl, tier } => EventKind::Hit { ttl, tier },
+            Self::Coalesced => EventKind::Coalesced { waited },
+            Self::Miss { .. } => EventKind::Miss,
+            Self::MissOnlyIfCached => EventKind::OnlyIfCachedMiss,
+            Self::Refresh { reason, .. } => EventKind::Refresh { reason },
+            Self::Revalidated { .. } => EventKind::Revalidated,
+            Self::StaleIfError { stale_for } => EventKind::Stale {
+                window: StaleWindow::IfError,
+                stale_for,
+            },
+            Self::StaleWhileRevalidate { stale_for } => EventKind::Stale {
+                window: StaleWindow::WhileRevalidate,
+                stale_for,
+            },
+            Self::Bypass { reason } => EventKind::Bypass { reason },
+        }
+    }
+
+    /// Records the outcome on the request's span, from the response head it leaves with.
+    pub(crate) fn record(self, span: &Span, headers: &HeaderMap) {
+        if span.is_disabled() {
+            return;
+        }
+        let public = self.public();
+        span.record("outcome", public.status.as_str());
+        if let Some(detail) = public.detail {
+            span.record("detail", detail.as_str());
+        }
+        if let Some(ttl) = public.ttl {
+            span.record("ttl", ttl);
+        }
+        if let Some(age) = headers
+            .get(header::AGE)
+            .and_then(|age| age.to_str().ok())
+            .and_then(|age| age.parse::<u64>().ok())
+        {
+            span.record("age", age);
+        }
+        span.record("collapsed", public.collapsed);
+        if public.stored {
+            span.record("stored", true);
+        } else if matches!(
+            public.detail,
+            Some(Detail::NotStored(_) | Detail::StoreError)
+        ) {
+            span.record("stored", false);
+        }
+    }
+
     /// The outcome in one word: the `x-cache` value.
     fn status(self) -> OutcomeStatus {
         match self {
@@ -444,6 +524,82 @@ mod tests {
             let public = outcome.public();
             assert_eq!(public.status.x_cache(), x_cache);
             assert_eq!(format!("c; {public}"), cache_status);
+        }
+    }
+
+    /// The event and the counters each outcome is derived into, against the `x-cache`
+    /// value its headers say: a hit counts as a hit, a stale answer as stale, and so on.
+    #[test]
+    fn every_outcome_counts_as_its_headers_say() {
+        use crate::observe::{Funnel, Scope};
+        use crate::stats::Counts;
+        let hit = Outcome::Hit {
+            ttl: Duration::from_secs(5),
+            tier: Some(Tier::L2),
+        };
+        let miss = Outcome::Miss {
+            stored: Storing::Pending,
+        };
+        let uncacheable = Outcome::Miss {
+            stored: Storing::No(NotStoredReason::Private),
+        };
+        let refresh = Outcome::Refresh {
+            reason: RefreshReason::NoCache,
+            stored: Storing::Stored,
+        };
+        let revalidated = Outcome::Revalidated {
+            stored: Storing::Stored,
+        };
+        let swr = Outcome::StaleWhileRevalidate {
+            stale_for: Duration::from_secs(1),
+        };
+        let sie = Outcome::StaleIfError {
+            stale_for: Duration::from_secs(1),
+        };
+        let bypass = Outcome::Bypass {
+            reason: BypassReason::NoStore,
+        };
+        type Counted = fn(&Counts) -> [u64; 2];
+        let cases: [(Outcome, &str, &str, Counted); 10] = [
+            (hit, "HIT", "hit", |c| [c.hits, c.l2_hits]),
+            (Outcome::Coalesced, "HIT", "coalesced", |c| {
+                [c.hits, c.coalesced]
+            }),
+            (miss, "MISS", "miss", |c| [c.misses, 1]),
+            (uncacheable, "UNCACHEABLE", "miss", |c| [c.misses, 1]),
+            (
+                Outcome::MissOnlyIfCached,
+                "MISS",
+                "only-if-cached-miss",
+                |c| [c.misses, 1],
+            ),
+            (refresh, "REFRESH", "refresh", |c| [c.refreshes, 1]),
+            (revalidated, "REVALIDATED", "revalidated", |c| {
+                [c.revalidated, 1]
+            }),
+            (swr, "STALE", "stale", |c| [c.stale_while_revalidate, 1]),
+            (sie, "STALE", "stale", |c| [c.stale_if_error, 1]),
+            (bypass, "BYPASS", "bypass", |c| [c.bypasses, 1]),
+        ];
+        for (outcome, x_cache, label, counted) in cases {
+            let event = outcome.event(Duration::ZERO);
+            assert_eq!(event.as_str(), label, "{outcome:?}");
+            assert!(event.is_request(), "{outcome:?}");
+            assert_eq!(outcome.public().status.x_cache(), x_cache, "{outcome:?}");
+            let funnel = Funnel::default();
+            let route = funnel.stats.other();
+            funnel.request_ended(Scope::request(&route, &http::Method::GET), event, None);
+            let counts = funnel.stats.snapshot().total;
+            assert_eq!(counted(&counts), [1, 1], "{outcome:?}: {counts:?}");
+            let all = counts.hits
+                + counts.misses
+                + counts.refreshes
+                + counts.revalidated
+                + counts.stale_while_revalidate
+                + counts.stale_if_error
+                + counts.bypasses
+                + counts.passes;
+            assert_eq!(all, 1, "one request, one outcome: {counts:?}");
         }
     }
 

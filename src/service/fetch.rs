@@ -3,7 +3,7 @@
 
 use super::answer::{Answer, Fetched, NotKept, answer, not_kept, origin_validators, withdraws};
 use super::*;
-use crate::policy::freshness::{FreshnessSettings, freshness};
+use crate::policy::freshness::freshness;
 
 impl Ctx {
     /// Where entries go, with the layer's limits, for a fetch that started when purges
@@ -29,30 +29,6 @@ impl Ctx {
     }
 
     /// The entry to store for a response (without its body), or why there is none.
-    /// The route's freshness settings over the layer's.
-    pub(super) fn freshness_settings(&self) -> FreshnessSettings {
-        let policy = self.route.policy.as_deref();
-        let config = &self.config;
-        FreshnessSettings {
-            honor_origin: policy
-                .and_then(|policy| policy.honor_origin)
-                .unwrap_or(config.honor_origin),
-            heuristic: config.heuristic,
-            ttl: policy.and_then(|policy| policy.ttl).or(config.default_ttl),
-            negative_ttl: policy
-                .and_then(|policy| policy.negative_ttl)
-                .or(config.negative_ttl),
-            stale_while_revalidate: policy
-                .and_then(|policy| policy.stale_while_revalidate)
-                .or(config.stale_while_revalidate),
-            stale_if_error: policy
-                .and_then(|policy| policy.stale_if_error)
-                .or(config.stale_if_error),
-            keep: config.rules.keep,
-            sliding: self.sliding(),
-        }
-    }
-
     pub(super) fn storable_entry(
         &self,
         head: &http::response::Parts,
@@ -61,7 +37,7 @@ impl Ctx {
         now: SystemTime,
     ) -> Result<CachedResponse, NotStoredReason> {
         let cc = self.config.response_directives(&head.headers);
-        let mut settings = self.freshness_settings();
+        let mut settings = self.settings().freshness();
         let admission = check_storable(
             head.status,
             &head.headers,

@@ -33,7 +33,7 @@ use crate::fill::{Capture, PendingWrite, Sink};
 use crate::future::ResponseFuture;
 use crate::key::{CacheKey, KeyBuilder, Keys};
 use crate::observe::trace;
-use crate::observe::{Ended, EventKind, Scope, Stopwatch, StoreOperation, Timings};
+use crate::observe::{EventKind, Scope, Stopwatch, StoreOperation, Timings};
 use crate::outcome::Storing;
 use crate::outcome::{self, Outcome};
 use crate::policy::conditional::{not_modified, not_modified_headers};
@@ -365,6 +365,11 @@ impl Ctx {
                 })
             }),
         }
+    }
+
+    /// The request's settings: its route's rule over the layer's defaults.
+    fn settings(&self) -> crate::config::Settings<'_> {
+        self.config.settings(&self.route)
     }
 
     /// The request's scope, for events.

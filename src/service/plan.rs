@@ -133,23 +133,23 @@ pub(super) fn plan(config: &Arc<Config>, key_builder: &Keys, parts: &mut Parts) 
                 true,
             ),
         };
-    let policy = route.policy.as_deref();
+    let settings = config.settings(&route);
     // The route's own namespace, inside the layer's: resolved once, for the key and for
     // the invalidations of unsafe requests.
-    let route_namespace = policy.and_then(|policy| policy.namespace.as_ref());
+    let route_namespace = settings.namespace();
     let funnel = &config.funnel;
     if config.purge_method.is_some() && is_purge(&parts.method) {
         let scope = Scope::request(&route.counters, &parts.method);
-        funnel.request_ended(scope, Ended::Passed, None);
+        funnel.request_ended(scope, EventKind::Pass, None);
         let uri = public_uri(&parts.uri, &parts.extensions);
         return Plan::Purge(PurgeMethod::new(config, key_builder, uri, parts));
     }
     let cacheable_method = parts.method == Method::GET || parts.method == Method::HEAD;
-    let disabled = policy.is_some_and(|policy| !policy.enabled);
+    let disabled = !settings.enabled();
     if !cacheable_method || disabled || attached {
         if !attached {
             let scope = Scope::request(&route.counters, &parts.method);
-            funnel.request_ended(scope, Ended::Passed, None);
+            funnel.request_ended(scope, EventKind::Pass, None);
         }
         if !disabled && invalidates(&parts.method, config.invalidate_unknown_methods) {
             let invalidation = Invalidation {
@@ -163,9 +163,7 @@ pub(super) fn plan(config: &Arc<Config>, key_builder: &Keys, parts: &mut Parts) 
         }
         return Plan::Pass;
     }
-    let control = policy
-        .and_then(|policy| policy.client_control.as_ref())
-        .unwrap_or(&config.client_control);
+    let control = settings.client_control();
     let mode = if is_warming(config, parts) {
         RequestMode::Refresh(RefreshReason::Warm)
     } else {
@@ -181,9 +179,7 @@ pub(super) fn plan(config: &Arc<Config>, key_builder: &Keys, parts: &mut Parts) 
             )
         }),
     };
-    let cookies = policy
-        .and_then(|policy| policy.request_cookies)
-        .unwrap_or(config.request_cookies);
+    let cookies = settings.request_cookies();
     let span = trace::request_span(
         config.trace,
         route.counters.label(),

@@ -25,7 +25,7 @@ impl Ctx {
     pub(super) fn finish_head(&self, headers: &mut HeaderMap, outcome: Outcome) {
         self.count(outcome);
         if let Some(span) = self.span() {
-            trace::record_outcome(span, outcome, headers);
+            outcome.record(span, headers);
         }
         outcome.write_headers(
             headers,
@@ -45,17 +45,16 @@ impl Ctx {
     /// refresh counts only what it stores.
     pub(super) fn count(&self, outcome: Outcome) {
         if self.counted {
+            let clock = self.clock();
+            let waited = clock.map_or(Duration::ZERO, Stopwatch::waited);
             self.config
                 .funnel
-                .request_ended(self.scope(), Ended::Answered(outcome), self.clock());
+                .request_ended(self.scope(), outcome.event(waited), clock);
         }
     }
 
     pub(super) fn sliding(&self) -> bool {
-        self.route
-            .policy
-            .as_deref()
-            .is_some_and(|policy| policy.sliding)
+        self.settings().sliding()
     }
 
     /// A stale entry answering: while it is refreshed (RFC 5861 §3), or for an origin that
