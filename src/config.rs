@@ -333,9 +333,11 @@ impl<'a> Settings<'a> {
         self.rule.is_none_or(|rule| rule.enabled)
     }
 
-    /// Sliding expiry: a read renews the entry's TTL; presence is freshness.
+    /// Sliding expiry: a read renews the entry's TTL; presence is freshness. A store that
+    /// cannot renew entries ([`Capabilities::touch`]) keeps them for their TTL, as on any
+    /// other route (the layer warned when the rule was added).
     pub(crate) fn sliding(&self) -> bool {
-        self.rule.is_some_and(|rule| rule.sliding)
+        self.rule.is_some_and(|rule| rule.sliding) && self.config.capabilities.touch
     }
 
     /// The route's namespace inside the layer's, if it has one.

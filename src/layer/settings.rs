@@ -345,6 +345,7 @@ impl CacheLayer {
     /// earlier one.
     pub fn route(mut self, pattern: impl AsRef<str>, policy: RoutePolicy) -> Self {
         let config = self.config();
+        warn_unslidable(config, pattern.as_ref(), &policy);
         config
             .routes
             .insert_exact(pattern.as_ref(), policy, &config.funnel.stats);
@@ -383,6 +384,7 @@ impl CacheLayer {
     /// ```
     pub fn for_route(&self, policy: RoutePolicy) -> Self {
         let mut layer = self.clone();
+        warn_unslidable(layer.config(), "(attached)", &policy);
         layer.config().routes.attach(policy);
         layer
     }
@@ -391,10 +393,23 @@ impl CacheLayer {
     /// longest prefix wins.
     pub fn route_prefix(mut self, prefix: impl AsRef<str>, policy: RoutePolicy) -> Self {
         let config = self.config();
+        warn_unslidable(config, prefix.as_ref(), &policy);
         config
             .routes
             .insert_prefix(prefix.as_ref(), policy, &config.funnel.stats);
         self
+    }
+}
+
+/// A sliding rule on a store that cannot renew entries: its entries keep their TTL.
+fn warn_unslidable(config: &Config, route: &str, policy: &RoutePolicy) {
+    if policy.sliding && !config.capabilities.touch {
+        tracing::warn!(
+            route,
+            store = config.capabilities.name,
+            "sliding expiry asked of a store that cannot renew entries (no touch): the \
+             route's entries keep their TTL"
+        );
     }
 }
 

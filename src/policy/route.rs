@@ -94,7 +94,10 @@ impl RoutePolicy {
 
     /// Sliding expiry: every hit keeps the entry for another full TTL. Default: `false`.
     ///
-    /// The entry's `Age` still grows from when it was stored; only its expiry moves.
+    /// The entry's `Age` still grows from when it was stored; only its expiry moves. A
+    /// store that cannot renew entries ([`Capabilities::touch`](crate::store::Capabilities::touch)
+    /// false) keeps them for their TTL, as on any other route; the layer warns when the rule
+    /// is added.
     #[must_use]
     pub fn sliding(mut self, sliding: bool) -> Self {
         self.sliding = sliding;
