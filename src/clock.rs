@@ -20,9 +20,11 @@
 //! ```
 //!
 //! The stores keep their own time for what they expire (a `MemoryStore` drops an entry
-//! after its TTL by the system's monotonic clock, Redis by its own): under a clock that
-//! runs ahead of the system's, an entry is stale by the cache's clock before it leaves its
-//! store.
+//! after its TTL by the system's clock, Redis and Memcached by their own): under a clock
+//! that runs ahead of the system's, an entry is stale by the cache's clock before it leaves
+//! its store. A [`MemoryStore::with_clock`](crate::MemoryStore::with_clock) expires entries
+//! by the clock it is given: with the layer's, a test on paused time sees entries leave
+//! the store as its TTL passes, too.
 
 use std::fmt;
 use std::time::SystemTime;

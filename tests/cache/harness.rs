@@ -10,11 +10,13 @@ pub(crate) use crate::client::{Calls, Reply, fetch, get_with, post, send};
 /// paused time (`#[tokio::test(start_paused = true)]`) lets entries grow stale without
 /// waiting for them.
 pub(crate) fn layer() -> (CacheLayer, MemoryStore) {
-    let store = MemoryStore::new(16 * 1024 * 1024);
+    // The store expires entries by the layer's clock: Tokio's, paused in tests about time.
+    let clock = TokioClock::new();
+    let store = MemoryStore::with_clock(16 * 1024 * 1024, clock);
     let layer = CacheLayer::new(store.clone())
         .namespace("t")
         .write_mode(WriteMode::Inline)
-        .clock(TokioClock::new());
+        .clock(clock);
     (layer, store)
 }
 

@@ -248,7 +248,7 @@ async fn origin_age_counts_against_freshness_and_in_the_age_header() {
     assert_eq!(hit.headers.get_all("age").iter().count(), 1);
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn sliding_ttl_keeps_read_entries_alive() {
     let calls = Calls::default();
     let (cache, _store) = layer();
@@ -278,7 +278,7 @@ async fn sliding_ttl_keeps_read_entries_alive() {
     );
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn sliding_keeps_the_entry_s_own_ttl() {
     let calls = Calls::default();
     let (cache, _store) = layer();

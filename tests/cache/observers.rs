@@ -130,7 +130,7 @@ fn app(origin: &Origin, cache: CacheLayer) -> Router {
         .layer(cache)
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn observers_see_each_path_s_events_in_order() {
     let (cache, _store) = layer();
     let log = Log::default();

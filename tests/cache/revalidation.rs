@@ -583,7 +583,7 @@ async fn a_zero_ttl_from_the_handler_keeps_a_response_with_a_validator_out() {
     assert!(store.get("t:GET:/zero").await.unwrap().is_none());
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_sliding_route_does_not_serve_what_is_kept_for_revalidation() {
     let origin = Origin::new(doc("public"));
     let (cache, _store) = keeping();

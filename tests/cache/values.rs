@@ -17,11 +17,9 @@ use crate::services::BrokenStore;
 const MINUTE: Duration = Duration::from_secs(60);
 
 fn values() -> (ValueCache, MemoryStore) {
-    let store = MemoryStore::new(16 << 20);
-    (
-        ValueCache::new(store.clone()).clock(TokioClock::new()),
-        store,
-    )
+    let clock = TokioClock::new();
+    let store = MemoryStore::with_clock(16 << 20, clock);
+    (ValueCache::new(store.clone()).clock(clock), store)
 }
 
 #[tokio::test(start_paused = true)]
@@ -46,7 +44,7 @@ async fn set_get_exists_delete_and_their_counts() {
     assert!((stats.hit_ratio() - 0.5).abs() < f64::EPSILON);
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn add_stores_only_what_is_absent() {
     let (values, _store) = values();
     assert!(values.add("k", &1u32, MINUTE).await.unwrap());
@@ -436,12 +434,10 @@ async fn messagepack_values_round_trip_and_json_ones_are_not_theirs() {
     assert_eq!(json.stats().mismatches, 1);
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn counters_increment_atomically_and_expire() {
-    let store = MemoryStore::new(16 << 20);
-    let values = ValueCache::new(store)
-        .clock(TokioClock::new())
-        .default_ttl(Duration::from_millis(300));
+    let (values, _store) = values();
+    let values = values.default_ttl(Duration::from_millis(300));
     assert_eq!(values.counter("hits").await.unwrap(), None);
     let tasks: Vec<_> = (0..100)
         .map(|_| {

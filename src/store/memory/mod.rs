@@ -14,12 +14,12 @@ use super::{
     Capabilities, Counters, Listeners, PutIf, RemovalCause, RemovalListener, Store, StoreError,
     StoreErrorKind, StoreFuture, StoreGauges, StoreListener,
 };
+use crate::clock::Clock;
 use crate::entry::CachedResponse;
 
 mod ops;
 mod tags;
 
-use ops::deadline;
 use tags::TagIndex;
 
 /// An in-process store on [moka](https://docs.rs/moka): bounded in bytes, with a TTL per
@@ -42,11 +42,17 @@ use tags::TagIndex;
 /// let store = MemoryStore::new(256 * 1024 * 1024); // 256 MiB
 /// let layer = CacheLayer::new(store.clone());
 /// ```
+///
+/// Entries expire by the system's clock, on moka's timer. A store made
+/// [`with_clock`](Self::with_clock) expires them by that clock instead — for tests on
+/// Tokio's paused time.
 #[derive(Clone, Debug)]
 pub struct MemoryStore {
     cache: Cache<String, Slot>,
     tags: Arc<TagIndex>,
     removals: Arc<RemovalCounters>,
+    /// The clock entries expire by, when it is not the system's (moka's timer is off then).
+    clock: Option<Arc<dyn Clock>>,
 }
 
 /// How many entries left a [`MemoryStore`], by cause ([`MemoryStore::removals`]).
@@ -115,9 +121,9 @@ impl RemovalCounters {
 #[derive(Clone, Debug)]
 struct Slot {
     entry: Arc<CachedResponse>,
-    /// When the store drops the entry: kept as it is by a soft purge, which must not extend
-    /// an entry's life.
-    expires_at: Instant,
+    /// When the store drops the entry, by the store's clock: kept as it is by a soft purge,
+    /// which must not extend an entry's life.
+    expires_at: SystemTime,
     /// Which write this is, so that the tag index is cleaned by the removal of the slot it
     /// describes, not by that of an older slot of the same key.
     id: u64,
@@ -130,32 +136,84 @@ const MOKA_OVERHEAD: usize = 300;
 /// The most entries the map is sized for up front.
 const MAX_INITIAL_ENTRIES: usize = 1 << 16;
 
-/// Expiry read from each slot, so that every entry lives until its own deadline.
-struct SlotExpiry;
+/// Expiry read from each slot, so that every entry lives until its own deadline: on moka's
+/// timer when the store keeps the system's time; not at all when it keeps a clock of its
+/// own, whose deadlines the reads check.
+struct SlotExpiry {
+    timed: bool,
+}
+
+impl SlotExpiry {
+    fn after(&self, slot: &Slot) -> Option<Duration> {
+        self.timed.then(|| {
+            slot.expires_at
+                .duration_since(SystemTime::now())
+                .unwrap_or(Duration::ZERO)
+        })
+    }
+}
 
 impl Expiry<String, Slot> for SlotExpiry {
-    fn expire_after_create(&self, _: &String, slot: &Slot, now: Instant) -> Option<Duration> {
-        Some(slot.expires_at.saturating_duration_since(now))
+    fn expire_after_create(&self, _: &String, slot: &Slot, _: Instant) -> Option<Duration> {
+        self.after(slot)
     }
 
     fn expire_after_update(
         &self,
         _: &String,
         slot: &Slot,
-        now: Instant,
+        _: Instant,
         _: Option<Duration>,
     ) -> Option<Duration> {
-        Some(slot.expires_at.saturating_duration_since(now))
+        self.after(slot)
     }
 }
 
 impl MemoryStore {
     /// A store that holds at most `max_bytes` bytes of entries.
     pub fn new(max_bytes: u64) -> Self {
+        Self::build(max_bytes, None)
+    }
+
+    /// A store that holds at most `max_bytes` bytes of entries, which expire by `clock`:
+    /// with the layer's [`TokioClock`](crate::clock::TokioClock), a test on Tokio's paused
+    /// time sees entries leave as the time it advances reaches their TTL.
+    ///
+    /// moka's timer keeps the system's time, so it is off: an entry past its TTL is gone
+    /// for every read, write and purge, and leaves the map when it is next read or written,
+    /// or evicted for room ([`keys`](Self::keys) lists only live entries; the entry count
+    /// and the weighted size include the expired ones not yet dropped).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// use std::sync::Arc;
+    /// use std::time::Duration;
+    /// use bytes::Bytes;
+    /// use http::{HeaderMap, StatusCode};
+    /// use tower_response_cache::clock::TokioClock;
+    /// use tower_response_cache::store::{PutIf, Store};
+    /// use tower_response_cache::{CachedResponse, MemoryStore};
+    ///
+    /// let store = MemoryStore::with_clock(1 << 20, TokioClock::new());
+    /// let entry = Arc::new(CachedResponse::new(StatusCode::OK, HeaderMap::new(), Bytes::from("hi")));
+    /// store.put("k", entry, Duration::from_secs(60), PutIf::Always).await.unwrap();
+    /// tokio::time::sleep(Duration::from_secs(59)).await; // paused: at once
+    /// assert!(store.get("k").await.unwrap().is_some());
+    /// tokio::time::sleep(Duration::from_secs(1)).await;
+    /// assert!(store.get("k").await.unwrap().is_none());
+    /// # }
+    /// ```
+    pub fn with_clock(max_bytes: u64, clock: impl Clock) -> Self {
+        Self::build(max_bytes, Some(Arc::new(clock)))
+    }
+
+    fn build(max_bytes: u64, clock: Option<Arc<dyn Clock>>) -> Self {
         let tags = Arc::new(TagIndex::default());
         let index = Arc::clone(&tags);
         let removals = Arc::new(RemovalCounters::default());
         let counted = Arc::clone(&removals);
+        let expired_by = clock.clone();
         let cache = Cache::builder()
             .max_capacity(max_bytes)
             // Room for an entry per 2 KiB up to 65 536 entries (about 1 MiB of table): a
@@ -169,7 +227,9 @@ impl MemoryStore {
             .weigher(|key: &String, slot: &Slot| {
                 u32::try_from(key.len() + MOKA_OVERHEAD + slot.entry.weight()).unwrap_or(u32::MAX)
             })
-            .expire_after(SlotExpiry)
+            .expire_after(SlotExpiry {
+                timed: clock.is_none(),
+            })
             // However a tagged slot leaves (expired, evicted, replaced, removed), its tags
             // leave the index with it; and every removal is counted by its cause.
             .eviction_listener(move |key: Arc<String>, slot: Slot, cause: MokaCause| {
@@ -178,6 +238,14 @@ impl MemoryStore {
                 }
                 counted.count(match cause {
                     MokaCause::Expired => RemovalCause::Expired,
+                    // Dropped by a read past its deadline, on a store with a clock.
+                    MokaCause::Explicit
+                        if expired_by
+                            .as_ref()
+                            .is_some_and(|clock| slot.expires_at <= clock.now()) =>
+                    {
+                        RemovalCause::Expired
+                    }
                     MokaCause::Size => RemovalCause::Evicted,
                     MokaCause::Replaced => RemovalCause::Replaced,
                     MokaCause::Explicit => RemovalCause::Removed,
@@ -188,7 +256,32 @@ impl MemoryStore {
             cache,
             tags,
             removals,
+            clock,
         }
+    }
+
+    /// The time now, by the store's clock.
+    fn now(&self) -> SystemTime {
+        match &self.clock {
+            Some(clock) => clock.now(),
+            None => SystemTime::now(),
+        }
+    }
+
+    /// The time `ttl` from now, by the store's clock (far ahead when that is past what a
+    /// `SystemTime` holds).
+    fn deadline(&self, ttl: Duration) -> SystemTime {
+        let now = self.now();
+        now.checked_add(ttl)
+            .unwrap_or_else(|| now + Duration::from_secs(100 * 365 * 24 * 3600))
+    }
+
+    /// Whether a slot's time is not up. moka does not hand out expired slots on its timer;
+    /// on a clock of the store's own, this is what keeps them out.
+    fn live(&self, slot: &Slot) -> bool {
+        self.clock
+            .as_ref()
+            .is_none_or(|clock| slot.expires_at > clock.now())
     }
 
     /// How many entries left the store so far, by cause: for gauges and for telling a
@@ -256,16 +349,32 @@ impl MemoryStore {
     /// # }
     /// ```
     pub fn keys(&self) -> Vec<String> {
-        self.cache.iter().map(|(key, _)| (*key).clone()).collect()
+        self.cache
+            .iter()
+            .filter(|(_, slot)| self.live(slot))
+            .map(|(key, _)| (*key).clone())
+            .collect()
     }
 
     fn lookup(&self, key: &str) -> Option<Arc<CachedResponse>> {
-        self.cache.get(key).map(|slot| slot.entry)
+        self.live_slot(key).map(|slot| slot.entry)
+    }
+
+    /// The slot under `key` if its time is not up; one that is up (on a clock of the
+    /// store's own) is dropped.
+    fn live_slot(&self, key: &str) -> Option<Slot> {
+        let slot = self.cache.get(key)?;
+        if self.clock.is_some() && !self.live(&slot) {
+            let id = slot.id;
+            self.remove_if(key, |existing| existing.id == id);
+            return None;
+        }
+        Some(slot)
     }
 
     /// A new slot for `entry`, indexed by its tags if it has any (called where the slot is
     /// written: under the key's lock, or before an insert that replaces no tagged slot).
-    fn slot(&self, key: &str, entry: Arc<CachedResponse>, expires_at: Instant) -> Slot {
+    fn slot(&self, key: &str, entry: Arc<CachedResponse>, expires_at: SystemTime) -> Slot {
         let id = self.tags.next_id();
         if !entry.tags.is_empty() {
             self.tags.set(key, id, &entry.tags);
@@ -277,13 +386,13 @@ impl MemoryStore {
         }
     }
 
-    /// Removes the entry under `key` if `condition` holds for it; whether it did.
-    fn remove_if(&self, key: &str, condition: impl FnOnce(&CachedResponse) -> bool) -> bool {
+    /// Removes the slot under `key` if `condition` holds for it; whether it did.
+    fn remove_if(&self, key: &str, condition: impl FnOnce(&Slot) -> bool) -> bool {
         let result = self
             .cache
             .entry_by_ref(key)
             .and_compute_with(|existing| match existing {
-                Some(existing) if condition(&existing.value().entry) => Op::Remove,
+                Some(existing) if condition(existing.value()) => Op::Remove,
                 _ => Op::Nop,
             });
         matches!(result, CompResult::Removed(_))
@@ -293,13 +402,13 @@ impl MemoryStore {
     /// whether it did. Atomic with respect to the key's other writers: a removed entry is
     /// not revived, and the entry's deadline in the store stays as it was.
     fn soften_if(&self, key: &str, condition: impl FnOnce(&CachedResponse) -> bool) -> bool {
-        let now = SystemTime::now();
+        let now = self.now();
         let result = self.cache.entry_by_ref(key).and_compute_with(|existing| {
             let Some(existing) = existing else {
                 return Op::Nop;
             };
             let slot = existing.value();
-            if !condition(&slot.entry) {
+            if !self.live(slot) || !condition(&slot.entry) {
                 return Op::Nop;
             }
             match softened(&slot.entry, now) {
@@ -317,7 +426,9 @@ impl MemoryStore {
         condition: impl Fn(&CachedResponse) -> bool,
     ) -> u64 {
         let purged = keys.into_iter().filter(|key| match mode {
-            PurgeMode::Hard => self.remove_if(key, &condition),
+            PurgeMode::Hard => {
+                self.remove_if(key, |slot| self.live(slot) && condition(&slot.entry))
+            }
             PurgeMode::Soft => self.soften_if(key, &condition),
         });
         purged.count() as u64
@@ -325,7 +436,7 @@ impl MemoryStore {
 
     /// Stores `entry` under `key` for `ttl`, whatever the key holds.
     fn put_now(&self, key: &str, entry: Arc<CachedResponse>, ttl: Duration) {
-        let expires_at = deadline(ttl);
+        let expires_at = self.deadline(ttl);
         if entry.tags.is_empty() {
             // Nothing to index: a tagged slot it replaces is cleaned by its removal.
             let id = self.tags.next_id();
@@ -344,8 +455,8 @@ impl MemoryStore {
         }
     }
 
-    /// Stores `entry` under `key` for `ttl` unless `keep(existing, entry)` says the entry
-    /// the key holds stays, in one step for the other writers of the key; whether it
+    /// Stores `entry` under `key` for `ttl` unless `keep(existing, entry)` says the live
+    /// entry the key holds stays, in one step for the other writers of the key; whether it
     /// stored.
     fn put_unless(
         &self,
@@ -358,8 +469,12 @@ impl MemoryStore {
             .cache
             .entry_by_ref(key)
             .and_compute_with(|existing| match existing {
-                Some(existing) if keep(&existing.value().entry, &entry) => Op::Nop,
-                _ => Op::Put(self.slot(key, entry, deadline(ttl))),
+                Some(existing)
+                    if self.live(existing.value()) && keep(&existing.value().entry, &entry) =>
+                {
+                    Op::Nop
+                }
+                _ => Op::Put(self.slot(key, entry, self.deadline(ttl))),
             });
         !matches!(result, CompResult::Unchanged(_) | CompResult::StillNone(_))
     }
@@ -367,7 +482,9 @@ impl MemoryStore {
     fn keys_matching(&self, prefix: &str, filter: Option<&KeyFilter>) -> Vec<Arc<String>> {
         self.cache
             .iter()
-            .filter(|(key, _)| PurgeTarget::prefix_matches(prefix, filter, key))
+            .filter(|(key, slot)| {
+                self.live(slot) && PurgeTarget::prefix_matches(prefix, filter, key)
+            })
             .map(|(key, _)| key)
             .collect()
     }

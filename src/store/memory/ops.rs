@@ -68,7 +68,7 @@ impl Store for MemoryStore {
                 existing.stored_at > entry.stored_at
             }),
             PutIf::Absent => {
-                let now = SystemTime::now();
+                let now = self.now();
                 self.put_unless(key, entry, ttl, |existing, _| existing.is_fresh(now))
             }
         };
@@ -87,11 +87,11 @@ impl Store for MemoryStore {
             .cache
             .entry_by_ref(key)
             .and_compute_with(|existing| match existing {
-                Some(existing) => {
+                Some(existing) if self.live(existing.value()) => {
                     let entry = Arc::clone(&existing.into_value().entry);
-                    Op::Put(self.slot(key, entry, deadline(ttl)))
+                    Op::Put(self.slot(key, entry, self.deadline(ttl)))
                 }
-                None => Op::Nop,
+                _ => Op::Nop,
             });
         let touched = matches!(result, CompResult::ReplacedWith(_));
         Box::pin(std::future::ready(Ok(touched)))
@@ -137,7 +137,8 @@ impl Counters for MemoryStore {
         // counter keeps the life it was created with.
         let mut updated = Ok(0);
         self.cache.entry_by_ref(key).and_compute_with(|existing| {
-            let (current, expires_at) = match &existing {
+            let live = existing.filter(|existing| self.live(existing.value()));
+            let (current, expires_at) = match &live {
                 Some(existing) => match counter_value(&existing.value().entry) {
                     Some(current) => (current, existing.value().expires_at),
                     None => {
@@ -148,7 +149,7 @@ impl Counters for MemoryStore {
                         return Op::Nop;
                     }
                 },
-                None => (0, deadline(ttl)),
+                None => (0, self.deadline(ttl)),
             };
             let Some(next) = current.checked_add(delta) else {
                 updated = Err(StoreError::new(
@@ -165,8 +166,7 @@ impl Counters for MemoryStore {
 
     fn counter<'a>(&'a self, key: &'a str) -> StoreFuture<'a, Option<i64>> {
         let value = self
-            .cache
-            .get(key)
+            .live_slot(key)
             .and_then(|slot| counter_value(&slot.entry));
         Box::pin(std::future::ready(Ok(value)))
     }
@@ -191,10 +191,3 @@ pub(super) fn counter_value(entry: &CachedResponse) -> Option<i64> {
 
 /// Marks a memory entry as a counter.
 pub(super) const COUNTER: http::HeaderName = http::HeaderName::from_static("trc-counter");
-
-/// The instant `ttl` from now (far ahead when that is past what an `Instant` holds).
-pub(super) fn deadline(ttl: Duration) -> Instant {
-    let now = Instant::now();
-    now.checked_add(ttl)
-        .unwrap_or_else(|| now + Duration::from_secs(100 * 365 * 24 * 3600))
-}

@@ -50,6 +50,62 @@ async fn entries_expire_after_their_own_ttl() {
     assert!(store.get("long").await.unwrap().is_some());
 }
 
+/// A store on Tokio's paused clock: everything that reads an entry sees it gone once the
+/// advanced time reaches its TTL, though no real time passed and moka's timer never ran.
+#[tokio::test(start_paused = true)]
+async fn a_store_with_a_clock_expires_entries_by_it() {
+    use crate::clock::TokioClock;
+    use crate::store::PurgeMode;
+    let store = MemoryStore::with_clock(1 << 20, TokioClock::new());
+    let ttl = Duration::from_secs(10);
+    for key in ["a", "b", "c", "d"] {
+        store
+            .put(key, entry(b"x"), ttl, PutIf::Always)
+            .await
+            .unwrap();
+    }
+    StoreExt::increment(&store, "n", 5, ttl).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(9)).await;
+    assert!(store.get("a").await.unwrap().is_some(), "not yet");
+    assert!(
+        store.touch("b", &[], ttl).await.unwrap(),
+        "b renewed for 10 s more"
+    );
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    // Reads.
+    assert!(store.get("a").await.unwrap().is_none());
+    assert!(store.get_now("a").unwrap().unwrap().is_none());
+    assert!(store.get("b").await.unwrap().is_some(), "touched");
+    assert_eq!(store.keys(), ["b"]);
+    assert_eq!(StoreExt::counter(&store, "n").await.unwrap(), None);
+    // Writes: an expired entry is absent, not revived, and a counter starts again.
+    assert!(!store.touch("c", &[], ttl).await.unwrap());
+    assert!(store.get("c").await.unwrap().is_none());
+    assert!(
+        store
+            .put("d", entry(b"new"), ttl, PutIf::Absent)
+            .await
+            .unwrap()
+    );
+    assert_eq!(store.get("d").await.unwrap().unwrap().body, "new");
+    assert_eq!(StoreExt::increment(&store, "n", 1, ttl).await.unwrap(), 1);
+    // Purges do not count what had expired.
+    let purged = store
+        .purge(
+            PurgeTarget::Keys(&["a".to_owned(), "c".to_owned()]),
+            PurgeMode::Hard,
+        )
+        .await
+        .unwrap();
+    assert_eq!(purged, 0);
+    store.run_pending_tasks();
+    assert!(
+        store.removals().expired >= 2,
+        "the dropped entries count as expired: {:?}",
+        store.removals()
+    );
+}
+
 #[tokio::test]
 async fn an_older_entry_never_replaces_a_newer_one() {
     let store = MemoryStore::new(1 << 20);
