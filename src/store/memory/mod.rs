@@ -362,14 +362,22 @@ impl MemoryStore {
 
     /// The slot under `key` if its time is not up; one that is up (on a clock of the
     /// store's own) is dropped.
+    #[inline]
     fn live_slot(&self, key: &str) -> Option<Slot> {
         let slot = self.cache.get(key)?;
         if self.clock.is_some() && !self.live(&slot) {
-            let id = slot.id;
-            self.remove_if(key, |existing| existing.id == id);
+            self.drop_expired(key, slot.id);
             return None;
         }
         Some(slot)
+    }
+
+    /// Drops the slot `id` under `key`, whose time is up by the store's clock (not a
+    /// newer slot written meanwhile).
+    #[cold]
+    #[inline(never)]
+    fn drop_expired(&self, key: &str, id: u64) {
+        self.remove_if(key, |existing| existing.id == id);
     }
 
     /// A new slot for `entry`, indexed by its tags if it has any (called where the slot is
