@@ -29,7 +29,7 @@ use crate::config::{DEFAULT_BYPASS_HEADER, WriteMode};
 use crate::key::{CacheKey, DefaultKeyBuilder, KeyBuilder};
 use crate::policy::cache_control::{CacheControl, MAX_DELTA_SECONDS};
 use crate::policy::conditional::{not_modified, not_modified_headers};
-use crate::policy::request::{RequestMode, request_mode};
+use crate::policy::request::{Present, RequestMode, request_mode};
 use crate::policy::response::{
     RequestFacts, StorageRules, TtlSources, check_storable, initial_age, origin_lifetime,
     ttl_from_sources,
@@ -111,8 +111,14 @@ pub fn directives(data: &[u8]) {
     {
         assert!(seconds <= MAX_DELTA_SECONDS, "{seconds}");
     }
+    let present = Present::of(&map, &DEFAULT_BYPASS_HEADER);
+    assert_eq!(
+        present,
+        Present::probed(&map, &DEFAULT_BYPASS_HEADER),
+        "a scan finds what probes find"
+    );
     for control in [ClientControl::Allow, ClientControl::Deny] {
-        let mode = request_mode(&map, &control, &DEFAULT_BYPASS_HEADER);
+        let mode = request_mode(&map, present, &control, &DEFAULT_BYPASS_HEADER);
         if control == ClientControl::Deny {
             assert_eq!(mode, RequestMode::LOOKUP);
         }

@@ -336,8 +336,11 @@ pub mod __bench {
     /// under [`ClientControl::Allow`] (the decision goes through `black_box`, so that it is
     /// not optimized away).
     pub fn request_policy(headers: &HeaderMap) {
-        let mode = crate::policy::request::request_mode(
+        use crate::policy::request::{Present, request_mode};
+        let present = Present::of(headers, &DEFAULT_BYPASS_HEADER);
+        let mode = request_mode(
             headers,
+            present,
             &ClientControl::Allow,
             &DEFAULT_BYPASS_HEADER,
         );

@@ -105,13 +105,78 @@ impl RequestMode {
     };
 }
 
-/// Reads the request's directives under `control`.
+/// Which of the headers the cache reads a request carries. A hit asks about six of them and
+/// most requests carry none, so one pass over a request's few names costs less than a hash
+/// probe per header; a request with many names is probed instead.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Present {
+    pub(crate) cache_control: bool,
+    pub(crate) pragma: bool,
+    /// The layer's bypass header.
+    pub(crate) bypass: bool,
+    pub(crate) cookie: bool,
+    /// `If-None-Match`, `If-Modified-Since` or `Range`: a hit may answer `304` or `206`.
+    pub(crate) preconditions: bool,
+}
+
+/// Past this many names, a request's headers are probed rather than scanned.
+const SCANNED_NAMES: usize = 12;
+
+impl Present {
+    pub(crate) fn of(headers: &HeaderMap, bypass_header: &HeaderName) -> Self {
+        use http::header::{
+            CACHE_CONTROL, COOKIE, IF_MODIFIED_SINCE, IF_NONE_MATCH, PRAGMA, RANGE,
+        };
+        if headers.keys_len() > SCANNED_NAMES {
+            return Self::probed(headers, bypass_header);
+        }
+        let mut present = Self::default();
+        for name in headers.keys() {
+            if name == CACHE_CONTROL {
+                present.cache_control = true;
+            } else if name == PRAGMA {
+                present.pragma = true;
+            } else if name == COOKIE {
+                present.cookie = true;
+            } else if name == IF_NONE_MATCH || name == IF_MODIFIED_SINCE || name == RANGE {
+                present.preconditions = true;
+            } else if name == bypass_header {
+                present.bypass = true;
+            }
+        }
+        present
+    }
+
+    /// The same answers, by one probe per header.
+    pub(crate) fn probed(headers: &HeaderMap, bypass_header: &HeaderName) -> Self {
+        use http::header::{
+            CACHE_CONTROL, COOKIE, IF_MODIFIED_SINCE, IF_NONE_MATCH, PRAGMA, RANGE,
+        };
+        Self {
+            cache_control: headers.contains_key(CACHE_CONTROL),
+            pragma: headers.contains_key(PRAGMA),
+            bypass: headers.contains_key(bypass_header),
+            cookie: headers.contains_key(COOKIE),
+            preconditions: headers.contains_key(IF_NONE_MATCH)
+                || headers.contains_key(IF_MODIFIED_SINCE)
+                || headers.contains_key(RANGE),
+        }
+    }
+}
+
+/// Reads the request's directives under `control`; `present` says which of the headers it
+/// reads the request carries ([`Present::of`]).
 pub(crate) fn request_mode(
     headers: &HeaderMap,
+    present: Present,
     control: &ClientControl,
     bypass_header: &HeaderName,
 ) -> RequestMode {
-    let bypass = headers.get(bypass_header);
+    let bypass = if present.bypass {
+        headers.get(bypass_header)
+    } else {
+        None
+    };
     let forced = match control {
         ClientControl::Deny => return RequestMode::LOOKUP,
         ClientControl::Allow => bypass.is_some(),
@@ -120,8 +185,8 @@ pub(crate) fn request_mode(
             _ => return RequestMode::LOOKUP,
         },
     };
-    let has_cache_control = headers.contains_key(http::header::CACHE_CONTROL);
-    if !has_cache_control && !forced && !headers.contains_key(http::header::PRAGMA) {
+    let has_cache_control = present.cache_control;
+    if !has_cache_control && !forced && !present.pragma {
         return RequestMode::LOOKUP;
     }
     let cc = CacheControl::from_headers(headers);
@@ -191,7 +256,8 @@ mod tests {
                 HeaderValue::from_str(value).unwrap(),
             );
         }
-        request_mode(&headers, control, &BYPASS)
+        let present = Present::of(&headers, &BYPASS);
+        request_mode(&headers, present, control, &BYPASS)
     }
 
     fn allow(pairs: &[(&str, &str)]) -> RequestMode {
@@ -322,5 +388,47 @@ mod tests {
         assert!(constant_time_eq(b"abc", b"abc"));
         assert!(!constant_time_eq(b"abc", b"abd"));
         assert!(!constant_time_eq(b"abc", b"ab"));
+    }
+
+    /// Names a request may carry: each header the cache looks for (`BYPASS` among them),
+    /// and others.
+    const NAMES: [&str; 14] = [
+        "cache-control",
+        "pragma",
+        "cookie",
+        "if-none-match",
+        "if-modified-since",
+        "range",
+        "x-cache-bypass",
+        "host",
+        "accept",
+        "user-agent",
+        "x-forwarded-for",
+        "x-cache-bypass-not",
+        "authorization",
+        "accept-encoding",
+    ];
+
+    proptest::proptest! {
+        /// The scan of a request's names finds what a probe per header finds, for requests
+        /// with few names (scanned) and many (probed), repeated names included.
+        #[test]
+        fn a_scan_finds_what_probes_find(
+            names in proptest::collection::vec(0..NAMES.len(), 0..20),
+            extra in proptest::collection::vec("x-[a-z]{1,8}", 0..10),
+        ) {
+            let mut headers = HeaderMap::new();
+            for index in names {
+                headers.append(NAMES[index], HeaderValue::from_static("1"));
+            }
+            for name in &extra {
+                headers.append(
+                    HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                    HeaderValue::from_static("1"),
+                );
+            }
+            let scanned = Present::of(&headers, &BYPASS);
+            proptest::prop_assert_eq!(scanned, Present::probed(&headers, &BYPASS));
+        }
     }
 }

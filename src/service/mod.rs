@@ -41,7 +41,7 @@ use crate::policy::headers::{stored_headers, updated_headers};
 use crate::policy::range::{
     RangeAnswer, content_range, multipart, range_answer, slice, unsatisfied_range,
 };
-use crate::policy::request::{RequestMode, request_mode};
+use crate::policy::request::{Present, RequestMode, request_mode};
 use crate::policy::response::explicitly_shared;
 use crate::policy::response::{
     Admission, RequestFacts, check_storable, content_length, initial_age,
@@ -312,6 +312,9 @@ struct Ctx {
     /// The request carries cookies its route does not declare irrelevant: only entries the
     /// origin marked shared may answer it ([`RequestCookies`]).
     cookie: bool,
+    /// The request has `If-None-Match`, `If-Modified-Since` or `Range`: a response from an
+    /// entry checks them.
+    preconditions: bool,
     /// Whether this is a client's request, whose outcome is counted (a background refresh
     /// counts only what it stores).
     counted: bool,
@@ -357,6 +360,7 @@ impl Ctx {
             route: self.route.clone(),
             method: &Method::GET,
             cookie: self.cookie,
+            preconditions: false,
             counted: false,
             watch: self.config.funnel.observed().then(|| {
                 Box::new(Watch {

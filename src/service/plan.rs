@@ -164,10 +164,11 @@ pub(super) fn plan(config: &Arc<Config>, key_builder: &Keys, parts: &mut Parts) 
         return Plan::Pass;
     }
     let control = settings.client_control();
+    let present = Present::of(&parts.headers, &config.bypass_header);
     let mode = if is_warming(config, parts) {
         RequestMode::Refresh(RefreshReason::Warm)
     } else {
-        request_mode(&parts.headers, control, &config.bypass_header)
+        request_mode(&parts.headers, present, control, &config.bypass_header)
     };
     let key = match mode {
         RequestMode::Bypass(_) => None,
@@ -196,8 +197,8 @@ pub(super) fn plan(config: &Arc<Config>, key_builder: &Keys, parts: &mut Parts) 
         } else {
             &Method::GET
         },
-        cookie: cookies == RequestCookies::RequireShared
-            && parts.headers.contains_key(header::COOKIE),
+        cookie: cookies == RequestCookies::RequireShared && present.cookie,
+        preconditions: present.preconditions,
         counted: true,
         watch: (span.is_some() || funnel.observed()).then(|| {
             Box::new(Watch {

@@ -87,14 +87,20 @@ impl Ctx {
         head: bool,
         now: SystemTime,
     ) -> Response<CacheBody<B>> {
-        let conditional = request.contains_key(header::IF_NONE_MATCH)
-            || request.contains_key(header::IF_MODIFIED_SINCE);
+        let preconditions = self.preconditions;
+        let conditional = preconditions
+            && (request.contains_key(header::IF_NONE_MATCH)
+                || request.contains_key(header::IF_MODIFIED_SINCE));
         let mut response = if conditional && not_modified(entry.status, &entry.headers, request) {
             let mut response = Response::new(CacheBody::stored(Bytes::new()));
             *response.status_mut() = StatusCode::NOT_MODIFIED;
             *response.headers_mut() = not_modified_headers(&entry.headers);
             response
-        } else if !head && entry.status == StatusCode::OK && request.contains_key(header::RANGE) {
+        } else if preconditions
+            && !head
+            && entry.status == StatusCode::OK
+            && request.contains_key(header::RANGE)
+        {
             ranged(entry, request)
         } else {
             let body = if head {
