@@ -26,6 +26,9 @@ pub(super) const HOST_NORMAL: [bool; 256] = without_upper_case(HOST_LITERAL);
 /// What a `Host` may hold outside brackets: `reg-name` (unreserved, sub-delims and the `%`
 /// of percent-encoding), which covers IPv4 addresses.
 pub(super) const REG_NAME: [bool; 256] = byte_class(b"-._~!$&'()*+,;=%");
+/// What a `Host` that goes into the key as it is holds: [`REG_NAME`] without upper-case
+/// letters and `%`, which are [`HOST_NORMAL`] too.
+pub(super) const HOST_PLAIN: [bool; 256] = without_upper_case(byte_class(b"-._~!$&'()*+,;="));
 /// What an IP literal may hold between its brackets: IPv6 (hex digits, `:`, `.`) and
 /// IPvFuture (`v`, hex, `.`, unreserved, sub-delims, `:`).
 pub(super) const IP_LITERAL: [bool; 256] = byte_class(b"-._~!$&'()*+,;=:");
