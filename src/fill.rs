@@ -21,7 +21,7 @@ use crate::observe::{EventKind, Funnel, Scope, StoreOperation, Timings};
 use crate::outcome::Storing;
 use crate::policy::NotStoredReason;
 use crate::stats::Counters;
-use crate::store::{PutIf, Store, StoreError, StoreErrorKind, StoreExt};
+use crate::store::{Fill, Filled, PutIf, Store, StoreError, StoreErrorKind, StoreExt};
 
 pub(crate) type WriteFuture = Pin<Box<dyn Future<Output = Storing> + Send>>;
 
@@ -281,11 +281,11 @@ async fn write_entry(
     sink: Sink,
     key: String,
     entry: Arc<CachedResponse>,
-    (landed, lease): (Option<Landed>, Option<FillLease>),
+    (landed, mut lease): (Option<Landed>, Option<FillLease>),
 ) -> Storing {
     let ttl: Duration = entry.retention(sink.keep);
     let started = sink.funnel.observed().then(Instant::now);
-    let storing = write_fenced(&sink, &key, &entry, ttl).await;
+    let storing = write_fenced(&sink, &key, &entry, ttl, &mut lease).await;
     match storing {
         Storing::Stored => {
             let stored = EventKind::Stored {
@@ -317,11 +317,16 @@ async fn write_entry(
 /// write so that no other process reads what a purge that ended long ago took, and after
 /// it for a purge during the write, which undoes the write). A store that cannot say
 /// whether a purge covers the entry fails the write (undoing it if it was made).
+///
+/// A store with the one step ([`SharedStore::put_filled`](crate::store::SharedStore::put_filled))
+/// checks, writes and releases the fill lock at once; when it finds a purge since the
+/// fetch started, the long way decides.
 async fn write_fenced(
     sink: &Sink,
     key: &str,
     entry: &Arc<CachedResponse>,
     ttl: Duration,
+    lease: &mut Option<FillLease>,
 ) -> Storing {
     let store = &*sink.store;
     let (invalidations, started) = (&sink.invalidations, sink.started);
@@ -341,6 +346,48 @@ async fn write_fenced(
     };
     if fenced() {
         return Storing::No(NotStoredReason::Invalidated);
+    }
+    if let (Some(mark), Some(shared)) = (started.mark, store.shared()) {
+        let mut fill = Fill::new(key, Arc::clone(entry), ttl, mark);
+        if let Some(lease) = lease.as_ref()
+            && let Some(lock) = lease.lock()
+        {
+            fill = fill.lock(lease.key(), lock);
+        }
+        let filled = match shared.put_filled(fill) {
+            Some(put) => Some(put.await),
+            None => None,
+        };
+        if let Some(filled) = filled {
+            match filled {
+                // A purge since the fetch started: the long way, below, says whether it
+                // covers the entry.
+                Ok(Filled::Unchecked) => {}
+                Ok(done) => {
+                    if let Some(lease) = lease.as_mut() {
+                        lease.released();
+                    }
+                    if done == Filled::Superseded {
+                        return Storing::No(NotStoredReason::Superseded);
+                    }
+                    // Stored; a purge in this process may have come meanwhile.
+                    if !fenced() {
+                        return Storing::Stored;
+                    }
+                    if let Err(error) = store.remove(key).await {
+                        failed(StoreOperation::Remove, &error);
+                    }
+                    return Storing::No(NotStoredReason::Invalidated);
+                }
+                Err(error) if error.kind() == StoreErrorKind::TooLarge => {
+                    return Storing::No(NotStoredReason::TooLarge);
+                }
+                Err(error) => {
+                    failed(StoreOperation::Write, &error);
+                    return Storing::Failed;
+                }
+            }
+        }
     }
     match purged_elsewhere().await {
         Ok(false) => {}

@@ -460,6 +460,17 @@ impl FillLease {
         &self.key
     }
 
+    /// The lock, while this lease holds it.
+    pub(crate) fn lock(&self) -> Option<&FillLock> {
+        self.lock.as_ref()
+    }
+
+    /// The store released the lock (with the write that ended the fill): nothing is left
+    /// to release.
+    pub(crate) fn released(&mut self) {
+        self.lock = None;
+    }
+
     pub(crate) async fn release(mut self) {
         if let Some(lock) = self.lock.take() {
             release(Arc::clone(&self.store), std::mem::take(&mut self.key), lock).await;

@@ -138,7 +138,7 @@ pub use purge::{KeyFilter, PurgeMode, PurgeTarget, softened};
 pub use redis::CircuitStats;
 #[cfg(any(feature = "redis", feature = "memcached"))]
 pub(crate) use shared::lock_token;
-pub use shared::{FillLock, Lookup, SharedStore};
+pub use shared::{Fill, FillLock, Filled, Lookup, SharedStore};
 #[cfg(feature = "redis")]
 pub use tiered::ChannelMode;
 

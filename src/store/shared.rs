@@ -77,6 +77,23 @@ pub trait SharedStore: Store {
     /// holds it (another may have it now that it expired).
     fn unlock_fill<'a>(&'a self, key: &'a str, lock: FillLock) -> StoreFuture<'a, ()>;
 
+    /// The write that ends a fetch, in one step when the store can make it atomic: if no
+    /// purge was recorded since `fill.mark`, write the entry as
+    /// [`PutIf::Newer`](super::PutIf::Newer) does (indexing its tags), and release the fill
+    /// lock — all at once for every other process, so that a purge recorded later (and
+    /// carried out after, by the invariant) finds the entry.
+    ///
+    /// The layer's long way is three calls and a release: [`purged_since`](Self::purged_since),
+    /// the write, `purged_since` again (a purge may have come between), and
+    /// [`unlock_fill`](Self::unlock_fill). `None` (the default) is a store without the one
+    /// step; a store that has it for some writes only (a Redis cluster, whose purge log
+    /// lives on another node than the entry) answers `None` for the others. A store whose
+    /// step finds a purge since the mark answers [`Filled::Unchecked`], having done nothing.
+    fn put_filled<'a>(&'a self, fill: Fill<'a>) -> Option<StoreFuture<'a, Filled>> {
+        let _ = fill;
+        None
+    }
+
     /// A lookup that, when `key` holds nothing, also tries to take its fill lock — in one
     /// round trip on a store that can (`RedisStore`: one script), so that a miss reaches
     /// the origin after one round trip instead of two. The default is
@@ -92,6 +109,58 @@ pub trait SharedStore: Store {
             })
         })
     }
+}
+
+/// A fetched entry to store in the one step of [`SharedStore::put_filled`].
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct Fill<'a> {
+    /// Where the entry goes.
+    pub key: &'a str,
+    /// The entry.
+    pub entry: Arc<CachedResponse>,
+    /// How long the store keeps it.
+    pub ttl: Duration,
+    /// The [`purge_mark`](SharedStore::purge_mark) read when the fetch started.
+    pub mark: u64,
+    /// The fill lock the fetch holds, and the key it was taken for (a variant's entry may
+    /// be stored under another key than the one locked).
+    pub lock: Option<(&'a str, &'a FillLock)>,
+}
+
+impl<'a> Fill<'a> {
+    /// The write of `entry` under `key` for `ttl`, by a fetch that started at `mark`,
+    /// holding no lock.
+    pub fn new(key: &'a str, entry: Arc<CachedResponse>, ttl: Duration, mark: u64) -> Self {
+        Self {
+            key,
+            entry,
+            ttl,
+            mark,
+            lock: None,
+        }
+    }
+
+    /// The fetch holds `lock`, taken for `key`.
+    #[must_use]
+    pub fn lock(mut self, key: &'a str, lock: &'a FillLock) -> Self {
+        self.lock = Some((key, lock));
+        self
+    }
+}
+
+/// What [`SharedStore::put_filled`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Filled {
+    /// Written, as [`PutIf::Newer`](super::PutIf::Newer) writes, with no purge recorded
+    /// since the mark when it was; the lock released.
+    Stored,
+    /// Not written: the key holds a newer entry. The lock released.
+    Superseded,
+    /// Nothing done, the lock still held: a purge was recorded since the mark (which may or
+    /// may not cover the entry). The layer then takes the long way.
+    Unchecked,
 }
 
 /// What [`SharedStore::get_or_lock_fill`] found.

@@ -505,6 +505,55 @@ async fn a_miss_reaches_the_origin_after_one_round_trip() {
     proxy.set(Fault::Pass);
 }
 
+/// On one server, a miss is two commands: the lookup that takes the fill lock, and the
+/// one script that checks the purge log, writes the entry with its tags and releases the
+/// lock (it was five: a lookup, a purge-log check, the write, a second check, the
+/// release). After another instance's purge, the first fill takes the long way and still
+/// stores what the purge did not cover.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_miss_on_one_server_is_two_commands() {
+    if !crate::servers::available() {
+        return;
+    }
+    let server = crate::servers::RedisServer::start(&[]);
+    // Scripts sent (`INFO commandstats` counts the commands a script runs inside it too,
+    // so the scripts are what is counted: each step of a miss is one).
+    let commands = || -> u64 {
+        server
+            .cli(&["INFO", "commandstats"])
+            .lines()
+            .filter_map(|line| {
+                let (name, stats) = line.trim().split_once(":calls=")?;
+                matches!(name, "cmdstat_evalsha" | "cmdstat_eval")
+                    .then(|| stats.split(',').next()?.parse::<u64>().ok())?
+            })
+            .sum()
+    };
+    let calls = Calls::default();
+    let (app, _) = app(store(&server.url(), "two").await, &calls);
+    let other = store(&server.url(), "two").await;
+    fetch(&app, "/warm").await;
+    let before = commands();
+    eprintln!("BEFORE {}", server.cli(&["INFO", "commandstats"]));
+    let miss = fetch(&app, "/cold").await;
+    eprintln!("AFTER {}", server.cli(&["INFO", "commandstats"]));
+    assert_eq!(commands() - before, 2, "the lookup and the fill");
+    assert_eq!(miss.x_cache(), "MISS");
+    assert_eq!(fetch(&app, "/cold").await.x_cache(), "HIT");
+    // Another instance purges a key this one's fills do not cover: this instance's next
+    // fill finds the purge log moved, checks it the long way, and stores.
+    other.remove("app:GET:/elsewhere").await.unwrap();
+    let before = commands();
+    assert_eq!(fetch(&app, "/after").await.x_cache(), "MISS");
+    assert!(commands() - before > 2, "the long way");
+    assert_eq!(fetch(&app, "/after").await.x_cache(), "HIT");
+    // And the one after it is two commands again: the instance learned the mark.
+    let before = commands();
+    fetch(&app, "/later").await;
+    assert_eq!(commands() - before, 2);
+    assert_eq!(calls.get(), 4);
+}
+
 async fn the_store_contract_holds(topology: &Topology) {
     use tower_response_cache::store::contract::run_shared_contract;
     // Two instances' handles on one namespace: Redis does everything.

@@ -439,3 +439,121 @@ pub(super) async fn fill_locks(
     ok(name, "clear", a.clear().await);
     report.kept("fill locks: one holder, released by its token, expiring by themselves");
 }
+
+/// The one step that ends a fill ([`SharedStore::put_filled`]), when the store offers it:
+/// it writes and releases the lock when no purge was recorded since the mark, keeps a
+/// newer entry, indexes the entry's tags for a later purge, and does nothing once another
+/// handle has purged since the mark.
+pub(super) async fn put_filled(
+    store_a: &dyn Store,
+    a: &dyn SharedStore,
+    b: &dyn SharedStore,
+    report: &mut ContractReport,
+) {
+    let name = a.capabilities().name;
+    let locks = a.capabilities().fill_locks;
+    // A store that learns the mark as it reads: read once.
+    ok(name, "get", store_a.get("contract:f").await);
+    let Some(mark) = a.purge_mark() else {
+        return;
+    };
+    let probe = Fill::new("contract:f", entry("f", &[]), MINUTE, mark);
+    if a.put_filled(probe).is_none() {
+        // Not offered: fills take the long way, which the other checks hold to the
+        // contract. (No capability is missing: nothing is refused.)
+        return;
+    }
+    let lock = if locks {
+        ok(name, "lock_fill", a.lock_fill("contract:f", MINUTE).await)
+    } else {
+        None
+    };
+    let mut fill = Fill::new("contract:f", entry("filled", &["tf"]), MINUTE, mark);
+    if let Some(lock) = &lock {
+        fill = fill.lock("contract:f", lock);
+    }
+    let filled = ok(
+        name,
+        "put_filled",
+        a.put_filled(fill).expect("offered").await,
+    );
+    ensure!(
+        name,
+        "put_filled stores when no purge was recorded since the mark",
+        filled == Filled::Stored,
+        "{filled:?}"
+    );
+    ensure!(
+        name,
+        "what put_filled stores, another handle finds",
+        get(b, "contract:f")
+            .await
+            .is_some_and(|got| got.body == "filled")
+    );
+    if let Some(lock) = ok(name, "lock_fill", b.lock_fill("contract:f", MINUTE).await) {
+        ok(name, "unlock_fill", b.unlock_fill("contract:f", lock).await);
+    } else {
+        ensure!(name, "put_filled releases the fill lock", !locks);
+    }
+    // An older write does not replace the newer entry.
+    let older = Fill::new("contract:f", aged("older", 30), MINUTE, mark);
+    let filled = ok(
+        name,
+        "put_filled",
+        a.put_filled(older).expect("offered").await,
+    );
+    ensure!(
+        name,
+        "put_filled keeps a newer entry",
+        filled == Filled::Superseded
+            && get(b, "contract:f")
+                .await
+                .is_some_and(|got| got.body == "filled"),
+        "{filled:?}"
+    );
+    // The tag was indexed: a tag purge by the other handle takes the entry.
+    if a.capabilities().tag_purges {
+        let target = PurgeTarget::Tag {
+            tag: "tf",
+            within: "contract:",
+        };
+        ok(name, "tag purge", b.purge(target, PurgeMode::Hard).await);
+        ensure!(
+            name,
+            "a tag purge takes what put_filled stored with the tag",
+            get(b, "contract:f").await.is_none()
+        );
+    } else {
+        ok(name, "remove", b.remove("contract:f").await);
+    }
+    // A purge since the mark: nothing is done, and the lock stays held.
+    let lock = if locks {
+        ok(name, "lock_fill", a.lock_fill("contract:g", MINUTE).await)
+    } else {
+        None
+    };
+    let mut fill = Fill::new("contract:g", entry("late", &[]), MINUTE, mark);
+    if let Some(lock) = &lock {
+        fill = fill.lock("contract:g", lock);
+    }
+    let filled = ok(
+        name,
+        "put_filled",
+        a.put_filled(fill).expect("offered").await,
+    );
+    ensure!(
+        name,
+        "put_filled does nothing after a purge since the mark",
+        filled == Filled::Unchecked && get(b, "contract:g").await.is_none(),
+        "{filled:?}"
+    );
+    if let Some(lock) = lock {
+        ensure!(
+            name,
+            "put_filled that did nothing keeps the fill lock",
+            ok(name, "lock_fill", b.lock_fill("contract:g", MINUTE).await).is_none()
+        );
+        ok(name, "unlock_fill", a.unlock_fill("contract:g", lock).await);
+    }
+    report.kept("one-step fills: checked, written with their tags and unlocked at once");
+}

@@ -34,7 +34,8 @@ use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, StatusCode};
 
 use super::{
-    Lookup, PurgeMode, PurgeTarget, PutIf, SharedStore, Store, StoreError, StoreErrorKind, StoreExt,
+    Fill, Filled, Lookup, PurgeMode, PurgeTarget, PutIf, SharedStore, Store, StoreError,
+    StoreErrorKind, StoreExt,
 };
 use crate::entry::CachedResponse;
 
@@ -157,7 +158,9 @@ fn body(entry: &Option<Arc<CachedResponse>>) -> Option<&[u8]> {
 
 mod checks;
 
-use checks::{counters, expiry_and_touch, fill_locks, ordered_writes_race, prefixes, tags};
+use checks::{
+    counters, expiry_and_touch, fill_locks, ordered_writes_race, prefixes, put_filled, tags,
+};
 
 /// Runs every check of the store contract on `store`, as its
 /// [`capabilities`](Store::capabilities) describe it, and returns what was checked.
@@ -456,6 +459,8 @@ pub async fn run_shared_contract(a: &dyn Store, b: &dyn Store) -> ContractReport
     ok(name, "clear", a.clear().await);
 
     fill_locks(shared_a, shared_b, &mut report).await;
+    put_filled(a, shared_a, shared_b, &mut report).await;
+    ok(name, "clear", a.clear().await);
     let single = run_contract(a).await;
     report.checked.extend(single.checked);
     report.unsupported.extend(single.unsupported);

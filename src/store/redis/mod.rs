@@ -32,8 +32,8 @@ use ops::RELEASE;
 
 use super::breaker::Breaker;
 use super::{
-    Batches, Capabilities, Counters, FillLock, Lookup, PurgeMode, PurgeTarget, PutIf, SharedStore,
-    Store, StoreError, StoreErrorKind, StoreFuture, StoreGauges, lock_token,
+    Batches, Capabilities, Counters, Fill, FillLock, Filled, Lookup, PurgeMode, PurgeTarget, PutIf,
+    SharedStore, Store, StoreError, StoreErrorKind, StoreFuture, StoreGauges, lock_token,
 };
 use crate::codec::{BINARY_PREFIX, BINARY_STORED_AT, BinaryCodec, Codec, binary_stored_at};
 use crate::entry::CachedResponse;
@@ -469,6 +469,23 @@ fn escape_glob(prefix: &str) -> String {
 }
 
 /// A Lua script, and its SHA-1 (computed once) to run it by.
+/// The Lua that adds `member` (an entry's key, written for `ttl` ms) to the tag set `set`,
+/// at the server's time `now` ([`purge::INDEX_TAG`](self::purge) has the rules): one text
+/// for the script that indexes a tag alone and for the one that ends a fill.
+macro_rules! index_tag_lua {
+    () => {
+        r"
+redis.call('ZREMRANGEBYSCORE', set, '-inf', string.format('%.0f', now))
+local score = now + tonumber(ttl)
+local old = redis.call('ZSCORE', set, member)
+if old and tonumber(old) >= score then score = tonumber(old) + 0.001 end
+redis.call('ZADD', set, string.format('%.3f', score), member)
+local last = redis.call('ZRANGE', set, -1, -1, 'WITHSCORES')
+redis.call('PEXPIREAT', set, string.format('%.0f', tonumber(last[2]) + 1000))"
+    };
+}
+use index_tag_lua;
+
 pub(super) struct Lua {
     source: &'static str,
     sha: OnceLock<String>,

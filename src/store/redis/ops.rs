@@ -100,6 +100,85 @@ return 1",
         ))
     }
 
+    /// [`SharedStore::put_filled`] in one script: on one server (not a cluster, where the
+    /// purge log, the entry, its lock and its tags' sets live on different nodes), with the
+    /// binary codec (whose `stored_at` a script reads) and the purge log.
+    fn put_filled_script<'a>(&'a self, fill: Fill<'a>) -> Option<StoreFuture<'a, Filled>> {
+        // KEYS: the entry, the purge count, the lock (the entry again when there is none),
+        // then the entry's tag sets. ARGV: the value, its TTL in ms, the binary prefix, the
+        // entry's `stored_at`, the length of the head that holds it and its offset, the
+        // mark, the lock's token ('' when none). Nothing is done when a purge was recorded
+        // since the mark (-1); otherwise the entry is written unless the key holds a newer
+        // one (1, else 0), its tags indexed, and the lock released.
+        static PUT_FILLED: Lua = Lua::new(concat!(
+            r"
+local count = tonumber(redis.call('GET', KEYS[2]) or '0')
+if count ~= tonumber(ARGV[7]) then return -1 end
+local stored = 1
+local head = redis.call('GETRANGE', KEYS[1], 0, ARGV[5] - 1)
+if #head == tonumber(ARGV[5]) and string.sub(head, 1, #ARGV[3]) == ARGV[3] then
+  local current = string.sub(head, ARGV[6] + 1, ARGV[5])
+  for i = 1, #ARGV[4] do
+    local a, b = string.byte(current, i), string.byte(ARGV[4], i)
+    if a > b then stored = 0 break end
+    if a < b then break end
+  end
+end
+if stored == 1 then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  if #KEYS > 3 then
+    local t = redis.call('TIME')
+    local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+    local member, ttl = KEYS[1], ARGV[2]
+    for i = 4, #KEYS do
+      local set = KEYS[i]",
+            index_tag_lua!(),
+            r"
+    end
+  end
+end
+if ARGV[8] ~= '' and redis.call('GET', KEYS[3]) == ARGV[8] then redis.call('DEL', KEYS[3]) end
+return stored"
+        ));
+        let inner = &self.inner;
+        if !inner.purge_log || inner.codec.name() != BinaryCodec.name() {
+            return None;
+        }
+        let client = inner.pool.next_connected();
+        if client.is_clustered() {
+            return None;
+        }
+        Some(Box::pin(async move {
+            let entry = &fill.entry;
+            let redis_key = self.redis_key(fill.key);
+            let (count_key, _) = self.log_keys();
+            let (lock_key, token) = match fill.lock {
+                Some((key, lock)) => (self.lock_key(key), lock.token()),
+                None => (redis_key.clone(), ""),
+            };
+            let mut keys = Vec::with_capacity(3 + entry.tags.len());
+            keys.extend([redis_key, count_key, lock_key]);
+            keys.extend(entry.tags.iter().map(|tag| self.tag_key(tag)));
+            let args: Vec<fred::types::Value> = vec![
+                inner.codec.encode(entry).into(),
+                millis(fill.ttl).into(),
+                Bytes::copy_from_slice(&BINARY_PREFIX).into(),
+                Bytes::copy_from_slice(&binary_stored_at(entry)).into(),
+                (BINARY_STORED_AT.end as i64).into(),
+                (BINARY_STORED_AT.start as i64).into(),
+                i64::try_from(fill.mark).unwrap_or(i64::MAX).into(),
+                token.into(),
+            ];
+            let keys: Vec<Key> = keys.into_iter().map(Key::from).collect();
+            let filled: i64 = self.eval(&PUT_FILLED, keys, args).await?;
+            Ok(match filled {
+                1 => Filled::Stored,
+                0 => Filled::Superseded,
+                _ => Filled::Unchecked,
+            })
+        }))
+    }
+
     /// [`SharedStore::get_or_lock_fill`] in two round trips: a `GET`, then, on a miss, the
     /// lock.
     pub(super) async fn get_then_lock(
@@ -365,6 +444,12 @@ impl SharedStore for RedisStore {
                 )),
             }
         })
+    }
+
+    /// One script, on one server with the binary codec and the purge log: the count
+    /// checked, the entry written and its tags indexed, the lock released.
+    fn put_filled<'a>(&'a self, fill: Fill<'a>) -> Option<StoreFuture<'a, Filled>> {
+        self.put_filled_script(fill)
     }
 
     fn unlock_fill<'a>(&'a self, key: &'a str, lock: FillLock) -> StoreFuture<'a, ()> {

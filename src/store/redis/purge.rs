@@ -44,7 +44,7 @@ use futures_util::stream::BoxStream;
 
 use std::sync::atomic::Ordering;
 
-use super::{Lua, RedisStore, by_slot, escape_glob, millis, store_error};
+use super::{Lua, RedisStore, by_slot, escape_glob, index_tag_lua, millis, store_error};
 use crate::key::CacheKey;
 use crate::store::purge::{KeyFilter, PurgeMode, PurgeTarget, softened};
 use crate::store::{StoreError, StoreErrorKind};
@@ -55,19 +55,15 @@ use crate::store::{StoreError, StoreErrorKind};
 /// a member's score never falls below its entry's expiry, and every write changes it, so
 /// that a purge can tell a member written since it read the set. The set lives a second
 /// past its longest-lived member.
-static INDEX_TAG: Lua = Lua::new(
+static INDEX_TAG: Lua = Lua::new(concat!(
     r"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', string.format('%.0f', now))
-local score = now + tonumber(ARGV[2])
-local old = redis.call('ZSCORE', KEYS[1], ARGV[1])
-if old and tonumber(old) >= score then score = tonumber(old) + 0.001 end
-redis.call('ZADD', KEYS[1], string.format('%.3f', score), ARGV[1])
-local last = redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')
-redis.call('PEXPIREAT', KEYS[1], string.format('%.0f', tonumber(last[2]) + 1000))
-return 1",
-);
+local set, member, ttl = KEYS[1], ARGV[1], ARGV[2]",
+    index_tag_lua!(),
+    "
+return 1"
+));
 
 /// Removes members from a tag's set (ARGV: member, score, member, score, …) whose score is
 /// still the one a purge read: a member written again since stays.
@@ -386,7 +382,7 @@ impl RedisStore {
     }
 
     /// The keys of the purge log's counter and records: one hash tag, one slot.
-    fn log_keys(&self) -> (String, String) {
+    pub(super) fn log_keys(&self) -> (String, String) {
         let tag = format!("{{{}#purge}}", self.inner.prefix);
         (format!("{tag}gen"), format!("{tag}log"))
     }

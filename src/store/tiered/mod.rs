@@ -22,9 +22,9 @@ use super::memory::MemoryStore;
 use super::purge::{PurgeMode, PurgeTarget};
 use super::redis::RedisStore;
 use super::{
-    Batches, Capabilities, Counters, FillLock, FlushListener, FlushReason, L1Flushes, Listeners,
-    Lookup, PutIf, SharedStore, Store, StoreError, StoreErrorKind, StoreExt, StoreFuture,
-    StoreGauges, StoreListener, random_id,
+    Batches, Capabilities, Counters, Fill, FillLock, Filled, FlushListener, FlushReason, L1Flushes,
+    Listeners, Lookup, PutIf, SharedStore, Store, StoreError, StoreErrorKind, StoreExt,
+    StoreFuture, StoreGauges, StoreListener, random_id,
 };
 use crate::entry::CachedResponse;
 

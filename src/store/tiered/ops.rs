@@ -230,6 +230,24 @@ impl SharedStore for TieredStore {
         }
     }
 
+    /// L2's one step, when it has it, around L1 as [`put`](Store::put) does: the key
+    /// evicted from L1 (here and, once written, everywhere), and L1 filled with what L2
+    /// stored.
+    fn put_filled<'a>(&'a self, fill: Fill<'a>) -> Option<StoreFuture<'a, Filled>> {
+        let (key, entry, ttl) = (fill.key, Arc::clone(&fill.entry), fill.ttl);
+        let filled = self.l2_shared()?.put_filled(fill)?;
+        Some(Box::pin(async move {
+            self.inner.health.invalidated_key(key);
+            let _ = self.inner.l1.remove(key).await;
+            let filled = filled.await?;
+            if filled == Filled::Stored {
+                self.publish(Evict::Key(key)).await;
+                self.fill_l1_written(key, &entry, ttl).await;
+            }
+            Ok(filled)
+        }))
+    }
+
     /// L1 first (when in use); then L2's lookup-or-lock, whose entry fills L1.
     fn get_or_lock_fill<'a>(&'a self, key: &'a str, ttl: Duration) -> StoreFuture<'a, Lookup> {
         Box::pin(async move {
