@@ -416,25 +416,33 @@ impl RedisStore {
     }
 
     /// Runs one command through the breaker, mapping fred's errors.
-    async fn command<T, F>(&self, command: F) -> Result<T, StoreError>
+    ///
+    /// fred's command futures are about 5 KiB, most of it room for states not yet reached:
+    /// the command moves to the heap once, here, so that the futures around it (each
+    /// boxed in turn as a store future) stay small instead of copying that room at every
+    /// step.
+    fn command<'a, T, F>(&'a self, command: F) -> impl Future<Output = Result<T, StoreError>> + 'a
     where
-        F: Future<Output = Result<T, FredError>>,
+        F: Future<Output = Result<T, FredError>> + 'a,
     {
-        let inner = &self.inner;
-        if !inner.breaker.allow() {
-            return Err(StoreError::new(
-                StoreErrorKind::Unavailable,
-                "Redis skipped: circuit open after consecutive failures",
-            ));
-        }
-        match command.await {
-            Ok(value) => {
-                inner.breaker.on_success();
-                Ok(value)
+        let command = Box::pin(command);
+        async move {
+            let inner = &self.inner;
+            if !inner.breaker.allow() {
+                return Err(StoreError::new(
+                    StoreErrorKind::Unavailable,
+                    "Redis skipped: circuit open after consecutive failures",
+                ));
             }
-            Err(error) => {
-                inner.breaker.on_failure();
-                Err(store_error(error))
+            match command.await {
+                Ok(value) => {
+                    inner.breaker.on_success();
+                    Ok(value)
+                }
+                Err(error) => {
+                    inner.breaker.on_failure();
+                    Err(store_error(error))
+                }
             }
         }
     }
@@ -468,7 +476,6 @@ fn escape_glob(prefix: &str) -> String {
     escaped
 }
 
-/// A Lua script, and its SHA-1 (computed once) to run it by.
 /// The Lua that adds `member` (an entry's key, written for `ttl` ms) to the tag set `set`,
 /// at the server's time `now` ([`purge::INDEX_TAG`](self::purge) has the rules): one text
 /// for the script that indexes a tag alone and for the one that ends a fill.
@@ -486,6 +493,7 @@ redis.call('PEXPIREAT', set, string.format('%.0f', tonumber(last[2]) + 1000))"
 }
 use index_tag_lua;
 
+/// A Lua script, and its SHA-1 (computed once) to run it by.
 pub(super) struct Lua {
     source: &'static str,
     sha: OnceLock<String>,
