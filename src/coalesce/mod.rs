@@ -116,9 +116,28 @@ pub(crate) struct Coalescer {
     /// Flights that landed with an entry not yet written: read without the lock, so that a
     /// hit looks for a newer landed entry only when there may be one.
     landed: AtomicUsize,
-    /// Flights ended so far: a request that missed in the store, then finds no flight to
-    /// join, looks again if one ended in between (it may have written the entry).
-    ended: AtomicU64,
+    /// Flights ended so far, by a stripe of their key ([`stripe`]): a request that missed
+    /// in the store, then finds no flight to join, looks again if one of its stripe ended
+    /// in between (it may have written the entry). Striped so that misses of other keys
+    /// ending meanwhile seldom send a miss to the store a second time.
+    ended: [AtomicU64; ENDED_STRIPES],
+}
+
+/// How many counts of ended flights a coalescer keeps.
+const ENDED_STRIPES: usize = 64;
+
+/// The stripe of the count of ended flights a key's flights move: from the key without
+/// its variant slot (a variant's flight may write the entry a request for the key finds),
+/// its length and its last eight bytes (where keys of one route differ most), mixed. Keys
+/// that share a stripe only look again when they need not: never the other way round.
+fn stripe(key: &str) -> usize {
+    let key = crate::key::CacheKey::without_slot(key).as_bytes();
+    let mut tail = [0u8; 8];
+    let from = key.len().saturating_sub(8);
+    tail[..key.len() - from].copy_from_slice(&key[from..]);
+    let mixed = (u64::from_le_bytes(tail) ^ key.len() as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    // The top bits: as many as there are stripes.
+    (mixed >> (64 - ENDED_STRIPES.trailing_zeros())) as usize
 }
 
 /// Keys fetched at once that other requests can wait for; past it requests fetch alone.
@@ -142,7 +161,7 @@ impl Coalescer {
             hit_for_miss,
             max_age: timeout,
             landed: AtomicUsize::new(0),
-            ended: AtomicU64::new(0),
+            ended: [const { AtomicU64::new(0) }; ENDED_STRIPES],
         }
     }
 
@@ -158,15 +177,15 @@ impl Coalescer {
     }
 
     /// Removes the flight for `key` from the map, keeping the count of landed ones.
-    /// How many flights have ended so far: noted before a store lookup, compared when the
-    /// request that missed would lead a fetch.
-    pub(crate) fn ended(&self) -> u64 {
-        self.ended.load(Ordering::Acquire)
+    /// How many flights of `key`'s stripe have ended so far: noted before a store lookup,
+    /// compared when the request that missed would lead a fetch.
+    pub(crate) fn ended(&self, key: &str) -> u64 {
+        self.ended[stripe(key)].load(Ordering::Acquire)
     }
 
     fn take(&self, flights: &mut Flights, key: &str) -> Option<Flight> {
         let flight = flights.in_flight.remove(key)?;
-        self.ended.fetch_add(1, Ordering::AcqRel);
+        self.ended[stripe(key)].fetch_add(1, Ordering::AcqRel);
         if matches!(*flight.tx.borrow(), Landing::Ready(_)) {
             self.landed.fetch_sub(1, Ordering::Relaxed);
         }

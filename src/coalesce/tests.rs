@@ -230,3 +230,37 @@ fn the_map_is_bounded() {
     drop(guards);
     assert_eq!(coalescer.in_flight(), 0);
 }
+
+/// A request notes how many flights of its key's stripe ended before its lookup: the end
+/// of its own key's flight (or of a variant's) moves the count, the end of flights of other
+/// keys of the route mostly does not, so their misses do not send it to the store again.
+#[test]
+fn ended_flights_are_counted_by_the_stripe_of_their_key() {
+    let coalescer = coalescer();
+    let key = "app:GET:example.com/items?page=1";
+    let noted = coalescer.ended(key);
+    let others: Vec<String> = (2..40)
+        .map(|page| format!("app:GET:example.com/items?page={page}"))
+        .collect();
+    for other in &others {
+        let Join::Leader(guard) = coalescer.join(other) else {
+            panic!()
+        };
+        drop(guard);
+    }
+    let moved = others
+        .iter()
+        .filter(|other| stripe(other) == stripe(key))
+        .count() as u64;
+    assert!(moved < 4, "38 other keys, {moved} in the key's stripe");
+    assert_eq!(coalescer.ended(key), noted + moved);
+    // The key's own flight, and a variant's.
+    for flight in [key.to_owned(), format!("{key}#v3")] {
+        let before = coalescer.ended(key);
+        let Join::Leader(guard) = coalescer.join(&flight) else {
+            panic!()
+        };
+        drop(guard);
+        assert_eq!(coalescer.ended(key), before + 1, "{flight}");
+    }
+}

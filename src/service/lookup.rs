@@ -374,7 +374,7 @@ impl Ctx {
                 // After a flight ended — one this request waited for, or one that ended
                 // between its lookup and now — the entry may be there: look again before
                 // fetching once more.
-                Join::Leader(guard) if rejoined || coalescer.ended() != ended => {
+                Join::Leader(guard) if rejoined || coalescer.ended(key.as_str()) != ended => {
                     return match self.lookup_accepting(key, headers, accept).await {
                         Some(entry) => {
                             drop(lock);

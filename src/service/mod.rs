@@ -168,7 +168,10 @@ where
         let config = &self.config;
         // Noted before the lookup: a miss that then finds no flight to join looks again if
         // a flight ended meanwhile.
-        let ended = config.coalescer().map_or(0, |coalescer| coalescer.ended());
+        let ended = match (config.coalescer(), &key) {
+            (Some(coalescer), Some(key)) => coalescer.ended(key.as_str()),
+            _ => 0,
+        };
         let missed = match ctx.in_place(mode, key.as_ref(), &parts) {
             InPlace::Hit(response) => return ResponseFuture::ready(response),
             InPlace::Miss => true,

@@ -138,7 +138,7 @@ impl<'a, S: Serializer, T: Serialize + DeserializeOwned> Cached<'a, S, T> {
         let coalescer = &cache.inner.coalescer;
         // A load that ends between this lookup and the join below has stored its value:
         // looked up again then, rather than loaded twice.
-        let ended = coalescer.ended();
+        let ended = coalescer.ended(&self.key);
         if self.mode == Mode::Normal
             && let Some(value) = self.lookup().await
         {
@@ -151,7 +151,7 @@ impl<'a, S: Serializer, T: Serialize + DeserializeOwned> Cached<'a, S, T> {
             match coalescer.join(&self.key) {
                 Join::Leader(guard) => {
                     if self.mode == Mode::Normal
-                        && coalescer.ended() != ended
+                        && coalescer.ended(&self.key) != ended
                         && let Some(value) = self.lookup_again().await
                     {
                         drop(guard);

@@ -220,7 +220,8 @@ async fn the_index_forgets_expired_entries(topology: &mut Topology) {
             .put(
                 &format!("ns:GET:/{i}"),
                 tagged(&["t"]),
-                Duration::from_millis(50),
+                // Long enough that the 50 writes land within it on a loaded machine.
+                Duration::from_millis(400),
                 PutIf::Always,
             )
             .await
@@ -229,7 +230,7 @@ async fn the_index_forgets_expired_entries(topology: &mut Topology) {
     let set = store.redis_key("#tag:t");
     let members: i64 = store.pool().zcard(&set).await.unwrap();
     assert_eq!(members, 50);
-    tokio::time::sleep(Duration::from_millis(120)).await;
+    tokio::time::sleep(Duration::from_millis(600)).await;
     // The next add drops the expired members.
     store
         .put(
