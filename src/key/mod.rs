@@ -129,14 +129,19 @@ impl CacheKey {
 
     /// The key without a variant slot's suffix ([`variant`](Self::variant)).
     pub(crate) fn without_slot(key: &str) -> &str {
-        match key.rfind("#v") {
-            Some(at)
-                if key.len() > at + 2
-                    && key[at + 2..].bytes().all(|byte| byte.is_ascii_digit()) =>
-            {
-                &key[..at]
-            }
-            _ => key,
+        // From the end: the digits, then `#v` before them (no search through the key).
+        let bytes = key.as_bytes();
+        let digits = bytes
+            .iter()
+            .rev()
+            .take_while(|byte| byte.is_ascii_digit())
+            .count();
+        let at = bytes.len() - digits;
+        if digits > 0 && at >= 2 && &bytes[at - 2..at] == b"#v" {
+            // `#` is ASCII: a character boundary.
+            &key[..at - 2]
+        } else {
+            key
         }
     }
 

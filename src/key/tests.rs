@@ -451,6 +451,19 @@ proptest! {
         }
     }
 
+    /// The variant slot's suffix is found from the end as a search for the last `#v` would
+    /// find it.
+    #[test]
+    fn a_slot_suffix_is_stripped_as_a_search_would(key in "[a#v0-9]{0,12}") {
+        let searched = match key.rfind("#v") {
+            Some(at) if key.len() > at + 2 && key[at + 2..].bytes().all(|b| b.is_ascii_digit()) => {
+                &key[..at]
+            }
+            _ => key.as_str(),
+        };
+        prop_assert_eq!(CacheKey::without_slot(&key), searched);
+    }
+
     #[test]
     fn hashed_keys_never_equal_plain_keys(len in 0usize..400) {
         let body = format!("GET:/{}", "x".repeat(len));
