@@ -463,20 +463,7 @@ pub(super) async fn put_filled(
         // contract. (No capability is missing: nothing is refused.)
         return;
     }
-    let lock = if locks {
-        ok(name, "lock_fill", a.lock_fill("contract:f", MINUTE).await)
-    } else {
-        None
-    };
-    let mut fill = Fill::new("contract:f", entry("filled", &["tf"]), MINUTE, mark);
-    if let Some(lock) = &lock {
-        fill = fill.lock("contract:f", lock);
-    }
-    let filled = ok(
-        name,
-        "put_filled",
-        a.put_filled(fill).expect("offered").await,
-    );
+    let (filled, _) = fill_under_lock(a, "contract:f", entry("filled", &["tf"]), mark).await;
     ensure!(
         name,
         "put_filled stores when no purge was recorded since the mark",
@@ -527,20 +514,7 @@ pub(super) async fn put_filled(
         ok(name, "remove", b.remove("contract:f").await);
     }
     // A purge since the mark: nothing is done, and the lock stays held.
-    let lock = if locks {
-        ok(name, "lock_fill", a.lock_fill("contract:g", MINUTE).await)
-    } else {
-        None
-    };
-    let mut fill = Fill::new("contract:g", entry("late", &[]), MINUTE, mark);
-    if let Some(lock) = &lock {
-        fill = fill.lock("contract:g", lock);
-    }
-    let filled = ok(
-        name,
-        "put_filled",
-        a.put_filled(fill).expect("offered").await,
-    );
+    let (filled, lock) = fill_under_lock(a, "contract:g", entry("late", &[]), mark).await;
     ensure!(
         name,
         "put_filled does nothing after a purge since the mark",
@@ -556,4 +530,30 @@ pub(super) async fn put_filled(
         ok(name, "unlock_fill", a.unlock_fill("contract:g", lock).await);
     }
     report.kept("one-step fills: checked, written with their tags and unlocked at once");
+}
+
+/// Takes `key`'s fill lock (when the store has fill locks) and ends a fill of `entry` under
+/// it with `put_filled`: what that did, and the lock.
+async fn fill_under_lock(
+    a: &dyn SharedStore,
+    key: &str,
+    entry: Arc<CachedResponse>,
+    mark: u64,
+) -> (Filled, Option<crate::store::FillLock>) {
+    let name = a.capabilities().name;
+    let lock = if a.capabilities().fill_locks {
+        ok(name, "lock_fill", a.lock_fill(key, MINUTE).await)
+    } else {
+        None
+    };
+    let mut fill = Fill::new(key, entry, MINUTE, mark);
+    if let Some(lock) = &lock {
+        fill = fill.lock(key, lock);
+    }
+    let filled = ok(
+        name,
+        "put_filled",
+        a.put_filled(fill).expect("offered").await,
+    );
+    (filled, lock)
 }
