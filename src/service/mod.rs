@@ -444,7 +444,7 @@ impl<S> Call<S> {
             }
             Decision::ServeStale(entry) => {
                 let response = self.ctx.serve_stale(&entry, &parts.headers, head, true);
-                self.revalidate_in_background(parts, body, slot.unwrap_or(key), entry);
+                self.revalidate_in_background(parts, body, (slot.unwrap_or(key), ended), entry);
                 return Ok(response);
             }
             Decision::OnlyIfCachedMiss => return Ok(self.ctx.only_if_cached_miss()),

@@ -93,13 +93,15 @@ impl Ctx {
 
 impl<S> Call<S> {
     /// Fetches `key` again on a spawned task with this request (its body is the request's,
-    /// usually empty for a GET), unless a fetch of it is already in flight: the fresh
-    /// response replaces the stale entry. Without a Tokio runtime nothing is spawned.
+    /// usually empty for a GET), unless a fetch of it is already in flight, or one ended
+    /// since this request's lookup (counted `ended` then): it may have stored the fresh
+    /// entry already. The fresh response replaces the stale entry. Without a Tokio runtime
+    /// nothing is spawned.
     pub(super) fn revalidate_in_background<ReqB, ResB>(
         self,
         parts: Parts,
         body: ReqB,
-        key: CacheKey,
+        (key, ended): (CacheKey, u64),
         entry: Arc<CachedResponse>,
     ) where
         S: Service<Request<ReqB>, Response = Response<ResB>> + Send + 'static,
@@ -111,6 +113,8 @@ impl<S> Call<S> {
         ResB::Error: Send,
     {
         let flight = match self.ctx.config.coalescer() {
+            // Once is enough: the refresh that ended may be the one this request would start.
+            Some(coalescer) if coalescer.ended(key.as_str()) != ended => return,
             Some(coalescer) => match coalescer.join(key.as_str()) {
                 Join::Leader(guard) => Some(Lead::new(guard, None)),
                 // Already being refreshed (or not to be serialized): once is enough.
