@@ -283,8 +283,9 @@ async fn a_sliding_route_on_a_store_without_touch_hits_without_asking_for_one() 
     );
 }
 
-/// A store whose reads the test can hold: a read started while `held` is set returns a miss
-/// once the test lets it go, as a read that was answered before a write would.
+/// A store whose reads the test can hold: a read started while `held` is set returns what
+/// the store held then (a miss, or an entry since replaced) once the test lets it go, as a
+/// read that was answered before a write would.
 #[derive(Debug)]
 struct HeldReads {
     inner: MemoryStore,
@@ -299,11 +300,11 @@ impl Store for HeldReads {
 
     fn get<'a>(&'a self, key: &'a str) -> StoreFuture<'a, Option<Arc<CachedResponse>>> {
         Box::pin(async move {
+            let read = self.inner.get(key).await;
             if self.held.swap(false, std::sync::atomic::Ordering::SeqCst) {
                 self.release.notified().await;
-                return Ok(None);
             }
-            self.inner.get(key).await
+            read
         })
     }
 
@@ -387,4 +388,99 @@ async fn a_miss_that_finds_its_flight_ended_looks_again_before_fetching() {
     assert_eq!(calls.get(), 1, "one origin call");
     let snapshot = stats.snapshot();
     assert_eq!((snapshot.total.hits, snapshot.total.misses), (1, 1));
+}
+
+/// A response's `x-cache` and body.
+async fn body<B>(response: Response<B>) -> (String, Bytes)
+where
+    B: http_body::Body,
+    B::Error: std::fmt::Debug,
+{
+    let x_cache = response.headers()["x-cache"].to_str().unwrap().to_owned();
+    (
+        x_cache,
+        response.into_body().collect().await.unwrap().to_bytes(),
+    )
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_stale_read_that_finds_its_refresh_ended_starts_no_other() {
+    // A request reads a stale entry while another request's background refresh of it is
+    // under way, and before it can join that refresh, the refresh ends (the fresh entry
+    // written, its flight gone). Answered with the stale entry it read, it must not start a
+    // second refresh: one origin call refreshes the entry.
+    let store = Arc::new(HeldReads {
+        inner: MemoryStore::new(1 << 20),
+        held: std::sync::atomic::AtomicBool::new(false),
+        release: tokio::sync::Notify::new(),
+    });
+    let calls = Calls::default();
+    let counter = calls.clone();
+    let origin_gate = Arc::new(tokio::sync::Notify::new());
+    let gate = Arc::clone(&origin_gate);
+    let cache = CacheLayer::new(Arc::clone(&store))
+        .write_mode(WriteMode::Inline)
+        .clock(tower_response_cache::clock::TokioClock::new());
+    let service = ServiceBuilder::new()
+        .layer(cache)
+        .service_fn(move |_: Request<()>| {
+            let n = counter.hit();
+            let gate = Arc::clone(&gate);
+            async move {
+                // The refresh waits for the test.
+                if n == 2 {
+                    gate.notified().await;
+                }
+                let mut response = Response::new(Full::new(Bytes::from(format!("origin{n}"))));
+                response.headers_mut().insert(
+                    http::header::CACHE_CONTROL,
+                    http::HeaderValue::from_static("max-age=1, stale-while-revalidate=60"),
+                );
+                Ok::<_, std::convert::Infallible>(response)
+            }
+        });
+    let service = tower::util::BoxCloneSyncService::new(service);
+    let get = |service: &tower::util::BoxCloneSyncService<_, _, _>| {
+        service
+            .clone()
+            .oneshot(Request::get("/x").body(()).unwrap())
+    };
+    assert_eq!(body(get(&service).await.unwrap()).await.1, "origin1");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Stale: answered, and refreshed in the background (the origin waits).
+    assert_eq!(
+        body(get(&service).await.unwrap()).await,
+        ("STALE".to_owned(), Bytes::from("origin1"))
+    );
+    while calls.get() < 2 {
+        tokio::task::yield_now().await;
+    }
+    // The next request reads the stale entry and is held there.
+    store.held.store(true, std::sync::atomic::Ordering::SeqCst);
+    let held = tokio::spawn(get(&service));
+    while store.held.load(std::sync::atomic::Ordering::SeqCst) {
+        tokio::task::yield_now().await;
+    }
+    // The refresh ends: the fresh entry stored, its flight gone.
+    origin_gate.notify_one();
+    loop {
+        let stored = store.inner.get("cache:GET:/x").await.unwrap();
+        if stored.is_some_and(|entry| entry.body == "origin2") {
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    // The held read answers with the stale entry it read.
+    store.release.notify_one();
+    assert_eq!(
+        body(held.await.unwrap().unwrap()).await,
+        ("STALE".to_owned(), Bytes::from("origin1"))
+    );
+    // Background work, if any was started, runs to its end.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(calls.get(), 2, "one refresh");
+    assert_eq!(
+        body(get(&service).await.unwrap()).await,
+        ("HIT".to_owned(), Bytes::from("origin2"))
+    );
 }
