@@ -293,6 +293,28 @@ struct HeldReads {
     release: tokio::sync::Notify,
 }
 
+impl HeldReads {
+    fn new() -> Arc<Self> {
+        Arc::new(Self {
+            inner: MemoryStore::new(1 << 20),
+            held: std::sync::atomic::AtomicBool::new(false),
+            release: tokio::sync::Notify::new(),
+        })
+    }
+
+    /// Holds the next read.
+    fn hold(&self) {
+        self.held.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Returns once the read to hold has started (and is held).
+    async fn until_held(&self) {
+        while self.held.load(std::sync::atomic::Ordering::SeqCst) {
+            tokio::task::yield_now().await;
+        }
+    }
+}
+
 impl Store for HeldReads {
     fn capabilities(&self) -> Capabilities {
         self.inner.capabilities()
@@ -328,11 +350,7 @@ async fn a_miss_that_finds_its_flight_ended_looks_again_before_fetching() {
     // A request misses in the store, and before it can join the fetch of its key, that
     // fetch ends (its entry written, its flight gone). It must find the entry, not fetch
     // again.
-    let store = Arc::new(HeldReads {
-        inner: MemoryStore::new(1 << 20),
-        held: std::sync::atomic::AtomicBool::new(false),
-        release: tokio::sync::Notify::new(),
-    });
+    let store = HeldReads::new();
     let calls = Calls::default();
     let counter = calls.clone();
     let origin_gate = Arc::new(tokio::sync::Notify::new());
@@ -366,11 +384,9 @@ async fn a_miss_that_finds_its_flight_ended_looks_again_before_fetching() {
         tokio::task::yield_now().await;
     }
     // The second reads the store and is held there, with its miss.
-    store.held.store(true, std::sync::atomic::Ordering::SeqCst);
+    store.hold();
     let second = tokio::spawn(get(&service));
-    while store.held.load(std::sync::atomic::Ordering::SeqCst) {
-        tokio::task::yield_now().await;
-    }
+    store.until_held().await;
     // The fetch ends: stored, the flight gone. Then the held read answers its miss.
     origin_gate.notify_one();
     let first = first.await.unwrap().unwrap();
@@ -409,11 +425,7 @@ async fn a_stale_read_that_finds_its_refresh_ended_starts_no_other() {
     // under way, and before it can join that refresh, the refresh ends (the fresh entry
     // written, its flight gone). Answered with the stale entry it read, it must not start a
     // second refresh: one origin call refreshes the entry.
-    let store = Arc::new(HeldReads {
-        inner: MemoryStore::new(1 << 20),
-        held: std::sync::atomic::AtomicBool::new(false),
-        release: tokio::sync::Notify::new(),
-    });
+    let store = HeldReads::new();
     let calls = Calls::default();
     let counter = calls.clone();
     let origin_gate = Arc::new(tokio::sync::Notify::new());
@@ -456,11 +468,9 @@ async fn a_stale_read_that_finds_its_refresh_ended_starts_no_other() {
         tokio::task::yield_now().await;
     }
     // The next request reads the stale entry and is held there.
-    store.held.store(true, std::sync::atomic::Ordering::SeqCst);
+    store.hold();
     let held = tokio::spawn(get(&service));
-    while store.held.load(std::sync::atomic::Ordering::SeqCst) {
-        tokio::task::yield_now().await;
-    }
+    store.until_held().await;
     // The refresh ends: the fresh entry stored, its flight gone.
     origin_gate.notify_one();
     loop {
