@@ -363,7 +363,6 @@ impl<'a> Settings<'a> {
     pub(crate) fn freshness(&self) -> FreshnessSettings {
         let defaults = self.defaults();
         let rule = |field: fn(&RoutePolicy) -> Option<Duration>| self.rule.and_then(field);
-        let sliding = self.sliding();
         FreshnessSettings {
             honor_origin: self
                 .rule
@@ -376,7 +375,7 @@ impl<'a> Settings<'a> {
                 .or(defaults.stale_while_revalidate),
             stale_if_error: rule(|rule| rule.stale_if_error).or(defaults.stale_if_error),
             keep: self.config.rules.keep,
-            sliding,
+            sliding: self.sliding(),
         }
     }
 }

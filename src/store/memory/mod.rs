@@ -53,6 +53,35 @@ pub struct MemoryStore {
     removals: Arc<RemovalCounters>,
     /// The clock entries expire by, when it is not the system's (moka's timer is off then).
     clock: Option<Arc<dyn Clock>>,
+    /// When the store was made: deadlines are kept as time since then.
+    epoch: Epoch,
+}
+
+/// The store's creation, by each clock: deadlines are offsets from it, measured on the
+/// system's monotonic clock (as moka's timer is, so that a step of the wall clock moves no
+/// deadline) or on the store's own clock.
+#[derive(Clone, Copy, Debug)]
+struct Epoch {
+    monotonic: Instant,
+    clock: SystemTime,
+}
+
+impl Epoch {
+    fn new(clock: Option<&Arc<dyn Clock>>) -> Self {
+        Self {
+            monotonic: Instant::now(),
+            clock: clock.map_or(SystemTime::UNIX_EPOCH, |clock| clock.now()),
+        }
+    }
+
+    /// The time since the epoch now, by the store's clock (`None`: the system's monotonic
+    /// one).
+    fn elapsed(&self, clock: Option<&Arc<dyn Clock>>) -> Duration {
+        match clock {
+            Some(clock) => clock.now().duration_since(self.clock).unwrap_or_default(),
+            None => self.monotonic.elapsed(),
+        }
+    }
 }
 
 /// How many entries left a [`MemoryStore`], by cause ([`MemoryStore::removals`]).
@@ -121,9 +150,9 @@ impl RemovalCounters {
 #[derive(Clone, Debug)]
 struct Slot {
     entry: Arc<CachedResponse>,
-    /// When the store drops the entry, by the store's clock: kept as it is by a soft purge,
-    /// which must not extend an entry's life.
-    expires_at: SystemTime,
+    /// When the store drops the entry, as time since the store's [`Epoch`]: kept as it is
+    /// by a soft purge, which must not extend an entry's life.
+    expires_at: Duration,
     /// Which write this is, so that the tag index is cleaned by the removal of the slot it
     /// describes, not by that of an older slot of the same key.
     id: u64,
@@ -140,32 +169,33 @@ const MAX_INITIAL_ENTRIES: usize = 1 << 16;
 /// timer when the store keeps the system's time; not at all when it keeps a clock of its
 /// own, whose deadlines the reads check.
 struct SlotExpiry {
-    timed: bool,
+    /// The store's epoch on the monotonic clock; `None` when the store keeps its own clock.
+    timed: Option<Instant>,
 }
 
 impl SlotExpiry {
-    fn after(&self, slot: &Slot) -> Option<Duration> {
-        self.timed.then(|| {
+    fn after(&self, slot: &Slot, now: Instant) -> Option<Duration> {
+        let epoch = self.timed?;
+        Some(
             slot.expires_at
-                .duration_since(SystemTime::now())
-                .unwrap_or(Duration::ZERO)
-        })
+                .saturating_sub(now.saturating_duration_since(epoch)),
+        )
     }
 }
 
 impl Expiry<String, Slot> for SlotExpiry {
-    fn expire_after_create(&self, _: &String, slot: &Slot, _: Instant) -> Option<Duration> {
-        self.after(slot)
+    fn expire_after_create(&self, _: &String, slot: &Slot, now: Instant) -> Option<Duration> {
+        self.after(slot, now)
     }
 
     fn expire_after_update(
         &self,
         _: &String,
         slot: &Slot,
-        _: Instant,
+        now: Instant,
         _: Option<Duration>,
     ) -> Option<Duration> {
-        self.after(slot)
+        self.after(slot, now)
     }
 }
 
@@ -213,6 +243,7 @@ impl MemoryStore {
         let index = Arc::clone(&tags);
         let removals = Arc::new(RemovalCounters::default());
         let counted = Arc::clone(&removals);
+        let epoch = Epoch::new(clock.as_ref());
         let expired_by = clock.clone();
         let cache = Cache::builder()
             .max_capacity(max_bytes)
@@ -228,7 +259,7 @@ impl MemoryStore {
                 u32::try_from(key.len() + MOKA_OVERHEAD + slot.entry.weight()).unwrap_or(u32::MAX)
             })
             .expire_after(SlotExpiry {
-                timed: clock.is_none(),
+                timed: clock.is_none().then_some(epoch.monotonic),
             })
             // However a tagged slot leaves (expired, evicted, replaced, removed), its tags
             // leave the index with it; and every removal is counted by its cause.
@@ -240,9 +271,8 @@ impl MemoryStore {
                     MokaCause::Expired => RemovalCause::Expired,
                     // Dropped by a read past its deadline, on a store with a clock.
                     MokaCause::Explicit
-                        if expired_by
-                            .as_ref()
-                            .is_some_and(|clock| slot.expires_at <= clock.now()) =>
+                        if expired_by.is_some()
+                            && slot.expires_at <= epoch.elapsed(expired_by.as_ref()) =>
                     {
                         RemovalCause::Expired
                     }
@@ -257,6 +287,7 @@ impl MemoryStore {
             tags,
             removals,
             clock,
+            epoch,
         }
     }
 
@@ -268,20 +299,20 @@ impl MemoryStore {
         }
     }
 
-    /// The time `ttl` from now, by the store's clock (far ahead when that is past what a
-    /// `SystemTime` holds).
-    fn deadline(&self, ttl: Duration) -> SystemTime {
-        let now = self.now();
-        now.checked_add(ttl)
-            .unwrap_or_else(|| now + Duration::from_secs(100 * 365 * 24 * 3600))
+    /// The deadline `ttl` from now, as time since the store's epoch: at most a century
+    /// ahead, as deadlines were before they were offsets (a longer TTL is no different in
+    /// practice, and the sum cannot overflow).
+    fn deadline(&self, ttl: Duration) -> Duration {
+        const CENTURY: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+        self.epoch
+            .elapsed(self.clock.as_ref())
+            .saturating_add(ttl.min(CENTURY))
     }
 
     /// Whether a slot's time is not up. moka does not hand out expired slots on its timer;
     /// on a clock of the store's own, this is what keeps them out.
     fn live(&self, slot: &Slot) -> bool {
-        self.clock
-            .as_ref()
-            .is_none_or(|clock| slot.expires_at > clock.now())
+        self.clock.is_none() || slot.expires_at > self.epoch.elapsed(self.clock.as_ref())
     }
 
     /// How many entries left the store so far, by cause: for gauges and for telling a
@@ -382,7 +413,7 @@ impl MemoryStore {
 
     /// A new slot for `entry`, indexed by its tags if it has any (called where the slot is
     /// written: under the key's lock, or before an insert that replaces no tagged slot).
-    fn slot(&self, key: &str, entry: Arc<CachedResponse>, expires_at: SystemTime) -> Slot {
+    fn slot(&self, key: &str, entry: Arc<CachedResponse>, expires_at: Duration) -> Slot {
         let id = self.tags.next_id();
         if !entry.tags.is_empty() {
             self.tags.set(key, id, &entry.tags);
